@@ -1,0 +1,123 @@
+//! `baseline build`: scanning a root into a baseline and writing it crash-safely.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+use driftwatch_proto::baseline::{self, Baseline, BaselineId, Header};
+use ed25519_dalek::SigningKey;
+
+use crate::packages;
+use crate::rules::Rules;
+use crate::scan::{self, ScanError, ScanOptions, ScanStats};
+
+/// What to put in the header.
+#[derive(Clone, Debug, Default)]
+pub struct ImageLabel {
+    pub name: String,
+    pub version: String,
+}
+
+/// The outcome of a build.
+#[derive(Debug)]
+pub struct Built {
+    pub id: BaselineId,
+    pub bytes: Vec<u8>,
+    pub stats: ScanStats,
+    pub packages: usize,
+    pub package_sources: Vec<String>,
+    pub errors: Vec<ScanError>,
+    pub elapsed: Duration,
+}
+
+/// Scans `root` with `rules` and encodes the baseline (signed when a key is given).
+pub fn build(
+    root: &Path,
+    rules: &Rules,
+    image: &ImageLabel,
+    key: Option<&SigningKey>,
+    progress: bool,
+) -> Built {
+    let started = Instant::now();
+    let scan = scan::scan(ScanOptions {
+        root,
+        rules,
+        reference: None,
+        full_hash: true,
+        progress,
+    });
+    let inventory = packages::read_inventory(root);
+    let mut errors = scan.errors;
+    errors.extend(inventory.errors.iter().map(|e| ScanError {
+        path: "/".into(),
+        error: e.clone(),
+    }));
+    let mut baseline = Baseline {
+        header: Header {
+            created_unix: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64),
+            builder_host: hostname(),
+            image_name: image.name.clone(),
+            image_version: image.version.clone(),
+            rules_toml: rules.source().to_owned(),
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            package_sources: inventory.sources.clone(),
+            scanned_root: root.to_path_buf(),
+        },
+        entries: scan.entries,
+        packages: inventory.packages,
+    };
+    baseline.normalize();
+    let (bytes, id) = baseline::encode(&baseline, key);
+    Built {
+        id,
+        bytes,
+        stats: scan.stats,
+        packages: baseline.packages.len(),
+        package_sources: inventory.sources,
+        errors,
+        elapsed: started.elapsed(),
+    }
+}
+
+/// The machine's hostname, for the header.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Writes `bytes` to `path` crash-safely: temp file in the same directory, fsync, rename,
+/// fsync of the directory. A reader sees the old file or the new one, never a torn one.
+pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("not a file path"))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}

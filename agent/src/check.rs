@@ -1,0 +1,115 @@
+//! `check` and `baseline diff`: comparing a root, or a second baseline, with a baseline.
+
+use std::path::Path;
+
+use driftwatch_proto::baseline::LoadedBaseline;
+
+use crate::evaluate::{self, DriftKind};
+use crate::packages;
+use crate::report::{ImageInfo, Report, Summary};
+use crate::rules::{Rules, RulesError};
+use crate::scan::{self, ScanError, ScanOptions};
+
+/// Why a check could not run at all (as opposed to paths it could not read).
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error("the rules inside baseline {id} are invalid: {source}")]
+    Rules { id: String, source: RulesError },
+    #[error("cannot read root {root}: {source}")]
+    Root {
+        root: String,
+        source: std::io::Error,
+    },
+    #[error("root {0} is not a directory")]
+    NotADirectory(String),
+}
+
+/// The rules a baseline was built with.
+pub fn baseline_rules(loaded: &LoadedBaseline) -> Result<Rules, CheckError> {
+    let id = loaded.id.to_hex();
+    Rules::parse(
+        &loaded.baseline.header.rules_toml,
+        &format!("<rules in baseline {}>", &id[..12]),
+    )
+    .map_err(|source| CheckError::Rules { id, source })
+}
+
+/// Compares the filesystem under `root` with the baseline.
+pub fn check(
+    loaded: &LoadedBaseline,
+    root: &Path,
+    full_hash: bool,
+    progress: bool,
+) -> Result<Report, CheckError> {
+    let rules = baseline_rules(loaded)?;
+    let meta = std::fs::metadata(root).map_err(|source| CheckError::Root {
+        root: root.display().to_string(),
+        source,
+    })?;
+    if !meta.is_dir() {
+        return Err(CheckError::NotADirectory(root.display().to_string()));
+    }
+    std::fs::read_dir(root).map_err(|source| CheckError::Root {
+        root: root.display().to_string(),
+        source,
+    })?;
+    let baseline = &loaded.baseline;
+    let scanned = scan::scan(ScanOptions {
+        root,
+        rules: &rules,
+        reference: Some(baseline),
+        full_hash,
+        progress,
+    });
+    let mut drift = evaluate::compare_sets(&baseline.entries, &scanned.entries, &rules);
+    // A directory that could not be listed hides its children: not knowing is an error, not
+    // a removal.
+    let unlistable: Vec<&Path> = scanned.errors.iter().map(|e| e.path.as_path()).collect();
+    drift.retain(|d| {
+        d.kind != DriftKind::Removed
+            || !unlistable
+                .iter()
+                .any(|p| d.path.starts_with(p) && d.path != *p)
+    });
+    let inventory = packages::read_inventory(root);
+    let mut errors = scanned.errors;
+    errors.extend(inventory.errors.into_iter().map(|error| ScanError {
+        path: "/".into(),
+        error,
+    }));
+    let mut report = Report {
+        baseline_id: loaded.id.to_hex(),
+        image: ImageInfo::of(loaded),
+        root: root.to_path_buf(),
+        drift,
+        packages: packages::diff(&baseline.packages, &inventory.packages),
+        errors,
+        summary: Summary {
+            entries_checked: scanned.stats.entries,
+            files_hashed: scanned.stats.files_hashed,
+            bytes_hashed: scanned.stats.bytes_hashed,
+            ..Summary::default()
+        },
+    };
+    report.summarize();
+    Ok(report)
+}
+
+/// What changed between two baselines, classified with the newer one's rules.
+pub fn diff_baselines(old: &LoadedBaseline, new: &LoadedBaseline) -> Result<Report, CheckError> {
+    let rules = baseline_rules(new)?;
+    let mut report = Report {
+        baseline_id: old.id.to_hex(),
+        image: ImageInfo::of(old),
+        root: new.baseline.header.scanned_root.clone(),
+        drift: evaluate::compare_sets(&old.baseline.entries, &new.baseline.entries, &rules),
+        packages: packages::diff(&old.baseline.packages, &new.baseline.packages),
+        errors: Vec::new(),
+        summary: Summary {
+            entries_checked: new.baseline.entries.len() as u64,
+            ..Summary::default()
+        },
+    };
+    report.summarize();
+    Ok(report)
+}

@@ -1,0 +1,445 @@
+//! The `driftwatch-agent` command line. Exit codes follow `terraform plan -detailed-exitcode`:
+//! 0 no drift, 2 drift found, 1 error.
+
+use std::io::{IsTerminal as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use driftwatch_proto::baseline::{self, LoadedBaseline};
+use driftwatch_proto::keys;
+use driftwatch_proto::text::display_path;
+
+use crate::bake::{self, ImageLabel};
+use crate::check;
+use crate::report::{Report, rfc3339};
+use crate::rules::{DEFAULT_RULES_TOML, Rules};
+
+/// Exit code: no drift.
+pub const EXIT_CLEAN: u8 = 0;
+/// Exit code: an error stopped the command.
+pub const EXIT_ERROR: u8 = 1;
+/// Exit code: drift found.
+pub const EXIT_DRIFT: u8 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "driftwatch-agent",
+    version,
+    about = "driftwatch host agent: bake a baseline, check a host against it"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Build, inspect, sign-check and compare baseline files.
+    #[command(subcommand)]
+    Baseline(BaselineCommand),
+    /// Compare a root with a baseline once. Exit 0: no drift, 2: drift, 1: error.
+    Check(CheckArgs),
+    /// Print or validate rules files.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum BaselineCommand {
+    /// Scan a root and write a baseline file (run in the image pipeline).
+    Build(BuildArgs),
+    /// Print a baseline's header and counts.
+    Show {
+        /// The baseline file.
+        file: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Also list every entry (one line each; with --json, an "entries_list" array).
+        #[arg(long)]
+        entries: bool,
+    },
+    /// Check that a baseline is intact and signed by the given key. Exit 0 when it is, 1 otherwise.
+    Verify {
+        /// The baseline file.
+        file: PathBuf,
+        /// The trusted public key (PEM, or 64 hex digits).
+        #[arg(long, value_name = "FILE")]
+        public_key: PathBuf,
+    },
+    /// What changed between two baselines (e.g. two image builds). Exit 0: same, 2: differ.
+    Diff {
+        old: PathBuf,
+        new: PathBuf,
+        /// Print JSON (the same shape as `check --json`).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate an ed25519 signing key pair: PREFIX.key (private, mode 0600) and PREFIX.pub.
+    Keygen {
+        /// Path prefix of the two files.
+        #[arg(long, default_value = "driftwatch-signing")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+struct BuildArgs {
+    /// The directory that stands for `/` (a mounted image, a test tree).
+    #[arg(long, default_value = "/")]
+    root: PathBuf,
+    /// Rules file; the built-in defaults (= packaging/rules.toml) when absent.
+    #[arg(long, value_name = "RULES.toml")]
+    config: Option<PathBuf>,
+    /// Where to write the baseline.
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    #[arg(long, default_value = "")]
+    image_name: String,
+    #[arg(long, default_value = "")]
+    image_version: String,
+    /// Sign with this ed25519 private key (PKCS#8 PEM).
+    #[arg(long, value_name = "FILE")]
+    signing_key: Option<PathBuf>,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct CheckArgs {
+    /// The baseline file.
+    #[arg(long, value_name = "FILE")]
+    baseline: PathBuf,
+    /// The directory that stands for `/`.
+    #[arg(long, default_value = "/")]
+    root: PathBuf,
+    /// Print one JSON object instead of the human report.
+    #[arg(long)]
+    json: bool,
+    /// Re-hash every file instead of trusting unchanged metadata.
+    #[arg(long)]
+    full_hash: bool,
+    /// Refuse the baseline unless it is signed by this key (PEM, or 64 hex digits).
+    #[arg(long, value_name = "FILE")]
+    public_key: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum RulesCommand {
+    /// Print the built-in default rules (identical to packaging/rules.toml).
+    Default,
+    /// Validate a rules file; every error is reported with its key.
+    Validate { file: PathBuf },
+}
+
+/// Runs the command line; the binary's whole `main`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DRIFTWATCH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn run(cli: Cli) -> Result<u8> {
+    match cli.command {
+        Command::Baseline(BaselineCommand::Build(args)) => build(args),
+        Command::Baseline(BaselineCommand::Show {
+            file,
+            json,
+            entries,
+        }) => show(&file, json, entries),
+        Command::Baseline(BaselineCommand::Verify { file, public_key }) => {
+            let loaded = load_baseline(&file)?;
+            let key = load_public_key(&public_key)?;
+            loaded
+                .verify_signer(&key)
+                .with_context(|| format!("{}", file.display()))?;
+            println!(
+                "{}: OK, baseline {} signed by {}",
+                file.display(),
+                loaded.id,
+                keys::fingerprint(&key)
+            );
+            Ok(EXIT_CLEAN)
+        }
+        Command::Baseline(BaselineCommand::Diff { old, new, json }) => {
+            let (old, new) = (load_baseline(&old)?, load_baseline(&new)?);
+            let report = check::diff_baselines(&old, &new)?;
+            print_report(&report, json, "Baseline diff")
+        }
+        Command::Baseline(BaselineCommand::Keygen { out }) => keygen(&out),
+        Command::Check(args) => {
+            let loaded = load_baseline(&args.baseline)?;
+            if let Some(k) = &args.public_key {
+                loaded
+                    .verify_signer(&load_public_key(k)?)
+                    .with_context(|| args.baseline.display().to_string())?;
+            }
+            let progress = !args.json && std::io::stderr().is_terminal();
+            let report = check::check(&loaded, &args.root, args.full_hash, progress)?;
+            print_report(&report, args.json, "Check")
+        }
+        Command::Rules(RulesCommand::Default) => {
+            print!("{DEFAULT_RULES_TOML}");
+            Ok(EXIT_CLEAN)
+        }
+        Command::Rules(RulesCommand::Validate { file }) => {
+            let rules = Rules::load(&file)?;
+            println!("{}: OK, {} trees", file.display(), rules.paths().len());
+            Ok(EXIT_CLEAN)
+        }
+    }
+}
+
+/// Reads and checks a baseline file; every refusal names the file.
+pub fn load_baseline(path: &Path) -> Result<LoadedBaseline> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot read baseline {}", path.display()))?;
+    baseline::decode(&bytes).with_context(|| format!("refusing baseline {}", path.display()))
+}
+
+fn load_public_key(path: &Path) -> Result<ed25519_dalek::VerifyingKey> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read public key {}", path.display()))?;
+    keys::verifying_key_from_text(&text).with_context(|| format!("public key {}", path.display()))
+}
+
+fn print_report(report: &Report, json: bool, title: &str) -> Result<u8> {
+    let mut stdout = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut stdout, report)?;
+        writeln!(stdout)?;
+    } else {
+        stdout.write_all(report.render_human(title).as_bytes())?;
+    }
+    stdout.flush()?;
+    Ok(if report.has_drift() {
+        EXIT_DRIFT
+    } else {
+        EXIT_CLEAN
+    })
+}
+
+fn build(args: BuildArgs) -> Result<u8> {
+    let rules = match &args.config {
+        Some(path) => Rules::load(path)?,
+        None => Rules::builtin(),
+    };
+    let key = match &args.signing_key {
+        Some(path) => {
+            let pem = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read signing key {}", path.display()))?;
+            Some(
+                keys::signing_key_from_pem(&pem)
+                    .with_context(|| format!("signing key {}", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    let root_meta = std::fs::metadata(&args.root)
+        .with_context(|| format!("cannot read root {}", args.root.display()))?;
+    if !root_meta.is_dir() {
+        bail!("root {} is not a directory", args.root.display());
+    }
+    let progress = std::io::stderr().is_terminal();
+    let image = ImageLabel {
+        name: args.image_name,
+        version: args.image_version,
+    };
+    let built = bake::build(&args.root, &rules, &image, key.as_ref(), progress);
+    bake::write_atomically(&args.out, &built.bytes, 0o644)
+        .with_context(|| format!("cannot write baseline {}", args.out.display()))?;
+    const SHOWN_ERRORS: usize = 20;
+    for e in built.errors.iter().take(SHOWN_ERRORS) {
+        eprintln!("warning: {e}");
+    }
+    if built.errors.len() > SHOWN_ERRORS {
+        eprintln!(
+            "warning: … and {} more paths could not be fully recorded",
+            built.errors.len() - SHOWN_ERRORS
+        );
+    }
+    let s = &built.stats;
+    if args.json {
+        let summary = serde_json::json!({
+            "baseline_id": built.id.to_hex(),
+            "file": display_path(&args.out),
+            "file_size": built.bytes.len(),
+            "entries": s.entries,
+            "files_hashed": s.files_hashed,
+            "bytes_hashed": s.bytes_hashed,
+            "packages": built.packages,
+            "package_sources": built.package_sources,
+            "errors": built.errors,
+            "duration_seconds": built.elapsed.as_secs_f64(),
+            "signed": key.is_some(),
+        });
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        eprintln!(
+            "Baseline {} written to {} ({}{})\n  {} entries, {} files hashed ({}), {} packages{}, {} errors, {:.1}s",
+            built.id,
+            args.out.display(),
+            human_bytes(built.bytes.len() as u64),
+            if key.is_some() {
+                ", signed"
+            } else {
+                ", unsigned"
+            },
+            s.entries,
+            s.files_hashed,
+            human_bytes(s.bytes_hashed),
+            built.packages,
+            if built.package_sources.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", built.package_sources.join(", "))
+            },
+            built.errors.len(),
+            built.elapsed.as_secs_f64(),
+        );
+    }
+    Ok(EXIT_CLEAN)
+}
+
+fn show(file: &Path, json: bool, list: bool) -> Result<u8> {
+    let loaded = load_baseline(file)?;
+    let b = &loaded.baseline;
+    let h = &b.header;
+    let rules = check::baseline_rules(&loaded).ok();
+    let trees: Vec<String> = rules.as_ref().map_or_else(Vec::new, |r| {
+        r.paths().iter().map(|p| display_path(p)).collect()
+    });
+    if json {
+        let mut value = serde_json::json!({
+            "baseline_id": loaded.id.to_hex(),
+            "format_version": baseline::FORMAT_VERSION,
+            "file_size": loaded.file_size,
+            "image": crate::report::ImageInfo::of(&loaded),
+            "agent_version": h.agent_version,
+            "entries": b.entries.len(),
+            "packages": b.packages.len(),
+            "package_sources": h.package_sources,
+            "trees": trees,
+            "rules": h.rules_toml,
+        });
+        if list {
+            value["entries_list"] = b
+                .entries
+                .iter()
+                .map(|e| {
+                    serde_json::to_value(crate::evaluate::Facts::of(e)).map(|mut v| {
+                        v["path"] = display_path(&e.path).into();
+                        v
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?
+                .into();
+        }
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(EXIT_CLEAN);
+    }
+    println!("baseline   {}", loaded.id);
+    println!(
+        "format     version {} ({}, {})",
+        baseline::FORMAT_VERSION,
+        human_bytes(loaded.file_size),
+        match &loaded.signer {
+            Some(k) => format!("signed by {}", keys::fingerprint(k)),
+            None => "unsigned".into(),
+        }
+    );
+    println!("image      {} {}", h.image_name, h.image_version);
+    println!(
+        "built      {} on {} by driftwatch-agent {}",
+        rfc3339(h.created_unix),
+        h.builder_host,
+        h.agent_version
+    );
+    println!("entries    {}", b.entries.len());
+    println!(
+        "packages   {} ({})",
+        b.packages.len(),
+        if h.package_sources.is_empty() {
+            "none found".into()
+        } else {
+            h.package_sources.join(", ")
+        }
+    );
+    println!("trees      {}", trees.join(" "));
+    if list {
+        for e in &b.entries {
+            println!(
+                "{:>4o} {:>6}:{:<6} {:>10} {:<9} {}",
+                e.mode,
+                e.uid,
+                e.gid,
+                e.size,
+                e.kind.as_str(),
+                display_path(&e.path)
+            );
+        }
+    }
+    Ok(EXIT_CLEAN)
+}
+
+fn keygen(prefix: &Path) -> Result<u8> {
+    let private = PathBuf::from(format!("{}.key", prefix.display()));
+    let public = PathBuf::from(format!("{}.pub", prefix.display()));
+    for p in [&private, &public] {
+        if p.exists() {
+            bail!(
+                "{} already exists; refusing to overwrite a key",
+                p.display()
+            );
+        }
+    }
+    let key = keys::generate()?;
+    bake::write_atomically(&private, keys::signing_key_to_pem(&key).as_bytes(), 0o600)
+        .with_context(|| format!("cannot write {}", private.display()))?;
+    bake::write_atomically(
+        &public,
+        keys::verifying_key_to_pem(&key.verifying_key()).as_bytes(),
+        0o644,
+    )
+    .with_context(|| format!("cannot write {}", public.display()))?;
+    println!(
+        "Wrote {} (private, keep it in the pipeline's secret store) and {} (public, ship it to hosts)\nkey {}",
+        private.display(),
+        public.display(),
+        keys::fingerprint(&key.verifying_key())
+    );
+    Ok(EXIT_CLEAN)
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}

@@ -1,0 +1,423 @@
+//! Comparing what is with what should be: drift items, their severity, and diffs.
+//!
+//! One function, [`compare`], decides about one path; [`compare_sets`] merge-joins two sorted
+//! entry lists (a baseline and a scan, or two baselines) through it. The daemon calls
+//! [`compare`] for single paths, so the one-shot check and the watcher can never disagree.
+
+use std::collections::BTreeMap;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use driftwatch_proto::baseline::{Entry, FileKind};
+use driftwatch_proto::text::{display_path, escape_bytes};
+use serde::Serialize;
+
+use crate::rules::{Attr, Rules, Severity};
+
+const SETUID: u32 = 0o4000;
+const SETGID: u32 = 0o2000;
+const ANY_EXEC: u32 = 0o111;
+const CAPABILITY_XATTR: &str = "security.capability";
+
+/// What happened to a path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriftKind {
+    Added,
+    Removed,
+    Modified,
+}
+
+impl DriftKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriftKind::Added => "added",
+            DriftKind::Removed => "removed",
+            DriftKind::Modified => "modified",
+        }
+    }
+}
+
+/// The reportable facts of one side of a drift item. Secret content never appears here: only
+/// hashes, which the baseline records for every file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Facts {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Octal permission bits, e.g. `"0644"`, `"4755"`.
+    pub mode: String,
+    pub owner: u32,
+    pub group: u32,
+    pub size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Values as text when printable, else `0x…` hex.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub xattrs: BTreeMap<String, String>,
+}
+
+impl Facts {
+    pub fn of(entry: &Entry) -> Facts {
+        Facts {
+            kind: entry.kind.as_str(),
+            mode: format!("{:04o}", entry.mode),
+            owner: entry.uid,
+            group: entry.gid,
+            size: entry.size,
+            sha256: entry.sha256.map(hex::encode),
+            target: entry.target.as_deref().map(display_path),
+            xattrs: entry
+                .xattrs
+                .iter()
+                .map(|x| (x.name.clone(), xattr_text(&x.value)))
+                .collect(),
+        }
+    }
+}
+
+fn xattr_text(value: &[u8]) -> String {
+    let trimmed = value.strip_suffix(b"\0").unwrap_or(value);
+    match std::str::from_utf8(trimmed) {
+        Ok(s) if !s.chars().any(char::is_control) => s.to_owned(),
+        _ => format!("0x{}", hex::encode(value)),
+    }
+}
+
+/// One path that differs from its baseline.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DriftItem {
+    #[serde(serialize_with = "crate::report::ser_path")]
+    pub path: PathBuf,
+    pub kind: DriftKind,
+    /// Changed attributes (empty for added and removed).
+    pub changed: Vec<Attr>,
+    pub severity: Severity,
+    /// Why this severity, in plain words.
+    pub reason: String,
+    pub expected: Option<Facts>,
+    pub actual: Option<Facts>,
+    /// Unified diff, when the baseline holds the content (never for secrets).
+    pub diff: Option<String>,
+}
+
+/// Compares the expected and actual state of one path. `None` means no drift.
+pub fn compare(
+    path: &Path,
+    expected: Option<&Entry>,
+    actual: Option<&Entry>,
+    rules: &Rules,
+) -> Option<DriftItem> {
+    let (kind, changed) = match (expected, actual) {
+        (None, None) => return None,
+        (None, Some(_)) => (DriftKind::Added, Vec::new()),
+        (Some(_), None) => (DriftKind::Removed, Vec::new()),
+        (Some(e), Some(a)) => {
+            let changed = changed_attrs(e, a, rules.attributes(path));
+            if changed.is_empty() {
+                return None;
+            }
+            (DriftKind::Modified, changed)
+        }
+    };
+    let diff = content_diff(path, expected, actual, kind, &changed);
+    let (severity, reason) = classify(path, kind, &changed, expected, actual, rules);
+    Some(DriftItem {
+        path: path.to_path_buf(),
+        kind,
+        changed,
+        severity,
+        reason,
+        expected: expected.map(Facts::of),
+        actual: actual.map(Facts::of),
+        diff,
+    })
+}
+
+/// Merge-joins two entry lists sorted by path bytes.
+pub fn compare_sets(expected: &[Entry], actual: &[Entry], rules: &Rules) -> Vec<DriftItem> {
+    let mut out = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < expected.len() || j < actual.len() {
+        let order = match (expected.get(i), actual.get(j)) {
+            (Some(e), Some(a)) => e
+                .path
+                .as_os_str()
+                .as_bytes()
+                .cmp(a.path.as_os_str().as_bytes()),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            _ => std::cmp::Ordering::Greater,
+        };
+        let (e, a) = match order {
+            std::cmp::Ordering::Less => {
+                i += 1;
+                (Some(&expected[i - 1]), None)
+            }
+            std::cmp::Ordering::Greater => {
+                j += 1;
+                (None, Some(&actual[j - 1]))
+            }
+            std::cmp::Ordering::Equal => {
+                i += 1;
+                j += 1;
+                (Some(&expected[i - 1]), Some(&actual[j - 1]))
+            }
+        };
+        let path = e.or(a).map(|x| x.path.as_path()).expect("one side present");
+        out.extend(compare(path, e, a, rules));
+    }
+    out
+}
+
+fn changed_attrs(e: &Entry, a: &Entry, check: crate::rules::AttrSet) -> Vec<Attr> {
+    let mut changed = Vec::new();
+    let mut note = |attr: Attr, differs: bool| {
+        if differs && check.contains(attr) {
+            changed.push(attr);
+        }
+    };
+    if e.kind != a.kind {
+        note(Attr::Type, true);
+        return changed;
+    }
+    note(Attr::Mode, e.mode != a.mode);
+    note(Attr::Owner, e.uid != a.uid);
+    note(Attr::Group, e.gid != a.gid);
+    note(Attr::Size, e.size != a.size);
+    // An unreadable file has no hash: that is an error reported elsewhere, not content drift.
+    let content_differs = match (e.sha256, a.sha256) {
+        (Some(x), Some(y)) => x != y,
+        _ => false,
+    };
+    note(Attr::Content, content_differs);
+    note(Attr::Target, e.target != a.target || e.rdev != a.rdev);
+    note(Attr::Xattrs, e.xattrs != a.xattrs);
+    changed
+}
+
+fn classify(
+    path: &Path,
+    kind: DriftKind,
+    changed: &[Attr],
+    expected: Option<&Entry>,
+    actual: Option<&Entry>,
+    rules: &Rules,
+) -> (Severity, String) {
+    let before_mode = expected.map_or(0, |e| e.mode);
+    if let Some(a) = actual {
+        let new_bits = a.mode & !before_mode;
+        if new_bits & SETUID != 0 {
+            return (Severity::Security, "new setuid bit".into());
+        }
+        if new_bits & SETGID != 0 && a.kind != FileKind::Directory {
+            return (Severity::Security, "new setgid bit".into());
+        }
+    }
+    if changed.contains(&Attr::Xattrs)
+        || (kind == DriftKind::Added && actual.is_some_and(has_caps))
+    {
+        fn caps(x: Option<&Entry>) -> Option<&Vec<u8>> {
+            x.and_then(|e| e.xattrs.iter().find(|x| x.name == CAPABILITY_XATTR))
+                .map(|x| &x.value)
+        }
+        if caps(expected) != caps(actual) && caps(actual).is_some() {
+            return (
+                Severity::Security,
+                "file capabilities granted or changed".into(),
+            );
+        }
+    }
+    if let Some(a) = actual {
+        let newly_executable = a.kind == FileKind::Regular
+            && a.mode & ANY_EXEC != 0
+            && expected.is_none_or(|e| e.kind != FileKind::Regular || e.mode & ANY_EXEC == 0);
+        if newly_executable && rules.is_executable_path(path) {
+            return (Severity::Security, "new executable in a system path".into());
+        }
+    }
+    if kind == DriftKind::Modified
+        && changed
+            .iter()
+            .all(|c| matches!(c, Attr::Content | Attr::Size))
+        && is_cosmetic(expected, actual)
+    {
+        return (
+            Severity::Cosmetic,
+            "only whitespace or comment lines changed".into(),
+        );
+    }
+    match rules.path_severity(path) {
+        Some(Severity::Security) => (Severity::Security, "security-sensitive path".into()),
+        Some(Severity::Cosmetic) => (Severity::Cosmetic, "cosmetic path".into()),
+        Some(Severity::Behavioral) | None => (
+            Severity::Behavioral,
+            "configuration or binary changed".into(),
+        ),
+    }
+}
+
+fn has_caps(e: &Entry) -> bool {
+    e.xattrs.iter().any(|x| x.name == CAPABILITY_XATTR)
+}
+
+/// Whether two contents mean the same: equal once comment lines, blank lines and whitespace
+/// runs are ignored. Only decidable when both contents are known.
+fn is_cosmetic(expected: Option<&Entry>, actual: Option<&Entry>) -> bool {
+    match (
+        expected.and_then(|e| e.content.as_deref()),
+        actual.and_then(|a| a.content.as_deref()),
+    ) {
+        (Some(x), Some(y)) => meaningful_lines(x).eq(meaningful_lines(y)),
+        _ => false,
+    }
+}
+
+fn meaningful_lines(content: &[u8]) -> impl Iterator<Item = Vec<&[u8]>> {
+    content.split(|b| *b == b'\n').filter_map(|line| {
+        let words: Vec<&[u8]> = line
+            .split(|b| b.is_ascii_whitespace())
+            .filter(|w| !w.is_empty())
+            .collect();
+        match words.first() {
+            None => None,
+            Some(w) if w.starts_with(b"#") || w.starts_with(b";") || w.starts_with(b"//") => None,
+            Some(_) => Some(words),
+        }
+    })
+}
+
+fn content_diff(
+    path: &Path,
+    expected: Option<&Entry>,
+    actual: Option<&Entry>,
+    kind: DriftKind,
+    changed: &[Attr],
+) -> Option<String> {
+    if kind == DriftKind::Modified && !changed.contains(&Attr::Content) {
+        return None;
+    }
+    let old = expected.map(|e| e.content.as_deref());
+    let new = actual.map(|a| a.content.as_deref());
+    let (old, new) = match (old, new) {
+        (Some(Some(o)), Some(Some(n))) => (o, n),
+        (None, Some(Some(n))) => (&b""[..], n),
+        (Some(Some(o)), None) => (o, &b""[..]),
+        _ => return None,
+    };
+    let (old, new) = (String::from_utf8_lossy(old), String::from_utf8_lossy(new));
+    let shown = escape_bytes(path.as_os_str().as_bytes());
+    let diff = similar::TextDiff::from_lines(old.as_ref(), new.as_ref())
+        .unified_diff()
+        .context_radius(3)
+        .header(&format!("a{shown}"), &format!("b{shown}"))
+        .to_string();
+    (!diff.is_empty()).then_some(diff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str, mode: u32, content: &[u8]) -> Entry {
+        use sha2::Digest;
+        Entry {
+            path: path.into(),
+            kind: FileKind::Regular,
+            mode,
+            uid: 0,
+            gid: 0,
+            size: content.len() as u64,
+            sha256: Some(sha2::Sha256::digest(content).into()),
+            target: None,
+            xattrs: vec![],
+            content: Some(content.to_vec()),
+            mtime_ns: 0,
+            ctime_ns: 0,
+            inode: 1,
+            rdev: 0,
+        }
+    }
+
+    #[test]
+    fn touch_is_not_drift() {
+        let rules = Rules::builtin();
+        let a = file("/etc/x.conf", 0o644, b"a=1\n");
+        let mut b = a.clone();
+        b.mtime_ns = 99;
+        b.ctime_ns = 99;
+        b.inode = 7;
+        assert_eq!(compare(&a.path, Some(&a), Some(&b), &rules), None);
+    }
+
+    #[test]
+    fn comment_and_whitespace_edits_are_cosmetic() {
+        let rules = Rules::builtin();
+        let a = file("/etc/ssh/sshd_config", 0o644, b"# hi\nPermitRootLogin no\n");
+        let b = file(
+            "/etc/ssh/sshd_config",
+            0o644,
+            b"# hello there\n\nPermitRootLogin    no  \n",
+        );
+        let item = compare(&a.path, Some(&a), Some(&b), &rules).unwrap();
+        assert_eq!(item.severity, Severity::Cosmetic);
+        assert!(item.diff.unwrap().contains("+# hello there"));
+        let c = file(
+            "/etc/ssh/sshd_config",
+            0o644,
+            b"# hi\nPermitRootLogin yes\n",
+        );
+        let item = compare(&a.path, Some(&a), Some(&c), &rules).unwrap();
+        assert_eq!(item.severity, Severity::Security);
+        assert_eq!(item.changed, vec![Attr::Size, Attr::Content]);
+    }
+
+    #[test]
+    fn setuid_and_new_executables_are_security() {
+        let rules = Rules::builtin();
+        let a = file("/opt/tool", 0o755, b"x");
+        let b = file("/opt/tool", 0o4755, b"x");
+        let item = compare(&a.path, Some(&a), Some(&b), &rules).unwrap();
+        assert_eq!(
+            (item.severity, item.changed),
+            (Severity::Security, vec![Attr::Mode])
+        );
+        let new = file("/usr/local/bin/backdoor", 0o755, b"#!/bin/sh\n");
+        let item = compare(&new.path, None, Some(&new), &rules).unwrap();
+        assert_eq!(
+            (item.kind, item.severity),
+            (DriftKind::Added, Severity::Security)
+        );
+        let data = file("/usr/local/share/x", 0o644, b"data");
+        let item = compare(&data.path, None, Some(&data), &rules).unwrap();
+        assert_eq!(item.severity, Severity::Behavioral);
+    }
+
+    #[test]
+    fn merge_join_finds_added_removed_modified() {
+        let rules = Rules::builtin();
+        let old = vec![
+            file("/etc/a", 0o644, b"1"),
+            file("/etc/b", 0o644, b"1"),
+            file("/etc/c", 0o644, b"1"),
+        ];
+        let new = vec![
+            file("/etc/b", 0o600, b"1"),
+            file("/etc/c", 0o644, b"1"),
+            file("/etc/d", 0o644, b"1"),
+        ];
+        let items = compare_sets(&old, &new, &rules);
+        let got: Vec<(String, DriftKind)> = items
+            .iter()
+            .map(|i| (i.path.display().to_string(), i.kind))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("/etc/a".into(), DriftKind::Removed),
+                ("/etc/b".into(), DriftKind::Modified),
+                ("/etc/d".into(), DriftKind::Added)
+            ]
+        );
+    }
+}

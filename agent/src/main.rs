@@ -1,0 +1,5 @@
+//! `driftwatch-agent`: see the library's `cli` module.
+
+fn main() -> std::process::ExitCode {
+    driftwatch_agent::cli::main()
+}

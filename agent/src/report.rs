@@ -1,0 +1,222 @@
+//! Drift reports: the JSON object `check --json` prints and the human rendering.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use driftwatch_proto::baseline::LoadedBaseline;
+use driftwatch_proto::text::display_path;
+use serde::{Serialize, Serializer};
+
+use crate::evaluate::{DriftItem, DriftKind};
+use crate::packages::{PackageChange, PackageDrift};
+use crate::rules::Severity;
+use crate::scan::ScanError;
+
+/// Serializes a path as text, escaping non-UTF-8 bytes as `\xNN`.
+pub fn ser_path<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&display_path(path))
+}
+
+/// Which image a baseline describes.
+#[derive(Clone, Debug, Serialize)]
+pub struct ImageInfo {
+    pub name: String,
+    pub version: String,
+    /// RFC 3339.
+    pub built_at: String,
+    pub builder_host: String,
+    pub signed_by: Option<String>,
+}
+
+impl ImageInfo {
+    pub fn of(loaded: &LoadedBaseline) -> ImageInfo {
+        let h = &loaded.baseline.header;
+        ImageInfo {
+            name: h.image_name.clone(),
+            version: h.image_version.clone(),
+            built_at: rfc3339(h.created_unix),
+            builder_host: h.builder_host.clone(),
+            signed_by: loaded
+                .signer
+                .as_ref()
+                .map(driftwatch_proto::keys::fingerprint),
+        }
+    }
+}
+
+/// Formats Unix seconds as RFC 3339 UTC.
+pub fn rfc3339(unix: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// Counts for the summary line.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Summary {
+    pub security: usize,
+    pub behavioral: usize,
+    pub cosmetic: usize,
+    pub packages: usize,
+    pub errors: usize,
+    pub entries_checked: u64,
+    pub files_hashed: u64,
+    pub bytes_hashed: u64,
+}
+
+/// A drift report: what `check` and `baseline diff` print.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub baseline_id: String,
+    pub image: ImageInfo,
+    #[serde(serialize_with = "ser_path")]
+    pub root: PathBuf,
+    pub drift: Vec<DriftItem>,
+    pub packages: Vec<PackageDrift>,
+    pub errors: Vec<ScanError>,
+    pub summary: Summary,
+}
+
+impl Report {
+    /// Whether anything drifted (exit code 2).
+    pub fn has_drift(&self) -> bool {
+        !self.drift.is_empty() || !self.packages.is_empty()
+    }
+
+    /// Fills in the summary counts from the items.
+    pub fn summarize(&mut self) {
+        let count = |s| self.drift.iter().filter(|d| d.severity == s).count();
+        self.summary.security = count(Severity::Security);
+        self.summary.behavioral = count(Severity::Behavioral);
+        self.summary.cosmetic = count(Severity::Cosmetic);
+        self.summary.packages = self.packages.len();
+        self.summary.errors = self.errors.len();
+    }
+
+    /// The report for people: grouped by severity, most serious first, diffs indented.
+    pub fn render_human(&self, title: &str) -> String {
+        let mut out = String::new();
+        let s = &self.summary;
+        let image = match (self.image.name.as_str(), self.image.version.as_str()) {
+            ("", "") => String::from("unnamed image"),
+            (n, v) => format!("image {n} {v}").trim_end().to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "{title} against baseline {} ({image}, built {})",
+            short(&self.baseline_id),
+            self.image.built_at
+        );
+        if !self.has_drift() {
+            let _ = writeln!(
+                out,
+                "No drift: {} entries match the baseline.",
+                s.entries_checked
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "DRIFT: {} security, {} behavioral, {} cosmetic, {} package change{}",
+                s.security,
+                s.behavioral,
+                s.cosmetic,
+                s.packages,
+                if s.packages == 1 { "" } else { "s" }
+            );
+        }
+        for severity in Severity::ALL {
+            let items: Vec<&DriftItem> = self
+                .drift
+                .iter()
+                .filter(|d| d.severity == severity)
+                .collect();
+            if items.is_empty() {
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "\n{} ({})",
+                severity.as_str().to_uppercase(),
+                items.len()
+            );
+            for item in items {
+                render_item(&mut out, item);
+            }
+        }
+        if !self.packages.is_empty() {
+            let _ = writeln!(out, "\nPACKAGES ({})", self.packages.len());
+            for p in &self.packages {
+                let name = if p.arch.is_empty() {
+                    p.name.clone()
+                } else {
+                    format!("{}:{}", p.name, p.arch)
+                };
+                let none = String::from("?");
+                let (old, new) = (
+                    p.expected_version.as_ref().unwrap_or(&none),
+                    p.actual_version.as_ref().unwrap_or(&none),
+                );
+                let _ = match p.kind {
+                    PackageChange::Installed => writeln!(out, "  + {name} {new} installed"),
+                    PackageChange::Removed => writeln!(out, "  - {name} {old} removed"),
+                    PackageChange::VersionChanged => writeln!(out, "  ~ {name} {old} -> {new}"),
+                };
+            }
+        }
+        if !self.errors.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nERRORS ({}): these paths could not be checked",
+                self.errors.len()
+            );
+            for e in &self.errors {
+                let _ = writeln!(out, "  ! {e}");
+            }
+        }
+        out
+    }
+}
+
+fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+fn render_item(out: &mut String, item: &DriftItem) {
+    let path = display_path(&item.path);
+    let (sign, what) = match item.kind {
+        DriftKind::Added => ("+", "added".to_owned()),
+        DriftKind::Removed => ("-", "removed".to_owned()),
+        DriftKind::Modified => ("~", describe_changes(item)),
+    };
+    let _ = writeln!(out, "  {sign} {path}  {what}  [{}]", item.reason);
+    if let Some(diff) = &item.diff {
+        for line in diff.lines() {
+            let _ = writeln!(out, "      {line}");
+        }
+    }
+}
+
+fn describe_changes(item: &DriftItem) -> String {
+    use crate::rules::Attr;
+    let (Some(e), Some(a)) = (&item.expected, &item.actual) else {
+        return "modified".into();
+    };
+    let parts: Vec<String> = item
+        .changed
+        .iter()
+        .map(|attr| match attr {
+            Attr::Type => format!("type {} -> {}", e.kind, a.kind),
+            Attr::Mode => format!("mode {} -> {}", e.mode, a.mode),
+            Attr::Owner => format!("owner {} -> {}", e.owner, a.owner),
+            Attr::Group => format!("group {} -> {}", e.group, a.group),
+            Attr::Size => format!("size {} -> {}", e.size, a.size),
+            Attr::Content => "content".into(),
+            Attr::Target => format!(
+                "target {} -> {}",
+                e.target.as_deref().unwrap_or("?"),
+                a.target.as_deref().unwrap_or("?")
+            ),
+            Attr::Xattrs => "xattrs".into(),
+        })
+        .collect();
+    format!("modified: {}", parts.join(", "))
+}

@@ -2,7 +2,7 @@
 # baseline-vs-aide.sh — reproducible benchmark: driftwatch baseline build / check against
 # peers, measured in the same run on the same warm corpus.
 #
-#   rows:   walk+hash (find | xargs -0 -P$(nproc) sha256sum)   <- "walk and hash everything", as the issue sets it
+#   rows:   walk+hash (find | xargs -0 -P$(nproc) sha256sum)   <- "walk and hash everything" (the issue's peer)
 #           walk+hash (same with openssl dgst -sha256)           <- reference only: SHA-NI-accelerated hashing
 #           aide --init                                          <- AIDE as shipped by Debian
 #           driftwatch baseline build
@@ -40,21 +40,25 @@
 #
 # Measurement: GNU time (`/usr/bin/time -f '%U %S %M'`): CPU = %U + %S, peak RSS = %M (KiB,
 # printed as MiB). Wall time is taken around it with bash's $EPOCHREALTIME (microseconds;
-# GNU time's %e has only 10 ms resolution, too coarse for a fast no-change check). For pipelines (find | xargs sha256sum), CPU includes
-# every process of the pipeline, but peak RSS is that of the largest single process, not the
-# sum across parallel workers (that is what the kernel's rusage reports). Each column's median
+# GNU time's %e has only 10 ms resolution, too coarse for a fast no-change check). For
+# pipelines (find | xargs sha256sum), CPU includes every process of the pipeline, but peak RSS
+# is that of the largest single process, not the sum across parallel workers (that is what
+# the kernel's rusage reports). Each column's median
 # is taken independently over the RUNS runs.
 #
 # Other load: the column "other load %" is the share of the machine's CPU capacity
 # (wall x nproc) used by anything else while a command ran (system-wide busy+steal time from
 # /proc/stat minus the command's own CPU time; "-" for runs under 1 s, where the 10 ms ticks
-# are too coarse). Above ~10% the wall times and ratios are suspect (a concurrent build, a noisy VM neighbour); the script warns, rerun on a quiet box.
+# are too coarse). Above ~10% the wall times and ratios are suspect (a concurrent build, a
+# noisy VM neighbour); the script warns: rerun on a quiet box.
 #
 # Hash speed: coreutils sha256sum (9.1 on Debian 12) and AIDE (via libmhash) use portable
 # SHA-256 code; OpenSSL and most Rust/Go hashers use the CPU's SHA extensions (SHA-NI) when
 # present, which is ~5-7x faster per byte. The openssl row shows what a walk+hash costs with
-# such a hasher, so the 1.5x target against sha256sum can be read in context. Logs of every run (stdout/stderr, AIDE reports)
-# go to CORPUS/logs/.
+# such a hasher, so the 1.5x target against sha256sum can be read in context.
+#
+# Logs of every run (stdout/stderr, AIDE reports, raw samples) go to CORPUS/logs/.
+# Runtime: ~10 minutes with RUNS=3 on 2 CPUs (AIDE dominates), plus ~1 minute for the corpus.
 set -euo pipefail
 export LC_ALL=C   # '.' as decimal separator for $EPOCHREALTIME, awk and sort -g
 
@@ -214,7 +218,7 @@ measure() {
       load = (wall < 1) ? -1 : (other > 0) ? 100 * other / cap : 0
       printf "%.6f %s %s %s %.1f\n", wall, $1, $2, $3, (load > 100) ? 100 : load }' >>"$samples"
     log "  $key run $run/$RUNS: $(tail -n 1 "$samples" |
-      awk '{printf "wall %.3fs cpu %.2fs rss %.1fMiB other load %s%%", $1, $2 + $3, $4 / 1024, $5}')${NOTE[$key]:+ (${NOTE[$key]})}"
+      awk '{printf "wall %.3fs cpu %.2fs rss %.1fMiB other load %s", $1, $2 + $3, $4 / 1024, ($5 < 0) ? "-" : $5 "%"}')${NOTE[$key]:+ (${NOTE[$key]})}"
   done
   WALL[$key]=$(awk '{print $1}' "$samples" | median "%.3f")
   CPU[$key]=$(awk '{print $2 + $3}' "$samples" | median)
@@ -384,11 +388,15 @@ R_HASH=$(ratio "${WALL[dw_build]:-}" "${WALL[xargs]:-}" "%.2f")
 R_CHECK=$(ratio "${WALL[aide_check]:-}" "${WALL[dw_check]:-}" "%.1f")
 R_AIDE_HASH=$(ratio "${WALL[aide_init]:-}" "${WALL[xargs]:-}" "%.1f")
 R_OSSL=$(ratio "${WALL[dw_build]:-}" "${WALL[xargs_openssl]:-}" "%.2f")
-echo "Ratios of median wall time:"
+# Same ratios on CPU time: less sensitive to other load, but blind to parallelism.
+C_INIT=$(ratio "${CPU[aide_init]:-}" "${CPU[dw_build]:-}" "%.1f")
+C_HASH=$(ratio "${CPU[dw_build]:-}" "${CPU[xargs]:-}" "%.2f")
+C_CHECK=$(ratio "${CPU[aide_check]:-}" "${CPU[dw_check]:-}" "%.1f")
+echo "Ratios of median wall time (CPU-time ratio in brackets, for information):"
 echo
-echo "- \`aide --init / driftwatch build = $R_INIT\` — $(verdict "$R_INIT" ">=" 8)"
-echo "- \`driftwatch build / xargs sha256sum = $R_HASH\` — $(verdict "$R_HASH" "<=" 1.5)"
-echo "- \`aide --check / driftwatch check = $R_CHECK\` — $(verdict "$R_CHECK" ">=" 50)"
+echo "- \`aide --init / driftwatch build = $R_INIT\` — $(verdict "$R_INIT" ">=" 8) [CPU $C_INIT]"
+echo "- \`driftwatch build / xargs sha256sum = $R_HASH\` — $(verdict "$R_HASH" "<=" 1.5) [CPU $C_HASH]"
+echo "- \`aide --check / driftwatch check = $R_CHECK\` — $(verdict "$R_CHECK" ">=" 50) [CPU $C_CHECK]"
 echo "- (reference) \`driftwatch build / xargs openssl sha256 = $R_OSSL\`"
 echo "- (reference) \`aide --init / xargs sha256sum = $R_AIDE_HASH\`"
 echo

@@ -297,3 +297,256 @@ pub fn item<'a>(report: &'a serde_json::Value, path: &str) -> &'a serde_json::Va
     assert_eq!(found.len(), 1, "expected one item for {path} in {report:#}");
     found[0]
 }
+
+/// A running `driftwatch-agent run`, standalone: its stdout (JSON lines) is collected by a
+/// thread; stderr goes to a log file that failure messages print.
+pub struct Agent {
+    child: std::process::Child,
+    events: std::sync::mpsc::Receiver<serde_json::Value>,
+    pub state_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+impl TestDir {
+    /// Writes an agent.toml (plus `extra` TOML) for this root and starts the agent on it.
+    pub fn start_agent(&self, baseline: &Path, extra: &str) -> Agent {
+        let state_dir = self.path().join("state");
+        let config = self.path().join("agent.toml");
+        // `extra` holds TOML tables; tests get a 50 ms coalescing window unless they set one.
+        fs::write(
+            &config,
+            format!(
+                "baseline = {:?}\nroot = {:?}\nstate_dir = {:?}\nlisten = \"127.0.0.1:0\"\n{}\n{extra}\n",
+                baseline,
+                self.root(),
+                state_dir,
+                if extra.contains("[watch]") { "" } else { "[watch]\ncoalesce = \"50ms\"" },
+            ),
+        )
+        .expect("write agent.toml");
+        let log = self.path().join(format!(
+            "agent-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let _ = fs::remove_file(state_dir.join("status.addr"));
+        let mut child = Command::new(bin("driftwatch-agent"))
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .env("DRIFTWATCH_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start driftwatch-agent run");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let value: serde_json::Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("agent printed a non-JSON line ({e}): {line}"));
+                if tx.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        let agent = Agent {
+            child,
+            events: rx,
+            state_dir,
+            log,
+        };
+        agent.wait_ready();
+        agent
+    }
+}
+
+impl Agent {
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the agent's status listener says it is watching (or degraded).
+    fn wait_ready(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            if let Ok(status) = self.try_status() {
+                if status["state"] != "starting" {
+                    return;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("agent did not become ready; log:\n{}", self.log_text());
+    }
+
+    fn try_status(&self) -> std::io::Result<serde_json::Value> {
+        let addr: std::net::SocketAddr = fs::read_to_string(self.state_dir.join("status.addr"))?
+            .trim()
+            .parse()
+            .map_err(std::io::Error::other)?;
+        let body = driftwatch_agent::telemetry::http_get(addr, "/status")?;
+        serde_json::from_str(&body).map_err(std::io::Error::other)
+    }
+
+    /// The agent's `/status` JSON.
+    pub fn status(&self) -> serde_json::Value {
+        self.try_status()
+            .unwrap_or_else(|e| panic!("status: {e}; log:\n{}", self.log_text()))
+    }
+
+    /// The agent's `/metrics` text.
+    pub fn metrics(&self) -> String {
+        let addr = fs::read_to_string(self.state_dir.join("status.addr")).expect("status.addr");
+        driftwatch_agent::telemetry::http_get(addr.trim().parse().expect("addr"), "/metrics")
+            .expect("metrics")
+    }
+
+    /// Collects events until `n` have arrived (panics after `timeout`).
+    pub fn take(&self, n: usize, timeout: std::time::Duration) -> Vec<serde_json::Value> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut out = Vec::new();
+        while out.len() < n {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(e) => out.push(e),
+                Err(_) => panic!(
+                    "expected {n} events, got {}: {out:#?}\nlog:\n{}",
+                    out.len(),
+                    self.log_text()
+                ),
+            }
+        }
+        out
+    }
+
+    /// Collects events until none arrives for `quiet`.
+    pub fn drain(&self, quiet: std::time::Duration) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        while let Ok(e) = self.events.recv_timeout(quiet) {
+            out.push(e);
+        }
+        out
+    }
+
+    /// Asserts that no event arrives within `quiet`.
+    pub fn assert_quiet(&self, quiet: std::time::Duration) {
+        let extra = self.drain(quiet);
+        assert!(extra.is_empty(), "unexpected events: {extra:#?}");
+    }
+
+    /// SIGKILL, no chance to clean up.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, and waits for a clean exit; returns the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let status = self.child.wait().expect("wait for agent");
+        assert!(
+            status.success(),
+            "agent exited {status}; log:\n{}",
+            self.log_text()
+        );
+        status
+    }
+
+    /// Sends SIGHUP.
+    pub fn hup(&self) {
+        let _ = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status();
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A consumer of drift events: applies them idempotently by sequence number (a record printed
+/// just before a crash is printed again after the restart, with the same number).
+#[derive(Default)]
+pub struct Consumer {
+    seen: std::collections::BTreeMap<u64, serde_json::Value>,
+    pub view: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+impl Consumer {
+    pub fn apply(&mut self, events: &[serde_json::Value]) {
+        for e in events {
+            let seq = e["seq"].as_u64().expect("seq");
+            if let Some(previous) = self.seen.get(&seq) {
+                assert_eq!(
+                    previous, e,
+                    "sequence number {seq} reused for a different event"
+                );
+                continue;
+            }
+            assert!(
+                self.seen.keys().next_back().is_none_or(|last| *last < seq),
+                "event {seq} arrived after a higher sequence number"
+            );
+            self.seen.insert(seq, e.clone());
+            apply_events(&mut self.view, std::slice::from_ref(e));
+        }
+    }
+}
+
+/// Applies drift events to a consumer's view: path or package name → last item.
+pub fn apply_events(
+    view: &mut std::collections::BTreeMap<String, serde_json::Value>,
+    events: &[serde_json::Value],
+) {
+    for e in events {
+        let item = &e["item"];
+        let key = item["path"].as_str().map(str::to_owned).unwrap_or_else(|| {
+            format!(
+                "package:{}:{}",
+                item["name"].as_str().unwrap_or(""),
+                item["arch"].as_str().unwrap_or("")
+            )
+        });
+        match e["event"].as_str() {
+            Some("resolved") => {
+                view.remove(&key);
+            }
+            Some("drifted") | Some("changed") => {
+                view.insert(key, item.clone());
+            }
+            other => panic!("unknown event kind {other:?} in {e}"),
+        }
+    }
+}
+
+/// `(event, path)` pairs of a list of events.
+pub fn summary(events: &[serde_json::Value]) -> Vec<(String, String)> {
+    events
+        .iter()
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap_or("?").to_owned(),
+                e["item"]["path"]
+                    .as_str()
+                    .or(e["item"]["name"].as_str())
+                    .unwrap_or("?")
+                    .to_owned(),
+            )
+        })
+        .collect()
+}

@@ -45,6 +45,7 @@ pub fn build(
         reference: None,
         full_hash: true,
         progress,
+        throttle: None,
     });
     let inventory = packages::read_inventory(root);
     let mut errors = scan.errors;

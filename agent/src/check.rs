@@ -60,6 +60,7 @@ pub fn check(
         reference: Some(baseline),
         full_hash,
         progress,
+        throttle: None,
     });
     let mut drift = evaluate::compare_sets(&baseline.entries, &scanned.entries, &rules);
     // A directory that could not be listed hides its children: not knowing is an error, not

@@ -13,6 +13,7 @@ use driftwatch_proto::text::display_path;
 
 use crate::bake::{self, ImageLabel};
 use crate::check;
+use crate::config::{AgentConfig, Overrides};
 use crate::report::{Report, rfc3339};
 use crate::rules::{DEFAULT_RULES_TOML, Rules};
 
@@ -44,6 +45,23 @@ enum Command {
     /// Print or validate rules files.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// Run the daemon: watch the root, report every transition (JSON lines on stdout when
+    /// standalone).
+    Run(Overrides),
+    /// Validate the daemon's configuration (and the baseline it names); every error at once.
+    Validate(Overrides),
+    /// Show what the running agent sees now.
+    Status {
+        /// The running agent's state directory (where it wrote status.addr).
+        #[arg(long, value_name = "DIR", default_value = crate::config::DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+        /// The agent's listener address, instead of reading it from the state directory.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+        /// Print the JSON status.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -196,6 +214,40 @@ fn run(cli: Cli) -> Result<u8> {
             let report = check::check(&loaded, &args.root, args.full_hash, progress)?;
             print_report(&report, args.json, "Check")
         }
+        Command::Run(overrides) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .max_blocking_threads(4)
+                .thread_name("dw-agent")
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(crate::daemon::run(overrides))?;
+            Ok(EXIT_CLEAN)
+        }
+        Command::Validate(overrides) => {
+            let config = AgentConfig::load(&overrides)?;
+            let loaded = load_baseline(&config.baseline)?;
+            if let Some(k) = &config.public_key {
+                loaded
+                    .verify_signer(&load_public_key(k)?)
+                    .with_context(|| config.baseline.display().to_string())?;
+            }
+            check::baseline_rules(&loaded)?;
+            println!(
+                "OK: baseline {} ({} entries), root {}, state {}",
+                loaded.id,
+                loaded.baseline.entries.len(),
+                config.root.display(),
+                config.state_dir.display()
+            );
+            Ok(EXIT_CLEAN)
+        }
+        Command::Status {
+            state_dir,
+            listen,
+            json,
+        } => status(&state_dir, listen, json),
         Command::Rules(RulesCommand::Default) => {
             print!("{DEFAULT_RULES_TOML}");
             Ok(EXIT_CLEAN)
@@ -394,6 +446,82 @@ fn show(file: &Path, json: bool, list: bool) -> Result<u8> {
                 e.size,
                 e.kind.as_str(),
                 display_path(&e.path)
+            );
+        }
+    }
+    Ok(EXIT_CLEAN)
+}
+
+fn status(state_dir: &Path, listen: Option<std::net::SocketAddr>, json: bool) -> Result<u8> {
+    let addr = match listen {
+        Some(a) => a,
+        None => {
+            let file = AgentConfig::status_addr_path(state_dir);
+            let text = std::fs::read_to_string(&file).with_context(|| {
+                format!(
+                    "cannot read {} (is the agent running with this --state-dir and a listener?)",
+                    file.display()
+                )
+            })?;
+            text.trim()
+                .parse()
+                .with_context(|| format!("bad address in {}", file.display()))?
+        }
+    };
+    let body = crate::telemetry::http_get(addr, "/status")
+        .with_context(|| format!("asking the agent at {addr}"))?;
+    if json {
+        println!("{}", body.trim_end());
+        return Ok(EXIT_CLEAN);
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&body).context("the agent's status is not JSON")?;
+    println!(
+        "state      {} (pid {}, since {})",
+        v["state"].as_str().unwrap_or("?"),
+        v["pid"],
+        v["started_at"].as_str().unwrap_or("?")
+    );
+    println!(
+        "baseline   {} ({} {})",
+        v["baseline_id"].as_str().unwrap_or("?"),
+        v["image"]["name"].as_str().unwrap_or(""),
+        v["image"]["version"].as_str().unwrap_or("")
+    );
+    println!("root       {}", v["root"].as_str().unwrap_or("?"));
+    let c = &v["coverage"];
+    println!(
+        "coverage   {} watched, {} unwatched directories ({:.1}%)",
+        c["watched_dirs"],
+        c["unwatched_dirs"],
+        c["ratio"].as_f64().unwrap_or(0.0) * 100.0
+    );
+    if let Some(r) = v["last_rescan"].as_object() {
+        println!(
+            "rescan     {} at {} ({} ms)",
+            r["kind"].as_str().unwrap_or("?"),
+            r["finished_at"].as_str().unwrap_or("?"),
+            r["duration_ms"]
+        );
+    }
+    println!(
+        "events     seq {}, spool {} unacked ({} bytes)",
+        v["seq"], v["spool"]["unacked"], v["spool"]["bytes"]
+    );
+    println!("drift      {} item(s)", v["drift_count"]);
+    for item in v["drift"].as_array().into_iter().flatten() {
+        if let Some(path) = item["path"].as_str() {
+            println!(
+                "  {:<10} {:<8} {path}",
+                item["severity"].as_str().unwrap_or("?"),
+                item["kind"].as_str().unwrap_or("?")
+            );
+        } else {
+            println!(
+                "  package    {:<8} {} {}",
+                item["kind"].as_str().unwrap_or("?"),
+                item["name"].as_str().unwrap_or("?"),
+                item["actual_version"].as_str().unwrap_or("")
             );
         }
     }

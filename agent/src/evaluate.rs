@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use driftwatch_proto::baseline::{Entry, FileKind};
 use driftwatch_proto::text::{display_path, escape_bytes};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::rules::{Attr, Rules, Severity};
 
@@ -20,7 +20,7 @@ const ANY_EXEC: u32 = 0o111;
 const CAPABILITY_XATTR: &str = "security.capability";
 
 /// What happened to a path.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DriftKind {
     Added,
@@ -40,28 +40,28 @@ impl DriftKind {
 
 /// The reportable facts of one side of a drift item. Secret content never appears here: only
 /// hashes, which the baseline records for every file.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Facts {
     #[serde(rename = "type")]
-    pub kind: &'static str,
+    pub kind: String,
     /// Octal permission bits, e.g. `"0644"`, `"4755"`.
     pub mode: String,
     pub owner: u32,
     pub group: u32,
     pub size: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     /// Values as text when printable, else `0x…` hex.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub xattrs: BTreeMap<String, String>,
 }
 
 impl Facts {
     pub fn of(entry: &Entry) -> Facts {
         Facts {
-            kind: entry.kind.as_str(),
+            kind: entry.kind.as_str().to_owned(),
             mode: format!("{:04o}", entry.mode),
             owner: entry.uid,
             group: entry.gid,
@@ -86,9 +86,12 @@ fn xattr_text(value: &[u8]) -> String {
 }
 
 /// One path that differs from its baseline.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DriftItem {
-    #[serde(serialize_with = "crate::report::ser_path")]
+    #[serde(
+        serialize_with = "crate::report::ser_path",
+        deserialize_with = "crate::report::de_path"
+    )]
     pub path: PathBuf,
     pub kind: DriftKind,
     /// Changed attributes (empty for added and removed).
@@ -214,8 +217,7 @@ fn classify(
             return (Severity::Security, "new setgid bit".into());
         }
     }
-    if changed.contains(&Attr::Xattrs)
-        || (kind == DriftKind::Added && actual.is_some_and(has_caps))
+    if changed.contains(&Attr::Xattrs) || (kind == DriftKind::Added && actual.is_some_and(has_caps))
     {
         fn caps(x: Option<&Entry>) -> Option<&Vec<u8>> {
             x.and_then(|e| e.xattrs.iter().find(|x| x.name == CAPABILITY_XATTR))

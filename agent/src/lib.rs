@@ -2,18 +2,32 @@
 //!
 //! - [`rules`]: the rules file (what to record, excludes, content capture, severities).
 //! - [`scan`]: walking and hashing a root into baseline entries.
+//! - [`spool`]: the durable, crash-safe, bounded on-disk queue of drift events.
 //! - [`packages`]: the package inventory (dpkg, rpm, apk) and its diff.
 //! - [`evaluate`]: comparing entries with the baseline; drift items, severity, diffs.
 //! - [`bake`]: `baseline build`.
 //! - [`check`]: `check` and `baseline diff`.
 //! - [`report`]: the drift report, as JSON and for people.
+//! - [`config`]: the daemon's `agent.toml` and flags.
+//! - [`watch`]: inotify watches over the recorded trees.
+//! - [`ledger`]: the current drift set and its transitions (events).
+//! - [`daemon`]: `run`, the daemon tying watcher, evaluation, ledger and spool together.
+//! - [`throttle`]: hashing rate limit and low priority for rescans.
+//! - [`telemetry`]: Prometheus metrics and the local status listener.
 //! - [`cli`]: the command line.
 
 pub mod bake;
 pub mod check;
 pub mod cli;
+pub mod config;
+pub mod daemon;
 pub mod evaluate;
+pub mod ledger;
 pub mod packages;
 pub mod report;
 pub mod rules;
 pub mod scan;
+pub mod spool;
+pub mod telemetry;
+pub mod throttle;
+pub mod watch;

@@ -78,7 +78,7 @@ const MAX_REPORTED_PROBLEMS: usize = 10;
 const MAX_SYMLINKS: usize = 40;
 
 /// How an installed package changed between the baseline and the host.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PackageChange {
     /// On the host, not in the baseline.
@@ -90,7 +90,7 @@ pub enum PackageChange {
 }
 
 /// One package that differs from the baseline.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PackageDrift {
     pub name: String,
     pub arch: String,

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use driftwatch_proto::baseline::LoadedBaseline;
 use driftwatch_proto::text::display_path;
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::evaluate::{DriftItem, DriftKind};
 use crate::packages::{PackageChange, PackageDrift};
@@ -15,6 +15,12 @@ use crate::scan::ScanError;
 /// Serializes a path as text, escaping non-UTF-8 bytes as `\xNN`.
 pub fn ser_path<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&display_path(path))
+}
+
+/// Reads a path written by [`ser_path`], restoring non-UTF-8 bytes.
+pub fn de_path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+    let text = String::deserialize(d)?;
+    Ok(driftwatch_proto::text::parse_path(&text))
 }
 
 /// Which image a baseline describes.

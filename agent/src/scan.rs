@@ -26,6 +26,7 @@ use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use crate::rules::Rules;
+use crate::throttle::Throttle;
 
 const HASH_BUFFER: usize = 256 * 1024;
 const HASH_ATTEMPTS: usize = 3;
@@ -73,6 +74,8 @@ pub struct ScanOptions<'a> {
     pub full_hash: bool,
     /// Show a progress bar on stderr (drawn only when stderr is a terminal).
     pub progress: bool,
+    /// Rate-limits hashing (the daemon's rescans); `None` hashes at full speed.
+    pub throttle: Option<&'a Throttle>,
 }
 
 /// Maps a path inside the root to the host path.
@@ -181,7 +184,12 @@ pub fn scan_one(
             return Ok(Some(entry));
         }
         let mut buf = vec![0; HASH_BUFFER];
-        match hash_file(&host, rules.captures_content(path, entry.size), &mut buf) {
+        match hash_file(
+            &host,
+            rules.captures_content(path, entry.size),
+            &mut buf,
+            None,
+        ) {
             Ok(hashed) => {
                 apply_hash(&mut entry, hashed);
                 entry.xattrs = read_xattrs(&host);
@@ -366,7 +374,7 @@ fn hash_entries(opts: ScanOptions<'_>, out: &mut Scan) {
             |buf, entry| {
                 let host = host_path(opts.root, &entry.path);
                 let capture = opts.rules.captures_content(&entry.path, entry.size);
-                let result = hash_file(&host, capture, buf);
+                let result = hash_file(&host, capture, buf, opts.throttle);
                 bar.inc(entry.size);
                 let result = result.map(|hashed| {
                     hashed_files.fetch_add(1, Ordering::Relaxed);
@@ -448,7 +456,12 @@ fn apply_hash(entry: &mut Entry, hashed: Hashed) {
 }
 
 /// Hashes a regular file, streaming; retries when the file changes underneath.
-fn hash_file(host: &Path, capture: bool, buf: &mut [u8]) -> Result<Hashed, HashError> {
+fn hash_file(
+    host: &Path,
+    capture: bool,
+    buf: &mut [u8],
+    throttle: Option<&Throttle>,
+) -> Result<Hashed, HashError> {
     let mut last = None;
     for _ in 0..HASH_ATTEMPTS {
         let file = open_regular(host)?;
@@ -469,6 +482,9 @@ fn hash_file(host: &Path, capture: bool, buf: &mut [u8]) -> Result<Hashed, HashE
             };
             hasher.update(&buf[..n]);
             bytes += n as u64;
+            if let Some(t) = throttle {
+                t.consume(n as u64);
+            }
             if let Some(c) = content.as_mut() {
                 if c.len() + n > MAX_CAPTURE || buf[..n].contains(&0) {
                     content = None;

@@ -1,0 +1,785 @@
+//! `driftwatch-agent run`: the daemon.
+//!
+//! ```text
+//!  inotify ─► coalesce ─► evaluate (blocking pool) ─► ledger ─► spool (fsync) ─► emit ─► ack
+//!  timers  ─► rescan (throttled, low priority)  ──┘        ▲
+//!  pkg db  ─► inventory diff ─────────────────────────────┘
+//! ```
+//!
+//! One task owns the ledger, the spool and the watcher, so every transition is decided in one
+//! place and in order. Start-up compares the whole root with the *baked baseline* (the fast
+//! path of `check`), so changes made while the agent was stopped are found; the persisted
+//! ledger only says what consumers were already told.
+//!
+//! Durability: events are appended to the spool and fsynced before they are printed or sent;
+//! the ledger is saved before the spool records are acknowledged, so on restart the ledger
+//! plus the unacknowledged records always reproduce what was emitted.
+//!
+//! A session ends on SIGTERM/SIGINT (drain and exit) or on SIGHUP with a valid new
+//! configuration (a new session starts with it: new baseline, rules and watches).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write as _;
+use std::os::unix::ffi::OsStrExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use driftwatch_proto::baseline::{Entry, LoadedBaseline};
+use driftwatch_proto::text::display_path;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{AgentConfig, Overrides};
+use crate::evaluate::{self, DriftItem, DriftKind};
+use crate::ledger::{Event, Item, Ledger, Subject, now_rfc3339};
+use crate::packages;
+use crate::report::ImageInfo;
+use crate::rules::{Rules, Severity};
+use crate::scan::{self, ScanOptions, host_path, root_path};
+use crate::spool::{Spool, SpoolConfig};
+use crate::telemetry::{
+    self, Coverage, RescanInfo, RescanLabel, SeverityLabel, Shared, SpoolInfo, Status,
+    TransitionLabel,
+};
+use crate::throttle::{self, Throttle};
+use crate::watch::{Change, Watcher};
+
+/// Most paths gathered into one evaluation batch.
+const MAX_BATCH_PATHS: usize = 4096;
+/// Longest a burst is gathered before it is evaluated, however busy the tree.
+const MAX_BATCH_WAIT: Duration = Duration::from_millis(200);
+/// Quiet time after a package database change before the inventory is read (dpkg rewrites its
+/// status file many times during one `apt upgrade`).
+const PACKAGE_SETTLE: Duration = Duration::from_millis(500);
+/// How long SIGTERM waits for the current batch to drain.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Runs the daemon until SIGTERM/SIGINT.
+pub async fn run(overrides: Overrides) -> Result<()> {
+    let mut config = AgentConfig::load(&overrides)?;
+    let shared = Shared {
+        metrics: Arc::default(),
+        status: Arc::default(),
+    };
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let started_at = now_rfc3339();
+    loop {
+        let cancel = CancellationToken::new();
+        let mut session =
+            Session::start(config.clone(), shared.clone(), &started_at, cancel.clone()).await?;
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        let end = session.run(&mut hup, &mut term, &overrides).await;
+        cancel.cancel();
+        match end {
+            SessionEnd::Shutdown => {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+                let drained = tokio::time::timeout(SHUTDOWN_DEADLINE, session.finish()).await;
+                match drained {
+                    Ok(Ok(())) => tracing::info!("Stopped."),
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %format!("{e:#}"), "Stopped with an error while draining.")
+                    }
+                    Err(_) => tracing::error!(
+                        "Drain deadline passed; stopping anyway (the spool is intact)."
+                    ),
+                }
+                return Ok(());
+            }
+            SessionEnd::Reload(new) => {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+                session.finish().await?;
+                tracing::info!("Configuration reloaded; restarting the session.");
+                config = *new;
+            }
+            SessionEnd::Failed(e) => return Err(e),
+        }
+    }
+}
+
+enum SessionEnd {
+    Shutdown,
+    Reload(Box<AgentConfig>),
+    Failed(anyhow::Error),
+}
+
+/// Everything one configuration runs with.
+struct Session {
+    config: AgentConfig,
+    baseline: Arc<LoadedBaseline>,
+    rules: Arc<Rules>,
+    ledger: Ledger,
+    spool: Spool,
+    watcher: Watcher,
+    shared: Shared,
+    pool: Arc<rayon::ThreadPool>,
+    throttle: Arc<Throttle>,
+    periodic_rescans: u64,
+    /// Package database directories (host paths) and the file names that matter in them.
+    package_dbs: Vec<(PathBuf, Option<&'static str>)>,
+    packages_due: Option<tokio::time::Instant>,
+    errors: u64,
+}
+
+impl Session {
+    async fn start(
+        config: AgentConfig,
+        shared: Shared,
+        started_at: &str,
+        cancel: CancellationToken,
+    ) -> Result<Session> {
+        let baseline = Arc::new(load_baseline(&config)?);
+        let rules = Arc::new(crate::check::baseline_rules(&baseline)?);
+        if config.collector.is_some() {
+            bail!(
+                "streaming to a collector is not available in this build yet; \
+                 remove `collector` to run standalone (events as JSON lines on stdout)"
+            );
+        }
+        create_private_dir(&config.state_dir)?;
+        let (spool, recovery) = Spool::open(SpoolConfig {
+            dir: config.spool_dir(),
+            max_bytes: config.spool_max_bytes,
+            segment_bytes: (config.spool_max_bytes / 16).clamp(64 << 10, 4 << 20),
+        })
+        .with_context(|| format!("opening the spool in {}", config.spool_dir().display()))?;
+        if recovery.torn_bytes_dropped > 0 {
+            tracing::warn!(
+                bytes = recovery.torn_bytes_dropped,
+                "Dropped a torn record at the spool's tail (crash or power loss)."
+            );
+        }
+        let mut ledger =
+            Ledger::load(&config.ledger_path()).with_context(|| "loading the ledger")?;
+        // Events appended but not yet reflected in the saved ledger (a crash in between).
+        for (_, payload) in spool.read_after(ledger.seq(), usize::MAX)? {
+            match serde_json::from_slice::<Event>(&payload) {
+                Ok(event) => ledger.replay(&event),
+                Err(e) => {
+                    tracing::error!(error = %e, "Unreadable event in the spool; skipping it.")
+                }
+            }
+        }
+        ledger.advance_seq_to(spool.last_seq().unwrap_or(0));
+
+        let pool = Arc::new(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .thread_name(|_| "dw-rescan".into())
+                .start_handler(|_| throttle::lower_thread_priority())
+                .build()
+                .context("starting the rescan thread")?,
+        );
+        let mut watcher =
+            Watcher::new(&config.root, config.max_watches).context("initialising inotify")?;
+        let mut package_dbs = Vec::new();
+        for (db, file) in [
+            ("/var/lib/dpkg", Some("status")),
+            ("/lib/apk/db", Some("installed")),
+            ("/var/lib/rpm", None),
+            ("/usr/lib/sysimage/rpm", None),
+        ] {
+            let host = host_path(&config.root, Path::new(db));
+            if host.is_dir() && watcher.add_extra(&host).is_ok() {
+                package_dbs.push((host, file));
+            }
+        }
+
+        {
+            let mut status = shared.status.lock().unwrap_or_else(|e| e.into_inner());
+            *status = Status {
+                state: "starting".into(),
+                pid: std::process::id(),
+                started_at: started_at.to_owned(),
+                baseline_id: baseline.id.to_hex(),
+                image: Some(ImageInfo::of(&baseline)),
+                root: display_path(&config.root),
+                ..Status::default()
+            };
+        }
+        if let Some(addr) = config.listen {
+            let bound = telemetry::serve(addr, shared.clone(), cancel)
+                .await
+                .with_context(|| format!("listening on {addr}"))?;
+            crate::bake::write_atomically(
+                &AgentConfig::status_addr_path(&config.state_dir),
+                bound.to_string().as_bytes(),
+                0o644,
+            )
+            .context("writing status.addr")?;
+            tracing::info!(%bound, "Status and metrics listener up.");
+        }
+
+        let mut session = Session {
+            throttle: Arc::new(Throttle::new(config.hash_rate)),
+            config,
+            baseline,
+            rules,
+            ledger,
+            spool,
+            watcher,
+            shared,
+            pool,
+            periodic_rescans: 0,
+            package_dbs,
+            packages_due: None,
+            errors: 0,
+        };
+        // Anything the previous run appended but did not print.
+        session.flush_unacked()?;
+        // Watch first, then compare: a change during the comparison is seen by both, never by
+        // neither.
+        let trees: Vec<PathBuf> = session.rules.paths().to_vec();
+        for tree in &trees {
+            if !session.rules.is_excluded(tree) && host_path(&session.config.root, tree).is_dir() {
+                session.watcher.add_tree(&session.rules, tree);
+            }
+        }
+        session.rescan("startup", false).await?;
+        session.check_packages().await?;
+        tracing::info!(
+            baseline = %session.baseline.id,
+            drift = session.ledger.len(),
+            watched = session.watcher.watched(),
+            unwatched = session.watcher.unwatched().len(),
+            "Watching."
+        );
+        Ok(session)
+    }
+
+    async fn run(
+        &mut self,
+        hup: &mut tokio::signal::unix::Signal,
+        term: &mut tokio::signal::unix::Signal,
+        overrides: &Overrides,
+    ) -> SessionEnd {
+        let mut rescan_timer = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.config.rescan_interval,
+            self.config.rescan_interval,
+        );
+        let mut degraded_timer = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.config.degraded_interval,
+            self.config.degraded_interval,
+        );
+        let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
+        let mut watchdog_timer =
+            tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+        loop {
+            let result = tokio::select! {
+                biased;
+                _ = term.recv() => return SessionEnd::Shutdown,
+                _ = tokio::signal::ctrl_c() => return SessionEnd::Shutdown,
+                _ = hup.recv() => match AgentConfig::load(overrides) {
+                    Ok(new) => return SessionEnd::Reload(Box::new(new)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "SIGHUP: the new configuration is invalid; keeping the running one.");
+                        Ok(())
+                    }
+                },
+                _ = watchdog_timer.tick(), if watchdog.is_some() => {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                    Ok(())
+                }
+                changes = self.watcher.next() => match changes {
+                    Ok(changes) => self.handle_changes(changes).await,
+                    Err(e) => Err(anyhow::Error::new(e).context("reading inotify events")),
+                },
+                _ = sleep_until(self.packages_due), if self.packages_due.is_some() => {
+                    self.packages_due = None;
+                    self.check_packages().await
+                }
+                _ = rescan_timer.tick() => {
+                    self.periodic_rescans += 1;
+                    let full_hash = self.periodic_rescans % u64::from(self.config.full_hash_every) == 0;
+                    self.rescan(if full_hash { "full_hash" } else { "periodic" }, full_hash).await
+                }
+                _ = degraded_timer.tick(), if !self.watcher.unwatched().is_empty() => self.rescan_unwatched().await,
+            };
+            if let Err(e) = result {
+                return SessionEnd::Failed(e);
+            }
+        }
+    }
+
+    /// Gathers a burst of changes (until `coalesce` passes quietly), then evaluates each path
+    /// once.
+    async fn handle_changes(&mut self, first: Vec<Change>) -> Result<()> {
+        let mut changes = first;
+        let deadline = tokio::time::Instant::now() + MAX_BATCH_WAIT;
+        while changes.len() < MAX_BATCH_PATHS {
+            let wait = self
+                .config
+                .coalesce
+                .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+            match tokio::time::timeout(wait, self.watcher.next()).await {
+                Ok(Ok(more)) => changes.extend(more),
+                Ok(Err(e)) => return Err(anyhow::Error::new(e).context("reading inotify events")),
+                Err(_) => break,
+            }
+        }
+        self.shared.metrics.queue_depth.set(changes.len() as i64);
+        let mut singles: BTreeSet<PathBuf> = BTreeSet::new();
+        let mut subtrees: BTreeSet<PathBuf> = BTreeSet::new();
+        let mut overflow = false;
+        for change in changes {
+            match change {
+                Change::Overflow => overflow = true,
+                Change::Extra { dir, name } => {
+                    let relevant = self.package_dbs.iter().any(|(d, file)| {
+                        *d == dir && file.is_none_or(|f| name.as_bytes() == f.as_bytes())
+                    });
+                    if relevant {
+                        self.packages_due = Some(tokio::time::Instant::now() + PACKAGE_SETTLE);
+                    }
+                }
+                Change::Path { path, dir, gone } => {
+                    if !self.rules.in_scope(&path) {
+                        continue;
+                    }
+                    if dir {
+                        if gone {
+                            self.watcher.remove_tree(&path);
+                        } else {
+                            self.watcher.add_tree(&self.rules, &path);
+                        }
+                        subtrees.insert(path);
+                    } else {
+                        singles.insert(path);
+                    }
+                }
+            }
+        }
+        if overflow {
+            self.shared.metrics.overflows.inc();
+            tracing::warn!("inotify queue overflowed; rescanning the whole root.");
+            self.shared.metrics.queue_depth.set(0);
+            return self.rescan("overflow", false).await;
+        }
+        // A path inside a subtree being evaluated is covered by it.
+        singles.retain(|p| !subtrees.iter().any(|s| p.starts_with(s)));
+        let mut paths: BTreeSet<PathBuf> = singles;
+        for tree in &subtrees {
+            paths.extend(self.paths_under(tree));
+        }
+        let results = self.evaluate_paths(paths.into_iter().collect()).await?;
+        self.shared.metrics.queue_depth.set(0);
+        let observed_at = now_rfc3339();
+        let mut events = Vec::new();
+        for (path, result) in results {
+            match result {
+                Ok(item) => events.extend(self.ledger.update(
+                    Subject::Path(path),
+                    item.map(|d| Item::File(Box::new(d))),
+                    &observed_at,
+                )),
+                Err(e) => {
+                    self.errors += 1;
+                    self.shared.metrics.evaluation_errors.inc();
+                    tracing::warn!(path = %display_path(&path), error = %e, "Cannot evaluate path.");
+                }
+            }
+        }
+        self.emit(events).await
+    }
+
+    /// Every path that a change to the directory `dir` may concern: what is there now, what
+    /// the baseline has there, and what the ledger holds there.
+    fn paths_under(&self, dir: &Path) -> BTreeSet<PathBuf> {
+        let mut paths: BTreeSet<PathBuf> = self.ledger.paths_under(dir).into_iter().collect();
+        paths.extend(baseline_under(&self.baseline.baseline.entries, dir).map(|e| e.path.clone()));
+        paths.insert(dir.to_path_buf());
+        let root = &self.config.root;
+        let walk = walkdir::WalkDir::new(host_path(root, dir))
+            .follow_links(false)
+            .follow_root_links(false)
+            .into_iter()
+            .filter_entry(|e| !self.rules.is_excluded(&root_path(root, e.path())));
+        paths.extend(
+            walk.filter_map(Result::ok)
+                .map(|e| root_path(root, e.path())),
+        );
+        paths
+    }
+
+    /// Evaluates paths on the blocking pool (hashing never runs on an async worker).
+    async fn evaluate_paths(
+        &self,
+        paths: Vec<PathBuf>,
+    ) -> Result<Vec<(PathBuf, Result<Option<DriftItem>, String>)>> {
+        let (baseline, rules, root) = (
+            self.baseline.clone(),
+            self.rules.clone(),
+            self.config.root.clone(),
+        );
+        let metrics = self.shared.metrics.clone();
+        Ok(tokio::task::spawn_blocking(move || {
+            paths
+                .into_iter()
+                .map(|path| {
+                    metrics.evaluations.inc();
+                    let result = evaluate_path(&root, &rules, &baseline, &path);
+                    (path, result)
+                })
+                .collect()
+        })
+        .await?)
+    }
+
+    /// Compares the whole root with the baseline (throttled, low priority) and feeds every
+    /// path's state to the ledger.
+    async fn rescan(&mut self, kind: &'static str, full_hash: bool) -> Result<()> {
+        let started = Instant::now();
+        let (baseline, rules, root) = (
+            self.baseline.clone(),
+            self.rules.clone(),
+            self.config.root.clone(),
+        );
+        let (pool, throttle) = (self.pool.clone(), self.throttle.clone());
+        // The startup comparison runs at full speed: until it is done, the agent knows nothing.
+        let throttled = kind != "startup";
+        let (items, scanned) = tokio::task::spawn_blocking(move || {
+            pool.install(|| {
+                let scanned = scan::scan(ScanOptions {
+                    root: &root,
+                    rules: &rules,
+                    reference: Some(&baseline.baseline),
+                    full_hash,
+                    progress: false,
+                    throttle: throttled.then_some(&*throttle),
+                });
+                let items =
+                    evaluate::compare_sets(&baseline.baseline.entries, &scanned.entries, &rules);
+                (items, scanned)
+            })
+        })
+        .await?;
+        self.shared
+            .metrics
+            .rescans
+            .get_or_create(&RescanLabel { kind })
+            .inc();
+        self.shared
+            .metrics
+            .hashed_bytes
+            .inc_by(scanned.stats.bytes_hashed);
+        let unknown: Vec<&Path> = scanned.errors.iter().map(|e| e.path.as_path()).collect();
+        let mut now: BTreeMap<PathBuf, DriftItem> =
+            items.into_iter().map(|i| (i.path.clone(), i)).collect();
+        // What could not be read keeps its previous state: not knowing is not resolving.
+        now.retain(|p, i| {
+            i.kind != DriftKind::Removed || !unknown.iter().any(|u| p.starts_with(u) && p != u)
+        });
+        let observed_at = now_rfc3339();
+        let mut events = Vec::new();
+        let mut subjects: BTreeSet<PathBuf> = self.ledger.paths().into_iter().collect();
+        subjects.extend(now.keys().cloned());
+        for path in subjects {
+            let item = now.remove(&path);
+            if item.is_none() && unknown.iter().any(|u| path.starts_with(u)) {
+                continue;
+            }
+            events.extend(self.ledger.update(
+                Subject::Path(path),
+                item.map(|d| Item::File(Box::new(d))),
+                &observed_at,
+            ));
+        }
+        for e in &scanned.errors {
+            tracing::debug!(path = %display_path(&e.path), error = %e.error, "Rescan could not read path.");
+        }
+        {
+            let mut status = self.shared.status.lock().unwrap_or_else(|e| e.into_inner());
+            status.last_rescan = Some(RescanInfo {
+                kind: kind.into(),
+                finished_at: now_rfc3339(),
+                duration_ms: started.elapsed().as_millis() as u64,
+                entries: scanned.stats.entries,
+                bytes_hashed: scanned.stats.bytes_hashed,
+                errors: scanned.errors.len(),
+            });
+        }
+        tracing::info!(
+            kind,
+            entries = scanned.stats.entries,
+            events = events.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "Rescan done."
+        );
+        self.emit(events).await
+    }
+
+    /// Re-evaluates the directories that have no inotify watch, and tries to watch them again.
+    async fn rescan_unwatched(&mut self) -> Result<()> {
+        let dirs: Vec<PathBuf> = self.watcher.unwatched().iter().cloned().collect();
+        // Only the outermost unwatched directories: their subtrees cover the rest.
+        let mut tops: Vec<PathBuf> = Vec::new();
+        for d in dirs {
+            if !tops.iter().any(|t| d.starts_with(t)) {
+                tops.push(d);
+            }
+        }
+        let mut paths = BTreeSet::new();
+        for t in &tops {
+            paths.extend(self.paths_under(t));
+        }
+        self.shared
+            .metrics
+            .rescans
+            .get_or_create(&RescanLabel { kind: "degraded" })
+            .inc();
+        self.watcher.retry_unwatched();
+        let results = self.evaluate_paths(paths.into_iter().collect()).await?;
+        let observed_at = now_rfc3339();
+        let mut events = Vec::new();
+        for (path, result) in results {
+            if let Ok(item) = result {
+                events.extend(self.ledger.update(
+                    Subject::Path(path),
+                    item.map(|d| Item::File(Box::new(d))),
+                    &observed_at,
+                ));
+            }
+        }
+        self.emit(events).await
+    }
+
+    /// Diffs the package inventory against the baseline's.
+    async fn check_packages(&mut self) -> Result<()> {
+        let root = self.config.root.clone();
+        let inventory =
+            tokio::task::spawn_blocking(move || packages::read_inventory(&root)).await?;
+        for e in &inventory.errors {
+            tracing::warn!(error = %e, "Package inventory problem.");
+        }
+        let drift = packages::diff(&self.baseline.baseline.packages, &inventory.packages);
+        let observed_at = now_rfc3339();
+        let mut now: BTreeMap<Subject, Item> = drift
+            .into_iter()
+            .map(|p| {
+                let item = Item::Package(p);
+                (item.subject(), item)
+            })
+            .collect();
+        let mut subjects: BTreeSet<Subject> = self.ledger.packages().into_iter().collect();
+        subjects.extend(now.keys().cloned());
+        let mut events = Vec::new();
+        for s in subjects {
+            let item = now.remove(&s);
+            events.extend(self.ledger.update(s, item, &observed_at));
+        }
+        self.emit(events).await
+    }
+
+    /// Makes events durable, then prints them (standalone), then saves the ledger and
+    /// acknowledges them.
+    async fn emit(&mut self, events: Vec<Event>) -> Result<()> {
+        if !events.is_empty() {
+            let encoded: Vec<(u64, Vec<u8>)> = events
+                .iter()
+                .map(|e| Ok((e.seq, serde_json::to_vec(e)?)))
+                .collect::<Result<_, serde_json::Error>>()?;
+            let records: Vec<(u64, &[u8])> =
+                encoded.iter().map(|(s, b)| (*s, b.as_slice())).collect();
+            tokio::task::block_in_place(|| self.spool.append(&records))
+                .context("appending to the spool")?;
+            for e in &events {
+                let transition = match e.event {
+                    crate::ledger::Transition::Drifted => "drifted",
+                    crate::ledger::Transition::Changed => "changed",
+                    crate::ledger::Transition::Resolved => "resolved",
+                };
+                self.shared
+                    .metrics
+                    .events
+                    .get_or_create(&TransitionLabel { transition })
+                    .inc();
+            }
+        }
+        // Status first: whoever reads an event can then already see it in the status.
+        self.publish_status();
+        self.flush_unacked()
+    }
+
+    /// Standalone mode: prints every unacknowledged record as a JSON line, saves the ledger,
+    /// then releases the records.
+    fn flush_unacked(&mut self) -> Result<()> {
+        let pending = self.spool.read_after(self.spool.acked_seq(), usize::MAX)?;
+        let Some(last) = pending.last().map(|(seq, _)| *seq) else {
+            return Ok(());
+        };
+        let mut stdout = std::io::stdout().lock();
+        for (_, payload) in &pending {
+            stdout.write_all(payload)?;
+            stdout.write_all(b"\n")?;
+        }
+        stdout.flush().context("writing events to stdout")?;
+        tokio::task::block_in_place(|| -> Result<()> {
+            self.ledger
+                .save(&self.config.ledger_path())
+                .context("saving the ledger")?;
+            self.spool
+                .ack(last)
+                .context("acknowledging spool records")?;
+            Ok(())
+        })
+    }
+
+    fn publish_status(&self) {
+        let m = &self.shared.metrics;
+        let unwatched = self.watcher.unwatched();
+        let watched = self.watcher.watched();
+        let ratio = if watched + unwatched.len() == 0 {
+            1.0
+        } else {
+            watched as f64 / (watched + unwatched.len()) as f64
+        };
+        m.watched_dirs.set(watched as i64);
+        m.unwatched_dirs.set(unwatched.len() as i64);
+        m.coverage.set(ratio);
+        m.spool_bytes.set(self.spool.size_bytes() as i64);
+        m.spool_unacked.set(self.spool.unacked_count() as i64);
+        let mut by_severity = [0i64; 3];
+        for item in self.ledger.items() {
+            if let Item::File(d) = item {
+                by_severity[d.severity as usize] += 1;
+            }
+        }
+        for s in Severity::ALL {
+            m.drift_items
+                .get_or_create(&SeverityLabel {
+                    severity: s.as_str(),
+                })
+                .set(by_severity[s as usize]);
+        }
+        let mut status = self.shared.status.lock().unwrap_or_else(|e| e.into_inner());
+        status.state = if unwatched.is_empty() {
+            "watching"
+        } else {
+            "degraded"
+        }
+        .into();
+        status.seq = self.ledger.seq();
+        status.drift_count = self.ledger.len();
+        status.drift = self.ledger.items().cloned().collect();
+        status.coverage = Coverage {
+            watched_dirs: watched,
+            unwatched_dirs: unwatched.len(),
+            ratio,
+            unwatched_sample: unwatched.iter().take(20).map(|p| display_path(p)).collect(),
+        };
+        status.spool = SpoolInfo {
+            bytes: self.spool.size_bytes(),
+            unacked: self.spool.unacked_count(),
+            last_seq: self.spool.last_seq().unwrap_or(0),
+            acked_seq: self.spool.acked_seq(),
+        };
+        status.evaluation_errors = self.errors;
+    }
+
+    /// Drains: everything appended is printed and acknowledged, the ledger is saved.
+    async fn finish(&mut self) -> Result<()> {
+        self.flush_unacked()?;
+        tokio::task::block_in_place(|| self.ledger.save(&self.config.ledger_path()))
+            .context("saving the ledger")
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Evaluates one path against the baseline.
+fn evaluate_path(
+    root: &Path,
+    rules: &Rules,
+    baseline: &LoadedBaseline,
+    path: &Path,
+) -> Result<Option<DriftItem>, String> {
+    if !rules.in_scope(path) {
+        return Ok(None);
+    }
+    let expected = baseline.baseline.entry(path);
+    let actual = scan::scan_one(root, rules, path, expected, false).map_err(|e| e.error)?;
+    Ok(evaluate::compare(path, expected, actual.as_ref(), rules))
+}
+
+/// Baseline entries at or below `dir`. Entries are sorted by path bytes, so they all lie in the
+/// range of paths that start with `dir`'s bytes (siblings like `dir-old` are interleaved there
+/// and skipped).
+fn baseline_under<'a>(entries: &'a [Entry], dir: &Path) -> impl Iterator<Item = &'a Entry> {
+    let key = dir.as_os_str().as_bytes().to_vec();
+    let start = entries.partition_point(|e| e.path.as_os_str().as_bytes() < key.as_slice());
+    entries[start..]
+        .iter()
+        .take_while(move |e| e.path.as_os_str().as_bytes().starts_with(&key))
+        .filter(move |e| e.path.starts_with(dir))
+}
+
+fn load_baseline(config: &AgentConfig) -> Result<LoadedBaseline> {
+    let loaded = crate::cli::load_baseline(&config.baseline)?;
+    if let Some(key_path) = &config.public_key {
+        let text = std::fs::read_to_string(key_path)
+            .with_context(|| format!("cannot read public key {}", key_path.display()))?;
+        let key = driftwatch_proto::keys::verifying_key_from_text(&text)?;
+        loaded
+            .verify_signer(&key)
+            .with_context(|| config.baseline.display().to_string())?;
+    }
+    Ok(loaded)
+}
+
+fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating state directory {}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use driftwatch_proto::baseline::FileKind;
+
+    fn e(path: &str) -> Entry {
+        Entry {
+            path: path.into(),
+            kind: FileKind::Regular,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            sha256: None,
+            target: None,
+            xattrs: vec![],
+            content: None,
+            mtime_ns: 0,
+            ctime_ns: 0,
+            inode: 0,
+            rdev: 0,
+        }
+    }
+
+    #[test]
+    fn baseline_subtree_in_byte_order() {
+        // Byte order: "/etc/a" < "/etc/a-b" < "/etc/a/x" < "/etc/ab".
+        let entries = vec![
+            e("/etc/a"),
+            e("/etc/a-b"),
+            e("/etc/a/x"),
+            e("/etc/a/y"),
+            e("/etc/ab"),
+            e("/etc/b"),
+        ];
+        let got: Vec<_> = baseline_under(&entries, Path::new("/etc/a"))
+            .map(|e| e.path.display().to_string())
+            .collect();
+        assert_eq!(got, ["/etc/a", "/etc/a/x", "/etc/a/y"]);
+    }
+}

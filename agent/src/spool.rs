@@ -1,0 +1,1310 @@
+//! The spool: the agent's durable, bounded, crash-safe queue of drift events.
+//!
+//! Every event is appended here before it counts as emitted, and stays until it is
+//! acknowledged (by the collector, or once printed in standalone mode). Records are opaque
+//! payloads keyed by a sequence number (`seq`) that the caller assigns: strictly increasing,
+//! starting at 1.
+//!
+//! # On-disk format
+//!
+//! One directory (mode 0700) holding segment files and one ack file:
+//!
+//! ```text
+//! <dir>/00000000000000000042.seg   segment, named by its first seq (zero-padded: names sort)
+//! <dir>/00000000000000000097.seg
+//! <dir>/ack                        acked seq + last seq
+//!
+//! segment = header record*
+//!   header = "DWSP" | u16 LE version (1) | u16 LE flags (bit 0: snapshot)
+//!   record = u32 LE payload len | u32 LE crc32(seq LE ++ payload) | u64 LE seq | payload
+//! ack     = "DWAK" | u32 LE version (1) | u64 LE acked | u64 LE last | u32 LE crc32(all before)
+//! ```
+//!
+//! # Invariants
+//!
+//! - Seqs strictly increase across the records of all segments taken in name order; every
+//!   record's seq is >= its segment's name (the name is a lower bound: an empty segment may be
+//!   named after the seq it is waiting for). Payloads are at most 16 MiB; a larger length field
+//!   is damage, never an allocation.
+//! - Only the last segment is ever written to. A segment is fsynced before the next one is
+//!   created, so only the last one can end in a torn write.
+//! - `ack` is only replaced atomically (temp file, fsync, rename, directory fsync) and is written
+//!   before any segment it releases is deleted; `acked <= last`. The highest seq ever appended is
+//!   the largest of `ack.last`, the last record on disk and (newest segment name - 1), so a
+//!   fully acked, empty spool still knows it.
+//! - A snapshot segment (flag bit 0, written by [`Spool::compact`]) replaces everything older:
+//!   it is written under a temp name, fsynced and renamed into place before the older segments
+//!   are deleted, and [`Spool::open`] deletes any segment older than the newest snapshot. A
+//!   crash therefore leaves the old records or the snapshot, never a mix.
+//! - Memory is O(segments): per segment its name, size, record count, first/last seq and an ack
+//!   cursor. Reads reopen the segment files.
+//!
+//! # fsync policy
+//!
+//! [`Spool::append`] writes the whole batch, then fdatasyncs once (plus the directory when the
+//! batch created a segment): when it returns `Ok`, the batch survives `kill -9` and power loss.
+//! If it fails, the batch is cut off the file again, so it is all or nothing. [`Spool::ack`]
+//! and [`Spool::compact`] are durable when they return; deleting released segments is not (a
+//! leftover is deleted again on the next open).
+//!
+//! # Recovery
+//!
+//! [`Spool::open`] checks every record of every segment. In the last segment, a bad record
+//! (short header, length past the end of file or over the limit, checksum mismatch, a header
+//! of zeros) starts a torn tail: it and everything after it are truncated away, logged and
+//! counted in [`Recovery`]. Such a write was never acknowledged by `append`, so nothing
+//! promised is lost. A bad record anywhere else, or one followed by a record that checks out
+//! (so the write went on past it: damage, not a torn write), is [`SpoolError::Corrupt`] with the
+//! file and byte offset: the spool never guesses past damage. (A damaged length field in the
+//! last segment cannot be told from a torn write, and is dropped as one, with a warning.)
+//!
+//! One process owns a spool directory; nothing locks it against a second one.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use driftwatch_proto::text::display_path;
+use tracing::{info, warn};
+
+/// Default bound on the spool's bytes on disk.
+pub const DEFAULT_MAX_BYTES: u64 = 64 << 20;
+/// Default size past which a new segment is started.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 4 << 20;
+/// The largest payload accepted; a larger length on disk is damage.
+pub const MAX_RECORD: usize = 16 << 20;
+
+const SEGMENT_MAGIC: &[u8; 4] = b"DWSP";
+const ACK_MAGIC: &[u8; 4] = b"DWAK";
+const VERSION: u16 = 1;
+const FLAG_SNAPSHOT: u16 = 1;
+const HEADER_LEN: u64 = 8;
+const RECORD_HEADER: u64 = 16;
+const ACK_FILE: &str = "ack";
+const ACK_LEN: usize = 28;
+
+/// Where the spool lives and how big it may grow.
+#[derive(Clone, Debug)]
+pub struct SpoolConfig {
+    /// The spool directory (e.g. `<state_dir>/spool`); created with mode 0700 if missing.
+    pub dir: PathBuf,
+    /// Bound on the bytes on disk: past it [`Spool::is_full`] asks the caller to compact.
+    pub max_bytes: u64,
+    /// A new segment file is started once the current one reaches this size.
+    pub segment_bytes: u64,
+}
+
+impl SpoolConfig {
+    /// A config for `dir` with the default sizes.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        SpoolConfig {
+            dir: dir.into(),
+            max_bytes: DEFAULT_MAX_BYTES,
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+        }
+    }
+}
+
+/// What [`Spool::open`] found.
+#[derive(Debug, Default, Clone)]
+pub struct Recovery {
+    /// Unacked records kept (those that will be resent).
+    pub records: u64,
+    /// Bytes of torn or damaged tail truncated from the last segment.
+    pub torn_bytes_dropped: u64,
+    /// Segment files kept.
+    pub segments: usize,
+    /// The first unacked seq.
+    pub first_seq: Option<u64>,
+    /// The highest seq ever appended.
+    pub last_seq: Option<u64>,
+    /// The acked seq (0 when nothing was acked).
+    pub acked: u64,
+}
+
+/// A spool failure. Nothing is changed on disk by a failed call, except as noted.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("cannot {op} {}", display_path(path))]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// Damage that is not a torn tail (or an ack file that fails its checks).
+    #[error(
+        "spool file {} is corrupt at byte {offset}: {reason}",
+        display_path(path)
+    )]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    #[error("seq {seq} must be greater than {after} (seqs start at 1 and strictly increase)")]
+    SeqOrder { seq: u64, after: u64 },
+    #[error("record {seq} has {len} bytes, over the {MAX_RECORD}-byte limit")]
+    TooLarge { seq: u64, len: usize },
+    #[error("cannot ack up to {upto}: the last seq appended is {last}")]
+    AckBeyondLast { upto: u64, last: u64 },
+    /// A failed append could not be undone; reopening runs recovery.
+    #[error(
+        "the spool in {} could not undo a failed append; reopen it",
+        display_path(dir)
+    )]
+    Poisoned { dir: PathBuf },
+}
+
+fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SpoolError {
+    let path = path.to_path_buf();
+    move |source| SpoolError::Io { op, path, source }
+}
+
+/// The in-memory index entry of one segment file.
+#[derive(Clone, Debug)]
+struct Segment {
+    name: u64,
+    path: PathBuf,
+    len: u64,
+    records: u64,
+    first_seq: Option<u64>,
+    last_seq: Option<u64>,
+    /// Records at the front that are acked, and the byte offset just past them.
+    acked_records: u64,
+    acked_end: u64,
+}
+
+impl Segment {
+    fn new(dir: &Path, name: u64) -> Self {
+        Segment {
+            name,
+            path: segment_path(dir, name),
+            len: HEADER_LEN,
+            records: 0,
+            first_seq: None,
+            last_seq: None,
+            acked_records: 0,
+            acked_end: HEADER_LEN,
+        }
+    }
+
+    fn push(&mut self, seq: u64, bytes: u64) {
+        self.len += bytes;
+        self.records += 1;
+        self.first_seq.get_or_insert(seq);
+        self.last_seq = Some(seq);
+    }
+}
+
+/// The durable event queue. See the module docs for the format and guarantees.
+#[derive(Debug)]
+pub struct Spool {
+    config: SpoolConfig,
+    /// Sorted by name; the last one is the one appended to.
+    segments: Vec<Segment>,
+    /// An open handle on the last segment.
+    active: Option<File>,
+    acked: u64,
+    /// Highest seq ever appended; 0 when none.
+    last: u64,
+    poisoned: bool,
+}
+
+impl Spool {
+    /// Opens (or creates) the spool, checking every record and recovering from a crash: a torn
+    /// tail of the last segment is truncated away and reported, an interrupted compaction is
+    /// finished, released segments are deleted. Damage elsewhere is [`SpoolError::Corrupt`].
+    pub fn open(config: SpoolConfig) -> Result<(Spool, Recovery), SpoolError> {
+        let dir = config.dir.clone();
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(io_err("create", &dir))?;
+        let (acked, ack_last) = read_ack(&dir)?;
+        let mut files = list_segments(&dir)?;
+        if let Some(i) = files.iter().rposition(|(_, path)| is_snapshot(path)) {
+            for (_, path) in files.drain(..i) {
+                info!(path = %display_path(&path), "Deleting a segment replaced by a snapshot.");
+                fs::remove_file(&path).map_err(io_err("delete", &path))?;
+            }
+            sync_dir(&dir)?;
+        }
+        let mut recovery = Recovery::default();
+        let mut segments = Vec::with_capacity(files.len());
+        let mut prev = 0;
+        for (i, (name, path)) in files.iter().enumerate() {
+            let last_file = i + 1 == files.len();
+            if let Some(seg) =
+                scan_segment(path, *name, last_file, acked, &mut prev, &mut recovery)?
+            {
+                segments.push(seg);
+            }
+        }
+        let named = segments
+            .last()
+            .map_or(0, |s: &Segment| s.name.saturating_sub(1));
+        let mut spool = Spool {
+            config,
+            segments,
+            active: None,
+            acked,
+            last: ack_last.max(prev).max(named),
+            poisoned: false,
+        };
+        spool.release();
+        recovery.records = spool.unacked_count();
+        recovery.segments = spool.segments.len();
+        recovery.last_seq = spool.last_seq();
+        recovery.acked = acked;
+        Ok((spool, recovery))
+    }
+
+    /// Appends a batch (seqs strictly increasing and above [`Spool::last_seq`]) and fsyncs it
+    /// once: on `Ok` the batch survives `kill -9` and power loss; on `Err` none of it is kept.
+    /// Size is not checked here: the caller compacts when [`Spool::is_full`].
+    pub fn append(&mut self, records: &[(u64, &[u8])]) -> Result<(), SpoolError> {
+        self.check_usable()?;
+        self.validate(records)?;
+        let Some(&(last, _)) = records.last() else {
+            return Ok(());
+        };
+        let saved = (self.segments.len(), self.segments.last().cloned());
+        match self.write_batch(records) {
+            Ok(()) => {
+                self.last = last;
+                Ok(())
+            }
+            Err(error) => {
+                self.rollback(saved);
+                Err(error)
+            }
+        }
+    }
+
+    /// Releases every record with seq <= `upto`, durably, and deletes the segments that hold
+    /// only released records (the one being appended to stays until it is full).
+    pub fn ack(&mut self, upto: u64) -> Result<(), SpoolError> {
+        if upto <= self.acked {
+            return Ok(());
+        }
+        if upto > self.last {
+            return Err(SpoolError::AckBeyondLast {
+                upto,
+                last: self.last,
+            });
+        }
+        // Move the cursors on a copy of the index first: reading can fail, and must fail before
+        // anything is changed.
+        let mut segments = self.segments.clone();
+        for seg in segments.iter_mut().filter(|s| s.acked_records < s.records) {
+            if seg.first_seq.is_some_and(|first| first > upto) {
+                break;
+            }
+            if seg.last_seq.is_some_and(|last| last <= upto) {
+                (seg.acked_records, seg.acked_end) = (seg.records, seg.len);
+                continue;
+            }
+            let mut reader = SegmentReader::open(&seg.path, seg.acked_end, seg.len)?;
+            while let Some((seq, _)) = reader.next_valid(&mut Vec::new(), |_| false)? {
+                if seq > upto {
+                    break;
+                }
+                (seg.acked_records, seg.acked_end) = (seg.acked_records + 1, reader.pos);
+            }
+            break;
+        }
+        write_ack(&self.config.dir, upto, self.last)?;
+        self.acked = upto;
+        self.segments = segments;
+        self.release();
+        Ok(())
+    }
+
+    /// The unacked records with seq > `after`, in order, at most `max` of them.
+    pub fn read_after(&self, after: u64, max: usize) -> Result<Vec<(u64, Vec<u8>)>, SpoolError> {
+        let after = after.max(self.acked);
+        let mut out = Vec::new();
+        for seg in &self.segments {
+            if out.len() >= max {
+                break;
+            }
+            if seg.last_seq.is_none_or(|l| l <= after) {
+                continue;
+            }
+            let mut reader = SegmentReader::open(&seg.path, seg.acked_end, seg.len)?;
+            let mut buf = Vec::new();
+            while out.len() < max {
+                match reader.next_valid(&mut buf, |seq| seq > after)? {
+                    Some((seq, true)) => out.push((seq, std::mem::take(&mut buf))),
+                    Some((_, false)) => {}
+                    None => break,
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The highest seq ever appended (kept across acks, compactions and restarts).
+    pub fn last_seq(&self) -> Option<u64> {
+        (self.last > 0).then_some(self.last)
+    }
+
+    /// The highest acked seq; 0 when nothing was acked.
+    pub fn acked_seq(&self) -> u64 {
+        self.acked
+    }
+
+    pub fn unacked_count(&self) -> u64 {
+        self.segments
+            .iter()
+            .map(|s| s.records - s.acked_records)
+            .sum()
+    }
+
+    /// Bytes of segment files on disk (the small ack file aside).
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.len).sum()
+    }
+
+    /// True when the spool has reached its bound: the caller must then [`Spool::compact`].
+    pub fn is_full(&self) -> bool {
+        self.size_bytes() >= self.config.max_bytes
+    }
+
+    /// Atomically replaces every unacked record with `records` (one snapshot of the caller's
+    /// current state; seqs above [`Spool::last_seq`]). The snapshot segment is complete on disk
+    /// before anything older is deleted. Returns how many unacked records were dropped.
+    pub fn compact(&mut self, records: &[(u64, &[u8])]) -> Result<u64, SpoolError> {
+        self.check_usable()?;
+        self.validate(records)?;
+        let name = match records.first() {
+            Some(&(seq, _)) => seq,
+            None => self.last.checked_add(1).ok_or(SpoolError::SeqOrder {
+                seq: u64::MAX,
+                after: self.last,
+            })?,
+        };
+        let dropped = self.unacked_count();
+        let dir = self.config.dir.clone();
+        let mut snapshot = Segment::new(&dir, name);
+        let mut bytes = segment_header(FLAG_SNAPSHOT).to_vec();
+        for &(seq, payload) in records {
+            let before = bytes.len();
+            encode_record(&mut bytes, seq, payload);
+            snapshot.push(seq, (bytes.len() - before) as u64);
+        }
+        write_durably(&snapshot.path, &bytes)?;
+        self.active = None;
+        let old = std::mem::replace(&mut self.segments, vec![snapshot]);
+        self.last = records.last().map_or(self.last, |&(seq, _)| seq);
+        // The snapshot already carries the new last seq (by its name, when empty); writing it
+        // to the ack file too keeps it once the snapshot segment is released.
+        write_ack(&dir, self.acked, self.last)?;
+        for seg in old.iter().filter(|s| s.name != name) {
+            if let Err(error) = fs::remove_file(&seg.path) {
+                warn!(path = %display_path(&seg.path), %error,
+                    "Failed to delete a compacted segment; the next open deletes it.");
+            }
+        }
+        info!(dropped, kept = records.len(), "Compacted the spool.");
+        Ok(dropped)
+    }
+
+    fn check_usable(&self) -> Result<(), SpoolError> {
+        if self.poisoned {
+            return Err(SpoolError::Poisoned {
+                dir: self.config.dir.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn validate(&self, records: &[(u64, &[u8])]) -> Result<(), SpoolError> {
+        let mut after = self.last;
+        for &(seq, payload) in records {
+            if seq <= after {
+                return Err(SpoolError::SeqOrder { seq, after });
+            }
+            if payload.len() > MAX_RECORD {
+                let len = payload.len();
+                return Err(SpoolError::TooLarge { seq, len });
+            }
+            after = seq;
+        }
+        Ok(())
+    }
+
+    fn write_batch(&mut self, records: &[(u64, &[u8])]) -> Result<(), SpoolError> {
+        let mut buf = Vec::new();
+        let mut created = false;
+        for &(seq, payload) in records {
+            let segment_bytes = self.config.segment_bytes;
+            let roll =
+                (self.segments.last()).is_none_or(|s| s.records > 0 && s.len >= segment_bytes);
+            if roll {
+                self.flush(&mut buf)?;
+                let seg = Segment::new(&self.config.dir, seq);
+                let file = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&seg.path)
+                    .map_err(io_err("create", &seg.path))?;
+                self.active = Some(file);
+                self.segments.push(seg);
+                buf.extend_from_slice(&segment_header(0));
+                created = true;
+            }
+            let before = buf.len();
+            encode_record(&mut buf, seq, payload);
+            let seg = self
+                .segments
+                .last_mut()
+                .expect("a segment exists after rolling");
+            seg.push(seq, (buf.len() - before) as u64);
+        }
+        self.flush(&mut buf)?;
+        if created {
+            sync_dir(&self.config.dir)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the buffered tail of the last segment (whose `len` already counts it) and syncs.
+    fn flush(&mut self, buf: &mut Vec<u8>) -> Result<(), SpoolError> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let seg = self.segments.last().expect("flushing into a segment");
+        let file = match &mut self.active {
+            Some(file) => file,
+            None => self.active.insert(
+                OpenOptions::new()
+                    .write(true)
+                    .open(&seg.path)
+                    .map_err(io_err("open", &seg.path))?,
+            ),
+        };
+        let at = seg.len - buf.len() as u64;
+        file.write_all_at(buf, at)
+            .map_err(io_err("write", &seg.path))?;
+        file.sync_data().map_err(io_err("sync", &seg.path))?;
+        buf.clear();
+        Ok(())
+    }
+
+    /// Undoes a failed batch: deletes the segments it created and cuts the one it extended
+    /// back to its old length. If that fails too, the spool refuses writes until reopened.
+    fn rollback(&mut self, (count, last): (usize, Option<Segment>)) {
+        self.active = None;
+        let mut undone = true;
+        for seg in self.segments.drain(count..) {
+            if let Err(error) = fs::remove_file(&seg.path) {
+                warn!(path = %display_path(&seg.path), %error, "Failed to undo a spool segment.");
+                undone = false;
+            }
+        }
+        if let Some(old) = last {
+            let cut = OpenOptions::new()
+                .write(true)
+                .open(&old.path)
+                .and_then(|f| {
+                    f.set_len(old.len)?;
+                    f.sync_data()
+                });
+            if let Err(error) = cut {
+                warn!(path = %display_path(&old.path), %error, "Failed to undo a spool append.");
+                undone = false;
+            }
+            self.segments[count - 1] = old;
+        }
+        self.poisoned |= !undone;
+    }
+
+    /// Deletes the leading segments that hold only acked records, except the segment being
+    /// appended to while it has room (so steady acking does not create a file per batch).
+    fn release(&mut self) {
+        while let Some(seg) = self.segments.first() {
+            let active = self.segments.len() == 1 && seg.len < self.config.segment_bytes;
+            if seg.acked_records < seg.records || active {
+                break;
+            }
+            if let Err(error) = fs::remove_file(&seg.path) {
+                let path = display_path(&seg.path);
+                warn!(%path, %error, "Failed to delete an acked segment.");
+                break;
+            }
+            if self.segments.len() == 1 {
+                self.active = None;
+            }
+            self.segments.remove(0);
+        }
+    }
+}
+
+fn segment_path(dir: &Path, name: u64) -> PathBuf {
+    dir.join(format!("{name:020}.seg"))
+}
+
+fn segment_header(flags: u16) -> [u8; HEADER_LEN as usize] {
+    let mut h = [0; HEADER_LEN as usize];
+    h[..4].copy_from_slice(SEGMENT_MAGIC);
+    h[4..6].copy_from_slice(&VERSION.to_le_bytes());
+    h[6..].copy_from_slice(&flags.to_le_bytes());
+    h
+}
+
+/// The header's flags, or why it is not a segment header.
+fn parse_header(h: &[u8]) -> Result<u16, String> {
+    if &h[..4] != SEGMENT_MAGIC {
+        return Err("not a spool segment (bad magic)".into());
+    }
+    let version = u16::from_le_bytes([h[4], h[5]]);
+    let flags = u16::from_le_bytes([h[6], h[7]]);
+    if version != VERSION {
+        return Err(format!("unsupported segment version {version}"));
+    }
+    if flags & !FLAG_SNAPSHOT != 0 {
+        return Err(format!("unknown segment flags {flags:#x}"));
+    }
+    Ok(flags)
+}
+
+fn is_snapshot(path: &Path) -> bool {
+    let mut h = [0; HEADER_LEN as usize];
+    File::open(path)
+        .and_then(|mut f| f.read_exact(&mut h))
+        .is_ok()
+        && parse_header(&h).is_ok_and(|flags| flags & FLAG_SNAPSHOT != 0)
+}
+
+fn record_crc(seq: u64, payload: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&seq.to_le_bytes());
+    hasher.update(payload);
+    hasher.finalize()
+}
+
+fn encode_record(buf: &mut Vec<u8>, seq: u64, payload: &[u8]) {
+    buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&record_crc(seq, payload).to_le_bytes());
+    buf.extend_from_slice(&seq.to_le_bytes());
+    buf.extend_from_slice(payload);
+}
+
+/// A record that does not decode: why, and where the next record would start if this one's
+/// length field is plausible (to tell damage from a torn tail).
+struct BadRecord {
+    reason: String,
+    next: Option<u64>,
+}
+
+/// Sequential reader over the records of one segment, from `pos` up to `end`.
+struct SegmentReader {
+    path: PathBuf,
+    file: BufReader<File>,
+    pos: u64,
+    end: u64,
+}
+
+impl SegmentReader {
+    fn open(path: &Path, pos: u64, end: u64) -> Result<Self, SpoolError> {
+        let file = File::open(path).map_err(io_err("open", path))?;
+        let mut file = BufReader::with_capacity(64 * 1024, file);
+        io::Seek::seek(&mut file, io::SeekFrom::Start(pos)).map_err(io_err("read", path))?;
+        let path = path.to_path_buf();
+        Ok(SegmentReader {
+            path,
+            file,
+            pos,
+            end,
+        })
+    }
+
+    /// The next record's seq, with its payload read into `buf` and checked when `want(seq)`
+    /// (else skipped unread); `None` at the end.
+    fn next(
+        &mut self,
+        buf: &mut Vec<u8>,
+        want: impl FnOnce(u64) -> bool,
+    ) -> io::Result<Result<Option<(u64, bool)>, BadRecord>> {
+        let remaining = self.end - self.pos;
+        if remaining == 0 {
+            return Ok(Ok(None));
+        }
+        let bad = |reason: &str, next| {
+            Ok(Err(BadRecord {
+                reason: reason.into(),
+                next,
+            }))
+        };
+        if remaining < RECORD_HEADER {
+            return bad("torn record header", None);
+        }
+        let mut h = [0; RECORD_HEADER as usize];
+        self.file.read_exact(&mut h)?;
+        let len = u32::from_le_bytes(h[..4].try_into().expect("4 bytes"));
+        let crc = u32::from_le_bytes(h[4..8].try_into().expect("4 bytes"));
+        let seq = u64::from_le_bytes(h[8..].try_into().expect("8 bytes"));
+        if h == [0; RECORD_HEADER as usize] {
+            return bad("zeroed record header", None);
+        }
+        if len as usize > MAX_RECORD {
+            return bad(&format!("record length {len} is over the limit"), None);
+        }
+        let size = RECORD_HEADER + u64::from(len);
+        if size > remaining {
+            return bad("record runs past the end of the file", None);
+        }
+        let next = Some(self.pos + size);
+        let wanted = want(seq);
+        if wanted {
+            buf.resize(len as usize, 0);
+            self.file.read_exact(buf)?;
+            if record_crc(seq, buf) != crc {
+                return bad("checksum mismatch", next);
+            }
+        } else {
+            self.file.seek_relative(i64::from(len))?;
+        }
+        self.pos += size;
+        Ok(Ok(Some((seq, wanted))))
+    }
+
+    /// [`SegmentReader::next`] for a segment already checked: any bad record is corruption.
+    fn next_valid(
+        &mut self,
+        buf: &mut Vec<u8>,
+        want: impl FnOnce(u64) -> bool,
+    ) -> Result<Option<(u64, bool)>, SpoolError> {
+        let offset = self.pos;
+        match self.next(buf, want) {
+            Ok(Ok(step)) => Ok(step),
+            Ok(Err(bad)) => Err(SpoolError::Corrupt {
+                path: self.path.clone(),
+                offset,
+                reason: bad.reason,
+            }),
+            Err(error) => Err(io_err("read", &self.path)(error)),
+        }
+    }
+}
+
+/// Checks one segment at open. `prev` is the last seq seen in earlier segments. Returns
+/// `None` when the segment was a torn, empty leftover and has been deleted.
+fn scan_segment(
+    path: &Path,
+    name: u64,
+    last_file: bool,
+    acked: u64,
+    prev: &mut u64,
+    recovery: &mut Recovery,
+) -> Result<Option<Segment>, SpoolError> {
+    let corrupt = |offset, reason: String| SpoolError::Corrupt {
+        path: path.to_path_buf(),
+        offset,
+        reason,
+    };
+    let file_len = fs::metadata(path).map_err(io_err("read", path))?.len();
+    let mut h = [0; HEADER_LEN as usize];
+    let header = if file_len < HEADER_LEN {
+        Err("shorter than a segment header".to_owned())
+    } else {
+        let mut file = File::open(path).map_err(io_err("open", path))?;
+        file.read_exact(&mut h).map_err(io_err("read", path))?;
+        parse_header(&h)
+    };
+    if let Err(reason) = header {
+        // A segment is created, its header and first records written, then synced: a crash in
+        // between can leave it empty or zero-filled. Anything else is not ours to drop.
+        if last_file && (file_len < HEADER_LEN || h == [0; HEADER_LEN as usize]) {
+            warn!(path = %display_path(path), bytes = file_len,
+                "Dropping a torn spool segment left by a crash.");
+            fs::remove_file(path).map_err(io_err("delete", path))?;
+            recovery.torn_bytes_dropped += file_len;
+            return Ok(None);
+        }
+        return Err(corrupt(0, reason));
+    }
+    let mut seg = Segment::new(path.parent().unwrap_or(Path::new(".")), name);
+    seg.path = path.to_path_buf();
+    let mut reader = SegmentReader::open(path, HEADER_LEN, file_len)?;
+    let mut buf = Vec::new();
+    loop {
+        let offset = reader.pos;
+        let bad = match reader
+            .next(&mut buf, |_| true)
+            .map_err(io_err("read", path))?
+        {
+            Ok(None) => break,
+            Ok(Some((seq, _))) => {
+                if seq <= *prev || seq < name {
+                    let reason = format!("seq {seq} out of order (after {prev}, segment {name})");
+                    return Err(corrupt(offset, reason));
+                }
+                *prev = seq;
+                seg.push(seq, reader.pos - offset);
+                if seq <= acked {
+                    seg.acked_records += 1;
+                    seg.acked_end = reader.pos;
+                } else if recovery.first_seq.is_none() {
+                    recovery.first_seq = Some(seq);
+                }
+                continue;
+            }
+            Err(bad) => bad,
+        };
+        let followed = bad.next.is_some_and(|next| {
+            SegmentReader::open(path, next, file_len)
+                .is_ok_and(|mut r| matches!(r.next(&mut Vec::new(), |_| true), Ok(Ok(Some(_)))))
+        });
+        if !last_file || followed {
+            return Err(corrupt(offset, bad.reason));
+        }
+        let dropped = file_len - offset;
+        warn!(path = %display_path(path), offset, bytes = dropped, reason = %bad.reason,
+            "Dropping a torn record tail from the spool.");
+        let file = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(io_err("open", path))?;
+        file.set_len(offset).map_err(io_err("truncate", path))?;
+        file.sync_all().map_err(io_err("sync", path))?;
+        recovery.torn_bytes_dropped += dropped;
+        break;
+    }
+    Ok(Some(seg))
+}
+
+/// The segment files in name order; leftover temp files from a crash are deleted.
+fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, SpoolError> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err("list", dir))? {
+        let entry = entry.map_err(io_err("list", dir))?;
+        let file_name = entry.file_name();
+        let Some(file_name) = file_name.to_str() else {
+            continue;
+        };
+        if file_name.starts_with('.') && file_name.ends_with(".tmp") {
+            let path = display_path(&entry.path());
+            info!(%path, "Deleting a spool temp file left by a crash.");
+            fs::remove_file(entry.path()).map_err(io_err("delete", &entry.path()))?;
+            continue;
+        }
+        let name = file_name.strip_suffix(".seg").filter(|n| n.len() == 20);
+        if let Some(name) = name.and_then(|n| n.parse::<u64>().ok()) {
+            out.push((name, entry.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Reads the ack file: (acked, last); (0, 0) when there is none yet.
+fn read_ack(dir: &Path) -> Result<(u64, u64), SpoolError> {
+    let path = dir.join(ACK_FILE);
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((0, 0)),
+        Err(e) => return Err(io_err("read", &path)(e)),
+    };
+    let corrupt = |reason: &str| SpoolError::Corrupt {
+        path: path.clone(),
+        offset: 0,
+        reason: reason.into(),
+    };
+    if bytes.len() != ACK_LEN || &bytes[..4] != ACK_MAGIC {
+        return Err(corrupt("not a spool ack file"));
+    }
+    let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+    let crc = u32::from_le_bytes(bytes[24..].try_into().expect("4 bytes"));
+    if crc32fast::hash(&bytes[..24]) != crc {
+        return Err(corrupt("checksum mismatch"));
+    }
+    if bytes[4..8] != u32::from(VERSION).to_le_bytes() {
+        return Err(corrupt("unsupported ack file version"));
+    }
+    let (acked, last) = (word(8), word(16));
+    if acked > last {
+        return Err(corrupt("acked seq is past the last seq"));
+    }
+    Ok((acked, last))
+}
+
+fn write_ack(dir: &Path, acked: u64, last: u64) -> Result<(), SpoolError> {
+    let mut bytes = Vec::with_capacity(ACK_LEN);
+    bytes.extend_from_slice(ACK_MAGIC);
+    bytes.extend_from_slice(&u32::from(VERSION).to_le_bytes());
+    bytes.extend_from_slice(&acked.to_le_bytes());
+    bytes.extend_from_slice(&last.to_le_bytes());
+    bytes.extend_from_slice(&crc32fast::hash(&bytes).to_le_bytes());
+    write_durably(&dir.join(ACK_FILE), &bytes)
+}
+
+/// Replaces `path` atomically and durably: temp file, fsync, rename, directory fsync.
+fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), SpoolError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let result = (|| {
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io_err("create", &tmp))?;
+        file.write_all_at(bytes, 0).map_err(io_err("write", &tmp))?;
+        file.sync_all().map_err(io_err("sync", &tmp))?;
+        fs::rename(&tmp, path).map_err(io_err("rename", &tmp))?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("sync", dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn config(dir: &Path, segment_bytes: u64) -> SpoolConfig {
+        SpoolConfig {
+            segment_bytes,
+            ..SpoolConfig::new(dir)
+        }
+    }
+
+    fn open(dir: &Path, segment_bytes: u64) -> (Spool, Recovery) {
+        Spool::open(config(dir, segment_bytes)).unwrap()
+    }
+
+    fn payload(seq: u64) -> Vec<u8> {
+        format!("event {seq:03} {}", "x".repeat(10)).into_bytes()
+    }
+
+    fn append_range(spool: &mut Spool, seqs: std::ops::RangeInclusive<u64>) {
+        let payloads: Vec<_> = seqs.map(|s| (s, payload(s))).collect();
+        let batch: Vec<_> = payloads.iter().map(|(s, p)| (*s, p.as_slice())).collect();
+        spool.append(&batch).unwrap();
+    }
+
+    fn all(spool: &Spool) -> Vec<u64> {
+        let records = spool.read_after(0, usize::MAX).unwrap();
+        for (seq, bytes) in &records {
+            assert_eq!(bytes, &payload(*seq));
+        }
+        records.into_iter().map(|(seq, _)| seq).collect()
+    }
+
+    fn segment_files(dir: &Path) -> Vec<PathBuf> {
+        list_segments(dir)
+            .unwrap()
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect()
+    }
+
+    /// Records are 36 bytes: with 100-byte segments, 3 records per segment.
+    const SMALL: u64 = 100;
+
+    #[test]
+    fn round_trip_across_segments_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut spool, recovery) = open(dir.path(), SMALL);
+        assert_eq!(
+            (recovery.records, spool.last_seq(), spool.acked_seq()),
+            (0, None, 0)
+        );
+        append_range(&mut spool, 1..=4);
+        append_range(&mut spool, 5..=5);
+        append_range(&mut spool, 6..=12);
+        assert_eq!(segment_files(dir.path()).len(), 4);
+        assert_eq!(all(&spool), (1..=12).collect::<Vec<_>>());
+        let some = spool.read_after(4, 3).unwrap();
+        assert_eq!(some.iter().map(|r| r.0).collect::<Vec<_>>(), [5, 6, 7]);
+        assert_eq!(spool.read_after(12, 10).unwrap(), []);
+        assert_eq!(spool.read_after(0, 0).unwrap(), []);
+
+        spool.ack(7).unwrap();
+        assert_eq!((spool.acked_seq(), spool.unacked_count()), (7, 5));
+        assert_eq!(
+            segment_files(dir.path()).len(),
+            2,
+            "segments 1-3 and 4-6 deleted"
+        );
+        assert_eq!(all(&spool), (8..=12).collect::<Vec<_>>());
+        assert_eq!(spool.read_after(2, 1).unwrap()[0].0, 8);
+        let size = spool.size_bytes();
+        drop(spool);
+
+        let (mut spool, recovery) = open(dir.path(), SMALL);
+        assert_eq!(recovery.records, 5);
+        assert_eq!(recovery.first_seq, Some(8));
+        assert_eq!(
+            (recovery.last_seq, recovery.acked, recovery.segments),
+            (Some(12), 7, 2)
+        );
+        assert_eq!(recovery.torn_bytes_dropped, 0);
+        assert_eq!((spool.size_bytes(), spool.unacked_count()), (size, 5));
+        assert_eq!(all(&spool), (8..=12).collect::<Vec<_>>());
+
+        // Everything acked: every file goes (the last segment is full), the seq stays known.
+        spool.ack(12).unwrap();
+        assert!(segment_files(dir.path()).is_empty());
+        drop(spool);
+        let (mut spool, recovery) = open(dir.path(), SMALL);
+        assert_eq!(
+            (recovery.records, recovery.first_seq, spool.last_seq()),
+            (0, None, Some(12))
+        );
+        assert!(matches!(
+            spool.append(&[(12, b"again")]),
+            Err(SpoolError::SeqOrder { .. })
+        ));
+        append_range(&mut spool, 13..=13);
+        assert_eq!(all(&spool), [13]);
+    }
+
+    #[test]
+    fn seqs_must_increase_and_acks_stay_within_the_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut spool, _) = open(dir.path(), SMALL);
+        let seq_order = |r| matches!(r, Err(SpoolError::SeqOrder { .. }));
+        assert!(seq_order(spool.append(&[(0, b"zero")])));
+        spool.append(&[(5, b"five")]).unwrap();
+        assert!(seq_order(spool.append(&[(5, b"again")])));
+        assert!(seq_order(spool.append(&[(4, b"older")])));
+        assert!(seq_order(spool.append(&[(7, b"a"), (6, b"b")])));
+        assert!(seq_order(spool.append(&[(8, b"a"), (8, b"b")])));
+        assert!(seq_order(spool.compact(&[(5, b"snap")]).map(|_| ())));
+        assert_eq!(
+            (spool.last_seq(), spool.unacked_count()),
+            (Some(5), 1),
+            "nothing written"
+        );
+        let big = vec![0; MAX_RECORD + 1];
+        assert!(matches!(
+            spool.append(&[(9, &big)]),
+            Err(SpoolError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            spool.ack(6),
+            Err(SpoolError::AckBeyondLast { .. })
+        ));
+        spool.ack(5).unwrap();
+        spool.ack(3).unwrap();
+        assert_eq!(spool.acked_seq(), 5);
+    }
+
+    /// Twelve records in four segments of three; returns the last segment and its last
+    /// record's offset and length.
+    fn pristine(dir: &Path) -> (PathBuf, u64, u64) {
+        let (mut spool, _) = open(dir, SMALL);
+        append_range(&mut spool, 1..=12);
+        let last = segment_files(dir).pop().unwrap();
+        let len = fs::metadata(&last).unwrap().len();
+        let record = RECORD_HEADER + payload(12).len() as u64;
+        (last, len - record, record)
+    }
+
+    fn copy_dir(from: &Path) -> tempfile::TempDir {
+        let to = tempfile::tempdir().unwrap();
+        for entry in fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            fs::copy(entry.path(), to.path().join(entry.file_name())).unwrap();
+        }
+        to
+    }
+
+    /// Damages a copy of the pristine spool, then checks recovery drops exactly `torn` bytes
+    /// and record 12 only, and that the spool goes on working.
+    fn check_torn(from: &Path, last: &Path, damage: impl FnOnce(&Path), torn: u64) {
+        let copy = copy_dir(from);
+        damage(&copy.path().join(last.file_name().unwrap()));
+        let (mut spool, recovery) = open(copy.path(), SMALL);
+        assert_eq!(recovery.torn_bytes_dropped, torn);
+        assert_eq!((recovery.records, recovery.last_seq), (11, Some(11)));
+        assert_eq!(all(&spool), (1..=11).collect::<Vec<_>>());
+        append_range(&mut spool, 12..=13);
+        drop(spool);
+        let (spool, recovery) = open(copy.path(), SMALL);
+        assert_eq!(recovery.torn_bytes_dropped, 0);
+        assert_eq!(all(&spool), (1..=13).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn torn_tail_is_dropped_at_every_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let (last, start, record) = pristine(dir.path());
+        for keep in 0..record {
+            let cut = |p: &Path| fs::File::options().write(true).open(p).unwrap();
+            check_torn(
+                dir.path(),
+                &last,
+                |p| cut(p).set_len(start + keep).unwrap(),
+                keep,
+            );
+        }
+    }
+
+    #[test]
+    fn garbage_after_the_last_record_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (last, start, record) = pristine(dir.path());
+        for n in 1..=40u64 {
+            let garbage: Vec<u8> = (0..n).map(|i| (i * 37 + 11) as u8).collect();
+            let copy = copy_dir(dir.path());
+            let path = copy.path().join(last.file_name().unwrap());
+            let file = fs::File::options().append(true).open(&path).unwrap();
+            file.write_all_at(&garbage, start + record).unwrap();
+            let (spool, recovery) = open(copy.path(), SMALL);
+            assert_eq!(recovery.torn_bytes_dropped, n);
+            assert_eq!(all(&spool), (1..=12).collect::<Vec<_>>());
+        }
+        // Zeros, as a power loss can leave past the last synced write.
+        let copy = copy_dir(dir.path());
+        let path = copy.path().join(last.file_name().unwrap());
+        fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(start + record + 64)
+            .unwrap();
+        let (_, recovery) = open(copy.path(), SMALL);
+        assert_eq!(recovery.torn_bytes_dropped, 64);
+    }
+
+    #[test]
+    fn a_segment_torn_while_being_created_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        pristine(dir.path());
+        for bytes in [&b""[..], b"DWS", &[0; 30]] {
+            let copy = copy_dir(dir.path());
+            fs::write(segment_path(copy.path(), 13), bytes).unwrap();
+            let (spool, recovery) = open(copy.path(), SMALL);
+            assert_eq!(recovery.torn_bytes_dropped, bytes.len() as u64);
+            assert_eq!((all(&spool), recovery.segments), ((1..=12).collect(), 4));
+        }
+    }
+
+    #[test]
+    fn a_flipped_byte_in_the_last_record_is_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let (last, start, record) = pristine(dir.path());
+        for at in start..start + record {
+            check_torn(dir.path(), &last, |p| flip(p, at), record);
+        }
+    }
+
+    fn flip(path: &Path, at: u64) {
+        let file = fs::File::options()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap();
+        let mut byte = [0];
+        file.read_exact_at(&mut byte, at).unwrap();
+        file.write_all_at(&[byte[0] ^ 0x5a], at).unwrap();
+    }
+
+    #[test]
+    fn damage_before_the_tail_is_an_error_naming_file_and_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let (last, start, record) = pristine(dir.path());
+        let first = segment_files(dir.path()).remove(0);
+        let second = HEADER_LEN + record;
+        // Any byte of record 2, in the first segment; and past the length field of record 11,
+        // the middle one of the last segment (so a valid record follows it).
+        let cases = (second..second + record)
+            .map(|at| (&first, at, second))
+            .chain((start - record + 4..start).map(|at| (&last, at, start - record)));
+        for (file, at, offset) in cases {
+            let copy = copy_dir(dir.path());
+            let path = copy.path().join(file.file_name().unwrap());
+            flip(&path, at);
+            match Spool::open(config(copy.path(), SMALL)) {
+                Err(SpoolError::Corrupt {
+                    path: p, offset: o, ..
+                }) => {
+                    assert_eq!((p, o), (path.clone(), offset), "flip at {at}")
+                }
+                other => panic!("flip at {at} of {}: {other:?}", path.display()),
+            }
+        }
+        // A bad header is damage too, as is a damaged ack file.
+        let copy = copy_dir(dir.path());
+        flip(&copy.path().join(first.file_name().unwrap()), 1);
+        assert!(matches!(
+            Spool::open(config(copy.path(), SMALL)),
+            Err(SpoolError::Corrupt { .. })
+        ));
+        let (mut spool, _) = open(dir.path(), SMALL);
+        spool.ack(2).unwrap();
+        flip(&dir.path().join(ACK_FILE), 9);
+        let err = Spool::open(config(dir.path(), SMALL)).unwrap_err();
+        assert!(err.to_string().contains("ack"), "{err}");
+    }
+
+    #[test]
+    fn compact_replaces_unacked_records_with_the_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut spool, _) = Spool::open(SpoolConfig {
+            max_bytes: 300,
+            ..config(dir.path(), SMALL)
+        })
+        .unwrap();
+        append_range(&mut spool, 1..=12);
+        spool.ack(4).unwrap();
+        assert!(spool.is_full());
+        assert_eq!(
+            spool.compact(&[(20, b"snap-a"), (21, b"snap-b")]).unwrap(),
+            8
+        );
+        assert!(!spool.is_full());
+        assert_eq!(
+            (spool.last_seq(), spool.unacked_count(), spool.acked_seq()),
+            (Some(21), 2, 4)
+        );
+        assert_eq!(segment_files(dir.path()), [segment_path(dir.path(), 20)]);
+        spool.append(&[(22, b"after")]).unwrap();
+        drop(spool);
+        let (mut spool, recovery) = open(dir.path(), SMALL);
+        let seqs: Vec<_> = spool
+            .read_after(0, 10)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.0)
+            .collect();
+        assert_eq!(seqs, [20, 21, 22]);
+        assert_eq!((recovery.records, recovery.last_seq), (3, Some(22)));
+
+        // An empty snapshot drops everything and keeps the seq.
+        assert_eq!(spool.compact(&[]).unwrap(), 3);
+        drop(spool);
+        let (spool, recovery) = open(dir.path(), SMALL);
+        assert_eq!((recovery.records, spool.last_seq()), (0, Some(22)));
+    }
+
+    #[test]
+    fn a_crash_during_compaction_resolves_to_one_side() {
+        // Snapshot renamed into place, old segments not yet deleted: the snapshot wins.
+        let dir = tempfile::tempdir().unwrap();
+        pristine(dir.path());
+        let mut bytes = segment_header(FLAG_SNAPSHOT).to_vec();
+        encode_record(&mut bytes, 30, &payload(30));
+        fs::write(segment_path(dir.path(), 30), &bytes).unwrap();
+        let (spool, recovery) = open(dir.path(), SMALL);
+        assert_eq!(all(&spool), [30]);
+        assert_eq!((recovery.segments, recovery.last_seq), (1, Some(30)));
+        assert_eq!(segment_files(dir.path()), [segment_path(dir.path(), 30)]);
+
+        // Snapshot still a temp file: the old records win and the temp file goes.
+        let dir = tempfile::tempdir().unwrap();
+        pristine(dir.path());
+        let tmp = dir.path().join(".00000000000000000030.seg.tmp");
+        fs::write(&tmp, &bytes[..20]).unwrap();
+        let (spool, recovery) = open(dir.path(), SMALL);
+        assert_eq!(all(&spool), (1..=12).collect::<Vec<_>>());
+        assert_eq!(recovery.torn_bytes_dropped, 0);
+        assert!(!tmp.exists());
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Append(Vec<(u64, Vec<u8>)>),
+        Ack(u8),
+        Reopen,
+        Compact(Vec<Vec<u8>>),
+        Read(u8, usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let payload = proptest::collection::vec(any::<u8>(), 0..40);
+        prop_oneof![
+            4 => proptest::collection::vec((1..4u64, payload.clone()), 1..6).prop_map(Op::Append),
+            2 => prop_oneof![Just(255), any::<u8>()].prop_map(Op::Ack),
+            1 => Just(Op::Reopen),
+            1 => proptest::collection::vec(payload, 0..3).prop_map(Op::Compact),
+            1 => (any::<u8>(), 1..5usize).prop_map(|(at, max)| Op::Read(at, max)),
+        ]
+    }
+
+    /// A seq between `lo` and `hi`, picked by `at`.
+    fn between(lo: u64, hi: u64, at: u8) -> u64 {
+        lo + (hi - lo) * u64::from(at) / 255
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn behaves_like_a_queue_in_memory(ops in proptest::collection::vec(op(), 1..25)) {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut spool, _) = open(dir.path(), 120);
+            let (mut model, mut acked, mut last) = (Vec::<(u64, Vec<u8>)>::new(), 0, 0);
+            for op in ops {
+                match op {
+                    Op::Append(gaps) => {
+                        let batch: Vec<_> = gaps.into_iter().map(|(gap, p)| {
+                            last += gap;
+                            (last, p)
+                        }).collect();
+                        let refs: Vec<_> = batch.iter().map(|(s, p)| (*s, p.as_slice())).collect();
+                        spool.append(&refs).unwrap();
+                        model.extend(batch);
+                    }
+                    Op::Ack(at) => {
+                        let upto = between(acked, last, at);
+                        spool.ack(upto).unwrap();
+                        acked = acked.max(upto);
+                        model.retain(|r| r.0 > acked);
+                    }
+                    Op::Reopen => {
+                        drop(spool);
+                        let recovery;
+                        (spool, recovery) = open(dir.path(), 120);
+                        prop_assert_eq!(recovery.torn_bytes_dropped, 0);
+                        prop_assert_eq!(recovery.records, model.len() as u64);
+                        prop_assert_eq!(recovery.first_seq, model.first().map(|r| r.0));
+                    }
+                    Op::Compact(payloads) => {
+                        let batch: Vec<_> = payloads.into_iter().map(|p| {
+                            last += 1;
+                            (last, p)
+                        }).collect();
+                        let refs: Vec<_> = batch.iter().map(|(s, p)| (*s, p.as_slice())).collect();
+                        prop_assert_eq!(spool.compact(&refs).unwrap(), model.len() as u64);
+                        model = batch;
+                    }
+                    Op::Read(at, max) => {
+                        let after = between(0, last, at);
+                        let want: Vec<_> =
+                            model.iter().filter(|r| r.0 > after).take(max).cloned().collect();
+                        prop_assert_eq!(spool.read_after(after, max).unwrap(), want);
+                    }
+                }
+                prop_assert_eq!(spool.read_after(0, usize::MAX).unwrap(), model.clone());
+                prop_assert_eq!(spool.last_seq(), (last > 0).then_some(last));
+                prop_assert_eq!(spool.acked_seq(), acked);
+                prop_assert_eq!(spool.unacked_count(), model.len() as u64);
+                let on_disk: u64 = segment_files(dir.path())
+                    .iter()
+                    .map(|p| fs::metadata(p).unwrap().len())
+                    .sum();
+                prop_assert_eq!(spool.size_bytes(), on_disk);
+            }
+        }
+    }
+}

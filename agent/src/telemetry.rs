@@ -1,0 +1,284 @@
+//! The agent's metrics (Prometheus) and its local status listener.
+//!
+//! Metric names follow `driftwatch_agent_<what>_<unit>[_total]`, all declared here. Labels never
+//! carry a path or a host id.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::ledger::Item;
+use crate::report::ImageInfo;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransitionLabel {
+    pub transition: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RescanLabel {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SeverityLabel {
+    pub severity: &'static str,
+}
+
+/// Every metric the agent exports.
+pub struct Metrics {
+    registry: Registry,
+    pub events: Family<TransitionLabel, Counter>,
+    pub rescans: Family<RescanLabel, Counter>,
+    pub overflows: Counter,
+    pub watched_dirs: Gauge,
+    pub unwatched_dirs: Gauge,
+    pub coverage: Gauge<f64, AtomicU64>,
+    pub queue_depth: Gauge,
+    pub spool_bytes: Gauge,
+    pub spool_unacked: Gauge,
+    pub hashed_bytes: Counter,
+    pub evaluations: Counter,
+    pub evaluation_errors: Counter,
+    pub drift_items: Family<SeverityLabel, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("driftwatch_agent");
+        let m = Metrics {
+            events: Family::default(),
+            rescans: Family::default(),
+            overflows: Counter::default(),
+            watched_dirs: Gauge::default(),
+            unwatched_dirs: Gauge::default(),
+            coverage: Gauge::default(),
+            queue_depth: Gauge::default(),
+            spool_bytes: Gauge::default(),
+            spool_unacked: Gauge::default(),
+            hashed_bytes: Counter::default(),
+            evaluations: Counter::default(),
+            evaluation_errors: Counter::default(),
+            drift_items: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "events",
+            "Drift events emitted, by transition",
+            m.events.clone(),
+        );
+        registry.register(
+            "rescans",
+            "Rescans, by kind (startup, periodic, full_hash, overflow, degraded)",
+            m.rescans.clone(),
+        );
+        registry.register(
+            "inotify_overflows",
+            "Kernel inotify queue overflows",
+            m.overflows.clone(),
+        );
+        registry.register(
+            "watched_directories",
+            "Directories with an inotify watch",
+            m.watched_dirs.clone(),
+        );
+        registry.register(
+            "unwatched_directories",
+            "Directories left to periodic rescans (watch limit)",
+            m.unwatched_dirs.clone(),
+        );
+        registry.register(
+            "coverage_ratio",
+            "Watched directories / directories to watch",
+            m.coverage.clone(),
+        );
+        registry.register(
+            "queue_depth_paths",
+            "Paths waiting to be evaluated",
+            m.queue_depth.clone(),
+        );
+        registry.register(
+            "spool_size_bytes",
+            "Bytes in the on-disk spool",
+            m.spool_bytes.clone(),
+        );
+        registry.register(
+            "spool_unacked_records",
+            "Spool records not yet acknowledged",
+            m.spool_unacked.clone(),
+        );
+        registry.register(
+            "hashed_bytes",
+            "Bytes hashed by rescans",
+            m.hashed_bytes.clone(),
+        );
+        registry.register(
+            "evaluations",
+            "Paths evaluated after a change",
+            m.evaluations.clone(),
+        );
+        registry.register(
+            "evaluation_errors",
+            "Paths that could not be evaluated",
+            m.evaluation_errors.clone(),
+        );
+        registry.register(
+            "drift_items",
+            "Current drift items, by severity",
+            m.drift_items.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+}
+
+impl Metrics {
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String");
+        out
+    }
+}
+
+/// Coverage of the watched trees.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Coverage {
+    pub watched_dirs: usize,
+    pub unwatched_dirs: usize,
+    pub ratio: f64,
+    /// Up to 20 unwatched directories, for the operator.
+    pub unwatched_sample: Vec<String>,
+}
+
+/// The last rescan.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RescanInfo {
+    pub kind: String,
+    pub finished_at: String,
+    pub duration_ms: u64,
+    pub entries: u64,
+    pub bytes_hashed: u64,
+    pub errors: usize,
+}
+
+/// The spool's state.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SpoolInfo {
+    pub bytes: u64,
+    pub unacked: u64,
+    pub last_seq: u64,
+    pub acked_seq: u64,
+}
+
+/// What `driftwatch-agent status` shows.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Status {
+    /// `starting`, `watching` or `degraded` (some directories have no watch).
+    pub state: String,
+    pub pid: u32,
+    pub started_at: String,
+    pub baseline_id: String,
+    pub image: Option<ImageInfo>,
+    pub root: String,
+    pub seq: u64,
+    pub drift_count: usize,
+    pub coverage: Coverage,
+    pub last_rescan: Option<RescanInfo>,
+    pub spool: SpoolInfo,
+    pub evaluation_errors: u64,
+    pub drift: Vec<Item>,
+}
+
+/// State shared between the daemon and the listener.
+#[derive(Clone)]
+pub struct Shared {
+    pub metrics: Arc<Metrics>,
+    pub status: Arc<Mutex<Status>>,
+}
+
+/// Serves `/metrics`, `/status` and `/healthz` on `addr` until `cancel` fires. Returns the bound
+/// address (port 0 picks one).
+pub async fn serve(
+    addr: SocketAddr,
+    shared: Shared,
+    cancel: CancellationToken,
+) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    if !bound.ip().is_loopback() {
+        tracing::warn!(%bound, "Status and metrics listener is reachable off this host.");
+    }
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/status", get(status))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(shared);
+    tokio::spawn(async move {
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(cancel.cancelled_owned())
+            .await;
+        if let Err(error) = result {
+            tracing::error!(%error, "Status listener failed.");
+        }
+    });
+    Ok(bound)
+}
+
+async fn metrics(State(shared): State<Shared>) -> impl IntoResponse {
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        shared.metrics.encode(),
+    )
+}
+
+async fn status(State(shared): State<Shared>) -> impl IntoResponse {
+    let status = shared
+        .status
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    axum::Json(status)
+}
+
+/// A minimal HTTP/1.0 GET on a local listener, for `driftwatch-agent status`: a client crate
+/// for one request on loopback would weigh more than these lines.
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
+    use std::io::{Read as _, Write as _};
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(3))?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("malformed HTTP response"))?;
+    let status_line = head.lines().next().unwrap_or_default();
+    if !status_line.contains(" 200 ") {
+        return Err(std::io::Error::other(format!(
+            "{addr}{path}: {status_line}"
+        )));
+    }
+    Ok(body.to_owned())
+}

@@ -1,0 +1,255 @@
+//! Watching the recorded trees with inotify.
+//!
+//! One non-recursive watch per directory the rules do not exclude (excluded trees cost no
+//! watches), added as directories appear and dropped as they go. The `inotify` crate is used
+//! directly rather than through `notify`, because `notify` 8 always asks the kernel for
+//! `IN_OPEN`: on `/usr/lib` that is an event for every library every process loads, and the
+//! agent's own hashing would flood its queue. Our mask is only what can change a file:
+//! create, delete, write-close, modify, moves, attribute changes.
+//!
+//! Blind spots are never silent: a kernel queue overflow comes out as [`Change::Overflow`]
+//! (the caller rescans), and a directory that cannot get a watch (the `max_user_watches`
+//! limit, or the configured `max_watches`) is kept in [`Watcher::unwatched`] for periodic
+//! rescans and reported as degraded coverage.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ffi::OsString;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use futures_util::StreamExt as _;
+use inotify::{EventMask, EventStream, Inotify, WatchDescriptor, WatchMask, Watches};
+
+use crate::rules::Rules;
+use crate::scan::{host_path, root_path};
+
+const MASK: WatchMask = WatchMask::CREATE
+    .union(WatchMask::DELETE)
+    .union(WatchMask::CLOSE_WRITE)
+    .union(WatchMask::MODIFY)
+    .union(WatchMask::MOVED_FROM)
+    .union(WatchMask::MOVED_TO)
+    .union(WatchMask::ATTRIB)
+    .union(WatchMask::DELETE_SELF)
+    .union(WatchMask::MOVE_SELF)
+    .union(WatchMask::ONLYDIR)
+    .union(WatchMask::DONT_FOLLOW)
+    .union(WatchMask::EXCL_UNLINK);
+
+/// Something the caller must re-evaluate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// A path inside the root changed; `dir` when the kernel says it is a directory.
+    Path {
+        path: PathBuf,
+        dir: bool,
+        gone: bool,
+    },
+    /// A watched extra directory (a package database's) saw a change to this file name.
+    Extra { dir: PathBuf, name: OsString },
+    /// The kernel dropped events: everything must be rescanned.
+    Overflow,
+}
+
+/// The inotify watches over a root.
+pub struct Watcher {
+    stream: EventStream<Vec<u8>>,
+    watches: Watches,
+    root: PathBuf,
+    by_wd: HashMap<WatchDescriptor, PathBuf>,
+    by_path: BTreeMap<PathBuf, WatchDescriptor>,
+    extra: HashMap<WatchDescriptor, PathBuf>,
+    unwatched: BTreeSet<PathBuf>,
+    max: Option<u64>,
+    limit_logged: bool,
+}
+
+impl Watcher {
+    /// A watcher with no watches yet. Needs a tokio runtime.
+    pub fn new(root: &Path, max: Option<u64>) -> io::Result<Watcher> {
+        let inotify = Inotify::init()?;
+        let stream = inotify.into_event_stream(vec![0u8; 64 * 1024])?;
+        Ok(Watcher {
+            watches: stream.watches(),
+            stream,
+            root: root.to_path_buf(),
+            by_wd: HashMap::new(),
+            by_path: BTreeMap::new(),
+            extra: HashMap::new(),
+            unwatched: BTreeSet::new(),
+            max,
+            limit_logged: false,
+        })
+    }
+
+    /// Watches `dir` (inside the root) and every directory below it the rules keep. Returns
+    /// how many directories could not be watched.
+    pub fn add_tree(&mut self, rules: &Rules, dir: &Path) -> usize {
+        let start = host_path(&self.root, dir);
+        let mut failed = 0;
+        let walk = walkdir::WalkDir::new(&start)
+            .follow_links(false)
+            .follow_root_links(false)
+            .into_iter()
+            .filter_entry(|e| {
+                e.file_type().is_dir() && !rules.is_excluded(&root_path(&self.root, e.path()))
+            });
+        let dirs: Vec<PathBuf> = walk
+            .filter_map(Result::ok)
+            .map(|e| root_path(&self.root, e.path()))
+            .collect();
+        for d in dirs {
+            if !self.add_dir(&d) {
+                failed += 1;
+            }
+        }
+        failed
+    }
+
+    /// Watches one directory (inside the root). False when it could not be watched for lack
+    /// of watches (it is then remembered as unwatched).
+    pub fn add_dir(&mut self, dir: &Path) -> bool {
+        if self.by_path.contains_key(dir) {
+            return true;
+        }
+        let limited = self.max.is_some_and(|m| self.by_path.len() as u64 >= m);
+        let result = if limited {
+            Err(io::Error::from_raw_os_error(libc::ENOSPC))
+        } else {
+            self.watches.add(host_path(&self.root, dir), MASK)
+        };
+        match result {
+            Ok(wd) => {
+                self.unwatched.remove(dir);
+                self.by_wd.insert(wd.clone(), dir.to_path_buf());
+                self.by_path.insert(dir.to_path_buf(), wd);
+                true
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                if !self.limit_logged {
+                    tracing::warn!(
+                        dir = %dir.display(),
+                        watched = self.by_path.len(),
+                        "Out of inotify watches (fs.inotify.max_user_watches or watch.max_watches); \
+                         unwatched directories are covered by periodic rescans."
+                    );
+                    self.limit_logged = true;
+                }
+                self.unwatched.insert(dir.to_path_buf());
+                false
+            }
+            // Vanished or not a directory any more: nothing to watch.
+            Err(e) => {
+                tracing::debug!(dir = %dir.display(), error = %e, "Cannot watch directory.");
+                true
+            }
+        }
+    }
+
+    /// Drops the watches on `dir` and below (it was deleted or moved away).
+    pub fn remove_tree(&mut self, dir: &Path) {
+        let doomed: Vec<PathBuf> = self
+            .by_path
+            .range(dir.to_path_buf()..)
+            .map_while(|(p, _)| p.starts_with(dir).then(|| p.clone()))
+            .collect();
+        for p in doomed {
+            if let Some(wd) = self.by_path.remove(&p) {
+                self.by_wd.remove(&wd);
+                // Fails harmlessly when the kernel already dropped it (IN_IGNORED).
+                let _ = self.watches.remove(wd);
+            }
+        }
+        let gone: Vec<PathBuf> = self
+            .unwatched
+            .range(dir.to_path_buf()..)
+            .take_while(|p| p.starts_with(dir))
+            .cloned()
+            .collect();
+        for p in gone {
+            self.unwatched.remove(&p);
+        }
+    }
+
+    /// Watches a directory outside the recorded trees (a package database's), by host path.
+    pub fn add_extra(&mut self, host_dir: &Path) -> io::Result<()> {
+        let wd = self.watches.add(host_dir, MASK)?;
+        self.extra.insert(wd, host_dir.to_path_buf());
+        Ok(())
+    }
+
+    /// Directories that have no watch.
+    pub fn unwatched(&self) -> &BTreeSet<PathBuf> {
+        &self.unwatched
+    }
+
+    /// Tries again to watch the unwatched directories (the limit may have been raised).
+    pub fn retry_unwatched(&mut self) {
+        let dirs: Vec<PathBuf> = self.unwatched.iter().cloned().collect();
+        self.limit_logged = false;
+        for d in dirs {
+            if !self.add_dir(&d) {
+                break;
+            }
+        }
+    }
+
+    /// Number of watched directories.
+    pub fn watched(&self) -> usize {
+        self.by_path.len()
+    }
+
+    /// Waits for the next batch of changes from the kernel.
+    pub async fn next(&mut self) -> io::Result<Vec<Change>> {
+        let event = match self.stream.next().await {
+            Some(e) => e?,
+            None => return Err(io::Error::other("inotify stream ended")),
+        };
+        Ok(self.translate(event))
+    }
+
+    fn translate(&mut self, event: inotify::EventOwned) -> Vec<Change> {
+        if event.mask.contains(EventMask::Q_OVERFLOW) {
+            return vec![Change::Overflow];
+        }
+        if let Some(dir) = self.extra.get(&event.wd) {
+            return match event.name {
+                Some(name) => vec![Change::Extra {
+                    dir: dir.clone(),
+                    name,
+                }],
+                None => Vec::new(),
+            };
+        }
+        let Some(dir) = self.by_wd.get(&event.wd).cloned() else {
+            return Vec::new();
+        };
+        if event.mask.contains(EventMask::IGNORED) {
+            // The kernel removed the watch (directory deleted, or filesystem unmounted).
+            self.by_wd.remove(&event.wd);
+            if self.by_path.get(&dir) == Some(&event.wd) {
+                self.by_path.remove(&dir);
+            }
+            return Vec::new();
+        }
+        let is_dir = event.mask.contains(EventMask::ISDIR);
+        let gone = event
+            .mask
+            .intersects(EventMask::DELETE | EventMask::MOVED_FROM);
+        match event.name {
+            Some(name) => vec![Change::Path {
+                path: dir.join(name),
+                dir: is_dir,
+                gone,
+            }],
+            // Events on the watched directory itself: its attributes, or it went away (the
+            // parent's watch reports that too, with the name).
+            None if event.mask.contains(EventMask::ATTRIB) => vec![Change::Path {
+                path: dir,
+                dir: true,
+                gone: false,
+            }],
+            None => Vec::new(),
+        }
+    }
+}

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use driftwatch_proto::baseline::LoadedBaseline;
 
-use crate::evaluate::{self, DriftKind};
+use crate::evaluate;
 use crate::packages;
 use crate::report::{ImageInfo, Report, Summary};
 use crate::rules::{Rules, RulesError};
@@ -54,26 +54,19 @@ pub fn check(
         source,
     })?;
     let baseline = &loaded.baseline;
-    let scanned = scan::scan(ScanOptions {
-        root,
-        rules: &rules,
-        reference: Some(baseline),
-        full_hash,
-        progress,
-        throttle: None,
-    });
-    let mut drift = evaluate::compare_sets(&baseline.entries, &scanned.entries, &rules);
-    // A directory that could not be listed hides its children: not knowing is an error, not
-    // a removal.
-    let unlistable: Vec<&Path> = scanned.errors.iter().map(|e| e.path.as_path()).collect();
-    drift.retain(|d| {
-        d.kind != DriftKind::Removed
-            || !unlistable
-                .iter()
-                .any(|p| d.path.starts_with(p) && d.path != *p)
-    });
+    let compared = scan::compare_with_baseline(
+        ScanOptions {
+            root,
+            rules: &rules,
+            reference: Some(baseline),
+            full_hash,
+            progress,
+            throttle: None,
+        },
+        baseline,
+    );
     let inventory = packages::read_inventory(root);
-    let mut errors = scanned.errors;
+    let mut errors = compared.errors;
     errors.extend(inventory.errors.into_iter().map(|error| ScanError {
         path: "/".into(),
         error,
@@ -82,13 +75,13 @@ pub fn check(
         baseline_id: loaded.id.to_hex(),
         image: ImageInfo::of(loaded),
         root: root.to_path_buf(),
-        drift,
+        drift: compared.items,
         packages: packages::diff(&baseline.packages, &inventory.packages),
         errors,
         summary: Summary {
-            entries_checked: scanned.stats.entries,
-            files_hashed: scanned.stats.files_hashed,
-            bytes_hashed: scanned.stats.bytes_hashed,
+            entries_checked: compared.stats.entries,
+            files_hashed: compared.stats.files_hashed,
+            bytes_hashed: compared.stats.bytes_hashed,
             ..Summary::default()
         },
     };

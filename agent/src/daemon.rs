@@ -32,7 +32,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AgentConfig, Overrides};
-use crate::evaluate::{self, DriftItem, DriftKind};
+use crate::evaluate::{self, DriftItem};
 use crate::ledger::{Event, Item, Ledger, Subject, now_rfc3339};
 use crate::packages;
 use crate::report::ImageInfo;
@@ -439,19 +439,17 @@ impl Session {
         let (pool, throttle) = (self.pool.clone(), self.throttle.clone());
         // The startup comparison runs at full speed: until it is done, the agent knows nothing.
         let throttled = kind != "startup";
-        let (items, scanned) = tokio::task::spawn_blocking(move || {
+        let scanned = tokio::task::spawn_blocking(move || {
             pool.install(|| {
-                let scanned = scan::scan(ScanOptions {
+                let opts = ScanOptions {
                     root: &root,
                     rules: &rules,
                     reference: Some(&baseline.baseline),
                     full_hash,
                     progress: false,
                     throttle: throttled.then_some(&*throttle),
-                });
-                let items =
-                    evaluate::compare_sets(&baseline.baseline.entries, &scanned.entries, &rules);
-                (items, scanned)
+                };
+                scan::compare_with_baseline(opts, &baseline.baseline)
             })
         })
         .await?;
@@ -464,13 +462,14 @@ impl Session {
             .metrics
             .hashed_bytes
             .inc_by(scanned.stats.bytes_hashed);
-        let unknown: Vec<&Path> = scanned.errors.iter().map(|e| e.path.as_path()).collect();
+        let scan::Comparison {
+            items,
+            errors: scan_errors,
+            stats,
+        } = scanned;
+        let unknown: Vec<&Path> = scan_errors.iter().map(|e| e.path.as_path()).collect();
         let mut now: BTreeMap<PathBuf, DriftItem> =
             items.into_iter().map(|i| (i.path.clone(), i)).collect();
-        // What could not be read keeps its previous state: not knowing is not resolving.
-        now.retain(|p, i| {
-            i.kind != DriftKind::Removed || !unknown.iter().any(|u| p.starts_with(u) && p != u)
-        });
         let observed_at = now_rfc3339();
         let mut events = Vec::new();
         let mut subjects: BTreeSet<PathBuf> = self.ledger.paths().into_iter().collect();
@@ -486,7 +485,7 @@ impl Session {
                 &observed_at,
             ));
         }
-        for e in &scanned.errors {
+        for e in &scan_errors {
             tracing::debug!(path = %display_path(&e.path), error = %e.error, "Rescan could not read path.");
         }
         {
@@ -495,14 +494,14 @@ impl Session {
                 kind: kind.into(),
                 finished_at: now_rfc3339(),
                 duration_ms: started.elapsed().as_millis() as u64,
-                entries: scanned.stats.entries,
-                bytes_hashed: scanned.stats.bytes_hashed,
-                errors: scanned.errors.len(),
+                entries: stats.entries,
+                bytes_hashed: stats.bytes_hashed,
+                errors: scan_errors.len(),
             });
         }
         tracing::info!(
             kind,
-            entries = scanned.stats.entries,
+            entries = stats.entries,
             events = events.len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "Rescan done."

@@ -25,6 +25,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
+use crate::evaluate::{self, DriftItem};
 use crate::rules::Rules;
 use crate::throttle::Throttle;
 
@@ -97,8 +98,141 @@ pub fn root_path(root: &Path, host: &Path) -> PathBuf {
 
 /// Scans every tree the rules name under the root.
 pub fn scan(opts: ScanOptions<'_>) -> Scan {
-    let spinner = progress_spinner(opts.progress);
     let mut out = Scan::default();
+    let mut entries = Vec::new();
+    walk(opts, &mut out.errors, |entry| entries.push(entry));
+    sort_entries(&mut entries);
+    entries.dedup_by(|a, b| a.path == b.path);
+    out.entries = entries;
+    let mut todo: Vec<&mut Entry> = Vec::new();
+    for entry in out
+        .entries
+        .iter_mut()
+        .filter(|e| e.kind == FileKind::Regular)
+    {
+        let reference = if opts.full_hash {
+            None
+        } else {
+            opts.reference.and_then(|b| b.entry(&entry.path))
+        };
+        if reuse(entry, reference, true) {
+            out.stats.files_reused += 1;
+        } else {
+            todo.push(entry);
+        }
+    }
+    let failed = hash_all(opts, todo, &mut out.stats, &mut out.errors);
+    if !failed.is_empty() {
+        out.entries
+            .retain(|e| failed.binary_search(&e.path).is_err());
+    }
+    out.stats.entries = out.entries.len() as u64;
+    out.errors.sort_by(|a, b| a.path.cmp(&b.path));
+    out
+}
+
+/// The outcome of comparing a root with a baseline.
+#[derive(Debug, Default)]
+pub struct Comparison {
+    /// Sorted by path bytes.
+    pub items: Vec<DriftItem>,
+    pub errors: Vec<ScanError>,
+    pub stats: ScanStats,
+}
+
+/// Compares the root with a baseline while walking it, keeping only what differs: memory is
+/// the baseline's plus the drift's, not a second copy of the tree. Regular files whose metadata
+/// matches the baseline (the fast path) are never opened; the others are hashed in parallel
+/// at the end. Paths below a directory that could not be listed are errors, not removals.
+pub fn compare_with_baseline(opts: ScanOptions<'_>, baseline: &Baseline) -> Comparison {
+    let rules = opts.rules;
+    let mut out = Comparison::default();
+    let mut seen = vec![false; baseline.entries.len()];
+    let mut pending: Vec<(Entry, Option<usize>)> = Vec::new();
+    walk(opts, &mut out.errors, |mut entry| {
+        let index = baseline
+            .entries
+            .binary_search_by(|e| {
+                e.path
+                    .as_os_str()
+                    .as_bytes()
+                    .cmp(entry.path.as_os_str().as_bytes())
+            })
+            .ok();
+        if let Some(i) = index {
+            if seen[i] {
+                return;
+            }
+            seen[i] = true;
+        }
+        out.stats.entries += 1;
+        let expected = index.map(|i| &baseline.entries[i]);
+        if entry.kind == FileKind::Regular
+            && (opts.full_hash || !reuse(&mut entry, expected, false))
+        {
+            pending.push((entry, index));
+            return;
+        }
+        if entry.kind == FileKind::Regular {
+            out.stats.files_reused += 1;
+        }
+        out.items.extend(evaluate::compare(
+            &entry.path,
+            expected,
+            Some(&entry),
+            rules,
+        ));
+    });
+    let failed = hash_all(
+        opts,
+        pending.iter_mut().map(|(e, _)| e).collect(),
+        &mut out.stats,
+        &mut out.errors,
+    );
+    for (entry, index) in &pending {
+        if failed.binary_search(&entry.path).is_ok() {
+            // Vanished while being hashed: it is not there.
+            if let Some(i) = index {
+                seen[*i] = false;
+            }
+            continue;
+        }
+        let expected = index.map(|i| &baseline.entries[i]);
+        out.items
+            .extend(evaluate::compare(&entry.path, expected, Some(entry), rules));
+    }
+    drop(pending);
+    let unknown: Vec<&Path> = out.errors.iter().map(|e| e.path.as_path()).collect();
+    for (i, expected) in baseline.entries.iter().enumerate() {
+        if seen[i]
+            || unknown
+                .iter()
+                .any(|u| expected.path.starts_with(u) && expected.path != *u)
+        {
+            continue;
+        }
+        out.items.extend(evaluate::compare(
+            &expected.path,
+            Some(expected),
+            None,
+            rules,
+        ));
+    }
+    out.items.sort_unstable_by(|a, b| {
+        a.path
+            .as_os_str()
+            .as_bytes()
+            .cmp(b.path.as_os_str().as_bytes())
+    });
+    out.errors.sort_by(|a, b| a.path.cmp(&b.path));
+    out
+}
+
+/// Walks every tree the rules name, calling `f` with each entry's metadata (regular files not
+/// hashed yet).
+fn walk(opts: ScanOptions<'_>, errors: &mut Vec<ScanError>, mut f: impl FnMut(Entry)) {
+    let spinner = progress_spinner(opts.progress);
+    let mut count = 0u64;
     for tree in opts.rules.paths() {
         if opts.rules.is_excluded(tree) {
             continue;
@@ -107,7 +241,7 @@ pub fn scan(opts: ScanOptions<'_>) -> Scan {
         match std::fs::symlink_metadata(&start) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => {
-                out.errors.push(ScanError {
+                errors.push(ScanError {
                     path: tree.clone(),
                     error: io_message(&e),
                 });
@@ -125,15 +259,12 @@ pub fn scan(opts: ScanOptions<'_>) -> Scan {
                 Ok(dirent) => {
                     let path = root_path(opts.root, dirent.path());
                     match dirent.metadata() {
-                        Ok(meta) => {
-                            let entry =
-                                entry_from_metadata(path, dirent.path(), &meta, &mut out.errors);
-                            out.entries.push(entry);
-                        }
-                        Err(e) => out.errors.push(walk_error(opts.root, &e, &path)),
+                        Ok(meta) => f(entry_from_metadata(path, dirent.path(), &meta, errors)),
+                        Err(e) => errors.push(walk_error(opts.root, &e, &path)),
                     }
-                    if out.entries.len() % 1024 == 0 {
-                        spinner.set_message(format!("{} entries", out.entries.len()));
+                    count += 1;
+                    if count % 1024 == 0 {
+                        spinner.set_message(format!("{count} entries"));
                     }
                 }
                 Err(e) => {
@@ -141,18 +272,12 @@ pub fn scan(opts: ScanOptions<'_>) -> Scan {
                         .path()
                         .map(|p| root_path(opts.root, p))
                         .unwrap_or_default();
-                    out.errors.push(walk_error(opts.root, &e, &path));
+                    errors.push(walk_error(opts.root, &e, &path));
                 }
             }
         }
     }
     spinner.finish_and_clear();
-    sort_entries(&mut out.entries);
-    out.entries.dedup_by(|a, b| a.path == b.path);
-    hash_entries(opts, &mut out);
-    out.stats.entries = out.entries.len() as u64;
-    out.errors.sort_by(|a, b| a.path.cmp(&b.path));
-    out
 }
 
 /// Records one path (not its children). `Ok(None)` when it does not exist.
@@ -180,7 +305,7 @@ pub fn scan_one(
         return Err(e);
     }
     if entry.kind == FileKind::Regular {
-        if !full_hash && reuse(&mut entry, reference) {
+        if !full_hash && reuse(&mut entry, reference, true) {
             return Ok(Some(entry));
         }
         let mut buf = vec![0; HASH_BUFFER];
@@ -324,7 +449,9 @@ fn read_xattrs(host: &Path) -> Vec<Xattr> {
 
 /// Takes hash, content and xattrs from the reference when the metadata proves the file
 /// unchanged since it was recorded.
-fn reuse(entry: &mut Entry, reference: Option<&Entry>) -> bool {
+/// `with_content`: also copy the captured content (a comparison never needs it: content that
+/// did not change is never diffed).
+fn reuse(entry: &mut Entry, reference: Option<&Entry>, with_content: bool) -> bool {
     match reference {
         Some(r)
             if r.kind == FileKind::Regular
@@ -335,7 +462,9 @@ fn reuse(entry: &mut Entry, reference: Option<&Entry>) -> bool {
                 && r.inode == entry.inode =>
         {
             entry.sha256 = r.sha256;
-            entry.content = r.content.clone();
+            if with_content {
+                entry.content = r.content.clone();
+            }
             entry.xattrs = r.xattrs.clone();
             true
         }
@@ -343,30 +472,19 @@ fn reuse(entry: &mut Entry, reference: Option<&Entry>) -> bool {
     }
 }
 
-fn hash_entries(opts: ScanOptions<'_>, out: &mut Scan) {
-    let mut todo: Vec<&mut Entry> = Vec::new();
-    for entry in out
-        .entries
-        .iter_mut()
-        .filter(|e| e.kind == FileKind::Regular)
-    {
-        let reference = if opts.full_hash {
-            None
-        } else {
-            opts.reference.and_then(|b| b.entry(&entry.path))
-        };
-        if reuse(entry, reference) {
-            out.stats.files_reused += 1;
-        } else {
-            todo.push(entry);
-        }
-    }
+/// Hashes regular files in parallel (progress bar, throttle). Returns the sorted paths of the
+/// files that vanished meanwhile; every problem is pushed to `errors`.
+fn hash_all(
+    opts: ScanOptions<'_>,
+    mut todo: Vec<&mut Entry>,
+    stats: &mut ScanStats,
+    errors: &mut Vec<ScanError>,
+) -> Vec<PathBuf> {
     let total: u64 = todo.iter().map(|e| e.size).sum();
     let bar = progress_bar(opts.progress && !todo.is_empty(), total);
     let hashed_files = AtomicU64::new(0);
     let hashed_bytes = AtomicU64::new(0);
-    let mut vanished = Vec::new();
-    let outcomes: Vec<(PathBuf, Result<(), HashError>)> = todo
+    let outcomes: Vec<(PathBuf, HashError)> = todo
         .par_iter_mut()
         .with_min_len(16)
         .map_init(
@@ -386,31 +504,28 @@ fn hash_entries(opts: ScanOptions<'_>, out: &mut Scan) {
                 });
                 match result {
                     Ok(false) => None,
-                    Ok(true) => Some((entry.path.clone(), Err(HashError::KeptChanging))),
-                    Err(e) => Some((entry.path.clone(), Err(e))),
+                    Ok(true) => Some((entry.path.clone(), HashError::KeptChanging)),
+                    Err(e) => Some((entry.path.clone(), e)),
                 }
             },
         )
         .flatten()
         .collect();
     bar.finish_and_clear();
-    for (path, result) in outcomes {
-        let Err(e) = result else { continue };
+    let mut vanished = Vec::new();
+    for (path, e) in outcomes {
         if matches!(e, HashError::Vanished) {
             vanished.push(path.clone());
         }
-        out.errors.push(ScanError {
+        errors.push(ScanError {
             path,
             error: e.to_string(),
         });
     }
-    if !vanished.is_empty() {
-        vanished.sort();
-        out.entries
-            .retain(|e| vanished.binary_search(&e.path).is_err());
-    }
-    out.stats.files_hashed = hashed_files.into_inner();
-    out.stats.bytes_hashed = hashed_bytes.into_inner();
+    vanished.sort();
+    stats.files_hashed += hashed_files.into_inner();
+    stats.bytes_hashed += hashed_bytes.into_inner();
+    vanished
 }
 
 struct Hashed {

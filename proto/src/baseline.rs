@@ -257,7 +257,7 @@ impl LoadedBaseline {
 /// Encodes a baseline into file bytes, signing it when a key is given. Returns the bytes and
 /// the baseline id. The baseline must be normalized (see [`Baseline::normalize`]).
 pub fn encode(baseline: &Baseline, signing_key: Option<&SigningKey>) -> (Vec<u8>, BaselineId) {
-    let payload = to_pb(baseline).encode_to_vec();
+    let payload = encode_payload(baseline);
     let id = BaselineId(Sha256::digest(&payload).into());
     let compressed = zstd::bulk::compress(&payload, ZSTD_LEVEL)
         .expect("zstd compression of an in-memory buffer cannot fail");
@@ -348,10 +348,8 @@ pub fn decode(bytes: &[u8]) -> Result<LoadedBaseline, FormatError> {
             Some(key)
         }
     };
-    let message = pb::Baseline::decode(payload.as_slice())
-        .map_err(|e| FormatError::Corrupt(format!("payload: {e}")))?;
+    let baseline = decode_payload(&payload)?;
     drop(payload);
-    let baseline = from_pb(message)?;
     Ok(LoadedBaseline {
         id,
         baseline,
@@ -364,32 +362,129 @@ fn signed_message(id: &BaselineId) -> Vec<u8> {
     [SIGNATURE_CONTEXT, &id.0].concat()
 }
 
-fn to_pb(b: &Baseline) -> pb::Baseline {
+// Protobuf keys of `Baseline`'s fields (field number << 3 | wire type 2, length-delimited).
+const KEY_HEADER: u8 = 1 << 3 | 2;
+const KEY_ENTRY: u8 = 2 << 3 | 2;
+const KEY_PACKAGE: u8 = 3 << 3 | 2;
+
+/// Encodes `Baseline` one entry at a time: the bytes are exactly what encoding a whole
+/// `pb::Baseline` would give, without ever holding a second copy of every entry.
+fn encode_payload(b: &Baseline) -> Vec<u8> {
     let h = &b.header;
-    pb::Baseline {
-        header: Some(pb::Header {
-            format_version: FORMAT_VERSION,
-            created_unix: h.created_unix,
-            builder_host: h.builder_host.clone(),
-            image_name: h.image_name.clone(),
-            image_version: h.image_version.clone(),
-            rules_toml: h.rules_toml.clone(),
-            agent_version: h.agent_version.clone(),
-            package_sources: h.package_sources.clone(),
-            scanned_root: h.scanned_root.as_os_str().as_bytes().to_vec(),
-        }),
-        entries: b.entries.iter().map(entry_to_pb).collect(),
-        packages: b
-            .packages
-            .iter()
-            .map(|p| pb::Package {
-                name: p.name.clone(),
-                version: p.version.clone(),
-                arch: p.arch.clone(),
-                source: p.source.clone(),
-            })
-            .collect(),
+    let header = pb::Header {
+        format_version: FORMAT_VERSION,
+        created_unix: h.created_unix,
+        builder_host: h.builder_host.clone(),
+        image_name: h.image_name.clone(),
+        image_version: h.image_version.clone(),
+        rules_toml: h.rules_toml.clone(),
+        agent_version: h.agent_version.clone(),
+        package_sources: h.package_sources.clone(),
+        scanned_root: h.scanned_root.as_os_str().as_bytes().to_vec(),
+    };
+    let mut out = Vec::with_capacity(b.entries.len() * 128 + 4096);
+    let mut field = |key: u8, message: &dyn Fn(&mut Vec<u8>)| {
+        out.push(key);
+        message(&mut out);
+    };
+    field(KEY_HEADER, &|out| {
+        header.encode_length_delimited(out).expect("Vec grows")
+    });
+    for e in &b.entries {
+        field(KEY_ENTRY, &|out| {
+            entry_to_pb(e)
+                .encode_length_delimited(out)
+                .expect("Vec grows")
+        });
     }
+    for p in &b.packages {
+        let package = pb::Package {
+            name: p.name.clone(),
+            version: p.version.clone(),
+            arch: p.arch.clone(),
+            source: p.source.clone(),
+        };
+        field(KEY_PACKAGE, &|out| {
+            package.encode_length_delimited(out).expect("Vec grows")
+        });
+    }
+    out
+}
+
+/// Decodes the payload one field at a time (the counterpart of [`encode_payload`]).
+fn decode_payload(mut buf: &[u8]) -> Result<Baseline, FormatError> {
+    let corrupt =
+        |what: &str, e: prost::DecodeError| FormatError::Corrupt(format!("payload {what}: {e}"));
+    let mut header = None;
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut packages = Vec::new();
+    while let Some((&key, rest)) = buf.split_first() {
+        buf = rest;
+        let len =
+            prost::decode_length_delimiter(&mut buf).map_err(|e| corrupt("field length", e))?;
+        if len > buf.len() {
+            return Err(FormatError::Corrupt(
+                "payload field runs past the end".into(),
+            ));
+        }
+        let (body, rest) = buf.split_at(len);
+        buf = rest;
+        match key {
+            KEY_HEADER => {
+                header = Some(pb::Header::decode(body).map_err(|e| corrupt("header", e))?)
+            }
+            KEY_ENTRY => {
+                let entry =
+                    entry_from_pb(pb::Entry::decode(body).map_err(|e| corrupt("entry", e))?)?;
+                if let Some(prev) = entries.last() {
+                    if prev.path.as_os_str().as_bytes() >= entry.path.as_os_str().as_bytes() {
+                        return Err(FormatError::Invalid(format!(
+                            "entries not sorted or duplicated at {}",
+                            crate::text::display_path(&entry.path)
+                        )));
+                    }
+                }
+                entries.push(entry);
+            }
+            KEY_PACKAGE => {
+                let p = pb::Package::decode(body).map_err(|e| corrupt("package", e))?;
+                packages.push(Package {
+                    name: p.name,
+                    arch: p.arch,
+                    version: p.version,
+                    source: p.source,
+                });
+            }
+            other => {
+                return Err(FormatError::Corrupt(format!(
+                    "unexpected payload field key {other:#04x}"
+                )));
+            }
+        }
+    }
+    let h = header.ok_or_else(|| FormatError::Invalid("missing header".into()))?;
+    if h.format_version != FORMAT_VERSION {
+        return Err(FormatError::UnsupportedVersion {
+            found: h.format_version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    let header = Header {
+        created_unix: h.created_unix,
+        builder_host: h.builder_host,
+        image_name: h.image_name,
+        image_version: h.image_version,
+        rules_toml: h.rules_toml,
+        agent_version: h.agent_version,
+        package_sources: h.package_sources,
+        scanned_root: PathBuf::from(std::ffi::OsString::from_vec(h.scanned_root)),
+    };
+    entries.shrink_to_fit();
+    Ok(Baseline {
+        header,
+        entries,
+        packages,
+    })
 }
 
 fn entry_to_pb(e: &Entry) -> pb::Entry {
@@ -420,59 +515,6 @@ fn entry_to_pb(e: &Entry) -> pb::Entry {
         inode: e.inode,
         rdev: e.rdev,
     }
-}
-
-fn from_pb(message: pb::Baseline) -> Result<Baseline, FormatError> {
-    let h = message
-        .header
-        .ok_or_else(|| FormatError::Invalid("missing header".into()))?;
-    if h.format_version != FORMAT_VERSION {
-        return Err(FormatError::UnsupportedVersion {
-            found: h.format_version,
-            supported: FORMAT_VERSION,
-        });
-    }
-    let header = Header {
-        created_unix: h.created_unix,
-        builder_host: h.builder_host,
-        image_name: h.image_name,
-        image_version: h.image_version,
-        rules_toml: h.rules_toml,
-        agent_version: h.agent_version,
-        package_sources: h.package_sources,
-        scanned_root: PathBuf::from(std::ffi::OsString::from_vec(h.scanned_root)),
-    };
-    let mut entries = Vec::with_capacity(message.entries.len());
-    for e in message.entries {
-        let entry = entry_from_pb(e)?;
-        if let Some(prev) = entries
-            .last()
-            .map(|p: &Entry| p.path.as_os_str().as_bytes())
-        {
-            if prev >= entry.path.as_os_str().as_bytes() {
-                return Err(FormatError::Invalid(format!(
-                    "entries not sorted or duplicated at {}",
-                    crate::text::display_path(&entry.path)
-                )));
-            }
-        }
-        entries.push(entry);
-    }
-    let packages = message
-        .packages
-        .into_iter()
-        .map(|p| Package {
-            name: p.name,
-            arch: p.arch,
-            version: p.version,
-            source: p.source,
-        })
-        .collect();
-    Ok(Baseline {
-        header,
-        entries,
-        packages,
-    })
 }
 
 fn entry_from_pb(e: pb::Entry) -> Result<Entry, FormatError> {
@@ -574,6 +616,15 @@ mod tests {
         bytes.extend((body.len() as u64).to_le_bytes());
         bytes.extend(body);
         bytes
+    }
+
+    #[test]
+    fn streamed_payload_is_plain_protobuf() {
+        let b = sample();
+        let streamed = encode_payload(&b);
+        let decoded = pb::Baseline::decode(streamed.as_slice()).unwrap();
+        assert_eq!(decoded.entries.len(), 1);
+        assert_eq!(decoded.encode_to_vec(), streamed);
     }
 
     #[test]

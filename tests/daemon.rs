@@ -365,6 +365,13 @@ fn sighup_with_a_broken_config_keeps_running_and_a_good_one_reloads() {
     agent.hup();
     std::thread::sleep(Duration::from_millis(300));
     assert!(agent.alive());
+    // A valid config naming a corrupt baseline is refused as well: the agent keeps running.
+    let corrupt = t.path().join("corrupt.dwb");
+    fs::write(&corrupt, &fs::read(&b).unwrap()[..100]).unwrap();
+    fs::write(&config, good.replace("baseline.dwb", "corrupt.dwb")).unwrap();
+    agent.hup();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(agent.alive(), "log:\n{}", agent.log_text());
     t.chmod("/etc/motd", 0o600);
     assert_eq!(summary(&agent.take(1, WAIT)), [ev("drifted", "/etc/motd")]);
     // A new baseline that includes the change: after reload, the drift resolves.

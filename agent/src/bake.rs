@@ -46,6 +46,8 @@ pub fn build(
         full_hash: true,
         progress,
         throttle: None,
+        cancel: None,
+        walked: None,
     });
     let inventory = packages::read_inventory(root);
     let mut errors = scan.errors;

@@ -62,6 +62,8 @@ pub fn check(
             full_hash,
             progress,
             throttle: None,
+            cancel: None,
+            walked: None,
         },
         baseline,
     );

@@ -23,6 +23,7 @@ use std::io::Write as _;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
@@ -53,6 +54,9 @@ const MAX_BATCH_WAIT: Duration = Duration::from_millis(200);
 /// Quiet time after a package database change before the inventory is read (dpkg rewrites its
 /// status file many times during one `apt upgrade`).
 const PACKAGE_SETTLE: Duration = Duration::from_millis(500);
+/// How long after an event the ledger is saved and printed records are released: off the
+/// event path, so a burst costs one checkpoint, not one per batch.
+const CHECKPOINT_DELAY: Duration = Duration::from_secs(1);
 /// How long SIGTERM waits for the current batch to drain.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -117,6 +121,14 @@ struct Session {
     pool: Arc<rayon::ThreadPool>,
     throttle: Arc<Throttle>,
     periodic_rescans: u64,
+    /// Highest sequence number printed (standalone mode).
+    printed_seq: u64,
+    /// When the next checkpoint (ledger save, spool release) is due.
+    checkpoint_due: Option<tokio::time::Instant>,
+    /// The whole-root comparison running in the background, if any.
+    rescan: Option<Rescan>,
+    /// Bumped for every entry a rescan walks: the watchdog's proof of progress.
+    progress: Arc<AtomicU64>,
     /// Package database directories (host paths) and the file names that matter in them.
     package_dbs: Vec<(PathBuf, Option<&'static str>)>,
     packages_due: Option<tokio::time::Instant>,
@@ -223,6 +235,10 @@ impl Session {
             shared,
             pool,
             periodic_rescans: 0,
+            printed_seq: 0,
+            checkpoint_due: None,
+            rescan: None,
+            progress: Arc::default(),
             package_dbs,
             packages_due: None,
             errors: 0,
@@ -271,10 +287,11 @@ impl Session {
                 biased;
                 _ = term.recv() => return SessionEnd::Shutdown,
                 _ = tokio::signal::ctrl_c() => return SessionEnd::Shutdown,
-                _ = hup.recv() => match AgentConfig::load(overrides) {
+                _ = hup.recv() => match AgentConfig::load(overrides).map_err(anyhow::Error::new).and_then(|c| preflight(&c).map(|_| c)) {
                     Ok(new) => return SessionEnd::Reload(Box::new(new)),
                     Err(e) => {
-                        tracing::error!(error = %e, "SIGHUP: the new configuration is invalid; keeping the running one.");
+                        let error = format!("{e:#}").replace('\n', "; ");
+                        tracing::error!(%error, "SIGHUP: the new configuration cannot be used; keeping the running one.");
                         Ok(())
                     }
                 },
@@ -286,14 +303,19 @@ impl Session {
                     Ok(changes) => self.handle_changes(changes).await,
                     Err(e) => Err(anyhow::Error::new(e).context("reading inotify events")),
                 },
+                _ = sleep_until(self.checkpoint_due), if self.checkpoint_due.is_some() => self.checkpoint(),
                 _ = sleep_until(self.packages_due), if self.packages_due.is_some() => {
                     self.packages_due = None;
                     self.check_packages().await
                 }
+                done = wait_rescan(&mut self.rescan) => self.finish_rescan(done).await,
                 _ = rescan_timer.tick() => {
-                    self.periodic_rescans += 1;
-                    let full_hash = self.periodic_rescans % u64::from(self.config.full_hash_every) == 0;
-                    self.rescan(if full_hash { "full_hash" } else { "periodic" }, full_hash).await
+                    if self.rescan.is_none() {
+                        self.periodic_rescans += 1;
+                        let full_hash = self.periodic_rescans % u64::from(self.config.full_hash_every) == 0;
+                        self.start_rescan(if full_hash { "full_hash" } else { "periodic" }, full_hash);
+                    }
+                    Ok(())
                 }
                 _ = degraded_timer.tick(), if !self.watcher.unwatched().is_empty() => self.rescan_unwatched().await,
             };
@@ -355,10 +377,15 @@ impl Session {
             self.shared.metrics.overflows.inc();
             tracing::warn!("inotify queue overflowed; rescanning the whole root.");
             self.shared.metrics.queue_depth.set(0);
-            return self.rescan("overflow", false).await;
+            self.start_rescan("overflow", false);
+            return Ok(());
         }
         // A path inside a subtree being evaluated is covered by it.
         singles.retain(|p| !subtrees.iter().any(|s| p.starts_with(s)));
+        if let Some(rescan) = self.rescan.as_mut() {
+            rescan.touched.extend(singles.iter().cloned());
+            rescan.touched.extend(subtrees.iter().cloned());
+        }
         let mut paths: BTreeSet<PathBuf> = singles;
         for tree in &subtrees {
             paths.extend(self.paths_under(tree));
@@ -430,16 +457,30 @@ impl Session {
     /// Compares the whole root with the baseline (throttled, low priority) and feeds every
     /// path's state to the ledger.
     async fn rescan(&mut self, kind: &'static str, full_hash: bool) -> Result<()> {
-        let started = Instant::now();
+        self.start_rescan(kind, full_hash);
+        let result = wait_rescan(&mut self.rescan).await;
+        self.finish_rescan(result).await
+    }
+
+    /// Starts a whole-root comparison on the low-priority pool, in the background: events keep
+    /// being handled meanwhile, and the paths they touch are remembered so that the rescan's
+    /// (possibly older) view of them is not applied. A running rescan is cancelled first.
+    fn start_rescan(&mut self, kind: &'static str, full_hash: bool) {
+        if let Some(old) = self.rescan.take() {
+            old.cancel.store(true, Ordering::Relaxed);
+        }
         let (baseline, rules, root) = (
             self.baseline.clone(),
             self.rules.clone(),
             self.config.root.clone(),
         );
         let (pool, throttle) = (self.pool.clone(), self.throttle.clone());
+        let cancel = Arc::new(AtomicBool::new(false));
+        let progress = self.progress.clone();
+        let flag = cancel.clone();
         // The startup comparison runs at full speed: until it is done, the agent knows nothing.
         let throttled = kind != "startup";
-        let scanned = tokio::task::spawn_blocking(move || {
+        let handle = tokio::task::spawn_blocking(move || {
             pool.install(|| {
                 let opts = ScanOptions {
                     root: &root,
@@ -448,11 +489,33 @@ impl Session {
                     full_hash,
                     progress: false,
                     throttle: throttled.then_some(&*throttle),
+                    cancel: Some(&flag),
+                    walked: Some(&progress),
                 };
                 scan::compare_with_baseline(opts, &baseline.baseline)
             })
-        })
-        .await?;
+        });
+        self.rescan = Some(Rescan {
+            kind,
+            started: Instant::now(),
+            cancel,
+            handle,
+            touched: BTreeSet::new(),
+        });
+    }
+
+    /// Applies a finished rescan: every path's state goes to the ledger, except paths that
+    /// changed while it ran (their events were already evaluated after the change).
+    async fn finish_rescan(
+        &mut self,
+        done: (Rescan, Result<scan::Comparison, tokio::task::JoinError>),
+    ) -> Result<()> {
+        let (rescan, result) = done;
+        let scanned = result?;
+        if rescan.cancel.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let kind = rescan.kind;
         self.shared
             .metrics
             .rescans
@@ -476,6 +539,9 @@ impl Session {
         subjects.extend(now.keys().cloned());
         for path in subjects {
             let item = now.remove(&path);
+            if rescan.touched.iter().any(|t| path.starts_with(t)) {
+                continue;
+            }
             if item.is_none() && unknown.iter().any(|u| path.starts_with(u)) {
                 continue;
             }
@@ -488,12 +554,13 @@ impl Session {
         for e in &scan_errors {
             tracing::debug!(path = %display_path(&e.path), error = %e.error, "Rescan could not read path.");
         }
+        let elapsed = rescan.started.elapsed();
         {
             let mut status = self.shared.status.lock().unwrap_or_else(|e| e.into_inner());
             status.last_rescan = Some(RescanInfo {
                 kind: kind.into(),
                 finished_at: now_rfc3339(),
-                duration_ms: started.elapsed().as_millis() as u64,
+                duration_ms: elapsed.as_millis() as u64,
                 entries: stats.entries,
                 bytes_hashed: stats.bytes_hashed,
                 errors: scan_errors.len(),
@@ -503,7 +570,7 @@ impl Session {
             kind,
             entries = stats.entries,
             events = events.len(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
+            elapsed_ms = elapsed.as_millis() as u64,
             "Rescan done."
         );
         self.emit(events).await
@@ -571,58 +638,87 @@ impl Session {
         self.emit(events).await
     }
 
-    /// Makes events durable, then prints them (standalone), then saves the ledger and
-    /// acknowledges them.
+    /// Makes events durable (spool append, fsync), publishes the status, then prints them
+    /// (standalone). The ledger save and the spool release follow in a deferred checkpoint.
     async fn emit(&mut self, events: Vec<Event>) -> Result<()> {
-        if !events.is_empty() {
-            let encoded: Vec<(u64, Vec<u8>)> = events
-                .iter()
-                .map(|e| Ok((e.seq, serde_json::to_vec(e)?)))
-                .collect::<Result<_, serde_json::Error>>()?;
-            let records: Vec<(u64, &[u8])> =
-                encoded.iter().map(|(s, b)| (*s, b.as_slice())).collect();
-            tokio::task::block_in_place(|| self.spool.append(&records))
-                .context("appending to the spool")?;
-            for e in &events {
-                let transition = match e.event {
-                    crate::ledger::Transition::Drifted => "drifted",
-                    crate::ledger::Transition::Changed => "changed",
-                    crate::ledger::Transition::Resolved => "resolved",
-                };
-                self.shared
-                    .metrics
-                    .events
-                    .get_or_create(&TransitionLabel { transition })
-                    .inc();
-            }
+        if events.is_empty() {
+            self.publish_status();
+            return Ok(());
+        }
+        let encoded: Vec<(u64, Vec<u8>)> = events
+            .iter()
+            .map(|e| Ok((e.seq, serde_json::to_vec(e)?)))
+            .collect::<Result<_, serde_json::Error>>()?;
+        let records: Vec<(u64, &[u8])> = encoded.iter().map(|(s, b)| (*s, b.as_slice())).collect();
+        tokio::task::block_in_place(|| self.spool.append(&records))
+            .context("appending to the spool")?;
+        for e in &events {
+            let transition = match e.event {
+                crate::ledger::Transition::Drifted => "drifted",
+                crate::ledger::Transition::Changed => "changed",
+                crate::ledger::Transition::Resolved => "resolved",
+            };
+            self.shared
+                .metrics
+                .events
+                .get_or_create(&TransitionLabel { transition })
+                .inc();
         }
         // Status first: whoever reads an event can then already see it in the status.
         self.publish_status();
-        self.flush_unacked()
+        self.print(records.iter().copied())?;
+        if self.spool.is_full() {
+            self.checkpoint()?;
+        } else if self.checkpoint_due.is_none() {
+            self.checkpoint_due = Some(tokio::time::Instant::now() + CHECKPOINT_DELAY);
+        }
+        Ok(())
     }
 
-    /// Standalone mode: prints every unacknowledged record as a JSON line, saves the ledger,
-    /// then releases the records.
+    /// Standalone mode: prints every unacknowledged record (after a restart: what the last run
+    /// appended but may not have printed), then checkpoints.
     fn flush_unacked(&mut self) -> Result<()> {
         let pending = self.spool.read_after(self.spool.acked_seq(), usize::MAX)?;
-        let Some(last) = pending.last().map(|(seq, _)| *seq) else {
+        if pending.is_empty() {
             return Ok(());
-        };
+        }
+        self.print(
+            pending
+                .iter()
+                .map(|(seq, payload)| (*seq, payload.as_slice())),
+        )?;
+        self.checkpoint()
+    }
+
+    /// Prints records as JSON lines on stdout (standalone mode).
+    fn print<'a>(&mut self, records: impl Iterator<Item = (u64, &'a [u8])>) -> Result<()> {
         let mut stdout = std::io::stdout().lock();
-        for (_, payload) in &pending {
+        for (seq, payload) in records {
             stdout.write_all(payload)?;
             stdout.write_all(b"\n")?;
+            self.printed_seq = self.printed_seq.max(seq);
         }
-        stdout.flush().context("writing events to stdout")?;
+        stdout.flush().context("writing events to stdout")
+    }
+
+    /// Saves the ledger, then releases the printed records from the spool. Deferred off the
+    /// event path (see [`CHECKPOINT_DELAY`]): until it runs, a restart replays the spool onto
+    /// the older ledger and prints the unreleased records again, with their sequence numbers.
+    fn checkpoint(&mut self) -> Result<()> {
+        self.checkpoint_due = None;
+        if self.printed_seq <= self.spool.acked_seq() {
+            return Ok(());
+        }
         tokio::task::block_in_place(|| -> Result<()> {
             self.ledger
                 .save(&self.config.ledger_path())
                 .context("saving the ledger")?;
             self.spool
-                .ack(last)
-                .context("acknowledging spool records")?;
-            Ok(())
-        })
+                .ack(self.printed_seq)
+                .context("acknowledging spool records")
+        })?;
+        self.publish_status();
+        Ok(())
     }
 
     fn publish_status(&self) {
@@ -677,12 +773,38 @@ impl Session {
         status.evaluation_errors = self.errors;
     }
 
-    /// Drains: everything appended is printed and acknowledged, the ledger is saved.
+    /// Drains: everything printed is acknowledged, the ledger is saved.
     async fn finish(&mut self) -> Result<()> {
-        self.flush_unacked()?;
+        if let Some(rescan) = self.rescan.take() {
+            rescan.cancel.store(true, Ordering::Relaxed);
+        }
+        // Everything printed is released; the ledger is saved whatever happened.
+        self.checkpoint()?;
         tokio::task::block_in_place(|| self.ledger.save(&self.config.ledger_path()))
             .context("saving the ledger")
     }
+}
+
+/// A background whole-root comparison.
+struct Rescan {
+    kind: &'static str,
+    started: Instant,
+    cancel: Arc<AtomicBool>,
+    handle: tokio::task::JoinHandle<scan::Comparison>,
+    /// Paths (files, or directories standing for their subtrees) evaluated from events while
+    /// the rescan ran.
+    touched: BTreeSet<PathBuf>,
+}
+
+/// Waits for the running rescan (forever when there is none).
+async fn wait_rescan(
+    slot: &mut Option<Rescan>,
+) -> (Rescan, Result<scan::Comparison, tokio::task::JoinError>) {
+    let Some(running) = slot.as_mut() else {
+        return std::future::pending().await;
+    };
+    let result = (&mut running.handle).await;
+    (slot.take().expect("checked above"), result)
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -717,6 +839,21 @@ fn baseline_under<'a>(entries: &'a [Entry], dir: &Path) -> impl Iterator<Item = 
         .iter()
         .take_while(move |e| e.path.as_os_str().as_bytes().starts_with(&key))
         .filter(move |e| e.path.starts_with(dir))
+}
+
+/// Everything that must hold before a configuration can run: the baseline reads, verifies
+/// against the configured key, and carries valid rules; the mode is supported. `validate`,
+/// start-up and SIGHUP all go through here, so what passes `validate` runs.
+pub fn preflight(config: &AgentConfig) -> Result<(LoadedBaseline, Rules)> {
+    if config.collector.is_some() {
+        bail!(
+            "collector: streaming to a collector is not available in this build yet; \
+             remove `collector` to run standalone (events as JSON lines on stdout)"
+        );
+    }
+    let baseline = load_baseline(config)?;
+    let rules = crate::check::baseline_rules(&baseline)?;
+    Ok((baseline, rules))
 }
 
 fn load_baseline(config: &AgentConfig) -> Result<LoadedBaseline> {

@@ -16,7 +16,7 @@ use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use driftwatch_proto::baseline::{Baseline, Entry, FileKind, Xattr};
@@ -77,6 +77,16 @@ pub struct ScanOptions<'a> {
     pub progress: bool,
     /// Rate-limits hashing (the daemon's rescans); `None` hashes at full speed.
     pub throttle: Option<&'a Throttle>,
+    /// Stops the scan early when set (its result is then incomplete and must be discarded).
+    pub cancel: Option<&'a AtomicBool>,
+    /// Counts walked entries, for watchdogs and progress reports.
+    pub walked: Option<&'a AtomicU64>,
+}
+
+impl ScanOptions<'_> {
+    fn cancelled(&self) -> bool {
+        self.cancel.is_some_and(|c| c.load(Ordering::Relaxed))
+    }
 }
 
 /// Maps a path inside the root to the host path.
@@ -255,6 +265,12 @@ fn walk(opts: ScanOptions<'_>, errors: &mut Vec<ScanError>, mut f: impl FnMut(En
             .into_iter()
             .filter_entry(|e| !opts.rules.is_excluded(&root_path(opts.root, e.path())));
         for item in walk {
+            if opts.cancelled() {
+                return;
+            }
+            if let Some(w) = opts.walked {
+                w.fetch_add(1, Ordering::Relaxed);
+            }
             match item {
                 Ok(dirent) => {
                     let path = root_path(opts.root, dirent.path());
@@ -490,6 +506,12 @@ fn hash_all(
         .map_init(
             || vec![0u8; HASH_BUFFER],
             |buf, entry| {
+                if opts.cancelled() {
+                    return None;
+                }
+                if let Some(w) = opts.walked {
+                    w.fetch_add(1, Ordering::Relaxed);
+                }
                 let host = host_path(opts.root, &entry.path);
                 let capture = opts.rules.captures_content(&entry.path, entry.size);
                 let result = hash_file(&host, capture, buf, opts.throttle);

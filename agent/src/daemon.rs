@@ -255,6 +255,7 @@ impl Session {
         }
         session.rescan("startup", false).await?;
         session.check_packages().await?;
+        throttle::release_free_memory();
         tracing::info!(
             baseline = %session.baseline.id,
             drift = session.ledger.len(),
@@ -573,6 +574,8 @@ impl Session {
             elapsed_ms = elapsed.as_millis() as u64,
             "Rescan done."
         );
+        drop(scan_errors);
+        throttle::release_free_memory();
         self.emit(events).await
     }
 

@@ -1,4 +1,5 @@
-//! Politeness for background hashing: a byte-rate limit and low CPU/IO priority.
+//! Politeness: a byte-rate limit and low CPU/IO priority for background hashing, and giving
+//! freed memory back.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -60,6 +61,17 @@ pub fn lower_thread_priority() {
             0,
             IOPRIO_CLASS_IDLE << IOPRIO_CLASS_SHIFT,
         );
+    }
+}
+
+/// Hands freed heap memory back to the kernel. After start-up and after a rescan, the
+/// allocator holds pages freed by transient buffers (the decompressed baseline, the walk);
+/// glibc only returns them on its own when they sit at the top of the heap.
+#[allow(unsafe_code)]
+pub fn release_free_memory() {
+    // SAFETY: malloc_trim only walks the allocator's own free lists; it takes no pointers.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

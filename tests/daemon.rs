@@ -3,7 +3,7 @@
 use std::fs;
 use std::time::Duration;
 
-use driftwatch_tests::{Consumer, TestDir, summary};
+use driftwatch_tests::{Consumer, TestDir, drift_paths, summary};
 
 const WAIT: Duration = Duration::from_secs(20);
 const QUIET: Duration = Duration::from_millis(600);
@@ -266,12 +266,7 @@ fn kill_9_during_a_burst_then_restart_converges_to_the_exact_drift_set() {
     consumer.apply(&after);
     let view = &consumer.view;
     let (_, report) = t.check_json(&b, &[]);
-    let expected: Vec<String> = report["drift"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["path"].as_str().unwrap().to_owned())
-        .collect();
+    let expected = drift_paths(&report);
     let got: Vec<String> = view.keys().cloned().collect();
     assert_eq!(got, expected);
     assert_eq!(expected.len(), 150);

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::time::Duration;
 
-use driftwatch_tests::{TestDir, apply_events, is_root};
+use driftwatch_tests::{TestDir, apply_events, drift_paths, is_root};
 
 /// Tests in one binary run in parallel; these must not overlap.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -65,12 +65,7 @@ fn inotify_overflow_still_ends_with_the_exact_drift_set() {
     let mut view = BTreeMap::new();
     apply_events(&mut view, &agent.drain(Duration::from_secs(3)));
     let (_, report) = t.check_json(&b, &[]);
-    let expected: Vec<String> = report["drift"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["path"].as_str().unwrap().to_owned())
-        .collect();
+    let expected = drift_paths(&report);
     assert_eq!(expected.len(), 400);
     assert_eq!(
         view.keys().cloned().collect::<Vec<_>>(),

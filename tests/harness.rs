@@ -286,6 +286,11 @@ pub fn items(report: &serde_json::Value) -> Vec<(String, String, String, Vec<Str
         .collect()
 }
 
+/// The paths of a `check --json` report's drift items, in report order.
+pub fn drift_paths(report: &serde_json::Value) -> Vec<String> {
+    items(report).into_iter().map(|(path, ..)| path).collect()
+}
+
 /// The single drift item at `path`, panicking with the report when there is not exactly one.
 pub fn item<'a>(report: &'a serde_json::Value, path: &str) -> &'a serde_json::Value {
     let found: Vec<&serde_json::Value> = report["drift"]

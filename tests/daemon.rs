@@ -382,3 +382,63 @@ fn sighup_with_a_broken_config_keeps_running_and_a_good_one_reloads() {
     assert_eq!(summary(&agent.take(1, WAIT)), [ev("resolved", "/etc/motd")]);
     agent.stop();
 }
+
+#[test]
+fn package_database_changes_become_package_events() {
+    let t = TestDir::new();
+    t.populate();
+    let status = "Package: openssl\nStatus: install ok installed\nArchitecture: amd64\nVersion: 3.0.11-1\n\n\
+                  Package: curl\nStatus: install ok installed\nArchitecture: amd64\nVersion: 7.88.1-10\n";
+    t.write("/var/lib/dpkg/status", status);
+    let b = t.baseline();
+    let agent = t.start_agent(&b, "");
+    agent.assert_quiet(QUIET);
+    // dpkg writes status-new and renames it over status.
+    let upgraded = status.replace("3.0.11-1", "3.0.13-1")
+        + "\nPackage: netcat\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.10\n";
+    t.write("/var/lib/dpkg/status-new", &upgraded);
+    fs::rename(
+        t.at("/var/lib/dpkg/status-new"),
+        t.at("/var/lib/dpkg/status"),
+    )
+    .unwrap();
+    let got = agent.take(2, WAIT);
+    let mut kinds: Vec<(String, String, String)> = got
+        .iter()
+        .map(|e| {
+            let item = &e["item"];
+            (
+                e["event"].as_str().unwrap().to_owned(),
+                item["name"].as_str().unwrap().to_owned(),
+                item["kind"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            (
+                "drifted".to_owned(),
+                "netcat".to_owned(),
+                "installed".to_owned()
+            ),
+            (
+                "drifted".to_owned(),
+                "openssl".to_owned(),
+                "version_changed".to_owned()
+            )
+        ]
+    );
+    // Downgraded back and netcat removed: both resolve.
+    t.write("/var/lib/dpkg/status-new", status);
+    fs::rename(
+        t.at("/var/lib/dpkg/status-new"),
+        t.at("/var/lib/dpkg/status"),
+    )
+    .unwrap();
+    let mut got = summary(&agent.take(2, WAIT));
+    got.sort();
+    assert_eq!(got, [ev("resolved", "netcat"), ev("resolved", "openssl")]);
+    agent.assert_quiet(QUIET);
+}

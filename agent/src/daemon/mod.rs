@@ -23,8 +23,8 @@ use std::io::Write as _;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use driftwatch_proto::baseline::{Entry, LoadedBaseline};
@@ -38,14 +38,14 @@ use crate::ledger::{Event, Item, Ledger, Subject, now_rfc3339};
 use crate::packages;
 use crate::report::ImageInfo;
 use crate::rules::{Rules, Severity};
-use crate::scan::{self, ScanOptions, host_path, root_path};
+use crate::scan::{self, host_path, root_path};
 use crate::spool::{Spool, SpoolConfig};
-use crate::telemetry::{
-    self, Coverage, RescanInfo, RescanLabel, SeverityLabel, Shared, SpoolInfo, Status,
-    TransitionLabel,
-};
+use crate::telemetry::{self, Coverage, SeverityLabel, Shared, SpoolInfo, Status, TransitionLabel};
 use crate::throttle::{self, Throttle};
 use crate::watch::{Change, Watcher};
+
+mod rescan;
+use rescan::{Rescan, wait_rescan};
 
 /// Most paths gathered into one evaluation batch.
 const MAX_BATCH_PATHS: usize = 4096;
@@ -455,165 +455,6 @@ impl Session {
         .await?)
     }
 
-    /// Compares the whole root with the baseline (throttled, low priority) and feeds every
-    /// path's state to the ledger.
-    async fn rescan(&mut self, kind: &'static str, full_hash: bool) -> Result<()> {
-        self.start_rescan(kind, full_hash);
-        let result = wait_rescan(&mut self.rescan).await;
-        self.finish_rescan(result).await
-    }
-
-    /// Starts a whole-root comparison on the low-priority pool, in the background: events keep
-    /// being handled meanwhile, and the paths they touch are remembered so that the rescan's
-    /// (possibly older) view of them is not applied. A running rescan is cancelled first.
-    fn start_rescan(&mut self, kind: &'static str, full_hash: bool) {
-        if let Some(old) = self.rescan.take() {
-            old.cancel.store(true, Ordering::Relaxed);
-        }
-        let (baseline, rules, root) = (
-            self.baseline.clone(),
-            self.rules.clone(),
-            self.config.root.clone(),
-        );
-        let (pool, throttle) = (self.pool.clone(), self.throttle.clone());
-        let cancel = Arc::new(AtomicBool::new(false));
-        let progress = self.progress.clone();
-        let flag = cancel.clone();
-        // The startup comparison runs at full speed: until it is done, the agent knows nothing.
-        let throttled = kind != "startup";
-        let handle = tokio::task::spawn_blocking(move || {
-            pool.install(|| {
-                let opts = ScanOptions {
-                    root: &root,
-                    rules: &rules,
-                    reference: Some(&baseline.baseline),
-                    full_hash,
-                    progress: false,
-                    throttle: throttled.then_some(&*throttle),
-                    cancel: Some(&flag),
-                    walked: Some(&progress),
-                };
-                scan::compare_with_baseline(opts, &baseline.baseline)
-            })
-        });
-        self.rescan = Some(Rescan {
-            kind,
-            started: Instant::now(),
-            cancel,
-            handle,
-            touched: BTreeSet::new(),
-        });
-    }
-
-    /// Applies a finished rescan: every path's state goes to the ledger, except paths that
-    /// changed while it ran (their events were already evaluated after the change).
-    async fn finish_rescan(
-        &mut self,
-        done: (Rescan, Result<scan::Comparison, tokio::task::JoinError>),
-    ) -> Result<()> {
-        let (rescan, result) = done;
-        let scanned = result?;
-        if rescan.cancel.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        let kind = rescan.kind;
-        self.shared
-            .metrics
-            .rescans
-            .get_or_create(&RescanLabel { kind })
-            .inc();
-        self.shared
-            .metrics
-            .hashed_bytes
-            .inc_by(scanned.stats.bytes_hashed);
-        let scan::Comparison {
-            items,
-            errors: scan_errors,
-            stats,
-        } = scanned;
-        let unknown: Vec<&Path> = scan_errors.iter().map(|e| e.path.as_path()).collect();
-        let mut now: BTreeMap<PathBuf, DriftItem> =
-            items.into_iter().map(|i| (i.path.clone(), i)).collect();
-        let observed_at = now_rfc3339();
-        let mut events = Vec::new();
-        let mut subjects: BTreeSet<PathBuf> = self.ledger.paths().into_iter().collect();
-        subjects.extend(now.keys().cloned());
-        for path in subjects {
-            let item = now.remove(&path);
-            if rescan.touched.iter().any(|t| path.starts_with(t)) {
-                continue;
-            }
-            if item.is_none() && unknown.iter().any(|u| path.starts_with(u)) {
-                continue;
-            }
-            events.extend(self.ledger.update(
-                Subject::Path(path),
-                item.map(|d| Item::File(Box::new(d))),
-                &observed_at,
-            ));
-        }
-        for e in &scan_errors {
-            tracing::debug!(path = %display_path(&e.path), error = %e.error, "Rescan could not read path.");
-        }
-        let elapsed = rescan.started.elapsed();
-        {
-            let mut status = self.shared.status.lock().unwrap_or_else(|e| e.into_inner());
-            status.last_rescan = Some(RescanInfo {
-                kind: kind.into(),
-                finished_at: now_rfc3339(),
-                duration_ms: elapsed.as_millis() as u64,
-                entries: stats.entries,
-                bytes_hashed: stats.bytes_hashed,
-                errors: scan_errors.len(),
-            });
-        }
-        tracing::info!(
-            kind,
-            entries = stats.entries,
-            events = events.len(),
-            elapsed_ms = elapsed.as_millis() as u64,
-            "Rescan done."
-        );
-        drop(scan_errors);
-        throttle::release_free_memory();
-        self.emit(events).await
-    }
-
-    /// Re-evaluates the directories that have no inotify watch, and tries to watch them again.
-    async fn rescan_unwatched(&mut self) -> Result<()> {
-        let dirs: Vec<PathBuf> = self.watcher.unwatched().iter().cloned().collect();
-        // Only the outermost unwatched directories: their subtrees cover the rest.
-        let mut tops: Vec<PathBuf> = Vec::new();
-        for d in dirs {
-            if !tops.iter().any(|t| d.starts_with(t)) {
-                tops.push(d);
-            }
-        }
-        let mut paths = BTreeSet::new();
-        for t in &tops {
-            paths.extend(self.paths_under(t));
-        }
-        self.shared
-            .metrics
-            .rescans
-            .get_or_create(&RescanLabel { kind: "degraded" })
-            .inc();
-        self.watcher.retry_unwatched();
-        let results = self.evaluate_paths(paths.into_iter().collect()).await?;
-        let observed_at = now_rfc3339();
-        let mut events = Vec::new();
-        for (path, result) in results {
-            if let Ok(item) = result {
-                events.extend(self.ledger.update(
-                    Subject::Path(path),
-                    item.map(|d| Item::File(Box::new(d))),
-                    &observed_at,
-                ));
-            }
-        }
-        self.emit(events).await
-    }
-
     /// Diffs the package inventory against the baseline's.
     async fn check_packages(&mut self) -> Result<()> {
         let root = self.config.root.clone();
@@ -786,28 +627,6 @@ impl Session {
         tokio::task::block_in_place(|| self.ledger.save(&self.config.ledger_path()))
             .context("saving the ledger")
     }
-}
-
-/// A background whole-root comparison.
-struct Rescan {
-    kind: &'static str,
-    started: Instant,
-    cancel: Arc<AtomicBool>,
-    handle: tokio::task::JoinHandle<scan::Comparison>,
-    /// Paths (files, or directories standing for their subtrees) evaluated from events while
-    /// the rescan ran.
-    touched: BTreeSet<PathBuf>,
-}
-
-/// Waits for the running rescan (forever when there is none).
-async fn wait_rescan(
-    slot: &mut Option<Rescan>,
-) -> (Rescan, Result<scan::Comparison, tokio::task::JoinError>) {
-    let Some(running) = slot.as_mut() else {
-        return std::future::pending().await;
-    };
-    let result = (&mut running.handle).await;
-    (slot.take().expect("checked above"), result)
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

@@ -17,7 +17,7 @@
 //! rate = "64MiB"           # bytes per second for rescans; "0" = unlimited
 //!
 //! [watch]
-//! coalesce = "2ms"         # quiet time that ends a burst of events
+//! coalesce = "1ms"         # quiet time that ends a burst of events
 //! max_watches = 0          # 0 = as many as the kernel allows
 //!
 //! [spool]
@@ -241,7 +241,7 @@ impl AgentConfig {
             &mut bad,
             "watch.coalesce",
             file.watch.coalesce,
-            Duration::from_millis(2),
+            Duration::from_millis(1),
         );
         let hash_rate = size(
             &mut bad,

@@ -442,3 +442,32 @@ fn package_database_changes_become_package_events() {
     assert_eq!(got, [ev("resolved", "netcat"), ev("resolved", "openssl")]);
     agent.assert_quiet(QUIET);
 }
+
+#[test]
+fn removing_a_recorded_tree_itself_is_seen() {
+    let t = TestDir::new();
+    t.populate();
+    t.write(
+        "/root/.ssh/authorized_keys",
+        "ssh-ed25519 AAAA ops@example\n",
+    );
+    let b = t.baseline();
+    let agent = t.start_agent(&b, "");
+    agent.assert_quiet(QUIET);
+    // /root/.ssh is a tree of its own: /root has no watch, only the tree's own directory does.
+    fs::remove_dir_all(t.at("/root/.ssh")).unwrap();
+    let got = agent.take(2, WAIT);
+    let mut got_summary = summary(&got);
+    got_summary.sort();
+    assert_eq!(
+        got_summary,
+        [
+            ev("drifted", "/root/.ssh"),
+            ev("drifted", "/root/.ssh/authorized_keys")
+        ]
+    );
+    assert!(
+        got.iter()
+            .all(|e| e["item"]["kind"] == "removed" && e["item"]["severity"] == "security")
+    );
+}

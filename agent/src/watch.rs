@@ -242,13 +242,24 @@ impl Watcher {
                 dir: is_dir,
                 gone,
             }],
-            // Events on the watched directory itself: its attributes, or it went away (the
-            // parent's watch reports that too, with the name).
+            // Events on the watched directory itself: its attributes changed, or it went away.
+            // The parent's watch reports a removal too, with the name, but a recorded tree's
+            // top directory (`/root/.ssh`) has no watched parent.
             None if event.mask.contains(EventMask::ATTRIB) => vec![Change::Path {
                 path: dir,
                 dir: true,
                 gone: false,
             }],
+            None if event
+                .mask
+                .intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF) =>
+            {
+                vec![Change::Path {
+                    path: dir,
+                    dir: true,
+                    gone: true,
+                }]
+            }
             None => Vec::new(),
         }
     }

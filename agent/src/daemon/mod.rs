@@ -393,6 +393,15 @@ impl Session {
         }
         let results = self.evaluate_paths(paths.into_iter().collect()).await?;
         self.shared.metrics.queue_depth.set(0);
+        self.apply_evaluations(results).await
+    }
+
+    /// Feeds evaluated paths to the ledger and emits the transitions. A path that could not be
+    /// evaluated keeps its previous state (and is counted and logged).
+    async fn apply_evaluations(
+        &mut self,
+        results: Vec<(PathBuf, Result<Option<DriftItem>, String>)>,
+    ) -> Result<()> {
         let observed_at = now_rfc3339();
         let mut events = Vec::new();
         for (path, result) in results {

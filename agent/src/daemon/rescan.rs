@@ -164,18 +164,7 @@ impl Session {
             .inc();
         self.watcher.retry_unwatched();
         let results = self.evaluate_paths(paths.into_iter().collect()).await?;
-        let observed_at = now_rfc3339();
-        let mut events = Vec::new();
-        for (path, result) in results {
-            if let Ok(item) = result {
-                events.extend(self.ledger.update(
-                    Subject::Path(path),
-                    item.map(|d| Item::File(Box::new(d))),
-                    &observed_at,
-                ));
-            }
-        }
-        self.emit(events).await
+        self.apply_evaluations(results).await
     }
 }
 

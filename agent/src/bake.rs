@@ -42,12 +42,10 @@ pub fn build(
     let scan = scan::scan(ScanOptions {
         root,
         rules,
-        reference: None,
         full_hash: true,
         progress,
         throttle: None,
         cancel: None,
-        walked: None,
     });
     let inventory = packages::read_inventory(root);
     let mut errors = scan.errors;

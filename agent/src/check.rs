@@ -58,12 +58,10 @@ pub fn check(
         ScanOptions {
             root,
             rules: &rules,
-            reference: Some(baseline),
             full_hash,
             progress,
             throttle: None,
             cancel: None,
-            walked: None,
         },
         baseline,
     );

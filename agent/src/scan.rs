@@ -69,9 +69,8 @@ pub struct ScanOptions<'a> {
     /// The directory that stands for `/`.
     pub root: &'a Path,
     pub rules: &'a Rules,
-    /// Entries whose metadata matches are not re-hashed (unless `full_hash`).
-    pub reference: Option<&'a Baseline>,
-    /// Re-hash every regular file, whatever the reference says.
+    /// [`compare_with_baseline`]: re-hash every regular file instead of trusting the fast path.
+    /// ([`scan`] always hashes everything: it builds baselines.)
     pub full_hash: bool,
     /// Show a progress bar on stderr (drawn only when stderr is a terminal).
     pub progress: bool,
@@ -79,8 +78,6 @@ pub struct ScanOptions<'a> {
     pub throttle: Option<&'a Throttle>,
     /// Stops the scan early when set (its result is then incomplete and must be discarded).
     pub cancel: Option<&'a AtomicBool>,
-    /// Counts walked entries, for watchdogs and progress reports.
-    pub walked: Option<&'a AtomicU64>,
 }
 
 impl ScanOptions<'_> {
@@ -114,23 +111,11 @@ pub fn scan(opts: ScanOptions<'_>) -> Scan {
     sort_entries(&mut entries);
     entries.dedup_by(|a, b| a.path == b.path);
     out.entries = entries;
-    let mut todo: Vec<&mut Entry> = Vec::new();
-    for entry in out
+    let todo: Vec<&mut Entry> = out
         .entries
         .iter_mut()
         .filter(|e| e.kind == FileKind::Regular)
-    {
-        let reference = if opts.full_hash {
-            None
-        } else {
-            opts.reference.and_then(|b| b.entry(&entry.path))
-        };
-        if reuse(entry, reference, true) {
-            out.stats.files_reused += 1;
-        } else {
-            todo.push(entry);
-        }
-    }
+        .collect();
     let failed = hash_all(opts, todo, &mut out.stats, &mut out.errors);
     if !failed.is_empty() {
         out.entries
@@ -177,9 +162,7 @@ pub fn compare_with_baseline(opts: ScanOptions<'_>, baseline: &Baseline) -> Comp
         }
         out.stats.entries += 1;
         let expected = index.map(|i| &baseline.entries[i]);
-        if entry.kind == FileKind::Regular
-            && (opts.full_hash || !reuse(&mut entry, expected, false))
-        {
+        if entry.kind == FileKind::Regular && (opts.full_hash || !reuse(&mut entry, expected)) {
             pending.push((entry, index));
             return;
         }
@@ -268,9 +251,6 @@ fn walk(opts: ScanOptions<'_>, errors: &mut Vec<ScanError>, mut f: impl FnMut(En
             if opts.cancelled() {
                 return;
             }
-            if let Some(w) = opts.walked {
-                w.fetch_add(1, Ordering::Relaxed);
-            }
             match item {
                 Ok(dirent) => {
                     let path = root_path(opts.root, dirent.path());
@@ -321,7 +301,7 @@ pub fn scan_one(
         return Err(e);
     }
     if entry.kind == FileKind::Regular {
-        if !full_hash && reuse(&mut entry, reference, true) {
+        if !full_hash && reuse(&mut entry, reference) {
             return Ok(Some(entry));
         }
         let mut buf = vec![0; HASH_BUFFER];
@@ -463,11 +443,10 @@ fn read_xattrs(host: &Path) -> Vec<Xattr> {
     out
 }
 
-/// Takes hash, content and xattrs from the reference when the metadata proves the file
-/// unchanged since it was recorded.
-/// `with_content`: also copy the captured content (a comparison never needs it: content that
-/// did not change is never diffed).
-fn reuse(entry: &mut Entry, reference: Option<&Entry>, with_content: bool) -> bool {
+/// Takes hash and xattrs from the reference when the metadata proves the file unchanged since
+/// it was recorded. The captured content is not copied: content that did not change is never
+/// diffed.
+fn reuse(entry: &mut Entry, reference: Option<&Entry>) -> bool {
     match reference {
         Some(r)
             if r.kind == FileKind::Regular
@@ -478,9 +457,6 @@ fn reuse(entry: &mut Entry, reference: Option<&Entry>, with_content: bool) -> bo
                 && r.inode == entry.inode =>
         {
             entry.sha256 = r.sha256;
-            if with_content {
-                entry.content = r.content.clone();
-            }
             entry.xattrs = r.xattrs.clone();
             true
         }
@@ -508,9 +484,6 @@ fn hash_all(
             |buf, entry| {
                 if opts.cancelled() {
                     return None;
-                }
-                if let Some(w) = opts.walked {
-                    w.fetch_add(1, Ordering::Relaxed);
                 }
                 let host = host_path(opts.root, &entry.path);
                 let capture = opts.rules.captures_content(&entry.path, entry.size);

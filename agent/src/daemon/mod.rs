@@ -23,7 +23,7 @@ use std::io::Write as _;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
@@ -127,8 +127,6 @@ struct Session {
     checkpoint_due: Option<tokio::time::Instant>,
     /// The whole-root comparison running in the background, if any.
     rescan: Option<Rescan>,
-    /// Bumped for every entry a rescan walks: the watchdog's proof of progress.
-    progress: Arc<AtomicU64>,
     /// Package database directories (host paths) and the file names that matter in them.
     package_dbs: Vec<(PathBuf, Option<&'static str>)>,
     packages_due: Option<tokio::time::Instant>,
@@ -238,7 +236,6 @@ impl Session {
             printed_seq: 0,
             checkpoint_due: None,
             rescan: None,
-            progress: Arc::default(),
             package_dbs,
             packages_due: None,
             errors: 0,

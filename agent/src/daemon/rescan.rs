@@ -41,7 +41,6 @@ impl Session {
         );
         let (pool, throttle) = (self.pool.clone(), self.throttle.clone());
         let cancel = Arc::new(AtomicBool::new(false));
-        let progress = self.progress.clone();
         let flag = cancel.clone();
         // The startup comparison runs at full speed: until it is done, the agent knows nothing.
         let throttled = kind != "startup";
@@ -50,12 +49,10 @@ impl Session {
                 let opts = ScanOptions {
                     root: &root,
                     rules: &rules,
-                    reference: Some(&baseline.baseline),
                     full_hash,
                     progress: false,
                     throttle: throttled.then_some(&*throttle),
                     cancel: Some(&flag),
-                    walked: Some(&progress),
                 };
                 scan::compare_with_baseline(opts, &baseline.baseline)
             })

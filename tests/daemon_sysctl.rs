@@ -50,6 +50,8 @@ fn inotify_overflow_still_ends_with_the_exact_drift_set() {
     // The limit applies to inotify instances created from now on: the agent's.
     let agent = t.start_agent(&b, "[watch]\ncoalesce = \"50ms\"\n");
     drop(limit);
+    // Freeze the agent so the burst cannot be read as it happens: the queue must overflow.
+    agent.signal("STOP");
     for round in 0..3 {
         for i in 0..400 {
             fs::write(
@@ -62,6 +64,7 @@ fn inotify_overflow_still_ends_with_the_exact_drift_set() {
     for i in 0..100 {
         fs::remove_file(t.at(&format!("/etc/many/{i:03}.conf"))).unwrap();
     }
+    agent.signal("CONT");
     let mut view = BTreeMap::new();
     apply_events(&mut view, &agent.drain(Duration::from_secs(3)));
     let (_, report) = t.check_json(&b, &[]);

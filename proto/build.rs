@@ -1,10 +1,53 @@
 //! Compiles the .proto files with the pure-Rust `protox`, so building needs no system `protoc`.
 
+use prost::Message as _;
+
+/// Query messages that are also the collector's JSON API (serialized with serde).
+const JSON_MESSAGES: &[&str] = &[
+    "ListHostsResponse",
+    "Host",
+    "HostDetail",
+    "ListPathsResponse",
+    "PathSummary",
+    "ListCausesResponse",
+    "Cause",
+    "HistoryResponse",
+    "HistoryEvent",
+];
+
+/// Fields holding a drift item's JSON text, serialized as the JSON value itself.
+const RAW_JSON_FIELDS: &[(&str, &str)] = &[
+    ("HostDetail.drift", "crate::json::raw_list"),
+    ("Cause.example", "crate::json::raw"),
+    ("HistoryEvent.item", "crate::json::raw"),
+];
+
 fn main() {
-    let files = ["driftwatch/baseline/v1/baseline.proto"];
     println!("cargo:rerun-if-changed=proto");
-    let fds = protox::compile(files, ["proto"]).expect("the .proto files compile");
+    let baseline = protox::compile(["driftwatch/baseline/v1/baseline.proto"], ["proto"])
+        .expect("the baseline .proto compiles");
     prost_build::Config::new()
-        .compile_fds(fds)
+        .compile_fds(baseline)
         .expect("prost code generation");
+
+    let wire = protox::compile(
+        ["driftwatch/v1/agent.proto", "driftwatch/v1/fleet.proto"],
+        ["proto"],
+    )
+    .expect("the wire .proto files compile");
+    let out = std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
+    std::fs::write(out.join("driftwatch_v1.bin"), wire.encode_to_vec())
+        .expect("write the descriptor set");
+    let mut builder = tonic_prost_build::configure();
+    for m in JSON_MESSAGES {
+        builder = builder.message_attribute(format!(".driftwatch.v1.{m}"), "#[derive(serde::Serialize)]");
+    }
+    builder = builder.field_attribute(".driftwatch.v1.HostDetail.host", "#[serde(flatten)]");
+    for (field, with) in RAW_JSON_FIELDS {
+        builder = builder.field_attribute(
+            format!(".driftwatch.v1.{field}"),
+            format!("#[serde(serialize_with = \"{with}\")]"),
+        );
+    }
+    builder.compile_fds(wire).expect("tonic code generation");
 }

@@ -1,0 +1,259 @@
+//! Storage: hosts, their current drift, the full event history, and the baselines seen.
+//!
+//! One trait, [`Store`], with one implementation per database (SQLite now, PostgreSQL later);
+//! every implementation must pass the conformance suite in [`conformance`]. The trait is
+//! synchronous: the SQLite backend is, and the server calls it from blocking threads.
+//!
+//! Writes come in groups ([`Store::apply`]): the server's single writer takes every batch that
+//! is waiting, applies each atomically (a batch is all or nothing) inside one transaction and
+//! commits once, then acknowledges every batch in the group. Group commit keeps the cost of a
+//! durable commit (an fsync) shared across all connected agents.
+//!
+//! Query results are the `driftwatch.v1` fleet messages themselves: they are the API.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use driftwatch_proto::v1;
+
+pub mod item;
+pub mod sqlite;
+
+#[cfg(test)]
+pub mod conformance;
+
+pub use item::{ItemRecord, Severity, SubjectKind};
+
+/// Milliseconds since the Unix epoch: how the store keeps time.
+pub type Millis = i64;
+
+/// Now, in [`Millis`].
+pub fn now_millis() -> Millis {
+    to_millis(SystemTime::now())
+}
+
+pub fn to_millis(t: SystemTime) -> Millis {
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as Millis
+}
+
+/// RFC 3339 with milliseconds, UTC (how every time is shown).
+pub fn rfc3339(ms: Millis) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// Parses RFC 3339 into [`Millis`].
+pub fn parse_rfc3339(text: &str) -> Option<Millis> {
+    humantime::parse_rfc3339_weak(text).ok().map(to_millis)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database itself failed (I/O, corruption, a constraint that should hold).
+    #[error("database: {0}")]
+    Database(String),
+    /// The request cannot be applied as it is (a sequence gap, an unknown host).
+    #[error("{0}")]
+    Rejected(String),
+    /// The database was written by a newer driftwatch.
+    #[error("the database schema is version {found}, newer than this collector's {supported}")]
+    NewerSchema { found: i64, supported: i64 },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What a hello tells about a host, as stored.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HostInfo {
+    pub host: String,
+    pub identity: v1::HostIdentity,
+    pub agent_version: String,
+    pub baseline_id: String,
+    pub image_name: String,
+    pub image_version: String,
+    pub boot_id: String,
+}
+
+/// Where a host's stream stands in the store.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamState {
+    /// The stream whose sequence numbers `last_seq` counts ("" before any).
+    pub stream_id: String,
+    /// The last sequence number stored (0: none).
+    pub last_seq: u64,
+}
+
+/// One event of a batch, validated (see [`ItemRecord::parse`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventRecord {
+    pub seq: u64,
+    pub transition: Transition,
+    pub observed_at: Millis,
+    pub item: ItemRecord,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transition {
+    Drifted,
+    Changed,
+    Resolved,
+}
+
+impl Transition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transition::Drifted => "drifted",
+            Transition::Changed => "changed",
+            Transition::Resolved => "resolved",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Transition> {
+        Some(match text {
+            "drifted" => Transition::Drifted,
+            "changed" => Transition::Changed,
+            "resolved" => Transition::Resolved,
+            _ => return None,
+        })
+    }
+}
+
+/// A write for the group writer.
+#[derive(Clone, Debug)]
+pub enum Write {
+    /// Events of one stream, in order, contiguous. Events at or below the stored sequence
+    /// number are skipped (a replay); the first new one must be `last_seq + 1`.
+    Batch {
+        host: String,
+        stream_id: String,
+        events: Vec<EventRecord>,
+        received_at: Millis,
+    },
+    /// Replaces the host's current set with `items` as of `seq` of `stream_id` (which becomes
+    /// the host's stream). History gets the transitions between the old and the new set, with
+    /// source `snapshot`.
+    Snapshot {
+        host: String,
+        stream_id: String,
+        seq: u64,
+        items: Vec<ItemRecord>,
+        received_at: Millis,
+    },
+    /// The host was heard from (a heartbeat).
+    Seen { host: String, at: Millis },
+}
+
+/// What a successful write stored.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// The host's last stored sequence number after the write.
+    pub last_seq: u64,
+    /// History rows written (0 for a pure replay).
+    pub events: u64,
+}
+
+/// Filters of `hosts`, `paths` and `causes`.
+#[derive(Clone, Debug, Default)]
+pub struct ItemFilter {
+    /// Only items of at least this severity.
+    pub min_severity: Option<Severity>,
+    /// Only items whose subject (path) matches this glob.
+    pub path: Option<globset::GlobMatcher>,
+    /// The glob's literal prefix (everything before the first metacharacter), so backends can
+    /// narrow by an index before matching.
+    pub path_prefix: String,
+}
+
+impl ItemFilter {
+    /// Builds a filter; `path` is a glob where `*` stays within a directory and `**` crosses.
+    pub fn new(min_severity: Option<Severity>, path: Option<&str>) -> Result<ItemFilter, String> {
+        let (matcher, prefix) = match path {
+            None | Some("") => (None, String::new()),
+            Some(glob) => {
+                let matcher = globset::GlobBuilder::new(glob)
+                    .literal_separator(true)
+                    .build()
+                    .map_err(|e| format!("bad path glob {glob:?}: {e}"))?
+                    .compile_matcher();
+                let prefix: String = glob
+                    .chars()
+                    .take_while(|c| !matches!(c, '*' | '?' | '[' | '{' | '\\'))
+                    .collect();
+                (Some(matcher), prefix)
+            }
+        };
+        Ok(ItemFilter {
+            min_severity,
+            path: matcher,
+            path_prefix: prefix,
+        })
+    }
+
+    /// Whether an item passes.
+    pub fn matches(&self, subject: &str, severity: Severity) -> bool {
+        self.min_severity.is_none_or(|min| severity <= min)
+            && subject.starts_with(&self.path_prefix)
+            && self.path.as_ref().is_none_or(|m| m.is_match(subject))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.min_severity.is_none() && self.path.is_none()
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct HostQuery {
+    pub filter: ItemFilter,
+    /// Only hosts with at least one (matching) item.
+    pub diverged: bool,
+    /// Hosts not heard from for this long are `silent`.
+    pub silent_after: Duration,
+    pub now: Millis,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct HistoryQuery {
+    /// A host identity ("" for all).
+    pub host: String,
+    /// Events received at or after this time.
+    pub since: Option<Millis>,
+    pub filter: ItemFilter,
+    /// At most this many, newest kept (0: no limit).
+    pub limit: usize,
+}
+
+/// The storage contract. Every method is a short transaction; none holds a lock across calls.
+pub trait Store: Send + Sync + 'static {
+    /// Records a hello (creating the host on first contact, updating what it reports) and
+    /// returns where its stream stands.
+    fn hello(&self, info: &HostInfo, now: Millis) -> Result<StreamState>;
+
+    /// Applies writes in one transaction, each atomically: one result per write, in order. A
+    /// rejected write changes nothing and does not affect the others.
+    fn apply(&self, writes: &[Write]) -> Result<Vec<Result<Applied>>>;
+
+    /// The host's stored sequence number and the digest of its current set: SHA-256 over the
+    /// sorted SHA-256 digests of the items' JSON text (what agents send in heartbeats).
+    fn digest(&self, host: &str) -> Result<Option<(StreamState, [u8; 32])>>;
+
+    fn list_hosts(&self, query: &HostQuery) -> Result<Vec<v1::Host>>;
+
+    /// A host by identity, else by hostname when exactly one host has it. Items in the order
+    /// of `check --json`'s report: security first, then by path.
+    fn get_host(&self, host: &str, query: &HostQuery) -> Result<Option<v1::HostDetail>>;
+
+    /// Paths drifted on the most hosts first.
+    fn list_paths(&self, filter: &ItemFilter, limit: usize) -> Result<Vec<v1::PathSummary>>;
+
+    /// Identical changes grouped, most hosts first.
+    fn list_causes(
+        &self,
+        filter: &ItemFilter,
+        min_hosts: usize,
+        limit: usize,
+    ) -> Result<Vec<v1::Cause>>;
+
+    /// Stored events, oldest first.
+    fn history(&self, query: &HistoryQuery) -> Result<Vec<v1::HistoryEvent>>;
+}

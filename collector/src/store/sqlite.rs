@@ -1,0 +1,1 @@
+//! The SQLite backend (embedded, the default).

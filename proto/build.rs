@@ -40,7 +40,8 @@ fn main() {
         .expect("write the descriptor set");
     let mut builder = tonic_prost_build::configure();
     for m in JSON_MESSAGES {
-        builder = builder.message_attribute(format!(".driftwatch.v1.{m}"), "#[derive(serde::Serialize)]");
+        builder =
+            builder.message_attribute(format!(".driftwatch.v1.{m}"), "#[derive(serde::Serialize)]");
     }
     builder = builder.field_attribute(".driftwatch.v1.HostDetail.host", "#[serde(flatten)]");
     for (field, with) in RAW_JSON_FIELDS {

@@ -562,3 +562,226 @@ pub fn summary(events: &[serde_json::Value]) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// A port free on loopback now (for a collector that must come back on the same address).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+/// A running `driftwatch-collector serve` on a fixed loopback port, with its database and log
+/// in `dir`. Restartable on the same port and database.
+pub struct Collector {
+    child: Option<std::process::Child>,
+    pub port: u16,
+    pub url: String,
+    pub dir: PathBuf,
+    pub log: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl Collector {
+    /// Starts a collector keeping its data in `dir` (created if missing).
+    pub fn start(dir: &Path) -> Collector {
+        Collector::start_with_env(dir, &[])
+    }
+
+    /// Starts a collector with extra environment (e.g. a test failpoint).
+    pub fn start_with_env(dir: &Path, env: &[(&str, &str)]) -> Collector {
+        fs::create_dir_all(dir).expect("collector dir");
+        let port = free_port();
+        let mut c = Collector {
+            child: None,
+            port,
+            url: format!("http://127.0.0.1:{port}"),
+            dir: dir.to_owned(),
+            log: dir.join("collector.log"),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        c.restart();
+        c
+    }
+
+    /// (Re)starts the process on the same port and database; waits until it answers.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "collector already running");
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("collector log");
+        let child = Command::new(bin("driftwatch-collector"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{}", self.port)])
+            .arg("--database")
+            .arg(format!(
+                "sqlite://{}",
+                self.dir.join("collector.db").display()
+            ))
+            .args(["--heartbeat", "1s", "--silent-after", "5s"])
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start driftwatch-collector serve");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if self.try_get("/healthz").is_ok() {
+                return;
+            }
+            assert!(self.alive(), "collector exited; log:\n{}", self.log_text());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("collector did not come up; log:\n{}", self.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Waits for the process to exit on its own (e.g. at a failpoint).
+    pub fn wait_exit(&mut self, timeout: std::time::Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.alive() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "collector did not exit; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        self.child = None;
+    }
+
+    /// SIGKILL.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sets the environment of the next restart.
+    pub fn set_env(&mut self, env: &[(&str, &str)]) {
+        self.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    }
+
+    fn try_get(&self, path: &str) -> std::io::Result<String> {
+        driftwatch_agent::telemetry::http_get(
+            std::net::SocketAddr::from(([127, 0, 0, 1], self.port)),
+            path,
+        )
+    }
+
+    /// GET on the HTTP side, parsed as JSON.
+    pub fn api(&self, path: &str) -> serde_json::Value {
+        let body = self
+            .try_get(path)
+            .unwrap_or_else(|e| panic!("GET {path}: {e}; log:\n{}", self.log_text()));
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+    }
+
+    /// `driftwatch ARGS --collector URL`.
+    pub fn cli(&self) -> Cmd {
+        Cmd {
+            command: {
+                let mut c = Command::new(bin("driftwatch"));
+                c.env("DRIFTWATCH_COLLECTOR", &self.url);
+                c
+            },
+        }
+    }
+
+    /// `driftwatch hosts --json`.
+    pub fn hosts(&self) -> serde_json::Value {
+        let out = self.cli().args(["hosts", "--json"]).ok();
+        serde_json::from_str(&out).expect("hosts --json is JSON")
+    }
+
+    /// The current drift paths of one host, from `driftwatch host H --json`.
+    pub fn host_paths(&self, host: &str) -> Vec<String> {
+        let out = self.cli().args(["host", host, "--json"]).ok();
+        let detail: serde_json::Value = serde_json::from_str(&out).expect("host --json is JSON");
+        let mut paths: Vec<String> = detail["drift"]
+            .as_array()
+            .expect("drift array")
+            .iter()
+            .filter_map(|i| i["path"].as_str().map(str::to_owned))
+            .collect();
+        paths.sort();
+        paths
+    }
+
+    /// Polls until `pred` holds for `driftwatch host H --json`'s paths (panics after `timeout`).
+    pub fn wait_host_paths(
+        &self,
+        host: &str,
+        timeout: std::time::Duration,
+        pred: impl Fn(&[String]) -> bool,
+    ) -> Vec<String> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let out = self.cli().args(["host", host, "--json"]).output();
+            if out.status.success() {
+                let paths = self.host_paths(host);
+                if pred(&paths) {
+                    return paths;
+                }
+                if std::time::Instant::now() > deadline {
+                    panic!(
+                        "host {host} never reached the expected drift set; last: {paths:?}\ncollector log:\n{}",
+                        self.log_text()
+                    );
+                }
+            } else if std::time::Instant::now() > deadline {
+                panic!(
+                    "host {host} never appeared: {}\ncollector log:\n{}",
+                    describe(&out),
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+impl TestDir {
+    /// Agent configuration (TOML tables) streaming to `collector` as instance `instance_id`
+    /// (an identity file shaped like cloud-init's instance data), heartbeating every second.
+    pub fn collector_config(&self, collector: &Collector, instance_id: &str) -> String {
+        let identity = self.path().join("identity.json");
+        fs::write(
+            &identity,
+            format!(
+                r#"{{"v1": {{"instance_id": "{instance_id}", "local_hostname": "{instance_id}.test", "cloud_name": "test"}}}}"#
+            ),
+        )
+        .expect("write identity.json");
+        format!(
+            "[collector]\nurl = {:?}\nheartbeat = \"1s\"\nidentity_file = {:?}\n",
+            collector.url, identity
+        )
+    }
+}

@@ -227,13 +227,8 @@ fn run(cli: Cli) -> Result<u8> {
         }
         Command::Validate(overrides) => {
             let config = AgentConfig::load(&overrides)?;
-            let loaded = load_baseline(&config.baseline)?;
-            if let Some(k) = &config.public_key {
-                loaded
-                    .verify_signer(&load_public_key(k)?)
-                    .with_context(|| config.baseline.display().to_string())?;
-            }
-            check::baseline_rules(&loaded)?;
+            // The same checks as start-up and SIGHUP: what passes here runs.
+            let (loaded, _) = crate::daemon::preflight(&config)?;
             println!(
                 "OK: baseline {} ({} entries), root {}, state {}",
                 loaded.id,
@@ -241,6 +236,24 @@ fn run(cli: Cli) -> Result<u8> {
                 config.root.display(),
                 config.state_dir.display()
             );
+            match &config.collector {
+                None => println!("standalone: events as JSON lines on stdout"),
+                Some(c) => println!(
+                    "collector {} ({}, heartbeat {}, identity from {})",
+                    c.url,
+                    match (c.is_tls(), c.cert.is_some()) {
+                        (false, _) => "no TLS",
+                        (true, false) => "TLS",
+                        (true, true) => "mTLS",
+                    },
+                    humantime::format_duration(c.heartbeat),
+                    match (&c.identity_file, c.metadata_service) {
+                        (Some(f), _) => f.display().to_string(),
+                        (None, true) => "cloud-init or the instance metadata service".into(),
+                        (None, false) => "cloud-init or /etc/machine-id".into(),
+                    }
+                ),
+            }
             Ok(EXIT_CLEAN)
         }
         Command::Status {
@@ -508,6 +521,18 @@ fn status(state_dir: &Path, listen: Option<std::net::SocketAddr>, json: bool) ->
         "events     seq {}, spool {} unacked ({} bytes)",
         v["seq"], v["spool"]["unacked"], v["spool"]["bytes"]
     );
+    if let Some(c) = v["collector"].as_object() {
+        println!(
+            "collector  {} {} (host {}, acked seq {})",
+            c["state"].as_str().unwrap_or("?"),
+            c["url"].as_str().unwrap_or("?"),
+            c["host"].as_str().filter(|h| !h.is_empty()).unwrap_or("?"),
+            c["last_ack_seq"]
+        );
+        if let Some(error) = c["last_error"].as_str() {
+            println!("           last error: {error}");
+        }
+    }
     println!("drift      {} item(s)", v["drift_count"]);
     for item in v["drift"].as_array().into_iter().flatten() {
         if let Some(path) = item["path"].as_str() {

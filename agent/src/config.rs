@@ -5,8 +5,16 @@
 //! root = "/"
 //! state_dir = "/var/lib/driftwatch"
 //! public_key = "/etc/driftwatch/ci.pub"          # optional: refuse baselines not signed by it
-//! collector = "https://collector.internal:7470"   # optional: without it, JSON lines on stdout
 //! listen = "127.0.0.1:7471"                       # status and metrics; "" turns it off
+//!
+//! [collector]              # optional: without a url, standalone (JSON lines on stdout)
+//! url = "https://collector.internal:7470"
+//! ca = "/etc/driftwatch/collector-ca.pem"    # verifies the collector (https)
+//! cert = "/etc/driftwatch/agent.pem"         # client certificate (mTLS), with key
+//! key = "/etc/driftwatch/agent.key"
+//! heartbeat = "5s"
+//! identity_file = "/etc/driftwatch/identity.json"  # cloud-init instance-data.json shape
+//! metadata_service = false # ask the cloud's instance metadata service (EC2 IMDSv2)
 //!
 //! [rescan]
 //! interval = "6h"          # full rescan (throttled)
@@ -48,9 +56,28 @@ pub struct Overrides {
     /// Refuse baselines not signed by this key.
     #[arg(long, value_name = "FILE")]
     pub public_key: Option<PathBuf>,
-    /// The collector's URL; without it the agent runs standalone.
+    /// The collector's URL (http:// or https://); without it the agent runs standalone, and ""
+    /// forces standalone whatever the file says.
     #[arg(long, value_name = "URL")]
     pub collector: Option<String>,
+    /// PEM CA certificate(s) that verify an https:// collector.
+    #[arg(long, value_name = "FILE")]
+    pub collector_ca: Option<PathBuf>,
+    /// PEM client certificate presented to the collector (mTLS); needs --collector-key.
+    #[arg(long, value_name = "FILE")]
+    pub collector_cert: Option<PathBuf>,
+    /// PEM private key of --collector-cert.
+    #[arg(long, value_name = "FILE")]
+    pub collector_key: Option<PathBuf>,
+    /// Heartbeat interval towards the collector, e.g. "5s".
+    #[arg(long, value_name = "DURATION")]
+    pub heartbeat: Option<String>,
+    /// A JSON file shaped like cloud-init's instance-data.json that names this host.
+    #[arg(long, value_name = "FILE")]
+    pub identity_file: Option<PathBuf>,
+    /// Ask the cloud instance metadata service (EC2 IMDSv2) who this host is.
+    #[arg(long)]
+    pub metadata_service: bool,
     /// Status and metrics listener ("" turns it off).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
@@ -73,8 +100,8 @@ struct FileConfig {
     state_dir: Option<PathBuf>,
     /// Refuse baselines not signed by this key.
     public_key: Option<PathBuf>,
-    /// The collector's URL.
-    collector: Option<String>,
+    /// Where to stream events: a `[collector]` section, or just its URL as a string.
+    collector: Option<CollectorSetting>,
     /// Status and metrics listener.
     listen: Option<String>,
     #[serde(default)]
@@ -114,6 +141,56 @@ struct WatchSection {
     max_watches: Option<u64>,
 }
 
+/// `collector = "https://…"` is short for `[collector] url = "https://…"`.
+#[derive(Debug)]
+enum CollectorSetting {
+    Url(String),
+    Section(CollectorSection),
+}
+
+impl<'de> Deserialize<'de> for CollectorSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = CollectorSetting;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a [collector] table or a URL string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(CollectorSetting::Url(v.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                // Through the derived impl, so unknown keys and bad types keep their messages.
+                CollectorSection::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(CollectorSetting::Section)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CollectorSection {
+    /// The collector's URL, http:// or https://.
+    url: Option<String>,
+    /// PEM CA certificate(s) that verify the collector (https only).
+    ca: Option<PathBuf>,
+    /// PEM client certificate for mTLS (with `key`).
+    cert: Option<PathBuf>,
+    /// PEM private key of `cert`.
+    key: Option<PathBuf>,
+    /// Heartbeat interval.
+    heartbeat: Option<String>,
+    /// A JSON file shaped like cloud-init's instance-data.json that names this host.
+    identity_file: Option<PathBuf>,
+    /// Ask the cloud instance metadata service who this host is.
+    metadata_service: Option<bool>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SpoolSection {
@@ -128,7 +205,8 @@ pub struct AgentConfig {
     pub root: PathBuf,
     pub state_dir: PathBuf,
     pub public_key: Option<PathBuf>,
-    pub collector: Option<String>,
+    /// Where to stream events; `None`: standalone (JSON lines on stdout).
+    pub collector: Option<CollectorConfig>,
     pub listen: Option<SocketAddr>,
     pub rescan_interval: Duration,
     pub full_hash_every: u32,
@@ -139,6 +217,31 @@ pub struct AgentConfig {
     pub max_watches: Option<u64>,
     pub spool_max_bytes: u64,
 }
+
+/// The validated `[collector]` section.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CollectorConfig {
+    /// http:// or https://, checked.
+    pub url: String,
+    /// PEM CA certificate(s); required with https (this build trusts no system roots).
+    pub ca: Option<PathBuf>,
+    /// Client certificate and key (mTLS); both or neither.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub heartbeat: Duration,
+    /// Names the host; checked at load (a malformed file is a configuration error).
+    pub identity_file: Option<PathBuf>,
+    pub metadata_service: bool,
+}
+
+impl CollectorConfig {
+    pub fn is_tls(&self) -> bool {
+        self.url.starts_with("https://")
+    }
+}
+
+/// The default heartbeat interval.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 
 /// Every problem in a configuration, each with its key.
 #[derive(Debug, thiserror::Error)]
@@ -212,19 +315,7 @@ impl AgentConfig {
                 }
             }
         };
-        let collector = overrides
-            .collector
-            .clone()
-            .or(file.collector)
-            .filter(|c| !c.is_empty());
-        if let Some(c) = &collector {
-            if !(c.starts_with("http://") || c.starts_with("https://")) {
-                bad(
-                    "collector",
-                    format!("{c:?} must start with http:// or https://"),
-                );
-            }
-        }
+        let collector = collector(&mut bad, overrides, file.collector);
         let rescan_interval = duration(
             &mut bad,
             "rescan.interval",
@@ -291,6 +382,131 @@ impl AgentConfig {
     pub fn status_addr_path(state_dir: &Path) -> PathBuf {
         state_dir.join("status.addr")
     }
+}
+
+/// The `[collector]` section with its flags applied, checked; `None` when standalone.
+fn collector(
+    bad: &mut impl FnMut(&str, String),
+    overrides: &Overrides,
+    file: Option<CollectorSetting>,
+) -> Option<CollectorConfig> {
+    // `--collector ""` runs standalone whatever the file says.
+    if overrides.collector.as_deref() == Some("") {
+        return None;
+    }
+    let section = match file {
+        None => CollectorSection::default(),
+        Some(CollectorSetting::Url(url)) => CollectorSection {
+            url: Some(url),
+            ..CollectorSection::default()
+        },
+        Some(CollectorSetting::Section(s)) => s,
+    };
+    let url = overrides
+        .collector
+        .clone()
+        .or(section.url)
+        .filter(|u| !u.is_empty());
+    let ca = overrides.collector_ca.clone().or(section.ca);
+    let cert = overrides.collector_cert.clone().or(section.cert);
+    let key = overrides.collector_key.clone().or(section.key);
+    let identity_file = overrides.identity_file.clone().or(section.identity_file);
+    let heartbeat_text = overrides.heartbeat.clone().or(section.heartbeat);
+    let metadata_service = overrides.metadata_service || section.metadata_service.unwrap_or(false);
+    let Some(url) = url else {
+        let set: Vec<&str> = [
+            ("ca", ca.is_some()),
+            ("cert", cert.is_some()),
+            ("key", key.is_some()),
+            ("heartbeat", heartbeat_text.is_some()),
+            ("identity_file", identity_file.is_some()),
+            ("metadata_service", metadata_service),
+        ]
+        .into_iter()
+        .filter_map(|(k, set)| set.then_some(k))
+        .collect();
+        if !set.is_empty() {
+            bad(
+                "collector.url",
+                format!(
+                    "missing, but collector.{} is set: give the collector's URL, or remove the \
+                     collector settings to run standalone",
+                    set.join(", collector.")
+                ),
+            );
+        }
+        return None;
+    };
+    let tls = url.starts_with("https://");
+    if !(tls || url.starts_with("http://")) {
+        bad(
+            "collector.url",
+            format!("{url:?} must start with http:// or https://"),
+        );
+    } else if let Err(e) = url.parse::<tonic::codegen::http::Uri>() {
+        bad("collector.url", format!("{url:?} is not a URL: {e}"));
+    } else if url
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .is_empty()
+    {
+        bad("collector.url", format!("{url:?} has no host"));
+    }
+    for (name, path) in [("ca", &ca), ("cert", &cert), ("key", &key)] {
+        let Some(path) = path else { continue };
+        let key = format!("collector.{name}");
+        if !tls {
+            bad(&key, "only used with an https:// collector.url".into());
+            continue;
+        }
+        match std::fs::read(path) {
+            Err(e) => bad(&key, format!("cannot read {}: {e}", path.display())),
+            Ok(bytes) if !bytes.windows(11).any(|w| w == b"-----BEGIN ") => {
+                bad(&key, format!("{} is not a PEM file", path.display()))
+            }
+            Ok(_) => {}
+        }
+    }
+    if tls && ca.is_none() {
+        bad(
+            "collector.ca",
+            "required with an https:// collector: the CA certificate(s) that sign the \
+             collector's certificate (the agent trusts no system roots)"
+                .into(),
+        );
+    }
+    match (&cert, &key) {
+        (Some(_), None) if tls => bad(
+            "collector.key",
+            "missing: collector.cert needs its key".into(),
+        ),
+        (None, Some(_)) if tls => bad(
+            "collector.cert",
+            "missing: collector.key needs its certificate".into(),
+        ),
+        _ => {}
+    }
+    let heartbeat = duration(
+        bad,
+        "collector.heartbeat",
+        heartbeat_text,
+        DEFAULT_HEARTBEAT,
+    );
+    if let Some(Err(e)) = identity_file
+        .as_deref()
+        .map(crate::identity::read_identity_file)
+    {
+        bad("collector.identity_file", e.to_string());
+    }
+    Some(CollectorConfig {
+        url,
+        ca,
+        cert,
+        key,
+        heartbeat,
+        identity_file,
+        metadata_service,
+    })
 }
 
 fn duration(
@@ -381,10 +597,197 @@ mod tests {
                 "baseline",
                 "root",
                 "listen",
-                "collector",
+                "collector.url",
                 "rescan.interval",
                 "hashing.rate"
             ]
+        );
+    }
+
+    fn load_text(dir: &Path, text: &str, overrides: Overrides) -> Result<AgentConfig, ConfigError> {
+        let path = dir.join("agent.toml");
+        std::fs::write(&path, text).unwrap();
+        AgentConfig::load(&Overrides {
+            config: Some(path),
+            baseline: Some("/b.dwb".into()),
+            ..overrides
+        })
+    }
+
+    fn problem_keys(e: &ConfigError) -> Vec<&str> {
+        e.problems.iter().map(|(k, _)| k.as_str()).collect()
+    }
+
+    #[test]
+    fn collector_section_flags_and_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        // No collector: standalone, as before.
+        let c = load_text(dir.path(), "", Overrides::default()).unwrap();
+        assert_eq!(c.collector, None);
+        // The string form is the url alone.
+        let c = load_text(
+            dir.path(),
+            "collector = \"http://127.0.0.1:7470\"\n",
+            Overrides::default(),
+        )
+        .unwrap();
+        let collector = c.collector.unwrap();
+        assert_eq!(collector.url, "http://127.0.0.1:7470");
+        assert_eq!(collector.heartbeat, DEFAULT_HEARTBEAT);
+        assert!(!collector.metadata_service);
+        // The section, with flags winning; `--collector ""` forces standalone.
+        let text = "[collector]\nurl = \"http://a:1\"\nheartbeat = \"2s\"\n";
+        let c = load_text(
+            dir.path(),
+            text,
+            Overrides {
+                collector: Some("http://b:2".into()),
+                heartbeat: Some("250ms".into()),
+                metadata_service: true,
+                ..Overrides::default()
+            },
+        )
+        .unwrap()
+        .collector
+        .unwrap();
+        assert_eq!(
+            (c.url.as_str(), c.heartbeat),
+            ("http://b:2", Duration::from_millis(250))
+        );
+        assert!(c.metadata_service);
+        let c = load_text(
+            dir.path(),
+            text,
+            Overrides {
+                collector: Some(String::new()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.collector, None);
+        // TLS material: PEM files, read at load.
+        let pem = dir.path().join("ca.pem");
+        std::fs::write(
+            &pem,
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let text = format!(
+            "[collector]\nurl = \"https://c:1\"\nca = \"{0}\"\ncert = \"{0}\"\nkey = \"{0}\"\n",
+            pem.display()
+        );
+        let c = load_text(dir.path(), &text, Overrides::default())
+            .unwrap()
+            .collector
+            .unwrap();
+        assert!(c.is_tls());
+        assert_eq!(c.ca.as_deref(), Some(pem.as_path()));
+    }
+
+    #[test]
+    fn collector_problems_name_their_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_pem = dir.path().join("ca.txt");
+        std::fs::write(&not_pem, "hello").unwrap();
+        let identity = dir.path().join("identity.json");
+        std::fs::write(&identity, "{\"v1\": {\"cloud_name\": \"aws\"}}").unwrap();
+        let text = format!(
+            "[collector]\nurl = \"https://c:1\"\nca = \"{}\"\ncert = \"/nonexistent.pem\"\n\
+             heartbeat = \"0s\"\nidentity_file = \"{}\"\n",
+            not_pem.display(),
+            identity.display()
+        );
+        let e = load_text(dir.path(), &text, Overrides::default()).unwrap_err();
+        assert_eq!(
+            problem_keys(&e),
+            [
+                "collector.ca",
+                "collector.cert",
+                "collector.key",
+                "collector.heartbeat",
+                "collector.identity_file"
+            ],
+            "{e}"
+        );
+        let message = e.to_string();
+        assert!(message.contains("not a PEM file"), "{message}");
+        assert!(message.contains("v1.instance_id"), "{message}");
+        // https needs a CA; TLS files with http:// are a mistake; settings without a url too.
+        let e = load_text(
+            dir.path(),
+            "collector = \"https://c:1\"\n",
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(problem_keys(&e), ["collector.ca"]);
+        let e = load_text(
+            dir.path(),
+            &format!(
+                "[collector]\nurl = \"http://c:1\"\nca = \"{}\"\n",
+                not_pem.display()
+            ),
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(problem_keys(&e), ["collector.ca"]);
+        assert!(e.to_string().contains("only used with an https://"), "{e}");
+        let e = load_text(
+            dir.path(),
+            "[collector]\nheartbeat = \"1s\"\n",
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(problem_keys(&e), ["collector.url"]);
+        assert!(e.to_string().contains("collector.heartbeat is set"), "{e}");
+        // Unknown keys in the section are refused by name.
+        let e = load_text(
+            dir.path(),
+            "[collector]\nurl = \"http://c:1\"\nurls = 1\n",
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("urls"), "{e}");
+        let e = load_text(
+            dir.path(),
+            "collector = \"tcp://c:1\"\n",
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(problem_keys(&e), ["collector.url"]);
+    }
+
+    #[test]
+    fn the_packaged_config_parses_with_and_without_its_collector_section() {
+        let text = include_str!("../../packaging/agent.toml");
+        toml::from_str::<FileConfig>(text).unwrap();
+        // Uncommenting the example section must give a valid one (the key names stay in sync).
+        let mut in_section = false;
+        let uncommented: String = text
+            .lines()
+            .map(|line| {
+                if line == "#[collector]" {
+                    in_section = true;
+                } else if line.starts_with('[') {
+                    in_section = false;
+                }
+                let is_setting = line.starts_with('#') && !line.starts_with("# ") && line != "#";
+                if in_section && is_setting {
+                    &line[1..]
+                } else {
+                    line
+                }
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let file: FileConfig = toml::from_str(&uncommented).unwrap();
+        let Some(CollectorSetting::Section(c)) = file.collector else {
+            panic!("no [collector] section in {uncommented}");
+        };
+        assert_eq!(c.url.as_deref(), Some("https://collector.internal:7470"));
+        assert!(c.ca.is_some() && c.cert.is_some() && c.key.is_some() && c.identity_file.is_some());
+        assert_eq!(
+            (c.heartbeat.as_deref(), c.metadata_service),
+            (Some("5s"), Some(false))
         );
     }
 

@@ -8,8 +8,14 @@
 //! The ledger is what consumers have been told, never the truth about the host: on start the
 //! agent recomputes the truth from the baked baseline and the filesystem and feeds it in, so
 //! only real differences with what was already emitted become events. It is persisted
-//! (`ledger.json`, written crash-safely) together with the sequence number it reflects; events
-//! in the spool after that number are replayed onto it on start.
+//! (`ledger.json`, written crash-safely) together with the sequence number it reflects and the
+//! stream id its numbers belong to; events in the spool after that number are replayed onto it
+//! on start.
+//!
+//! The ledger's digest is the wire protocol's (`Heartbeat.digest`): SHA-256 over the sorted
+//! SHA-256 digests of each item's JSON text, that text being exactly what the uplink sends as
+//! `Event.item_json` and `SnapshotChunk.items_json` ([`item_json`]). Each item's digest is kept
+//! beside it, so a heartbeat costs a sort of 32-byte values, not a serialization of every item.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -72,8 +78,25 @@ pub struct Event {
 pub struct Ledger {
     /// The sequence number of the last event reflected here.
     seq: u64,
+    /// The stream (see the uplink) whose numbering `seq` counts; "" in ledgers written before
+    /// streams existed, which therefore start a new stream.
+    #[serde(default)]
+    stream_id: String,
     #[serde(with = "items_as_list")]
     items: BTreeMap<Subject, Item>,
+    /// SHA-256 of each item's [`item_json`]; derived, rebuilt on load.
+    #[serde(skip)]
+    item_digests: BTreeMap<Subject, [u8; 32]>,
+}
+
+/// An item's JSON text: the bytes the uplink sends and the digest is computed over.
+pub fn item_json(item: &Item) -> String {
+    // Items are plain data (strings, numbers, maps with string keys): serializing cannot fail.
+    serde_json::to_string(item).expect("drift items serialize")
+}
+
+fn item_digest(item: &Item) -> [u8; 32] {
+    Sha256::digest(item_json(item).as_bytes()).into()
 }
 
 mod items_as_list {
@@ -105,6 +128,26 @@ impl Ledger {
         self.seq = self.seq.max(seq);
     }
 
+    /// The stream id the sequence numbers belong to ("" when none was recorded).
+    pub fn stream_id(&self) -> &str {
+        &self.stream_id
+    }
+
+    pub fn set_stream_id(&mut self, id: String) {
+        self.stream_id = id;
+    }
+
+    fn insert(&mut self, subject: Subject, item: Item) {
+        self.item_digests
+            .insert(subject.clone(), item_digest(&item));
+        self.items.insert(subject, item);
+    }
+
+    fn remove(&mut self, subject: &Subject) -> Option<Item> {
+        self.item_digests.remove(subject);
+        self.items.remove(subject)
+    }
+
     /// Feeds the current state of one subject; returns the event, if it is a transition.
     pub fn update(
         &mut self,
@@ -116,16 +159,16 @@ impl Ledger {
             (None, None) => return None,
             (Some(old), Some(new)) if *old == new => return None,
             (None, Some(new)) => {
-                self.items.insert(subject, new.clone());
+                self.insert(subject, new.clone());
                 (Transition::Drifted, new)
             }
             (Some(_), Some(new)) => {
-                self.items.insert(subject, new.clone());
+                self.insert(subject, new.clone());
                 (Transition::Changed, new)
             }
             (Some(_), None) => (
                 Transition::Resolved,
-                self.items.remove(&subject).expect("present"),
+                self.remove(&subject).expect("present"),
             ),
         };
         self.seq += 1;
@@ -145,10 +188,10 @@ impl Ledger {
         let subject = event.item.subject();
         match event.event {
             Transition::Resolved => {
-                self.items.remove(&subject);
+                self.remove(&subject);
             }
             Transition::Drifted | Transition::Changed => {
-                self.items.insert(subject, event.item.clone());
+                self.insert(subject, event.item.clone());
             }
         }
         self.seq = event.seq;
@@ -199,12 +242,15 @@ impl Ledger {
         self.items.is_empty()
     }
 
-    /// SHA-256 over the canonical JSON of the items, in subject order: equal sets, equal digests.
+    /// The drift set's digest as the protocol defines it (`Heartbeat.digest`): SHA-256 over the
+    /// sorted SHA-256 digests of every item's [`item_json`]. Equal sets, equal digests, whatever
+    /// the order; the collector computes the same from the JSON texts it stored.
     pub fn digest(&self) -> [u8; 32] {
+        let mut digests: Vec<&[u8; 32]> = self.item_digests.values().collect();
+        digests.sort_unstable();
         let mut hasher = Sha256::new();
-        for item in self.items.values() {
-            hasher.update(serde_json::to_vec(item).expect("items serialize"));
-            hasher.update(b"\n");
+        for d in digests {
+            hasher.update(d);
         }
         hasher.finalize().into()
     }
@@ -212,12 +258,20 @@ impl Ledger {
     /// Loads a saved ledger; a missing file is an empty ledger.
     pub fn load(path: &Path) -> std::io::Result<Ledger> {
         match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("{}: {e}", path.display()),
-                )
-            }),
+            Ok(bytes) => {
+                let mut ledger: Ledger = serde_json::from_slice(&bytes).map_err(|e| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("{}: {e}", path.display()),
+                    )
+                })?;
+                ledger.item_digests = ledger
+                    .items
+                    .iter()
+                    .map(|(s, i)| (s.clone(), item_digest(i)))
+                    .collect();
+                Ok(ledger)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Ledger::default()),
             Err(e) => Err(e),
         }
@@ -314,6 +368,100 @@ mod tests {
         assert_eq!(loaded.digest(), live.digest());
         assert_eq!(loaded.seq(), live.seq());
         assert_eq!(loaded.paths(), [PathBuf::from("/b"), PathBuf::from("/c")]);
+    }
+
+    /// The protocol's digest, computed the way the collector does: from the JSON texts.
+    fn digest_of_texts(texts: &[String]) -> [u8; 32] {
+        let mut digests: Vec<[u8; 32]> = texts
+            .iter()
+            .map(|t| Sha256::digest(t.as_bytes()).into())
+            .collect();
+        digests.sort_unstable();
+        let mut hasher = Sha256::new();
+        for d in &digests {
+            hasher.update(d);
+        }
+        hasher.finalize().into()
+    }
+
+    fn package(name: &str) -> Item {
+        Item::Package(PackageDrift {
+            name: name.into(),
+            arch: "amd64".into(),
+            kind: crate::packages::PackageChange::VersionChanged,
+            expected_version: Some("1.0".into()),
+            actual_version: Some("1.1".into()),
+            source: "dpkg".into(),
+        })
+    }
+
+    #[test]
+    fn digest_is_the_protocols_over_the_sent_json_texts() {
+        let mut l = Ledger::default();
+        assert_eq!(l.digest(), digest_of_texts(&[]), "empty set");
+        for p in ["/etc/b", "/etc/a", "/etc/c"] {
+            l.update(Subject::Path(p.into()), Some(item(p, "0600")), "t");
+        }
+        l.update(
+            Subject::Path("/etc/c".into()),
+            Some(item("/etc/c", "0666")),
+            "t",
+        );
+        l.update(Subject::Path("/etc/a".into()), None, "t");
+        let pkg = package("openssl");
+        l.update(pkg.subject(), Some(pkg), "t");
+        let texts: Vec<String> = l.items().map(item_json).collect();
+        assert_eq!(texts.len(), 3);
+        assert_eq!(l.digest(), digest_of_texts(&texts));
+        // Order does not matter; content does.
+        let mut reversed = texts.clone();
+        reversed.reverse();
+        assert_eq!(l.digest(), digest_of_texts(&reversed));
+        assert_ne!(l.digest(), digest_of_texts(&texts[..2]));
+    }
+
+    #[test]
+    fn item_json_survives_the_spool_and_the_ledger_file_byte_for_byte() {
+        // Replayed and reloaded items must hash exactly as the originals did, or heartbeats
+        // after a restart would disagree with the collector.
+        let mut file = item("/etc/\u{e9}t\u{e9}", "0600");
+        if let Item::File(d) = &mut file {
+            d.diff = Some("--- a\n+++ b\n@@ -1 +1 @@\n-x\n+y \"quoted\" \\ tab\t\n".into());
+            d.actual
+                .as_mut()
+                .unwrap()
+                .xattrs
+                .insert("user.k".into(), "0xff00".into());
+            d.actual.as_mut().unwrap().sha256 = Some("ab".repeat(32));
+        }
+        for original in [file, package("libc6")] {
+            let event = Event {
+                seq: 1,
+                event: Transition::Drifted,
+                observed_at: "t".into(),
+                item: original.clone(),
+            };
+            let back: Event = serde_json::from_slice(&serde_json::to_vec(&event).unwrap()).unwrap();
+            assert_eq!(item_json(&back.item), item_json(&original));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = Ledger::default();
+        l.set_stream_id("s1".into());
+        l.update(
+            Subject::Path("/etc/x".into()),
+            Some(item("/etc/x", "0600")),
+            "t",
+        );
+        let pkg = package("zlib");
+        l.update(pkg.subject(), Some(pkg), "t");
+        l.save(&dir.path().join("l.json")).unwrap();
+        let loaded = Ledger::load(&dir.path().join("l.json")).unwrap();
+        assert_eq!(loaded.digest(), l.digest());
+        assert_eq!(loaded.stream_id(), "s1");
+        // A ledger written before stream ids existed loads with none.
+        std::fs::write(dir.path().join("old.json"), r#"{"seq":3,"items":[]}"#).unwrap();
+        let old = Ledger::load(&dir.path().join("old.json")).unwrap();
+        assert_eq!((old.seq(), old.stream_id()), (3, ""));
     }
 
     #[test]

@@ -14,6 +14,8 @@
 //! - [`daemon`]: `run`, the daemon tying watcher, evaluation, ledger and spool together.
 //! - [`throttle`]: hashing rate limit and low priority for rescans.
 //! - [`telemetry`]: Prometheus metrics and the local status listener.
+//! - [`identity`]: who this host is (cloud-init, instance metadata, machine-id).
+//! - [`uplink`]: the stream to the collector (hello, batches, heartbeats, snapshots, acks).
 //! - [`cli`]: the command line.
 
 pub mod bake;
@@ -22,6 +24,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod evaluate;
+pub mod identity;
 pub mod ledger;
 pub mod packages;
 pub mod report;
@@ -30,4 +33,5 @@ pub mod scan;
 pub mod spool;
 pub mod telemetry;
 pub mod throttle;
+pub mod uplink;
 pub mod watch;

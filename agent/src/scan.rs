@@ -259,7 +259,7 @@ fn walk(opts: ScanOptions<'_>, errors: &mut Vec<ScanError>, mut f: impl FnMut(En
                         Err(e) => errors.push(walk_error(opts.root, &e, &path)),
                     }
                     count += 1;
-                    if count % 1024 == 0 {
+                    if count.is_multiple_of(1024) {
                         spinner.set_message(format!("{count} entries"));
                     }
                 }

@@ -54,6 +54,13 @@ pub struct Metrics {
     pub evaluations: Counter,
     pub evaluation_errors: Counter,
     pub drift_items: Family<SeverityLabel, Gauge>,
+    /// 1 while a stream to the collector is open (the Welcome received), else 0.
+    pub uplink_connected: Gauge,
+    /// The highest sequence number the collector acknowledged.
+    pub uplink_acked_seq: Gauge,
+    pub uplink_reconnects: Counter,
+    pub uplink_events_sent: Counter,
+    pub uplink_snapshots_sent: Counter,
 }
 
 impl Default for Metrics {
@@ -73,6 +80,11 @@ impl Default for Metrics {
             evaluations: Counter::default(),
             evaluation_errors: Counter::default(),
             drift_items: Family::default(),
+            uplink_connected: Gauge::default(),
+            uplink_acked_seq: Gauge::default(),
+            uplink_reconnects: Counter::default(),
+            uplink_events_sent: Counter::default(),
+            uplink_snapshots_sent: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -140,6 +152,31 @@ impl Default for Metrics {
             "Current drift items, by severity",
             m.drift_items.clone(),
         );
+        registry.register(
+            "uplink_connected",
+            "1 while the stream to the collector is up, else 0",
+            m.uplink_connected.clone(),
+        );
+        registry.register(
+            "uplink_acked_sequence",
+            "Highest sequence number the collector acknowledged",
+            m.uplink_acked_seq.clone(),
+        );
+        registry.register(
+            "uplink_reconnects",
+            "Connection attempts to the collector after a failure or a closed stream",
+            m.uplink_reconnects.clone(),
+        );
+        registry.register(
+            "uplink_events_sent",
+            "Events sent to the collector (a resend after a reconnect counts again)",
+            m.uplink_events_sent.clone(),
+        );
+        registry.register(
+            "uplink_snapshots_sent",
+            "Full drift-set snapshots sent to the collector",
+            m.uplink_snapshots_sent.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -184,6 +221,25 @@ pub struct SpoolInfo {
     pub acked_seq: u64,
 }
 
+/// The uplink to the collector (collector mode only).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CollectorStatus {
+    pub url: String,
+    /// `connecting` (the first attempt), `connected` or `disconnected`.
+    pub state: String,
+    /// The host key sent in the hello, once resolved.
+    pub host: String,
+    pub identity_source: String,
+    pub stream_id: String,
+    /// The highest sequence number the collector acknowledged (0: none yet).
+    pub last_ack_seq: u64,
+    /// Why the last connection failed or ended; `None` while connected after a clean start.
+    pub last_error: Option<String>,
+    pub reconnects: u64,
+    /// RFC 3339, when the current connection was established.
+    pub connected_since: Option<String>,
+}
+
 /// What `driftwatch-agent status` shows.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Status {
@@ -200,6 +256,8 @@ pub struct Status {
     pub last_rescan: Option<RescanInfo>,
     pub spool: SpoolInfo,
     pub evaluation_errors: u64,
+    /// `None` when standalone.
+    pub collector: Option<CollectorStatus>,
     pub drift: Vec<Item>,
 }
 

@@ -436,13 +436,13 @@ fn decode_payload(mut buf: &[u8]) -> Result<Baseline, FormatError> {
             KEY_ENTRY => {
                 let entry =
                     entry_from_pb(pb::Entry::decode(body).map_err(|e| corrupt("entry", e))?)?;
-                if let Some(prev) = entries.last() {
-                    if prev.path.as_os_str().as_bytes() >= entry.path.as_os_str().as_bytes() {
-                        return Err(FormatError::Invalid(format!(
-                            "entries not sorted or duplicated at {}",
-                            crate::text::display_path(&entry.path)
-                        )));
-                    }
+                if let Some(prev) = entries.last()
+                    && prev.path.as_os_str().as_bytes() >= entry.path.as_os_str().as_bytes()
+                {
+                    return Err(FormatError::Invalid(format!(
+                        "entries not sorted or duplicated at {}",
+                        crate::text::display_path(&entry.path)
+                    )));
                 }
                 entries.push(entry);
             }

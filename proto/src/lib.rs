@@ -32,5 +32,6 @@ pub mod v1 {
     pub const PROTOCOL_VERSION: u32 = 1;
 
     /// The encoded descriptor set of `driftwatch.v1`, for gRPC reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/driftwatch_v1.bin"));
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/driftwatch_v1.bin"));
 }

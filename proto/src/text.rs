@@ -41,15 +41,14 @@ pub fn unescape_bytes(text: &str) -> Vec<u8> {
                 i += 2;
                 continue;
             }
-            if bytes.get(i + 1) == Some(&b'x') {
-                if let Some(b) = text
+            if bytes.get(i + 1) == Some(&b'x')
+                && let Some(b) = text
                     .get(i + 2..i + 4)
                     .and_then(|h| u8::from_str_radix(h, 16).ok())
-                {
-                    out.push(b);
-                    i += 4;
-                    continue;
-                }
+            {
+                out.push(b);
+                i += 4;
+                continue;
             }
         }
         out.push(bytes[i]);

@@ -2,18 +2,27 @@
 //!
 //! ```text
 //!  inotify ─► coalesce ─► evaluate (blocking pool) ─► ledger ─► spool (fsync) ─► emit ─► ack
-//!  timers  ─► rescan (throttled, low priority)  ──┘        ▲
-//!  pkg db  ─► inventory diff ─────────────────────────────┘
+//!  timers  ─► rescan (throttled, low priority)  ──┘        ▲                      │
+//!  pkg db  ─► inventory diff ─────────────────────────────┘    stdout (standalone) or uplink
 //! ```
 //!
 //! One task owns the ledger, the spool and the watcher, so every transition is decided in one
-//! place and in order. Start-up compares the whole root with the *baked baseline* (the fast
+//! place and in order. With a collector, the uplink task ([`crate::uplink`]) reads the spool
+//! (shared behind a lock), asks this task for snapshots of the ledger, and reports the
+//! collector's acknowledgements, which this task turns into checkpoints. Start-up compares the whole root with the *baked baseline* (the fast
 //! path of `check`), so changes made while the agent was stopped are found; the persisted
 //! ledger only says what consumers were already told.
 //!
 //! Durability: events are appended to the spool and fsynced before they are printed or sent;
 //! the ledger is saved before the spool records are acknowledged, so on restart the ledger
-//! plus the unacknowledged records always reproduce what was emitted.
+//! plus the unacknowledged records always reproduce what was emitted. Standalone, a record is
+//! released once printed; with a collector, once the collector acknowledged it (never
+//! earlier). A collector that stays away until the spool is full gets a snapshot instead of
+//! the records: the spool is compacted to nothing (the ledger, saved first, holds the state).
+//!
+//! The spool's sequence numbers form a stream, named by a random id kept in
+//! `STATE/stream-id` and in the ledger: a new id whenever the spool or the ledger starts afresh
+//! (first start, lost or reset state), since numbers are only comparable within one stream.
 //!
 //! A session ends on SIGTERM/SIGINT (drain and exit) or on SIGHUP with a valid new
 //! configuration (a new session starts with it: new baseline, rules and watches).
@@ -22,11 +31,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use driftwatch_proto::baseline::{Entry, LoadedBaseline};
 use driftwatch_proto::text::display_path;
 use tokio::signal::unix::{SignalKind, signal};
@@ -42,9 +51,12 @@ use crate::scan::{self, host_path, root_path};
 use crate::spool::{Spool, SpoolConfig};
 use crate::telemetry::{self, Coverage, SeverityLabel, Shared, SpoolInfo, Status, TransitionLabel};
 use crate::throttle::{self, Throttle};
+use crate::uplink::{self, Head, Link, SharedSpool};
 use crate::watch::{Change, Watcher};
 
+mod collector;
 mod rescan;
+use collector::{next_link_event, stream_id};
 use rescan::{Rescan, wait_rescan};
 
 /// Most paths gathered into one evaluation batch.
@@ -115,7 +127,12 @@ struct Session {
     baseline: Arc<LoadedBaseline>,
     rules: Arc<Rules>,
     ledger: Ledger,
-    spool: Spool,
+    /// The ledger's sequence number when it was last saved.
+    saved_seq: u64,
+    /// Shared with the uplink, which only reads it.
+    spool: SharedSpool,
+    /// The uplink, in collector mode.
+    link: Option<Link>,
     watcher: Watcher,
     shared: Shared,
     pool: Arc<rayon::ThreadPool>,
@@ -140,15 +157,10 @@ impl Session {
         started_at: &str,
         cancel: CancellationToken,
     ) -> Result<Session> {
-        let baseline = Arc::new(load_baseline(&config)?);
-        let rules = Arc::new(crate::check::baseline_rules(&baseline)?);
-        if config.collector.is_some() {
-            bail!(
-                "streaming to a collector is not available in this build yet; \
-                 remove `collector` to run standalone (events as JSON lines on stdout)"
-            );
-        }
+        let (baseline, rules) = preflight(&config)?;
+        let (baseline, rules) = (Arc::new(baseline), Arc::new(rules));
         create_private_dir(&config.state_dir)?;
+        let spool_is_new = !config.spool_dir().exists();
         let (spool, recovery) = Spool::open(SpoolConfig {
             dir: config.spool_dir(),
             max_bytes: config.spool_max_bytes,
@@ -173,6 +185,15 @@ impl Session {
             }
         }
         ledger.advance_seq_to(spool.last_seq().unwrap_or(0));
+        let mut saved_seq = ledger.seq();
+        let stream_id = stream_id(&config.state_dir, spool_is_new, &mut ledger)?;
+        if stream_id.1 {
+            ledger
+                .save(&config.ledger_path())
+                .context("saving the ledger")?;
+            saved_seq = ledger.seq();
+        }
+        let stream_id = stream_id.0;
 
         let pool = Arc::new(
             rayon::ThreadPoolBuilder::new()
@@ -210,7 +231,7 @@ impl Session {
             };
         }
         if let Some(addr) = config.listen {
-            let bound = telemetry::serve(addr, shared.clone(), cancel)
+            let bound = telemetry::serve(addr, shared.clone(), cancel.clone())
                 .await
                 .with_context(|| format!("listening on {addr}"))?;
             crate::bake::write_atomically(
@@ -228,7 +249,9 @@ impl Session {
             baseline,
             rules,
             ledger,
-            spool,
+            saved_seq,
+            spool: Arc::new(Mutex::new(spool)),
+            link: None,
             watcher,
             shared,
             pool,
@@ -240,8 +263,11 @@ impl Session {
             packages_due: None,
             errors: 0,
         };
-        // Anything the previous run appended but did not print.
-        session.flush_unacked()?;
+        // Standalone: anything the previous run appended but did not print. (With a collector,
+        // the uplink sends whatever the collector does not have.)
+        if session.config.collector.is_none() {
+            session.flush_unacked()?;
+        }
         // Watch first, then compare: a change during the comparison is seen by both, never by
         // neither.
         let trees: Vec<PathBuf> = session.rules.paths().to_vec();
@@ -252,6 +278,9 @@ impl Session {
         }
         session.rescan("startup", false).await?;
         session.check_packages().await?;
+        if session.config.collector.is_some() {
+            session.start_link(stream_id, cancel.child_token())?;
+        }
         throttle::release_free_memory();
         tracing::info!(
             baseline = %session.baseline.id,
@@ -307,10 +336,11 @@ impl Session {
                     self.check_packages().await
                 }
                 done = wait_rescan(&mut self.rescan) => self.finish_rescan(done).await,
+                event = next_link_event(&mut self.link) => self.handle_link(event),
                 _ = rescan_timer.tick() => {
                     if self.rescan.is_none() {
                         self.periodic_rescans += 1;
-                        let full_hash = self.periodic_rescans % u64::from(self.config.full_hash_every) == 0;
+                        let full_hash = self.periodic_rescans.is_multiple_of(u64::from(self.config.full_hash_every));
                         self.start_rescan(if full_hash { "full_hash" } else { "periodic" }, full_hash);
                     }
                     Ok(())
@@ -500,7 +530,7 @@ impl Session {
             .map(|e| Ok((e.seq, serde_json::to_vec(e)?)))
             .collect::<Result<_, serde_json::Error>>()?;
         let records: Vec<(u64, &[u8])> = encoded.iter().map(|(s, b)| (*s, b.as_slice())).collect();
-        tokio::task::block_in_place(|| self.spool.append(&records))
+        tokio::task::block_in_place(|| self.spool().append(&records))
             .context("appending to the spool")?;
         for e in &events {
             let transition = match e.event {
@@ -514,12 +544,26 @@ impl Session {
                 .get_or_create(&TransitionLabel { transition })
                 .inc();
         }
-        // Status first: whoever reads an event can then already see it in the status.
+        // Status first: whoever reads an event can then already see it in the status. This
+        // also tells the uplink there are new records.
         self.publish_status();
-        self.print(records.iter().copied())?;
-        if self.spool.is_full() {
+        let standalone = self.config.collector.is_none();
+        if standalone {
+            self.print(records.iter().copied())?;
+        } else {
+            tracing::debug!(
+                events = events.len(),
+                seq = self.ledger.seq(),
+                "Events spooled for the collector."
+            );
+        }
+        if self.spool().is_full() {
             self.checkpoint()?;
-        } else if self.checkpoint_due.is_none() {
+            if !standalone && self.spool().is_full() {
+                self.compact_spool()?;
+            }
+        } else if standalone && self.checkpoint_due.is_none() {
+            // With a collector, its acknowledgements schedule the checkpoints.
             self.checkpoint_due = Some(tokio::time::Instant::now() + CHECKPOINT_DELAY);
         }
         Ok(())
@@ -528,7 +572,10 @@ impl Session {
     /// Standalone mode: prints every unacknowledged record (after a restart: what the last run
     /// appended but may not have printed), then checkpoints.
     fn flush_unacked(&mut self) -> Result<()> {
-        let pending = self.spool.read_after(self.spool.acked_seq(), usize::MAX)?;
+        let pending = {
+            let spool = self.spool();
+            spool.read_after(spool.acked_seq(), usize::MAX)?
+        };
         if pending.is_empty() {
             return Ok(());
         }
@@ -551,21 +598,33 @@ impl Session {
         stdout.flush().context("writing events to stdout")
     }
 
-    /// Saves the ledger, then releases the printed records from the spool. Deferred off the
-    /// event path (see [`CHECKPOINT_DELAY`]): until it runs, a restart replays the spool onto
-    /// the older ledger and prints the unreleased records again, with their sequence numbers.
+    /// Saves the ledger, then releases from the spool the records that were printed
+    /// (standalone) or that the collector acknowledged. Deferred off the event path (see
+    /// [`CHECKPOINT_DELAY`]): until it runs, a restart replays the spool onto the older ledger
+    /// and prints (or sends) the unreleased records again, with their sequence numbers.
     fn checkpoint(&mut self) -> Result<()> {
         self.checkpoint_due = None;
-        if self.printed_seq <= self.spool.acked_seq() {
+        let done = match (&self.config.collector, &self.link) {
+            (None, _) => self.printed_seq,
+            (Some(_), Some(link)) => link.acked(),
+            // Collector mode before the uplink starts (the startup comparison): nothing is
+            // acknowledged yet.
+            (Some(_), None) => 0,
+        };
+        let releasable = {
+            let spool = self.spool();
+            done.min(spool.last_seq().unwrap_or(0)) > spool.acked_seq()
+        };
+        if !releasable && self.ledger.seq() == self.saved_seq {
             return Ok(());
         }
         tokio::task::block_in_place(|| -> Result<()> {
             self.ledger
                 .save(&self.config.ledger_path())
                 .context("saving the ledger")?;
-            self.spool
-                .ack(self.printed_seq)
-                .context("acknowledging spool records")
+            self.saved_seq = self.ledger.seq();
+            uplink::release(&mut self.spool(), done).context("acknowledging spool records")?;
+            Ok(())
         })?;
         self.publish_status();
         Ok(())
@@ -583,8 +642,24 @@ impl Session {
         m.watched_dirs.set(watched as i64);
         m.unwatched_dirs.set(unwatched.len() as i64);
         m.coverage.set(ratio);
-        m.spool_bytes.set(self.spool.size_bytes() as i64);
-        m.spool_unacked.set(self.spool.unacked_count() as i64);
+        let (spool_info, head) = {
+            let spool = self.spool();
+            let info = SpoolInfo {
+                bytes: spool.size_bytes(),
+                unacked: spool.unacked_count(),
+                last_seq: spool.last_seq().unwrap_or(0),
+                acked_seq: spool.acked_seq(),
+            };
+            (
+                info,
+                self.link.as_ref().map(|_| Head::of(&self.ledger, &spool)),
+            )
+        };
+        if let (Some(link), Some(head)) = (&self.link, head) {
+            link.publish(head);
+        }
+        m.spool_bytes.set(spool_info.bytes as i64);
+        m.spool_unacked.set(spool_info.unacked as i64);
         let mut by_severity = [0i64; 3];
         for item in self.ledger.items() {
             if let Item::File(d) = item {
@@ -614,21 +689,21 @@ impl Session {
             ratio,
             unwatched_sample: unwatched.iter().take(20).map(|p| display_path(p)).collect(),
         };
-        status.spool = SpoolInfo {
-            bytes: self.spool.size_bytes(),
-            unacked: self.spool.unacked_count(),
-            last_seq: self.spool.last_seq().unwrap_or(0),
-            acked_seq: self.spool.acked_seq(),
-        };
+        status.spool = spool_info;
         status.evaluation_errors = self.errors;
     }
 
-    /// Drains: everything printed is acknowledged, the ledger is saved.
+    /// Drains: the uplink waits briefly for the collector's last acknowledgements, everything
+    /// printed or acknowledged is released, the ledger is saved.
     async fn finish(&mut self) -> Result<()> {
         if let Some(rescan) = self.rescan.take() {
             rescan.cancel.store(true, Ordering::Relaxed);
         }
-        // Everything printed is released; the ledger is saved whatever happened.
+        if let Some(link) = self.link.as_mut() {
+            link.stop().await;
+        }
+        // Everything printed or acknowledged is released; the ledger is saved whatever
+        // happened.
         self.checkpoint()?;
         tokio::task::block_in_place(|| self.ledger.save(&self.config.ledger_path()))
             .context("saving the ledger")
@@ -670,14 +745,15 @@ fn baseline_under<'a>(entries: &'a [Entry], dir: &Path) -> impl Iterator<Item = 
 }
 
 /// Everything that must hold before a configuration can run: the baseline reads, verifies
-/// against the configured key, and carries valid rules; the mode is supported. `validate`,
-/// start-up and SIGHUP all go through here, so what passes `validate` runs.
+/// against the configured key, and carries valid rules; the collector's TLS material parses
+/// (the rest of the collector settings, the identity file included, is checked by
+/// [`AgentConfig::load`]). `validate`, start-up and SIGHUP all go through here, so what passes
+/// `validate` runs.
 pub fn preflight(config: &AgentConfig) -> Result<(LoadedBaseline, Rules)> {
-    if config.collector.is_some() {
-        bail!(
-            "collector: streaming to a collector is not available in this build yet; \
-             remove `collector` to run standalone (events as JSON lines on stdout)"
-        );
+    if let Some(collector) = &config.collector {
+        uplink::endpoint(collector)
+            .map_err(|e| anyhow::anyhow!(uplink::error_chain(&e)))
+            .context("collector")?;
     }
     let baseline = load_baseline(config)?;
     let rules = crate::check::baseline_rules(&baseline)?;

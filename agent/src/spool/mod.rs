@@ -325,10 +325,24 @@ impl Spool {
 
     /// The unacked records with seq > `after`, in order, at most `max` of them.
     pub fn read_after(&self, after: u64, max: usize) -> Result<Vec<(u64, Vec<u8>)>, SpoolError> {
+        self.read_batch(after, max, usize::MAX)
+    }
+
+    /// Like [`Spool::read_after`], and stops once the payloads reach `max_bytes` (the record
+    /// that crosses the bound is included, so a batch is never empty while records remain):
+    /// what a sender holds in memory is bounded whatever the record sizes.
+    pub fn read_batch(
+        &self,
+        after: u64,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, SpoolError> {
         let after = after.max(self.acked);
         let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let full = |out: &Vec<_>, bytes: usize| out.len() >= max || bytes >= max_bytes;
         for seg in &self.segments {
-            if out.len() >= max {
+            if full(&out, bytes) {
                 break;
             }
             if seg.last_seq.is_none_or(|l| l <= after) {
@@ -336,15 +350,33 @@ impl Spool {
             }
             let mut reader = SegmentReader::open(&seg.path, seg.acked_end, seg.len)?;
             let mut buf = Vec::new();
-            while out.len() < max {
+            while !full(&out, bytes) {
                 match reader.next_valid(&mut buf, |seq| seq > after)? {
-                    Some((seq, true)) => out.push((seq, std::mem::take(&mut buf))),
+                    Some((seq, true)) => {
+                        bytes += buf.len();
+                        out.push((seq, std::mem::take(&mut buf)));
+                    }
                     Some((_, false)) => {}
                     None => break,
                 }
             }
         }
         Ok(out)
+    }
+
+    /// The lowest seq not yet acknowledged, `None` when every record is. (After a compaction
+    /// this is the first record written since, which tells a receiver what was dropped.)
+    pub fn first_unacked_seq(&self) -> Result<Option<u64>, SpoolError> {
+        let Some(seg) = self.segments.iter().find(|s| s.acked_records < s.records) else {
+            return Ok(None);
+        };
+        if seg.acked_records == 0 {
+            return Ok(seg.first_seq);
+        }
+        let mut reader = SegmentReader::open(&seg.path, seg.acked_end, seg.len)?;
+        Ok(reader
+            .next_valid(&mut Vec::new(), |_| false)?
+            .map(|(seq, _)| seq))
     }
 
     /// The highest seq ever appended (kept across acks, compactions and restarts).

@@ -428,3 +428,43 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn batches_are_bounded_and_the_first_unacked_seq_is_known() {
+    let dir = tempfile::tempdir().unwrap();
+    // Small segments, so acks land inside and across segments.
+    let (mut spool, _) = open(dir.path(), 200);
+    assert_eq!(spool.first_unacked_seq().unwrap(), None);
+    append_range(&mut spool, 1..=20);
+    let len = payload(1).len();
+    let seqs = |v: Vec<(u64, Vec<u8>)>| v.into_iter().map(|(s, _)| s).collect::<Vec<_>>();
+    // The record that crosses the byte bound is the last one in.
+    assert_eq!(
+        seqs(spool.read_batch(0, 100, 2 * len + 1).unwrap()),
+        [1, 2, 3]
+    );
+    assert_eq!(seqs(spool.read_batch(5, 2, usize::MAX).unwrap()), [6, 7]);
+    // Never empty while records remain, however small the bound.
+    assert_eq!(seqs(spool.read_batch(19, 100, 1).unwrap()), [20]);
+    assert_eq!(spool.first_unacked_seq().unwrap(), Some(1));
+    for upto in [1, 7, 12, 19] {
+        spool.ack(upto).unwrap();
+        assert_eq!(
+            spool.first_unacked_seq().unwrap(),
+            Some(upto + 1),
+            "after ack {upto}"
+        );
+    }
+    spool.ack(20).unwrap();
+    assert_eq!(spool.first_unacked_seq().unwrap(), None);
+    // A compaction to an empty snapshot holds nothing; the next record is the first unacked.
+    append_range(&mut spool, 21..=25);
+    spool.compact(&[]).unwrap();
+    assert_eq!(spool.first_unacked_seq().unwrap(), None);
+    append_range(&mut spool, 26..=27);
+    assert_eq!(spool.first_unacked_seq().unwrap(), Some(26));
+    drop(spool);
+    let (spool, _) = open(dir.path(), 200);
+    assert_eq!(spool.first_unacked_seq().unwrap(), Some(26));
+    assert_eq!(spool.last_seq(), Some(27));
+}

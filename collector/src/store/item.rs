@@ -117,9 +117,7 @@ impl ItemRecord {
         }
         let value: serde_json::Value =
             serde_json::from_str(&json).map_err(|e| format!("drift item is not JSON: {e}"))?;
-        let object = value
-            .as_object()
-            .ok_or("drift item is not a JSON object")?;
+        let object = value.as_object().ok_or("drift item is not a JSON object")?;
         let mut cause = Sha256::new();
         let record = if object.contains_key("path") {
             let item = FileItem::deserialize(&value)

@@ -1,1 +1,424 @@
-//! The SQLite backend (embedded, the default).
+//! The SQLite backend (embedded, the default): one database file in WAL mode.
+//!
+//! # Connections
+//!
+//! One writer connection behind a mutex (SQLite has one writer at a time anyway, and the
+//! server's group writer is its main user) and [`READERS`] read-only connections, so fleet
+//! queries run in parallel with a group commit: WAL readers never wait for the writer. Each
+//! query runs in one read transaction, so what it combines (a host row and that host's items)
+//! comes from the same commit.
+//!
+//! # Durability
+//!
+//! `apply` commits with `synchronous=FULL`: the server acknowledges batches as soon as it
+//! returns, so the commit must be on disk; group commit shares that one fsync among every batch
+//! waiting. `hello` commits with `NORMAL` (no fsync of its own): nothing is acknowledged on the
+//! strength of it, a lost hello is repeated on reconnection, and the next `apply`'s fsync of the
+//! append-only WAL makes it durable anyway. That keeps a reconnection storm of thousands of
+//! agents from costing thousands of fsyncs.
+//!
+//! # Schema (version 1; [`schema::MIGRATIONS`], counted by `PRAGMA user_version`)
+//!
+//! - `hosts`: one row per host identity: what its hello said, where its stream stands
+//!   (`stream_id`, `last_seq`), first and last seen, and its current items' aggregates cached
+//!   per severity (`n_*` counts, `since_*` oldest `observed_at`), so listing 10,000 hosts with a
+//!   severity filter reads 10,000 rows, not every item.
+//! - `items`: the current drift set, one row per (host, subject). `json` is the agent's text
+//!   byte for byte (heartbeat digests are computed over it). `observed_at` is when the subject
+//!   started to drift: a later change keeps it, so "drifted since" does not move forward while
+//!   a file keeps being edited. `items_subject` covers every query that aggregates over paths
+//!   (hosts, paths and causes filtered by a glob), so they read the index, never the JSON.
+//! - `events`: the full history. Stream events carry their sequence number; rows derived from a
+//!   snapshot have none (NULL, so the unique key leaves them alone).
+//! - `baselines`: every baseline id seen in a hello, with its image.
+//!
+//! Invariants every write keeps:
+//! - a host's cached aggregates are those of its `items` rows;
+//! - `events` holds at most one row per (host, stream_id, seq): a replay cannot duplicate;
+//! - `hosts.last_seq` is the last sequence number of `hosts.stream_id` reflected in `items`.
+//!
+//! The logical model uses plain types (TEXT, INTEGER, BLOB) so PostgreSQL can share it.
+//!
+//! Modules: `schema` (tables, migrations), `write` (applying a group's writes), `query`
+//! (fleet queries).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
+use std::time::Duration;
+
+use driftwatch_proto::v1;
+use rusqlite::{Connection, OpenFlags, Row, TransactionBehavior, params};
+
+use super::item::set_digest;
+use super::{
+    Applied, HistoryQuery, HostInfo, HostQuery, ItemFilter, Millis, Result, Severity, Store,
+    StoreError, StreamState, Write,
+};
+
+mod query;
+mod schema;
+#[cfg(test)]
+mod tests;
+mod write;
+
+/// Read-only connections: the fleet API's concurrent queries on a small machine.
+const READERS: usize = 4;
+/// How long a statement waits for a lock another process holds (a backup, an operator's
+/// `sqlite3` shell) before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Prepared statements kept per connection: every statement shape issued here fits.
+const STATEMENT_CACHE: usize = 64;
+/// Page cache of the writer, in KiB: enough to keep the indexes' hot pages of a large fleet
+/// between group commits.
+const WRITER_CACHE_KIB: i64 = 64 * 1024;
+const READER_CACHE_KIB: i64 = 16 * 1024;
+
+/// The [`Store`] on one SQLite file.
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Mutex<Writer>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+}
+
+struct Writer {
+    conn: Connection,
+    /// Whether the connection's `synchronous` is FULL (else NORMAL), to switch only on change.
+    full_sync: bool,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens the database at `path`, creating the file if it is missing (not its directory),
+    /// and brings its schema up to date. A database written by a newer collector is refused.
+    pub fn open(path: &Path) -> Result<SqliteStore> {
+        let mut conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .context("opening the database")?;
+        configure(&conn, true)?;
+        schema::migrate(&mut conn)?;
+        // Readers open after the migration: they only ever see a current schema.
+        let readers = (0..READERS)
+            .map(|_| {
+                let reader = Connection::open_with_flags(
+                    path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .context("opening a read-only connection")?;
+                configure(&reader, false)?;
+                Ok(Mutex::new(reader))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(SqliteStore {
+            path: path.to_owned(),
+            writer: Mutex::new(Writer {
+                conn,
+                full_sync: true,
+            }),
+            readers,
+            next_reader: AtomicUsize::new(0),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` in a read transaction on a free reader (or waits for one).
+    fn read<T>(&self, what: &str, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let mut conn = self.reader();
+        reset(&conn).context(what)?;
+        let tx = conn.transaction().context(what)?;
+        // Dropping the transaction rolls it back: a read has nothing to commit.
+        f(&tx).context(what)
+    }
+
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        let n = self.readers.len();
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        for i in 0..n {
+            match self.readers[(start + i) % n].try_lock() {
+                Ok(conn) => return conn,
+                Err(TryLockError::Poisoned(p)) => return p.into_inner(),
+                Err(TryLockError::WouldBlock) => {}
+            }
+        }
+        lock(&self.readers[start % n])
+    }
+
+    /// Runs `f` in a write transaction and commits, durably (`full_sync`) or not.
+    fn write<T>(
+        &self,
+        full_sync: bool,
+        what: &str,
+        f: impl FnOnce(&Connection) -> Result<T>,
+    ) -> Result<T> {
+        let mut writer = lock(&self.writer);
+        reset(&writer.conn).context(what)?;
+        if writer.full_sync != full_sync {
+            let mode = if full_sync { "FULL" } else { "NORMAL" };
+            writer
+                .conn
+                .pragma_update(None, "synchronous", mode)
+                .context("setting synchronous")?;
+            writer.full_sync = full_sync;
+        }
+        let tx = writer
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .context(what)?;
+        let out = f(&tx)?;
+        tx.commit().with_context(|| format!("{what}: committing"))?;
+        Ok(out)
+    }
+}
+
+/// A poisoned lock only means a thread panicked holding the connection; whatever transaction
+/// it left open was rolled back as it unwound (or is by [`reset`]), so the connection is fine.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Rolls back a transaction left open (a panic mid-way), so the next one can begin.
+fn reset(conn: &Connection) -> rusqlite::Result<()> {
+    if !conn.is_autocommit() {
+        conn.execute_batch("ROLLBACK")?;
+    }
+    Ok(())
+}
+
+fn configure(conn: &Connection, writer: bool) -> Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .context("setting the busy timeout")?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    let pragma = |name: &str, value: &dyn rusqlite::ToSql| {
+        conn.pragma_update(None, name, value)
+            .with_context(|| format!("setting {name}"))
+    };
+    if writer {
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .context("switching to WAL")?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Database(format!(
+                "the database cannot use WAL (journal mode stays {mode:?})"
+            )));
+        }
+        pragma("synchronous", &"FULL")?;
+        pragma("foreign_keys", &"ON")?;
+        pragma("cache_size", &-WRITER_CACHE_KIB)?;
+        // Checkpoints keep the WAL short; this bounds what one left behind on disk.
+        pragma("journal_size_limit", &(64i64 << 20))?;
+        pragma(
+            "wal_autocheckpoint",
+            &std::env::var("DW_CKPT")
+                .ok()
+                .and_then(|v| v.parse::<i64>().ok())
+                .unwrap_or(1000),
+        )?;
+    } else {
+        pragma("cache_size", &-READER_CACHE_KIB)?;
+    }
+    pragma("temp_store", &"MEMORY")
+}
+
+/// Adds what failed to a database error.
+trait Context<T> {
+    fn context(self, what: &str) -> Result<T>;
+    fn with_context(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> Context<T> for rusqlite::Result<T> {
+    fn context(self, what: &str) -> Result<T> {
+        self.map_err(|e| StoreError::Database(format!("{what}: {e}")))
+    }
+
+    fn with_context(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| StoreError::Database(format!("{}: {e}", what())))
+    }
+}
+
+impl Store for SqliteStore {
+    fn hello(&self, info: &HostInfo, now: Millis) -> Result<StreamState> {
+        let id = &info.identity;
+        // Sorted, so equal tag sets are equal text.
+        let tags = serde_json::to_string(&id.tags.iter().collect::<BTreeMap<_, _>>())
+            .unwrap_or_else(|_| "{}".into());
+        self.write(false, "recording a hello", |tx| {
+            let state = tx
+                .prepare_cached(
+                    "INSERT INTO hosts (host, hostname, identity_source, cloud, region,
+                         availability_zone, instance_id, image_id, private_ip, machine_id_hash,
+                         user_data_sha1, account_id, tags, agent_version, baseline_id,
+                         image_name, image_version, boot_id, first_seen, last_seen)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
+                         ?16, ?17, ?18, ?19, ?19)
+                     ON CONFLICT (host) DO UPDATE SET
+                         hostname = excluded.hostname,
+                         identity_source = excluded.identity_source,
+                         cloud = excluded.cloud,
+                         region = excluded.region,
+                         availability_zone = excluded.availability_zone,
+                         instance_id = excluded.instance_id,
+                         image_id = excluded.image_id,
+                         private_ip = excluded.private_ip,
+                         machine_id_hash = excluded.machine_id_hash,
+                         user_data_sha1 = excluded.user_data_sha1,
+                         account_id = excluded.account_id,
+                         tags = excluded.tags,
+                         agent_version = excluded.agent_version,
+                         baseline_id = excluded.baseline_id,
+                         image_name = excluded.image_name,
+                         image_version = excluded.image_version,
+                         boot_id = excluded.boot_id,
+                         last_seen = max(hosts.last_seen, excluded.last_seen)
+                     RETURNING stream_id, last_seq",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_row(
+                        params![
+                            info.host,
+                            id.hostname,
+                            id.source,
+                            id.cloud,
+                            id.region,
+                            id.availability_zone,
+                            id.instance_id,
+                            id.image_id,
+                            id.private_ip,
+                            id.machine_id_hash,
+                            id.user_data_sha1,
+                            id.account_id,
+                            tags,
+                            info.agent_version,
+                            info.baseline_id,
+                            info.image_name,
+                            info.image_version,
+                            info.boot_id,
+                            now,
+                        ],
+                        |r| {
+                            Ok(StreamState {
+                                stream_id: r.get(0)?,
+                                last_seq: to_u64(r.get(1)?),
+                            })
+                        },
+                    )
+                })
+                .with_context(|| format!("recording the hello of host {}", info.host))?;
+            if !info.baseline_id.is_empty() {
+                tx.prepare_cached(
+                    "INSERT INTO baselines (baseline_id, image_name, image_version, first_seen,
+                         last_seen)
+                     VALUES (?1, ?2, ?3, ?4, ?4)
+                     ON CONFLICT (baseline_id) DO UPDATE SET
+                         image_name = CASE WHEN excluded.image_name = ''
+                             THEN baselines.image_name ELSE excluded.image_name END,
+                         image_version = CASE WHEN excluded.image_version = ''
+                             THEN baselines.image_version ELSE excluded.image_version END,
+                         last_seen = max(baselines.last_seen, excluded.last_seen)",
+                )
+                .and_then(|mut stmt| {
+                    stmt.execute(params![
+                        info.baseline_id,
+                        info.image_name,
+                        info.image_version,
+                        now
+                    ])
+                })
+                .with_context(|| format!("recording baseline {}", info.baseline_id))?;
+            }
+            Ok(state)
+        })
+    }
+
+    fn apply(&self, writes: &[Write]) -> Result<Vec<Result<Applied>>> {
+        self.write(true, "applying writes", |tx| {
+            let mut results = Vec::with_capacity(writes.len());
+            for one in writes {
+                write::execute(tx, "SAVEPOINT write").context("opening a savepoint")?;
+                match write::apply_one(tx, one) {
+                    Ok(applied) => {
+                        write::execute(tx, "RELEASE write").context("releasing a savepoint")?;
+                        results.push(Ok(applied));
+                    }
+                    // SQLite rolled the whole transaction back (an I/O error, a full disk):
+                    // nothing of this group can be committed.
+                    Err(e) if tx.is_autocommit() => return Err(e),
+                    Err(e) => {
+                        write::execute(tx, "ROLLBACK TO write")
+                            .and_then(|()| write::execute(tx, "RELEASE write"))
+                            .context("rolling back a savepoint")?;
+                        results.push(Err(e));
+                    }
+                }
+            }
+            Ok(results)
+        })
+    }
+
+    fn digest(&self, host: &str) -> Result<Option<(StreamState, [u8; 32])>> {
+        self.read("computing a host's digest", |tx| {
+            let Some(state) = write::stream_state(tx, host)? else {
+                return Ok(None);
+            };
+            let digests = tx
+                .prepare_cached("SELECT sha256 FROM items WHERE host = ?1")?
+                .query_map([host], |r| r.get::<_, [u8; 32]>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(Some((state, set_digest(digests))))
+        })
+    }
+
+    fn list_hosts(&self, query: &HostQuery) -> Result<Vec<v1::Host>> {
+        self.read("listing hosts", |tx| query::list_hosts(tx, query))
+    }
+
+    fn get_host(&self, host: &str, query: &HostQuery) -> Result<Option<v1::HostDetail>> {
+        self.read("reading a host", |tx| query::get_host(tx, host, query))
+    }
+
+    fn list_paths(&self, filter: &ItemFilter, limit: usize) -> Result<Vec<v1::PathSummary>> {
+        self.read("listing paths", |tx| query::list_paths(tx, filter, limit))
+    }
+
+    fn list_causes(
+        &self,
+        filter: &ItemFilter,
+        min_hosts: usize,
+        limit: usize,
+    ) -> Result<Vec<v1::Cause>> {
+        self.read("listing causes", |tx| {
+            query::list_causes(tx, filter, min_hosts, limit)
+        })
+    }
+
+    fn history(&self, query: &HistoryQuery) -> Result<Vec<v1::HistoryEvent>> {
+        self.read("reading history", |tx| query::history(tx, query))
+    }
+}
+
+fn severity_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<Severity> {
+    let i: i64 = row.get(idx)?;
+    Severity::from_index(i).ok_or(rusqlite::Error::IntegralValueOutOfRange(idx, i))
+}
+
+/// Counts and sequence numbers are stored as INTEGER (i64) and never negative.
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}

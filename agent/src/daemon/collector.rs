@@ -1,0 +1,152 @@
+//! The daemon's side of the uplink (collector mode): starting it, acting on its
+//! acknowledgements and snapshot requests, the full-spool policy, and the stream id.
+
+use std::path::Path;
+use std::sync::MutexGuard;
+
+use anyhow::{Context as _, Result};
+use tokio_util::sync::CancellationToken;
+
+use super::{CHECKPOINT_DELAY, Session};
+use crate::ledger::Ledger;
+use crate::spool::Spool;
+use crate::uplink::{self, Head, Link, LinkEvent};
+
+impl Session {
+    /// Starts the uplink (after the startup comparison: the collector hears from an agent that
+    /// knows the host's drift).
+    pub(super) fn start_link(
+        &mut self,
+        stream_id: String,
+        cancel: CancellationToken,
+    ) -> Result<()> {
+        let Some(collector) = self.config.collector.clone() else {
+            return Ok(());
+        };
+        let header = &self.baseline.baseline.header;
+        let settings = uplink::Settings {
+            identity: crate::identity::Sources {
+                root: self.config.root.clone(),
+                identity_file: collector.identity_file.clone(),
+                metadata_service: collector
+                    .metadata_service
+                    .then_some(crate::identity::IMDS_ADDR),
+            },
+            collector,
+            stream_id,
+            baseline_id: self.baseline.id.to_hex(),
+            image_name: header.image_name.clone(),
+            image_version: header.image_version.clone(),
+        };
+        let head = self.head();
+        let link = Link::start(
+            settings,
+            self.spool.clone(),
+            head,
+            self.shared.clone(),
+            cancel,
+        )
+        .context("collector")?;
+        self.link = Some(link);
+        self.publish_status();
+        Ok(())
+    }
+
+    pub(super) fn spool(&self) -> MutexGuard<'_, Spool> {
+        uplink::lock(&self.spool)
+    }
+
+    /// What the uplink needs to know: the ledger's seq, digest and size, the spool's end.
+    pub(super) fn head(&self) -> Head {
+        Head::of(&self.ledger, &self.spool())
+    }
+
+    /// Acts on the uplink: an acknowledgement schedules a checkpoint (coalesced, like
+    /// standalone printing); a snapshot request is answered from the ledger, here, so the
+    /// snapshot is one consistent state.
+    pub(super) fn handle_link(&mut self, event: LinkEvent) -> Result<()> {
+        let save_soon = match event {
+            LinkEvent::Acked(_) => true,
+            // A jump in numbering must reach the saved ledger, or a restart would reuse the
+            // numbers the collector now holds.
+            LinkEvent::Snapshot(request) => uplink::answer(request, &mut self.ledger),
+        };
+        if save_soon && self.checkpoint_due.is_none() {
+            self.checkpoint_due = Some(tokio::time::Instant::now() + CHECKPOINT_DELAY);
+        }
+        self.publish_status();
+        Ok(())
+    }
+
+    /// Collector mode, spool full of records the collector has not acknowledged: drops them
+    /// all (after saving the ledger, which holds their effect). The collector then cannot be
+    /// brought up to date from the records and gets a snapshot of the current drift set: the
+    /// current state survives, the intermediate transitions do not.
+    pub(super) fn compact_spool(&mut self) -> Result<()> {
+        tokio::task::block_in_place(|| -> Result<()> {
+            self.ledger
+                .save(&self.config.ledger_path())
+                .context("saving the ledger")?;
+            self.saved_seq = self.ledger.seq();
+            let dropped = self.spool().compact(&[]).context("compacting the spool")?;
+            tracing::error!(
+                dropped,
+                max_size = self.config.spool_max_bytes,
+                "The spool filled up with events the collector has not acknowledged; dropped \
+                 them. The collector will get a snapshot of the current drift set instead, \
+                 without the transitions in between."
+            );
+            Ok(())
+        })?;
+        self.publish_status();
+        Ok(())
+    }
+}
+
+/// The uplink's next event (forever pending when standalone).
+pub(super) async fn next_link_event(link: &mut Option<Link>) -> LinkEvent {
+    match link {
+        Some(link) => link.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads the stream id, or starts a new stream: when there is none yet, when the spool was
+/// created just now (first start, or lost), or when the ledger does not carry the same id (lost,
+/// reset, or written before streams existed). Returns the id and whether it is new (the ledger,
+/// which now carries it, must then be saved).
+pub(super) fn stream_id(
+    state_dir: &Path,
+    spool_is_new: bool,
+    ledger: &mut Ledger,
+) -> Result<(String, bool)> {
+    let path = state_dir.join("stream-id");
+    let stored = match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let id = text.trim();
+            let valid = id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit());
+            if !valid {
+                tracing::warn!(path = %path.display(), "Ignoring a malformed stream id.");
+            }
+            valid.then(|| id.to_owned())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let reason = match stored {
+        None => "no stream yet",
+        Some(_) if spool_is_new => "the spool is new",
+        Some(id) if ledger.stream_id() != id => "the ledger does not continue the stream",
+        Some(id) => return Ok((id, false)),
+    };
+    let id = uplink::new_stream_id().context("generating a stream id")?;
+    crate::bake::write_atomically(&path, format!("{id}\n").as_bytes(), 0o600)
+        .with_context(|| format!("writing {}", path.display()))?;
+    ledger.set_stream_id(id.clone());
+    tracing::info!(stream_id = %id, reason, seq = ledger.seq(), "Starting a new event stream.");
+    Ok((id, true))
+}
+
+#[cfg(test)]
+#[path = "collector_tests.rs"]
+mod tests;

@@ -1,0 +1,439 @@
+//! The agent's stream to the collector (`driftwatch.v1.Ingest/Stream`; the contract is the
+//! comments of `proto/proto/driftwatch/v1/agent.proto`).
+//!
+//! ```text
+//!  daemon Session                                     uplink task                 collector
+//!  ledger ─ Head (watch: seq, digest, items, ──────►  Hello                    ──►
+//!           spool's last seq)                         records after the cursor ──► EventBatch
+//!  spool (Arc<Mutex>) ◄─ one bounded read per batch ─ heartbeat every N s      ──► Heartbeat
+//!  ledger ─ snapshot, made on request (mpsc 1) ─────► snapshot chunks          ──► SnapshotChunk
+//!  checkpoint: save ledger, then release ◄─ acked seq (watch) ◄─ Welcome, Ack  ◄──
+//! ```
+//!
+//! # Who owns what
+//!
+//! The Session owns the ledger and decides everything about the spool (append, release,
+//! compaction); the uplink reads spool records and reports what the collector acknowledged.
+//!
+//! - Nothing is released that the collector did not acknowledge: the uplink publishes the
+//!   acknowledged sequence number (clamped to what it sent on that stream; a `Welcome` counts
+//!   when it needs no snapshot), and the Session's checkpoint saves the ledger and only then
+//!   releases spool records up to that number ([`release`]).
+//! - Memory does not grow with the event rate: the Session never queues anything for the
+//!   uplink, it only replaces a watch value ([`Head`]); the uplink reads at most
+//!   [`MAX_BATCH_EVENTS`] records (about [`MAX_BATCH_BYTES`]) at a time, after its cursor, at
+//!   the pace the collector takes them (an outbound queue of [`OUTBOUND_QUEUE`] messages, then
+//!   HTTP/2 flow control). The spool lock is held for one bounded read.
+//! - Snapshots are consistent: the Session makes one in a single step on its own task (every
+//!   item's JSON text, at the ledger's sequence number), and the stream continues with the
+//!   records after that number.
+//! - Sequence numbers go out in order without gaps: when the spool no longer holds the next
+//!   record the collector needs (compacted while the collector was away, or a record that does
+//!   not decode), the uplink sends a snapshot instead. The hello's `oldest_seq` says the same
+//!   to the collector, which then asks for one at once.
+//!
+//! # Connection lifecycle
+//!
+//! Connect, hello, welcome; then events, heartbeats and snapshots until the stream fails or
+//! ends, then reconnect after a jittered exponential backoff ([`BACKOFF_MIN`] doubling to
+//! [`BACKOFF_MAX`], ±20 %), reset once a connection stayed up [`STABLE_AFTER`]. A failure is
+//! logged when the state changes (connected → failing, or a different error), not on every
+//! retry. On shutdown the uplink stops sending and waits up to [`DRAIN_DEADLINE`] for the
+//! acknowledgement of what it sent, so a clean restart does not resend it.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+use crate::config::CollectorConfig;
+use crate::identity;
+use crate::ledger::{Ledger, item_json};
+use crate::spool::{Spool, SpoolError};
+use crate::telemetry::{CollectorStatus, Shared};
+
+/// Most events in one batch.
+pub const MAX_BATCH_EVENTS: usize = 256;
+/// Spool bytes read for one batch (the record crossing the bound is included; the collector
+/// takes messages of up to 4 MiB).
+pub const MAX_BATCH_BYTES: usize = 1 << 20;
+/// Most items in one snapshot chunk, and their bytes (same rule as batches).
+pub const SNAPSHOT_CHUNK_ITEMS: usize = 500;
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+/// Messages queued for the transport; beyond it the uplink waits (and reads nothing).
+pub const OUTBOUND_QUEUE: usize = 4;
+/// TCP (and TLS) connection time limit.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the collector may take to answer the hello.
+pub const WELCOME_TIMEOUT: Duration = Duration::from_secs(15);
+pub const BACKOFF_MIN: Duration = Duration::from_millis(200);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A connection that stayed up this long resets the backoff: one that fails right after its
+/// welcome (a refused batch, say) keeps backing off instead of hammering the collector.
+pub const STABLE_AFTER: Duration = Duration::from_secs(30);
+/// How long shutdown waits for the acknowledgement of what was sent.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(2);
+
+/// The spool, shared between the Session (which writes and releases) and the uplink (which
+/// reads). Critical sections are one append, one release or one bounded read.
+pub type SharedSpool = Arc<Mutex<Spool>>;
+
+/// Locks the spool; a panic elsewhere while holding it leaves a usable index (every spool
+/// method validates before it changes anything), so poisoning is ignored.
+pub fn lock(spool: &SharedSpool) -> MutexGuard<'_, Spool> {
+    spool.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// An uplink failure; each ends one connection (the uplink reconnects), except as noted.
+#[derive(Debug, thiserror::Error)]
+pub enum UplinkError {
+    /// A configuration problem: reported by `validate` and at start.
+    #[error("collector {url}: invalid endpoint")]
+    Endpoint {
+        url: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// A configuration problem: reported by `validate` and at start.
+    #[error("cannot read {what} {}", path.display())]
+    ReadFile {
+        what: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A configuration problem: reported by `validate` and at start.
+    #[error("collector {url}: TLS settings (collector.ca, collector.cert, collector.key)")]
+    Tls {
+        url: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("cannot connect to {url}")]
+    Connect {
+        url: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("the collector ended the stream: {code:?}: {message}")]
+    Rejected { code: tonic::Code, message: String },
+    #[error("the collector closed the stream")]
+    Closed,
+    #[error("the collector broke the protocol: {0}")]
+    Protocol(String),
+    #[error("timed out waiting for {0}")]
+    Timeout(&'static str),
+    #[error("the host identity: {0}")]
+    Identity(#[from] identity::IdentityError),
+    #[error("reading the spool")]
+    Spool(#[from] SpoolError),
+    /// The daemon side went away (shutdown): not a failure.
+    #[error("the daemon stopped")]
+    DaemonGone,
+}
+
+impl From<tonic::Status> for UplinkError {
+    fn from(status: tonic::Status) -> Self {
+        UplinkError::Rejected {
+            code: status.code(),
+            message: status.message().to_owned(),
+        }
+    }
+}
+
+/// An error and its sources on one line ("cannot connect to …: transport error: tcp connect
+/// error: Connection refused (os error 111)").
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let part = e.to_string();
+        if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = e.source();
+    }
+    text
+}
+
+/// The gRPC endpoint for the collector, with TLS (the configured CA, and the client
+/// certificate for mTLS) when the URL is https. Reads and parses the PEM files, so a bad one
+/// is reported by `validate` and at start, not at the first connection.
+pub fn endpoint(c: &CollectorConfig) -> Result<Endpoint, UplinkError> {
+    let invalid = |source| UplinkError::Endpoint {
+        url: c.url.clone(),
+        source,
+    };
+    let mut endpoint = Endpoint::from_shared(c.url.clone())
+        .map_err(invalid)?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .tcp_keepalive(Some(Duration::from_secs(60)))
+        // A collector that vanished without closing the connection is noticed in 40 s, not
+        // after TCP's retransmission timeout.
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .user_agent(format!("driftwatch-agent/{}", env!("CARGO_PKG_VERSION")))
+        .map_err(invalid)?;
+    if c.is_tls() {
+        let read = |what, path: &Path| {
+            std::fs::read(path).map_err(|source| UplinkError::ReadFile {
+                what,
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        let mut tls = ClientTlsConfig::new();
+        if let Some(ca) = &c.ca {
+            tls = tls.ca_certificate(Certificate::from_pem(read("collector.ca", ca)?));
+        }
+        if let (Some(cert), Some(key)) = (&c.cert, &c.key) {
+            tls = tls.identity(Identity::from_pem(
+                read("collector.cert", cert)?,
+                read("collector.key", key)?,
+            ));
+        }
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|source| UplinkError::Tls {
+                url: c.url.clone(),
+                source,
+            })?;
+    }
+    Ok(endpoint)
+}
+
+/// What the Session tells the uplink, replaced after every change (a watch value: the uplink
+/// sees the latest, nothing queues).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Head {
+    /// The ledger's sequence number: the highest produced (the hello's `last_seq`).
+    pub seq: u64,
+    /// The ledger's digest and item count at `seq` (heartbeats).
+    pub digest: [u8; 32],
+    pub items: u64,
+    /// The spool's last sequence number: records up to it can be read. Lower than `seq` only
+    /// after the ledger's numbering jumped for a snapshot.
+    pub spool_last: u64,
+}
+
+impl Head {
+    pub fn of(ledger: &Ledger, spool: &Spool) -> Head {
+        Head {
+            seq: ledger.seq(),
+            digest: ledger.digest(),
+            items: ledger.len() as u64,
+            spool_last: spool.last_seq().unwrap_or(0),
+        }
+    }
+}
+
+/// The uplink asks the Session for a snapshot of the ledger.
+#[derive(Debug)]
+pub struct SnapshotRequest {
+    /// The snapshot must be numbered after this (the collector's last sequence number), if
+    /// given; the ledger's numbering jumps when it is behind.
+    pub after: Option<u64>,
+    pub reply: oneshot::Sender<Snapshot>,
+}
+
+/// The ledger's items as JSON text, as of `seq`.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub seq: u64,
+    pub items: Vec<String>,
+}
+
+/// Answers a snapshot request from the ledger (on the Session's task, so the items and the
+/// sequence number are one consistent state). Returns whether the ledger's sequence number
+/// moved, in which case the caller must save the ledger.
+pub fn answer(request: SnapshotRequest, ledger: &mut Ledger) -> bool {
+    if request.reply.is_closed() {
+        return false;
+    }
+    // A snapshot is never numbered 0, and comes after what the collector holds: a collector
+    // ahead of the agent (a state directory restored from a backup) must not have its numbers
+    // reused for other events.
+    let floor = request.after.map_or(1, |a| a.saturating_add(1));
+    let advanced = ledger.seq() < floor;
+    if advanced {
+        tracing::info!(
+            from = ledger.seq(),
+            to = floor,
+            "Numbering jumps ahead of the collector's for the snapshot."
+        );
+        ledger.advance_seq_to(floor);
+    }
+    let items = ledger.items().map(item_json).collect();
+    let _ = request.reply.send(Snapshot {
+        seq: ledger.seq(),
+        items,
+    });
+    advanced
+}
+
+/// Releases spool records up to what the collector acknowledged. The caller has saved the
+/// ledger first (so a restart never replays released records onto an older ledger). The
+/// acknowledged number can exceed the spool's last record (a snapshot numbered after it).
+pub fn release(spool: &mut Spool, acked: u64) -> Result<bool, SpoolError> {
+    let upto = acked.min(spool.last_seq().unwrap_or(0));
+    if upto <= spool.acked_seq() {
+        return Ok(false);
+    }
+    spool.ack(upto)?;
+    Ok(true)
+}
+
+/// What the uplink needs to say who it is.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub collector: CollectorConfig,
+    pub identity: identity::Sources,
+    pub stream_id: String,
+    pub baseline_id: String,
+    pub image_name: String,
+    pub image_version: String,
+}
+
+/// Something the Session must act on.
+#[derive(Debug)]
+pub enum LinkEvent {
+    /// The collector acknowledged up to this sequence number: checkpoint.
+    Acked(u64),
+    /// Make a snapshot: [`answer`].
+    Snapshot(SnapshotRequest),
+}
+
+/// The Session's end of the uplink.
+pub struct Link {
+    head: watch::Sender<Head>,
+    acked: watch::Receiver<u64>,
+    requests: mpsc::Receiver<SnapshotRequest>,
+    closed: bool,
+    cancel: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Link {
+    /// Starts the uplink task. Fails only on configuration problems (the endpoint).
+    pub fn start(
+        settings: Settings,
+        spool: SharedSpool,
+        head: Head,
+        shared: Shared,
+        cancel: CancellationToken,
+    ) -> Result<Link, UplinkError> {
+        let endpoint = endpoint(&settings.collector)?;
+        warn_if_cleartext(&settings.collector.url);
+        let (head_tx, head_rx) = watch::channel(head);
+        let (acked_tx, acked_rx) = watch::channel(0);
+        let (requests_tx, requests_rx) = mpsc::channel(1);
+        {
+            let mut status = shared.status.lock().unwrap_or_else(|e| e.into_inner());
+            status.collector = Some(CollectorStatus {
+                url: settings.collector.url.clone(),
+                state: "connecting".into(),
+                stream_id: settings.stream_id.clone(),
+                ..CollectorStatus::default()
+            });
+        }
+        let uplink = Uplink {
+            settings,
+            endpoint,
+            spool,
+            head: head_rx,
+            acked: acked_tx,
+            requests: requests_tx,
+            shared,
+            cancel: cancel.clone(),
+        };
+        Ok(Link {
+            head: head_tx,
+            acked: acked_rx,
+            requests: requests_rx,
+            closed: false,
+            cancel,
+            task: Some(tokio::spawn(uplink.run())),
+        })
+    }
+
+    /// Tells the uplink the new state (new records, a new digest).
+    pub fn publish(&self, head: Head) {
+        self.head.send_if_modified(|h| {
+            let changed = *h != head;
+            *h = head;
+            changed
+        });
+    }
+
+    /// The highest sequence number the collector acknowledged so far.
+    pub fn acked(&self) -> u64 {
+        *self.acked.borrow()
+    }
+
+    /// The next thing to act on; pending forever once the uplink stopped.
+    pub async fn next(&mut self) -> LinkEvent {
+        while !self.closed {
+            tokio::select! {
+                changed = self.acked.changed() => match changed {
+                    Ok(()) => return LinkEvent::Acked(*self.acked.borrow_and_update()),
+                    Err(_) => self.closed = true,
+                },
+                request = self.requests.recv() => match request {
+                    Some(r) => return LinkEvent::Snapshot(r),
+                    None => self.closed = true,
+                },
+            }
+        }
+        std::future::pending().await
+    }
+
+    /// Stops the uplink: it stops sending, waits up to [`DRAIN_DEADLINE`] for the
+    /// acknowledgement of what it sent, and closes the stream.
+    pub async fn stop(&mut self) {
+        self.cancel.cancel();
+        if let Some(task) = self.task.take() {
+            // Snapshot requests are no longer answered: the uplink sees them fail and ends.
+            self.requests.close();
+            if let Err(error) = task.await {
+                tracing::error!(%error, "The uplink task failed.");
+            }
+        }
+    }
+}
+
+fn warn_if_cleartext(url: &str) {
+    let Ok(uri) = url.parse::<tonic::codegen::http::Uri>() else {
+        return;
+    };
+    let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if uri.scheme_str() == Some("http") && !loopback {
+        tracing::warn!(
+            url,
+            "The collector is reached without TLS off loopback: drift reports travel in clear \
+             text and the collector cannot authenticate this host. Use https with \
+             collector.ca, collector.cert and collector.key."
+        );
+    }
+}
+
+/// A new random stream id: 16 random bytes, hex.
+pub fn new_stream_id() -> std::io::Result<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(hex::encode(bytes))
+}
+
+mod stream;
+use stream::Uplink;
+
+#[cfg(test)]
+pub(crate) mod tests;

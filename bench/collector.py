@@ -1,0 +1,338 @@
+#!/usr/bin/env python3
+"""collector.py — benchmark of the fleet side: agent → collector → query, and the collector
+under many agents. Each section runs driftwatch next to a peer in the same run and prints a
+ratio.
+
+  1. End-to-end detection latency — N edits (default 1000) of files under ROOT/etc/app, with a
+     real agent streaming to a real collector over gRPC on loopback. For each edit the writer
+     takes t0 = time.monotonic_ns(), rewrites the file in place, and waits for (a) the event
+     on `driftwatch watch --json` — the fleet query API's server stream, which publishes an
+     event once it is committed, i.e. visible to every query — and (b) the line of
+     `inotifywait -m -r` on the same tree (the kernel's floor). One watch process for the whole
+     run (never a CLI process per sample). Target: p99 < 50 ms.
+  2. Ingest — `loadgen ingest`: AGENTS simulated agents (default 5,000), each on its own gRPC
+     connection, hello then heartbeats every 5 s; SENDERS of them (default 200) also send
+     batches of BATCH events (default 50) as fast as they are acknowledged. Reports events/s
+     acknowledged (= committed), connections held and the collector's peak RSS. Peer: the same
+     rows inserted by Python's sqlite3 into a table with the same indexes, one transaction per
+     batch (what a collector without group commit does), on the same disk, synchronous=FULL.
+     Targets: >= 20,000 events/s, >= 5,000 agents connected.
+  3. Fleet queries — `loadgen populate` stores HOSTS hosts x ITEMS items (default 10,000 x 50)
+     through the ingest API, then `loadgen query` times `hosts --diverged`, `hosts --diverged
+     --severity security`, `host X` and `paths --path '/etc/ssh/**'` through the gRPC API.
+     Peer: the nearest raw SQL on the same database file through Python's sqlite3 (the
+     database alone, no server). Target: p99 < 50 ms.
+
+Usage (as root, from the repository; builds the release binaries first):
+    python3 bench/collector.py
+Environment: N=1000 AGENTS=5000 SENDERS=200 BATCH=50 SECONDS=30 HOSTS=10000 ITEMS=50
+    SAMPLES=200 SECTIONS=1,2,3 KEEP=1 (keep the scratch directory)
+Smoke run: N=50 AGENTS=200 SENDERS=20 SECONDS=5 HOSTS=500 SAMPLES=20 python3 bench/collector.py
+"""
+
+import importlib.util
+import json
+import os
+import resource
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+spec = importlib.util.spec_from_file_location("daemon_bench", os.path.join(HERE, "daemon.py"))
+d = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(d)
+
+REL = os.path.join(REPO, "target", "release")
+AGENT = os.path.join(REL, "driftwatch-agent")
+COLLECTOR = os.path.join(REL, "driftwatch-collector")
+CLI = os.path.join(REL, "driftwatch")
+LOADGEN = os.path.join(REL, "examples", "loadgen")
+
+N = int(os.environ.get("N", "1000"))
+AGENTS = int(os.environ.get("AGENTS", "5000"))
+SENDERS = int(os.environ.get("SENDERS", "200"))
+BATCH = int(os.environ.get("BATCH", "50"))
+SECONDS = int(os.environ.get("SECONDS", "30"))
+HOSTS = int(os.environ.get("HOSTS", "10000"))
+ITEMS = int(os.environ.get("ITEMS", "50"))
+SAMPLES = int(os.environ.get("SAMPLES", "200"))
+SECTIONS = set(os.environ.get("SECTIONS", "1,2,3").split(","))
+say, log = d.say, d.log
+
+
+def free_port():
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Collector:
+    def __init__(self, work, name):
+        self.dir = os.path.join(work, name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.db = os.path.join(self.dir, "collector.db")
+        self.log = open(os.path.join(self.dir, "collector.log"), "wb")
+        cmd = [COLLECTOR, "serve", "--listen", f"127.0.0.1:{self.port}",
+               "--database", f"sqlite://{self.db}"]
+        log("$ " + " ".join(cmd))
+        env = dict(os.environ, RUST_LOG="warn")
+        self.p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log, env=env)
+        d.PROCS.append(self.p)
+        deadline = time.monotonic() + 30
+        import urllib.request
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(self.url + "/healthz", timeout=1).read()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("collector did not come up")
+
+    def stop(self):
+        d.stop_proc(self.p)
+
+
+def loadgen(collector, *args):
+    cmd = [LOADGEN, "--collector", collector.url, "--collector-pid", str(collector.p.pid), *args]
+    r = d.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"loadgen failed:\n{r.stderr[-3000:]}")
+    sys.stderr.write(r.stderr[-2000:])
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def bench_e2e(work):
+    say("## 1. End-to-end latency: file write → committed, visible to fleet queries")
+    base = os.path.join(work, "e2e")
+    root = os.path.join(base, "root")
+    app = os.path.join(root, "etc", "app")
+    os.makedirs(app)
+    files = []
+    for i in range(d.LAT_FILES):
+        p = os.path.join(app, f"f{i:02d}.conf")
+        with open(p, "wb") as f:
+            f.write(d.content(i, 0))
+        files.append(p)
+    bl = os.path.join(base, "b.dwb")
+    d.DW = AGENT
+    d.build_baseline(root, bl)
+    identity = os.path.join(base, "identity.json")
+    with open(identity, "w") as f:
+        json.dump({"v1": {"instance_id": "i-bench", "local_hostname": "bench"}}, f)
+    c = Collector(work, "c-e2e")
+    agent = d.Agent(bl, root, os.path.join(base, "state"), os.path.join(base, "agent.log"),
+                    extra=["--collector", c.url, "--identity-file", identity,
+                           "--heartbeat", "1s"])
+    agent.wait_ready()
+    watch = subprocess.Popen([CLI, "--collector", c.url, "watch", "--json"],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    d.PROCS.append(watch)
+    w = d.LineReader(watch.stdout.fileno(), "watch")
+    w.start()
+    d.ensure_inotifywait()
+    ino = subprocess.Popen(["inotifywait", "-m", "-r", "-q", "-e", "close_write",
+                            "--format", "%w%f", os.path.join(root, "etc")],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    d.PROCS.append(ino)
+    r = d.LineReader(ino.stdout.fileno(), "inotifywait")
+    r.start()
+    time.sleep(2.0)
+    lat_dw, lat_ino, lost = [], [], 0
+    state = [0] * len(files)
+    for k in range(d.WARMUP + N):
+        i = k % len(files)
+        state[i] ^= 1
+        nw, ni = len(w.lines), len(r.lines)
+        t0 = time.monotonic_ns()
+        d.write_inplace(files[i], d.content(i, state[i]))
+        deadline = time.monotonic() + d.EDIT_TIMEOUT_S
+        got_w = got_i = None
+        while time.monotonic() < deadline and (got_w is None or got_i is None):
+            with w.cond:
+                for ts, text in w.lines[nw:]:
+                    if f"f{i:02d}.conf" in text:
+                        got_w = ts
+                        break
+                if got_w is None:
+                    w.cond.wait(0.005)
+            with r.cond:
+                for ts, text in r.lines[ni:]:
+                    if text.endswith(f"f{i:02d}.conf"):
+                        got_i = ts
+                        break
+        if k < d.WARMUP:
+            continue
+        if got_w is None:
+            lost += 1
+        else:
+            lat_dw.append(got_w - t0)
+        if got_i is not None:
+            lat_ino.append(got_i - t0)
+        time.sleep(d.SPACING_MS / 1000)
+    lat_dw.sort()
+    lat_ino.sort()
+    p50, p99 = d.pct(lat_dw, 50), d.pct(lat_dw, 99)
+    i50, i99 = d.pct(lat_ino, 50), d.pct(lat_ino, 99)
+    say(f"- edits: {N} (after {d.WARMUP} warm-up), lost: {lost}, load average {d.loadavg()}")
+    say("")
+    say("| | p50 ms | p99 ms |")
+    say("|---|---|---|")
+    say(f"| `inotifywait -m -r` (kernel floor) | {d.fmt_ms(i50)} | {d.fmt_ms(i99)} |")
+    say(f"| driftwatch: agent → collector → committed → `watch` | {d.fmt_ms(p50)} | {d.fmt_ms(p99)} |")
+    say("")
+    say(f"- p99 ratio driftwatch / inotifywait: {p99 / max(i99, 1):.1f}x; "
+        f"target p99 < 50 ms: {d.verdict(p99 < 50e6 and lost == 0)}")
+    for p in (watch, ino):
+        d.stop_proc(p)
+    agent.stop()
+    c.stop()
+
+
+def naive_sqlite_ingest(path, seconds, batch):
+    """The peer: one transaction (and fsync) per batch, same row shape and indexes."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, host TEXT, stream_id TEXT, seq INTEGER,"
+               " transition TEXT, observed_at INTEGER, received_at INTEGER, subject TEXT,"
+               " severity INTEGER, source TEXT, json TEXT, UNIQUE(host, stream_id, seq))")
+    db.execute("CREATE TABLE items (host TEXT, subject TEXT, severity INTEGER, json TEXT,"
+               " PRIMARY KEY (host, subject)) WITHOUT ROWID")
+    item = json.dumps({"path": "/etc/nginx/conf.d/file-001.conf", "kind": "modified",
+                       "changed": ["size", "content"], "severity": "behavioral",
+                       "reason": "configuration or binary changed",
+                       "expected": {"sha256": "0" * 64}, "actual": {"sha256": "1" * 64},
+                       "diff": "--- a\n+++ b\n@@ -1 +1 @@\n-workers = 4\n+workers = 1\n"})
+    seq, n, start = 0, 0, time.monotonic()
+    while time.monotonic() - start < seconds:
+        db.execute("BEGIN")
+        for _ in range(batch):
+            seq += 1
+            subject = f"/etc/app/file-{seq % 50:03d}.conf"
+            db.execute("INSERT INTO events VALUES (NULL,?,?,?,?,?,?,?,?,?,?)",
+                       ("host-1", "s", seq, "changed", 0, 0, subject, 1, "stream", item))
+            db.execute("INSERT OR REPLACE INTO items VALUES (?,?,?,?)",
+                       ("host-1", subject, 1, item))
+        db.execute("COMMIT")
+        n += batch
+    return n / (time.monotonic() - start)
+
+
+def bench_ingest(work):
+    say("## 2. Ingest: simulated agents over real gRPC connections into SQLite")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    c = Collector(work, "c-ingest")
+    res = loadgen(c, "ingest", "--agents", str(AGENTS), "--senders", str(SENDERS),
+                  "--batch", str(BATCH), "--duration", f"{SECONDS}s")
+    c.stop()
+    peer = naive_sqlite_ingest(os.path.join(work, "naive.db"), min(SECONDS, 15), BATCH)
+    eps = res["events_per_second"]
+    say(f"- {res['agents']} agents connected ({res['connected']} held, "
+        f"{res['failed_agents']} failed), {res['senders']} sending batches of {res['batch']}, "
+        f"{res['seconds']:.0f} s steady state, load average {d.loadavg()}")
+    say("")
+    say("| | events/s |")
+    say("|---|---|")
+    say(f"| driftwatch collector (gRPC, group commit, synchronous=FULL) | {eps:,.0f} |")
+    say(f"| peer: Python sqlite3, one transaction per batch, synchronous=FULL | {peer:,.0f} |")
+    say("")
+    say(f"- ratio driftwatch / peer: {eps / max(peer, 1):.1f}x; collector peak RSS "
+        f"{res['collector_peak_rss_mib']:.1f} MiB with {res['connected']} agents")
+    say(f"- targets: >= 20,000 events/s {d.verdict(eps >= 20000)}; >= 5,000 agents "
+        f"{d.verdict(res['connected'] >= 5000 and res['failed_agents'] == 0)}")
+
+
+def raw_sql_times(db, samples):
+    """The peer: the nearest raw SQL through Python's sqlite3 on the same file."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    queries = {
+        "hosts_diverged": "SELECT host, COUNT(*), MIN(severity), MIN(observed_at) FROM items "
+                          "GROUP BY host ORDER BY MIN(severity), COUNT(*) DESC",
+        "hosts_diverged_security": "SELECT host, COUNT(*) FROM items WHERE severity = 0 "
+                                   "GROUP BY host ORDER BY COUNT(*) DESC",
+        "host": "SELECT json FROM items WHERE host = ? ORDER BY severity, subject",
+        "paths_glob": "SELECT subject, COUNT(*), MIN(severity) FROM items "
+                      "WHERE subject GLOB '/etc/ssh/*' GROUP BY subject ORDER BY COUNT(*) DESC",
+    }
+    out = {}
+    for name, sql in queries.items():
+        times = []
+        for s in range(samples):
+            t = time.monotonic_ns()
+            args = (f"i-{(s * 7919) % HOSTS:017x}",) if "?" in sql else ()
+            con.execute(sql, args).fetchall()
+            times.append(time.monotonic_ns() - t)
+        times.sort()
+        out[name] = (d.pct(times, 50) / 1e6, d.pct(times, 99) / 1e6)
+    return out
+
+
+def bench_queries(work):
+    say(f"## 3. Fleet queries with {HOSTS:,} hosts x {ITEMS} drift items")
+    c = Collector(work, "c-query")
+    t = time.monotonic()
+    loadgen(c, "populate", "--hosts", str(HOSTS), "--items", str(ITEMS))
+    populate_s = time.monotonic() - t
+    res = loadgen(c, "query", "--samples", str(SAMPLES), "--hosts", str(HOSTS))
+    rss = d.proc_mem(c.p.pid)
+    peer = raw_sql_times(c.db, SAMPLES)
+    c.stop()
+    say(f"- populated through the ingest API in {populate_s:.0f} s; {SAMPLES} samples per "
+        f"query; collector RSS {rss['VmRSS'] / 1024:.0f} MiB; load average {d.loadavg()}")
+    say("")
+    say("| query | rows | driftwatch p50 ms | p99 ms | raw SQL p50 ms | p99 ms | p99 ratio |")
+    say("|---|---|---|---|---|---|---|")
+    labels = {
+        "hosts_diverged": "`hosts --diverged`",
+        "hosts_diverged_security": "`hosts --diverged --severity security`",
+        "host": "`host X`",
+        "paths_glob": "`paths --path '/etc/ssh/**'`",
+    }
+    worst = 0
+    for name, label in labels.items():
+        r = res[name]
+        pp50, pp99 = peer[name]
+        worst = max(worst, r["p99_ms"])
+        say(f"| {label} | {r['rows']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {pp50:.1f} | "
+            f"{pp99:.1f} | {r['p99_ms'] / max(pp99, 0.001):.2f}x |")
+    say("")
+    say(f"- target p99 < 50 ms: {d.verdict(worst < 50)}")
+
+
+def main():
+    d.run(["cargo", "build", "--release", "-p", "driftwatch-agent", "-p", "driftwatch-collector",
+           "--bins", "--example", "loadgen"], check=True, cwd=REPO)
+    work = tempfile.mkdtemp(prefix="dw-collector-bench-")
+    say(f"# collector benchmark, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores")
+    try:
+        if "1" in SECTIONS:
+            bench_e2e(work)
+        if "2" in SECTIONS:
+            bench_ingest(work)
+        if "3" in SECTIONS:
+            bench_queries(work)
+    finally:
+        for p in d.PROCS:
+            d.stop_proc(p)
+        if os.environ.get("KEEP") != "1":
+            import shutil
+            shutil.rmtree(work, ignore_errors=True)
+        print("\n".join(d.OUT))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+//! `driftwatch-collector serve`.
+
+use clap::{Parser, Subcommand};
+use driftwatch_collector::server::{self, ServeOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "driftwatch-collector",
+    version,
+    about = "Receives every agent's drift stream and answers fleet queries"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve agents (gRPC) and operators (gRPC and the JSON API) on one port.
+    Serve(ServeOptions),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    driftwatch_collector::init_logging();
+    let Command::Serve(options) = cli.command;
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(serve(options)) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn serve(options: ServeOptions) -> anyhow::Result<()> {
+    let store = std::sync::Arc::new(server::open_database(&options.database)?);
+    let listener = server::bind(&options).await?;
+    server::serve(options, store, listener, shutdown_signal()).await
+}
+
+/// SIGTERM or SIGINT: stop accepting, let streams end, exit.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("Stopping.");
+}

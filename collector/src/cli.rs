@@ -1,0 +1,350 @@
+//! `driftwatch`: the operator CLI. Asks a collector (gRPC) and prints what it says, for people
+//! or, with `--json`, as the collector's JSON API shapes.
+//!
+//! Exit codes as everywhere in driftwatch: 0 = no drift, 2 = drift (for the commands that
+//! answer "is there drift?", i.e. `hosts --diverged`), 1 = error.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, anyhow};
+use clap::{Args, Parser, Subcommand};
+use driftwatch_proto::v1::{self, fleet_client::FleetClient};
+use serde::Serialize;
+use tokio_stream::StreamExt as _;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+
+use crate::render;
+
+pub const DEFAULT_COLLECTOR: &str = "http://127.0.0.1:7470";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "driftwatch",
+    version,
+    about = "Ask the fleet: which hosts drifted from their image, where, since when, how badly"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub conn: Connection,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How to reach the collector.
+#[derive(Debug, Clone, Args)]
+pub struct Connection {
+    /// The collector's URL (http:// or https://).
+    #[arg(long, global = true, env = "DRIFTWATCH_COLLECTOR", default_value = DEFAULT_COLLECTOR)]
+    pub collector: String,
+    /// CA certificate (PEM) to verify an https collector.
+    #[arg(long, global = true, env = "DRIFTWATCH_CA")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) for a collector that requires mTLS.
+    #[arg(long, global = true, env = "DRIFTWATCH_CERT", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// Client key (PEM).
+    #[arg(long, global = true, env = "DRIFTWATCH_KEY", requires = "cert")]
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Every host: drift count, worst severity, last seen, image, baseline.
+    Hosts(HostsArgs),
+    /// One host's drift items, with diffs.
+    Host {
+        /// The host's identity (instance id) or hostname.
+        host: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The most drifted paths across the fleet, with host counts.
+    Paths(FilterArgs),
+    /// Identical changes grouped: same path changed the same way on N hosts.
+    Causes {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Only changes shared by at least this many hosts.
+        #[arg(long, default_value_t = 1)]
+        min_hosts: u32,
+    },
+    /// Stored drift events, oldest first.
+    History(HistoryArgs),
+    /// A live feed of drift events as the collector stores them.
+    Watch {
+        /// Only this host's events.
+        #[arg(long)]
+        host: Option<String>,
+        /// Only events of at least this severity.
+        #[arg(long)]
+        severity: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Try it: a collector and an agent for this machine, in one process.
+    Up(crate::up::UpArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HostsArgs {
+    /// Only hosts with drift; exits 2 when there is any, 0 when none.
+    #[arg(long)]
+    pub diverged: bool,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct FilterArgs {
+    /// Only items of at least this severity (security, behavioral, cosmetic).
+    #[arg(long)]
+    pub severity: Option<String>,
+    /// Only items whose path matches this glob (`*` within a directory, `**` across).
+    #[arg(long)]
+    pub path: Option<String>,
+    /// At most this many rows.
+    #[arg(long, default_value_t = 0, hide_default_value = true)]
+    pub limit: u32,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    #[arg(long)]
+    pub host: Option<String>,
+    /// A duration back from now (24h, 30m) or an RFC 3339 time.
+    #[arg(long)]
+    pub since: Option<String>,
+    #[arg(long)]
+    pub path: Option<String>,
+    /// At most this many events (the newest).
+    #[arg(long, default_value_t = 1000)]
+    pub limit: u32,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the CLI; returns the exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    crate::init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return 1;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<i32> {
+    if let Command::Up(args) = cli.command {
+        return crate::up::run(args).await;
+    }
+    let mut client = connect(&cli.conn).await?;
+    let rpc = |e: tonic::Status| anyhow!("{}", describe_status(&cli.conn.collector, &e));
+    match cli.command {
+        Command::Hosts(args) => {
+            let hosts = client
+                .list_hosts(v1::ListHostsRequest {
+                    diverged: args.diverged,
+                    severity: args.filter.severity.unwrap_or_default(),
+                    path: args.filter.path.unwrap_or_default(),
+                })
+                .await
+                .map_err(rpc)?
+                .into_inner()
+                .hosts;
+            let diverged = hosts.iter().any(|h| h.drift_count > 0);
+            if args.filter.json {
+                print_json(&hosts)?;
+            } else {
+                render::hosts(&hosts);
+            }
+            Ok(if args.diverged && diverged { 2 } else { 0 })
+        }
+        Command::Host { host, json } => {
+            let detail = client
+                .get_host(v1::GetHostRequest { host })
+                .await
+                .map_err(rpc)?
+                .into_inner();
+            if json {
+                print_json(&detail)?;
+            } else {
+                render::host(&detail);
+            }
+            Ok(0)
+        }
+        Command::Paths(f) => {
+            let paths = client
+                .list_paths(v1::ListPathsRequest {
+                    path: f.path.unwrap_or_default(),
+                    severity: f.severity.unwrap_or_default(),
+                    limit: f.limit,
+                })
+                .await
+                .map_err(rpc)?
+                .into_inner()
+                .paths;
+            if f.json {
+                print_json(&paths)?;
+            } else {
+                render::paths(&paths);
+            }
+            Ok(0)
+        }
+        Command::Causes { filter, min_hosts } => {
+            let causes = client
+                .list_causes(v1::ListCausesRequest {
+                    path: filter.path.unwrap_or_default(),
+                    severity: filter.severity.unwrap_or_default(),
+                    min_hosts,
+                    limit: filter.limit,
+                })
+                .await
+                .map_err(rpc)?
+                .into_inner()
+                .causes;
+            if filter.json {
+                print_json(&causes)?;
+            } else {
+                render::causes(&causes);
+            }
+            Ok(0)
+        }
+        Command::History(h) => {
+            let events = client
+                .history(v1::HistoryRequest {
+                    host: h.host.unwrap_or_default(),
+                    since: h.since.unwrap_or_default(),
+                    path: h.path.unwrap_or_default(),
+                    limit: h.limit,
+                })
+                .await
+                .map_err(rpc)?
+                .into_inner()
+                .events;
+            if h.json {
+                print_json(&events)?;
+            } else {
+                render::history(&events);
+            }
+            Ok(0)
+        }
+        Command::Watch {
+            host,
+            severity,
+            json,
+        } => {
+            let mut stream = client
+                .watch(v1::WatchRequest {
+                    host: host.unwrap_or_default(),
+                    severity: severity.unwrap_or_default(),
+                })
+                .await
+                .map_err(rpc)?
+                .into_inner();
+            if !json {
+                eprintln!(
+                    "Watching {} for drift events (Ctrl-C to stop).",
+                    cli.conn.collector
+                );
+            }
+            while let Some(event) = stream.next().await {
+                let event = event.map_err(rpc)?;
+                let mut out = std::io::stdout().lock();
+                if json {
+                    serde_json::to_writer(&mut out, &event)?;
+                    writeln!(out)?;
+                } else {
+                    writeln!(out, "{}", render::event_line(&event))?;
+                }
+                out.flush()?;
+            }
+            Ok(0)
+        }
+        Command::Up(_) => unreachable!("handled above"),
+    }
+}
+
+/// Connects to the collector, with TLS when the URL is https.
+pub async fn connect(conn: &Connection) -> Result<FleetClient<Channel>> {
+    let channel = channel(conn).await?;
+    Ok(FleetClient::new(channel).max_decoding_message_size(256 << 20))
+}
+
+pub async fn channel(conn: &Connection) -> Result<Channel> {
+    let url = &conn.collector;
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(anyhow!(
+            "collector URL {url:?} must start with http:// or https://"
+        ));
+    }
+    let mut endpoint = Endpoint::from_shared(url.clone())
+        .with_context(|| format!("bad collector URL {url:?}"))?
+        .connect_timeout(Duration::from_secs(5));
+    if url.starts_with("https://") {
+        let mut tls = ClientTlsConfig::new();
+        if let Some(ca) = &conn.ca {
+            let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+            tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+        }
+        if let (Some(cert), Some(key)) = (&conn.cert, &conn.key) {
+            let cert =
+                std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
+            let key = std::fs::read(key).with_context(|| format!("reading {}", key.display()))?;
+            tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
+        }
+        endpoint = endpoint.tls_config(tls).context("configuring TLS")?;
+    }
+    endpoint.connect().await.map_err(|e| {
+        anyhow!(
+            "cannot reach the collector at {url}: {} (start one with `driftwatch-collector serve`, \
+             or point --collector / DRIFTWATCH_COLLECTOR at it)",
+            source_chain(&e)
+        )
+    })
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn describe_status(url: &str, status: &tonic::Status) -> String {
+    match status.code() {
+        tonic::Code::Unavailable => format!(
+            "the collector at {url} is unavailable: {}",
+            status.message()
+        ),
+        _ => status.message().to_string(),
+    }
+}
+
+fn print_json<T: Serialize + ?Sized>(value: &T) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}

@@ -1,0 +1,393 @@
+//! Fleet queries: the `driftwatch.v1.Fleet` gRPC service and the JSON API that mirrors it
+//! (`/api/v1/...`, same messages, serialized with serde). Both call [`Queries`].
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use driftwatch_proto::v1;
+use serde::Deserialize;
+use tokio_stream::{Stream, StreamExt as _};
+use tonic::{Request, Status};
+
+use crate::ingest::blocking;
+use crate::metrics::Metrics;
+use crate::store::{self, HistoryQuery, HostQuery, ItemFilter, Severity, Store, StoreError};
+use crate::writer::Writer;
+
+/// Longest listing answered at once.
+const MAX_LIMIT: usize = 100_000;
+
+/// A query that cannot be answered, and why.
+#[derive(Debug)]
+pub enum QueryError {
+    BadRequest(String),
+    NotFound(String),
+    Store(StoreError),
+}
+
+impl From<StoreError> for QueryError {
+    fn from(e: StoreError) -> Self {
+        QueryError::Store(e)
+    }
+}
+
+impl From<QueryError> for Status {
+    fn from(e: QueryError) -> Status {
+        match e {
+            QueryError::BadRequest(m) => Status::invalid_argument(m),
+            QueryError::NotFound(m) => Status::not_found(m),
+            QueryError::Store(e) => Status::unavailable(e.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for QueryError {
+    fn into_response(self) -> Response {
+        let (code, message) = match self {
+            QueryError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
+            QueryError::NotFound(m) => (StatusCode::NOT_FOUND, m),
+            QueryError::Store(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        };
+        (code, Json(serde_json::json!({ "error": message }))).into_response()
+    }
+}
+
+/// The queries, over a store.
+pub struct Queries<S> {
+    store: Arc<S>,
+    writer: Writer,
+    metrics: Arc<Metrics>,
+    /// Hosts not heard from for this long are `silent`.
+    pub silent_after: Duration,
+}
+
+impl<S> Clone for Queries<S> {
+    fn clone(&self) -> Self {
+        Queries {
+            store: self.store.clone(),
+            writer: self.writer.clone(),
+            metrics: self.metrics.clone(),
+            silent_after: self.silent_after,
+        }
+    }
+}
+
+fn severity(text: &str) -> Result<Option<Severity>, QueryError> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    Severity::parse(text).map(Some).ok_or_else(|| {
+        QueryError::BadRequest(format!(
+            "unknown severity {text:?} (expected security, behavioral or cosmetic)"
+        ))
+    })
+}
+
+fn filter(sev: &str, path: &str) -> Result<ItemFilter, QueryError> {
+    ItemFilter::new(severity(sev)?, Some(path)).map_err(QueryError::BadRequest)
+}
+
+fn limit(n: u32) -> usize {
+    match n {
+        0 => MAX_LIMIT,
+        n => (n as usize).min(MAX_LIMIT),
+    }
+}
+
+/// `24h`, `30m` back from now, or an RFC 3339 time.
+pub fn parse_since(text: &str, now: store::Millis) -> Result<Option<store::Millis>, QueryError> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if let Ok(d) = humantime::parse_duration(text) {
+        return Ok(Some(now - d.as_millis() as store::Millis));
+    }
+    store::parse_rfc3339(text).map(Some).ok_or_else(|| {
+        QueryError::BadRequest(format!(
+            "since {text:?} is neither a duration (24h, 30m) nor an RFC 3339 time"
+        ))
+    })
+}
+
+impl<S: Store> Queries<S> {
+    pub fn new(
+        store: Arc<S>,
+        writer: Writer,
+        metrics: Arc<Metrics>,
+        silent_after: Duration,
+    ) -> Self {
+        Queries {
+            store,
+            writer,
+            metrics,
+            silent_after,
+        }
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&S) -> store::Result<T> + Send + 'static,
+    ) -> Result<T, QueryError> {
+        let started = Instant::now();
+        let store = self.store.clone();
+        let result = blocking(move || f(&store)).await;
+        self.metrics.queries.inc();
+        self.metrics
+            .query_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Ok(result?)
+    }
+
+    fn host_query(&self, filter: ItemFilter, diverged: bool) -> HostQuery {
+        HostQuery {
+            filter,
+            diverged,
+            silent_after: self.silent_after,
+            now: store::now_millis(),
+        }
+    }
+
+    pub async fn list_hosts(
+        &self,
+        r: v1::ListHostsRequest,
+    ) -> Result<v1::ListHostsResponse, QueryError> {
+        let query = self.host_query(filter(&r.severity, &r.path)?, r.diverged);
+        let hosts = self.run(move |s| s.list_hosts(&query)).await?;
+        Ok(v1::ListHostsResponse { hosts })
+    }
+
+    pub async fn get_host(&self, r: v1::GetHostRequest) -> Result<v1::HostDetail, QueryError> {
+        if r.host.is_empty() {
+            return Err(QueryError::BadRequest(
+                "which host? (an identity or a hostname)".into(),
+            ));
+        }
+        let query = self.host_query(ItemFilter::default(), false);
+        let name = r.host.clone();
+        self.run(move |s| s.get_host(&name, &query))
+            .await?
+            .ok_or_else(|| QueryError::NotFound(format!("no host {:?} has reported", r.host)))
+    }
+
+    pub async fn list_paths(
+        &self,
+        r: v1::ListPathsRequest,
+    ) -> Result<v1::ListPathsResponse, QueryError> {
+        let filter = filter(&r.severity, &r.path)?;
+        let limit = limit(r.limit);
+        let paths = self.run(move |s| s.list_paths(&filter, limit)).await?;
+        Ok(v1::ListPathsResponse { paths })
+    }
+
+    pub async fn list_causes(
+        &self,
+        r: v1::ListCausesRequest,
+    ) -> Result<v1::ListCausesResponse, QueryError> {
+        let filter = filter(&r.severity, &r.path)?;
+        let (min_hosts, limit) = (r.min_hosts.max(1) as usize, limit(r.limit));
+        let causes = self
+            .run(move |s| s.list_causes(&filter, min_hosts, limit))
+            .await?;
+        Ok(v1::ListCausesResponse { causes })
+    }
+
+    pub async fn history(&self, r: v1::HistoryRequest) -> Result<v1::HistoryResponse, QueryError> {
+        let query = HistoryQuery {
+            host: r.host,
+            since: parse_since(&r.since, store::now_millis())?,
+            filter: filter("", &r.path)?,
+            limit: limit(r.limit),
+        };
+        let events = self.run(move |s| s.history(&query)).await?;
+        Ok(v1::HistoryResponse { events })
+    }
+
+    /// Committed events from now on, filtered.
+    pub fn watch(
+        &self,
+        r: v1::WatchRequest,
+    ) -> Result<impl Stream<Item = Result<v1::HistoryEvent, Status>> + Send + 'static, QueryError>
+    {
+        let min = severity(&r.severity)?;
+        let host = r.host;
+        let metrics = self.metrics.clone();
+        metrics.watchers.inc();
+        let guard = WatcherGauge(metrics);
+        let events = tokio_stream::wrappers::BroadcastStream::new(self.writer.subscribe());
+        Ok(events.filter_map(move |e| {
+            let _ = &guard;
+            match e {
+                Ok(e) => {
+                    let wanted = (host.is_empty() || e.host == host)
+                        && min.is_none_or(|min| {
+                            Severity::parse(&e.severity).is_some_and(|s| s <= min)
+                        });
+                    wanted.then(|| Ok(Arc::unwrap_or_clone(e)))
+                }
+                Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
+                    Some(Err(Status::data_loss(format!(
+                        "this watcher fell {n} events behind and was dropped; \
+                         `driftwatch history` has them"
+                    ))))
+                }
+            }
+        }))
+    }
+}
+
+/// Counts open watch streams.
+struct WatcherGauge(Arc<Metrics>);
+
+impl Drop for WatcherGauge {
+    fn drop(&mut self) {
+        self.0.watchers.dec();
+    }
+}
+
+/// The gRPC face.
+pub struct FleetService<S>(pub Queries<S>);
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<v1::HistoryEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl<S: Store> v1::fleet_server::Fleet for FleetService<S> {
+    type WatchStream = WatchStream;
+
+    async fn list_hosts(
+        &self,
+        r: Request<v1::ListHostsRequest>,
+    ) -> Result<tonic::Response<v1::ListHostsResponse>, Status> {
+        Ok(tonic::Response::new(
+            self.0.list_hosts(r.into_inner()).await?,
+        ))
+    }
+
+    async fn get_host(
+        &self,
+        r: Request<v1::GetHostRequest>,
+    ) -> Result<tonic::Response<v1::HostDetail>, Status> {
+        Ok(tonic::Response::new(self.0.get_host(r.into_inner()).await?))
+    }
+
+    async fn list_paths(
+        &self,
+        r: Request<v1::ListPathsRequest>,
+    ) -> Result<tonic::Response<v1::ListPathsResponse>, Status> {
+        Ok(tonic::Response::new(
+            self.0.list_paths(r.into_inner()).await?,
+        ))
+    }
+
+    async fn list_causes(
+        &self,
+        r: Request<v1::ListCausesRequest>,
+    ) -> Result<tonic::Response<v1::ListCausesResponse>, Status> {
+        Ok(tonic::Response::new(
+            self.0.list_causes(r.into_inner()).await?,
+        ))
+    }
+
+    async fn history(
+        &self,
+        r: Request<v1::HistoryRequest>,
+    ) -> Result<tonic::Response<v1::HistoryResponse>, Status> {
+        Ok(tonic::Response::new(self.0.history(r.into_inner()).await?))
+    }
+
+    async fn watch(
+        &self,
+        r: Request<v1::WatchRequest>,
+    ) -> Result<tonic::Response<WatchStream>, Status> {
+        let stream = self.0.watch(r.into_inner())?;
+        Ok(tonic::Response::new(Box::pin(stream)))
+    }
+}
+
+/// Query-string forms of the requests (every field optional).
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct ListParams {
+    diverged: bool,
+    severity: String,
+    path: String,
+    limit: u32,
+    min_hosts: u32,
+    host: String,
+    since: String,
+}
+
+/// The JSON API routes.
+pub fn json_api<S: Store>(queries: Queries<S>) -> axum::Router {
+    use axum::routing::get;
+    axum::Router::new()
+        .route("/api/v1/hosts", get(api_hosts::<S>))
+        .route("/api/v1/hosts/{host}", get(api_host::<S>))
+        .route("/api/v1/paths", get(api_paths::<S>))
+        .route("/api/v1/causes", get(api_causes::<S>))
+        .route("/api/v1/history", get(api_history::<S>))
+        .with_state(queries)
+}
+
+type ApiResult<T> = Result<Json<T>, QueryError>;
+
+async fn api_hosts<S: Store>(
+    State(q): State<Queries<S>>,
+    Query(p): Query<ListParams>,
+) -> ApiResult<v1::ListHostsResponse> {
+    let r = v1::ListHostsRequest {
+        diverged: p.diverged,
+        severity: p.severity,
+        path: p.path,
+    };
+    Ok(Json(q.list_hosts(r).await?))
+}
+
+async fn api_host<S: Store>(
+    State(q): State<Queries<S>>,
+    Path(host): Path<String>,
+) -> ApiResult<v1::HostDetail> {
+    Ok(Json(q.get_host(v1::GetHostRequest { host }).await?))
+}
+
+async fn api_paths<S: Store>(
+    State(q): State<Queries<S>>,
+    Query(p): Query<ListParams>,
+) -> ApiResult<v1::ListPathsResponse> {
+    let r = v1::ListPathsRequest {
+        path: p.path,
+        severity: p.severity,
+        limit: p.limit,
+    };
+    Ok(Json(q.list_paths(r).await?))
+}
+
+async fn api_causes<S: Store>(
+    State(q): State<Queries<S>>,
+    Query(p): Query<ListParams>,
+) -> ApiResult<v1::ListCausesResponse> {
+    let r = v1::ListCausesRequest {
+        path: p.path,
+        severity: p.severity,
+        min_hosts: p.min_hosts,
+        limit: p.limit,
+    };
+    Ok(Json(q.list_causes(r).await?))
+}
+
+async fn api_history<S: Store>(
+    State(q): State<Queries<S>>,
+    Query(p): Query<ListParams>,
+) -> ApiResult<v1::HistoryResponse> {
+    let r = v1::HistoryRequest {
+        host: p.host,
+        since: p.since,
+        path: p.path,
+        limit: p.limit,
+    };
+    Ok(Json(q.history(r).await?))
+}

@@ -1,0 +1,559 @@
+//! The agents' streams (`driftwatch.v1.Ingest/Stream`).
+//!
+//! Per stream: a hello, then batches, heartbeats and snapshots, handled one at a time in
+//! arrival order (an agent's events are ordered; there is nothing to gain from reordering
+//! them). Every write goes through the group writer and is acknowledged only once committed.
+//! Whatever is wrong with a message ends the stream with a status that says what, and a log
+//! line; nothing of a refused batch is stored.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use driftwatch_proto::v1::{self, agent_message::Body, collector_message};
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::metrics::Metrics;
+use crate::store::{
+    self, EventRecord, HostInfo, ItemRecord, Store, StoreError, StreamState, Transition, Write,
+};
+use crate::writer::Writer;
+
+/// Per-connection limits.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest message accepted (decoded); larger ones end the stream with `OUT_OF_RANGE`.
+    pub max_message_bytes: usize,
+    /// Most events in one batch.
+    pub max_batch_events: usize,
+    /// Most items in one snapshot (all chunks).
+    pub max_snapshot_items: usize,
+    /// How long a new stream may take to say hello.
+    pub hello_timeout: Duration,
+    /// The heartbeat interval asked of agents; a stream silent for three of them is closed.
+    pub heartbeat: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: 4 << 20,
+            max_batch_events: 10_000,
+            max_snapshot_items: 1_000_000,
+            hello_timeout: Duration::from_secs(10),
+            heartbeat: Duration::from_secs(5),
+        }
+    }
+}
+
+pub struct IngestService<S> {
+    store: Arc<S>,
+    writer: Writer,
+    metrics: Arc<Metrics>,
+    limits: Limits,
+}
+
+impl<S: Store> IngestService<S> {
+    pub fn new(store: Arc<S>, writer: Writer, metrics: Arc<Metrics>, limits: Limits) -> Self {
+        IngestService {
+            store,
+            writer,
+            metrics,
+            limits,
+        }
+    }
+
+    pub fn into_server(self) -> v1::ingest_server::IngestServer<Self> {
+        let max = self.limits.max_message_bytes;
+        v1::ingest_server::IngestServer::new(self).max_decoding_message_size(max)
+    }
+}
+
+type Outbound = Pin<Box<dyn Stream<Item = Result<v1::CollectorMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl<S: Store> v1::ingest_server::Ingest for IngestService<S> {
+    type StreamStream = Outbound;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<v1::AgentMessage>>,
+    ) -> Result<Response<Outbound>, Status> {
+        let peer = request
+            .remote_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "unknown".into());
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        let conn = Connection {
+            store: self.store.clone(),
+            writer: self.writer.clone(),
+            metrics: self.metrics.clone(),
+            limits: self.limits.clone(),
+            tx,
+            peer,
+            host: String::new(),
+            stream_id: String::new(),
+            last_seq: 0,
+            verified: None,
+            snapshot_asked: false,
+            last_seen_written: None,
+        };
+        self.metrics.streams.inc();
+        self.metrics.streams_total.inc();
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            conn.run(inbound).await;
+            metrics.streams.dec();
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// One agent's stream.
+struct Connection<S> {
+    store: Arc<S>,
+    writer: Writer,
+    metrics: Arc<Metrics>,
+    limits: Limits,
+    tx: mpsc::Sender<Result<v1::CollectorMessage, Status>>,
+    peer: String,
+    host: String,
+    stream_id: String,
+    /// The last sequence number stored for this stream.
+    last_seq: u64,
+    /// The stored sequence number whose digest was last found equal to the agent's.
+    verified: Option<u64>,
+    /// A snapshot was asked for and has not arrived yet.
+    snapshot_asked: bool,
+    last_seen_written: Option<tokio::time::Instant>,
+}
+
+/// Why a stream ends.
+struct End(Status);
+
+impl From<StoreError> for End {
+    fn from(e: StoreError) -> End {
+        End(match e {
+            StoreError::Rejected(m) => Status::failed_precondition(m),
+            e => Status::unavailable(format!("the collector cannot store this now: {e}")),
+        })
+    }
+}
+
+impl<S: Store> Connection<S> {
+    async fn run(mut self, mut inbound: Streaming<v1::AgentMessage>) {
+        let result = self.serve(&mut inbound).await;
+        match result {
+            Ok(()) => tracing::debug!(host = %self.host, peer = %self.peer, "Agent stream closed."),
+            Err(End(status)) => {
+                tracing::warn!(
+                    host = %self.host,
+                    peer = %self.peer,
+                    code = ?status.code(),
+                    "Agent stream ended: {}",
+                    status.message()
+                );
+                let _ = self.tx.send(Err(status)).await;
+            }
+        }
+    }
+
+    async fn serve(&mut self, inbound: &mut Streaming<v1::AgentMessage>) -> Result<(), End> {
+        let first = match tokio::time::timeout(self.limits.hello_timeout, inbound.message()).await {
+            Err(_) => {
+                self.metrics.reject("hello_timeout");
+                return Err(End(Status::deadline_exceeded(format!(
+                    "no hello within {:?}",
+                    self.limits.hello_timeout
+                ))));
+            }
+            Ok(message) => self.received(message)?,
+        };
+        let Some(Body::Hello(hello)) = first.and_then(|m| m.body) else {
+            self.metrics.reject("no_hello");
+            return Err(End(Status::invalid_argument(
+                "the first message of a stream must be a hello",
+            )));
+        };
+        self.hello(hello).await?;
+        let idle = self.limits.heartbeat * 3;
+        let mut snapshot: Option<(u64, Vec<ItemRecord>)> = None;
+        loop {
+            let message = match tokio::time::timeout(idle, inbound.message()).await {
+                Err(_) => {
+                    return Err(End(Status::deadline_exceeded(format!(
+                        "nothing received for {idle:?} (heartbeats are due every {:?})",
+                        self.limits.heartbeat
+                    ))));
+                }
+                Ok(message) => match self.received(message)? {
+                    None => return Ok(()),
+                    Some(message) => message,
+                },
+            };
+            match message.body {
+                Some(Body::Batch(batch)) => self.batch(batch).await?,
+                Some(Body::Heartbeat(hb)) => self.heartbeat(hb).await?,
+                Some(Body::Snapshot(chunk)) => self.snapshot_chunk(chunk, &mut snapshot).await?,
+                Some(Body::Hello(_)) => {
+                    self.metrics.reject("second_hello");
+                    return Err(End(Status::invalid_argument(
+                        "a stream says hello once; open a new stream to start over",
+                    )));
+                }
+                None => {
+                    self.metrics.reject("empty_message");
+                    return Err(End(Status::invalid_argument("empty message")));
+                }
+            }
+        }
+    }
+
+    /// Turns a receive error into the status the agent gets.
+    fn received(
+        &self,
+        message: Result<Option<v1::AgentMessage>, Status>,
+    ) -> Result<Option<v1::AgentMessage>, End> {
+        message.map_err(|status| {
+            let reason = match status.code() {
+                tonic::Code::OutOfRange | tonic::Code::ResourceExhausted => "oversized",
+                tonic::Code::Internal => "malformed",
+                _ => "transport",
+            };
+            self.metrics.reject(reason);
+            End(status)
+        })
+    }
+
+    async fn send(&self, body: collector_message::Body) -> Result<(), End> {
+        self.tx
+            .send(Ok(v1::CollectorMessage { body: Some(body) }))
+            .await
+            .map_err(|_| End(Status::cancelled("the agent went away")))
+    }
+
+    async fn hello(&mut self, hello: v1::Hello) -> Result<(), End> {
+        if hello.protocol_version != v1::PROTOCOL_VERSION {
+            self.metrics.reject("protocol_version");
+            return Err(End(Status::failed_precondition(format!(
+                "unsupported protocol version {} (this collector speaks {})",
+                hello.protocol_version,
+                v1::PROTOCOL_VERSION
+            ))));
+        }
+        let identity = hello.identity.unwrap_or_default();
+        check_field("identity.host", &identity.host, true)?;
+        check_field("stream_id", &hello.stream_id, true)?;
+        for (name, value) in [
+            ("identity.hostname", &identity.hostname),
+            ("agent_version", &hello.agent_version),
+            ("baseline_id", &hello.baseline_id),
+        ] {
+            check_field(name, value, false)?;
+        }
+        self.host = identity.host.clone();
+        self.stream_id = hello.stream_id.clone();
+        let info = HostInfo {
+            host: identity.host.clone(),
+            identity,
+            agent_version: hello.agent_version,
+            baseline_id: hello.baseline_id,
+            image_name: hello.image_name,
+            image_version: hello.image_version,
+            boot_id: hello.boot_id,
+        };
+        let store = self.store.clone();
+        let state = blocking(move || store.hello(&info, store::now_millis())).await?;
+        let (welcome_seq, snapshot) =
+            resume(&state, &hello.stream_id, hello.last_seq, hello.oldest_seq);
+        self.last_seq = if state.stream_id == self.stream_id {
+            state.last_seq
+        } else {
+            0
+        };
+        if let Some(reason) = &snapshot {
+            self.snapshot_asked = true;
+            self.metrics.snapshot_requests.inc();
+            tracing::info!(host = %self.host, peer = %self.peer, "Agent connected; asking for a snapshot: {reason}.");
+        } else {
+            tracing::info!(host = %self.host, peer = %self.peer, resume_after = welcome_seq, "Agent connected.");
+        }
+        self.send(collector_message::Body::Welcome(v1::Welcome {
+            last_seq: welcome_seq,
+            snapshot_required: snapshot.is_some(),
+            reason: snapshot.unwrap_or_default(),
+            collector_version: env!("CARGO_PKG_VERSION").into(),
+            heartbeat_seconds: self.limits.heartbeat.as_secs().max(1) as u32,
+        }))
+        .await
+    }
+
+    async fn batch(&mut self, batch: v1::EventBatch) -> Result<(), End> {
+        if batch.events.len() > self.limits.max_batch_events {
+            self.metrics.reject("batch_too_large");
+            return Err(End(Status::out_of_range(format!(
+                "batch of {} events (limit {})",
+                batch.events.len(),
+                self.limits.max_batch_events
+            ))));
+        }
+        if batch.events.is_empty() {
+            return Ok(());
+        }
+        let mut events = Vec::with_capacity(batch.events.len());
+        for e in batch.events {
+            events.push(event_record(e).map_err(|m| {
+                self.metrics.reject("malformed_event");
+                End(Status::invalid_argument(m))
+            })?);
+        }
+        let result = self
+            .writer
+            .write(Write::Batch {
+                host: self.host.clone(),
+                stream_id: self.stream_id.clone(),
+                events,
+                received_at: store::now_millis(),
+            })
+            .await;
+        let applied = match result {
+            Ok(applied) => applied,
+            Err(StoreError::Rejected(m)) => {
+                self.metrics.reject("sequence");
+                return Err(End(Status::failed_precondition(m)));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.last_seq = applied.last_seq;
+        self.last_seen_written = Some(tokio::time::Instant::now());
+        self.send(collector_message::Body::Ack(v1::Ack {
+            seq: applied.last_seq,
+        }))
+        .await
+    }
+
+    async fn heartbeat(&mut self, hb: v1::Heartbeat) -> Result<(), End> {
+        let now = tokio::time::Instant::now();
+        // last_seen is kept to within a third of the silence threshold, not per heartbeat.
+        if self
+            .last_seen_written
+            .is_none_or(|t| now.duration_since(t) >= self.limits.heartbeat * 2)
+        {
+            self.writer.write_detached(Write::Seen {
+                host: self.host.clone(),
+                at: store::now_millis(),
+            });
+            self.last_seen_written = Some(now);
+        }
+        // Anti-entropy: at the same sequence number, the agent's set and ours must agree.
+        if self.snapshot_asked || hb.seq != self.last_seq || self.verified == Some(hb.seq) {
+            return Ok(());
+        }
+        let store = self.store.clone();
+        let host = self.host.clone();
+        let Some((state, digest)) = blocking(move || store.digest(&host)).await? else {
+            return Ok(());
+        };
+        if state.last_seq != hb.seq || state.stream_id != self.stream_id {
+            return Ok(());
+        }
+        if digest.as_slice() == hb.digest.as_slice() {
+            self.verified = Some(hb.seq);
+            return Ok(());
+        }
+        self.snapshot_asked = true;
+        self.metrics.snapshot_requests.inc();
+        tracing::warn!(
+            host = %self.host,
+            seq = hb.seq,
+            "The agent's drift set differs from the stored one at the same sequence number; asking for a snapshot."
+        );
+        self.send(collector_message::Body::SnapshotRequest(
+            v1::SnapshotRequest {
+                reason: format!(
+                    "drift set digest differs from the collector's at sequence {}",
+                    hb.seq
+                ),
+            },
+        ))
+        .await
+    }
+
+    async fn snapshot_chunk(
+        &mut self,
+        chunk: v1::SnapshotChunk,
+        pending: &mut Option<(u64, Vec<ItemRecord>)>,
+    ) -> Result<(), End> {
+        let (seq, items) = pending.get_or_insert_with(|| (chunk.seq, Vec::new()));
+        if *seq != chunk.seq {
+            self.metrics.reject("snapshot");
+            return Err(End(Status::invalid_argument(format!(
+                "snapshot chunk for sequence {} inside a snapshot for {seq}",
+                chunk.seq
+            ))));
+        }
+        if items.len() + chunk.items_json.len() > self.limits.max_snapshot_items {
+            self.metrics.reject("snapshot_too_large");
+            return Err(End(Status::out_of_range(format!(
+                "snapshot of more than {} items",
+                self.limits.max_snapshot_items
+            ))));
+        }
+        for json in chunk.items_json {
+            items.push(ItemRecord::parse(json).map_err(|m| {
+                self.metrics.reject("malformed_event");
+                End(Status::invalid_argument(format!("snapshot item: {m}")))
+            })?);
+        }
+        if !chunk.last {
+            return Ok(());
+        }
+        let (seq, items) = pending.take().expect("just inserted");
+        let count = items.len();
+        self.writer
+            .write(Write::Snapshot {
+                host: self.host.clone(),
+                stream_id: self.stream_id.clone(),
+                seq,
+                items,
+                received_at: store::now_millis(),
+            })
+            .await?;
+        self.metrics.snapshots.inc();
+        self.last_seq = seq;
+        self.snapshot_asked = false;
+        self.verified = None;
+        tracing::info!(host = %self.host, seq, items = count, "Snapshot replaced the host's drift set.");
+        self.send(collector_message::Body::Ack(v1::Ack { seq }))
+            .await
+    }
+}
+
+/// Where an agent resumes: the sequence number to continue after, and whether (and why) it
+/// must send a snapshot instead because the store cannot be brought up to date from the
+/// records the agent still holds.
+pub fn resume(
+    stored: &StreamState,
+    stream_id: &str,
+    agent_last: u64,
+    agent_oldest: u64,
+) -> (u64, Option<String>) {
+    let fresh_host = stored.stream_id.is_empty() && stored.last_seq == 0;
+    if !fresh_host && stored.stream_id != stream_id {
+        return (
+            0,
+            Some("the agent's stream is new to the collector (its state was reset)".into()),
+        );
+    }
+    let have = stored.last_seq;
+    if agent_last < have {
+        return (
+            have,
+            Some(format!(
+                "the collector holds up to sequence {have}, beyond the agent's {agent_last}"
+            )),
+        );
+    }
+    if agent_last > have && (agent_oldest == 0 || agent_oldest > have + 1) {
+        return (
+            have,
+            Some(format!(
+                "the agent no longer holds sequence {} (its oldest is {agent_oldest})",
+                have + 1
+            )),
+        );
+    }
+    (have, None)
+}
+
+fn event_record(e: v1::Event) -> Result<EventRecord, String> {
+    let transition = match v1::Transition::try_from(e.transition) {
+        Ok(v1::Transition::Drifted) => Transition::Drifted,
+        Ok(v1::Transition::Changed) => Transition::Changed,
+        Ok(v1::Transition::Resolved) => Transition::Resolved,
+        _ => {
+            return Err(format!(
+                "event {}: unknown transition {}",
+                e.seq, e.transition
+            ));
+        }
+    };
+    if e.seq == 0 {
+        return Err("event with sequence number 0 (numbering starts at 1)".into());
+    }
+    let observed_at = store::parse_rfc3339(&e.observed_at).ok_or_else(|| {
+        format!(
+            "event {}: observed_at {:?} is not an RFC 3339 time",
+            e.seq, e.observed_at
+        )
+    })?;
+    let item = ItemRecord::parse(e.item_json).map_err(|m| format!("event {}: {m}", e.seq))?;
+    Ok(EventRecord {
+        seq: e.seq,
+        transition,
+        observed_at,
+        item,
+    })
+}
+
+fn check_field(name: &str, value: &str, required: bool) -> Result<(), End> {
+    if required && value.is_empty() {
+        return Err(End(Status::invalid_argument(format!(
+            "hello without {name}"
+        ))));
+    }
+    if value.len() > 512 || value.chars().any(char::is_control) {
+        return Err(End(Status::invalid_argument(format!(
+            "hello {name} is longer than 512 bytes or holds control characters"
+        ))));
+    }
+    Ok(())
+}
+
+/// Runs a store call on a blocking thread.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> store::Result<T> + Send + 'static,
+) -> store::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Database(format!("store call failed: {e}"))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(stream: &str, last: u64) -> StreamState {
+        StreamState {
+            stream_id: stream.into(),
+            last_seq: last,
+        }
+    }
+
+    #[test]
+    fn resume_continues_after_what_is_stored() {
+        assert_eq!(resume(&state("", 0), "s", 0, 0), (0, None));
+        assert_eq!(resume(&state("", 0), "s", 10, 1), (0, None));
+        assert_eq!(resume(&state("s", 4), "s", 10, 3), (4, None));
+        assert_eq!(resume(&state("s", 4), "s", 10, 5), (4, None));
+        assert_eq!(resume(&state("s", 10), "s", 10, 0), (10, None));
+    }
+
+    #[test]
+    fn resume_asks_for_a_snapshot_when_records_are_gone() {
+        // A new host whose first records were already released (compacted spool).
+        assert!(resume(&state("", 0), "s", 10, 6).1.is_some());
+        // The agent released records the collector never stored.
+        assert!(resume(&state("s", 4), "s", 10, 7).1.is_some());
+        assert!(resume(&state("s", 4), "s", 10, 0).1.is_some());
+        // The agent is behind the store: its state was restored from an old copy.
+        assert_eq!(resume(&state("s", 9), "s", 5, 1).0, 9);
+        assert!(resume(&state("s", 9), "s", 5, 1).1.is_some());
+        // A new stream for a known host (state directory wiped).
+        assert!(resume(&state("old", 9), "new", 3, 1).1.is_some());
+    }
+}

@@ -1,0 +1,149 @@
+//! The collector's Prometheus metrics. Names follow `driftwatch_collector_<what>[_unit][_total]`;
+//! labels never carry a host id or a path (cardinality stays fixed whatever the fleet size).
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub streams: Gauge,
+    pub streams_total: Counter,
+    pub connections_refused: Counter,
+    pub events_stored: Counter,
+    pub events_replayed: Counter,
+    pub batches: Counter,
+    pub snapshots: Counter,
+    pub snapshot_requests: Counter,
+    pub rejected: Family<ReasonLabel, Counter>,
+    pub commits: Counter,
+    pub commit_seconds: Histogram,
+    pub writes_per_commit: Histogram,
+    pub write_queue: Gauge,
+    pub watchers: Gauge,
+    pub queries: Counter,
+    pub query_seconds: Histogram,
+    pub up: Gauge<f64, AtomicU64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("driftwatch_collector");
+        let mut m = Metrics {
+            registry: Registry::default(),
+            streams: Gauge::default(),
+            streams_total: Counter::default(),
+            connections_refused: Counter::default(),
+            events_stored: Counter::default(),
+            events_replayed: Counter::default(),
+            batches: Counter::default(),
+            snapshots: Counter::default(),
+            snapshot_requests: Counter::default(),
+            rejected: Family::default(),
+            commits: Counter::default(),
+            commit_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            writes_per_commit: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
+            write_queue: Gauge::default(),
+            watchers: Gauge::default(),
+            queries: Counter::default(),
+            query_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            up: Gauge::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "agent_streams",
+            "Agent streams open now.",
+            m.streams.clone(),
+        );
+        r.register(
+            "agent_streams_opened",
+            "Agent streams opened.",
+            m.streams_total.clone(),
+        );
+        r.register(
+            "connections_refused",
+            "Connections closed at once because the connection limit was reached.",
+            m.connections_refused.clone(),
+        );
+        r.register(
+            "events_stored",
+            "Drift events stored.",
+            m.events_stored.clone(),
+        );
+        r.register(
+            "events_replayed",
+            "Events received again after a reconnect and skipped (already stored).",
+            m.events_replayed.clone(),
+        );
+        r.register("batches", "Event batches applied.", m.batches.clone());
+        r.register(
+            "snapshots",
+            "Snapshots that replaced a host's drift set.",
+            m.snapshots.clone(),
+        );
+        r.register(
+            "snapshot_requests",
+            "Snapshots asked of agents (lost spool, digest mismatch).",
+            m.snapshot_requests.clone(),
+        );
+        r.register(
+            "rejected",
+            "Messages or streams refused, by reason.",
+            m.rejected.clone(),
+        );
+        r.register(
+            "commits",
+            "Database commits (one per group of writes).",
+            m.commits.clone(),
+        );
+        r.register(
+            "commit_seconds",
+            "Time to apply and commit one group of writes.",
+            m.commit_seconds.clone(),
+        );
+        r.register(
+            "writes_per_commit",
+            "Writes (batches, snapshots, heartbeats) sharing one commit.",
+            m.writes_per_commit.clone(),
+        );
+        r.register(
+            "write_queue",
+            "Writes waiting for the writer.",
+            m.write_queue.clone(),
+        );
+        r.register("watchers", "Open watch streams.", m.watchers.clone());
+        r.register("queries", "Fleet queries answered.", m.queries.clone());
+        r.register(
+            "query_seconds",
+            "Fleet query time.",
+            m.query_seconds.clone(),
+        );
+        r.register("up", "1 while the collector serves.", m.up.clone());
+        m.registry = registry;
+        m
+    }
+}
+
+impl Metrics {
+    pub fn reject(&self, reason: &'static str) {
+        self.rejected.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}

@@ -1,0 +1,374 @@
+//! `driftwatch-collector serve`: one port for everything — gRPC (agents' streams, fleet
+//! queries, health, reflection) over HTTP/2, and HTTP/1.1 for `/metrics`, `/healthz` and the
+//! JSON API — optionally behind TLS (and mTLS).
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_stream::Stream;
+use tonic::transport::server::{Connected, TcpConnectInfo};
+
+use crate::fleet::{FleetService, Queries};
+use crate::ingest::{IngestService, Limits};
+use crate::metrics::Metrics;
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
+use crate::writer::Writer;
+
+/// Where the collector keeps its data unless told otherwise.
+pub const DEFAULT_DATABASE: &str = "sqlite://driftwatch-data/collector.db";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7470";
+
+/// Everything `serve` needs (the CLI's flags).
+#[derive(Clone, Debug, clap::Args)]
+pub struct ServeOptions {
+    /// Address for gRPC and HTTP (both on one port).
+    #[arg(long, default_value = DEFAULT_LISTEN, env = "DRIFTWATCH_LISTEN")]
+    pub listen: SocketAddr,
+    /// `sqlite://PATH` (relative to the working directory, or `sqlite:///abs/path`).
+    #[arg(long, default_value = DEFAULT_DATABASE, env = "DRIFTWATCH_DATABASE")]
+    pub database: String,
+    /// Server certificate chain (PEM); with --tls-key, serves TLS.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Server private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// CA (PEM) that client certificates must chain to: requires mTLS from every client.
+    #[arg(long, requires = "tls_cert")]
+    pub client_ca: Option<PathBuf>,
+    /// Allow plaintext on a non-loopback address (agents' drift and diffs travel in clear).
+    #[arg(long)]
+    pub insecure: bool,
+    /// A host whose agent has not been heard from for this long is shown as silent.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub silent_after: Duration,
+    /// Heartbeat interval asked of agents.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub heartbeat: Duration,
+    /// Most simultaneous connections; more are closed at once (and counted).
+    #[arg(long, default_value_t = 20_000)]
+    pub max_connections: usize,
+    /// Largest message accepted from an agent, in bytes.
+    #[arg(long, default_value_t = 4 << 20)]
+    pub max_message_bytes: usize,
+    /// Most events in one batch.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_batch_events: usize,
+    /// Most concurrent streams (RPCs) on one connection.
+    #[arg(long, default_value_t = 64)]
+    pub max_streams_per_connection: u32,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            listen: DEFAULT_LISTEN.parse().expect("valid default"),
+            database: DEFAULT_DATABASE.into(),
+            tls_cert: None,
+            tls_key: None,
+            client_ca: None,
+            insecure: false,
+            silent_after: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(5),
+            max_connections: 20_000,
+            max_message_bytes: 4 << 20,
+            max_batch_events: 10_000,
+            max_streams_per_connection: 64,
+        }
+    }
+}
+
+/// Opens the database a URL names.
+pub fn open_database(url: &str) -> Result<SqliteStore> {
+    let path = if let Some(rest) = url.strip_prefix("sqlite://") {
+        PathBuf::from(rest)
+    } else if let Some(rest) = url.strip_prefix("sqlite:") {
+        PathBuf::from(rest)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        bail!("PostgreSQL is not supported by this collector yet; use sqlite://PATH");
+    } else if url.contains("://") {
+        bail!("unknown database URL {url:?}: expected sqlite://PATH");
+    } else {
+        PathBuf::from(url)
+    };
+    if path.as_os_str().is_empty() {
+        bail!("database URL {url:?} names no file");
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the database directory {}", dir.display()))?;
+    }
+    SqliteStore::open(&path).with_context(|| format!("opening the database {}", path.display()))
+}
+
+/// Binds the listen address, refusing plaintext off loopback unless `--insecure`.
+pub async fn bind(options: &ServeOptions) -> Result<TcpListener> {
+    let tls = options.tls_cert.is_some();
+    if !tls && !options.listen.ip().is_loopback() {
+        if !options.insecure {
+            bail!(
+                "refusing to listen on {} without TLS: agents' drift (and diffs) would cross \
+                 the network in clear. Give --tls-cert/--tls-key (and --client-ca for mTLS), \
+                 or --insecure to accept that",
+                options.listen
+            );
+        }
+        tracing::warn!(listen = %options.listen, "Serving plaintext off loopback (--insecure): drift and diffs travel unencrypted, agents are not authenticated.");
+    }
+    TcpListener::bind(options.listen)
+        .await
+        .with_context(|| format!("listening on {}", options.listen))
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(
+    options: ServeOptions,
+    store: Arc<SqliteStore>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    serve_with(options, store, listener, shutdown).await
+}
+
+async fn serve_with<S: Store>(
+    options: ServeOptions,
+    store: Arc<S>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let metrics = Arc::new(Metrics::default());
+    let writer = Writer::start(store.clone(), metrics.clone());
+    let limits = Limits {
+        max_message_bytes: options.max_message_bytes,
+        max_batch_events: options.max_batch_events,
+        heartbeat: options.heartbeat,
+        ..Limits::default()
+    };
+    let queries = Queries::new(
+        store.clone(),
+        writer.clone(),
+        metrics.clone(),
+        options.silent_after,
+    );
+
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<driftwatch_proto::v1::ingest_server::IngestServer<IngestService<S>>>()
+        .await;
+    health_reporter
+        .set_serving::<driftwatch_proto::v1::fleet_server::FleetServer<FleetService<S>>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(driftwatch_proto::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building the reflection service")?;
+    // v1alpha too: many clients (grpcurl's fallback, Python's grpcio-reflection) speak it.
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(driftwatch_proto::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .context("building the reflection service")?;
+
+    let http = crate::fleet::json_api(queries.clone()).merge(
+        axum::Router::new()
+            .route("/metrics", axum::routing::get(metrics_page))
+            .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+            .with_state(metrics.clone()),
+    );
+    let mut routes = tonic::service::Routes::from(http);
+    routes = routes
+        .add_service(IngestService::new(store, writer, metrics.clone(), limits).into_server())
+        .add_service(
+            driftwatch_proto::v1::fleet_server::FleetServer::new(FleetService(queries))
+                .max_decoding_message_size(options.max_message_bytes),
+        )
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(reflection_alpha);
+
+    let mut server = tonic::transport::Server::builder()
+        .accept_http1(true)
+        .max_concurrent_streams(options.max_streams_per_connection)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .tcp_nodelay(true);
+    let scheme = if let (Some(cert), Some(key)) = (&options.tls_cert, &options.tls_key) {
+        server = server
+            .tls_config(tls_config(cert, key, options.client_ca.as_deref())?)
+            .context("configuring TLS")?;
+        if options.client_ca.is_some() {
+            "https (mTLS)"
+        } else {
+            "https"
+        }
+    } else {
+        "http"
+    };
+    let local = listener.local_addr()?;
+    tracing::info!(listen = %local, scheme, database = %options.database, "Collector serving.");
+    metrics.up.set(1.0);
+    let incoming = LimitedIncoming::new(listener, options.max_connections, metrics.clone());
+    server
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .context("serving")?;
+    metrics.up.set(0.0);
+    tracing::info!("Collector stopped.");
+    Ok(())
+}
+
+async fn metrics_page(
+    axum::extract::State(metrics): axum::extract::State<Arc<Metrics>>,
+) -> impl IntoResponse {
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics.encode(),
+    )
+}
+
+fn tls_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> Result<tonic::transport::ServerTlsConfig> {
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let mut config = tonic::transport::ServerTlsConfig::new().identity(
+        tonic::transport::Identity::from_pem(read(cert)?, read(key)?),
+    );
+    if let Some(ca) = client_ca {
+        config = config.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
+    }
+    Ok(config)
+}
+
+/// Accepted connections, at most `max` at a time: beyond it a connection is closed at once
+/// (the client sees the connection refused and retries with backoff), counted, and logged at
+/// most once a minute — a flood must not become a log flood.
+struct LimitedIncoming {
+    listener: TcpListener,
+    permits: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+    last_warning: AtomicU64,
+}
+
+impl LimitedIncoming {
+    fn new(listener: TcpListener, max: usize, metrics: Arc<Metrics>) -> Self {
+        LimitedIncoming {
+            listener,
+            permits: Arc::new(Semaphore::new(max.max(1))),
+            metrics,
+            last_warning: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Stream for LimitedIncoming {
+    type Item = io::Result<LimitedStream>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            let (stream, peer) = match this.listener.poll_accept(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(accepted)) => accepted,
+                Poll::Ready(Err(e)) => {
+                    // Out of file descriptors and the like: say so, keep serving.
+                    tracing::warn!(error = %e, "Accepting a connection failed.");
+                    continue;
+                }
+            };
+            match this.permits.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    return Poll::Ready(Some(Ok(LimitedStream {
+                        inner: stream,
+                        _permit: permit,
+                    })));
+                }
+                Err(_) => {
+                    this.metrics.connections_refused.inc();
+                    let now = crate::store::now_millis() as u64;
+                    let last = this.last_warning.load(Ordering::Relaxed);
+                    if now.saturating_sub(last) > 60_000 {
+                        this.last_warning.store(now, Ordering::Relaxed);
+                        tracing::warn!(%peer, "Connection limit reached; closing new connections (see driftwatch_collector_connections_refused_total).");
+                    }
+                    drop(stream);
+                }
+            }
+        }
+    }
+}
+
+/// A connection holding its slot until it closes.
+struct LimitedStream {
+    inner: TcpStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Connected for LimitedStream {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+impl AsyncRead for LimitedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for LimitedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}

@@ -1,0 +1,513 @@
+//! Fleet queries, each run inside one read transaction by the parent.
+
+use std::cmp::Reverse;
+use std::collections::HashMap;
+
+use driftwatch_proto::v1;
+use rusqlite::types::{Type, Value};
+use rusqlite::{Connection, OptionalExtension as _, Row, params_from_iter};
+
+use super::{severity_at, to_u64};
+use crate::store::{HistoryQuery, HostQuery, ItemFilter, Millis, Severity, rfc3339};
+
+const HOST_COLUMNS: &str = "host, hostname, identity_source, image_id, baseline_id, \
+     agent_version, image_name, image_version, last_seq, first_seen, last_seen, n_security, \
+     n_behavioral, n_cosmetic, since_security, since_behavioral, since_cosmetic";
+
+/// A `hosts` row, as queries use it.
+struct HostRow {
+    host: String,
+    hostname: String,
+    identity_source: String,
+    image_id: String,
+    baseline_id: String,
+    agent_version: String,
+    image_name: String,
+    image_version: String,
+    last_seq: i64,
+    first_seen: Millis,
+    last_seen: Millis,
+    /// Current items per severity (indexed by [`Severity`]) and the oldest `observed_at`.
+    counts: [i64; 3],
+    since: [Option<Millis>; 3],
+}
+
+impl HostRow {
+    /// Reads the row selected as [`HOST_COLUMNS`].
+    fn read(r: &Row<'_>) -> rusqlite::Result<HostRow> {
+        Ok(HostRow {
+            host: r.get(0)?,
+            hostname: r.get(1)?,
+            identity_source: r.get(2)?,
+            image_id: r.get(3)?,
+            baseline_id: r.get(4)?,
+            agent_version: r.get(5)?,
+            image_name: r.get(6)?,
+            image_version: r.get(7)?,
+            last_seq: r.get(8)?,
+            first_seen: r.get(9)?,
+            last_seen: r.get(10)?,
+            counts: [r.get(11)?, r.get(12)?, r.get(13)?],
+            since: [r.get(14)?, r.get(15)?, r.get(16)?],
+        })
+    }
+
+    /// The host's drift as a filter without a path counts it, from the cached aggregates.
+    fn cached_drift(&self, filter: &ItemFilter) -> Drift {
+        let mut drift = Drift::default();
+        for severity in Severity::ALL {
+            let i = severity as usize;
+            if filter.min_severity.is_none_or(|min| severity <= min) && self.counts[i] > 0 {
+                let since = self.since[i].unwrap_or(Millis::MAX);
+                drift.add(severity, to_u64(self.counts[i]), since);
+            }
+        }
+        drift
+    }
+
+    fn into_host(self, drift: Drift, query: &HostQuery) -> v1::Host {
+        let silent_after = i64::try_from(query.silent_after.as_millis()).unwrap_or(i64::MAX);
+        let online = query.now.saturating_sub(self.last_seen) <= silent_after;
+        v1::Host {
+            host: self.host,
+            hostname: self.hostname,
+            drift_count: drift.count,
+            max_severity: drift.worst.map(|s| s.as_str().to_owned()),
+            last_seen: rfc3339(self.last_seen),
+            status: if online { "online" } else { "silent" }.to_owned(),
+            image: format!("{} {}", self.image_name, self.image_version)
+                .trim()
+                .to_owned(),
+            image_id: self.image_id,
+            baseline_id: self.baseline_id,
+            agent_version: self.agent_version,
+            first_seen: rfc3339(self.first_seen),
+            drifted_since: drift.since.map(rfc3339),
+            identity_source: self.identity_source,
+            last_seq: to_u64(self.last_seq),
+        }
+    }
+}
+
+/// A host's matching items, summed up.
+#[derive(Clone, Copy, Debug, Default)]
+struct Drift {
+    count: u64,
+    worst: Option<Severity>,
+    since: Option<Millis>,
+}
+
+impl Drift {
+    fn add(&mut self, severity: Severity, count: u64, observed_at: Millis) {
+        self.count += count;
+        self.worst = Some(self.worst.map_or(severity, |w| w.min(severity)));
+        self.since = Some(self.since.map_or(observed_at, |s| s.min(observed_at)));
+    }
+
+    /// Worst first, then most items (clean hosts last).
+    fn sort_key(&self) -> (usize, Reverse<u64>) {
+        (
+            self.worst.map_or(Severity::ALL.len(), |s| s as usize),
+            Reverse(self.count),
+        )
+    }
+}
+
+pub(super) fn list_hosts(conn: &Connection, query: &HostQuery) -> rusqlite::Result<Vec<v1::Host>> {
+    let filter = &query.filter;
+    let by_path = match filter.path {
+        Some(_) => Some(drift_by_host(conn, filter)?),
+        None => None,
+    };
+    let sql = if query.diverged && by_path.is_none() {
+        // The cached counts answer "diverged" in SQL, before any row is built.
+        let nonzero: Vec<String> = Severity::ALL
+            .iter()
+            .filter(|&&s| filter.min_severity.is_none_or(|min| s <= min))
+            .map(|s| format!("n_{} > 0", s.as_str()))
+            .collect();
+        format!(
+            "SELECT {HOST_COLUMNS} FROM hosts WHERE {}",
+            nonzero.join(" OR ")
+        )
+    } else {
+        format!("SELECT {HOST_COLUMNS} FROM hosts")
+    };
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut hosts = Vec::new();
+    for row in stmt.query_map([], HostRow::read)? {
+        let row = row?;
+        let drift = match &by_path {
+            Some(by_host) => by_host.get(&row.host).copied().unwrap_or_default(),
+            None => row.cached_drift(filter),
+        };
+        if query.diverged && drift.count == 0 {
+            continue;
+        }
+        hosts.push((drift, row));
+    }
+    hosts.sort_unstable_by(|(a, ra), (b, rb)| {
+        a.sort_key()
+            .cmp(&b.sort_key())
+            .then_with(|| ra.host.cmp(&rb.host))
+    });
+    Ok(hosts
+        .into_iter()
+        .map(|(drift, row)| row.into_host(drift, query))
+        .collect())
+}
+
+/// Every host's drift as a filter with a path counts it: the glob's literal prefix narrows
+/// through `items_subject` (which covers the query), the glob itself is checked here.
+fn drift_by_host(
+    conn: &Connection,
+    filter: &ItemFilter,
+) -> rusqlite::Result<HashMap<String, Drift>> {
+    let conditions = Conditions::of(filter);
+    let sql = drift_by_host_sql(&conditions);
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(params_from_iter(&conditions.values))?;
+    let mut glob = GlobCache::new(filter);
+    let mut by_host: HashMap<String, Drift> = HashMap::new();
+    while let Some(row) = rows.next()? {
+        if !glob.matches(row.get_ref(0)?.as_str()?) {
+            continue;
+        }
+        let severity = severity_at(row, 1)?;
+        let observed_at: Millis = row.get(3)?;
+        let host = row.get_ref(2)?.as_str()?;
+        match by_host.get_mut(host) {
+            Some(drift) => drift.add(severity, 1, observed_at),
+            None => {
+                let mut drift = Drift::default();
+                drift.add(severity, 1, observed_at);
+                by_host.insert(host.to_owned(), drift);
+            }
+        }
+    }
+    Ok(by_host)
+}
+
+pub(super) fn get_host(
+    conn: &Connection,
+    host: &str,
+    query: &HostQuery,
+) -> rusqlite::Result<Option<v1::HostDetail>> {
+    if host.is_empty() {
+        return Ok(None);
+    }
+    let by_id = conn
+        .prepare_cached(&format!("SELECT {HOST_COLUMNS} FROM hosts WHERE host = ?1"))?
+        .query_row([host], HostRow::read)
+        .optional()?;
+    let row = match by_id {
+        Some(row) => row,
+        None => {
+            let mut named = conn
+                .prepare_cached(&format!(
+                    "SELECT {HOST_COLUMNS} FROM hosts WHERE hostname = ?1 LIMIT 2"
+                ))?
+                .query_map([host], HostRow::read)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            // An ambiguous hostname names no host.
+            match (named.pop(), named.is_empty()) {
+                (Some(row), true) => row,
+                _ => return Ok(None),
+            }
+        }
+    };
+    let mut stmt = conn.prepare_cached(
+        "SELECT subject, severity, observed_at, json FROM items WHERE host = ?1
+         ORDER BY severity, subject",
+    )?;
+    let mut rows = stmt.query([&row.host])?;
+    let mut drift = Drift::default();
+    let mut items = Vec::new();
+    while let Some(item) = rows.next()? {
+        let severity = severity_at(item, 1)?;
+        if !query.filter.matches(item.get_ref(0)?.as_str()?, severity) {
+            continue;
+        }
+        drift.add(severity, 1, item.get(2)?);
+        items.push(item.get(3)?);
+    }
+    Ok(Some(v1::HostDetail {
+        host: Some(row.into_host(drift, query)),
+        drift: items,
+    }))
+}
+
+pub(super) fn list_paths(
+    conn: &Connection,
+    filter: &ItemFilter,
+    limit: usize,
+) -> rusqlite::Result<Vec<v1::PathSummary>> {
+    let conditions = Conditions::of(filter);
+    let sql = paths_sql(&conditions);
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(params_from_iter(&conditions.values))?;
+    let mut glob = GlobCache::new(filter);
+    let mut paths = Vec::new();
+    while let Some(row) = rows.next()? {
+        if !glob.matches(row.get_ref(0)?.as_str()?) {
+            continue;
+        }
+        paths.push(v1::PathSummary {
+            path: row.get(0)?,
+            hosts: to_u64(row.get(1)?),
+            max_severity: severity_at(row, 2)?.as_str().to_owned(),
+            first_observed: rfc3339(row.get(3)?),
+            last_observed: rfc3339(row.get(4)?),
+        });
+    }
+    paths.sort_unstable_by(|a, b| b.hosts.cmp(&a.hosts).then_with(|| a.path.cmp(&b.path)));
+    if limit > 0 {
+        paths.truncate(limit);
+    }
+    Ok(paths)
+}
+
+pub(super) fn list_causes(
+    conn: &Connection,
+    filter: &ItemFilter,
+    min_hosts: usize,
+    limit: usize,
+) -> rusqlite::Result<Vec<v1::Cause>> {
+    struct Group {
+        subject: String,
+        worst: Severity,
+        hosts: Vec<String>,
+        /// One item of the group, fetched whole only if the group is shown.
+        example: i64,
+    }
+    let conditions = Conditions::of(filter);
+    let sql = causes_sql(&conditions);
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(params_from_iter(&conditions.values))?;
+    let mut glob = GlobCache::new(filter);
+    let mut groups: HashMap<String, Group> = HashMap::new();
+    while let Some(row) = rows.next()? {
+        let subject = row.get_ref(0)?.as_str()?;
+        if !glob.matches(subject) {
+            continue;
+        }
+        let severity = severity_at(row, 1)?;
+        let host: String = row.get(2)?;
+        let cause = row.get_ref(3)?.as_str()?;
+        match groups.get_mut(cause) {
+            Some(group) => {
+                group.worst = group.worst.min(severity);
+                group.hosts.push(host);
+            }
+            None => {
+                let group = Group {
+                    subject: subject.to_owned(),
+                    worst: severity,
+                    hosts: vec![host],
+                    example: row.get(4)?,
+                };
+                groups.insert(cause.to_owned(), group);
+            }
+        }
+    }
+    let min_hosts = min_hosts.max(1);
+    let mut groups: Vec<(String, Group)> = groups
+        .into_iter()
+        .filter(|(_, g)| g.hosts.len() >= min_hosts)
+        .collect();
+    groups.sort_unstable_by(|(ca, a), (cb, b)| {
+        b.hosts
+            .len()
+            .cmp(&a.hosts.len())
+            .then_with(|| a.subject.cmp(&b.subject))
+            .then_with(|| ca.cmp(cb))
+    });
+    if limit > 0 {
+        groups.truncate(limit);
+    }
+    let mut example =
+        conn.prepare_cached("SELECT kind, changed, json FROM items WHERE rowid = ?1")?;
+    let mut causes = Vec::with_capacity(groups.len());
+    for (cause, mut group) in groups {
+        let (kind, changed, json): (String, String, String) =
+            example.query_row([group.example], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        let changed: Vec<String> = serde_json::from_str(&changed)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(1, Type::Text, Box::new(e)))?;
+        group.hosts.sort_unstable();
+        causes.push(v1::Cause {
+            cause,
+            path: group.subject,
+            kind,
+            severity: group.worst.as_str().to_owned(),
+            changed,
+            host_count: group.hosts.len() as u64,
+            hosts: group.hosts,
+            example: json,
+        });
+    }
+    Ok(causes)
+}
+
+pub(super) fn history(
+    conn: &Connection,
+    query: &HistoryQuery,
+) -> rusqlite::Result<Vec<v1::HistoryEvent>> {
+    let (sql, conditions) = history_sql(query);
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(params_from_iter(&conditions.values))?;
+    let mut events = Vec::new();
+    while let Some(row) = rows.next()? {
+        let severity = severity_at(row, 6)?;
+        if !query.filter.matches(row.get_ref(5)?.as_str()?, severity) {
+            continue;
+        }
+        events.push(v1::HistoryEvent {
+            host: row.get(0)?,
+            seq: row.get::<_, Option<i64>>(1)?.map_or(0, to_u64),
+            event: row.get(2)?,
+            observed_at: rfc3339(row.get(3)?),
+            received_at: rfc3339(row.get(4)?),
+            path: row.get(5)?,
+            severity: severity.as_str().to_owned(),
+            item: row.get(7)?,
+            source: row.get(8)?,
+        });
+        if events.len() == query.limit {
+            break;
+        }
+    }
+    events.reverse();
+    Ok(events)
+}
+
+fn drift_by_host_sql(conditions: &Conditions) -> String {
+    format!(
+        "SELECT subject, severity, host, observed_at FROM items{}",
+        conditions.where_sql()
+    )
+}
+
+fn paths_sql(conditions: &Conditions) -> String {
+    format!(
+        "SELECT subject, count(*), min(severity), min(observed_at), max(observed_at)
+         FROM items{} GROUP BY subject",
+        conditions.where_sql()
+    )
+}
+
+/// Covered by `items_subject` (with the rowid every index holds): grouping never reads an
+/// item's JSON.
+fn causes_sql(conditions: &Conditions) -> String {
+    format!(
+        "SELECT subject, severity, host, cause, rowid FROM items{}",
+        conditions.where_sql()
+    )
+}
+
+/// Newest first, so a limit stops the scan early (the caller reverses); `id` orders events
+/// received in the same millisecond as they were stored.
+pub(super) fn history_sql(query: &HistoryQuery) -> (String, Conditions) {
+    let mut conditions = Conditions::of(&query.filter);
+    if !query.host.is_empty() {
+        conditions.push("host = ?", query.host.clone());
+    }
+    if let Some(since) = query.since {
+        conditions.push("received_at >= ?", since);
+    }
+    let sql = format!(
+        "SELECT host, seq, transition, observed_at, received_at, subject, severity, json, source
+         FROM events{} ORDER BY received_at DESC, id DESC",
+        conditions.where_sql()
+    );
+    (sql, conditions)
+}
+
+/// The statements that scan items by a filter, for tests of their plans.
+#[cfg(test)]
+pub(super) fn item_scans(filter: &ItemFilter) -> Vec<String> {
+    let conditions = Conditions::of(filter);
+    vec![
+        drift_by_host_sql(&conditions),
+        paths_sql(&conditions),
+        causes_sql(&conditions),
+    ]
+}
+
+/// `WHERE` conditions with their values (bound in order, to `?` placeholders).
+#[derive(Default)]
+pub(super) struct Conditions {
+    sql: Vec<&'static str>,
+    values: Vec<Value>,
+}
+
+impl Conditions {
+    /// What SQL can check of an item filter: the severity, and the glob's literal prefix as a
+    /// range, so an index on `subject` narrows the scan. The glob itself is left to the caller.
+    fn of(filter: &ItemFilter) -> Conditions {
+        let mut conditions = Conditions::default();
+        if !filter.path_prefix.is_empty() {
+            conditions.push("subject >= ?", filter.path_prefix.clone());
+            if let Some(upper) = prefix_upper_bound(&filter.path_prefix) {
+                conditions.push("subject < ?", upper);
+            }
+        }
+        if let Some(min) = filter.min_severity {
+            conditions.push("severity <= ?", min as i64);
+        }
+        conditions
+    }
+
+    fn push(&mut self, sql: &'static str, value: impl Into<Value>) {
+        self.sql.push(sql);
+        self.values.push(value.into());
+    }
+
+    fn where_sql(&self) -> String {
+        if self.sql.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", self.sql.join(" AND "))
+        }
+    }
+}
+
+/// The least string above every string that starts with `prefix` (None when there is none:
+/// an empty prefix, or one of only U+10FFFF). SQLite compares text as UTF-8 bytes, which orders
+/// like code points, so `prefix <= s < bound` holds exactly for the strings with the prefix.
+pub(super) fn prefix_upper_bound(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        if let Some(next) = (last as u32 + 1..=char::MAX as u32).find_map(char::from_u32) {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+/// A filter's glob verdict, remembered for the last subject: rows read through
+/// `items_subject` come sorted by subject, so the glob runs once per distinct path.
+struct GlobCache<'a> {
+    filter: &'a ItemFilter,
+    last: Option<(String, bool)>,
+}
+
+impl<'a> GlobCache<'a> {
+    fn new(filter: &'a ItemFilter) -> GlobCache<'a> {
+        GlobCache { filter, last: None }
+    }
+
+    fn matches(&mut self, subject: &str) -> bool {
+        let Some(glob) = &self.filter.path else {
+            return true;
+        };
+        if let Some((last, verdict)) = &self.last
+            && last == subject
+        {
+            return *verdict;
+        }
+        let verdict = subject.starts_with(&self.filter.path_prefix) && glob.is_match(subject);
+        self.last = Some((subject.to_owned(), verdict));
+        verdict
+    }
+}

@@ -1,0 +1,109 @@
+//! The tables (see the parent module's docs) and their migrations.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::Context as _;
+use crate::store::{Result, StoreError};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` counts those applied. Never edit
+/// one that has shipped: add the next.
+pub(super) const MIGRATIONS: &[&str] = &[SCHEMA_V1];
+
+const SCHEMA_V1: &str = "
+CREATE TABLE hosts (
+    host              TEXT PRIMARY KEY,
+    hostname          TEXT NOT NULL DEFAULT '',
+    identity_source   TEXT NOT NULL DEFAULT '',
+    cloud             TEXT NOT NULL DEFAULT '',
+    region            TEXT NOT NULL DEFAULT '',
+    availability_zone TEXT NOT NULL DEFAULT '',
+    instance_id       TEXT NOT NULL DEFAULT '',
+    image_id          TEXT NOT NULL DEFAULT '',
+    private_ip        TEXT NOT NULL DEFAULT '',
+    machine_id_hash   TEXT NOT NULL DEFAULT '',
+    user_data_sha1    TEXT NOT NULL DEFAULT '',
+    account_id        TEXT NOT NULL DEFAULT '',
+    tags              TEXT NOT NULL DEFAULT '{}',
+    agent_version     TEXT NOT NULL DEFAULT '',
+    baseline_id       TEXT NOT NULL DEFAULT '',
+    image_name        TEXT NOT NULL DEFAULT '',
+    image_version     TEXT NOT NULL DEFAULT '',
+    boot_id           TEXT NOT NULL DEFAULT '',
+    stream_id         TEXT NOT NULL DEFAULT '',
+    last_seq          INTEGER NOT NULL DEFAULT 0 CHECK (last_seq >= 0),
+    first_seen        INTEGER NOT NULL,
+    last_seen         INTEGER NOT NULL,
+    n_security        INTEGER NOT NULL DEFAULT 0,
+    n_behavioral      INTEGER NOT NULL DEFAULT 0,
+    n_cosmetic        INTEGER NOT NULL DEFAULT 0,
+    since_security    INTEGER,
+    since_behavioral  INTEGER,
+    since_cosmetic    INTEGER
+);
+CREATE INDEX hosts_hostname ON hosts (hostname);
+
+CREATE TABLE items (
+    host         TEXT NOT NULL REFERENCES hosts (host),
+    subject      TEXT NOT NULL,
+    subject_kind TEXT NOT NULL,
+    kind         TEXT NOT NULL,
+    severity     INTEGER NOT NULL CHECK (severity BETWEEN 0 AND 2),
+    cause        TEXT NOT NULL,
+    changed      TEXT NOT NULL,
+    observed_at  INTEGER NOT NULL,
+    sha256       BLOB NOT NULL,
+    json         TEXT NOT NULL,
+    PRIMARY KEY (host, subject)
+);
+CREATE INDEX items_subject ON items (subject, severity, host, observed_at, cause);
+
+CREATE TABLE events (
+    id          INTEGER PRIMARY KEY,
+    host        TEXT NOT NULL REFERENCES hosts (host),
+    stream_id   TEXT NOT NULL,
+    seq         INTEGER CHECK (seq > 0),
+    transition  TEXT NOT NULL CHECK (transition IN ('drifted', 'changed', 'resolved')),
+    observed_at INTEGER NOT NULL,
+    received_at INTEGER NOT NULL,
+    subject     TEXT NOT NULL,
+    severity    INTEGER NOT NULL CHECK (severity BETWEEN 0 AND 2),
+    source      TEXT NOT NULL CHECK (source IN ('stream', 'snapshot')),
+    json        TEXT NOT NULL,
+    UNIQUE (host, stream_id, seq)
+);
+CREATE INDEX events_host_received ON events (host, received_at);
+CREATE INDEX events_received ON events (received_at);
+
+CREATE TABLE baselines (
+    baseline_id   TEXT PRIMARY KEY,
+    image_name    TEXT NOT NULL DEFAULT '',
+    image_version TEXT NOT NULL DEFAULT '',
+    first_seen    INTEGER NOT NULL,
+    last_seen     INTEGER NOT NULL
+);
+";
+
+/// Brings the schema up to date, refusing one newer than [`MIGRATIONS`] knows.
+pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
+    let supported = MIGRATIONS.len() as i64;
+    // Immediate: two collectors opening one new file must not both migrate it.
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .context("starting the schema migration")?;
+    let found: i64 = tx
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .context("reading the schema version")?;
+    if found > supported {
+        return Err(StoreError::NewerSchema { found, supported });
+    }
+    if found == supported {
+        return Ok(());
+    }
+    for (version, sql) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
+        tx.execute_batch(sql)
+            .with_context(|| format!("migrating the schema to version {}", version + 1))?;
+    }
+    tx.pragma_update(None, "user_version", supported)
+        .context("recording the schema version")?;
+    tx.commit().context("committing the schema migration")
+}

@@ -1,0 +1,341 @@
+use std::ops::Deref;
+use std::time::Instant;
+
+use super::*;
+use crate::store::conformance::{self, T0, apply1, batch, done, drifted, info, item};
+use crate::store::{ItemRecord, Transition};
+
+/// A store on a new file in a temporary directory, removed after the store is closed.
+struct TempStore {
+    store: SqliteStore,
+    dir: tempfile::TempDir,
+}
+
+impl Deref for TempStore {
+    type Target = SqliteStore;
+
+    fn deref(&self) -> &SqliteStore {
+        &self.store
+    }
+}
+
+fn temp_store() -> TempStore {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("collector.db")).unwrap();
+    TempStore { store, dir }
+}
+
+conformance::conformance_tests!(temp_store());
+
+#[test]
+fn reopening_keeps_everything() {
+    let TempStore { store, dir } = temp_store();
+    store.hello(&info("i-1", "web-1"), T0).unwrap();
+    let a = item("/etc/a.conf", "security", "bb");
+    let b = item("/etc/b.conf", "behavioral", "bb");
+    apply1(
+        &store,
+        batch(
+            "i-1",
+            "s1",
+            vec![drifted(1, &a), drifted(2, &b)],
+            T0 + 1_000,
+        ),
+    )
+    .unwrap();
+    let query = HostQuery {
+        now: T0 + 2_000,
+        silent_after: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let before = (
+        store.list_hosts(&query).unwrap(),
+        store.get_host("i-1", &query).unwrap(),
+        store.digest("i-1").unwrap(),
+        store.history(&HistoryQuery::default()).unwrap(),
+    );
+    let path = store.path().to_owned();
+    drop(store);
+
+    let store = SqliteStore::open(&path).unwrap();
+    let after = (
+        store.list_hosts(&query).unwrap(),
+        store.get_host("i-1", &query).unwrap(),
+        store.digest("i-1").unwrap(),
+        store.history(&HistoryQuery::default()).unwrap(),
+    );
+    assert_eq!(after, before);
+    assert_eq!(before.0[0].drift_count, 2);
+    // The stream continues where it stood.
+    assert_eq!(
+        done(&apply1(
+            &store,
+            batch("i-1", "s1", vec![drifted(3, &a)], T0 + 3_000)
+        )),
+        Ok(Applied {
+            last_seq: 3,
+            events: 1
+        })
+    );
+    drop(dir);
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let TempStore { store, dir } = temp_store();
+    let path = store.path().to_owned();
+    drop(store);
+    Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
+    match SqliteStore::open(&path) {
+        Err(StoreError::NewerSchema { found, supported }) => {
+            assert_eq!((found, supported), (99, schema::MIGRATIONS.len() as i64));
+        }
+        other => panic!("expected NewerSchema, got {other:?}"),
+    }
+    drop(dir);
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_an_error_with_context() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("collector.db");
+    std::fs::write(&path, vec![b'x'; 8192]).unwrap();
+    match SqliteStore::open(&path) {
+        Err(StoreError::Database(message)) => {
+            assert!(message.contains("not a database"), "{message}")
+        }
+        other => panic!("expected a database error, got {other:?}"),
+    }
+}
+
+#[test]
+fn queries_do_not_wait_for_a_write_in_progress() {
+    let store = temp_store();
+    store.hello(&info("i-1", "web-1"), T0).unwrap();
+    let writer = lock(&store.writer);
+    writer
+        .conn
+        .execute_batch(
+            "BEGIN IMMEDIATE;
+             INSERT INTO hosts (host, first_seen, last_seen) VALUES ('i-2', 0, 0);",
+        )
+        .unwrap();
+    let started = Instant::now();
+    let hosts = store.list_hosts(&HostQuery::default()).unwrap();
+    assert!(
+        started.elapsed() < BUSY_TIMEOUT / 2,
+        "the reader waited for the writer"
+    );
+    assert_eq!(hosts.len(), 1, "uncommitted rows are not seen");
+    writer.conn.execute_batch("ROLLBACK").unwrap();
+}
+
+#[test]
+fn a_transaction_left_open_does_not_block_the_next_write() {
+    let store = temp_store();
+    store.hello(&info("i-1", "web-1"), T0).unwrap();
+    // What a panic inside a write could leave behind.
+    lock(&store.writer)
+        .conn
+        .execute_batch("BEGIN; UPDATE hosts SET hostname = 'half-done'")
+        .unwrap();
+    apply1(
+        &*store,
+        batch(
+            "i-1",
+            "s1",
+            vec![drifted(1, &item("/etc/a", "cosmetic", "bb"))],
+            T0,
+        ),
+    )
+    .unwrap();
+    let host = &store.list_hosts(&HostQuery::default()).unwrap()[0];
+    assert_eq!((host.hostname.as_str(), host.drift_count), ("web-1", 1));
+}
+
+#[test]
+fn prefix_upper_bounds() {
+    use query::prefix_upper_bound as bound;
+    assert_eq!(bound(""), None);
+    assert_eq!(bound("/etc/"), Some("/etc0".into()));
+    assert_eq!(bound("/etc/m"), Some("/etc/n".into()));
+    assert_eq!(bound("a\u{10FFFF}"), Some("b".into()));
+    assert_eq!(bound("\u{10FFFF}"), None);
+    assert_eq!(
+        bound("a\u{D7FF}"),
+        Some("a\u{E000}".into()),
+        "surrogates are skipped"
+    );
+}
+
+/// The plans behind the performance targets: path filters narrow through `items_subject`
+/// and never read the table, a host's history reads its own index range in order.
+#[test]
+fn queries_use_their_indexes() {
+    let store = temp_store();
+    let writer = lock(&store.writer);
+    let plan = |sql: &str| -> String {
+        let mut stmt = writer
+            .conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap();
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .unwrap();
+        rows.join("; ")
+    };
+    let filter = ItemFilter::new(Some(Severity::Behavioral), Some("/etc/ssh/**")).unwrap();
+    for sql in query::item_scans(&filter) {
+        let plan = plan(&sql.replace('?', "'x'"));
+        assert!(
+            plan.contains("COVERING INDEX items_subject") && plan.contains("subject>"),
+            "{sql}: {plan}"
+        );
+    }
+    let (history, _) = query::history_sql(&HistoryQuery {
+        host: "i-1".into(),
+        since: Some(0),
+        ..Default::default()
+    });
+    let plan = plan(&history.replace('?', "'x'"));
+    assert!(
+        plan.contains("INDEX events_host_received") && !plan.contains("TEMP B-TREE"),
+        "{plan}"
+    );
+}
+
+/// Measures ingest and query latency at the scale of the targets (10,000 hosts × 50 items):
+/// `cargo test -p driftwatch-collector --release -- --ignored --nocapture scale`.
+#[test]
+#[ignore = "a benchmark: minutes in a debug build"]
+fn scale() {
+    const HOSTS: usize = 10_000;
+    const ITEMS: usize = 50;
+    const BATCH: usize = 10;
+    const GROUP: usize = 100;
+    let store = temp_store();
+    let started = Instant::now();
+    for h in 0..HOSTS {
+        store
+            .hello(&info(&format!("i-{h:05}"), &format!("web-{h}")), T0)
+            .unwrap();
+    }
+    println!("{HOSTS} hellos: {:?}", started.elapsed());
+
+    let item_of = |h: usize, i: usize, version: usize| -> ItemRecord {
+        let severity = match i % 10 {
+            0 => "security",
+            3 | 6 => "cosmetic",
+            _ => "behavioral",
+        };
+        let path = format!("/etc/svc{}/conf{i}.conf", (h + i) % 40);
+        item(&path, severity, &format!("v{}", (h + version) % 7))
+    };
+    // Every host gets ITEMS drifted items, then as many changes, BATCH events at a time and
+    // GROUP batches (of different hosts) per commit.
+    let mut seq = vec![0u64; HOSTS];
+    let mut ingest = |version: usize, transition: Transition| {
+        let started = Instant::now();
+        let mut events = 0;
+        let mut group = Vec::with_capacity(GROUP);
+        for chunk in 0..ITEMS / BATCH {
+            for h in 0..HOSTS {
+                let batch_events = (0..BATCH)
+                    .map(|k| {
+                        seq[h] += 1;
+                        let i = chunk * BATCH + k;
+                        let at = T0 + seq[h] as Millis * 1_000;
+                        conformance::event_at(seq[h], transition, &item_of(h, i, version), at)
+                    })
+                    .collect();
+                events += BATCH;
+                group.push(batch(&format!("i-{h:05}"), "s1", batch_events, T0));
+                if group.len() == GROUP {
+                    for result in store.apply(&group).unwrap() {
+                        result.unwrap();
+                    }
+                    group.clear();
+                }
+            }
+        }
+        let rate = events as f64 / started.elapsed().as_secs_f64();
+        println!(
+            "{events} {transition:?} events: {:?}, {rate:.0}/s",
+            started.elapsed()
+        );
+    };
+    ingest(0, Transition::Drifted);
+    ingest(1, Transition::Changed);
+
+    let now = T0 + 100_000;
+    let host_query = |severity, path: Option<&str>| HostQuery {
+        filter: ItemFilter::new(severity, path).unwrap(),
+        diverged: true,
+        silent_after: Duration::from_secs(300),
+        now,
+    };
+    let measure = |name: &str, f: &dyn Fn() -> usize| {
+        let mut times: Vec<Duration> = (0..50)
+            .map(|_| {
+                let started = Instant::now();
+                std::hint::black_box(f());
+                started.elapsed()
+            })
+            .collect();
+        times.sort();
+        println!(
+            "{name}: {} rows, p50 {:?}, p99 {:?}",
+            f(),
+            times[times.len() / 2],
+            times[times.len() * 99 / 100]
+        );
+    };
+    measure("list_hosts diverged security", &|| {
+        store
+            .list_hosts(&host_query(Some(Severity::Security), None))
+            .unwrap()
+            .len()
+    });
+    measure("list_hosts diverged path", &|| {
+        store
+            .list_hosts(&host_query(None, Some("/etc/svc1/*")))
+            .unwrap()
+            .len()
+    });
+    measure("get_host", &|| {
+        store
+            .get_host("i-04242", &host_query(None, None))
+            .unwrap()
+            .map_or(0, |d| d.drift.len())
+    });
+    measure("list_paths glob", &|| {
+        let filter = ItemFilter::new(None, Some("/etc/svc1/**")).unwrap();
+        store.list_paths(&filter, 0).unwrap().len()
+    });
+    measure("list_paths all", &|| {
+        store.list_paths(&ItemFilter::default(), 100).unwrap().len()
+    });
+    measure("list_causes glob", &|| {
+        let filter = ItemFilter::new(None, Some("/etc/svc1/**")).unwrap();
+        store.list_causes(&filter, 0, 100).unwrap().len()
+    });
+    measure("list_causes all", &|| {
+        store
+            .list_causes(&ItemFilter::default(), 0, 100)
+            .unwrap()
+            .len()
+    });
+    measure("history host", &|| {
+        let query = HistoryQuery {
+            host: "i-04242".into(),
+            limit: 100,
+            ..Default::default()
+        };
+        store.history(&query).unwrap().len()
+    });
+}

@@ -1,0 +1,209 @@
+//! `driftwatch up`: try driftwatch on one machine. A collector (SQLite under `./driftwatch-data`)
+//! and an agent for this machine, in one process; drift is printed as it arrives.
+//!
+//! Without `--baseline`, the baseline is built from the machine as it is now, on first run, so
+//! drift is relative to *now* — not to an image — and `up` says so.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result, bail};
+use driftwatch_agent::config::Overrides;
+use driftwatch_agent::rules::Rules;
+use driftwatch_proto::v1;
+use sha2::{Digest as _, Sha256};
+use tokio_stream::StreamExt as _;
+
+use crate::server::{self, ServeOptions};
+
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// The directory that stands for `/` (point it at a test directory to try things safely).
+    #[arg(long, default_value = "/")]
+    pub root: PathBuf,
+    /// Watch only these trees (absolute paths as seen inside the root, comma-separated)
+    /// instead of the default rules' system paths.
+    #[arg(long, value_delimiter = ',')]
+    pub paths: Vec<PathBuf>,
+    /// Compare with this baseline (e.g. the one baked into the image) instead of building one
+    /// from the current state.
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
+    /// Where the collector's database, the baseline and the agent's state live.
+    #[arg(long, default_value = "driftwatch-data")]
+    pub data_dir: PathBuf,
+    /// The collector's address (gRPC and HTTP).
+    #[arg(long, default_value = server::DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+}
+
+pub async fn run(args: UpArgs) -> Result<i32> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let data_dir = std::fs::canonicalize(&args.data_dir)?;
+    let root = std::fs::canonicalize(&args.root)
+        .with_context(|| format!("--root {}", args.root.display()))?;
+    let baseline = match &args.baseline {
+        Some(b) => b.clone(),
+        None => first_run_baseline(&root, &args.paths, &data_dir).await?,
+    };
+
+    let options = ServeOptions {
+        listen: args.listen,
+        database: format!("sqlite://{}", data_dir.join("collector.db").display()),
+        ..ServeOptions::default()
+    };
+    let store = Arc::new(server::open_database(&options.database)?);
+    let listener = server::bind(&options)
+        .await
+        .context("is another collector running? (choose another address with --listen)")?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let collector = tokio::spawn(server::serve(options, store, listener, async {
+        let _ = stop_rx.await;
+    }));
+
+    let overrides = Overrides {
+        baseline: Some(baseline),
+        root: Some(root.clone()),
+        state_dir: Some(data_dir.join("agent")),
+        collector: Some(url.clone()),
+        listen: Some("127.0.0.1:0".into()),
+        ..Overrides::default()
+    };
+    let agent = tokio::spawn(driftwatch_agent::daemon::run(overrides));
+
+    println!();
+    println!(
+        "driftwatch is up: a collector at {url} and an agent watching {}.",
+        root.display()
+    );
+    println!("In another terminal, ask the fleet (of one):");
+    println!("    driftwatch --collector {url} hosts");
+    println!("    driftwatch --collector {url} host <HOST>      # drift items, with diffs");
+    println!("    driftwatch --collector {url} paths");
+    println!("    driftwatch --collector {url} history --since 1h");
+    println!("JSON API: {url}/api/v1/hosts   Metrics: {url}/metrics");
+    println!("Drift appears below as it happens. Ctrl-C stops both.");
+    println!();
+
+    let feed = tokio::spawn(print_feed(url));
+    let result = agent.await;
+    feed.abort();
+    let _ = stop_tx.send(());
+    let _ = collector.await;
+    match result {
+        Ok(Ok(())) => Ok(0),
+        Ok(Err(e)) => Err(e.context("the agent stopped")),
+        Err(e) => bail!("the agent task failed: {e}"),
+    }
+}
+
+/// The baseline `up` builds from the current state (once per root and set of paths).
+async fn first_run_baseline(root: &Path, paths: &[PathBuf], data_dir: &Path) -> Result<PathBuf> {
+    let rules = rules_for(paths)?;
+    let key = Sha256::digest(format!("{}\0{}", root.display(), rules.source()));
+    let file = data_dir.join(format!("baseline-{}.dwb", hex::encode(&key[..6])));
+    if file.exists() {
+        println!(
+            "Using the baseline built from this machine on the first run ({}); delete it to start over.",
+            file.display()
+        );
+        return Ok(file);
+    }
+    println!(
+        "No --baseline given: building one from the CURRENT state of {}.",
+        root.display()
+    );
+    println!("Drift will be relative to NOW, not to an image. In production the image pipeline");
+    println!(
+        "bakes the baseline (driftwatch-agent baseline build) and the agent compares with that."
+    );
+    let root = root.to_owned();
+    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let built = tokio::task::spawn_blocking(move || {
+        driftwatch_agent::bake::build(
+            &root,
+            &rules,
+            &driftwatch_agent::bake::ImageLabel {
+                name: "driftwatch-up".into(),
+                version: String::new(),
+            },
+            None,
+            progress,
+        )
+    })
+    .await?;
+    driftwatch_agent::bake::write_atomically(&file, &built.bytes, 0o600)
+        .with_context(|| format!("writing {}", file.display()))?;
+    println!(
+        "Baseline {} built: {} entries in {:.1} s ({} unreadable).",
+        file.display(),
+        built.stats.entries,
+        built.elapsed.as_secs_f64(),
+        built.errors.len()
+    );
+    Ok(file)
+}
+
+/// The default rules, or the default rules watching only `paths`.
+fn rules_for(paths: &[PathBuf]) -> Result<Rules> {
+    let builtin = Rules::builtin();
+    if paths.is_empty() {
+        return Ok(builtin);
+    }
+    for p in paths {
+        if !p.is_absolute() {
+            bail!(
+                "--paths {}: give absolute paths as seen inside the root",
+                p.display()
+            );
+        }
+    }
+    let mut doc: toml::Table = builtin.source().parse().context("the built-in rules")?;
+    let scan = doc
+        .entry("scan")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let Some(scan) = scan.as_table_mut() else {
+        bail!("the built-in rules have no [scan] table");
+    };
+    scan.insert(
+        "paths".into(),
+        toml::Value::Array(
+            paths
+                .iter()
+                .map(|p| toml::Value::String(p.display().to_string()))
+                .collect(),
+        ),
+    );
+    let text = toml::to_string(&doc)?;
+    Rules::parse(&text, "--paths").map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Prints every stored event, live, through the collector's own Watch.
+async fn print_feed(url: String) {
+    let conn = crate::cli::Connection {
+        collector: url,
+        ca: None,
+        cert: None,
+        key: None,
+    };
+    // The collector is starting alongside: retry briefly.
+    let mut client = None;
+    for _ in 0..50 {
+        if let Ok(c) = crate::cli::connect(&conn).await {
+            client = Some(c);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let Some(mut client) = client else { return };
+    let Ok(stream) = client.watch(v1::WatchRequest::default()).await else {
+        return;
+    };
+    let mut stream = stream.into_inner();
+    while let Some(Ok(event)) = stream.next().await {
+        println!("{}", crate::render::event_line(&event));
+    }
+}

@@ -1,0 +1,182 @@
+//! The single writer: group commit.
+//!
+//! Every connection hands its writes (event batches, snapshots, heartbeats) to one writer
+//! thread through a bounded queue. The writer takes whatever is waiting, up to a limit, applies
+//! it in one transaction ([`Store::apply`]: each write atomic on its own), commits once, and
+//! only then answers each sender, who acknowledges to its agent. One fsync serves every agent
+//! that wrote in the meantime, so throughput grows with the number of agents instead of being
+//! capped by the disk's sync rate, and nothing is acknowledged before it is durable.
+//!
+//! Committed events are published to watchers ([`Writer::subscribe`]).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use driftwatch_proto::v1;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::metrics::Metrics;
+use crate::store::{self, Applied, Store, StoreError, Write};
+
+/// Most writes applied in one commit.
+const MAX_GROUP: usize = 512;
+/// Writes waiting for the writer before senders wait (backpressure onto the agents' streams).
+const QUEUE: usize = 4096;
+/// Committed events kept for slow watchers before they miss some.
+const WATCH_BUFFER: usize = 8192;
+
+type Reply = oneshot::Sender<Result<Applied, StoreError>>;
+
+/// A handle on the writer thread; cheap to clone.
+#[derive(Clone)]
+pub struct Writer {
+    queue: mpsc::Sender<(Write, Option<Reply>)>,
+    events: broadcast::Sender<Arc<v1::HistoryEvent>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Writer {
+    /// Starts the writer thread. It stops once every handle is dropped and the queue drained.
+    pub fn start<S: Store>(store: Arc<S>, metrics: Arc<Metrics>) -> Writer {
+        let (queue, rx) = mpsc::channel(QUEUE);
+        let (events, _) = broadcast::channel(WATCH_BUFFER);
+        let writer = Writer {
+            queue,
+            events: events.clone(),
+            metrics: metrics.clone(),
+        };
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || run(store.as_ref(), rx, &events, &metrics))
+            .expect("spawn the writer thread");
+        writer
+    }
+
+    /// Applies one write; returns once it is committed (or refused).
+    pub async fn write(&self, write: Write) -> Result<Applied, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.metrics.write_queue.inc();
+        let sent = self.queue.send((write, Some(tx))).await;
+        if sent.is_err() {
+            self.metrics.write_queue.dec();
+            return Err(StoreError::Database("the writer has stopped".into()));
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(StoreError::Database("the writer has stopped".into())))
+    }
+
+    /// Queues a write nobody waits for (heartbeats); dropped when the queue is full, as the
+    /// next one supersedes it.
+    pub fn write_detached(&self, write: Write) {
+        if self.queue.try_send((write, None)).is_ok() {
+            self.metrics.write_queue.inc();
+        }
+    }
+
+    /// Committed stream events, from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<v1::HistoryEvent>> {
+        self.events.subscribe()
+    }
+}
+
+fn run<S: Store>(
+    store: &S,
+    mut rx: mpsc::Receiver<(Write, Option<Reply>)>,
+    events: &broadcast::Sender<Arc<v1::HistoryEvent>>,
+    metrics: &Metrics,
+) {
+    // Test hook: die between a commit and its acknowledgements, as a crash there would.
+    let exit_after_commit =
+        std::env::var("DRIFTWATCH_FAILPOINT").is_ok_and(|f| f == "exit-after-commit");
+    let mut writes = Vec::with_capacity(MAX_GROUP);
+    let mut replies = Vec::with_capacity(MAX_GROUP);
+    while let Some((write, reply)) = rx.blocking_recv() {
+        writes.push(write);
+        replies.push(reply);
+        while writes.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok((write, reply)) => {
+                    writes.push(write);
+                    replies.push(reply);
+                }
+                Err(_) => break,
+            }
+        }
+        metrics.write_queue.dec_by(writes.len() as i64);
+        let started = Instant::now();
+        let results = store.apply(&writes);
+        metrics.commits.inc();
+        metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        metrics.writes_per_commit.observe(writes.len() as f64);
+        match results {
+            Ok(results) => {
+                if exit_after_commit
+                    && writes.iter().zip(&results).any(
+                        |(w, r)| matches!((w, r), (Write::Batch { .. }, Ok(a)) if a.events > 0),
+                    )
+                {
+                    tracing::error!(
+                        "failpoint exit-after-commit: exiting after a commit, before acknowledging it."
+                    );
+                    std::process::exit(86);
+                }
+                for ((write, reply), result) in writes.drain(..).zip(replies.drain(..)).zip(results)
+                {
+                    if let Ok(applied) = &result {
+                        publish(&write, applied, events, metrics);
+                    }
+                    if let Some(reply) = reply {
+                        let _ = reply.send(result);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, writes = writes.len(), "Commit failed; nothing of this group is stored.");
+                writes.clear();
+                for reply in replies.drain(..).flatten() {
+                    let _ = reply.send(Err(StoreError::Database(e.to_string())));
+                }
+            }
+        }
+    }
+}
+
+/// Publishes a committed batch's new events (a replay's skipped ones are its first).
+fn publish(
+    write: &Write,
+    applied: &Applied,
+    events: &broadcast::Sender<Arc<v1::HistoryEvent>>,
+    metrics: &Metrics,
+) {
+    let Write::Batch {
+        host,
+        events: batch,
+        received_at,
+        ..
+    } = write
+    else {
+        return;
+    };
+    let new = (applied.events as usize).min(batch.len());
+    metrics.batches.inc();
+    metrics.events_stored.inc_by(new as u64);
+    metrics.events_replayed.inc_by((batch.len() - new) as u64);
+    if events.receiver_count() == 0 {
+        return;
+    }
+    for e in &batch[batch.len() - new..] {
+        let _ = events.send(Arc::new(v1::HistoryEvent {
+            host: host.clone(),
+            seq: e.seq,
+            event: e.transition.as_str().into(),
+            observed_at: store::rfc3339(e.observed_at),
+            received_at: store::rfc3339(*received_at),
+            path: e.item.subject.clone(),
+            severity: e.item.severity.as_str().into(),
+            item: e.item.json.clone(),
+            source: "stream".into(),
+        }));
+    }
+}

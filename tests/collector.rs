@@ -1,0 +1,384 @@
+//! The fleet, end to end: real `driftwatch-collector serve`, real `driftwatch-agent run`
+//! streaming to it over gRPC, real `driftwatch` CLI calls.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::time::Duration;
+
+use driftwatch_tests::{Collector, TestDir, drift_paths};
+
+const SETTLE: Duration = Duration::from_secs(30);
+
+/// The history of one host, from `driftwatch history --json`.
+fn history(c: &Collector, host: &str) -> Vec<serde_json::Value> {
+    let out = c
+        .cli()
+        .args(["history", "--host", host, "--limit", "0", "--json"])
+        .ok();
+    serde_json::from_str::<serde_json::Value>(&out)
+        .expect("history --json is JSON")
+        .as_array()
+        .expect("an array")
+        .clone()
+}
+
+/// Checks that a host's stored history holds every transition exactly once (contiguous
+/// sequence numbers, no duplicates) and that replaying it gives `expected`.
+fn assert_history_consistent(c: &Collector, host: &str, expected: &[String]) {
+    let events = history(c, host);
+    let seqs: Vec<u64> = events
+        .iter()
+        .filter(|e| e["source"] == "stream")
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    let unique: BTreeSet<u64> = seqs.iter().copied().collect();
+    assert_eq!(unique.len(), seqs.len(), "duplicate history rows: {seqs:?}");
+    if let (Some(first), Some(last)) = (unique.first(), unique.last()) {
+        assert_eq!(
+            (last - first + 1) as usize,
+            unique.len(),
+            "history has a gap: {seqs:?}"
+        );
+    }
+    let mut view = BTreeMap::new();
+    for e in &events {
+        let path = e["path"].as_str().unwrap().to_owned();
+        match e["event"].as_str().unwrap() {
+            "resolved" => {
+                view.remove(&path);
+            }
+            _ => {
+                view.insert(path, ());
+            }
+        }
+    }
+    let replayed: Vec<String> = view.into_keys().collect();
+    assert_eq!(
+        replayed, expected,
+        "history does not replay to the current set"
+    );
+}
+
+#[test]
+fn an_edit_reaches_the_fleet_view_and_a_restore_resolves_it() {
+    let t = TestDir::new();
+    t.populate();
+    let b = t.baseline();
+    let c = Collector::start(&t.path().join("collector"));
+    let _agent = t.start_agent(&b, &t.collector_config(&c, "i-0abc123"));
+    c.wait_host_paths("i-0abc123", SETTLE, |p| p.is_empty());
+    c.cli().args(["hosts", "--diverged"]).code(0);
+
+    let original = fs::read(t.at("/etc/ssh/sshd_config")).unwrap();
+    t.write_by_rename(
+        "/etc/ssh/sshd_config",
+        "# sshd\nPermitRootLogin yes\nPasswordAuthentication no\n",
+    );
+    c.wait_host_paths("i-0abc123", SETTLE, |p| p == ["/etc/ssh/sshd_config"]);
+
+    let out = c.cli().args(["host", "i-0abc123", "--json"]).ok();
+    let detail: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(detail["host"], "i-0abc123");
+    assert_eq!(detail["hostname"], "i-0abc123.test");
+    let item = &detail["drift"][0];
+    assert_eq!(item["kind"], "modified");
+    assert_eq!(item["severity"], "security");
+    let diff = item["diff"].as_str().expect("a diff");
+    assert!(
+        diff.contains("-PermitRootLogin no") && diff.contains("+PermitRootLogin yes"),
+        "{diff}"
+    );
+    // The human form shows the diff too, and finds the host by its hostname.
+    let human = c.cli().args(["host", "i-0abc123.test"]).ok();
+    assert!(human.contains("+PermitRootLogin yes"), "{human}");
+
+    let hosts = c.hosts();
+    let h = &hosts[0];
+    assert_eq!(hosts.as_array().unwrap().len(), 1, "{hosts:#}");
+    assert_eq!(h["host"], "i-0abc123");
+    assert_eq!(h["drift_count"], 1);
+    assert_eq!(h["max_severity"], "security");
+    assert_eq!(h["status"], "online");
+    assert_eq!(h["image"], "test 1");
+    let (_, report) = t.check_json(&b, &[]);
+    assert_eq!(h["baseline_id"], report["baseline_id"]);
+    assert!(h["last_seen"].as_str().unwrap().ends_with('Z'), "{h}");
+
+    c.cli().args(["hosts", "--diverged"]).code(2);
+    let filtered = c
+        .cli()
+        .args([
+            "hosts",
+            "--diverged",
+            "--severity",
+            "security",
+            "--path",
+            "/etc/ssh/**",
+            "--json",
+        ])
+        .code(2);
+    assert!(filtered.contains("i-0abc123"), "{filtered}");
+    let elsewhere = c
+        .cli()
+        .args(["hosts", "--diverged", "--path", "/var/**", "--json"])
+        .code(0);
+    assert_eq!(elsewhere.trim(), "[]");
+
+    let paths: serde_json::Value =
+        serde_json::from_str(&c.cli().args(["paths", "--json"]).ok()).unwrap();
+    assert_eq!(paths[0]["path"], "/etc/ssh/sshd_config");
+    assert_eq!(paths[0]["hosts"], 1);
+    // The JSON API answers the same.
+    assert_eq!(c.api("/api/v1/hosts")["hosts"][0]["drift_count"], 1);
+
+    t.write_by_rename("/etc/ssh/sshd_config", &original);
+    c.wait_host_paths("i-0abc123", SETTLE, |p| p.is_empty());
+    let events: Vec<(String, String)> = history(&c, "i-0abc123")
+        .iter()
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap().to_owned(),
+                e["path"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("drifted".to_owned(), "/etc/ssh/sshd_config".to_owned()),
+            ("resolved".to_owned(), "/etc/ssh/sshd_config".to_owned()),
+        ]
+    );
+    c.cli().args(["hosts", "--diverged"]).code(0);
+}
+
+#[test]
+fn edits_made_while_the_collector_is_down_all_arrive_exactly_once() {
+    let t = TestDir::new();
+    t.populate();
+    let b = t.baseline();
+    let mut c = Collector::start(&t.path().join("collector"));
+    let _agent = t.start_agent(&b, &t.collector_config(&c, "i-down"));
+    c.wait_host_paths("i-down", SETTLE, |p| p.is_empty());
+    c.kill9();
+    for i in 0..500 {
+        t.write(&format!("/etc/many/{i:03}.conf"), format!("v = {i}\n"));
+    }
+    // Some edited twice, some edited and removed again: transitions, not just end states.
+    for i in 0..50 {
+        t.write(
+            &format!("/etc/many/{i:03}.conf"),
+            format!("v = {i} again\n"),
+        );
+    }
+    for i in 450..500 {
+        fs::remove_file(t.at(&format!("/etc/many/{i:03}.conf"))).unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    c.restart();
+    let (_, report) = t.check_json(&b, &[]);
+    let expected = drift_paths(&report);
+    assert_eq!(expected.len(), 451, "450 files and their new directory");
+    c.wait_host_paths("i-down", SETTLE, |p| p == expected);
+    assert_history_consistent(&c, "i-down", &expected);
+}
+
+#[test]
+fn agent_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing() {
+    let t = TestDir::new();
+    t.populate();
+    let b = t.baseline();
+    let c = Collector::start(&t.path().join("collector"));
+    let config = t.collector_config(&c, "i-kill");
+    let mut agent = t.start_agent(&b, &config);
+    c.wait_host_paths("i-kill", SETTLE, |p| p.is_empty());
+    for i in 0..300 {
+        t.write(&format!("/etc/burst/{i:03}.conf"), format!("v = {i}\n"));
+        if i == 150 {
+            agent.kill9();
+        }
+    }
+    let _agent = t.start_agent(&b, &config);
+    let (_, report) = t.check_json(&b, &[]);
+    let expected = drift_paths(&report);
+    assert_eq!(expected.len(), 301);
+    c.wait_host_paths("i-kill", SETTLE, |p| p == expected);
+    assert_history_consistent(&c, "i-kill", &expected);
+}
+
+#[test]
+fn collector_kill_9_between_commit_and_ack_does_not_duplicate_history() {
+    let t = TestDir::new();
+    t.populate();
+    let b = t.baseline();
+    // The failpoint: the collector dies right after committing its first event batch, before
+    // acknowledging it. The agent never hears the ack and sends the batch again.
+    let mut c = Collector::start_with_env(
+        &t.path().join("collector"),
+        &[("DRIFTWATCH_FAILPOINT", "exit-after-commit")],
+    );
+    let _agent = t.start_agent(&b, &t.collector_config(&c, "i-failpoint"));
+    t.write_by_rename("/etc/motd", "changed\n");
+    t.write_by_rename("/etc/nginx/nginx.conf", "worker_processes 8;\n");
+    c.wait_exit(SETTLE);
+    assert!(
+        c.log_text().contains("failpoint"),
+        "the collector should have stopped at the failpoint:\n{}",
+        c.log_text()
+    );
+    c.set_env(&[]);
+    c.restart();
+    let (_, report) = t.check_json(&b, &[]);
+    let expected = drift_paths(&report);
+    c.wait_host_paths("i-failpoint", SETTLE, |p| p == expected);
+    assert_history_consistent(&c, "i-failpoint", &expected);
+    let replayed = c
+        .cli()
+        .args(["history", "--host", "i-failpoint", "--json"])
+        .ok();
+    assert!(!replayed.is_empty());
+}
+
+#[test]
+fn two_hosts_with_the_same_edit_share_one_cause() {
+    let a = TestDir::new();
+    let b = TestDir::new();
+    for t in [&a, &b] {
+        t.populate();
+    }
+    let (ba, bb) = (a.baseline(), b.baseline());
+    let c = Collector::start(&a.path().join("collector"));
+    let _agent_a = a.start_agent(&ba, &a.collector_config(&c, "i-aaaa"));
+    let _agent_b = b.start_agent(&bb, &b.collector_config(&c, "i-bbbb"));
+    for t in [&a, &b] {
+        t.write_by_rename(
+            "/etc/sudoers",
+            "root ALL=(ALL:ALL) ALL\nops ALL=(ALL) NOPASSWD: ALL\n",
+        );
+    }
+    a.write_by_rename("/etc/motd", "only on a\n");
+    c.wait_host_paths("i-aaaa", SETTLE, |p| p.len() == 2);
+    c.wait_host_paths("i-bbbb", SETTLE, |p| p == ["/etc/sudoers"]);
+    let causes: serde_json::Value =
+        serde_json::from_str(&c.cli().args(["causes", "--json"]).ok()).unwrap();
+    let first = &causes[0];
+    assert_eq!(first["path"], "/etc/sudoers", "{causes:#}");
+    assert_eq!(first["host_count"], 2);
+    assert_eq!(first["hosts"], serde_json::json!(["i-aaaa", "i-bbbb"]));
+    assert_eq!(first["severity"], "security");
+    assert_eq!(causes[1]["host_count"], 1);
+    let human = c.cli().args(["causes", "--min-hosts", "2"]).ok();
+    assert!(
+        human.contains("2 hosts") && !human.contains("/etc/motd"),
+        "{human}"
+    );
+}
+
+#[test]
+fn bad_input_gets_a_clear_error() {
+    let t = TestDir::new();
+    // A collector that is not there.
+    let out = t
+        .cmd("driftwatch")
+        .args(["--collector", "http://127.0.0.1:1", "hosts"])
+        .code(1);
+    let _ = out;
+    let err = t
+        .cmd("driftwatch")
+        .args(["--collector", "http://127.0.0.1:1", "hosts"])
+        .stderr_with_code(1);
+    assert!(err.contains("cannot reach the collector"), "{err}");
+    let c = Collector::start(&t.path().join("collector"));
+    let err = c
+        .cli()
+        .args(["hosts", "--severity", "dire"])
+        .stderr_with_code(1);
+    assert!(err.contains("unknown severity"), "{err}");
+    let err = c.cli().args(["host", "i-nope"]).stderr_with_code(1);
+    assert!(err.contains("no host"), "{err}");
+    let err = c
+        .cli()
+        .args(["history", "--since", "yesterday-ish"])
+        .stderr_with_code(1);
+    assert!(err.contains("since"), "{err}");
+    // Plaintext off loopback needs --insecure.
+    let err = t
+        .cmd("driftwatch-collector")
+        .args(["serve", "--listen", "0.0.0.0:0", "--database"])
+        .arg(t.path().join("x.db"))
+        .stderr_with_code(1);
+    assert!(err.contains("without TLS"), "{err}");
+    let err = t
+        .cmd("driftwatch-collector")
+        .args(["serve", "--database", "postgres://nowhere/db"])
+        .stderr_with_code(1);
+    assert!(err.contains("PostgreSQL"), "{err}");
+}
+
+/// The Python interpreter with grpcio, grpcio-reflection and grpcio-health-checking (`.ci/run`
+/// makes it), if there is one.
+fn grpc_python() -> Option<std::path::PathBuf> {
+    let candidate = std::env::var_os("DRIFTWATCH_TEST_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/opt/driftwatch-venv/bin/python3".into());
+    let ok = std::process::Command::new(&candidate)
+        .args(["-c", "import grpc, grpc_reflection, grpc_health"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    ok.then_some(candidate)
+}
+
+#[test]
+fn a_stock_grpc_client_lists_checks_and_calls_through_reflection() {
+    let Some(python) = grpc_python() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must provide python with grpcio (see .ci/run)"
+        );
+        eprintln!(
+            "skipped: no python with grpcio, grpcio-reflection, grpcio-health-checking \
+             (.ci/run installs them in /opt/driftwatch-venv)"
+        );
+        return;
+    };
+    let t = TestDir::new();
+    t.populate();
+    let b = t.baseline();
+    let c = Collector::start(&t.path().join("collector"));
+    let _agent = t.start_agent(&b, &t.collector_config(&c, "i-python"));
+    t.write_by_rename("/etc/motd", "hello from python\n");
+    c.wait_host_paths("i-python", SETTLE, |p| p == ["/etc/motd"]);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("grpc_client.py");
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .arg(format!("127.0.0.1:{}", c.port))
+        .arg("i-python")
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "python client failed:\n{}",
+        driftwatch_tests::describe(&out)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let services = answer["services"].to_string();
+    for s in [
+        "driftwatch.v1.Fleet",
+        "driftwatch.v1.Ingest",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(services.contains(s), "{s} not listed: {services}");
+    }
+    assert_eq!(
+        answer["health"]["driftwatch.v1.Fleet"], "SERVING",
+        "{answer:#}"
+    );
+    assert_eq!(answer["health"]["(server)"], "SERVING", "{answer:#}");
+    assert_eq!(
+        answer["hosts"]["hosts"][0]["host"], "i-python",
+        "{answer:#}"
+    );
+    let item: serde_json::Value =
+        serde_json::from_str(answer["host"]["drift"][0].as_str().expect("item JSON text")).unwrap();
+    assert_eq!(item["path"], "/etc/motd");
+}

@@ -26,7 +26,8 @@ ratio.
 Usage (as root, from the repository; builds the release binaries first):
     python3 bench/collector.py
 Environment: N=1000 AGENTS=5000 SENDERS=200 BATCH=50 SECONDS=30 HOSTS=10000 ITEMS=50
-    SAMPLES=200 SECTIONS=1,2,3 KEEP=1 (keep the scratch directory)
+    SAMPLES=200 SECTIONS=1,2,3 KEEP=1 (keep the scratch directory) NO_BUILD=1 (use the
+    release binaries as they are)
 Smoke run: N=50 AGENTS=200 SENDERS=20 SECONDS=5 HOSTS=500 SAMPLES=20 python3 bench/collector.py
 """
 
@@ -107,7 +108,8 @@ def loadgen(collector, *args):
     if r.returncode != 0:
         raise RuntimeError(f"loadgen failed:\n{r.stderr[-3000:]}")
     sys.stderr.write(r.stderr[-2000:])
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    lines = r.stdout.strip().splitlines()
+    return json.loads(lines[-1]) if lines else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -313,8 +315,9 @@ def bench_queries(work):
 
 
 def main():
-    d.run(["cargo", "build", "--release", "-p", "driftwatch-agent", "-p", "driftwatch-collector",
-           "--bins", "--example", "loadgen"], check=True, cwd=REPO)
+    if os.environ.get("NO_BUILD") != "1":
+        d.run(["cargo", "build", "--release", "-p", "driftwatch-agent", "-p",
+               "driftwatch-collector", "--bins", "--example", "loadgen"], check=True, cwd=REPO)
     work = tempfile.mkdtemp(prefix="dw-collector-bench-")
     say(f"# collector benchmark, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores")
     try:

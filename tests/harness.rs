@@ -380,10 +380,10 @@ impl Agent {
     fn wait_ready(&self) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         while std::time::Instant::now() < deadline {
-            if let Ok(status) = self.try_status() {
-                if status["state"] != "starting" {
-                    return;
-                }
+            if let Ok(status) = self.try_status()
+                && status["state"] != "starting"
+            {
+                return;
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
@@ -580,6 +580,7 @@ pub struct Collector {
     pub dir: PathBuf,
     pub log: PathBuf,
     env: Vec<(String, String)>,
+    args: Vec<String>,
 }
 
 impl Collector {
@@ -588,8 +589,18 @@ impl Collector {
         Collector::start_with_env(dir, &[])
     }
 
+    /// Starts a collector with extra `serve` flags (e.g. `--max-connections 50`). A flag given
+    /// here replaces the harness's default for it (`--heartbeat 1s`, `--silent-after 5s`).
+    pub fn start_with_args(dir: &Path, args: &[&str]) -> Collector {
+        Collector::start_with(dir, &[], args)
+    }
+
     /// Starts a collector with extra environment (e.g. a test failpoint).
     pub fn start_with_env(dir: &Path, env: &[(&str, &str)]) -> Collector {
+        Collector::start_with(dir, env, &[])
+    }
+
+    fn start_with(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Collector {
         fs::create_dir_all(dir).expect("collector dir");
         let port = free_port();
         let mut c = Collector {
@@ -602,6 +613,7 @@ impl Collector {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         c.restart();
         c
@@ -622,7 +634,13 @@ impl Collector {
                 "sqlite://{}",
                 self.dir.join("collector.db").display()
             ))
-            .args(["--heartbeat", "1s", "--silent-after", "5s"])
+            .args(
+                [("--heartbeat", "1s"), ("--silent-after", "5s")]
+                    .into_iter()
+                    .filter(|(flag, _)| !self.args.iter().any(|a| a == flag))
+                    .flat_map(|(flag, value)| [flag, value]),
+            )
+            .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUST_LOG", "info")
             .stdin(std::process::Stdio::null())

@@ -396,6 +396,16 @@ impl<S: Store> Connection<S> {
                 chunk.seq
             ))));
         }
+        // Storing it would move the stream back: the sequence numbers after it, already in the
+        // history, would then be refused forever when the agent sends them (again).
+        if *seq < self.last_seq {
+            self.metrics.reject("snapshot");
+            return Err(End(Status::failed_precondition(format!(
+                "snapshot as of sequence {seq} is older than what the collector holds of this \
+                 stream (up to sequence {}); number it after that",
+                self.last_seq
+            ))));
+        }
         if items.len() + chunk.items_json.len() > self.limits.max_snapshot_items {
             self.metrics.reject("snapshot_too_large");
             return Err(End(Status::out_of_range(format!(

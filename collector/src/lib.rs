@@ -10,6 +10,7 @@
 
 pub mod cli;
 pub mod fleet;
+pub mod iac;
 pub mod ingest;
 pub mod metrics;
 pub mod render;

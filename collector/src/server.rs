@@ -261,14 +261,22 @@ fn tls_config(
     Ok(config)
 }
 
+/// How long accepting pauses after an error that is not about one connection (out of file
+/// descriptors or memory). The connection that hit it is still waiting in the backlog: trying
+/// again at once fails again at once, a busy loop that would also log without end.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
 /// Accepted connections, at most `max` at a time: beyond it a connection is closed at once
 /// (the client sees the connection refused and retries with backoff), counted, and logged at
-/// most once a minute — a flood must not become a log flood.
+/// most once a minute — a flood must not become a log flood. Accept errors are logged at most
+/// once a minute too, and pause accepting for [`ACCEPT_BACKOFF`].
 struct LimitedIncoming {
     listener: TcpListener,
     permits: Arc<Semaphore>,
     metrics: Arc<Metrics>,
     last_warning: AtomicU64,
+    last_accept_warning: AtomicU64,
+    backoff: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl LimitedIncoming {
@@ -278,8 +286,31 @@ impl LimitedIncoming {
             permits: Arc::new(Semaphore::new(max.max(1))),
             metrics,
             last_warning: AtomicU64::new(0),
+            last_accept_warning: AtomicU64::new(0),
+            backoff: None,
         }
     }
+}
+
+/// Whether a minute has passed since `last` (then updated): for warnings that would repeat.
+fn warning_due(last: &AtomicU64) -> bool {
+    let now = crate::store::now_millis() as u64;
+    let due = now.saturating_sub(last.load(Ordering::Relaxed)) > 60_000;
+    if due {
+        last.store(now, Ordering::Relaxed);
+    }
+    due
+}
+
+/// An accept error about the one connection being accepted (it went away): the next one may
+/// be fine.
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+    )
 }
 
 impl Stream for LimitedIncoming {
@@ -288,17 +319,32 @@ impl Stream for LimitedIncoming {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         loop {
+            if let Some(backoff) = this.backoff.as_mut() {
+                if backoff.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                this.backoff = None;
+            }
             let (stream, peer) = match this.listener.poll_accept(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(accepted)) => accepted,
+                Poll::Ready(Err(e)) if is_connection_error(&e) => continue,
                 Poll::Ready(Err(e)) => {
-                    // Out of file descriptors and the like: say so, keep serving.
-                    tracing::warn!(error = %e, "Accepting a connection failed.");
+                    // Out of file descriptors and the like: say so, keep serving the
+                    // connections there are, try again shortly.
+                    if warning_due(&this.last_accept_warning) {
+                        tracing::warn!(error = %e, "Accepting connections failed; retrying every {ACCEPT_BACKOFF:?} (logged at most once a minute).");
+                    }
+                    this.backoff = Some(Box::pin(tokio::time::sleep(ACCEPT_BACKOFF)));
                     continue;
                 }
             };
             match this.permits.clone().try_acquire_owned() {
                 Ok(permit) => {
+                    // Small request/response exchanges: never wait for Nagle (40 ms stalls).
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::debug!(error = %e, "TCP_NODELAY refused.");
+                    }
                     return Poll::Ready(Some(Ok(LimitedStream {
                         inner: stream,
                         _permit: permit,
@@ -306,10 +352,7 @@ impl Stream for LimitedIncoming {
                 }
                 Err(_) => {
                     this.metrics.connections_refused.inc();
-                    let now = crate::store::now_millis() as u64;
-                    let last = this.last_warning.load(Ordering::Relaxed);
-                    if now.saturating_sub(last) > 60_000 {
-                        this.last_warning.store(now, Ordering::Relaxed);
+                    if warning_due(&this.last_warning) {
                         tracing::warn!(%peer, "Connection limit reached; closing new connections (see driftwatch_collector_connections_refused_total).");
                     }
                     drop(stream);

@@ -15,7 +15,9 @@
 //! waiting. `hello` commits with `NORMAL` (no fsync of its own): nothing is acknowledged on the
 //! strength of it, a lost hello is repeated on reconnection, and the next `apply`'s fsync of the
 //! append-only WAL makes it durable anyway. That keeps a reconnection storm of thousands of
-//! agents from costing thousands of fsyncs.
+//! agents from costing thousands of fsyncs. Checkpoints (copying the WAL back into the
+//! database file, and its fsync) run on a thread of their own, off the commit path
+//! (`checkpoint`).
 //!
 //! # Schema (version 1; [`schema::MIGRATIONS`], counted by `PRAGMA user_version`)
 //!
@@ -39,10 +41,9 @@
 //!
 //! The logical model uses plain types (TEXT, INTEGER, BLOB) so PostgreSQL can share it.
 //!
-//! Modules: `schema` (tables, migrations), `write` (applying a group's writes), `query`
-//! (fleet queries).
+//! Modules: `schema` (tables, migrations), `write` (hellos and groups of writes), `query`
+//! (fleet queries), `checkpoint` (the WAL checkpointing thread).
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -50,7 +51,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::Duration;
 
 use driftwatch_proto::v1;
-use rusqlite::{Connection, OpenFlags, Row, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags, Row, TransactionBehavior};
 
 use super::item::set_digest;
 use super::{
@@ -58,6 +59,7 @@ use super::{
     StoreError, StreamState, Write,
 };
 
+mod checkpoint;
 mod query;
 mod schema;
 #[cfg(test)]
@@ -82,6 +84,7 @@ pub struct SqliteStore {
     writer: Mutex<Writer>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
+    checkpointer: checkpoint::Checkpointer,
 }
 
 struct Writer {
@@ -131,6 +134,7 @@ impl SqliteStore {
             }),
             readers,
             next_reader: AtomicUsize::new(0),
+            checkpointer: checkpoint::Checkpointer::start(path)?,
         })
     }
 
@@ -184,6 +188,7 @@ impl SqliteStore {
             .context(what)?;
         let out = f(&tx)?;
         tx.commit().with_context(|| format!("{what}: committing"))?;
+        self.checkpointer.committed();
         Ok(out)
     }
 }
@@ -224,13 +229,7 @@ fn configure(conn: &Connection, writer: bool) -> Result<()> {
         pragma("cache_size", &-WRITER_CACHE_KIB)?;
         // Checkpoints keep the WAL short; this bounds what one left behind on disk.
         pragma("journal_size_limit", &(64i64 << 20))?;
-        pragma(
-            "wal_autocheckpoint",
-            &std::env::var("DW_CKPT")
-                .ok()
-                .and_then(|v| v.parse::<i64>().ok())
-                .unwrap_or(1000),
-        )?;
+        pragma("wal_autocheckpoint", &checkpoint::SAFETY_NET_PAGES)?;
     } else {
         pragma("cache_size", &-READER_CACHE_KIB)?;
     }
@@ -255,96 +254,7 @@ impl<T> Context<T> for rusqlite::Result<T> {
 
 impl Store for SqliteStore {
     fn hello(&self, info: &HostInfo, now: Millis) -> Result<StreamState> {
-        let id = &info.identity;
-        // Sorted, so equal tag sets are equal text.
-        let tags = serde_json::to_string(&id.tags.iter().collect::<BTreeMap<_, _>>())
-            .unwrap_or_else(|_| "{}".into());
-        self.write(false, "recording a hello", |tx| {
-            let state = tx
-                .prepare_cached(
-                    "INSERT INTO hosts (host, hostname, identity_source, cloud, region,
-                         availability_zone, instance_id, image_id, private_ip, machine_id_hash,
-                         user_data_sha1, account_id, tags, agent_version, baseline_id,
-                         image_name, image_version, boot_id, first_seen, last_seen)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
-                         ?16, ?17, ?18, ?19, ?19)
-                     ON CONFLICT (host) DO UPDATE SET
-                         hostname = excluded.hostname,
-                         identity_source = excluded.identity_source,
-                         cloud = excluded.cloud,
-                         region = excluded.region,
-                         availability_zone = excluded.availability_zone,
-                         instance_id = excluded.instance_id,
-                         image_id = excluded.image_id,
-                         private_ip = excluded.private_ip,
-                         machine_id_hash = excluded.machine_id_hash,
-                         user_data_sha1 = excluded.user_data_sha1,
-                         account_id = excluded.account_id,
-                         tags = excluded.tags,
-                         agent_version = excluded.agent_version,
-                         baseline_id = excluded.baseline_id,
-                         image_name = excluded.image_name,
-                         image_version = excluded.image_version,
-                         boot_id = excluded.boot_id,
-                         last_seen = max(hosts.last_seen, excluded.last_seen)
-                     RETURNING stream_id, last_seq",
-                )
-                .and_then(|mut stmt| {
-                    stmt.query_row(
-                        params![
-                            info.host,
-                            id.hostname,
-                            id.source,
-                            id.cloud,
-                            id.region,
-                            id.availability_zone,
-                            id.instance_id,
-                            id.image_id,
-                            id.private_ip,
-                            id.machine_id_hash,
-                            id.user_data_sha1,
-                            id.account_id,
-                            tags,
-                            info.agent_version,
-                            info.baseline_id,
-                            info.image_name,
-                            info.image_version,
-                            info.boot_id,
-                            now,
-                        ],
-                        |r| {
-                            Ok(StreamState {
-                                stream_id: r.get(0)?,
-                                last_seq: to_u64(r.get(1)?),
-                            })
-                        },
-                    )
-                })
-                .with_context(|| format!("recording the hello of host {}", info.host))?;
-            if !info.baseline_id.is_empty() {
-                tx.prepare_cached(
-                    "INSERT INTO baselines (baseline_id, image_name, image_version, first_seen,
-                         last_seen)
-                     VALUES (?1, ?2, ?3, ?4, ?4)
-                     ON CONFLICT (baseline_id) DO UPDATE SET
-                         image_name = CASE WHEN excluded.image_name = ''
-                             THEN baselines.image_name ELSE excluded.image_name END,
-                         image_version = CASE WHEN excluded.image_version = ''
-                             THEN baselines.image_version ELSE excluded.image_version END,
-                         last_seen = max(baselines.last_seen, excluded.last_seen)",
-                )
-                .and_then(|mut stmt| {
-                    stmt.execute(params![
-                        info.baseline_id,
-                        info.image_name,
-                        info.image_version,
-                        now
-                    ])
-                })
-                .with_context(|| format!("recording baseline {}", info.baseline_id))?;
-            }
-            Ok(state)
-        })
+        self.write(false, "recording a hello", |tx| write::hello(tx, info, now))
     }
 
     fn apply(&self, writes: &[Write]) -> Result<Vec<Result<Applied>>> {

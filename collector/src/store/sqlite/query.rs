@@ -58,8 +58,12 @@ impl HostRow {
         for severity in Severity::ALL {
             let i = severity as usize;
             if filter.min_severity.is_none_or(|min| severity <= min) && self.counts[i] > 0 {
-                let since = self.since[i].unwrap_or(Millis::MAX);
-                drift.add(severity, to_u64(self.counts[i]), since);
+                drift.count += to_u64(self.counts[i]);
+                drift.worst = drift.worst.or(Some(severity));
+                drift.since = match (drift.since, self.since[i]) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
             }
         }
         drift
@@ -75,9 +79,7 @@ impl HostRow {
             max_severity: drift.worst.map(|s| s.as_str().to_owned()),
             last_seen: rfc3339(self.last_seen),
             status: if online { "online" } else { "silent" }.to_owned(),
-            image: format!("{} {}", self.image_name, self.image_version)
-                .trim()
-                .to_owned(),
+            image: join_image(self.image_name, &self.image_version),
             image_id: self.image_id,
             baseline_id: self.baseline_id,
             agent_version: self.agent_version,
@@ -89,6 +91,17 @@ impl HostRow {
     }
 }
 
+/// "name version", or whichever of the two is known.
+fn join_image(mut name: String, version: &str) -> String {
+    if !version.is_empty() {
+        if !name.is_empty() {
+            name.push(' ');
+        }
+        name.push_str(version);
+    }
+    name
+}
+
 /// A host's matching items, summed up.
 #[derive(Clone, Copy, Debug, Default)]
 struct Drift {
@@ -98,8 +111,8 @@ struct Drift {
 }
 
 impl Drift {
-    fn add(&mut self, severity: Severity, count: u64, observed_at: Millis) {
-        self.count += count;
+    fn add(&mut self, severity: Severity, observed_at: Millis) {
+        self.count += 1;
         self.worst = Some(self.worst.map_or(severity, |w| w.min(severity)));
         self.since = Some(self.since.map_or(observed_at, |s| s.min(observed_at)));
     }
@@ -115,11 +128,7 @@ impl Drift {
 
 pub(super) fn list_hosts(conn: &Connection, query: &HostQuery) -> rusqlite::Result<Vec<v1::Host>> {
     let filter = &query.filter;
-    let by_path = match filter.path {
-        Some(_) => Some(drift_by_host(conn, filter)?),
-        None => None,
-    };
-    let sql = if query.diverged && by_path.is_none() {
+    let sql = if query.diverged && filter.path.is_none() {
         // The cached counts answer "diverged" in SQL, before any row is built.
         let nonzero: Vec<String> = Severity::ALL
             .iter()
@@ -133,59 +142,58 @@ pub(super) fn list_hosts(conn: &Connection, query: &HostQuery) -> rusqlite::Resu
     } else {
         format!("SELECT {HOST_COLUMNS} FROM hosts")
     };
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let mut hosts = Vec::new();
-    for row in stmt.query_map([], HostRow::read)? {
-        let row = row?;
-        let drift = match &by_path {
-            Some(by_host) => by_host.get(&row.host).copied().unwrap_or_default(),
-            None => row.cached_drift(filter),
-        };
-        if query.diverged && drift.count == 0 {
-            continue;
-        }
-        hosts.push((drift, row));
-    }
-    hosts.sort_unstable_by(|(a, ra), (b, rb)| {
-        a.sort_key()
-            .cmp(&b.sort_key())
-            .then_with(|| ra.host.cmp(&rb.host))
+    let rows = conn
+        .prepare_cached(&sql)?
+        .query_map([], HostRow::read)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let drifts = match filter.path {
+        Some(_) => drift_by_path(conn, filter, &rows)?,
+        None => rows.iter().map(|row| row.cached_drift(filter)).collect(),
+    };
+    // Sorted by index: moving 10,000 rows around costs more than comparing them.
+    let mut order: Vec<usize> = (0..rows.len())
+        .filter(|&i| !query.diverged || drifts[i].count > 0)
+        .collect();
+    order.sort_unstable_by(|&a, &b| {
+        drifts[a]
+            .sort_key()
+            .cmp(&drifts[b].sort_key())
+            .then_with(|| rows[a].host.cmp(&rows[b].host))
     });
-    Ok(hosts
+    let mut rows: Vec<Option<HostRow>> = rows.into_iter().map(Some).collect();
+    Ok(order
         .into_iter()
-        .map(|(drift, row)| row.into_host(drift, query))
+        .filter_map(|i| Some(rows[i].take()?.into_host(drifts[i], query)))
         .collect())
 }
 
-/// Every host's drift as a filter with a path counts it: the glob's literal prefix narrows
-/// through `items_subject` (which covers the query), the glob itself is checked here.
-fn drift_by_host(
+/// The drift of each of `hosts` as a filter with a path counts it: the glob's literal prefix
+/// narrows through `items_subject` (which covers the query), the glob itself is checked here.
+fn drift_by_path(
     conn: &Connection,
     filter: &ItemFilter,
-) -> rusqlite::Result<HashMap<String, Drift>> {
+    hosts: &[HostRow],
+) -> rusqlite::Result<Vec<Drift>> {
+    let index: HashMap<&str, usize> = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, row)| (row.host.as_str(), i))
+        .collect();
+    let mut drifts = vec![Drift::default(); hosts.len()];
     let conditions = Conditions::of(filter);
-    let sql = drift_by_host_sql(&conditions);
+    let sql = drift_by_path_sql(&conditions);
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut rows = stmt.query(params_from_iter(&conditions.values))?;
     let mut glob = GlobCache::new(filter);
-    let mut by_host: HashMap<String, Drift> = HashMap::new();
     while let Some(row) = rows.next()? {
         if !glob.matches(row.get_ref(0)?.as_str()?) {
             continue;
         }
-        let severity = severity_at(row, 1)?;
-        let observed_at: Millis = row.get(3)?;
-        let host = row.get_ref(2)?.as_str()?;
-        match by_host.get_mut(host) {
-            Some(drift) => drift.add(severity, 1, observed_at),
-            None => {
-                let mut drift = Drift::default();
-                drift.add(severity, 1, observed_at);
-                by_host.insert(host.to_owned(), drift);
-            }
+        if let Some(&i) = index.get(row.get_ref(2)?.as_str()?) {
+            drifts[i].add(severity_at(row, 1)?, row.get(3)?);
         }
     }
-    Ok(by_host)
+    Ok(drifts)
 }
 
 pub(super) fn get_host(
@@ -228,7 +236,7 @@ pub(super) fn get_host(
         if !query.filter.matches(item.get_ref(0)?.as_str()?, severity) {
             continue;
         }
-        drift.add(severity, 1, item.get(2)?);
+        drift.add(severity, item.get(2)?);
         items.push(item.get(3)?);
     }
     Ok(Some(v1::HostDetail {
@@ -276,15 +284,16 @@ pub(super) fn list_causes(
     struct Group {
         subject: String,
         worst: Severity,
-        hosts: Vec<String>,
-        /// One item of the group, fetched whole only if the group is shown.
-        example: i64,
+        /// Indexes into `names`: one string per host, not one per item.
+        hosts: Vec<u32>,
     }
     let conditions = Conditions::of(filter);
     let sql = causes_sql(&conditions);
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut rows = stmt.query(params_from_iter(&conditions.values))?;
     let mut glob = GlobCache::new(filter);
+    let mut names: Vec<String> = Vec::new();
+    let mut ids: HashMap<String, u32> = HashMap::new();
     let mut groups: HashMap<String, Group> = HashMap::new();
     while let Some(row) = rows.next()? {
         let subject = row.get_ref(0)?.as_str()?;
@@ -292,7 +301,16 @@ pub(super) fn list_causes(
             continue;
         }
         let severity = severity_at(row, 1)?;
-        let host: String = row.get(2)?;
+        let host = row.get_ref(2)?.as_str()?;
+        let host = match ids.get(host) {
+            Some(&id) => id,
+            None => {
+                let id = names.len() as u32;
+                names.push(host.to_owned());
+                ids.insert(host.to_owned(), id);
+                id
+            }
+        };
         let cause = row.get_ref(3)?.as_str()?;
         match groups.get_mut(cause) {
             Some(group) => {
@@ -304,7 +322,6 @@ pub(super) fn list_causes(
                     subject: subject.to_owned(),
                     worst: severity,
                     hosts: vec![host],
-                    example: row.get(4)?,
                 };
                 groups.insert(cause.to_owned(), group);
             }
@@ -325,23 +342,31 @@ pub(super) fn list_causes(
     if limit > 0 {
         groups.truncate(limit);
     }
-    let mut example =
-        conn.prepare_cached("SELECT kind, changed, json FROM items WHERE rowid = ?1")?;
+    let mut example = conn
+        .prepare_cached("SELECT kind, changed, json FROM items WHERE host = ?1 AND subject = ?2")?;
     let mut causes = Vec::with_capacity(groups.len());
-    for (cause, mut group) in groups {
-        let (kind, changed, json): (String, String, String) =
-            example.query_row([group.example], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    for (cause, group) in groups {
+        let mut hosts: Vec<String> = group
+            .hosts
+            .iter()
+            .map(|&id| names[id as usize].clone())
+            .collect();
+        // Any item of the group will do: the first one seen.
+        let (kind, changed, json): (String, String, String) = example
+            .query_row([&hosts[0], &group.subject], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
         let changed: Vec<String> = serde_json::from_str(&changed)
             .map_err(|e| rusqlite::Error::FromSqlConversionFailure(1, Type::Text, Box::new(e)))?;
-        group.hosts.sort_unstable();
+        hosts.sort_unstable();
         causes.push(v1::Cause {
             cause,
             path: group.subject,
             kind,
             severity: group.worst.as_str().to_owned(),
             changed,
-            host_count: group.hosts.len() as u64,
-            hosts: group.hosts,
+            host_count: hosts.len() as u64,
+            hosts,
             example: json,
         });
     }
@@ -380,7 +405,7 @@ pub(super) fn history(
     Ok(events)
 }
 
-fn drift_by_host_sql(conditions: &Conditions) -> String {
+fn drift_by_path_sql(conditions: &Conditions) -> String {
     format!(
         "SELECT subject, severity, host, observed_at FROM items{}",
         conditions.where_sql()
@@ -395,11 +420,10 @@ fn paths_sql(conditions: &Conditions) -> String {
     )
 }
 
-/// Covered by `items_subject` (with the rowid every index holds): grouping never reads an
-/// item's JSON.
+/// Covered by `items_subject`: grouping never reads an item's JSON.
 fn causes_sql(conditions: &Conditions) -> String {
     format!(
-        "SELECT subject, severity, host, cause, rowid FROM items{}",
+        "SELECT subject, severity, host, cause FROM items{}",
         conditions.where_sql()
     )
 }
@@ -427,7 +451,7 @@ pub(super) fn history_sql(query: &HistoryQuery) -> (String, Conditions) {
 pub(super) fn item_scans(filter: &ItemFilter) -> Vec<String> {
     let conditions = Conditions::of(filter);
     vec![
-        drift_by_host_sql(&conditions),
+        drift_by_path_sql(&conditions),
         paths_sql(&conditions),
         causes_sql(&conditions),
     ]

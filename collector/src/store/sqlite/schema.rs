@@ -40,6 +40,7 @@ CREATE TABLE hosts (
     since_behavioral  INTEGER,
     since_cosmetic    INTEGER
 );
+-- get_host by hostname.
 CREATE INDEX hosts_hostname ON hosts (hostname);
 
 CREATE TABLE items (
@@ -55,6 +56,7 @@ CREATE TABLE items (
     json         TEXT NOT NULL,
     PRIMARY KEY (host, subject)
 );
+-- Covers every aggregate over paths (hosts, paths and causes by glob): never reads the JSON.
 CREATE INDEX items_subject ON items (subject, severity, host, observed_at, cause);
 
 CREATE TABLE events (
@@ -71,6 +73,7 @@ CREATE TABLE events (
     json        TEXT NOT NULL,
     UNIQUE (host, stream_id, seq)
 );
+-- A host's history, and everyone's, newest first.
 CREATE INDEX events_host_received ON events (host, received_at);
 CREATE INDEX events_received ON events (received_at);
 

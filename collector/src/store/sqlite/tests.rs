@@ -156,6 +156,34 @@ fn a_transaction_left_open_does_not_block_the_next_write() {
     assert_eq!((host.hostname.as_str(), host.drift_count), ("web-1", 1));
 }
 
+/// The background thread copies the WAL into the database file: the writer's own checkpoint
+/// would not run before 256 MiB of WAL.
+#[test]
+fn checkpoints_run_off_the_writer() {
+    let store = temp_store();
+    let file_size = || std::fs::metadata(store.path()).unwrap().len();
+    let before = file_size();
+    store.hello(&info("i-1", "web-1"), T0).unwrap();
+    let events = (1..=500)
+        .map(|seq| {
+            drifted(
+                seq,
+                &item(&format!("/etc/app/{seq}.conf"), "behavioral", "bb"),
+            )
+        })
+        .collect();
+    apply1(&*store, batch("i-1", "s1", events, T0)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while file_size() < before + 256 * 1024 {
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint: the database file stays at {} bytes",
+            file_size()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn prefix_upper_bounds() {
     use query::prefix_upper_bound as bound;
@@ -244,13 +272,13 @@ fn scale() {
         let mut events = 0;
         let mut group = Vec::with_capacity(GROUP);
         for chunk in 0..ITEMS / BATCH {
-            for h in 0..HOSTS {
+            for (h, host_seq) in seq.iter_mut().enumerate() {
                 let batch_events = (0..BATCH)
                     .map(|k| {
-                        seq[h] += 1;
+                        *host_seq += 1;
                         let i = chunk * BATCH + k;
-                        let at = T0 + seq[h] as Millis * 1_000;
-                        conformance::event_at(seq[h], transition, &item_of(h, i, version), at)
+                        let at = T0 + *host_seq as Millis * 1_000;
+                        conformance::event_at(*host_seq, transition, &item_of(h, i, version), at)
                     })
                     .collect();
                 events += BATCH;

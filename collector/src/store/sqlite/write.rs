@@ -1,13 +1,18 @@
-//! Writes: hellos aside (see the parent), every write goes through [`apply_one`] inside the
-//! group's transaction, under a savepoint of its own.
+//! Writes: [`hello`] in a transaction of its own; every write of a group through [`apply_one`]
+//! inside the group's transaction, under a savepoint of its own.
+//!
+//! A write reads its host's row once ([`HostState`]), keeps the cached aggregates up to date
+//! item by item as it changes `items`, and saves the row once. Recounting the host's items
+//! instead would read every one of them for each write: with agents sending one event per
+//! batch, that halves ingest throughput.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::{Context as _, severity_at, to_u64};
 use crate::store::{
-    Applied, EventRecord, ItemRecord, Millis, Result, Severity, StoreError, StreamState,
+    Applied, EventRecord, HostInfo, ItemRecord, Millis, Result, Severity, StoreError, StreamState,
     Transition, Write,
 };
 
@@ -48,6 +53,98 @@ pub(super) fn apply_one(conn: &Connection, write: &Write) -> Result<Applied> {
     }
 }
 
+/// Creates or updates the host (and its baseline) a hello describes.
+pub(super) fn hello(conn: &Connection, info: &HostInfo, now: Millis) -> Result<StreamState> {
+    let id = &info.identity;
+    // Sorted, so equal tag sets are equal text.
+    let tags = serde_json::to_string(&id.tags.iter().collect::<BTreeMap<_, _>>())
+        .unwrap_or_else(|_| "{}".into());
+    let state = conn
+        .prepare_cached(
+            "INSERT INTO hosts (host, hostname, identity_source, cloud, region,
+                 availability_zone, instance_id, image_id, private_ip, machine_id_hash,
+                 user_data_sha1, account_id, tags, agent_version, baseline_id,
+                 image_name, image_version, boot_id, first_seen, last_seen)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
+                 ?16, ?17, ?18, ?19, ?19)
+             ON CONFLICT (host) DO UPDATE SET
+                 hostname = excluded.hostname,
+                 identity_source = excluded.identity_source,
+                 cloud = excluded.cloud,
+                 region = excluded.region,
+                 availability_zone = excluded.availability_zone,
+                 instance_id = excluded.instance_id,
+                 image_id = excluded.image_id,
+                 private_ip = excluded.private_ip,
+                 machine_id_hash = excluded.machine_id_hash,
+                 user_data_sha1 = excluded.user_data_sha1,
+                 account_id = excluded.account_id,
+                 tags = excluded.tags,
+                 agent_version = excluded.agent_version,
+                 baseline_id = excluded.baseline_id,
+                 image_name = excluded.image_name,
+                 image_version = excluded.image_version,
+                 boot_id = excluded.boot_id,
+                 last_seen = max(hosts.last_seen, excluded.last_seen)
+             RETURNING stream_id, last_seq",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_row(
+                params![
+                    info.host,
+                    id.hostname,
+                    id.source,
+                    id.cloud,
+                    id.region,
+                    id.availability_zone,
+                    id.instance_id,
+                    id.image_id,
+                    id.private_ip,
+                    id.machine_id_hash,
+                    id.user_data_sha1,
+                    id.account_id,
+                    tags,
+                    info.agent_version,
+                    info.baseline_id,
+                    info.image_name,
+                    info.image_version,
+                    info.boot_id,
+                    now,
+                ],
+                |r| {
+                    Ok(StreamState {
+                        stream_id: r.get(0)?,
+                        last_seq: to_u64(r.get(1)?),
+                    })
+                },
+            )
+        })
+        .with_context(|| format!("recording the hello of host {}", info.host))?;
+    if !info.baseline_id.is_empty() {
+        conn.prepare_cached(
+            "INSERT INTO baselines (baseline_id, image_name, image_version, first_seen,
+                 last_seen)
+             VALUES (?1, ?2, ?3, ?4, ?4)
+             ON CONFLICT (baseline_id) DO UPDATE SET
+                 image_name = CASE WHEN excluded.image_name = ''
+                     THEN baselines.image_name ELSE excluded.image_name END,
+                 image_version = CASE WHEN excluded.image_version = ''
+                     THEN baselines.image_version ELSE excluded.image_version END,
+                 last_seen = max(baselines.last_seen, excluded.last_seen)",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                info.baseline_id,
+                info.image_name,
+                info.image_version,
+                now
+            ])
+        })
+        .with_context(|| format!("recording baseline {}", info.baseline_id))?;
+    }
+    Ok(state)
+}
+
 fn apply_batch(
     conn: &Connection,
     host: &str,
@@ -55,39 +152,35 @@ fn apply_batch(
     events: &[EventRecord],
     received_at: Millis,
 ) -> Result<Applied> {
-    let state = stream_state(conn, host)
-        .with_context(|| format!("reading host {host}"))?
-        .ok_or_else(|| unknown_host(host))?;
-    if !state.stream_id.is_empty() && state.stream_id != stream_id {
+    let mut row = HostState::read(conn, host)?;
+    if !row.stream_id.is_empty() && row.stream_id != stream_id {
         return Err(StoreError::Rejected(format!(
             "stream mismatch for host {host}: the collector follows stream {:?} (up to sequence \
              {}), the batch is of stream {stream_id:?}; a snapshot is needed",
-            state.stream_id, state.last_seq
+            row.stream_id, row.last_seq
         )));
     }
-    // Validate before writing anything: a rejected batch costs no work to roll back.
-    let replayed = events
-        .iter()
-        .take_while(|e| e.seq <= state.last_seq)
-        .count();
+    // Validate before writing anything: a rejected batch costs nothing to roll back.
+    let stored = row.last_seq;
+    let replayed = events.iter().take_while(|e| e.seq <= stored).count();
     let new = &events[replayed..];
-    for (expected, e) in (state.last_seq + 1..).zip(new) {
+    for (expected, e) in (stored + 1..).zip(new) {
         if e.seq != expected {
             return Err(StoreError::Rejected(format!(
                 "sequence gap for host {host}: expected sequence number {expected}, got {} \
-                 (stored up to {}); nothing of this batch was stored",
-                e.seq, state.last_seq
+                 (stored up to {stored}); nothing of this batch was stored",
+                e.seq
             )));
         }
     }
     if new.is_empty() {
         touch(conn, host, received_at)?;
         return Ok(Applied {
-            last_seq: state.last_seq,
+            last_seq: stored,
             events: 0,
         });
     }
-    let last_seq = state.last_seq + new.len() as u64;
+    let last_seq = stored + new.len() as u64;
     if i64::try_from(last_seq).is_err() {
         return Err(StoreError::Rejected(format!(
             "sequence number {last_seq} of host {host} is out of range"
@@ -111,16 +204,20 @@ fn apply_batch(
         )?;
         match e.transition {
             Transition::Drifted | Transition::Changed => {
-                upsert_item(conn, host, &e.item, e.observed_at)?
+                let old = current(conn, host, &e.item.subject)?;
+                row.upsert(conn, host, &e.item, old, e.observed_at)?;
             }
             Transition::Resolved => {
-                conn.prepare_cached("DELETE FROM items WHERE host = ?1 AND subject = ?2")
-                    .and_then(|mut stmt| stmt.execute([host, &e.item.subject]))
-                    .with_context(|| format!("resolving {} on host {host}", e.item.subject))?;
+                if let Some((severity, observed_at, _)) = delete_item(conn, host, &e.item.subject)?
+                {
+                    row.removed(severity, observed_at);
+                }
             }
         }
     }
-    update_host(conn, host, stream_id, last_seq, received_at)?;
+    row.stream_id = stream_id.to_owned();
+    row.last_seq = last_seq;
+    row.save(conn, host, received_at)?;
     Ok(Applied {
         last_seq,
         events: new.len() as u64,
@@ -135,9 +232,7 @@ fn apply_snapshot(
     items: &[ItemRecord],
     received_at: Millis,
 ) -> Result<Applied> {
-    stream_state(conn, host)
-        .with_context(|| format!("reading host {host}"))?
-        .ok_or_else(|| unknown_host(host))?;
+    let mut row = HostState::read(conn, host)?;
     if i64::try_from(seq).is_err() {
         return Err(StoreError::Rejected(format!(
             "snapshot sequence number {seq} of host {host} is out of range"
@@ -152,17 +247,27 @@ fn apply_snapshot(
             )));
         }
     }
-    let mut old: HashMap<String, [u8; 32]> = conn
-        .prepare_cached("SELECT subject, sha256 FROM items WHERE host = ?1")
+    let mut old: HashMap<String, Current> = conn
+        .prepare_cached("SELECT subject, sha256, severity, observed_at FROM items WHERE host = ?1")
         .and_then(|mut stmt| {
-            stmt.query_map([host], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect()
+            stmt.query_map([host], |r| {
+                Ok((
+                    r.get(0)?,
+                    Current {
+                        sha256: r.get(1)?,
+                        severity: severity_at(r, 2)?,
+                        observed_at: r.get(3)?,
+                    },
+                ))
+            })?
+            .collect()
         })
         .with_context(|| format!("reading the drift set of host {host}"))?;
     let mut written = 0;
     for item in items {
-        let transition = match old.remove(&item.subject) {
-            Some(sha256) if sha256 == item.sha256 => continue,
+        let before = old.remove(&item.subject);
+        let transition = match &before {
+            Some(current) if current.sha256 == item.sha256 => continue,
             Some(_) => Transition::Changed,
             None => Transition::Drifted,
         };
@@ -181,23 +286,16 @@ fn apply_snapshot(
                 source: "snapshot",
             },
         )?;
-        upsert_item(conn, host, item, received_at)?;
+        row.upsert(conn, host, item, before, received_at)?;
         written += 1;
     }
     let mut gone: Vec<String> = old.into_keys().collect();
     gone.sort_unstable();
     for subject in &gone {
-        let (severity, json): (i64, String) = conn
-            .prepare_cached(
-                "DELETE FROM items WHERE host = ?1 AND subject = ?2 RETURNING severity, json",
-            )
-            .and_then(|mut stmt| stmt.query_row([host, subject], |r| Ok((r.get(0)?, r.get(1)?))))
-            .with_context(|| format!("resolving {subject} on host {host}"))?;
-        let severity = Severity::from_index(severity).ok_or_else(|| {
-            StoreError::Database(format!(
-                "item {subject} of host {host} has an invalid severity {severity}"
-            ))
-        })?;
+        let Some((severity, observed_at, json)) = delete_item(conn, host, subject)? else {
+            continue;
+        };
+        row.removed(severity, observed_at);
         insert_event(
             conn,
             &HistoryRow {
@@ -215,7 +313,9 @@ fn apply_snapshot(
         )?;
         written += 1;
     }
-    update_host(conn, host, stream_id, seq, received_at)?;
+    row.stream_id = stream_id.to_owned();
+    row.last_seq = seq;
+    row.save(conn, host, received_at)?;
     Ok(Applied {
         last_seq: seq,
         events: written,
@@ -242,6 +342,49 @@ fn touch(conn: &Connection, host: &str, at: Millis) -> Result<()> {
         .and_then(|mut stmt| stmt.execute(params![host, at]))
         .with_context(|| format!("recording that host {host} was seen"))?;
     Ok(())
+}
+
+/// What a write needs of a current item before replacing it.
+struct Current {
+    sha256: [u8; 32],
+    severity: Severity,
+    observed_at: Millis,
+}
+
+fn current(conn: &Connection, host: &str, subject: &str) -> Result<Option<Current>> {
+    conn.prepare_cached(
+        "SELECT sha256, severity, observed_at FROM items WHERE host = ?1 AND subject = ?2",
+    )
+    .and_then(|mut stmt| {
+        stmt.query_row([host, subject], |r| {
+            Ok(Current {
+                sha256: r.get(0)?,
+                severity: severity_at(r, 1)?,
+                observed_at: r.get(2)?,
+            })
+        })
+        .optional()
+    })
+    .with_context(|| format!("reading item {subject} of host {host}"))
+}
+
+/// Removes a current item; returns its severity, `observed_at` and JSON if there was one.
+fn delete_item(
+    conn: &Connection,
+    host: &str,
+    subject: &str,
+) -> Result<Option<(Severity, Millis, String)>> {
+    conn.prepare_cached(
+        "DELETE FROM items WHERE host = ?1 AND subject = ?2
+         RETURNING severity, observed_at, json",
+    )
+    .and_then(|mut stmt| {
+        stmt.query_row([host, subject], |r| {
+            Ok((severity_at(r, 0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()
+    })
+    .with_context(|| format!("resolving {subject} on host {host}"))
 }
 
 /// One `events` row.
@@ -289,91 +432,150 @@ fn insert_event(conn: &Connection, row: &HistoryRow<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Stores an item as current. An item already current keeps its `observed_at`: it has been
-/// drifted since then, whatever changed since.
-fn upsert_item(
-    conn: &Connection,
-    host: &str,
-    item: &ItemRecord,
-    observed_at: Millis,
-) -> Result<()> {
-    let changed = serde_json::to_string(&item.changed).unwrap_or_else(|_| "[]".into());
-    conn.prepare_cached(
-        "INSERT INTO items (host, subject, subject_kind, kind, severity, cause, changed,
-             observed_at, sha256, json)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-         ON CONFLICT (host, subject) DO UPDATE SET
-             subject_kind = excluded.subject_kind,
-             kind = excluded.kind,
-             severity = excluded.severity,
-             cause = excluded.cause,
-             changed = excluded.changed,
-             sha256 = excluded.sha256,
-             json = excluded.json",
-    )
-    .and_then(|mut stmt| {
-        stmt.execute(params![
-            host,
-            item.subject,
-            item.subject_kind.as_str(),
-            item.kind,
-            item.severity as i64,
-            item.cause,
-            changed,
-            observed_at,
-            item.sha256,
-            item.json,
-        ])
-    })
-    .with_context(|| format!("storing item {} of host {host}", item.subject))?;
-    Ok(())
+/// A host's row while a write changes it: where its stream stands and the cached aggregates
+/// of its items (per [`Severity`]: how many, and the oldest `observed_at`).
+struct HostState {
+    stream_id: String,
+    last_seq: u64,
+    counts: [i64; 3],
+    since: [Option<Millis>; 3],
+    /// Severities whose oldest item left: their `since` is read again on saving.
+    stale: [bool; 3],
 }
 
-/// Sets where the host's stream stands and recomputes its cached aggregates from its items:
-/// once per write, however many events it held.
-fn update_host(
-    conn: &Connection,
-    host: &str,
-    stream_id: &str,
-    last_seq: u64,
-    seen: Millis,
-) -> Result<()> {
-    let mut counts = [0i64; 3];
-    let mut since: [Option<Millis>; 3] = [None; 3];
-    conn.prepare_cached(
-        "SELECT severity, count(*), min(observed_at) FROM items WHERE host = ?1
-         GROUP BY severity",
-    )
-    .and_then(|mut stmt| {
-        let mut rows = stmt.query([host])?;
-        while let Some(row) = rows.next()? {
-            let severity = severity_at(row, 0)? as usize;
-            counts[severity] = row.get(1)?;
-            since[severity] = row.get(2)?;
-        }
+impl HostState {
+    /// Reads the host's row; an unknown host is rejected.
+    fn read(conn: &Connection, host: &str) -> Result<HostState> {
+        conn.prepare_cached(
+            "SELECT stream_id, last_seq, n_security, n_behavioral, n_cosmetic,
+                 since_security, since_behavioral, since_cosmetic
+             FROM hosts WHERE host = ?1",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_row([host], |r| {
+                Ok(HostState {
+                    stream_id: r.get(0)?,
+                    last_seq: to_u64(r.get(1)?),
+                    counts: [r.get(2)?, r.get(3)?, r.get(4)?],
+                    since: [r.get(5)?, r.get(6)?, r.get(7)?],
+                    stale: [false; 3],
+                })
+            })
+            .optional()
+        })
+        .with_context(|| format!("reading host {host}"))?
+        .ok_or_else(|| unknown_host(host))
+    }
+
+    /// Stores `item` as current (replacing `old`, the subject's current item if any) and
+    /// counts it. An item already current keeps its `observed_at`: the subject has been
+    /// drifted since then, whatever changed since.
+    fn upsert(
+        &mut self,
+        conn: &Connection,
+        host: &str,
+        item: &ItemRecord,
+        old: Option<Current>,
+        observed_at: Millis,
+    ) -> Result<()> {
+        let observed_at = match old {
+            Some(old) => {
+                if old.severity != item.severity {
+                    self.removed(old.severity, old.observed_at);
+                    self.added(item.severity, old.observed_at);
+                }
+                old.observed_at
+            }
+            None => {
+                self.added(item.severity, observed_at);
+                observed_at
+            }
+        };
+        let changed = serde_json::to_string(&item.changed).unwrap_or_else(|_| "[]".into());
+        conn.prepare_cached(
+            "INSERT INTO items (host, subject, subject_kind, kind, severity, cause, changed,
+                 observed_at, sha256, json)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT (host, subject) DO UPDATE SET
+                 subject_kind = excluded.subject_kind,
+                 kind = excluded.kind,
+                 severity = excluded.severity,
+                 cause = excluded.cause,
+                 changed = excluded.changed,
+                 sha256 = excluded.sha256,
+                 json = excluded.json",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                host,
+                item.subject,
+                item.subject_kind.as_str(),
+                item.kind,
+                item.severity as i64,
+                item.cause,
+                changed,
+                observed_at,
+                item.sha256,
+                item.json,
+            ])
+        })
+        .with_context(|| format!("storing item {} of host {host}", item.subject))?;
         Ok(())
-    })
-    .with_context(|| format!("counting the items of host {host}"))?;
-    conn.prepare_cached(
-        "UPDATE hosts SET stream_id = ?2, last_seq = ?3, last_seen = max(last_seen, ?4),
-             n_security = ?5, n_behavioral = ?6, n_cosmetic = ?7,
-             since_security = ?8, since_behavioral = ?9, since_cosmetic = ?10
-         WHERE host = ?1",
-    )
-    .and_then(|mut stmt| {
-        stmt.execute(params![
-            host,
-            stream_id,
-            last_seq as i64,
-            seen,
-            counts[0],
-            counts[1],
-            counts[2],
-            since[0],
-            since[1],
-            since[2],
-        ])
-    })
-    .with_context(|| format!("updating host {host}"))?;
-    Ok(())
+    }
+
+    fn added(&mut self, severity: Severity, observed_at: Millis) {
+        let i = severity as usize;
+        self.counts[i] += 1;
+        self.since[i] = Some(self.since[i].map_or(observed_at, |s| s.min(observed_at)));
+    }
+
+    fn removed(&mut self, severity: Severity, observed_at: Millis) {
+        let i = severity as usize;
+        self.counts[i] -= 1;
+        if self.since[i].is_none_or(|s| observed_at <= s) {
+            self.stale[i] = true;
+        }
+    }
+
+    /// Writes the row back, with `last_seen` at least `seen`.
+    fn save(&mut self, conn: &Connection, host: &str, seen: Millis) -> Result<()> {
+        for severity in Severity::ALL {
+            let i = severity as usize;
+            if self.counts[i] <= 0 {
+                self.counts[i] = 0;
+                self.since[i] = None;
+            } else if self.stale[i] {
+                self.since[i] = conn
+                    .prepare_cached(
+                        "SELECT min(observed_at) FROM items WHERE host = ?1 AND severity = ?2",
+                    )
+                    .and_then(|mut stmt| {
+                        stmt.query_row(params![host, severity as i64], |r| r.get(0))
+                    })
+                    .with_context(|| format!("reading the oldest item of host {host}"))?;
+            }
+        }
+        conn.prepare_cached(
+            "UPDATE hosts SET stream_id = ?2, last_seq = ?3, last_seen = max(last_seen, ?4),
+                 n_security = ?5, n_behavioral = ?6, n_cosmetic = ?7,
+                 since_security = ?8, since_behavioral = ?9, since_cosmetic = ?10
+             WHERE host = ?1",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                host,
+                self.stream_id,
+                self.last_seq as i64,
+                seen,
+                self.counts[0],
+                self.counts[1],
+                self.counts[2],
+                self.since[0],
+                self.since[1],
+                self.since[2],
+            ])
+        })
+        .with_context(|| format!("updating host {host}"))?;
+        Ok(())
+    }
 }

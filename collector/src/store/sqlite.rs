@@ -51,7 +51,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::Duration;
 
 use driftwatch_proto::v1;
-use rusqlite::{Connection, OpenFlags, Row, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, Row, Transaction, TransactionBehavior};
 
 use super::item::set_digest;
 use super::{
@@ -165,15 +165,10 @@ impl SqliteStore {
         lock(&self.readers[start % n])
     }
 
-    /// Runs `f` in a write transaction and commits, durably (`full_sync`) or not.
-    fn write<T>(
-        &self,
-        full_sync: bool,
-        what: &str,
-        f: impl FnOnce(&Connection) -> Result<T>,
-    ) -> Result<T> {
+    /// The writer, with no transaction open and `synchronous` as asked.
+    fn writer(&self, full_sync: bool) -> Result<MutexGuard<'_, Writer>> {
         let mut writer = lock(&self.writer);
-        reset(&writer.conn).context(what)?;
+        reset(&writer.conn).context("rolling back a transaction left open")?;
         if writer.full_sync != full_sync {
             let mode = if full_sync { "FULL" } else { "NORMAL" };
             writer
@@ -182,15 +177,35 @@ impl SqliteStore {
                 .context("setting synchronous")?;
             writer.full_sync = full_sync;
         }
-        let tx = writer
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .context(what)?;
+        Ok(writer)
+    }
+
+    /// Runs `f` in a write transaction and commits, durably (`full_sync`) or not.
+    fn write<T>(
+        &self,
+        full_sync: bool,
+        what: &str,
+        f: impl FnOnce(&Connection) -> Result<T>,
+    ) -> Result<T> {
+        let mut writer = self.writer(full_sync)?;
+        let tx = begin(&mut writer.conn, what)?;
         let out = f(&tx)?;
-        tx.commit().with_context(|| format!("{what}: committing"))?;
-        self.checkpointer.committed();
+        self.commit(tx, what)?;
         Ok(out)
     }
+
+    fn commit(&self, tx: Transaction<'_>, what: &str) -> Result<()> {
+        tx.commit().with_context(|| format!("{what}: committing"))?;
+        self.checkpointer.committed();
+        Ok(())
+    }
+}
+
+fn begin<'c>(conn: &'c mut Connection, what: &str) -> Result<Transaction<'c>> {
+    // Immediate: take the write lock now, not at the first write (where another process
+    // holding it would turn into an error instead of a wait).
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+        .context(what)
 }
 
 /// A poisoned lock only means a thread panicked holding the connection; whatever transaction
@@ -258,28 +273,20 @@ impl Store for SqliteStore {
     }
 
     fn apply(&self, writes: &[Write]) -> Result<Vec<Result<Applied>>> {
-        self.write(true, "applying writes", |tx| {
-            let mut results = Vec::with_capacity(writes.len());
-            for one in writes {
-                write::execute(tx, "SAVEPOINT write").context("opening a savepoint")?;
-                match write::apply_one(tx, one) {
-                    Ok(applied) => {
-                        write::execute(tx, "RELEASE write").context("releasing a savepoint")?;
-                        results.push(Ok(applied));
-                    }
-                    // SQLite rolled the whole transaction back (an I/O error, a full disk):
-                    // nothing of this group can be committed.
-                    Err(e) if tx.is_autocommit() => return Err(e),
-                    Err(e) => {
-                        write::execute(tx, "ROLLBACK TO write")
-                            .and_then(|()| write::execute(tx, "RELEASE write"))
-                            .context("rolling back a savepoint")?;
-                        results.push(Err(e));
-                    }
-                }
-            }
-            Ok(results)
-        })
+        const WHAT: &str = "applying writes";
+        let mut writer = self.writer(true)?;
+        let tx = begin(&mut writer.conn, WHAT)?;
+        if let Some(results) = write::apply_unguarded(&tx, writes)? {
+            self.commit(tx, WHAT)?;
+            return Ok(results);
+        }
+        // A write failed part-way: undo the group, and apply it again with each write under
+        // a savepoint, so that only the failed one is undone.
+        tx.rollback().context("rolling back a group")?;
+        let tx = begin(&mut writer.conn, WHAT)?;
+        let results = write::apply_guarded(&tx, writes)?;
+        self.commit(tx, WHAT)?;
+        Ok(results)
     }
 
     fn digest(&self, host: &str) -> Result<Option<(StreamState, [u8; 32])>> {

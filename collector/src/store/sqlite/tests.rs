@@ -133,6 +133,65 @@ fn queries_do_not_wait_for_a_write_in_progress() {
     writer.conn.execute_batch("ROLLBACK").unwrap();
 }
 
+/// A write that fails part-way (a database error after its first modification) is undone
+/// alone: the group is applied again with savepoints.
+#[test]
+fn a_write_failing_part_way_is_undone_alone() {
+    let store = temp_store();
+    for host in ["i-1", "i-2", "i-3"] {
+        store.hello(&info(host, host), T0).unwrap();
+    }
+    lock(&store.writer)
+        .conn
+        .execute_batch(
+            "CREATE TEMP TRIGGER poison BEFORE INSERT ON items WHEN NEW.subject = '/etc/poison'
+             BEGIN SELECT RAISE(ABORT, 'poisoned item'); END;",
+        )
+        .unwrap();
+    let fine = item("/etc/fine", "behavioral", "bb");
+    let poison = item("/etc/poison", "behavioral", "bb");
+    let results = store
+        .apply(&[
+            batch("i-1", "s1", vec![drifted(1, &fine)], T0),
+            batch(
+                "i-2",
+                "s1",
+                vec![drifted(1, &fine), drifted(2, &poison)],
+                T0,
+            ),
+            batch("i-3", "s1", vec![drifted(1, &fine)], T0),
+            batch("i-9", "s1", vec![drifted(1, &fine)], T0),
+        ])
+        .unwrap();
+    assert_eq!(
+        done(&results[0]),
+        Ok(Applied {
+            last_seq: 1,
+            events: 1
+        })
+    );
+    match &results[1] {
+        Err(StoreError::Database(message)) => assert!(message.contains("poisoned"), "{message}"),
+        other => panic!("expected a database error, got {other:?}"),
+    }
+    assert_eq!(
+        done(&results[2]),
+        Ok(Applied {
+            last_seq: 1,
+            events: 1
+        })
+    );
+    assert!(matches!(results[3], Err(StoreError::Rejected(_))));
+
+    let history = store.history(&HistoryQuery::default()).unwrap();
+    let hosts: Vec<_> = history.iter().map(|e| e.host.as_str()).collect();
+    assert_eq!(hosts, ["i-1", "i-3"], "nothing of i-2's batch stays");
+    assert_eq!(
+        store.digest("i-2").unwrap().unwrap().0,
+        StreamState::default()
+    );
+}
+
 #[test]
 fn a_transaction_left_open_does_not_block_the_next_write() {
     let store = temp_store();

@@ -1,5 +1,5 @@
-//! Writes: [`hello`] in a transaction of its own; every write of a group through [`apply_one`]
-//! inside the group's transaction, under a savepoint of its own.
+//! Writes: [`hello`] in a transaction of its own; a group's writes in one transaction, each
+//! atomically ([`apply_unguarded`], else [`apply_guarded`]).
 //!
 //! A write reads its host's row once ([`HostState`]), keeps the cached aggregates up to date
 //! item by item as it changes `items`, and saves the row once. Recounting the host's items
@@ -16,12 +16,66 @@ use crate::store::{
     Transition, Write,
 };
 
-pub(super) fn execute(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+fn execute(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([])?;
     Ok(())
 }
 
-pub(super) fn apply_one(conn: &Connection, write: &Write) -> Result<Applied> {
+/// Applies a group's writes without savepoints, as long as none fails part-way; `None` when
+/// one does (the caller rolls the group back and uses [`apply_guarded`]).
+///
+/// A savepoint per write copies every page the write touches into a sub-journal: a fifth of
+/// ingest's cost when agents send one event per batch. It is only needed to undo a write that
+/// failed after modifying something, and writes check everything (the host, the stream, the
+/// sequence numbers, the snapshot's subjects) before their first modification: a rejection
+/// leaves nothing to undo. Only a database error can strike part-way, and that is rare enough
+/// to pay for the group twice. The rule is checked, not assumed: a rejected write that
+/// changed a row counts as failed part-way.
+pub(super) fn apply_unguarded(
+    conn: &Connection,
+    writes: &[Write],
+) -> Result<Option<Vec<Result<Applied>>>> {
+    let mut results = Vec::with_capacity(writes.len());
+    for one in writes {
+        let changes = conn.total_changes();
+        match apply_one(conn, one) {
+            Ok(applied) => results.push(Ok(applied)),
+            // SQLite rolled the whole transaction back (an I/O error, a full disk): nothing
+            // of this group can be committed.
+            Err(e) if conn.is_autocommit() => return Err(e),
+            Err(StoreError::Rejected(m)) if conn.total_changes() == changes => {
+                results.push(Err(StoreError::Rejected(m)));
+            }
+            Err(_) => return Ok(None),
+        }
+    }
+    Ok(Some(results))
+}
+
+/// Applies a group's writes, each under a savepoint: one that fails is undone alone and
+/// reported in its slot, the others stand.
+pub(super) fn apply_guarded(conn: &Connection, writes: &[Write]) -> Result<Vec<Result<Applied>>> {
+    let mut results = Vec::with_capacity(writes.len());
+    for one in writes {
+        execute(conn, "SAVEPOINT write").context("opening a savepoint")?;
+        match apply_one(conn, one) {
+            Ok(applied) => {
+                execute(conn, "RELEASE write").context("releasing a savepoint")?;
+                results.push(Ok(applied));
+            }
+            Err(e) if conn.is_autocommit() => return Err(e),
+            Err(e) => {
+                execute(conn, "ROLLBACK TO write")
+                    .and_then(|()| execute(conn, "RELEASE write"))
+                    .context("rolling back a savepoint")?;
+                results.push(Err(e));
+            }
+        }
+    }
+    Ok(results)
+}
+
+fn apply_one(conn: &Connection, write: &Write) -> Result<Applied> {
     match write {
         Write::Batch {
             host,

@@ -13,6 +13,16 @@ const JSON_MESSAGES: &[&str] = &[
     "Cause",
     "HistoryResponse",
     "HistoryEvent",
+    "IacLink",
+    "ImportResult",
+    "Flag",
+    "FlaggedHost",
+    "Ghost",
+    "Coverage",
+    "StateInfo",
+    "IacStatus",
+    "ReportGroup",
+    "Report",
 ];
 
 /// Fields holding a drift item's JSON text, serialized as the JSON value itself.
@@ -31,14 +41,19 @@ fn main() {
         .expect("prost code generation");
 
     let wire = protox::compile(
-        ["driftwatch/v1/agent.proto", "driftwatch/v1/fleet.proto"],
+        [
+            "driftwatch/v1/agent.proto",
+            "driftwatch/v1/fleet.proto",
+            "driftwatch/v1/iac.proto",
+        ],
         ["proto"],
     )
     .expect("the wire .proto files compile");
     let out = std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
     std::fs::write(out.join("driftwatch_v1.bin"), wire.encode_to_vec())
         .expect("write the descriptor set");
-    let mut builder = tonic_prost_build::configure();
+    // Maps in sorted order, so JSON answers are stable.
+    let mut builder = tonic_prost_build::configure().btree_map(".driftwatch.v1.IacStatus");
     for m in JSON_MESSAGES {
         builder =
             builder.message_attribute(format!(".driftwatch.v1.{m}"), "#[derive(serde::Serialize)]");

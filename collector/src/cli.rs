@@ -17,6 +17,8 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::render;
 
+mod iac;
+
 pub const DEFAULT_COLLECTOR: &str = "http://127.0.0.1:7470";
 
 #[derive(Debug, Parser)]
@@ -84,6 +86,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Infrastructure as code: import Terraform state and Packer manifests, see what matches.
+    Iac {
+        #[command(subcommand)]
+        command: iac::IacCommand,
+    },
+    /// The reconciliation report: drift grouped by IaC resource and image, flags, ghosts.
+    Report(iac::ReportArgs),
     /// Try it: a collector and an agent for this machine, in one process.
     Up(crate::up::UpArgs),
 }
@@ -155,9 +164,17 @@ async fn run(cli: Cli) -> Result<i32> {
     if let Command::Up(args) = cli.command {
         return crate::up::run(args).await;
     }
-    let mut client = connect(&cli.conn).await?;
+    let channel = channel(&cli.conn).await?;
     let rpc = |e: tonic::Status| anyhow!("{}", describe_status(&cli.conn.collector, &e));
+    let mut client = FleetClient::new(channel.clone()).max_decoding_message_size(256 << 20);
     match cli.command {
+        Command::Iac {
+            command: iac::IacCommand::Import(args),
+        } => iac::import(channel, args, rpc).await,
+        Command::Iac {
+            command: iac::IacCommand::Status { ghost_after, json },
+        } => iac::status(channel, ghost_after, json, rpc).await,
+        Command::Report(args) => iac::report(channel, args, rpc).await,
         Command::Hosts(args) => {
             let hosts = client
                 .list_hosts(v1::ListHostsRequest {

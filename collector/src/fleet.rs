@@ -19,6 +19,10 @@ use crate::metrics::Metrics;
 use crate::store::{self, HistoryQuery, HostQuery, ItemFilter, Severity, Store, StoreError};
 use crate::writer::Writer;
 
+mod iac;
+
+pub use iac::IacService;
+
 /// Longest listing answered at once.
 const MAX_LIMIT: usize = 100_000;
 
@@ -64,6 +68,8 @@ pub struct Queries<S> {
     metrics: Arc<Metrics>,
     /// Hosts not heard from for this long are `silent`.
     pub silent_after: Duration,
+    /// IaC instances whose host has not reported for this long are ghosts.
+    pub ghost_after: Duration,
 }
 
 impl<S> Clone for Queries<S> {
@@ -73,6 +79,7 @@ impl<S> Clone for Queries<S> {
             writer: self.writer.clone(),
             metrics: self.metrics.clone(),
             silent_after: self.silent_after,
+            ghost_after: self.ghost_after,
         }
     }
 }
@@ -126,6 +133,7 @@ impl<S: Store> Queries<S> {
             writer,
             metrics,
             silent_after,
+            ghost_after: crate::iac::correlate::DEFAULT_GHOST_AFTER,
         }
     }
 
@@ -157,7 +165,8 @@ impl<S: Store> Queries<S> {
         r: v1::ListHostsRequest,
     ) -> Result<v1::ListHostsResponse, QueryError> {
         let query = self.host_query(filter(&r.severity, &r.path)?, r.diverged);
-        let hosts = self.run(move |s| s.list_hosts(&query)).await?;
+        let mut hosts = self.run(move |s| s.list_hosts(&query)).await?;
+        self.attach_iac(&mut hosts).await?;
         Ok(v1::ListHostsResponse { hosts })
     }
 
@@ -169,9 +178,14 @@ impl<S: Store> Queries<S> {
         }
         let query = self.host_query(ItemFilter::default(), false);
         let name = r.host.clone();
-        self.run(move |s| s.get_host(&name, &query))
+        let mut detail = self
+            .run(move |s| s.get_host(&name, &query))
             .await?
-            .ok_or_else(|| QueryError::NotFound(format!("no host {:?} has reported", r.host)))
+            .ok_or_else(|| QueryError::NotFound(format!("no host {:?} has reported", r.host)))?;
+        if let Some(host) = &mut detail.host {
+            self.attach_iac(std::slice::from_mut(host)).await?;
+        }
+        Ok(detail)
     }
 
     pub async fn list_paths(
@@ -330,6 +344,8 @@ pub fn json_api<S: Store>(queries: Queries<S>) -> axum::Router {
         .route("/api/v1/paths", get(api_paths::<S>))
         .route("/api/v1/causes", get(api_causes::<S>))
         .route("/api/v1/history", get(api_history::<S>))
+        .route("/api/v1/iac/status", get(iac::api_status::<S>))
+        .route("/api/v1/report", get(iac::api_report::<S>))
         .with_state(queries)
 }
 

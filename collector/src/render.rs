@@ -5,6 +5,10 @@ use std::io::{IsTerminal as _, Write as _};
 use driftwatch_proto::v1;
 use serde_json::Value;
 
+mod iac;
+
+pub use iac::{iac_status, report_markdown};
+
 /// Prints rows as columns padded to their widest cell.
 fn table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
@@ -49,6 +53,14 @@ pub fn hosts(hosts: &[v1::Host]) {
                 h.status.clone(),
                 dash(&h.image),
                 short(&h.baseline_id),
+                h.iac
+                    .as_ref()
+                    .map_or_else(|| "-".into(), |l| l.address.clone()),
+                if h.flags.is_empty() {
+                    "-".into()
+                } else {
+                    h.flags.join(",")
+                },
             ]
         })
         .collect();
@@ -63,6 +75,8 @@ pub fn hosts(hosts: &[v1::Host]) {
             "STATUS",
             "IMAGE",
             "BASELINE",
+            "IAC",
+            "FLAGS",
         ],
         &rows,
     );
@@ -76,6 +90,19 @@ pub fn host(detail: &v1::HostDetail) {
     println!("Status    {}, last seen {}", h.status, h.last_seen);
     println!("Image     {} {}", dash(&h.image), h.image_id);
     println!("Baseline  {}", dash(&h.baseline_id));
+    match &h.iac {
+        Some(l) => println!(
+            "IaC       {} in state {} ({} confidence: {})",
+            l.address, l.state, l.confidence, l.correlation_path
+        ),
+        None => println!("IaC       -"),
+    }
+    if !h.flags.is_empty() {
+        println!(
+            "Flags     {} (`driftwatch iac status` says why)",
+            h.flags.join(", ")
+        );
+    }
     println!(
         "Agent     {} (identity from {})",
         dash(&h.agent_version),

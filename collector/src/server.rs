@@ -21,7 +21,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_stream::Stream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-use crate::fleet::{FleetService, Queries};
+use crate::fleet::{FleetService, IacService, Queries};
 use crate::ingest::{IngestService, Limits};
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -71,6 +71,12 @@ pub struct ServeOptions {
     /// Most concurrent streams (RPCs) on one connection.
     #[arg(long, default_value_t = 64)]
     pub max_streams_per_connection: u32,
+    /// Largest IaC import accepted (`driftwatch iac import`), in bytes.
+    #[arg(long, default_value_t = 256 << 20)]
+    pub max_import_bytes: usize,
+    /// An IaC instance whose host has not reported for this long is flagged `ghost`.
+    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+    pub ghost_after: Duration,
 }
 
 impl Default for ServeOptions {
@@ -88,6 +94,8 @@ impl Default for ServeOptions {
             max_message_bytes: 4 << 20,
             max_batch_events: 10_000,
             max_streams_per_connection: 64,
+            max_import_bytes: 256 << 20,
+            ghost_after: crate::iac::correlate::DEFAULT_GHOST_AFTER,
         }
     }
 }
@@ -158,12 +166,13 @@ async fn serve_with<S: Store>(
         heartbeat: options.heartbeat,
         ..Limits::default()
     };
-    let queries = Queries::new(
+    let mut queries = Queries::new(
         store.clone(),
         writer.clone(),
         metrics.clone(),
         options.silent_after,
     );
+    queries.ghost_after = options.ghost_after;
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
@@ -171,6 +180,9 @@ async fn serve_with<S: Store>(
         .await;
     health_reporter
         .set_serving::<driftwatch_proto::v1::fleet_server::FleetServer<FleetService<S>>>()
+        .await;
+    health_reporter
+        .set_serving::<driftwatch_proto::v1::iac_server::IacServer<IacService<S>>>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(driftwatch_proto::v1::FILE_DESCRIPTOR_SET)
@@ -194,8 +206,12 @@ async fn serve_with<S: Store>(
     routes = routes
         .add_service(IngestService::new(store, writer, metrics.clone(), limits).into_server())
         .add_service(
-            driftwatch_proto::v1::fleet_server::FleetServer::new(FleetService(queries))
+            driftwatch_proto::v1::fleet_server::FleetServer::new(FleetService(queries.clone()))
                 .max_decoding_message_size(options.max_message_bytes),
+        )
+        .add_service(
+            driftwatch_proto::v1::iac_server::IacServer::new(IacService(queries))
+                .max_decoding_message_size(options.max_import_bytes),
         )
         .add_service(health)
         .add_service(reflection)

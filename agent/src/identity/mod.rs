@@ -128,15 +128,50 @@ pub struct Sources {
 }
 
 /// Reads and checks a configured identity file (cloud-init's instance-data.json shape).
+///
+/// Besides cloud-init's keys, an identity file may carry a `driftwatch` object with what
+/// cloud-init's instance data does not hold, for machines (and tests) without a metadata
+/// service: `user_data_sha1` (string) and `tags` (object of strings), added to the identity.
 pub fn read_identity_file(path: &Path) -> Result<HostIdentity, IdentityError> {
     let bytes = std::fs::read(path).map_err(|source| IdentityError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    parse_instance_data(&bytes).map_err(|reason| IdentityError::Malformed {
+    let malformed = |reason| IdentityError::Malformed {
         path: path.to_path_buf(),
         reason,
-    })
+    };
+    let mut identity = parse_instance_data(&bytes).map_err(malformed)?;
+    add_extension(&mut identity, &bytes).map_err(malformed)?;
+    Ok(identity)
+}
+
+/// The identity file's `driftwatch` object (see [`read_identity_file`]).
+fn add_extension(identity: &mut HostIdentity, bytes: &[u8]) -> Result<(), String> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Extension {
+        #[serde(default)]
+        user_data_sha1: String,
+        #[serde(default)]
+        tags: BTreeMap<String, String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct File {
+        driftwatch: Option<Extension>,
+    }
+    let file: File = serde_json::from_slice(bytes).map_err(|e| format!("driftwatch: {e}"))?;
+    if let Some(ext) = file.driftwatch {
+        let sha1 = ext.user_data_sha1.trim().to_ascii_lowercase();
+        if !sha1.is_empty() && (sha1.len() != 40 || !sha1.bytes().all(|b| b.is_ascii_hexdigit())) {
+            return Err("driftwatch.user_data_sha1: expected 40 hex digits".into());
+        }
+        if !sha1.is_empty() {
+            identity.user_data_sha1 = sha1;
+        }
+        identity.tags.extend(ext.tags);
+    }
+    Ok(())
 }
 
 /// Parses cloud-init's instance-data.json: `v1.instance_id` (required), `v1.cloud_name`,

@@ -144,6 +144,14 @@ async fn the_configured_file_wins_and_a_bad_one_is_an_error() {
             "v1.region: expected a string",
         ),
         ("{", "not JSON"),
+        (
+            r#"{"v1": {"instance_id": "i-1"}, "driftwatch": {"user_data_sha1": "xyz"}}"#,
+            "driftwatch.user_data_sha1: expected 40 hex digits",
+        ),
+        (
+            r#"{"v1": {"instance_id": "i-1"}, "driftwatch": {"userdata": "x"}}"#,
+            "unknown field `userdata`",
+        ),
     ] {
         std::fs::write(&file, text).unwrap();
         let err = resolve(&Sources {
@@ -158,6 +166,21 @@ async fn the_configured_file_wins_and_a_bad_one_is_an_error() {
             "{text}: {err}"
         );
     }
+    // The driftwatch extension adds what cloud-init's instance data does not hold.
+    std::fs::write(
+        &file,
+        r#"{"v1": {"instance_id": "i-7"}, "ds": {"meta_data": {"ami-id": "ami-1"}},
+            "driftwatch": {"user_data_sha1": "DA39A3EE5E6B4B0D3255BFEF95601890AFD80709",
+                           "tags": {"aws:autoscaling:groupName": "web-asg"}}}"#,
+    )
+    .unwrap();
+    let id = read_identity_file(&file).unwrap();
+    assert_eq!(
+        id.user_data_sha1,
+        "da39a3ee5e6b4b0d3255bfef95601890afd80709"
+    );
+    assert_eq!(id.tags["aws:autoscaling:groupName"], "web-asg");
+    assert_eq!(id.image_id, "ami-1");
     let missing = read_identity_file(&root.path().join("nope.json")).unwrap_err();
     assert!(missing.to_string().contains("cannot read"), "{missing}");
 }

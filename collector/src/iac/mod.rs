@@ -11,8 +11,10 @@
 //!   [`packer::PackerManifest`]: which build produced which image, in which region, in which run,
 //!   and which baseline it baked.
 //!
-//! Storage, correlation with hosts, flags and reports build on these types; nothing here writes
-//! anywhere.
+//! - [`import`]: both turned into the `driftwatch.v1` import requests (allow-listed fields
+//!   only), and the collector's checks of a request as received.
+//! - [`correlate`]: which resource owns each reporting host, the flags, coverage and ghosts,
+//!   computed at query time from what the store holds.
 //!
 //! # Secrets
 //! A state file holds every attribute of every resource in plain text — database passwords,
@@ -34,7 +36,9 @@ use std::io::{self, BufReader, Read};
 
 use serde::de::DeserializeSeed;
 
+pub mod correlate;
 mod digest;
+pub mod import;
 pub(crate) mod lenient;
 pub mod packer;
 pub mod tfstate;

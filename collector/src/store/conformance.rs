@@ -12,7 +12,7 @@
 //!
 //! Times are fixed (from [`T0`]), never the clock: every assertion is exact.
 //!
-//! Cases live in `writes` and `queries`; a new case is a public function there and its name
+//! Cases live in `writes`, `queries` and `iac`; a new case is a public function there and its name
 //! in the macro.
 
 use std::time::Duration;
@@ -25,9 +25,11 @@ use super::{
     Severity, Store, StoreError, StreamState, Transition, Write, rfc3339,
 };
 
+mod iac;
 mod queries;
 mod writes;
 
+pub use iac::*;
 pub use queries::*;
 pub use writes::*;
 
@@ -50,6 +52,10 @@ macro_rules! conformance_tests {
             list_paths_counts_hosts_per_path,
             list_causes_groups_identical_changes,
             history_filters_by_host_time_path_and_limit,
+            a_state_import_replaces_the_previous_one_and_refuses_older_serials,
+            a_failed_state_import_leaves_the_previous_one_whole,
+            manifest_imports_add_and_update_images,
+            host_facts_carry_the_hello_identity,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -15,6 +15,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use driftwatch_proto::v1;
 
+pub use crate::iac::correlate::{HostFacts, IacData, StoredState};
+
 pub mod item;
 pub mod sqlite;
 
@@ -256,4 +258,30 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stored events, oldest first.
     fn history(&self, query: &HistoryQuery) -> Result<Vec<v1::HistoryEvent>>;
+
+    /// Replaces everything stored for the state `import.name`, in one transaction. Refuses
+    /// (`Rejected`) a state older than one stored for the same lineage (a lower serial).
+    fn import_state(&self, import: &v1::ImportStateRequest, now: Millis) -> Result<ImportOutcome>;
+
+    /// Adds (or updates, by region and image id) a manifest's images in one transaction.
+    fn import_manifest(
+        &self,
+        import: &v1::ImportManifestRequest,
+        now: Millis,
+    ) -> Result<ImportOutcome>;
+
+    /// Every imported state, resource and image.
+    fn iac(&self) -> Result<IacData>;
+
+    /// What every host reported about itself, for correlation.
+    fn host_facts(&self) -> Result<Vec<HostFacts>>;
+}
+
+/// What an import stored.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImportOutcome {
+    /// Rows written.
+    pub stored: u64,
+    /// Rows replaced (a previous import of the same state, or images already known).
+    pub replaced: u64,
 }

@@ -19,7 +19,7 @@
 //! database file, and its fsync) run on a thread of their own, off the commit path
 //! (`checkpoint`).
 //!
-//! # Schema (version 1; [`schema::MIGRATIONS`], counted by `PRAGMA user_version`)
+//! # Schema (version 2; [`schema::MIGRATIONS`], counted by `PRAGMA user_version`)
 //!
 //! - `hosts`: one row per host identity: what its hello said, where its stream stands
 //!   (`stream_id`, `last_seq`), first and last seen, and its current items' aggregates cached
@@ -33,6 +33,9 @@
 //! - `events`: the full history. Stream events carry their sequence number; rows derived from a
 //!   snapshot have none (NULL, so the unique key leaves them alone).
 //! - `baselines`: every baseline id seen in a hello, with its image.
+//! - `iac_states`, `iac_resources` (version 2): imported Terraform/OpenTofu states, one row
+//!   per state name and per machine-describing resource instance (allow-listed attributes
+//!   only); `images`: the Packer image catalog, one row per (region, image id).
 //!
 //! Invariants every write keeps:
 //! - a host's cached aggregates are those of its `items` rows;
@@ -55,11 +58,12 @@ use rusqlite::{Connection, OpenFlags, Row, Transaction, TransactionBehavior};
 
 use super::item::set_digest;
 use super::{
-    Applied, HistoryQuery, HostInfo, HostQuery, ItemFilter, Millis, Result, Severity, Store,
-    StoreError, StreamState, Write,
+    Applied, HistoryQuery, HostFacts, HostInfo, HostQuery, IacData, ImportOutcome, ItemFilter,
+    Millis, Result, Severity, Store, StoreError, StreamState, Write,
 };
 
 mod checkpoint;
+mod iac;
 mod query;
 mod schema;
 #[cfg(test)]
@@ -327,6 +331,30 @@ impl Store for SqliteStore {
 
     fn history(&self, query: &HistoryQuery) -> Result<Vec<v1::HistoryEvent>> {
         self.read("reading history", |tx| query::history(tx, query))
+    }
+
+    fn import_state(&self, import: &v1::ImportStateRequest, now: Millis) -> Result<ImportOutcome> {
+        self.write(true, "importing a state", |tx| {
+            iac::import_state(tx, import, now)
+        })
+    }
+
+    fn import_manifest(
+        &self,
+        import: &v1::ImportManifestRequest,
+        now: Millis,
+    ) -> Result<ImportOutcome> {
+        self.write(true, "importing a manifest", |tx| {
+            iac::import_manifest(tx, import, now)
+        })
+    }
+
+    fn iac(&self) -> Result<IacData> {
+        self.read("reading imported IaC", iac::iac)
+    }
+
+    fn host_facts(&self) -> Result<Vec<HostFacts>> {
+        self.read("reading host identities", iac::host_facts)
     }
 }
 

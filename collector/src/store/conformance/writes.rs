@@ -27,6 +27,8 @@ pub fn hello_creates_then_updates_the_host(store: &dyn Store) {
             drifted_since: None,
             identity_source: "imds".into(),
             last_seq: 0,
+            iac: None,
+            flags: vec![],
         }]
     );
 

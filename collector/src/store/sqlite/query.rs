@@ -87,6 +87,9 @@ impl HostRow {
             drifted_since: drift.since.map(rfc3339),
             identity_source: self.identity_source,
             last_seq: to_u64(self.last_seq),
+            // Filled by the fleet queries from the IaC correlation.
+            iac: None,
+            flags: Vec::new(),
         }
     }
 }

@@ -7,7 +7,7 @@ use crate::store::{Result, StoreError};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts those applied. Never edit
 /// one that has shipped: add the next.
-pub(super) const MIGRATIONS: &[&str] = &[SCHEMA_V1];
+pub(super) const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
 
 const SCHEMA_V1: &str = "
 CREATE TABLE hosts (
@@ -83,6 +83,53 @@ CREATE TABLE baselines (
     image_version TEXT NOT NULL DEFAULT '',
     first_seen    INTEGER NOT NULL,
     last_seen     INTEGER NOT NULL
+);
+";
+
+/// Imported IaC: Terraform/OpenTofu states (only the allow-listed attributes of the resources
+/// that describe machines) and the image catalog from Packer manifests.
+const SCHEMA_V2: &str = "
+CREATE TABLE iac_states (
+    name              TEXT PRIMARY KEY,
+    source            TEXT NOT NULL,
+    kind              TEXT NOT NULL CHECK (kind IN ('state', 'show_json')),
+    lineage           TEXT NOT NULL DEFAULT '',
+    serial            INTEGER,
+    terraform_version TEXT NOT NULL DEFAULT '',
+    imported_at       INTEGER NOT NULL,
+    ignored_instances INTEGER NOT NULL DEFAULT 0
+);
+-- The staleness check: the highest serial stored for a lineage.
+CREATE INDEX iac_states_lineage ON iac_states (lineage, serial);
+
+CREATE TABLE iac_resources (
+    state          TEXT NOT NULL REFERENCES iac_states (name),
+    address        TEXT NOT NULL,
+    type           TEXT NOT NULL,
+    role           TEXT NOT NULL CHECK (role IN ('instance', 'group', 'template')),
+    key            TEXT NOT NULL,
+    name           TEXT NOT NULL,
+    image_id       TEXT NOT NULL,
+    private_ip     TEXT NOT NULL,
+    private_dns    TEXT NOT NULL,
+    user_data_sha1 TEXT NOT NULL,
+    status         TEXT NOT NULL,
+    template       TEXT NOT NULL,
+    location       TEXT NOT NULL,
+    PRIMARY KEY (state, address)
+);
+
+CREATE TABLE images (
+    region       TEXT NOT NULL,
+    image_id     TEXT NOT NULL,
+    build        TEXT NOT NULL,
+    builder_type TEXT NOT NULL,
+    run_uuid     TEXT NOT NULL,
+    build_time   INTEGER NOT NULL,
+    baseline_id  TEXT NOT NULL,
+    source       TEXT NOT NULL,
+    imported_at  INTEGER NOT NULL,
+    PRIMARY KEY (region, image_id)
 );
 ";
 

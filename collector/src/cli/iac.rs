@@ -1,0 +1,182 @@
+//! `driftwatch iac import | status` and `driftwatch report`.
+//!
+//! Imports parse the file here, on the operator's machine, and send the collector only the
+//! allow-listed attributes (see `crate::iac`): the secrets a state holds never travel.
+
+use std::fs::File;
+use std::io::{self, IsTerminal as _, Read};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use driftwatch_proto::v1::{self, iac_client::IacClient};
+use tonic::transport::Channel;
+
+use crate::iac::{import, packer, tfstate};
+use crate::render;
+
+#[derive(Debug, Subcommand)]
+pub enum IacCommand {
+    /// Import a Terraform/OpenTofu state or a Packer manifest into the collector.
+    Import(ImportArgs),
+    /// Coverage, flagged hosts (unmanaged, wrong image, ...) and ghost instances.
+    Status {
+        /// An instance whose host has not reported for this long is a ghost (default: the
+        /// collector's, 15m).
+        #[arg(long)]
+        ghost_after: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("input").required(true).args(["terraform_state", "packer_manifest"]))]
+pub struct ImportArgs {
+    /// A state (`terraform.tfstate`, `terraform state pull` output, or `terraform show
+    /// -json`); `-` reads standard input.
+    #[arg(long, value_name = "FILE")]
+    pub terraform_state: Option<PathBuf>,
+    /// The name to store the state under (default: its lineage). Importing the same name again
+    /// replaces it.
+    #[arg(long, requires = "terraform_state")]
+    pub name: Option<String>,
+    /// A Packer manifest (`packer-manifest.json` from the manifest post-processor).
+    #[arg(long, value_name = "FILE")]
+    pub packer_manifest: Option<PathBuf>,
+    /// The baseline file baked in the manifest's last run (when `custom_data` does not name
+    /// its id).
+    #[arg(long, value_name = "FILE", requires = "packer_manifest")]
+    pub baseline: Option<PathBuf>,
+    /// Largest input read, in MiB.
+    #[arg(long, default_value_t = 512)]
+    pub max_mib: u64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Markdown,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[arg(long, value_enum, default_value_t = ReportFormat::Markdown)]
+    pub format: ReportFormat,
+    /// Only drift of at least this severity.
+    #[arg(long)]
+    pub severity: Option<String>,
+    #[arg(long)]
+    pub ghost_after: Option<String>,
+}
+
+/// The input, or standard input for `-`.
+fn open(path: &Path) -> Result<Box<dyn Read>> {
+    if path == Path::new("-") {
+        if io::stdin().is_terminal() {
+            bail!("`-` reads the input from standard input, which is a terminal");
+        }
+        return Ok(Box::new(io::stdin().lock()));
+    }
+    let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(Box::new(file))
+}
+
+pub async fn import(
+    channel: Channel,
+    args: ImportArgs,
+    rpc: impl Fn(tonic::Status) -> anyhow::Error,
+) -> Result<i32> {
+    let max = args.max_mib.saturating_mul(1 << 20);
+    let mut client = IacClient::new(channel).max_encoding_message_size(usize::MAX);
+    let result = if let Some(path) = &args.terraform_state {
+        let shown = path.display().to_string();
+        let summary = tfstate::parse_state_limited(open(path)?, max)
+            .with_context(|| format!("cannot import {shown}"))?;
+        for warning in &summary.warnings {
+            eprintln!("warning: {shown}: {warning}");
+        }
+        let name = match &args.name {
+            Some(n) => n.clone(),
+            None => import::default_state_name(&summary, &shown),
+        };
+        let request = import::state_request(summary, &name, &shown);
+        import::validate_state(&request)
+            .map_err(|e| anyhow::anyhow!("cannot import {shown}: {e}"))?;
+        client
+            .import_state(request)
+            .await
+            .map_err(&rpc)
+            .with_context(|| format!("cannot import {shown}"))?
+            .into_inner()
+    } else if let Some(path) = &args.packer_manifest {
+        let shown = path.display().to_string();
+        let manifest = packer::parse_manifest_limited(open(path)?, max)
+            .with_context(|| format!("cannot import {shown}"))?;
+        let baseline = match &args.baseline {
+            Some(file) => Some(driftwatch_agent::cli::load_baseline(file)?.id.to_hex()),
+            None => None,
+        };
+        let request = import::manifest_request(&manifest, &shown, baseline.as_deref())
+            .with_context(|| format!("cannot import {shown}"))?;
+        client
+            .import_manifest(request)
+            .await
+            .map_err(&rpc)
+            .with_context(|| format!("cannot import {shown}"))?
+            .into_inner()
+    } else {
+        unreachable!("clap requires one input");
+    };
+    if args.json {
+        super::print_json(&result)?;
+    } else {
+        println!("{}", result.summary);
+    }
+    Ok(0)
+}
+
+pub async fn status(
+    channel: Channel,
+    ghost_after: Option<String>,
+    json: bool,
+    rpc: impl Fn(tonic::Status) -> anyhow::Error,
+) -> Result<i32> {
+    let status = IacClient::new(channel)
+        .max_decoding_message_size(256 << 20)
+        .status(v1::IacStatusRequest {
+            ghost_after: ghost_after.unwrap_or_default(),
+        })
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    if json {
+        super::print_json(&status)?;
+    } else {
+        render::iac_status(&status);
+    }
+    Ok(0)
+}
+
+pub async fn report(
+    channel: Channel,
+    args: ReportArgs,
+    rpc: impl Fn(tonic::Status) -> anyhow::Error,
+) -> Result<i32> {
+    let report = IacClient::new(channel)
+        .max_decoding_message_size(1 << 30)
+        .report(v1::ReportRequest {
+            ghost_after: args.ghost_after.unwrap_or_default(),
+            severity: args.severity.unwrap_or_default(),
+        })
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    match args.format {
+        ReportFormat::Json => super::print_json(&report)?,
+        ReportFormat::Markdown => print!("{}", render::report_markdown(&report)),
+    }
+    Ok(0)
+}

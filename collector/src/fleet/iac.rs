@@ -1,0 +1,315 @@
+//! IaC queries and imports: the `driftwatch.v1.Iac` gRPC service, its JSON API
+//! (`/api/v1/iac/status`, `/api/v1/report`), and the IaC columns of `hosts`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use driftwatch_proto::v1;
+use serde::Deserialize;
+use tonic::{Request, Status};
+
+use super::{Queries, QueryError, filter};
+use crate::iac::correlate::{self, Correlation, HostFacts};
+use crate::iac::import;
+use crate::store::{self, Store};
+
+fn ghost_after(text: &str, default: Duration) -> Result<Duration, QueryError> {
+    if text.is_empty() {
+        return Ok(default);
+    }
+    humantime::parse_duration(text).map_err(|e| {
+        QueryError::BadRequest(format!(
+            "ghost_after {text:?} is not a duration (e.g. 15m): {e}"
+        ))
+    })
+}
+
+/// Hosts and their verdicts, for status and report.
+struct Fleet {
+    facts: Vec<HostFacts>,
+    iac: store::IacData,
+    correlation: Correlation,
+}
+
+impl<S: Store> Queries<S> {
+    async fn correlate(&self, ghost_after: Duration) -> Result<Fleet, QueryError> {
+        let (facts, iac) = self.run(|s| Ok((s.host_facts()?, s.iac()?))).await?;
+        let correlation = correlate::correlate(&facts, &iac, store::now_millis(), ghost_after);
+        Ok(Fleet {
+            facts,
+            iac,
+            correlation,
+        })
+    }
+
+    /// Fills `iac` and `flags` of listed hosts.
+    pub(super) async fn attach_iac(&self, hosts: &mut [v1::Host]) -> Result<(), QueryError> {
+        if hosts.is_empty() {
+            return Ok(());
+        }
+        let mut fleet = self.correlate(self.ghost_after).await?;
+        for host in hosts {
+            if let Some(verdict) = fleet.correlation.hosts.remove(&host.host) {
+                host.flags = verdict.flag_names();
+                host.iac = verdict.iac;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn import_state(
+        &self,
+        r: v1::ImportStateRequest,
+    ) -> Result<v1::ImportResult, QueryError> {
+        import::validate_state(&r).map_err(QueryError::BadRequest)?;
+        let now = store::now_millis();
+        let request = r.clone();
+        let outcome = self
+            .run(move |s| s.import_state(&request, now))
+            .await
+            .map_err(rejected_as_bad_request)?;
+        let serial = r.serial.map_or(String::new(), |s| format!(", serial {s}"));
+        tracing::info!(
+            state = %r.name, source = %r.source, resources = outcome.stored,
+            replaced = outcome.replaced, "Imported a Terraform state."
+        );
+        Ok(v1::ImportResult {
+            summary: format!(
+                "imported state {:?}{serial}: {} resources ({} replaced)",
+                r.name, outcome.stored, outcome.replaced
+            ),
+            resources: outcome.stored,
+            replaced: outcome.replaced,
+        })
+    }
+
+    pub async fn import_manifest(
+        &self,
+        r: v1::ImportManifestRequest,
+    ) -> Result<v1::ImportResult, QueryError> {
+        import::validate_manifest(&r).map_err(QueryError::BadRequest)?;
+        let now = store::now_millis();
+        let source = r.source.clone();
+        let outcome = self
+            .run(move |s| s.import_manifest(&r, now))
+            .await
+            .map_err(rejected_as_bad_request)?;
+        tracing::info!(
+            %source, images = outcome.stored, replaced = outcome.replaced,
+            "Imported a Packer manifest."
+        );
+        Ok(v1::ImportResult {
+            summary: format!(
+                "imported {} images from {source} ({} already known, updated)",
+                outcome.stored, outcome.replaced
+            ),
+            resources: outcome.stored,
+            replaced: outcome.replaced,
+        })
+    }
+
+    pub async fn iac_status(&self, r: v1::IacStatusRequest) -> Result<v1::IacStatus, QueryError> {
+        let fleet = self
+            .correlate(ghost_after(&r.ghost_after, self.ghost_after)?)
+            .await?;
+        Ok(status(&fleet))
+    }
+
+    pub async fn report(&self, r: v1::ReportRequest) -> Result<v1::Report, QueryError> {
+        let item_filter = filter(&r.severity, "")?;
+        let fleet = self
+            .correlate(ghost_after(&r.ghost_after, self.ghost_after)?)
+            .await?;
+        let causes = self.run(move |s| s.list_causes(&item_filter, 1, 0)).await?;
+        Ok(v1::Report {
+            generated_at: store::rfc3339(store::now_millis()),
+            status: Some(status(&fleet)),
+            groups: report_groups(&fleet, causes),
+        })
+    }
+}
+
+/// A rejected import is the client's to fix.
+fn rejected_as_bad_request(e: QueryError) -> QueryError {
+    match e {
+        QueryError::Store(store::StoreError::Rejected(m)) => QueryError::BadRequest(m),
+        other => other,
+    }
+}
+
+fn status(fleet: &Fleet) -> v1::IacStatus {
+    let mut hosts: Vec<v1::FlaggedHost> = fleet
+        .facts
+        .iter()
+        .filter_map(|h| {
+            let verdict = fleet.correlation.hosts.get(&h.host)?;
+            (!verdict.flags.is_empty()).then(|| v1::FlaggedHost {
+                host: h.host.clone(),
+                hostname: h.hostname.clone(),
+                image_id: h.image_id.clone(),
+                iac: verdict.iac.clone(),
+                flags: verdict.flags.clone(),
+            })
+        })
+        .collect();
+    hosts.sort_by(|a, b| {
+        b.flags
+            .len()
+            .cmp(&a.flags.len())
+            .then_with(|| a.host.cmp(&b.host))
+    });
+    let mut catalog: Vec<&str> = fleet
+        .iac
+        .images
+        .iter()
+        .map(|i| i.image_id.as_str())
+        .collect();
+    catalog.sort_unstable();
+    catalog.dedup();
+    v1::IacStatus {
+        coverage: Some(fleet.correlation.coverage),
+        states: fleet.iac.states.iter().map(|s| s.info.clone()).collect(),
+        catalog_images: catalog.len() as u64,
+        hosts,
+        ghosts: fleet.correlation.ghosts.clone(),
+        flag_counts: fleet.correlation.flag_counts(),
+    }
+}
+
+/// Drift grouped by (IaC resource, image), each cause split into the groups of its hosts;
+/// groups with security drift first, then by resource.
+fn report_groups(fleet: &Fleet, causes: Vec<v1::Cause>) -> Vec<v1::ReportGroup> {
+    type Key = (String, String, String);
+    let mut key_of: HashMap<&str, Key> = HashMap::new();
+    let mut groups: BTreeMap<Key, v1::ReportGroup> = BTreeMap::new();
+    for h in &fleet.facts {
+        let verdict = fleet.correlation.hosts.get(&h.host);
+        let link = verdict.and_then(|v| v.iac.as_ref());
+        let key = (
+            link.map(|l| l.address.clone()).unwrap_or_default(),
+            link.map(|l| l.state.clone()).unwrap_or_default(),
+            h.image_id.clone(),
+        );
+        key_of.insert(&h.host, key.clone());
+        let group = groups.entry(key).or_insert_with(|| v1::ReportGroup {
+            resource: link.map(|l| l.address.clone()).unwrap_or_default(),
+            state: link.map(|l| l.state.clone()).unwrap_or_default(),
+            image_id: h.image_id.clone(),
+            image_build: verdict
+                .and_then(|v| v.image_build.clone())
+                .unwrap_or_default(),
+            ..Default::default()
+        });
+        group.hosts.push(h.host.clone());
+    }
+    for cause in causes {
+        let mut split: BTreeMap<&Key, Vec<String>> = BTreeMap::new();
+        for host in &cause.hosts {
+            if let Some(key) = key_of.get(host.as_str()) {
+                split.entry(key).or_default().push(host.clone());
+            }
+        }
+        for (key, hosts) in split {
+            if let Some(group) = groups.get_mut(key) {
+                group.causes.push(v1::Cause {
+                    host_count: hosts.len() as u64,
+                    hosts,
+                    ..cause.clone()
+                });
+            }
+        }
+    }
+    let rank = |severity: &str| store::Severity::parse(severity).map_or(usize::MAX, |s| s as usize);
+    let mut out: Vec<v1::ReportGroup> = groups
+        .into_values()
+        .filter(|g| !g.causes.is_empty())
+        .map(|mut g| {
+            g.causes.sort_by(|a, b| {
+                rank(&a.severity)
+                    .cmp(&rank(&b.severity))
+                    .then_with(|| b.host_count.cmp(&a.host_count))
+                    .then_with(|| a.path.cmp(&b.path))
+            });
+            g
+        })
+        .collect();
+    let worst = |g: &v1::ReportGroup| g.causes.first().map_or(usize::MAX, |c| rank(&c.severity));
+    out.sort_by(|a, b| {
+        worst(a)
+            .cmp(&worst(b))
+            .then_with(|| a.resource.is_empty().cmp(&b.resource.is_empty()))
+            .then_with(|| a.resource.cmp(&b.resource))
+            .then_with(|| a.image_id.cmp(&b.image_id))
+    });
+    out
+}
+
+/// The gRPC face.
+pub struct IacService<S>(pub Queries<S>);
+
+#[tonic::async_trait]
+impl<S: Store> v1::iac_server::Iac for IacService<S> {
+    async fn import_state(
+        &self,
+        r: Request<v1::ImportStateRequest>,
+    ) -> Result<tonic::Response<v1::ImportResult>, Status> {
+        Ok(tonic::Response::new(
+            self.0.import_state(r.into_inner()).await?,
+        ))
+    }
+
+    async fn import_manifest(
+        &self,
+        r: Request<v1::ImportManifestRequest>,
+    ) -> Result<tonic::Response<v1::ImportResult>, Status> {
+        Ok(tonic::Response::new(
+            self.0.import_manifest(r.into_inner()).await?,
+        ))
+    }
+
+    async fn status(
+        &self,
+        r: Request<v1::IacStatusRequest>,
+    ) -> Result<tonic::Response<v1::IacStatus>, Status> {
+        Ok(tonic::Response::new(
+            self.0.iac_status(r.into_inner()).await?,
+        ))
+    }
+
+    async fn report(
+        &self,
+        r: Request<v1::ReportRequest>,
+    ) -> Result<tonic::Response<v1::Report>, Status> {
+        Ok(tonic::Response::new(self.0.report(r.into_inner()).await?))
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct IacParams {
+    ghost_after: String,
+    severity: String,
+}
+
+pub(super) async fn api_status<S: Store>(
+    State(q): State<Queries<S>>,
+    Query(p): Query<IacParams>,
+) -> super::ApiResult<v1::IacStatus> {
+    let r = v1::IacStatusRequest {
+        ghost_after: p.ghost_after,
+    };
+    Ok(Json(q.iac_status(r).await?))
+}
+
+pub(super) async fn api_report<S: Store>(
+    State(q): State<Queries<S>>,
+    Query(p): Query<IacParams>,
+) -> super::ApiResult<v1::Report> {
+    let r = v1::ReportRequest {
+        ghost_after: p.ghost_after,
+        severity: p.severity,
+    };
+    Ok(Json(q.report(r).await?))
+}

@@ -1,0 +1,350 @@
+//! Imports: parsed states and manifests turned into the `driftwatch.v1` import requests (on
+//! the operator's machine, so a state's secrets never leave it), and the checks the collector
+//! makes of a request before storing it (any gRPC client can send one).
+
+use driftwatch_proto::v1;
+
+use super::correlate::role;
+use super::packer::PackerManifest;
+use super::tfstate::{ResourceKind, StateKind, StateSummary};
+
+/// Longest state name.
+pub const MAX_NAME_LEN: usize = 200;
+/// Most resources (or images) one import may carry.
+pub const MAX_IMPORT_ITEMS: usize = 1_000_000;
+
+/// The request importing `summary` under `name`.
+pub fn state_request(summary: StateSummary, name: &str, source: &str) -> v1::ImportStateRequest {
+    let resources = summary
+        .resources
+        .into_iter()
+        // A deposed object is on its way out (create_before_destroy): the current one counts.
+        .filter(|r| r.status.is_current())
+        .map(|r| {
+            let mut out = v1::IacResource {
+                address: r.address,
+                r#type: r.resource_type,
+                ..Default::default()
+            };
+            match r.kind {
+                ResourceKind::AwsInstance(i) => {
+                    out.role = role::INSTANCE.into();
+                    out.key = i.id.unwrap_or_default();
+                    out.image_id = i.ami.unwrap_or_default();
+                    out.private_ip = i.private_ip.unwrap_or_default();
+                    out.private_dns = i.private_dns.unwrap_or_default();
+                    out.user_data_sha1 = i.user_data_sha1.unwrap_or_default();
+                    out.status = i.instance_state.unwrap_or_default();
+                    out.location = i.availability_zone.unwrap_or_default();
+                    out.name = i
+                        .tags
+                        .get("Name")
+                        .or_else(|| i.tags_all.get("Name"))
+                        .cloned()
+                        .unwrap_or_default();
+                    out.template = i
+                        .launch_template
+                        .and_then(|t| t.id.or(t.name))
+                        .unwrap_or_default();
+                }
+                ResourceKind::AwsLaunchTemplate(t) => {
+                    out.role = role::TEMPLATE.into();
+                    out.key = t.id.unwrap_or_default();
+                    out.name = t.name.unwrap_or_default();
+                    out.image_id = t.image_id.unwrap_or_default();
+                    out.user_data_sha1 = t.user_data_sha1.unwrap_or_default();
+                }
+                ResourceKind::AwsAutoscalingGroup(g) => {
+                    out.role = role::GROUP.into();
+                    out.key = g.name.unwrap_or_default();
+                    out.name = out.key.clone();
+                    out.template = g
+                        .launch_template
+                        .and_then(|t| t.id.or(t.name))
+                        .unwrap_or_default();
+                }
+                ResourceKind::GoogleComputeInstance(g) => {
+                    out.role = role::INSTANCE.into();
+                    out.key = g.instance_id.unwrap_or_default();
+                    out.name = g.name.unwrap_or_default();
+                    out.image_id = g.boot_image.unwrap_or_default();
+                    out.private_ip = g.network_ip.unwrap_or_default();
+                    out.status = g.current_status.unwrap_or_default();
+                    out.location = g.zone.unwrap_or_default();
+                }
+                ResourceKind::AzureLinuxVm(a) => {
+                    out.role = role::INSTANCE.into();
+                    out.key = a.virtual_machine_id.unwrap_or_default();
+                    out.name = a.name.unwrap_or_default();
+                    out.image_id = a
+                        .source_image_id
+                        .or_else(|| a.source_image_reference.map(|r| r.to_string()))
+                        .unwrap_or_default();
+                    out.private_ip = a.private_ip_address.unwrap_or_default();
+                    out.location = a.location.unwrap_or_default();
+                }
+            }
+            out
+        })
+        .collect();
+    v1::ImportStateRequest {
+        name: name.to_owned(),
+        source: source.to_owned(),
+        kind: match summary.kind {
+            StateKind::Raw => "state",
+            StateKind::ShowJson => "show_json",
+        }
+        .into(),
+        lineage: summary.lineage.unwrap_or_default(),
+        serial: summary.serial,
+        terraform_version: summary.terraform_version.unwrap_or_default(),
+        resources,
+        ignored_instances: summary.ignored_instances,
+    }
+}
+
+/// The name a state is stored under when none is given: its lineage (stable across writes),
+/// else the file's name.
+pub fn default_state_name(summary: &StateSummary, source: &str) -> String {
+    match &summary.lineage {
+        Some(lineage) if !lineage.is_empty() => lineage.clone(),
+        _ => std::path::Path::new(source)
+            .file_name()
+            .map_or_else(|| source.to_owned(), |n| n.to_string_lossy().into_owned()),
+    }
+}
+
+/// Why a manifest import was refused before sending.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestImportError {
+    #[error(
+        "build {build:?} (index {index}) names baseline {named} in custom_data, but the \
+         baseline file given is {given}; drop --baseline or fix the manifest"
+    )]
+    BaselineConflict {
+        build: String,
+        index: usize,
+        named: String,
+        given: String,
+    },
+    #[error("the manifest has no builds with images to import")]
+    NoImages,
+}
+
+/// The request importing a manifest's images. `baseline` (the id of the baseline file given
+/// on import) is linked to the builds of the manifest's last run that do not name one.
+pub fn manifest_request(
+    manifest: &PackerManifest,
+    source: &str,
+    baseline: Option<&str>,
+) -> Result<v1::ImportManifestRequest, ManifestImportError> {
+    let last_run = manifest.last_run_uuid.as_deref();
+    let mut images = Vec::new();
+    for build in &manifest.builds {
+        let in_last_run = match (last_run, build.packer_run_uuid.as_deref()) {
+            (Some(last), Some(run)) => last == run,
+            // Without run ids, the last build entry is the newest.
+            _ => build.index + 1 == manifest.builds.len(),
+        };
+        let baseline_id = match (build.baseline_id(), baseline) {
+            (Some(named), Some(given)) if in_last_run && named != given => {
+                return Err(ManifestImportError::BaselineConflict {
+                    build: build.name.clone(),
+                    index: build.index,
+                    named: named.to_owned(),
+                    given: given.to_owned(),
+                });
+            }
+            (Some(named), _) => named.to_owned(),
+            (None, Some(given)) if in_last_run => given.to_owned(),
+            (None, _) => String::new(),
+        };
+        for artifact in &build.artifacts {
+            images.push(v1::PackerImage {
+                region: artifact.region.clone().unwrap_or_default(),
+                image_id: artifact.image_id.clone(),
+                build: build.name.clone(),
+                builder_type: build.builder_type.clone(),
+                run_uuid: build.packer_run_uuid.clone().unwrap_or_default(),
+                build_time: build.build_time.unwrap_or(0),
+                baseline_id: baseline_id.clone(),
+            });
+        }
+    }
+    if images.is_empty() {
+        return Err(ManifestImportError::NoImages);
+    }
+    Ok(v1::ImportManifestRequest {
+        source: source.to_owned(),
+        images,
+    })
+}
+
+fn check_text(what: &str, value: &str, max: usize) -> Result<(), String> {
+    if value.len() > max {
+        return Err(format!(
+            "{what} is {} bytes long (limit {max})",
+            value.len()
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(format!("{what} contains control characters"));
+    }
+    Ok(())
+}
+
+/// Checks a state import as received.
+pub fn validate_state(r: &v1::ImportStateRequest) -> Result<(), String> {
+    if r.name.trim().is_empty() {
+        return Err("the state needs a name".into());
+    }
+    check_text("the state name", &r.name, MAX_NAME_LEN)?;
+    check_text("the source", &r.source, 4096)?;
+    if !matches!(r.kind.as_str(), "state" | "show_json") {
+        return Err(format!(
+            "unknown state kind {:?} (expected state or show_json)",
+            r.kind
+        ));
+    }
+    if r.resources.len() > MAX_IMPORT_ITEMS {
+        return Err(format!(
+            "{} resources in one import (limit {MAX_IMPORT_ITEMS})",
+            r.resources.len()
+        ));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(r.resources.len());
+    for (i, res) in r.resources.iter().enumerate() {
+        let at = |m: String| format!("resource {i} ({:?}): {m}", res.address);
+        if res.address.is_empty() {
+            return Err(format!("resource {i}: empty address"));
+        }
+        check_text("the address", &res.address, 4096).map_err(at)?;
+        if !matches!(
+            res.role.as_str(),
+            role::INSTANCE | role::GROUP | role::TEMPLATE
+        ) {
+            return Err(at(format!(
+                "unknown role {:?} (expected instance, group or template)",
+                res.role
+            )));
+        }
+        if !seen.insert(res.address.as_str()) {
+            return Err(at("the address appears twice".into()));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a manifest import as received.
+pub fn validate_manifest(r: &v1::ImportManifestRequest) -> Result<(), String> {
+    check_text("the source", &r.source, 4096)?;
+    if r.images.is_empty() {
+        return Err("the manifest import has no images".into());
+    }
+    if r.images.len() > MAX_IMPORT_ITEMS {
+        return Err(format!(
+            "{} images in one import (limit {MAX_IMPORT_ITEMS})",
+            r.images.len()
+        ));
+    }
+    for (i, image) in r.images.iter().enumerate() {
+        if image.image_id.is_empty() {
+            return Err(format!("image {i}: empty image id"));
+        }
+        check_text("the image id", &image.image_id, 1024).map_err(|m| format!("image {i}: {m}"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::iac::{packer, tfstate};
+
+    fn fixture_state() -> StateSummary {
+        tfstate::parse_state(&include_bytes!("testdata/prod-web.tfstate")[..]).unwrap()
+    }
+
+    #[test]
+    fn a_state_becomes_resources_by_role() {
+        let req = state_request(fixture_state(), "prod-web", "prod-web.tfstate");
+        validate_state(&req).unwrap();
+        assert_eq!(req.kind, "state");
+        assert_eq!(req.serial, Some(42));
+        let find = |address: &str| {
+            req.resources
+                .iter()
+                .find(|r| r.address == address)
+                .unwrap_or_else(|| panic!("{address} missing"))
+        };
+        let app = find(r#"module.web.aws_instance.app["b"]"#);
+        assert_eq!(app.role, "instance");
+        assert_eq!(app.key, "i-0f66f66a66b66c661");
+        let asg = find("aws_autoscaling_group.web");
+        assert_eq!((asg.role.as_str(), asg.key.as_str()), ("group", "web-asg"));
+        assert!(!asg.template.is_empty());
+        let lt = find("aws_launch_template.web");
+        assert_eq!(lt.role, "template");
+        assert_eq!(lt.key, "lt-0a1b2c3d4e5f67890");
+        assert!(!lt.image_id.is_empty());
+        assert!(find("module.gcp.google_compute_instance.vm").key.len() > 3);
+        assert!(
+            !find("module.azure.azurerm_linux_virtual_machine.vm")
+                .key
+                .is_empty()
+        );
+        // Data sources and other types are not resources here.
+        assert!(
+            req.resources
+                .iter()
+                .all(|r| !r.r#type.starts_with("random"))
+        );
+    }
+
+    #[test]
+    fn manifests_link_the_given_baseline_to_the_last_run_only() {
+        let manifest =
+            packer::parse_manifest(&include_bytes!("testdata/packer-manifest.json")[..]).unwrap();
+        let req = manifest_request(&manifest, "m.json", None).unwrap();
+        validate_manifest(&req).unwrap();
+        let ami = |id: &str, region: &str| {
+            req.images
+                .iter()
+                .find(|i| i.image_id == id && i.region == region)
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(
+            ami("ami-0aa11bb22cc33dd44", "eu-west-1").baseline_id,
+            "bl-web-2024-05-01"
+        );
+        assert_eq!(
+            ami("ami-0d99e88f77a66b55c", "us-east-1").baseline_id,
+            "bl-web-2024-06-01"
+        );
+        // The last run's web build names its baseline: a different file is a conflict.
+        let err = manifest_request(&manifest, "m.json", Some("other")).unwrap_err();
+        assert!(err.to_string().contains("bl-web-2024-06-01"), "{err}");
+    }
+
+    #[test]
+    fn bad_requests_are_refused_with_the_reason() {
+        let mut req = state_request(fixture_state(), "prod", "x");
+        req.resources[1].address = req.resources[0].address.clone();
+        assert!(validate_state(&req).unwrap_err().contains("appears twice"));
+        req.name = " ".into();
+        assert!(validate_state(&req).unwrap_err().contains("name"));
+        let bad_role = v1::ImportStateRequest {
+            name: "n".into(),
+            kind: "state".into(),
+            resources: vec![v1::IacResource {
+                address: "a.b".into(),
+                role: "vm".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert!(validate_state(&bad_role).unwrap_err().contains("role"));
+        assert!(validate_manifest(&v1::ImportManifestRequest::default()).is_err());
+    }
+}

@@ -1,0 +1,389 @@
+//! `iac status` for people, and the reconciliation report in Markdown.
+
+use std::fmt::Write as _;
+
+use driftwatch_proto::v1;
+use serde_json::Value;
+
+use super::{dash, table};
+
+fn percent(part: u64, whole: u64) -> String {
+    if whole == 0 {
+        "-".into()
+    } else {
+        format!("{:.0}%", part as f64 * 100.0 / whole as f64)
+    }
+}
+
+fn coverage_lines(c: &v1::Coverage) -> [String; 2] {
+    [
+        format!(
+            "Reporting hosts owned by an IaC resource: {} of {} ({})",
+            c.correlated_hosts,
+            c.reporting_hosts,
+            percent(c.correlated_hosts, c.reporting_hosts)
+        ),
+        format!(
+            "Instances in state with a reporting agent: {} of {} ({})",
+            c.covered_instances,
+            c.state_instances,
+            percent(c.covered_instances, c.state_instances)
+        ),
+    ]
+}
+
+fn state_line(s: &v1::StateInfo) -> String {
+    format!(
+        "{} ({}{} resources, from {}, imported {})",
+        s.name,
+        s.serial
+            .map(|n| format!("serial {n}, "))
+            .unwrap_or_default(),
+        s.resources,
+        dash(&s.source),
+        s.imported_at
+    )
+}
+
+fn iac_cell(link: Option<&v1::IacLink>) -> String {
+    match link {
+        None => "-".into(),
+        Some(l) if l.confidence == "high" => l.address.clone(),
+        Some(l) => format!("{} ({} confidence)", l.address, l.confidence),
+    }
+}
+
+pub fn iac_status(s: &v1::IacStatus) {
+    if s.states.is_empty() {
+        println!(
+            "No Terraform state imported yet: `driftwatch iac import --terraform-state FILE`."
+        );
+    } else {
+        println!("States:");
+        for state in &s.states {
+            println!("  {}", state_line(state));
+        }
+    }
+    println!(
+        "Images in the catalog (Packer manifests): {}",
+        s.catalog_images
+    );
+    for line in coverage_lines(&s.coverage.unwrap_or_default()) {
+        println!("{line}");
+    }
+    println!();
+    if s.hosts.is_empty() {
+        println!("No host is flagged.");
+    } else {
+        let rows: Vec<Vec<String>> = s
+            .hosts
+            .iter()
+            .flat_map(|h| {
+                h.flags.iter().enumerate().map(move |(i, f)| {
+                    let first = i == 0;
+                    vec![
+                        if first { h.host.clone() } else { String::new() },
+                        if first {
+                            iac_cell(h.iac.as_ref())
+                        } else {
+                            String::new()
+                        },
+                        f.flag.clone(),
+                        f.reason.clone(),
+                    ]
+                })
+            })
+            .collect();
+        table(&["HOST", "IAC", "FLAG", "WHY"], &rows);
+    }
+    if !s.ghosts.is_empty() {
+        println!();
+        let rows: Vec<Vec<String>> = s
+            .ghosts
+            .iter()
+            .map(|g| vec![g.address.clone(), g.state.clone(), g.reason.clone()])
+            .collect();
+        table(&["GHOST", "STATE", "WHY"], &rows);
+    }
+    if !s.flag_counts.is_empty() {
+        let counts: Vec<String> = s
+            .flag_counts
+            .iter()
+            .map(|(f, n)| format!("{f} {n}"))
+            .collect();
+        println!("\nFlags: {}.", counts.join(", "));
+    }
+}
+
+/// A table cell: pipes escaped, lines joined.
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|").replace(['\n', '\r'], " ")
+}
+
+/// A fence longer than any backtick run in `text`.
+fn fence(text: &str) -> String {
+    let mut longest = 0;
+    let mut run = 0;
+    for c in text.chars() {
+        run = if c == '`' { run + 1 } else { 0 };
+        longest = longest.max(run);
+    }
+    "`".repeat((longest + 1).max(3))
+}
+
+fn code(text: &str) -> String {
+    let f = if text.contains('`') { "`` " } else { "`" };
+    let close = if text.contains('`') { " ``" } else { "`" };
+    format!("{f}{text}{close}")
+}
+
+/// What differs, beyond the content diff: `mode: 0644 -> 0666`.
+fn attribute_changes(item: &Value) -> Vec<String> {
+    let changed = item
+        .get("changed")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>())
+        .unwrap_or_default();
+    changed
+        .into_iter()
+        .filter(|a| *a != "content")
+        .map(|attr| {
+            let get = |side: &str| {
+                item.get(side)
+                    .and_then(|o| o.get(attr))
+                    .map_or_else(|| "-".into(), |x| x.to_string())
+            };
+            format!("{attr}: {} → {}", get("expected"), get("actual"))
+        })
+        .collect()
+}
+
+fn cause_markdown(out: &mut String, c: &v1::Cause) {
+    let item: Value = serde_json::from_str(&c.example).unwrap_or(Value::Null);
+    let subject = if item.get("path").is_some() {
+        c.path.clone()
+    } else {
+        format!("package {}", c.path)
+    };
+    let _ = writeln!(
+        out,
+        "#### [{}] {} {}{} — {} host{}\n",
+        c.severity,
+        c.kind,
+        code(&subject),
+        if c.changed.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", c.changed.join(", "))
+        },
+        c.host_count,
+        if c.host_count == 1 { "" } else { "s" }
+    );
+    let _ = writeln!(out, "Hosts: {}\n", c.hosts.join(", "));
+    if let Some(reason) = item.get("reason").and_then(Value::as_str) {
+        let _ = writeln!(out, "{reason}\n");
+    }
+    for change in attribute_changes(&item) {
+        let _ = writeln!(out, "- {change}");
+    }
+    if let (Some(exp), Some(act)) = (
+        item.get("expected_version").and_then(Value::as_str),
+        item.get("actual_version").and_then(Value::as_str),
+    ) {
+        let _ = writeln!(out, "- version: {exp} → {act}");
+    }
+    if let Some(diff) = item.get("diff").and_then(Value::as_str) {
+        let f = fence(diff);
+        let _ = writeln!(out, "\n{f}diff\n{}\n{f}", diff.trim_end());
+    }
+    out.push('\n');
+}
+
+/// The reconciliation report, ready to paste into a pull request or a ticket.
+pub fn report_markdown(r: &v1::Report) -> String {
+    let mut out = String::new();
+    let status = r.status.clone().unwrap_or_default();
+    let _ = writeln!(out, "# Drift reconciliation report\n");
+    let _ = writeln!(out, "Generated {} by driftwatch.\n", r.generated_at);
+    let _ = writeln!(out, "## Summary\n");
+    for line in coverage_lines(&status.coverage.unwrap_or_default()) {
+        let _ = writeln!(out, "- {line}");
+    }
+    let _ = writeln!(
+        out,
+        "- Images in the catalog (Packer manifests): {}",
+        status.catalog_images
+    );
+    if status.states.is_empty() {
+        let _ = writeln!(out, "- No Terraform state imported");
+    }
+    for s in &status.states {
+        let _ = writeln!(out, "- State {}", state_line(s));
+    }
+    if !status.flag_counts.is_empty() {
+        let counts: Vec<String> = status
+            .flag_counts
+            .iter()
+            .map(|(f, n)| format!("{} {n}", code(f)))
+            .collect();
+        let _ = writeln!(out, "- Flags: {}", counts.join(", "));
+    }
+    let _ = writeln!(out, "\n## Drift by resource and image\n");
+    if r.groups.is_empty() {
+        let _ = writeln!(out, "No drift.\n");
+    }
+    for g in &r.groups {
+        let resource = if g.resource.is_empty() {
+            "Hosts no IaC resource owns".to_owned()
+        } else {
+            code(&g.resource)
+        };
+        let image = if g.image_id.is_empty() {
+            "unknown image".to_owned()
+        } else if g.image_build.is_empty() {
+            format!("image {}", code(&g.image_id))
+        } else {
+            format!(
+                "image {} (Packer build {})",
+                code(&g.image_id),
+                g.image_build
+            )
+        };
+        let _ = writeln!(out, "### {resource} — {image}\n");
+        if !g.state.is_empty() {
+            let _ = writeln!(out, "State: {}  ", g.state);
+        }
+        let _ = writeln!(
+            out,
+            "{} host{}: {}\n",
+            g.hosts.len(),
+            if g.hosts.len() == 1 { "" } else { "s" },
+            g.hosts.join(", ")
+        );
+        for c in &g.causes {
+            cause_markdown(&mut out, c);
+        }
+    }
+    if !status.hosts.is_empty() {
+        let _ = writeln!(out, "## Flagged hosts\n");
+        let _ = writeln!(out, "| Host | IaC resource | Flag | Why |");
+        let _ = writeln!(out, "|---|---|---|---|");
+        for h in &status.hosts {
+            for f in &h.flags {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} |",
+                    cell(&h.host),
+                    cell(&iac_cell(h.iac.as_ref())),
+                    code(&f.flag),
+                    cell(&f.reason)
+                );
+            }
+        }
+        out.push('\n');
+    }
+    if !status.ghosts.is_empty() {
+        let _ = writeln!(out, "## Ghosts: IaC instances no agent reports for\n");
+        let _ = writeln!(out, "| Resource | State | Instance | Why |");
+        let _ = writeln!(out, "|---|---|---|---|");
+        for g in &status.ghosts {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} |",
+                cell(&g.address),
+                cell(&g.state),
+                cell(&dash(&g.instance_id)),
+                cell(&g.reason)
+            );
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_markdown_report_has_causes_diffs_flags_and_ghosts() {
+        let example = serde_json::json!({
+            "path": "/etc/sudoers.d/90-admin", "kind": "modified", "changed": ["content", "mode"],
+            "severity": "security", "reason": "content differs from the baseline",
+            "expected": {"mode": "0440"}, "actual": {"mode": "0640"},
+            "diff": "--- a\n+++ b\n-x\n+ALL ```\n"
+        });
+        let report = v1::Report {
+            generated_at: "2026-11-22T10:00:00.000Z".into(),
+            status: Some(v1::IacStatus {
+                coverage: Some(v1::Coverage {
+                    reporting_hosts: 3,
+                    correlated_hosts: 2,
+                    state_instances: 3,
+                    covered_instances: 2,
+                }),
+                hosts: vec![v1::FlaggedHost {
+                    host: "i-2".into(),
+                    flags: vec![v1::Flag {
+                        flag: "image_differs_from_state".into(),
+                        reason: "state | says ami-1".into(),
+                    }],
+                    ..Default::default()
+                }],
+                ghosts: vec![v1::Ghost {
+                    address: "aws_instance.ghost".into(),
+                    state: "prod".into(),
+                    instance_id: "i-9".into(),
+                    reason: "no agent".into(),
+                }],
+                flag_counts: [("ghost".to_owned(), 1)].into(),
+                ..Default::default()
+            }),
+            groups: vec![v1::ReportGroup {
+                resource: "module.web.aws_instance.app[\"a\"]".into(),
+                state: "prod".into(),
+                image_id: "ami-1".into(),
+                image_build: "web".into(),
+                hosts: vec!["i-1".into(), "i-2".into()],
+                causes: vec![v1::Cause {
+                    path: "/etc/sudoers.d/90-admin".into(),
+                    kind: "modified".into(),
+                    severity: "security".into(),
+                    changed: vec!["content".into(), "mode".into()],
+                    host_count: 2,
+                    hosts: vec!["i-1".into(), "i-2".into()],
+                    example: example.to_string(),
+                    ..Default::default()
+                }],
+            }],
+        };
+        let md = report_markdown(&report);
+        assert!(md.contains("2 of 3 (67%)"), "{md}");
+        assert!(
+            md.contains(
+                "### `module.web.aws_instance.app[\"a\"]` — image `ami-1` (Packer build web)"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "#### [security] modified `/etc/sudoers.d/90-admin` (content, mode) — 2 hosts"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("- mode: \"0440\" → \"0640\""), "{md}");
+        // The diff holds three backticks: the fence is longer.
+        assert!(
+            md.contains("````diff\n--- a\n+++ b\n-x\n+ALL ```\n````"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| i-2 | - | `image_differs_from_state` | state \\| says ami-1 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| aws_instance.ghost | prod | i-9 | no agent |"),
+            "{md}"
+        );
+    }
+}

@@ -1,0 +1,155 @@
+//! Cases: IaC imports (states and manifests) and host identities for correlation.
+
+use super::*;
+
+fn state(name: &str, lineage: &str, serial: u64, addresses: &[&str]) -> v1::ImportStateRequest {
+    v1::ImportStateRequest {
+        name: name.into(),
+        source: format!("{name}.tfstate"),
+        kind: "state".into(),
+        lineage: lineage.into(),
+        serial: Some(serial),
+        terraform_version: "1.9.0".into(),
+        resources: addresses
+            .iter()
+            .enumerate()
+            .map(|(i, a)| v1::IacResource {
+                address: (*a).into(),
+                r#type: "aws_instance".into(),
+                role: "instance".into(),
+                key: format!("i-{i}"),
+                image_id: "ami-1".into(),
+                status: "running".into(),
+                ..Default::default()
+            })
+            .collect(),
+        ignored_instances: 3,
+    }
+}
+
+fn addresses(store: &dyn Store) -> Vec<(String, String)> {
+    store
+        .iac()
+        .unwrap()
+        .resources
+        .into_iter()
+        .map(|(s, r)| (s, r.address))
+        .collect()
+}
+
+pub fn a_state_import_replaces_the_previous_one_and_refuses_older_serials(store: &dyn Store) {
+    let first = state("prod", "L1", 5, &["aws_instance.a", "aws_instance.b"]);
+    let outcome = store.import_state(&first, T0).unwrap();
+    assert_eq!((outcome.stored, outcome.replaced), (2, 0));
+    let second = state("prod", "L1", 6, &["aws_instance.c"]);
+    let outcome = store.import_state(&second, T0 + 1).unwrap();
+    assert_eq!((outcome.stored, outcome.replaced), (1, 2));
+    assert_eq!(addresses(store), [("prod".into(), "aws_instance.c".into())]);
+    let data = store.iac().unwrap();
+    assert_eq!(data.states.len(), 1);
+    assert_eq!(data.states[0].info.serial, Some(6));
+    assert_eq!(data.states[0].info.resources, 1);
+    assert_eq!(data.states[0].imported_at, T0 + 1);
+    assert_eq!(data.resources[0].1, second.resources[0]);
+
+    // An older copy of the same lineage, under any name, is refused and changes nothing.
+    for name in ["prod", "other"] {
+        let old = state(name, "L1", 5, &["aws_instance.z"]);
+        match store.import_state(&old, T0 + 2) {
+            Err(StoreError::Rejected(m)) => {
+                assert!(m.contains("serial 6") && m.contains("serial 5"), "{m}")
+            }
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+    assert_eq!(addresses(store), [("prod".into(), "aws_instance.c".into())]);
+    // The same serial again is fine (a re-import), and so is another lineage.
+    store
+        .import_state(&state("prod", "L1", 6, &["aws_instance.c"]), T0 + 3)
+        .unwrap();
+    store
+        .import_state(&state("staging", "L2", 1, &["aws_instance.s"]), T0 + 3)
+        .unwrap();
+    assert_eq!(addresses(store).len(), 2);
+}
+
+pub fn a_failed_state_import_leaves_the_previous_one_whole(store: &dyn Store) {
+    store
+        .import_state(&state("prod", "L1", 1, &["aws_instance.a"]), T0)
+        .unwrap();
+    // Two resources with one address: the second insert fails after the first succeeded.
+    let broken = state("prod", "L1", 2, &["aws_instance.b", "aws_instance.b"]);
+    assert!(matches!(
+        store.import_state(&broken, T0 + 1),
+        Err(StoreError::Database(_))
+    ));
+    assert_eq!(addresses(store), [("prod".into(), "aws_instance.a".into())]);
+    assert_eq!(store.iac().unwrap().states[0].info.serial, Some(1));
+}
+
+pub fn manifest_imports_add_and_update_images(store: &dyn Store) {
+    let image = |region: &str, id: &str, baseline: &str| v1::PackerImage {
+        region: region.into(),
+        image_id: id.into(),
+        build: "web".into(),
+        builder_type: "amazon-ebs".into(),
+        run_uuid: "r1".into(),
+        build_time: 1_700_000_000,
+        baseline_id: baseline.into(),
+    };
+    let first = v1::ImportManifestRequest {
+        source: "m.json".into(),
+        images: vec![
+            image("eu-west-1", "ami-1", "bl-1"),
+            image("us-east-1", "ami-2", ""),
+        ],
+    };
+    let outcome = store.import_manifest(&first, T0).unwrap();
+    assert_eq!((outcome.stored, outcome.replaced), (2, 0));
+    // Importing again updates; an empty baseline id does not erase a known one.
+    let again = v1::ImportManifestRequest {
+        source: "m.json".into(),
+        images: vec![
+            image("eu-west-1", "ami-1", ""),
+            image("us-east-1", "ami-2", "bl-2"),
+        ],
+    };
+    let outcome = store.import_manifest(&again, T0).unwrap();
+    assert_eq!((outcome.stored, outcome.replaced), (2, 2));
+    let images = store.iac().unwrap().images;
+    assert_eq!(
+        images,
+        vec![
+            image("eu-west-1", "ami-1", "bl-1"),
+            image("us-east-1", "ami-2", "bl-2")
+        ]
+    );
+}
+
+pub fn host_facts_carry_the_hello_identity(store: &dyn Store) {
+    let mut hello = info("i-1", "web-1");
+    hello.identity.private_ip = "10.0.0.1".into();
+    hello.identity.machine_id_hash = "mh".into();
+    hello.identity.user_data_sha1 = "ud".into();
+    hello.identity.region = "eu-west-1".into();
+    hello
+        .identity
+        .tags
+        .insert("aws:autoscaling:groupName".into(), "web-asg".into());
+    store.hello(&hello, T0).unwrap();
+    let facts = store.host_facts().unwrap();
+    assert_eq!(facts.len(), 1);
+    let f = &facts[0];
+    assert_eq!(
+        (f.host.as_str(), f.hostname.as_str(), f.instance_id.as_str()),
+        ("i-1", "web-1", "i-1")
+    );
+    assert_eq!(f.image_id, "ami-0abc");
+    assert_eq!(f.private_ip, "10.0.0.1");
+    assert_eq!(f.machine_id_hash, "mh");
+    assert_eq!(f.user_data_sha1, "ud");
+    assert_eq!(f.region, "eu-west-1");
+    assert_eq!(f.tags["aws:autoscaling:groupName"], "web-asg");
+    assert_eq!(f.baseline_id, "b1");
+    assert_eq!(f.last_seen, T0);
+}

@@ -132,6 +132,7 @@ fn hello(host: &str, stream: &str) -> v1::AgentMessage {
                 host: host.into(),
                 source: "identity_file".into(),
                 hostname: format!("{host}.internal"),
+                instance_id: host.into(),
                 image_id: "ami-0bench".into(),
                 ..Default::default()
             }),

@@ -70,6 +70,7 @@ pub struct Queries<S> {
     pub silent_after: Duration,
     /// IaC instances whose host has not reported for this long are ghosts.
     pub ghost_after: Duration,
+    iac_cache: Arc<iac::Cache>,
 }
 
 impl<S> Clone for Queries<S> {
@@ -80,6 +81,7 @@ impl<S> Clone for Queries<S> {
             metrics: self.metrics.clone(),
             silent_after: self.silent_after,
             ghost_after: self.ghost_after,
+            iac_cache: self.iac_cache.clone(),
         }
     }
 }
@@ -134,6 +136,7 @@ impl<S: Store> Queries<S> {
             metrics,
             silent_after,
             ghost_after: crate::iac::correlate::DEFAULT_GHOST_AFTER,
+            iac_cache: Arc::default(),
         }
     }
 

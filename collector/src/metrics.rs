@@ -33,7 +33,15 @@ pub struct Metrics {
     pub watchers: Gauge,
     pub queries: Counter,
     pub query_seconds: Histogram,
+    pub imports: Family<KindLabel, Counter>,
+    pub state_source_imports: Counter,
+    pub state_source_errors: Counter,
     pub up: Gauge<f64, AtomicU64>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
 }
 
 impl Default for Metrics {
@@ -57,6 +65,9 @@ impl Default for Metrics {
             watchers: Gauge::default(),
             queries: Counter::default(),
             query_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            imports: Family::default(),
+            state_source_imports: Counter::default(),
+            state_source_errors: Counter::default(),
             up: Gauge::default(),
         };
         let r = &mut registry;
@@ -127,6 +138,21 @@ impl Default for Metrics {
             "query_seconds",
             "Fleet query time.",
             m.query_seconds.clone(),
+        );
+        r.register(
+            "iac_imports",
+            "IaC imports stored (kind: state, manifest).",
+            m.imports.clone(),
+        );
+        r.register(
+            "state_source_imports",
+            "States imported by following --state-source.",
+            m.state_source_imports.clone(),
+        );
+        r.register(
+            "state_source_errors",
+            "Polls of a --state-source that failed (unreadable, malformed, stale).",
+            m.state_source_errors.clone(),
         );
         r.register("up", "1 while the collector serves.", m.up.clone());
         m.registry = registry;

@@ -74,6 +74,14 @@ pub struct ServeOptions {
     /// Largest IaC import accepted (`driftwatch iac import`), in bytes.
     #[arg(long, default_value_t = 256 << 20)]
     pub max_import_bytes: usize,
+    /// A Terraform state to follow, as NAME=PATH (re-read when it changes) or NAME=URL (a
+    /// Terraform HTTP backend's state address, polled; Basic auth from TF_HTTP_USERNAME and
+    /// TF_HTTP_PASSWORD). Repeatable.
+    #[arg(long = "state-source", value_name = "NAME=PATH|URL")]
+    pub state_sources: Vec<crate::iac::sources::StateSource>,
+    /// How often state sources are checked.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub state_poll: Duration,
     /// An IaC instance whose host has not reported for this long is flagged `ghost`.
     #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
     pub ghost_after: Duration,
@@ -96,6 +104,8 @@ impl Default for ServeOptions {
             max_streams_per_connection: 64,
             max_import_bytes: 256 << 20,
             ghost_after: crate::iac::correlate::DEFAULT_GHOST_AFTER,
+            state_sources: Vec::new(),
+            state_poll: Duration::from_secs(30),
         }
     }
 }
@@ -173,6 +183,13 @@ async fn serve_with<S: Store>(
         options.silent_after,
     );
     queries.ghost_after = options.ghost_after;
+    crate::iac::sources::follow(
+        options.state_sources.clone(),
+        options.state_poll,
+        crate::iac::tfstate::DEFAULT_MAX_STATE_BYTES,
+        store.clone(),
+        metrics.clone(),
+    );
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter

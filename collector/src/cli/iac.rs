@@ -39,14 +39,14 @@ pub struct ImportArgs {
     pub terraform_state: Option<PathBuf>,
     /// The name to store the state under (default: its lineage). Importing the same name again
     /// replaces it.
-    #[arg(long, requires = "terraform_state")]
+    #[arg(long, conflicts_with = "packer_manifest")]
     pub name: Option<String>,
     /// A Packer manifest (`packer-manifest.json` from the manifest post-processor).
     #[arg(long, value_name = "FILE")]
     pub packer_manifest: Option<PathBuf>,
     /// The baseline file baked in the manifest's last run (when `custom_data` does not name
     /// its id).
-    #[arg(long, value_name = "FILE", requires = "packer_manifest")]
+    #[arg(long, value_name = "FILE", conflicts_with = "terraform_state")]
     pub baseline: Option<PathBuf>,
     /// Largest input read, in MiB.
     #[arg(long, default_value_t = 512)]

@@ -2,7 +2,8 @@
 //! (`/api/v1/iac/status`, `/api/v1/report`), and the IaC columns of `hosts`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::{Query, State};
@@ -27,21 +28,60 @@ fn ghost_after(text: &str, default: Duration) -> Result<Duration, QueryError> {
 }
 
 /// Hosts and their verdicts, for status and report.
-struct Fleet {
+pub(super) struct Fleet {
     facts: Vec<HostFacts>,
     iac: store::IacData,
     correlation: Correlation,
 }
 
+/// How long a correlation is reused while nothing it read changed: only `ghost` depends on
+/// the clock, at a granularity of minutes.
+const REUSE_FOR: Duration = Duration::from_secs(2);
+
+/// The last correlation, reused by listings while the store's generation holds.
+#[derive(Default)]
+pub(super) struct Cache(std::sync::Mutex<Option<Cached>>);
+
+impl Cache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Cached>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+struct Cached {
+    generation: u64,
+    ghost_after: Duration,
+    at: Instant,
+    fleet: Arc<Fleet>,
+}
+
 impl<S: Store> Queries<S> {
-    async fn correlate(&self, ghost_after: Duration) -> Result<Fleet, QueryError> {
+    async fn correlate(&self, ghost_after: Duration) -> Result<Arc<Fleet>, QueryError> {
+        let generation = self.store.generation();
+        if let Some(c) = self.iac_cache.lock().as_ref()
+            && c.generation == generation
+            && c.ghost_after == ghost_after
+            && c.at.elapsed() < REUSE_FOR
+        {
+            return Ok(c.fleet.clone());
+        }
+        let at = Instant::now();
         let (facts, iac) = self.run(|s| Ok((s.host_facts()?, s.iac()?))).await?;
         let correlation = correlate::correlate(&facts, &iac, store::now_millis(), ghost_after);
-        Ok(Fleet {
+        let fleet = Arc::new(Fleet {
             facts,
             iac,
             correlation,
-        })
+        });
+        *self.iac_cache.lock() = Some(Cached {
+            generation,
+            ghost_after,
+            at,
+            fleet: fleet.clone(),
+        });
+        Ok(fleet)
     }
 
     /// Fills `iac` and `flags` of listed hosts.
@@ -49,11 +89,11 @@ impl<S: Store> Queries<S> {
         if hosts.is_empty() {
             return Ok(());
         }
-        let mut fleet = self.correlate(self.ghost_after).await?;
+        let fleet = self.correlate(self.ghost_after).await?;
         for host in hosts {
-            if let Some(verdict) = fleet.correlation.hosts.remove(&host.host) {
+            if let Some(verdict) = fleet.correlation.hosts.get(&host.host) {
                 host.flags = verdict.flag_names();
-                host.iac = verdict.iac;
+                host.iac = verdict.iac.clone();
             }
         }
         Ok(())
@@ -70,6 +110,10 @@ impl<S: Store> Queries<S> {
             .run(move |s| s.import_state(&request, now))
             .await
             .map_err(rejected_as_bad_request)?;
+        self.metrics
+            .imports
+            .get_or_create(&crate::metrics::KindLabel { kind: "state" })
+            .inc();
         let serial = r.serial.map_or(String::new(), |s| format!(", serial {s}"));
         tracing::info!(
             state = %r.name, source = %r.source, resources = outcome.stored,
@@ -96,6 +140,10 @@ impl<S: Store> Queries<S> {
             .run(move |s| s.import_manifest(&r, now))
             .await
             .map_err(rejected_as_bad_request)?;
+        self.metrics
+            .imports
+            .get_or_create(&crate::metrics::KindLabel { kind: "manifest" })
+            .inc();
         tracing::info!(
             %source, images = outcome.stored, replaced = outcome.replaced,
             "Imported a Packer manifest."

@@ -15,6 +15,7 @@
 //!   only), and the collector's checks of a request as received.
 //! - [`correlate`]: which resource owns each reporting host, the flags, coverage and ghosts,
 //!   computed at query time from what the store holds.
+//! - [`sources`]: states the collector follows by itself (a file, a Terraform HTTP backend).
 //!
 //! # Secrets
 //! A state file holds every attribute of every resource in plain text — database passwords,
@@ -41,6 +42,7 @@ mod digest;
 pub mod import;
 pub(crate) mod lenient;
 pub mod packer;
+pub mod sources;
 pub mod tfstate;
 
 /// Tags (AWS, Azure) and labels (GCE): key → value.

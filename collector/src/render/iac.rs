@@ -1,5 +1,6 @@
 //! `iac status` for people, and the reconciliation report in Markdown.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use driftwatch_proto::v1;
@@ -158,7 +159,7 @@ fn attribute_changes(item: &Value) -> Vec<String> {
         .collect()
 }
 
-fn cause_markdown(out: &mut String, c: &v1::Cause) {
+fn cause_markdown(out: &mut String, c: &v1::Cause, everywhere: &HashMap<&str, Vec<&str>>) {
     let item: Value = serde_json::from_str(&c.example).unwrap_or(Value::Null);
     let subject = if item.get("path").is_some() {
         c.path.clone()
@@ -179,7 +180,27 @@ fn cause_markdown(out: &mut String, c: &v1::Cause) {
         c.host_count,
         if c.host_count == 1 { "" } else { "s" }
     );
-    let _ = writeln!(out, "Hosts: {}\n", c.hosts.join(", "));
+    let elsewhere: Vec<&str> = everywhere
+        .get(c.cause.as_str())
+        .map(|all| {
+            all.iter()
+                .copied()
+                .filter(|h| !c.hosts.iter().any(|mine| mine == h))
+                .collect()
+        })
+        .unwrap_or_default();
+    if elsewhere.is_empty() {
+        let _ = writeln!(out, "Hosts: {}\n", c.hosts.join(", "));
+    } else {
+        let _ = writeln!(
+            out,
+            "Hosts: {} (the same change on {} more host{} elsewhere in this report: {})\n",
+            c.hosts.join(", "),
+            elsewhere.len(),
+            if elsewhere.len() == 1 { "" } else { "s" },
+            elsewhere.join(", ")
+        );
+    }
     if let Some(reason) = item.get("reason").and_then(Value::as_str) {
         let _ = writeln!(out, "{reason}\n");
     }
@@ -228,6 +249,14 @@ pub fn report_markdown(r: &v1::Report) -> String {
             .collect();
         let _ = writeln!(out, "- Flags: {}", counts.join(", "));
     }
+    // Every host of each cause, across groups: a change made fleet-wide shows as such.
+    let mut everywhere: HashMap<&str, Vec<&str>> = HashMap::new();
+    for c in r.groups.iter().flat_map(|g| &g.causes) {
+        everywhere
+            .entry(c.cause.as_str())
+            .or_default()
+            .extend(c.hosts.iter().map(String::as_str));
+    }
     let _ = writeln!(out, "\n## Drift by resource and image\n");
     if r.groups.is_empty() {
         let _ = writeln!(out, "No drift.\n");
@@ -261,7 +290,7 @@ pub fn report_markdown(r: &v1::Report) -> String {
             g.hosts.join(", ")
         );
         for c in &g.causes {
-            cause_markdown(&mut out, c);
+            cause_markdown(&mut out, c, &everywhere);
         }
     }
     if !status.hosts.is_empty() {

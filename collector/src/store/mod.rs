@@ -275,6 +275,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// What every host reported about itself, for correlation.
     fn host_facts(&self) -> Result<Vec<HostFacts>>;
+
+    /// A number that changes whenever what correlation reads may have changed (a hello, an
+    /// import), so a correlation computed at one value can be reused while it holds. Read it
+    /// before reading the data.
+    fn generation(&self) -> u64;
 }
 
 /// What an import stored.

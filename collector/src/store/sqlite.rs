@@ -49,7 +49,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::Duration;
 
@@ -89,6 +89,8 @@ pub struct SqliteStore {
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
     checkpointer: checkpoint::Checkpointer,
+    /// See [`Store::generation`]: bumped after every committed hello and import.
+    generation: AtomicU64,
 }
 
 struct Writer {
@@ -139,6 +141,7 @@ impl SqliteStore {
             readers,
             next_reader: AtomicUsize::new(0),
             checkpointer: checkpoint::Checkpointer::start(path)?,
+            generation: AtomicU64::new(0),
         })
     }
 
@@ -273,7 +276,9 @@ impl<T> Context<T> for rusqlite::Result<T> {
 
 impl Store for SqliteStore {
     fn hello(&self, info: &HostInfo, now: Millis) -> Result<StreamState> {
-        self.write(false, "recording a hello", |tx| write::hello(tx, info, now))
+        let state = self.write(false, "recording a hello", |tx| write::hello(tx, info, now));
+        self.generation.fetch_add(1, Ordering::Release);
+        state
     }
 
     fn apply(&self, writes: &[Write]) -> Result<Vec<Result<Applied>>> {
@@ -334,9 +339,11 @@ impl Store for SqliteStore {
     }
 
     fn import_state(&self, import: &v1::ImportStateRequest, now: Millis) -> Result<ImportOutcome> {
-        self.write(true, "importing a state", |tx| {
+        let outcome = self.write(true, "importing a state", |tx| {
             iac::import_state(tx, import, now)
-        })
+        });
+        self.generation.fetch_add(1, Ordering::Release);
+        outcome
     }
 
     fn import_manifest(
@@ -344,9 +351,11 @@ impl Store for SqliteStore {
         import: &v1::ImportManifestRequest,
         now: Millis,
     ) -> Result<ImportOutcome> {
-        self.write(true, "importing a manifest", |tx| {
+        let outcome = self.write(true, "importing a manifest", |tx| {
             iac::import_manifest(tx, import, now)
-        })
+        });
+        self.generation.fetch_add(1, Ordering::Release);
+        outcome
     }
 
     fn iac(&self) -> Result<IacData> {
@@ -355,6 +364,10 @@ impl Store for SqliteStore {
 
     fn host_facts(&self) -> Result<Vec<HostFacts>> {
         self.read("reading host identities", iac::host_facts)
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 }
 

@@ -1,0 +1,414 @@
+//! IaC correlation end to end: a Terraform state and a Packer manifest imported with the real
+//! `driftwatch` CLI, real agents reporting the matching identities (through identity files),
+//! and the flags, coverage and report the collector derives.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use driftwatch_tests::{Agent, Collector, TestDir};
+
+const SETTLE: Duration = Duration::from_secs(30);
+const USER_DATA: &str = "da39a3ee5e6b4b0d3255bfef95601890afd80709";
+const OTHER_USER_DATA: &str = "0123456789abcdef0123456789abcdef01234567";
+
+/// A raw v4 state: five `for_each` instances in a module, a ghost instance, an autoscaling
+/// group with its launch template, and secrets that must never reach the collector.
+fn state(serial: u64) -> String {
+    let instance = |key: &str, id: &str, ip: &str| {
+        format!(
+            r#"{{"index_key": "{key}", "schema_version": 1, "attributes": {{
+                "id": "{id}", "ami": "ami-good", "instance_state": "running",
+                "private_ip": "{ip}", "user_data": "{USER_DATA}", "tags": {{"Name": "web-{key}"}},
+                "password_data": "SECRET-password-data"}}, "sensitive_attributes": []}}"#
+        )
+    };
+    format!(
+        r#"{{"version": 4, "terraform_version": "1.9.5", "serial": {serial},
+  "lineage": "e2e-lineage", "outputs": {{"db_password": {{"value": "SECRET-output", "type": "string"}}}},
+  "resources": [
+    {{"module": "module.web", "mode": "managed", "type": "aws_instance", "name": "app", "each": "map",
+      "provider": "provider[\"registry.terraform.io/hashicorp/aws\"]",
+      "instances": [{a}, {b}, {c}, {d}, {e}]}},
+    {{"mode": "managed", "type": "aws_instance", "name": "ghost",
+      "provider": "provider[\"registry.terraform.io/hashicorp/aws\"]",
+      "instances": [{{"schema_version": 1, "attributes": {{"id": "i-ghost", "ami": "ami-good",
+        "instance_state": "running"}}}}]}},
+    {{"mode": "managed", "type": "aws_launch_template", "name": "web",
+      "provider": "provider[\"registry.terraform.io/hashicorp/aws\"]",
+      "instances": [{{"schema_version": 0, "attributes": {{"id": "lt-0123", "name": "web",
+        "image_id": "ami-good", "latest_version": 3, "default_version": 3}}}}]}},
+    {{"mode": "managed", "type": "aws_autoscaling_group", "name": "web",
+      "provider": "provider[\"registry.terraform.io/hashicorp/aws\"]",
+      "instances": [{{"schema_version": 1, "attributes": {{"id": "web-asg", "name": "web-asg",
+        "launch_template": [{{"id": "lt-0123", "name": "web", "version": "$Latest"}}],
+        "min_size": 1, "max_size": 3, "desired_capacity": 1}}}}]}},
+    {{"mode": "managed", "type": "random_password", "name": "db",
+      "provider": "provider[\"registry.terraform.io/hashicorp/random\"]",
+      "instances": [{{"schema_version": 3, "attributes": {{"result": "SECRET-random"}}}}]}}
+  ]}}"#,
+        a = instance("a", "i-match", "10.0.0.1"),
+        b = instance("b", "i-wrongami", "10.0.0.2"),
+        c = instance("c", "i-userdata", "10.0.0.3"),
+        d = instance("d", "i-tampered", "10.0.0.4"),
+        e = instance("e", "i-twin", "10.0.0.5"),
+    )
+}
+
+const MANIFEST: &str = r#"{"builds": [
+  {"name": "web", "builder_type": "amazon-ebs", "build_time": 1700000000, "files": null,
+   "artifact_id": "eu-west-1:ami-good,us-east-1:ami-good-us",
+   "packer_run_uuid": "run-1", "custom_data": {"git_sha": "4c1e9a5"}}
+], "last_run_uuid": "run-1"}"#;
+
+/// One agent with a given cloud identity, on its own copy of the sample tree.
+struct Host {
+    dir: TestDir,
+    _agent: Agent,
+}
+
+fn host(
+    c: &Collector,
+    baseline: &Path,
+    instance_id: &str,
+    ami: &str,
+    extension: &str,
+    machine_id: &str,
+) -> Host {
+    let dir = TestDir::new();
+    dir.populate();
+    // /etc/machine-id is excluded from drift by the default rules: it legitimately differs.
+    dir.write("/etc/machine-id", format!("{machine_id}\n"));
+    let identity = dir.path().join("identity.json");
+    fs::write(
+        &identity,
+        format!(
+            r#"{{"v1": {{"instance_id": "{instance_id}", "cloud_name": "aws", "region": "eu-west-1",
+                 "local_hostname": "{instance_id}.internal"}},
+                "ds": {{"meta_data": {{"ami-id": "{ami}"}}}},
+                "driftwatch": {{{extension}}}}}"#
+        ),
+    )
+    .unwrap();
+    let config = format!(
+        "[collector]\nurl = {:?}\nheartbeat = \"1s\"\nidentity_file = {:?}\n",
+        c.url, identity
+    );
+    let agent = dir.start_agent(baseline, &config);
+    Host { dir, _agent: agent }
+}
+
+fn flags_by_host(status: &serde_json::Value) -> BTreeMap<String, Vec<String>> {
+    status["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            let flags = h["flags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f["flag"].as_str().unwrap().to_owned())
+                .collect();
+            (h["host"].as_str().unwrap().to_owned(), flags)
+        })
+        .collect()
+}
+
+#[test]
+fn imported_state_and_manifest_flag_exactly_the_hosts_that_disagree() {
+    let t = TestDir::new();
+    t.populate();
+    let baked = t.baseline();
+    // Another build of the same tree: another baseline id, as a re-baked image would have.
+    let other = TestDir::new();
+    other.populate();
+    let rebaked = other.baseline();
+    let c = Collector::start(&t.path().join("collector"));
+
+    let state_file = t.path().join("terraform.tfstate");
+    fs::write(&state_file, state(7)).unwrap();
+    let out = c
+        .cli()
+        .args(["iac", "import", "--terraform-state"])
+        .arg(&state_file)
+        .args(["--name", "prod-web"])
+        .ok();
+    assert!(
+        out.contains("prod-web") && out.contains("8 resources"),
+        "{out}"
+    );
+    let manifest = t.path().join("packer-manifest.json");
+    fs::write(&manifest, MANIFEST).unwrap();
+    c.cli()
+        .args(["iac", "import", "--packer-manifest"])
+        .arg(&manifest)
+        .arg("--baseline")
+        .arg(&baked)
+        .ok();
+
+    let ud = format!(r#""user_data_sha1": "{USER_DATA}""#);
+    let other_ud = format!(r#""user_data_sha1": "{OTHER_USER_DATA}""#);
+    let asg = r#""tags": {"aws:autoscaling:groupName": "web-asg", "aws:ec2launchtemplate:id": "lt-0123"}"#;
+    let hosts = [
+        host(&c, &baked, "i-match", "ami-good", &ud, "11"),
+        host(&c, &baked, "i-wrongami", "ami-rogue", &ud, "12"),
+        host(&c, &baked, "i-unmanaged", "ami-good", "", "13"),
+        host(&c, &baked, "i-asg-1", "ami-good", asg, "14"),
+        host(&c, &baked, "i-userdata", "ami-good", &other_ud, "15"),
+        host(&c, &rebaked, "i-tampered", "ami-good", &ud, "16"),
+        host(&c, &baked, "i-twin", "ami-good", &ud, "16"),
+    ];
+    for h in [
+        "i-match",
+        "i-wrongami",
+        "i-unmanaged",
+        "i-asg-1",
+        "i-userdata",
+        "i-tampered",
+        "i-twin",
+    ] {
+        c.wait_host_paths(h, SETTLE, |p| p.is_empty());
+    }
+
+    let out = c.cli().args(["iac", "status", "--json"]).ok();
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let expected: BTreeMap<String, Vec<String>> = [
+        (
+            "i-wrongami",
+            vec!["image_differs_from_state", "image_not_in_catalog"],
+        ),
+        ("i-unmanaged", vec!["unmanaged"]),
+        ("i-userdata", vec!["userdata_mismatch"]),
+        (
+            "i-tampered",
+            vec!["baseline_mismatch", "duplicate_machine_id"],
+        ),
+        ("i-twin", vec!["duplicate_machine_id"]),
+    ]
+    .into_iter()
+    .map(|(h, f)| (h.to_owned(), f.into_iter().map(str::to_owned).collect()))
+    .collect();
+    assert_eq!(flags_by_host(&status), expected, "{out}");
+    let ghosts: Vec<&str> = status["ghosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(ghosts, ["aws_instance.ghost"], "{out}");
+    assert_eq!(
+        status["coverage"],
+        serde_json::json!({"reporting_hosts": 7, "correlated_hosts": 6,
+                           "state_instances": 6, "covered_instances": 5})
+    );
+    assert_eq!(status["flag_counts"]["ghost"], 1);
+    assert!(
+        !out.contains("SECRET"),
+        "a secret of the state reached the collector: {out}"
+    );
+
+    // `hosts --json` carries the link and the flag names.
+    let listed = c.hosts();
+    let by_host: BTreeMap<&str, &serde_json::Value> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["host"].as_str().unwrap(), h))
+        .collect();
+    assert_eq!(
+        by_host["i-match"]["iac"],
+        serde_json::json!({"address": "module.web.aws_instance.app[\"a\"]", "state": "prod-web",
+                           "confidence": "high",
+                           "correlation_path": "instance_id i-match = module.web.aws_instance.app[\"a\"]"})
+    );
+    assert_eq!(by_host["i-match"]["flags"], serde_json::json!([]));
+    assert_eq!(by_host["i-unmanaged"]["iac"], serde_json::Value::Null);
+    assert_eq!(
+        by_host["i-unmanaged"]["flags"],
+        serde_json::json!(["unmanaged"])
+    );
+    assert_eq!(
+        by_host["i-asg-1"]["iac"]["address"],
+        "aws_autoscaling_group.web"
+    );
+
+    // The same sudoers edit on two hosts of different resources, and one on the unmanaged one.
+    for h in [&hosts[0], &hosts[3], &hosts[2]] {
+        h.dir.write_by_rename(
+            "/etc/sudoers",
+            "root ALL=(ALL:ALL) ALL\nops ALL=(ALL) NOPASSWD: ALL\n",
+        );
+    }
+    for h in ["i-match", "i-asg-1", "i-unmanaged"] {
+        c.wait_host_paths(h, SETTLE, |p| p == ["/etc/sudoers"]);
+    }
+    let md = c.cli().args(["report", "--format", "markdown"]).ok();
+    for want in [
+        "# Drift reconciliation report",
+        "Reporting hosts owned by an IaC resource: 6 of 7 (86%)",
+        "### `module.web.aws_instance.app[\"a\"]` — image `ami-good` (Packer build web)",
+        "### `aws_autoscaling_group.web` — image `ami-good` (Packer build web)",
+        "### Hosts no IaC resource owns — image `ami-good` (Packer build web)",
+        "#### [security] modified `/etc/sudoers` (size, content) — 1 host",
+        "Hosts: i-match (the same change on 2 more hosts elsewhere in this report: i-asg-1, i-unmanaged)",
+        "+ops ALL=(ALL) NOPASSWD: ALL",
+        "| i-wrongami | module.web.aws_instance.app[\"b\"] | `image_differs_from_state` |",
+        "| i-tampered | module.web.aws_instance.app[\"d\"] | `baseline_mismatch` |",
+        "| aws_instance.ghost | prod-web | i-ghost |",
+    ] {
+        assert!(md.contains(want), "the report lacks {want:?}:\n{md}");
+    }
+    let json = c.cli().args(["report", "--format", "json"]).ok();
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let groups = report["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 3, "{json}");
+    for g in groups {
+        assert_eq!(g["causes"][0]["path"], "/etc/sudoers");
+        assert!(
+            g["causes"][0]["example"]["diff"]
+                .as_str()
+                .unwrap()
+                .contains("NOPASSWD")
+        );
+    }
+
+    // An older copy of the state is refused and changes nothing; a newer one replaces it.
+    fs::write(&state_file, state(6)).unwrap();
+    let err = c
+        .cli()
+        .args(["iac", "import", "--terraform-state"])
+        .arg(&state_file)
+        .stderr_with_code(1);
+    assert!(
+        err.contains("serial 7") && err.contains("serial 6"),
+        "{err}"
+    );
+    let after: serde_json::Value =
+        serde_json::from_str(&c.cli().args(["iac", "status", "--json"]).ok()).unwrap();
+    assert_eq!(after["states"][0]["serial"], 7);
+}
+
+#[test]
+fn bad_inputs_are_refused_and_import_nothing() {
+    let t = TestDir::new();
+    let c = Collector::start(&t.path().join("collector"));
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "truncated.tfstate",
+            r#"{"version": 4, "serial": 1, "resources": [{"mode""#,
+            "truncated",
+        ),
+        (
+            "html.tfstate",
+            "<html>502 Bad Gateway</html>",
+            "not valid JSON",
+        ),
+        (
+            "v3.tfstate",
+            r#"{"version": 3, "serial": 1, "modules": []}"#,
+            "version 3",
+        ),
+        (
+            "encrypted.tfstate",
+            r#"{"meta": {"key_provider.pbkdf2.main": "x"}, "encrypted_data": "AAAA", "encryption_version": "v0"}"#,
+            "encrypted",
+        ),
+    ];
+    for (name, text, want) in cases {
+        let file = t.path().join(name);
+        fs::write(&file, text).unwrap();
+        let err = c
+            .cli()
+            .args(["iac", "import", "--terraform-state"])
+            .arg(&file)
+            .stderr_with_code(1);
+        assert!(
+            err.contains(want) && err.contains(name),
+            "{name}: expected {want:?} in: {err}"
+        );
+    }
+    // A state over the size limit is refused without being read whole.
+    let big = t.path().join("big.tfstate");
+    let mut text = String::from(r#"{"version": 4, "serial": 1, "lineage": "x", "resources": ["#);
+    text.push_str(&" ".repeat(3 << 20));
+    text.push_str("]}");
+    fs::write(&big, text).unwrap();
+    let err = c
+        .cli()
+        .args(["iac", "import", "--max-mib", "2", "--terraform-state"])
+        .arg(&big)
+        .stderr_with_code(1);
+    assert!(err.contains("larger than the limit"), "{err}");
+    // A manifest of an unexpected shape.
+    let manifest = t.path().join("manifest.json");
+    fs::write(
+        &manifest,
+        r#"{"builds": [{"name": "web", "builder_type": "amazon-ebs", "artifact_id": 7}]}"#,
+    )
+    .unwrap();
+    let err = c
+        .cli()
+        .args(["iac", "import", "--packer-manifest"])
+        .arg(&manifest)
+        .stderr_with_code(1);
+    assert!(err.contains("artifact_id"), "{err}");
+    // Flags that do not go together.
+    c.cli()
+        .args(["iac", "import", "--name", "x", "--packer-manifest"])
+        .arg(&manifest)
+        .stderr_with_code(2);
+
+    let status: serde_json::Value =
+        serde_json::from_str(&c.cli().args(["iac", "status", "--json"]).ok()).unwrap();
+    assert_eq!(status["states"], serde_json::json!([]));
+    assert_eq!(status["catalog_images"], 0);
+}
+
+#[test]
+fn the_collector_follows_a_state_file_and_keeps_the_last_good_import() {
+    let t = TestDir::new();
+    let state_file = t.path().join("followed.tfstate");
+    fs::write(&state_file, state(3)).unwrap();
+    let source = format!("prod-web={}", state_file.display());
+    let c = Collector::start_with_args(
+        &t.path().join("collector"),
+        &["--state-source", &source, "--state-poll", "200ms"],
+    );
+    let serial = |c: &Collector| -> serde_json::Value {
+        let status: serde_json::Value =
+            serde_json::from_str(&c.cli().args(["iac", "status", "--json"]).ok()).unwrap();
+        status["states"][0]["serial"].clone()
+    };
+    let wait_serial = |want: u64| {
+        let deadline = std::time::Instant::now() + SETTLE;
+        while serial(&c) != want {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "serial {want} never imported; log:\n{}",
+                c.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_serial(3);
+    // A newer state replaces it; a broken write and an older copy are refused and logged once.
+    fs::write(&state_file, state(4)).unwrap();
+    wait_serial(4);
+    fs::write(
+        &state_file,
+        r#"{"version": 4, "serial": 5, "resources": [{"#,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    fs::write(&state_file, state(2)).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(serial(&c), 4);
+    let log = c.log_text();
+    assert_eq!(log.matches("truncated").count(), 1, "{log}");
+    assert_eq!(log.matches("older than the one stored").count(), 1, "{log}");
+    assert!(!log.contains("SECRET"), "{log}");
+    fs::write(&state_file, state(5)).unwrap();
+    wait_serial(5);
+}

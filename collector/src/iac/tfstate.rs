@@ -32,6 +32,8 @@ use std::io::Read;
 
 use super::InputError;
 
+#[cfg(test)]
+mod proptests;
 mod read;
 mod resources;
 #[cfg(test)]

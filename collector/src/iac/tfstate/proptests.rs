@@ -361,68 +361,43 @@ struct Azure {
 // ---------------------------------------------------------------------------------------------
 // Strategies.
 
-fn model() -> impl Strategy<Value = Model> {
-    (
-        any::<u64>(),
-        "1\\.[0-9]{1,2}\\.[0-9]",
-        any::<u32>(),
-        "[0-9a-f]{8}-[0-9a-f]{4}",
-        vec(resource(), 0..6),
-    )
-        .prop_map(
-            |(marker, terraform_version, serial, lineage, resources)| Model {
-                marker,
-                terraform_version,
-                serial,
-                lineage,
-                resources,
-            },
-        )
+prop_compose! {
+    fn model()(
+        marker in any::<u64>(),
+        terraform_version in "1\\.[0-9]{1,2}\\.[0-9]",
+        serial in any::<u32>(),
+        lineage in "[0-9a-f]{8}-[0-9a-f]{4}",
+        resources in vec(resource(), 0..6),
+    ) -> Model {
+        Model { marker, terraform_version, serial, lineage, resources }
+    }
 }
 
-fn resource() -> impl Strategy<Value = Res> {
-    let ty = prop_oneof![
+fn ty() -> impl Strategy<Value = Ty> {
+    prop_oneof![
         Just(Ty::Ec2),
         Just(Ty::Lt),
         Just(Ty::Asg),
         Just(Ty::Gce),
         Just(Ty::Azure),
         select(UNKNOWN_TYPES).prop_map(Ty::Unknown),
-    ];
-    ty.prop_flat_map(|ty| {
-        (
-            module_path(),
-            prop::bool::weighted(0.2),
-            "[a-z_][a-z0-9_-]{0,6}",
-            keys(),
-            any::<bool>(),
-            vec(object(ty), 0..4),
-            prop::bool::weighted(0.2),
-            prop::bool::weighted(0.2),
-        )
-            .prop_map(
-                move |(
-                    module,
-                    data,
-                    name,
-                    keys,
-                    provider_alias,
-                    objects,
-                    out_of_order,
-                    without_address,
-                )| Res {
-                    module,
-                    data,
-                    ty,
-                    name,
-                    keys,
-                    provider_alias,
-                    objects,
-                    out_of_order,
-                    without_address,
-                },
-            )
-    })
+    ]
+}
+
+prop_compose! {
+    fn resource()(ty in ty())(
+        ty in Just(ty),
+        module in module_path(),
+        data in prop::bool::weighted(0.2),
+        name in "[a-z_][a-z0-9_-]{0,6}",
+        keys in keys(),
+        provider_alias in any::<bool>(),
+        objects in vec(object(ty), 0..4),
+        out_of_order in prop::bool::weighted(0.2),
+        without_address in prop::bool::weighted(0.2),
+    ) -> Res {
+        Res { module, data, ty, name, keys, provider_alias, objects, out_of_order, without_address }
+    }
 }
 
 /// Characters that need care in an address: quotes, backslashes, template introducers, control
@@ -460,30 +435,25 @@ fn keys() -> impl Strategy<Value = Keys> {
     ]
 }
 
-fn object(ty: Ty) -> impl Strategy<Value = Object> {
-    let status = prop_oneof![
+fn status() -> impl Strategy<Value = Status> {
+    prop_oneof![
         2 => Just(Status::Omitted),
         1 => Just(Status::Empty),
         1 => Just(Status::Tainted)
-    ];
-    (
-        0usize..3,
-        proptest::option::weighted(0.25, any::<u16>()),
-        status,
-        any::<bool>(),
-        any::<bool>(),
-        attrs(ty),
-    )
-        .prop_map(
-            |(slot, deposed, status, identity, instance_provider, attrs)| Object {
-                slot,
-                deposed,
-                status,
-                identity,
-                instance_provider,
-                attrs,
-            },
-        )
+    ]
+}
+
+prop_compose! {
+    fn object(ty: Ty)(
+        slot in 0usize..3,
+        deposed in proptest::option::weighted(0.25, any::<u16>()),
+        status in status(),
+        identity in any::<bool>(),
+        instance_provider in any::<bool>(),
+        attrs in attrs(ty),
+    ) -> Object {
+        Object { slot, deposed, status, identity, instance_provider, attrs }
+    }
 }
 
 fn attrs(ty: Ty) -> BoxedStrategy<Attrs> {

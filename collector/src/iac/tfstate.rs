@@ -32,12 +32,14 @@ use std::io::Read;
 
 use super::InputError;
 
+#[cfg(test)]
+mod proptests;
 mod read;
 mod resources;
 #[cfg(test)]
 mod tests;
 
-use read::{Sink, TopSeed};
+use read::{Object, Sink, TopVisitor};
 pub use resources::{
     AsgTag, AwsAutoscalingGroup, AwsInstance, AwsLaunchTemplate, AzureImageReference, AzureLinuxVm,
     GoogleComputeInstance, LaunchTemplateRef, ResourceKind,
@@ -202,10 +204,10 @@ pub fn parse_state<R: Read>(reader: R) -> Result<StateSummary, StateError> {
 pub fn parse_state_limited<R: Read>(reader: R, max_bytes: u64) -> Result<StateSummary, StateError> {
     let mut refusal = None;
     let mut sink = Sink::default();
-    let seed = TopSeed {
+    let seed = Object(TopVisitor {
         refusal: &mut refusal,
         sink: &mut sink,
-    };
+    });
     let top = match super::deserialize_capped(reader, max_bytes, seed) {
         Ok(top) => top,
         // The visitor stopped early on purpose: the reason is in `refusal`, not the JSON error.

@@ -84,6 +84,29 @@ fn known_managed(mode: &str, resource_type: &str) -> Option<KnownType> {
     }
 }
 
+/// Reads a JSON object with the visitor `V`. The visitors below are used through this and
+/// [`Array`], so the kind of JSON each expects is named where it is read.
+pub(super) struct Object<V>(pub(super) V);
+
+impl<'de, V: Visitor<'de>> DeserializeSeed<'de> for Object<V> {
+    type Value = V::Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
+        d.deserialize_map(self.0)
+    }
+}
+
+/// Reads a JSON array with the visitor `V`.
+struct Array<V>(V);
+
+impl<'de, V: Visitor<'de>> DeserializeSeed<'de> for Array<V> {
+    type Value = V::Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
+        d.deserialize_seq(self.0)
+    }
+}
+
 /// Reads a value held back as raw text (see the module docs) with `seed`.
 fn read_deferred<T, V, E>(raw: &RawValue, seed: T, context: &str) -> Result<V, E>
 where
@@ -98,7 +121,7 @@ where
 }
 
 /// Reads the top-level object of either shape.
-pub(super) struct TopSeed<'a> {
+pub(super) struct TopVisitor<'a> {
     /// Set when the visitor stops on purpose (an encrypted state, another version): the
     /// caller reports this instead of the JSON error the stop produces.
     pub(super) refusal: &'a mut Option<StateError>,
@@ -115,15 +138,7 @@ pub(super) struct Top {
     pub(super) lineage: Option<String>,
 }
 
-impl<'de> DeserializeSeed<'de> for TopSeed<'_> {
-    type Value = Top;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Top, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for TopSeed<'_> {
+impl<'de> Visitor<'de> for TopVisitor<'_> {
     type Value = Top;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -131,7 +146,7 @@ impl<'de> Visitor<'de> for TopSeed<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Top, A::Error> {
-        let TopSeed { refusal, sink } = self;
+        let TopVisitor { refusal, sink } = self;
         // Stops reading right away: the rest of a refused input is never looked at.
         let mut refuse = |error: StateError| -> Result<Top, A::Error> {
             *refusal = Some(error);
@@ -152,8 +167,10 @@ impl<'de> Visitor<'de> for TopSeed<'_> {
                 "terraform_version" => top.terraform_version = map.next_value()?,
                 "serial" => top.serial = Some(map.next_value()?),
                 "lineage" => top.lineage = Some(map.next_value()?),
-                "resources" => map.next_value_seed(RawResourcesSeed { sink: &mut *sink })?,
-                "values" => map.next_value_seed(ShowValuesSeed { sink: &mut *sink })?,
+                "resources" => {
+                    map.next_value_seed(Array(RawResourcesVisitor { sink: &mut *sink }))?
+                }
+                "values" => map.next_value_seed(Object(ShowValuesVisitor { sink: &mut *sink }))?,
                 // The ciphertext itself is skipped; `encryption_version` names the scheme.
                 "encrypted_data" => {
                     map.next_value::<IgnoredAny>()?;
@@ -181,19 +198,11 @@ impl<'de> Visitor<'de> for TopSeed<'_> {
 }
 
 /// A raw state's `resources` array.
-struct RawResourcesSeed<'a> {
+struct RawResourcesVisitor<'a> {
     sink: &'a mut Sink,
 }
 
-impl<'de> DeserializeSeed<'de> for RawResourcesSeed<'_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
-impl<'de> Visitor<'de> for RawResourcesSeed<'_> {
+impl<'de> Visitor<'de> for RawResourcesVisitor<'_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -207,10 +216,10 @@ impl<'de> Visitor<'de> for RawResourcesSeed<'_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let mut position = 0;
         while seq
-            .next_element_seed(RawResourceSeed {
+            .next_element_seed(Object(RawResourceVisitor {
                 sink: &mut *self.sink,
                 position,
-            })?
+            }))?
             .is_some()
         {
             position += 1;
@@ -220,20 +229,12 @@ impl<'de> Visitor<'de> for RawResourcesSeed<'_> {
 }
 
 /// One element of a raw state's `resources`.
-struct RawResourceSeed<'a> {
+struct RawResourceVisitor<'a> {
     sink: &'a mut Sink,
     position: usize,
 }
 
-impl<'de> DeserializeSeed<'de> for RawResourceSeed<'_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for RawResourceSeed<'_> {
+impl<'de> Visitor<'de> for RawResourceVisitor<'_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -259,9 +260,11 @@ impl<'de> Visitor<'de> for RawResourceSeed<'_> {
                 "instances" => match (&mode, &resource_type) {
                     (Some(mode), Some(t)) => {
                         instances = Some(match known_managed(mode, t) {
-                            Some(kind) => map.next_value_seed(InstancesSeed { kind, position })?,
+                            Some(kind) => {
+                                map.next_value_seed(Array(InstancesVisitor { kind, position }))?
+                            }
                             None if mode == "managed" => {
-                                self.sink.ignored += map.next_value_seed(CountSeed)?;
+                                self.sink.ignored += map.next_value_seed(Array(CountVisitor))?;
                                 Vec::new()
                             }
                             None => {
@@ -288,7 +291,8 @@ impl<'de> Visitor<'de> for RawResourceSeed<'_> {
                 && let Some(raw) = deferred
             {
                 let context = format!("resources[{position}].instances");
-                self.sink.ignored += read_deferred::<_, _, A::Error>(&raw, CountSeed, &context)?;
+                self.sink.ignored +=
+                    read_deferred::<_, _, A::Error>(&raw, Array(CountVisitor), &context)?;
             }
             return Ok(());
         };
@@ -296,7 +300,7 @@ impl<'de> Visitor<'de> for RawResourceSeed<'_> {
             (Some(instances), _) => instances,
             (None, Some(raw)) => read_deferred(
                 &raw,
-                InstancesSeed { kind, position },
+                Array(InstancesVisitor { kind, position }),
                 &format!("resources[{position}].instances"),
             )?,
             (None, None) => Vec::new(),
@@ -317,20 +321,12 @@ impl<'de> Visitor<'de> for RawResourceSeed<'_> {
 }
 
 /// A raw resource's `instances` array, for a known type.
-struct InstancesSeed {
+struct InstancesVisitor {
     kind: KnownType,
     position: usize,
 }
 
-impl<'de> DeserializeSeed<'de> for InstancesSeed {
-    type Value = Vec<Instance>;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
-impl<'de> Visitor<'de> for InstancesSeed {
+impl<'de> Visitor<'de> for InstancesVisitor {
     type Value = Vec<Instance>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -343,11 +339,11 @@ impl<'de> Visitor<'de> for InstancesSeed {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut instances = Vec::new();
-        while let Some(instance) = seq.next_element_seed(InstanceSeed {
+        while let Some(instance) = seq.next_element_seed(Object(InstanceVisitor {
             kind: self.kind,
             position: self.position,
             instance: instances.len(),
-        })? {
+        }))? {
             instances.push(instance);
         }
         Ok(instances)
@@ -355,21 +351,13 @@ impl<'de> Visitor<'de> for InstancesSeed {
 }
 
 /// One raw instance object.
-struct InstanceSeed {
+struct InstanceVisitor {
     kind: KnownType,
     position: usize,
     instance: usize,
 }
 
-impl<'de> DeserializeSeed<'de> for InstanceSeed {
-    type Value = Instance;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Instance, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for InstanceSeed {
+impl<'de> Visitor<'de> for InstanceVisitor {
     type Value = Instance;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -443,19 +431,11 @@ impl<'de> de::Deserialize<'de> for IndexKey {
 }
 
 /// show -json's `values` object.
-struct ShowValuesSeed<'a> {
+struct ShowValuesVisitor<'a> {
     sink: &'a mut Sink,
 }
 
-impl<'de> DeserializeSeed<'de> for ShowValuesSeed<'_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ShowValuesSeed<'_> {
+impl<'de> Visitor<'de> for ShowValuesVisitor<'_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -469,9 +449,9 @@ impl<'de> Visitor<'de> for ShowValuesSeed<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(key) = map.next_key::<String>()? {
             if key == "root_module" {
-                map.next_value_seed(ModuleSeed {
+                map.next_value_seed(Object(ModuleVisitor {
                     sink: &mut *self.sink,
-                })?;
+                }))?;
             } else {
                 // `outputs`, whose values may be secrets.
                 map.next_value::<IgnoredAny>()?;
@@ -482,19 +462,11 @@ impl<'de> Visitor<'de> for ShowValuesSeed<'_> {
 }
 
 /// A show -json module: `resources`, `address` (absent for the root), `child_modules`.
-struct ModuleSeed<'a> {
+struct ModuleVisitor<'a> {
     sink: &'a mut Sink,
 }
 
-impl<'de> DeserializeSeed<'de> for ModuleSeed<'_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ModuleSeed<'_> {
+impl<'de> Visitor<'de> for ModuleVisitor<'_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -508,13 +480,13 @@ impl<'de> Visitor<'de> for ModuleSeed<'_> {
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
                 "address" => address = map.next_value()?,
-                "resources" => map.next_value_seed(ShowResourcesSeed {
+                "resources" => map.next_value_seed(Array(ShowResourcesVisitor {
                     out: &mut pending,
                     ignored: &mut self.sink.ignored,
-                })?,
-                "child_modules" => map.next_value_seed(ChildModulesSeed {
+                }))?,
+                "child_modules" => map.next_value_seed(Array(ChildModulesVisitor {
                     sink: &mut *self.sink,
-                })?,
+                }))?,
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -535,19 +507,11 @@ impl<'de> Visitor<'de> for ModuleSeed<'_> {
     }
 }
 
-struct ChildModulesSeed<'a> {
+struct ChildModulesVisitor<'a> {
     sink: &'a mut Sink,
 }
 
-impl<'de> DeserializeSeed<'de> for ChildModulesSeed<'_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ChildModulesSeed<'_> {
+impl<'de> Visitor<'de> for ChildModulesVisitor<'_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -560,9 +524,9 @@ impl<'de> Visitor<'de> for ChildModulesSeed<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         while seq
-            .next_element_seed(ModuleSeed {
+            .next_element_seed(Object(ModuleVisitor {
                 sink: &mut *self.sink,
-            })?
+            }))?
             .is_some()
         {}
         Ok(())
@@ -579,20 +543,12 @@ struct ShowResource {
     instance: Instance,
 }
 
-struct ShowResourcesSeed<'a> {
+struct ShowResourcesVisitor<'a> {
     out: &'a mut Vec<ShowResource>,
     ignored: &'a mut u64,
 }
 
-impl<'de> DeserializeSeed<'de> for ShowResourcesSeed<'_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ShowResourcesSeed<'_> {
+impl<'de> Visitor<'de> for ShowResourcesVisitor<'_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -604,7 +560,7 @@ impl<'de> Visitor<'de> for ShowResourcesSeed<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(entry) = seq.next_element_seed(ShowResourceSeed)? {
+        while let Some(entry) = seq.next_element_seed(Object(ShowResourceVisitor))? {
             match entry {
                 ShowEntry::Kept(resource) => self.out.push(*resource),
                 ShowEntry::Ignored => *self.ignored += 1,
@@ -625,17 +581,9 @@ enum ShowEntry {
 }
 
 /// One show -json resource instance.
-struct ShowResourceSeed;
+struct ShowResourceVisitor;
 
-impl<'de> DeserializeSeed<'de> for ShowResourceSeed {
-    type Value = ShowEntry;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ShowResourceSeed {
+impl<'de> Visitor<'de> for ShowResourceVisitor {
     type Value = ShowEntry;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -715,17 +663,9 @@ impl<'de> Visitor<'de> for ShowResourceSeed {
 }
 
 /// Counts an array's elements while skipping them unread.
-struct CountSeed;
+struct CountVisitor;
 
-impl<'de> DeserializeSeed<'de> for CountSeed {
-    type Value = u64;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<u64, D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
-impl<'de> Visitor<'de> for CountSeed {
+impl<'de> Visitor<'de> for CountVisitor {
     type Value = u64;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {

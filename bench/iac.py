@@ -24,7 +24,6 @@ Smoke run: RESOURCES=2000 HOSTS=500 SAMPLES=5 python3 bench/iac.py
 import importlib.util
 import json
 import os
-import resource
 import sqlite3
 import sys
 import tempfile
@@ -98,16 +97,18 @@ def write_state(path):
 
 
 def timed_child(cmd):
-    """Runs cmd; returns (seconds, peak RSS KiB of the child)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """Runs cmd; returns (seconds, peak RSS KiB of that child alone)."""
+    import subprocess
+    log("$ " + " ".join(cmd))
     t = time.monotonic()
-    r = d.run(cmd, capture_output=True, text=True)
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(p.pid, 0)
     secs = time.monotonic() - t
-    if r.returncode != 0:
-        raise RuntimeError(f"{cmd[:3]} failed:\n{r.stderr[-3000:]}")
-    log(r.stdout.strip())
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return secs, max(peak, before)
+    out, err = p.stdout.read().decode(), p.stderr.read().decode()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{cmd[:3]} failed:\n{err[-3000:]}")
+    log(out.strip())
+    return secs, usage.ru_maxrss
 
 
 def bench_import(work, col, state):

@@ -412,3 +412,69 @@ fn the_collector_follows_a_state_file_and_keeps_the_last_good_import() {
     fs::write(&state_file, state(5)).unwrap();
     wait_serial(5);
 }
+
+/// `python3 -m http.server` serving `dir` on a free port, stopped on drop.
+struct HttpServer(std::process::Child);
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_collector_polls_a_state_over_http() {
+    let t = TestDir::new();
+    let served = t.path().join("served");
+    fs::create_dir_all(&served).unwrap();
+    fs::write(served.join("web.tfstate"), state(8)).unwrap();
+    let port = driftwatch_tests::free_port();
+    let child = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &port.to_string(),
+        ])
+        .current_dir(&served)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 runs");
+    let _server = HttpServer(child);
+    let source = format!("web=http://127.0.0.1:{port}/web.tfstate");
+    let missing = format!("nothing=http://127.0.0.1:{port}/missing.tfstate");
+    let c = Collector::start_with_args(
+        &t.path().join("collector"),
+        &[
+            "--state-source",
+            &source,
+            "--state-source",
+            &missing,
+            "--state-poll",
+            "200ms",
+        ],
+    );
+    let deadline = std::time::Instant::now() + SETTLE;
+    loop {
+        let status: serde_json::Value =
+            serde_json::from_str(&c.cli().args(["iac", "status", "--json"]).ok()).unwrap();
+        if status["states"][0]["serial"] == 8 {
+            assert_eq!(status["states"].as_array().unwrap().len(), 1);
+            assert_eq!(status["states"][0]["name"], "web");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the HTTP state was never imported: {status}\n{}",
+            c.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The missing one is reported (HTTP 404: the backend holds no state yet), once.
+    std::thread::sleep(Duration::from_millis(600));
+    let log = c.log_text();
+    assert_eq!(log.matches("holds no state yet").count(), 1, "{log}");
+}

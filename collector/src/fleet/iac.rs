@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Query, State};
@@ -12,7 +12,7 @@ use serde::Deserialize;
 use tonic::{Request, Status};
 
 use super::{Queries, QueryError, filter};
-use crate::iac::correlate::{self, Correlation, HostFacts};
+use crate::iac::correlate::{Correlation, HostFacts, Matching};
 use crate::iac::import;
 use crate::store::{self, Store};
 
@@ -28,60 +28,62 @@ fn ghost_after(text: &str, default: Duration) -> Result<Duration, QueryError> {
 }
 
 /// Hosts and their verdicts, for status and report.
-pub(super) struct Fleet {
+struct Fleet {
     facts: Vec<HostFacts>,
-    iac: store::IacData,
+    matching: Matching,
     correlation: Correlation,
 }
 
-/// How long a correlation is reused while nothing it read changed: only `ghost` depends on
-/// the clock, at a granularity of minutes.
-const REUSE_FOR: Duration = Duration::from_secs(2);
+impl Fleet {
+    fn iac(&self) -> &store::IacData {
+        self.matching.iac()
+    }
+}
 
-/// The last correlation, reused by listings while the store's generation holds.
+/// The last matching, reused by listings while the store's generation holds (a hello or an
+/// import changes it). Only `ghost` depends on the clock; listings add it from each host's
+/// last-seen time.
 #[derive(Default)]
-pub(super) struct Cache(std::sync::Mutex<Option<Cached>>);
+pub(super) struct Cache(std::sync::Mutex<Option<(u64, Arc<Matching>)>>);
 
 impl Cache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Cached>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(u64, Arc<Matching>)>> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
-struct Cached {
-    generation: u64,
-    ghost_after: Duration,
-    at: Instant,
-    fleet: Arc<Fleet>,
-}
-
 impl<S: Store> Queries<S> {
-    async fn correlate(&self, ghost_after: Duration) -> Result<Arc<Fleet>, QueryError> {
-        let generation = self.store.generation();
-        if let Some(c) = self.iac_cache.lock().as_ref()
-            && c.generation == generation
-            && c.ghost_after == ghost_after
-            && c.at.elapsed() < REUSE_FOR
-        {
-            return Ok(c.fleet.clone());
-        }
-        let at = Instant::now();
+    /// The whole fleet, read and correlated now.
+    async fn correlate(&self, ghost_after: Duration) -> Result<Fleet, QueryError> {
         let (facts, iac) = self.run(|s| Ok((s.host_facts()?, s.iac()?))).await?;
-        let correlation = correlate::correlate(&facts, &iac, store::now_millis(), ghost_after);
-        let fleet = Arc::new(Fleet {
+        let now = store::now_millis();
+        let matching = Matching::new(&facts, iac, now);
+        let last_seen: HashMap<&str, store::Millis> = facts
+            .iter()
+            .map(|h| (h.host.as_str(), h.last_seen))
+            .collect();
+        let correlation = matching.correlation(|h| last_seen.get(h).copied(), now, ghost_after);
+        Ok(Fleet {
             facts,
-            iac,
+            matching,
             correlation,
-        });
-        *self.iac_cache.lock() = Some(Cached {
-            generation,
-            ghost_after,
-            at,
-            fleet: fleet.clone(),
-        });
-        Ok(fleet)
+        })
+    }
+
+    /// The matching for listings: the cached one while the store's generation holds.
+    async fn matching(&self) -> Result<Arc<Matching>, QueryError> {
+        let generation = self.store.generation();
+        if let Some((g, m)) = self.iac_cache.lock().as_ref()
+            && *g == generation
+        {
+            return Ok(m.clone());
+        }
+        let (facts, iac) = self.run(|s| Ok((s.host_facts()?, s.iac()?))).await?;
+        let matching = Arc::new(Matching::new(&facts, iac, store::now_millis()));
+        *self.iac_cache.lock() = Some((generation, matching.clone()));
+        Ok(matching)
     }
 
     /// Fills `iac` and `flags` of listed hosts.
@@ -89,11 +91,13 @@ impl<S: Store> Queries<S> {
         if hosts.is_empty() {
             return Ok(());
         }
-        let fleet = self.correlate(self.ghost_after).await?;
+        let matching = self.matching().await?;
+        let now = store::now_millis();
         for host in hosts {
-            if let Some(verdict) = fleet.correlation.hosts.get(&host.host) {
+            let last_seen = store::parse_rfc3339(&host.last_seen).unwrap_or(now);
+            if let Some(verdict) = matching.verdict(&host.host, last_seen, now, self.ghost_after) {
                 host.flags = verdict.flag_names();
-                host.iac = verdict.iac.clone();
+                host.iac = verdict.iac;
             }
         }
         Ok(())
@@ -209,7 +213,7 @@ fn status(fleet: &Fleet) -> v1::IacStatus {
             .then_with(|| a.host.cmp(&b.host))
     });
     let mut catalog: Vec<&str> = fleet
-        .iac
+        .iac()
         .images
         .iter()
         .map(|i| i.image_id.as_str())
@@ -218,7 +222,7 @@ fn status(fleet: &Fleet) -> v1::IacStatus {
     catalog.dedup();
     v1::IacStatus {
         coverage: Some(fleet.correlation.coverage),
-        states: fleet.iac.states.iter().map(|s| s.info.clone()).collect(),
+        states: fleet.iac().states.iter().map(|s| s.info.clone()).collect(),
         catalog_images: catalog.len() as u64,
         hosts,
         ghosts: fleet.correlation.ghosts.clone(),

@@ -330,160 +330,253 @@ fn match_host(host: &HostFacts, iac: &IacData, index: &Index<'_>) -> Option<Matc
     None
 }
 
-/// Correlates every host with the imported IaC.
+/// Correlates every host with the imported IaC, as of `now`.
 pub fn correlate(
     hosts: &[HostFacts],
     iac: &IacData,
     now: Millis,
     ghost_after: Duration,
 ) -> Correlation {
-    let index = Index::new(iac);
-    let stale_before = now - ghost_after.as_millis() as Millis;
-    let mut machine_ids: HashMap<&str, Vec<&str>> = HashMap::new();
-    for h in hosts {
-        if !h.machine_id_hash.is_empty() {
-            machine_ids
-                .entry(h.machine_id_hash.as_str())
-                .or_default()
-                .push(h.host.as_str());
-        }
-    }
-    // Instance resources → the live host reporting for them.
-    let mut covered: HashMap<usize, (&str, Millis)> = HashMap::new();
-    let mut out = Correlation::default();
-    for h in hosts {
-        let mut verdict = HostVerdict::default();
-        let matched = match_host(h, iac, &index);
-        let catalog = (!h.image_id.is_empty()).then(|| index.image(h)).flatten();
-        verdict.image_build = catalog.map(|b| b.build.clone());
-        match &matched {
-            None if !iac.states.is_empty() => push(
-                &mut verdict.flags,
-                flag::UNMANAGED,
-                format!(
-                    "no resource in the {} imported state(s) matches this host's instance id \
-                     ({}), autoscaling group tag, private IP or host name",
-                    iac.states.len(),
-                    if h.instance_id.is_empty() {
-                        "none reported"
-                    } else {
-                        &h.instance_id
-                    }
-                ),
-            ),
-            None => {}
-            Some(m) => {
-                let resource = &iac.resources[m.resource].1;
-                if resource.role == role::INSTANCE {
-                    let entry = covered.entry(m.resource).or_insert((&h.host, h.last_seen));
-                    if h.last_seen > entry.1 {
-                        *entry = (&h.host, h.last_seen);
-                    }
-                }
-                if h.last_seen < stale_before && !expected_down(&resource.status) {
-                    push(
-                        &mut verdict.flags,
-                        flag::GHOST,
-                        format!(
-                            "{} is in state {} but this host last reported {} (at {})",
-                            resource.address,
-                            m.link.state,
-                            ago(now, h.last_seen),
-                            rfc3339(h.last_seen)
-                        ),
-                    );
-                }
-                if let Some(e) = m.expected {
-                    expectations(&mut verdict.flags, h, &iac.resources[e], &index, now);
-                }
+    let last_seen: HashMap<&str, Millis> = hosts
+        .iter()
+        .map(|h| (h.host.as_str(), h.last_seen))
+        .collect();
+    Matching::new(hosts, iac.clone(), now).correlation(
+        |h| last_seen.get(h).copied(),
+        now,
+        ghost_after,
+    )
+}
+
+/// The part of a correlation that does not depend on the clock: which resource owns each
+/// host and what disagrees. It depends only on the hosts' hellos and the imports, so it can
+/// be kept while neither changes; [`Matching::verdict`] and [`Matching::correlation`] add
+/// what depends on when hosts were last heard from (ghosts, coverage).
+#[derive(Debug, Default)]
+pub struct Matching {
+    iac: IacData,
+    hosts: HashMap<String, Matched>,
+    /// Instance resources expected to run (by index into `iac.resources`), with the hosts
+    /// matched to them.
+    instances: Vec<(usize, Vec<String>)>,
+}
+
+#[derive(Debug, Default)]
+struct Matched {
+    /// Every flag but `ghost`.
+    verdict: HostVerdict,
+    /// The matched resource, when IaC expects it to run: (address, state).
+    expected_up: Option<(String, String)>,
+}
+
+impl Matching {
+    /// `now` dates the reasons ("imported 3h ago").
+    pub fn new(hosts: &[HostFacts], iac: IacData, now: Millis) -> Matching {
+        let index = Index::new(&iac);
+        let mut machine_ids: HashMap<&str, Vec<&str>> = HashMap::new();
+        for h in hosts {
+            if !h.machine_id_hash.is_empty() {
+                machine_ids
+                    .entry(h.machine_id_hash.as_str())
+                    .or_default()
+                    .push(h.host.as_str());
             }
         }
-        if !index.images.is_empty() && !h.image_id.is_empty() && catalog.is_none() {
-            push(
-                &mut verdict.flags,
-                flag::IMAGE_NOT_IN_CATALOG,
-                format!(
-                    "the host runs image {}, which no imported Packer manifest lists ({} images \
-                     known): built outside the pipeline, or its manifest was not imported",
-                    h.image_id,
-                    iac.images.len()
+        let mut owners: HashMap<usize, Vec<String>> = HashMap::new();
+        let mut matched_hosts = HashMap::with_capacity(hosts.len());
+        for h in hosts {
+            let mut out = Matched::default();
+            let verdict = &mut out.verdict;
+            let matched = match_host(h, &iac, &index);
+            let catalog = (!h.image_id.is_empty()).then(|| index.image(h)).flatten();
+            verdict.image_build = catalog.map(|b| b.build.clone());
+            match &matched {
+                None if !iac.states.is_empty() => push(
+                    &mut verdict.flags,
+                    flag::UNMANAGED,
+                    format!(
+                        "no resource in the {} imported state(s) matches this host's instance \
+                         id ({}), autoscaling group tag, private IP or host name",
+                        iac.states.len(),
+                        if h.instance_id.is_empty() {
+                            "none reported"
+                        } else {
+                            &h.instance_id
+                        }
+                    ),
                 ),
-            );
-        }
-        if let Some(build) = catalog
-            && !build.baseline_id.is_empty()
-            && !h.baseline_id.is_empty()
-            && build.baseline_id != h.baseline_id
-        {
-            push(
-                &mut verdict.flags,
-                flag::BASELINE_MISMATCH,
-                format!(
-                    "image {} was baked with baseline {} (Packer build {}{}), but the agent \
-                     holds baseline {}: the image was changed after baking or baked wrong",
-                    h.image_id,
-                    build.baseline_id,
-                    build.build,
-                    if build.run_uuid.is_empty() {
-                        String::new()
-                    } else {
-                        format!(", run {}", build.run_uuid)
-                    },
-                    h.baseline_id
-                ),
-            );
-        }
-        if let Some(same) = machine_ids.get(h.machine_id_hash.as_str())
-            && same.len() > 1
-        {
-            let others: Vec<&str> = same.iter().copied().filter(|o| *o != h.host).collect();
-            push(
-                &mut verdict.flags,
-                flag::DUPLICATE_MACHINE_ID,
-                format!(
-                    "{} other host(s) report the same machine-id ({}): the image was baked with \
-                     a populated /etc/machine-id",
-                    others.len(),
-                    others.join(", ")
-                ),
-            );
-        }
-        verdict.iac = matched.map(|m| m.link);
-        out.hosts.insert(h.host.clone(), verdict);
-    }
-    out.coverage.reporting_hosts = hosts.len() as u64;
-    out.coverage.correlated_hosts = out.hosts.values().filter(|v| v.iac.is_some()).count() as u64;
-    for (i, (state, r)) in iac.resources.iter().enumerate() {
-        if r.role != role::INSTANCE || expected_down(&r.status) {
-            continue;
-        }
-        out.coverage.state_instances += 1;
-        let reason = match covered.get(&i) {
-            Some((_, seen)) if *seen >= stale_before => {
-                out.coverage.covered_instances += 1;
-                continue;
+                None => {}
+                Some(m) => {
+                    let resource = &iac.resources[m.resource].1;
+                    if resource.role == role::INSTANCE {
+                        owners.entry(m.resource).or_default().push(h.host.clone());
+                    }
+                    if !expected_down(&resource.status) {
+                        out.expected_up = Some((resource.address.clone(), m.link.state.clone()));
+                    }
+                    if let Some(e) = m.expected {
+                        expectations(&mut verdict.flags, h, &iac.resources[e], &index, now);
+                    }
+                }
             }
-            Some((host, seen)) => format!(
-                "state {state} says {} runs{}; its host {host} last reported {}",
-                r.address,
-                status_suffix(r),
-                ago(now, *seen)
-            ),
-            None => format!(
-                "state {state} says {} ({}) runs{}; no agent reports for it",
-                r.address,
-                if r.key.is_empty() { "no id" } else { &r.key },
-                status_suffix(r)
-            ),
-        };
-        out.ghosts.push(v1::Ghost {
-            address: r.address.clone(),
-            state: state.clone(),
-            instance_id: r.key.clone(),
-            reason,
-        });
+            if !index.images.is_empty() && !h.image_id.is_empty() && catalog.is_none() {
+                push(
+                    &mut verdict.flags,
+                    flag::IMAGE_NOT_IN_CATALOG,
+                    format!(
+                        "the host runs image {}, which no imported Packer manifest lists ({} \
+                         images known): built outside the pipeline, or its manifest was not \
+                         imported",
+                        h.image_id,
+                        iac.images.len()
+                    ),
+                );
+            }
+            if let Some(build) = catalog
+                && !build.baseline_id.is_empty()
+                && !h.baseline_id.is_empty()
+                && build.baseline_id != h.baseline_id
+            {
+                push(
+                    &mut verdict.flags,
+                    flag::BASELINE_MISMATCH,
+                    format!(
+                        "image {} was baked with baseline {} (Packer build {}{}), but the agent \
+                         holds baseline {}: the image was changed after baking or baked wrong",
+                        h.image_id,
+                        build.baseline_id,
+                        build.build,
+                        if build.run_uuid.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", run {}", build.run_uuid)
+                        },
+                        h.baseline_id
+                    ),
+                );
+            }
+            if let Some(same) = machine_ids.get(h.machine_id_hash.as_str())
+                && same.len() > 1
+            {
+                let others: Vec<&str> = same.iter().copied().filter(|o| *o != h.host).collect();
+                push(
+                    &mut verdict.flags,
+                    flag::DUPLICATE_MACHINE_ID,
+                    format!(
+                        "{} other host(s) report the same machine-id ({}): the image was baked \
+                         with a populated /etc/machine-id",
+                        others.len(),
+                        others.join(", ")
+                    ),
+                );
+            }
+            verdict.iac = matched.map(|m| m.link);
+            matched_hosts.insert(h.host.clone(), out);
+        }
+        let instances = iac
+            .resources
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, r))| r.role == role::INSTANCE && !expected_down(&r.status))
+            .map(|(i, _)| (i, owners.remove(&i).unwrap_or_default()))
+            .collect();
+        Matching {
+            iac,
+            hosts: matched_hosts,
+            instances,
+        }
     }
-    out
+
+    /// What was imported.
+    pub fn iac(&self) -> &IacData {
+        &self.iac
+    }
+
+    /// One host's verdict, given when it was last heard from; `None` for a host unknown when
+    /// the matching was made.
+    pub fn verdict(
+        &self,
+        host: &str,
+        last_seen: Millis,
+        now: Millis,
+        ghost_after: Duration,
+    ) -> Option<HostVerdict> {
+        let matched = self.hosts.get(host)?;
+        let mut verdict = matched.verdict.clone();
+        if let Some((address, state)) = &matched.expected_up
+            && last_seen < now - ghost_after.as_millis() as Millis
+        {
+            verdict.flags.insert(
+                0,
+                v1::Flag {
+                    flag: flag::GHOST.to_owned(),
+                    reason: format!(
+                        "{address} is in state {state} but this host last reported {} (at {})",
+                        ago(now, last_seen),
+                        rfc3339(last_seen)
+                    ),
+                },
+            );
+        }
+        Some(verdict)
+    }
+
+    /// The whole fleet's verdict, given when each host was last heard from.
+    pub fn correlation(
+        &self,
+        last_seen: impl Fn(&str) -> Option<Millis>,
+        now: Millis,
+        ghost_after: Duration,
+    ) -> Correlation {
+        let stale_before = now - ghost_after.as_millis() as Millis;
+        let mut out = Correlation::default();
+        for host in self.hosts.keys() {
+            let seen = last_seen(host).unwrap_or(Millis::MIN);
+            if let Some(verdict) = self.verdict(host, seen, now, ghost_after) {
+                out.hosts.insert(host.clone(), verdict);
+            }
+        }
+        out.coverage.reporting_hosts = self.hosts.len() as u64;
+        out.coverage.correlated_hosts = self
+            .hosts
+            .values()
+            .filter(|m| m.verdict.iac.is_some())
+            .count() as u64;
+        for (i, owners) in &self.instances {
+            let (state, r) = &self.iac.resources[*i];
+            out.coverage.state_instances += 1;
+            // The owner heard from last.
+            let newest = owners
+                .iter()
+                .filter_map(|h| Some((h, last_seen(h)?)))
+                .max_by_key(|(_, seen)| *seen);
+            let reason = match newest {
+                Some((_, seen)) if seen >= stale_before => {
+                    out.coverage.covered_instances += 1;
+                    continue;
+                }
+                Some((host, seen)) => format!(
+                    "state {state} says {} runs{}; its host {host} last reported {}",
+                    r.address,
+                    status_suffix(r),
+                    ago(now, seen)
+                ),
+                None => format!(
+                    "state {state} says {} ({}) runs{}; no agent reports for it",
+                    r.address,
+                    if r.key.is_empty() { "no id" } else { &r.key },
+                    status_suffix(r)
+                ),
+            };
+            out.ghosts.push(v1::Ghost {
+                address: r.address.clone(),
+                state: state.clone(),
+                instance_id: r.key.clone(),
+                reason,
+            });
+        }
+        out
+    }
 }
 
 fn status_suffix(r: &v1::IacResource) -> String {

@@ -382,3 +382,146 @@ fn a_stock_grpc_client_lists_checks_and_calls_through_reflection() {
         serde_json::from_str(answer["host"]["drift"][0].as_str().expect("item JSON text")).unwrap();
     assert_eq!(item["path"], "/etc/motd");
 }
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl.
+fn make_pki(dir: &std::path::Path) {
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs (.ci/run installs it)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let ca: Vec<&str> = ["req", "-x509"]
+        .into_iter()
+        .chain(ec)
+        .chain([
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=driftwatch test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ])
+        .collect();
+    openssl(&ca);
+    for (name, ext) in [
+        (
+            "server",
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        ),
+        ("client", "extendedKeyUsage=clientAuth\n"),
+    ] {
+        fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+        let (key, csr, pem) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+        );
+        let subject = format!("/CN={name}");
+        let req: Vec<&str> = ["req"]
+            .into_iter()
+            .chain(ec)
+            .chain(["-keyout", &key, "-out", &csr, "-subj", &subject])
+            .collect();
+        openssl(&req);
+        let ext = format!("{name}.ext");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ]);
+    }
+}
+
+#[test]
+fn agents_and_operators_speak_mtls_and_a_peer_without_a_certificate_is_refused() {
+    let t = TestDir::new();
+    t.populate();
+    let b = t.baseline();
+    let pki = t.path().join("pki");
+    fs::create_dir_all(&pki).unwrap();
+    make_pki(&pki);
+    let p = |f: &str| pki.join(f).display().to_string();
+    let c = Collector::start_with_args(
+        &t.path().join("collector"),
+        &[
+            "--tls-cert",
+            &p("server.pem"),
+            "--tls-key",
+            &p("server.key"),
+            "--client-ca",
+            &p("ca.pem"),
+        ],
+    );
+    assert!(c.url.starts_with("https://"));
+    let config = t.collector_config(&c, "i-0tls")
+        + &format!(
+            "ca = {:?}\ncert = {:?}\nkey = {:?}\n",
+            p("ca.pem"),
+            p("client.pem"),
+            p("client.key")
+        );
+    let _agent = t.start_agent(&b, &config);
+    t.write_by_rename("/etc/motd", "over mTLS\n");
+    let operator = |c: &Collector| {
+        c.cli()
+            .env("DRIFTWATCH_CA", p("ca.pem"))
+            .env("DRIFTWATCH_CERT", p("client.pem"))
+            .env("DRIFTWATCH_KEY", p("client.key"))
+    };
+    let deadline = std::time::Instant::now() + SETTLE;
+    loop {
+        let out = operator(&c).args(["host", "i-0tls", "--json"]).output();
+        if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("/etc/motd") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the edit never arrived over mTLS: {}\ncollector log:\n{}",
+            driftwatch_tests::describe(&out),
+            c.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Without a client certificate the handshake fails; without the CA the server is not
+    // trusted. Both are errors that say so, never an answer.
+    let no_cert = c
+        .cli()
+        .env("DRIFTWATCH_CA", p("ca.pem"))
+        .args(["hosts"])
+        .stderr_with_code(1);
+    assert!(no_cert.contains("error"), "{no_cert}");
+    let no_ca = c.cli().args(["hosts"]).stderr_with_code(1);
+    assert!(no_ca.contains("error"), "{no_ca}");
+}

@@ -175,6 +175,11 @@ pub struct Cmd {
 }
 
 impl Cmd {
+    pub fn env(mut self, key: &str, value: impl AsRef<OsStr>) -> Self {
+        self.command.env(key, value);
+        self
+    }
+
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
         self.command.arg(arg);
         self
@@ -603,10 +608,15 @@ impl Collector {
     fn start_with(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Collector {
         fs::create_dir_all(dir).expect("collector dir");
         let port = free_port();
+        let scheme = if args.contains(&"--tls-cert") {
+            "https"
+        } else {
+            "http"
+        };
         let mut c = Collector {
             child: None,
             port,
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("{scheme}://127.0.0.1:{port}"),
             dir: dir.to_owned(),
             log: dir.join("collector.log"),
             env: env
@@ -650,8 +660,15 @@ impl Collector {
             .expect("start driftwatch-collector serve");
         self.child = Some(child);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let tls = self.url.starts_with("https:");
         while std::time::Instant::now() < deadline {
-            if self.try_get("/healthz").is_ok() {
+            // Behind TLS, accepting connections is as far as a plain client can tell.
+            let up = if tls {
+                std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            } else {
+                self.try_get("/healthz").is_ok()
+            };
+            if up {
                 return;
             }
             assert!(self.alive(), "collector exited; log:\n{}", self.log_text());

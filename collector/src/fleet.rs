@@ -45,7 +45,7 @@ impl From<QueryError> for Status {
         match e {
             QueryError::BadRequest(m) => Status::invalid_argument(m),
             QueryError::NotFound(m) => Status::not_found(m),
-            QueryError::Store(e) => Status::unavailable(e.to_string()),
+            QueryError::Store(e) => Status::unavailable(e.for_client()),
         }
     }
 }
@@ -55,7 +55,7 @@ impl IntoResponse for QueryError {
         let (code, message) = match self {
             QueryError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             QueryError::NotFound(m) => (StatusCode::NOT_FOUND, m),
-            QueryError::Store(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            QueryError::Store(e) => (StatusCode::SERVICE_UNAVAILABLE, e.for_client()),
         };
         (code, Json(serde_json::json!({ "error": message }))).into_response()
     }

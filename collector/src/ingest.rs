@@ -139,7 +139,10 @@ impl From<StoreError> for End {
     fn from(e: StoreError) -> End {
         End(match e {
             StoreError::Rejected(m) => Status::failed_precondition(m),
-            e => Status::unavailable(format!("the collector cannot store this now: {e}")),
+            e => Status::unavailable(format!(
+                "the collector cannot store this now: {}",
+                e.for_client()
+            )),
         })
     }
 }

@@ -27,27 +27,36 @@ fn ghost_after(text: &str, default: Duration) -> Result<Duration, QueryError> {
     })
 }
 
-/// Hosts and their verdicts, for status and report.
-struct Fleet {
+/// What correlation reads that only hellos and imports change, and the matching made of it.
+struct Snapshot {
     facts: Vec<HostFacts>,
     matching: Matching,
+}
+
+/// Hosts and their verdicts as of now, for status and report.
+struct Fleet {
+    snapshot: Arc<Snapshot>,
     correlation: Correlation,
 }
 
 impl Fleet {
+    fn facts(&self) -> &[HostFacts] {
+        &self.snapshot.facts
+    }
+
     fn iac(&self) -> &store::IacData {
-        self.matching.iac()
+        self.snapshot.matching.iac()
     }
 }
 
-/// The last matching, reused by listings while the store's generation holds (a hello or an
-/// import changes it). Only `ghost` depends on the clock; listings add it from each host's
-/// last-seen time.
+/// The last snapshot, reused while the store's generation holds (a hello or an import
+/// changes it). Only `ghost` and coverage depend on the clock: they are derived per query
+/// from last-seen times.
 #[derive(Default)]
-pub(super) struct Cache(std::sync::Mutex<Option<(u64, Arc<Matching>)>>);
+pub(super) struct Cache(std::sync::Mutex<Option<(u64, Arc<Snapshot>)>>);
 
 impl Cache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(u64, Arc<Matching>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(u64, Arc<Snapshot>)>> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -55,35 +64,35 @@ impl Cache {
 }
 
 impl<S: Store> Queries<S> {
-    /// The whole fleet, read and correlated now.
-    async fn correlate(&self, ghost_after: Duration) -> Result<Fleet, QueryError> {
-        let (facts, iac) = self.run(|s| Ok((s.host_facts()?, s.iac()?))).await?;
-        let now = store::now_millis();
-        let matching = Matching::new(&facts, iac, now);
-        let last_seen: HashMap<&str, store::Millis> = facts
-            .iter()
-            .map(|h| (h.host.as_str(), h.last_seen))
-            .collect();
-        let correlation = matching.correlation(|h| last_seen.get(h).copied(), now, ghost_after);
-        Ok(Fleet {
-            facts,
-            matching,
-            correlation,
-        })
-    }
-
-    /// The matching for listings: the cached one while the store's generation holds.
-    async fn matching(&self) -> Result<Arc<Matching>, QueryError> {
+    /// The snapshot: the cached one while the store's generation holds.
+    async fn snapshot(&self) -> Result<Arc<Snapshot>, QueryError> {
         let generation = self.store.generation();
-        if let Some((g, m)) = self.iac_cache.lock().as_ref()
+        if let Some((g, snapshot)) = self.iac_cache.lock().as_ref()
             && *g == generation
         {
-            return Ok(m.clone());
+            return Ok(snapshot.clone());
         }
         let (facts, iac) = self.run(|s| Ok((s.host_facts()?, s.iac()?))).await?;
-        let matching = Arc::new(Matching::new(&facts, iac, store::now_millis()));
-        *self.iac_cache.lock() = Some((generation, matching.clone()));
-        Ok(matching)
+        let matching = Matching::new(&facts, iac);
+        let snapshot = Arc::new(Snapshot { facts, matching });
+        *self.iac_cache.lock() = Some((generation, snapshot.clone()));
+        Ok(snapshot)
+    }
+
+    /// The whole fleet, correlated as of now.
+    async fn correlate(&self, ghost_after: Duration) -> Result<Fleet, QueryError> {
+        let snapshot = self.snapshot().await?;
+        let last_seen: HashMap<String, store::Millis> =
+            self.run(|s| s.last_seen()).await?.into_iter().collect();
+        let correlation = snapshot.matching.correlation(
+            |h| last_seen.get(h).copied(),
+            store::now_millis(),
+            ghost_after,
+        );
+        Ok(Fleet {
+            snapshot,
+            correlation,
+        })
     }
 
     /// Fills `iac` and `flags` of listed hosts.
@@ -91,7 +100,8 @@ impl<S: Store> Queries<S> {
         if hosts.is_empty() {
             return Ok(());
         }
-        let matching = self.matching().await?;
+        let snapshot = self.snapshot().await?;
+        let matching = &snapshot.matching;
         let now = store::now_millis();
         for host in hosts {
             let last_seen = store::parse_rfc3339(&host.last_seen).unwrap_or(now);
@@ -193,7 +203,7 @@ fn rejected_as_bad_request(e: QueryError) -> QueryError {
 
 fn status(fleet: &Fleet) -> v1::IacStatus {
     let mut hosts: Vec<v1::FlaggedHost> = fleet
-        .facts
+        .facts()
         .iter()
         .filter_map(|h| {
             let verdict = fleet.correlation.hosts.get(&h.host)?;
@@ -236,7 +246,7 @@ fn report_groups(fleet: &Fleet, causes: Vec<v1::Cause>) -> Vec<v1::ReportGroup> 
     type Key = (String, String, String);
     let mut key_of: HashMap<&str, Key> = HashMap::new();
     let mut groups: BTreeMap<Key, v1::ReportGroup> = BTreeMap::new();
-    for h in &fleet.facts {
+    for h in fleet.facts() {
         let verdict = fleet.correlation.hosts.get(&h.host);
         let link = verdict.and_then(|v| v.iac.as_ref());
         let key = (

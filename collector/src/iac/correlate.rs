@@ -341,11 +341,7 @@ pub fn correlate(
         .iter()
         .map(|h| (h.host.as_str(), h.last_seen))
         .collect();
-    Matching::new(hosts, iac.clone(), now).correlation(
-        |h| last_seen.get(h).copied(),
-        now,
-        ghost_after,
-    )
+    Matching::new(hosts, iac.clone()).correlation(|h| last_seen.get(h).copied(), now, ghost_after)
 }
 
 /// The part of a correlation that does not depend on the clock: which resource owns each
@@ -370,8 +366,7 @@ struct Matched {
 }
 
 impl Matching {
-    /// `now` dates the reasons ("imported 3h ago").
-    pub fn new(hosts: &[HostFacts], iac: IacData, now: Millis) -> Matching {
+    pub fn new(hosts: &[HostFacts], iac: IacData) -> Matching {
         let index = Index::new(&iac);
         let mut machine_ids: HashMap<&str, Vec<&str>> = HashMap::new();
         for h in hosts {
@@ -415,7 +410,7 @@ impl Matching {
                         out.expected_up = Some((resource.address.clone(), m.link.state.clone()));
                     }
                     if let Some(e) = m.expected {
-                        expectations(&mut verdict.flags, h, &iac.resources[e], &index, now);
+                        expectations(&mut verdict.flags, h, &iac.resources[e], &index);
                     }
                 }
             }
@@ -593,7 +588,6 @@ fn expectations(
     h: &HostFacts,
     (state, r): &(String, v1::IacResource),
     index: &Index<'_>,
-    now: Millis,
 ) {
     let origin = || match index.states.get(state.as_str()) {
         Some(s) => {
@@ -603,7 +597,7 @@ fn expectations(
                 .map_or(String::new(), |n| format!("serial {n}, "));
             format!(
                 "state {state} ({serial}imported {})",
-                ago(now, s.imported_at)
+                rfc3339(s.imported_at)
             )
         }
         None => format!("state {state}"),

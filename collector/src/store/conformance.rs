@@ -55,7 +55,7 @@ macro_rules! conformance_tests {
             a_state_import_replaces_the_previous_one_and_refuses_older_serials,
             a_failed_state_import_leaves_the_previous_one_whole,
             manifest_imports_add_and_update_images,
-            host_facts_carry_the_hello_identity,
+            host_facts_carry_the_hello_identity_and_the_generation_moves,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

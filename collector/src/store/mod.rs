@@ -63,6 +63,20 @@ pub enum StoreError {
     NewerSchema { found: i64, supported: i64 },
 }
 
+impl StoreError {
+    /// What a client is told: a database failure's details (file paths, SQL, the engine's
+    /// text) stay in the collector's log, which this call writes.
+    pub fn for_client(&self) -> String {
+        match self {
+            StoreError::Database(detail) => {
+                tracing::error!(error = %detail, "Database failure.");
+                "the collector's database failed; its log has the details".to_owned()
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// What a hello tells about a host, as stored.
@@ -275,6 +289,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// What every host reported about itself, for correlation.
     fn host_facts(&self) -> Result<Vec<HostFacts>>;
+
+    /// When each host was last heard from.
+    fn last_seen(&self) -> Result<Vec<(String, Millis)>>;
 
     /// A number that changes whenever what correlation reads may have changed (a hello, an
     /// import), so a correlation computed at one value can be reused while it holds. Read it

@@ -366,6 +366,14 @@ impl Store for SqliteStore {
         self.read("reading host identities", iac::host_facts)
     }
 
+    fn last_seen(&self) -> Result<Vec<(String, Millis)>> {
+        self.read("reading last-seen times", |tx| {
+            tx.prepare_cached("SELECT host, last_seen FROM hosts")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
+        })
+    }
+
     fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }

@@ -126,7 +126,8 @@ pub fn manifest_imports_add_and_update_images(store: &dyn Store) {
     );
 }
 
-pub fn host_facts_carry_the_hello_identity(store: &dyn Store) {
+pub fn host_facts_carry_the_hello_identity_and_the_generation_moves(store: &dyn Store) {
+    let before = store.generation();
     let mut hello = info("i-1", "web-1");
     hello.identity.private_ip = "10.0.0.1".into();
     hello.identity.machine_id_hash = "mh".into();
@@ -137,6 +138,11 @@ pub fn host_facts_carry_the_hello_identity(store: &dyn Store) {
         .tags
         .insert("aws:autoscaling:groupName".into(), "web-asg".into());
     store.hello(&hello, T0).unwrap();
+    assert_ne!(
+        store.generation(),
+        before,
+        "a hello may change what correlation reads"
+    );
     let facts = store.host_facts().unwrap();
     assert_eq!(facts.len(), 1);
     let f = &facts[0];
@@ -152,4 +158,11 @@ pub fn host_facts_carry_the_hello_identity(store: &dyn Store) {
     assert_eq!(f.tags["aws:autoscaling:groupName"], "web-asg");
     assert_eq!(f.baseline_id, "b1");
     assert_eq!(f.last_seen, T0);
+    store
+        .apply(&[Write::Seen {
+            host: "i-1".into(),
+            at: T0 + 5,
+        }])
+        .unwrap();
+    assert_eq!(store.last_seen().unwrap(), [("i-1".to_owned(), T0 + 5)]);
 }

@@ -36,7 +36,8 @@ Environment (all optional):
     SYNTH_N=200000      entries of the synthetic tree (0 skips footprint (b))
     HOST=1              footprint (a) on this machine's `/` (0 skips it)
     SPACING_MS=5        pause between latency edits
-    DW_BIN=PATH         agent binary (default: target/release/driftwatch-agent)
+    DW_BIN=PATH         agent binary (default: $CARGO_TARGET_DIR/release/driftwatch-agent, else
+                        target/release/driftwatch-agent)
     WORK=DIR            scratch directory (default: a fresh /tmp/dw-bench-XXXX, removed at the end)
     KEEP=1              keep the scratch directory
 Smoke run (< 1 min):  N=50 STORM_FILES=500 IDLE_SECONDS=5 SYNTH_N=2000 python3 bench/daemon.py
@@ -59,7 +60,8 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-DW = os.environ.get("DW_BIN", os.path.join(REPO, "target", "release", "driftwatch-agent"))
+DW = os.environ.get("DW_BIN", os.path.join(os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target"),
+                                           "release", "driftwatch-agent"))
 
 N = int(os.environ.get("N", "1000"))
 WARMUP = int(os.environ.get("WARMUP", "10"))

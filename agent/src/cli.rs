@@ -215,14 +215,24 @@ fn run(cli: Cli) -> Result<u8> {
             print_report(&report, args.json, "Check")
         }
         Command::Run(overrides) => {
+            // One worker is plenty: the daemon's own task does the work (hashing and disk I/O
+            // in `block_in_place`, which hands the worker to the listener and uplink tasks
+            // meanwhile), and each thread costs memory (stack, malloc arena).
+            crate::throttle::single_malloc_arena();
             let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
+                .worker_threads(1)
                 .max_blocking_threads(4)
                 .thread_name("dw-agent")
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
-            runtime.block_on(crate::daemon::run(overrides))?;
+            // Spawned rather than run by `block_on` on the main thread: the worker that reads
+            // inotify readiness then runs the daemon itself, without waking a second thread.
+            runtime.block_on(async {
+                tokio::spawn(crate::daemon::run(overrides))
+                    .await
+                    .context("the daemon task failed")?
+            })?;
             Ok(EXIT_CLEAN)
         }
         Command::Validate(overrides) => {

@@ -25,7 +25,7 @@
 //! rate = "64MiB"           # bytes per second for rescans; "0" = unlimited
 //!
 //! [watch]
-//! coalesce = "1ms"         # quiet time that ends a burst of events
+//! coalesce = "1ms"         # quiet time that ends a burst while a file is mid-write
 //! max_watches = 0          # 0 = as many as the kernel allows
 //!
 //! [spool]
@@ -135,7 +135,8 @@ struct HashingSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WatchSection {
-    /// Quiet time that ends a burst of events.
+    /// Quiet time that ends a burst while a file may still be mid-write (a burst whose paths
+    /// are all settled, e.g. closed after writing, is evaluated at once).
     coalesce: Option<String>,
     /// Upper bound on inotify watches (0 = the kernel's limit).
     max_watches: Option<u64>,

@@ -4,6 +4,7 @@
 //! - [`scan`]: walking and hashing a root into baseline entries.
 //! - [`spool`]: the durable, crash-safe, bounded on-disk queue of drift events.
 //! - [`packages`]: the package inventory (dpkg, rpm, apk) and its diff.
+//! - [`entries`]: the baseline's entries, compact, as the daemon keeps them.
 //! - [`evaluate`]: comparing entries with the baseline; drift items, severity, diffs.
 //! - [`bake`]: `baseline build`.
 //! - [`check`]: `check` and `baseline diff`.
@@ -23,6 +24,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod entries;
 pub mod evaluate;
 pub mod identity;
 pub mod ledger;

@@ -11,6 +11,7 @@
 //! inode all match its reference entry keeps the recorded hash, content and xattrs without being
 //! opened. Any write or metadata change moves ctime, which userspace cannot set back.
 
+use std::borrow::Cow;
 use std::fs::{File, Metadata};
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
@@ -135,25 +136,55 @@ pub struct Comparison {
     pub stats: ScanStats,
 }
 
+/// The recorded side of a comparison: a baseline's entries, in canonical order (path bytes).
+/// Implemented by the decoded [`Baseline`] and by the daemon's compact
+/// [`Entries`](crate::entries::Entries), which rebuilds an entry when asked for it.
+pub trait Recorded: Sync {
+    /// Number of entries.
+    fn count(&self) -> usize;
+    /// The index of `path`'s entry.
+    fn find(&self, path: &Path) -> Option<usize>;
+    /// Entry `i`'s path.
+    fn path(&self, i: usize) -> Cow<'_, Path>;
+    /// Entry `i`.
+    fn entry(&self, i: usize) -> Cow<'_, Entry>;
+}
+
+impl Recorded for Baseline {
+    fn count(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn find(&self, path: &Path) -> Option<usize> {
+        let key = path.as_os_str().as_bytes();
+        self.entries
+            .binary_search_by(|e| e.path.as_os_str().as_bytes().cmp(key))
+            .ok()
+    }
+
+    fn path(&self, i: usize) -> Cow<'_, Path> {
+        Cow::Borrowed(&self.entries[i].path)
+    }
+
+    fn entry(&self, i: usize) -> Cow<'_, Entry> {
+        Cow::Borrowed(&self.entries[i])
+    }
+}
+
 /// Compares the root with a baseline while walking it, keeping only what differs: memory is
 /// the baseline's plus the drift's, not a second copy of the tree. Regular files whose metadata
 /// matches the baseline (the fast path) are never opened; the others are hashed in parallel
 /// at the end. Paths below a directory that could not be listed are errors, not removals.
-pub fn compare_with_baseline(opts: ScanOptions<'_>, baseline: &Baseline) -> Comparison {
+pub fn compare_with_baseline<B: Recorded + ?Sized>(
+    opts: ScanOptions<'_>,
+    baseline: &B,
+) -> Comparison {
     let rules = opts.rules;
     let mut out = Comparison::default();
-    let mut seen = vec![false; baseline.entries.len()];
+    let mut seen = vec![false; baseline.count()];
     let mut pending: Vec<(Entry, Option<usize>)> = Vec::new();
     walk(opts, &mut out.errors, |mut entry| {
-        let index = baseline
-            .entries
-            .binary_search_by(|e| {
-                e.path
-                    .as_os_str()
-                    .as_bytes()
-                    .cmp(entry.path.as_os_str().as_bytes())
-            })
-            .ok();
+        let index = baseline.find(&entry.path);
         if let Some(i) = index {
             if seen[i] {
                 return;
@@ -161,8 +192,10 @@ pub fn compare_with_baseline(opts: ScanOptions<'_>, baseline: &Baseline) -> Comp
             seen[i] = true;
         }
         out.stats.entries += 1;
-        let expected = index.map(|i| &baseline.entries[i]);
-        if entry.kind == FileKind::Regular && (opts.full_hash || !reuse(&mut entry, expected)) {
+        let expected = index.map(|i| baseline.entry(i));
+        if entry.kind == FileKind::Regular
+            && (opts.full_hash || !reuse(&mut entry, expected.as_deref()))
+        {
             pending.push((entry, index));
             return;
         }
@@ -171,7 +204,7 @@ pub fn compare_with_baseline(opts: ScanOptions<'_>, baseline: &Baseline) -> Comp
         }
         out.items.extend(evaluate::compare(
             &entry.path,
-            expected,
+            expected.as_deref(),
             Some(&entry),
             rules,
         ));
@@ -190,26 +223,24 @@ pub fn compare_with_baseline(opts: ScanOptions<'_>, baseline: &Baseline) -> Comp
             }
             continue;
         }
-        let expected = index.map(|i| &baseline.entries[i]);
-        out.items
-            .extend(evaluate::compare(&entry.path, expected, Some(entry), rules));
+        let expected = index.map(|i| baseline.entry(i));
+        out.items.extend(evaluate::compare(
+            &entry.path,
+            expected.as_deref(),
+            Some(entry),
+            rules,
+        ));
     }
     drop(pending);
     let unknown: Vec<&Path> = out.errors.iter().map(|e| e.path.as_path()).collect();
-    for (i, expected) in baseline.entries.iter().enumerate() {
-        if seen[i]
-            || unknown
-                .iter()
-                .any(|u| expected.path.starts_with(u) && expected.path != *u)
-        {
+    for (i, _) in seen.iter().enumerate().filter(|(_, seen)| !**seen) {
+        let path = baseline.path(i);
+        if unknown.iter().any(|u| path.starts_with(u) && *path != **u) {
             continue;
         }
-        out.items.extend(evaluate::compare(
-            &expected.path,
-            Some(expected),
-            None,
-            rules,
-        ));
+        let expected = baseline.entry(i);
+        out.items
+            .extend(evaluate::compare(&path, Some(&expected), None, rules));
     }
     out.items.sort_unstable_by(|a, b| {
         a.path

@@ -64,6 +64,18 @@ pub fn lower_thread_priority() {
     }
 }
 
+/// Makes every thread allocate from one malloc arena. glibc gives threads arenas of their
+/// own (up to 8 per core), and memory freed in one arena is not reused by the others; the
+/// agent's threads are few and seldom allocate at the same time, so contention is not worth
+/// that. Call before starting threads.
+#[allow(unsafe_code)]
+pub fn single_malloc_arena() {
+    // SAFETY: mallopt only sets an allocator parameter; it takes no pointers.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
 /// Hands freed heap memory back to the kernel. After start-up and after a rescan, the
 /// allocator holds pages freed by transient buffers (the decompressed baseline, the walk);
 /// glibc only returns them on its own when they sit at the top of the heap.

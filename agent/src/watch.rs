@@ -15,7 +15,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsString;
 use std::io;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use futures_util::StreamExt as _;
 use inotify::{EventMask, EventStream, Inotify, WatchDescriptor, WatchMask, Watches};
@@ -44,6 +46,7 @@ pub enum Change {
         path: PathBuf,
         dir: bool,
         gone: bool,
+        step: Step,
     },
     /// A watched extra directory (a package database's) saw a change to this file name.
     Extra { dir: PathBuf, name: OsString },
@@ -51,13 +54,26 @@ pub enum Change {
     Overflow,
 }
 
+/// Whether more of the same change is likely to follow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// `IN_MODIFY`: the writer may not have closed the file yet.
+    Writing,
+    /// A file (not a directory) was created: its content usually follows, and it may be a
+    /// temporary file about to be renamed over another.
+    Created,
+    /// Anything else: closed after writing, moved, deleted, attributes changed.
+    Done,
+}
+
 /// The inotify watches over a root.
 pub struct Watcher {
     stream: EventStream<Vec<u8>>,
     watches: Watches,
     root: PathBuf,
-    by_wd: HashMap<WatchDescriptor, PathBuf>,
-    by_path: BTreeMap<PathBuf, WatchDescriptor>,
+    /// Both maps share each directory's path (thousands of them on a host's `/`).
+    by_wd: HashMap<WatchDescriptor, Arc<Path>>,
+    by_path: BTreeMap<Arc<Path>, WatchDescriptor>,
     extra: HashMap<WatchDescriptor, PathBuf>,
     unwatched: BTreeSet<PathBuf>,
     max: Option<u64>,
@@ -121,8 +137,9 @@ impl Watcher {
         match result {
             Ok(wd) => {
                 self.unwatched.remove(dir);
-                self.by_wd.insert(wd.clone(), dir.to_path_buf());
-                self.by_path.insert(dir.to_path_buf(), wd);
+                let dir: Arc<Path> = Arc::from(dir);
+                self.by_wd.insert(wd.clone(), dir.clone());
+                self.by_path.insert(dir, wd);
                 true
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
@@ -148,9 +165,9 @@ impl Watcher {
 
     /// Drops the watches on `dir` and below (it was deleted or moved away).
     pub fn remove_tree(&mut self, dir: &Path) {
-        let doomed: Vec<PathBuf> = self
+        let doomed: Vec<Arc<Path>> = self
             .by_path
-            .range(dir.to_path_buf()..)
+            .range::<Path, _>((Bound::Included(dir), Bound::Unbounded))
             .map_while(|(p, _)| p.starts_with(dir).then(|| p.clone()))
             .collect();
         for p in doomed {
@@ -232,15 +249,24 @@ impl Watcher {
             }
             return Vec::new();
         }
+        let dir = dir.to_path_buf();
         let is_dir = event.mask.contains(EventMask::ISDIR);
         let gone = event
             .mask
             .intersects(EventMask::DELETE | EventMask::MOVED_FROM);
+        let step = if event.mask.contains(EventMask::MODIFY) {
+            Step::Writing
+        } else if event.mask.contains(EventMask::CREATE) && !is_dir {
+            Step::Created
+        } else {
+            Step::Done
+        };
         match event.name {
             Some(name) => vec![Change::Path {
                 path: dir.join(name),
                 dir: is_dir,
                 gone,
+                step,
             }],
             // Events on the watched directory itself: its attributes changed, or it went away.
             // The parent's watch reports a removal too, with the name, but a recorded tree's
@@ -249,6 +275,7 @@ impl Watcher {
                 path: dir,
                 dir: true,
                 gone: false,
+                step: Step::Done,
             }],
             None if event
                 .mask
@@ -258,6 +285,7 @@ impl Watcher {
                     path: dir,
                     dir: true,
                     gone: true,
+                    step: Step::Done,
                 }]
             }
             None => Vec::new(),

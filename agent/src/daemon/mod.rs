@@ -1,13 +1,14 @@
 //! `driftwatch-agent run`: the daemon.
 //!
 //! ```text
-//!  inotify ─► coalesce ─► evaluate (blocking pool) ─► ledger ─► spool (fsync) ─► emit ─► ack
-//!  timers  ─► rescan (throttled, low priority)  ──┘        ▲                      │
-//!  pkg db  ─► inventory diff ─────────────────────────────┘    stdout (standalone) or uplink
+//!  inotify ─► coalesce ─► evaluate (in place) ─► ledger ─► spool (fsync) ─► emit ─► ack
+//!  timers  ─► rescan (throttled, low priority) ─┘        ▲                      │
+//!  pkg db  ─► inventory diff ───────────────────────────┘    stdout (standalone) or uplink
 //! ```
 //!
 //! One task owns the ledger, the spool and the watcher, so every transition is decided in one
-//! place and in order. With a collector, the uplink task ([`crate::uplink`]) reads the spool
+//! place and in order. The baseline's entries are held compact ([`Entries`]) for the
+//! session's life. With a collector, the uplink task ([`crate::uplink`]) reads the spool
 //! (shared behind a lock), asks this task for snapshots of the ledger, and reports the
 //! collector's acknowledgements, which this task turns into checkpoints. Start-up compares the whole root with the *baked baseline* (the fast
 //! path of `check`), so changes made while the agent was stopped are found; the persisted
@@ -36,12 +37,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use driftwatch_proto::baseline::{Entry, LoadedBaseline};
+use driftwatch_proto::baseline::LoadedBaseline;
 use driftwatch_proto::text::display_path;
+use futures_util::FutureExt as _;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AgentConfig, Overrides};
+use crate::entries::Entries;
 use crate::evaluate::{self, DriftItem};
 use crate::ledger::{Event, Item, Ledger, Subject, now_rfc3339};
 use crate::packages;
@@ -52,7 +55,7 @@ use crate::spool::{Spool, SpoolConfig};
 use crate::telemetry::{self, Coverage, SeverityLabel, Shared, SpoolInfo, Status, TransitionLabel};
 use crate::throttle::{self, Throttle};
 use crate::uplink::{self, Head, Link, SharedSpool};
-use crate::watch::{Change, Watcher};
+use crate::watch::{Change, Step, Watcher};
 
 mod collector;
 mod rescan;
@@ -124,7 +127,9 @@ enum SessionEnd {
 /// Everything one configuration runs with.
 struct Session {
     config: AgentConfig,
+    /// The baseline without its entries (header, packages, id): they are in `entries`.
     baseline: Arc<LoadedBaseline>,
+    entries: Arc<Entries>,
     rules: Arc<Rules>,
     ledger: Ledger,
     /// The ledger's sequence number when it was last saved.
@@ -140,6 +145,8 @@ struct Session {
     periodic_rescans: u64,
     /// Highest sequence number printed (standalone mode).
     printed_seq: u64,
+    /// When the last batch of changes was done with (see [`Session::handle_changes`]).
+    last_batch_end: Option<tokio::time::Instant>,
     /// When the next checkpoint (ledger save, spool release) is due.
     checkpoint_due: Option<tokio::time::Instant>,
     /// The whole-root comparison running in the background, if any.
@@ -157,8 +164,9 @@ impl Session {
         started_at: &str,
         cancel: CancellationToken,
     ) -> Result<Session> {
-        let (baseline, rules) = preflight(&config)?;
-        let (baseline, rules) = (Arc::new(baseline), Arc::new(rules));
+        let (mut baseline, rules) = preflight(&config)?;
+        let entries = Entries::new(std::mem::take(&mut baseline.baseline.entries));
+        let (baseline, entries, rules) = (Arc::new(baseline), Arc::new(entries), Arc::new(rules));
         create_private_dir(&config.state_dir)?;
         let spool_is_new = !config.spool_dir().exists();
         let (spool, recovery) = Spool::open(SpoolConfig {
@@ -247,6 +255,7 @@ impl Session {
             throttle: Arc::new(Throttle::new(config.hash_rate)),
             config,
             baseline,
+            entries,
             rules,
             ledger,
             saved_seq,
@@ -257,6 +266,7 @@ impl Session {
             pool,
             periodic_rescans: 0,
             printed_seq: 0,
+            last_batch_end: None,
             checkpoint_due: None,
             rescan: None,
             package_dbs,
@@ -284,6 +294,7 @@ impl Session {
         throttle::release_free_memory();
         tracing::info!(
             baseline = %session.baseline.id,
+            baseline_bytes = session.entries.heap_bytes(),
             drift = session.ledger.len(),
             watched = session.watcher.watched(),
             unwatched = session.watcher.unwatched().len(),
@@ -353,21 +364,73 @@ impl Session {
         }
     }
 
-    /// Gathers a burst of changes (until `coalesce` passes quietly), then evaluates each path
-    /// once.
+    /// Gathers a burst of changes, then evaluates each path once. A change after a quiet spell
+    /// (isolated edits, the common case) ends its batch as soon as every path in it has
+    /// settled and the kernel has nothing more queued: waiting out the `coalesce` window
+    /// after a file was closed, moved or deleted only adds latency. Otherwise the batch ends
+    /// when `coalesce` passes quietly: while a path may still change ([`Step`]: being
+    /// written, or created in this batch, perhaps as a temporary file an editor is about to
+    /// rename), and during a storm (the change came within `coalesce` of the previous batch),
+    /// where larger batches mean fewer spool syncs. Either way, at most [`MAX_BATCH_WAIT`]
+    /// and [`MAX_BATCH_PATHS`].
     async fn handle_changes(&mut self, first: Vec<Change>) -> Result<()> {
-        let mut changes = first;
+        let result = self.handle_batch(first).await;
+        self.last_batch_end = Some(tokio::time::Instant::now());
+        result
+    }
+
+    async fn handle_batch(&mut self, first: Vec<Change>) -> Result<()> {
         let deadline = tokio::time::Instant::now() + MAX_BATCH_WAIT;
-        while changes.len() < MAX_BATCH_PATHS {
-            let wait = self
-                .config
-                .coalesce
-                .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
-            match tokio::time::timeout(wait, self.watcher.next()).await {
-                Ok(Ok(more)) => changes.extend(more),
-                Ok(Err(e)) => return Err(anyhow::Error::new(e).context("reading inotify events")),
-                Err(_) => break,
+        let storm = self
+            .last_batch_end
+            .is_some_and(|end| end.elapsed() < self.config.coalesce);
+        let mut unsettled: BTreeSet<PathBuf> = BTreeSet::new();
+        let mut created: BTreeSet<PathBuf> = BTreeSet::new();
+        let mut changes = Vec::new();
+        let mut next = first;
+        loop {
+            for change in &next {
+                let Change::Path {
+                    path, gone, step, ..
+                } = change
+                else {
+                    continue;
+                };
+                match step {
+                    Step::Writing => {
+                        unsettled.insert(path.clone());
+                    }
+                    Step::Created => {
+                        created.insert(path.clone());
+                        unsettled.insert(path.clone());
+                    }
+                    Step::Done if *gone || !created.contains(path) => {
+                        unsettled.remove(path);
+                    }
+                    Step::Done => {}
+                }
             }
+            changes.append(&mut next);
+            if changes.len() >= MAX_BATCH_PATHS || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            let more = if unsettled.is_empty() && !storm {
+                // Waiting would only add latency: take what the kernel already queued.
+                match self.watcher.next().now_or_never() {
+                    Some(more) => more,
+                    None => break,
+                }
+            } else {
+                let wait = self
+                    .config
+                    .coalesce
+                    .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+                match tokio::time::timeout(wait, self.watcher.next()).await {
+                    Ok(more) => more,
+                    Err(_) => break,
+                }
+            };
+            next = more.context("reading inotify events")?;
         }
         self.shared.metrics.queue_depth.set(changes.len() as i64);
         let mut singles: BTreeSet<PathBuf> = BTreeSet::new();
@@ -384,7 +447,9 @@ impl Session {
                         self.packages_due = Some(tokio::time::Instant::now() + PACKAGE_SETTLE);
                     }
                 }
-                Change::Path { path, dir, gone } => {
+                Change::Path {
+                    path, dir, gone, ..
+                } => {
                     if !self.rules.in_scope(&path) {
                         continue;
                     }
@@ -418,7 +483,7 @@ impl Session {
         for tree in &subtrees {
             paths.extend(self.paths_under(tree));
         }
-        let results = self.evaluate_paths(paths.into_iter().collect()).await?;
+        let results = self.evaluate_paths(paths.into_iter().collect());
         self.shared.metrics.queue_depth.set(0);
         self.apply_evaluations(results).await
     }
@@ -452,7 +517,7 @@ impl Session {
     /// the baseline has there, and what the ledger holds there.
     fn paths_under(&self, dir: &Path) -> BTreeSet<PathBuf> {
         let mut paths: BTreeSet<PathBuf> = self.ledger.paths_under(dir).into_iter().collect();
-        paths.extend(baseline_under(&self.baseline.baseline.entries, dir).map(|e| e.path.clone()));
+        paths.extend(self.entries.paths_under(dir));
         paths.insert(dir.to_path_buf());
         let root = &self.config.root;
         let walk = walkdir::WalkDir::new(host_path(root, dir))
@@ -467,28 +532,25 @@ impl Session {
         paths
     }
 
-    /// Evaluates paths on the blocking pool (hashing never runs on an async worker).
-    async fn evaluate_paths(
+    /// Evaluates paths. Hashing never runs on an async worker: `block_in_place` first hands
+    /// this worker's other tasks to another thread. Unlike a round trip through the blocking
+    /// pool, this costs the event no thread wake-ups, each of which can take milliseconds on a
+    /// busy host.
+    fn evaluate_paths(
         &self,
         paths: Vec<PathBuf>,
-    ) -> Result<Vec<(PathBuf, Result<Option<DriftItem>, String>)>> {
-        let (baseline, rules, root) = (
-            self.baseline.clone(),
-            self.rules.clone(),
-            self.config.root.clone(),
-        );
-        let metrics = self.shared.metrics.clone();
-        Ok(tokio::task::spawn_blocking(move || {
+    ) -> Vec<(PathBuf, Result<Option<DriftItem>, String>)> {
+        let (entries, rules, root) = (&self.entries, &self.rules, &self.config.root);
+        tokio::task::block_in_place(|| {
             paths
                 .into_iter()
                 .map(|path| {
-                    metrics.evaluations.inc();
-                    let result = evaluate_path(&root, &rules, &baseline, &path);
+                    self.shared.metrics.evaluations.inc();
+                    let result = evaluate_path(root, rules, entries, &path);
                     (path, result)
                 })
                 .collect()
         })
-        .await?)
     }
 
     /// Diffs the package inventory against the baseline's.
@@ -721,27 +783,21 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 fn evaluate_path(
     root: &Path,
     rules: &Rules,
-    baseline: &LoadedBaseline,
+    entries: &Entries,
     path: &Path,
 ) -> Result<Option<DriftItem>, String> {
     if !rules.in_scope(path) {
         return Ok(None);
     }
-    let expected = baseline.baseline.entry(path);
-    let actual = scan::scan_one(root, rules, path, expected, false).map_err(|e| e.error)?;
-    Ok(evaluate::compare(path, expected, actual.as_ref(), rules))
-}
-
-/// Baseline entries at or below `dir`. Entries are sorted by path bytes, so they all lie in the
-/// range of paths that start with `dir`'s bytes (siblings like `dir-old` are interleaved there
-/// and skipped).
-fn baseline_under<'a>(entries: &'a [Entry], dir: &Path) -> impl Iterator<Item = &'a Entry> {
-    let key = dir.as_os_str().as_bytes().to_vec();
-    let start = entries.partition_point(|e| e.path.as_os_str().as_bytes() < key.as_slice());
-    entries[start..]
-        .iter()
-        .take_while(move |e| e.path.as_os_str().as_bytes().starts_with(&key))
-        .filter(move |e| e.path.starts_with(dir))
+    let expected = entries.get(path);
+    let actual =
+        scan::scan_one(root, rules, path, expected.as_ref(), false).map_err(|e| e.error)?;
+    Ok(evaluate::compare(
+        path,
+        expected.as_ref(),
+        actual.as_ref(),
+        rules,
+    ))
 }
 
 /// Everything that must hold before a configuration can run: the baseline reads, verifies
@@ -780,46 +836,4 @@ fn create_private_dir(dir: &Path) -> Result<()> {
         .mode(0o700)
         .create(dir)
         .with_context(|| format!("creating state directory {}", dir.display()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use driftwatch_proto::baseline::FileKind;
-
-    fn e(path: &str) -> Entry {
-        Entry {
-            path: path.into(),
-            kind: FileKind::Regular,
-            mode: 0,
-            uid: 0,
-            gid: 0,
-            size: 0,
-            sha256: None,
-            target: None,
-            xattrs: vec![],
-            content: None,
-            mtime_ns: 0,
-            ctime_ns: 0,
-            inode: 0,
-            rdev: 0,
-        }
-    }
-
-    #[test]
-    fn baseline_subtree_in_byte_order() {
-        // Byte order: "/etc/a" < "/etc/a-b" < "/etc/a/x" < "/etc/ab".
-        let entries = vec![
-            e("/etc/a"),
-            e("/etc/a-b"),
-            e("/etc/a/x"),
-            e("/etc/a/y"),
-            e("/etc/ab"),
-            e("/etc/b"),
-        ];
-        let got: Vec<_> = baseline_under(&entries, Path::new("/etc/a"))
-            .map(|e| e.path.display().to_string())
-            .collect();
-        assert_eq!(got, ["/etc/a", "/etc/a/x", "/etc/a/y"]);
-    }
 }

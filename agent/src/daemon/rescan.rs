@@ -34,8 +34,8 @@ impl Session {
         if let Some(old) = self.rescan.take() {
             old.cancel.store(true, Ordering::Relaxed);
         }
-        let (baseline, rules, root) = (
-            self.baseline.clone(),
+        let (entries, rules, root) = (
+            self.entries.clone(),
             self.rules.clone(),
             self.config.root.clone(),
         );
@@ -54,7 +54,7 @@ impl Session {
                     throttle: throttled.then_some(&*throttle),
                     cancel: Some(&flag),
                 };
-                scan::compare_with_baseline(opts, &baseline.baseline)
+                scan::compare_with_baseline(opts, &*entries)
             })
         });
         self.rescan = Some(Rescan {
@@ -160,7 +160,7 @@ impl Session {
             .get_or_create(&RescanLabel { kind: "degraded" })
             .inc();
         self.watcher.retry_unwatched();
-        let results = self.evaluate_paths(paths.into_iter().collect()).await?;
+        let results = self.evaluate_paths(paths.into_iter().collect());
         self.apply_evaluations(results).await
     }
 }

@@ -525,3 +525,84 @@ fn agents_and_operators_speak_mtls_and_a_peer_without_a_certificate_is_refused()
     let no_ca = c.cli().args(["hosts"]).stderr_with_code(1);
     assert!(no_ca.contains("error"), "{no_ca}");
 }
+
+/// The README's "run it" command: `driftwatch up`, on a test root, with its own data directory.
+#[test]
+fn up_runs_a_collector_and_an_agent_and_an_edit_shows_in_the_fleet_view() {
+    let t = TestDir::new();
+    t.populate();
+    let port = driftwatch_tests::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let stdout_path = t.path().join("up.out");
+    let mut up = std::process::Command::new(driftwatch_tests::bin("driftwatch"))
+        .args([
+            "up",
+            "--paths",
+            "/etc",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .arg("--root")
+        .arg(t.root())
+        .arg("--data-dir")
+        .arg(t.path().join("data"))
+        .env("DRIFTWATCH_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(fs::File::create(&stdout_path).unwrap())
+        .stderr(fs::File::create(t.path().join("up.err")).unwrap())
+        .spawn()
+        .expect("start driftwatch up");
+    let cli = || {
+        let mut c = std::process::Command::new(driftwatch_tests::bin("driftwatch"));
+        c.env("DRIFTWATCH_COLLECTOR", &url);
+        c
+    };
+    let host_paths = || -> Option<Vec<String>> {
+        let out = cli().args(["host", "builder", "--json"]).output().ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        let detail: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        Some(
+            detail["drift"]
+                .as_array()?
+                .iter()
+                .filter_map(|i| i["path"].as_str().map(str::to_owned))
+                .collect(),
+        )
+    };
+    let wait = |want: &[&str]| {
+        let deadline = std::time::Instant::now() + SETTLE;
+        loop {
+            if let Some(paths) = host_paths()
+                && paths == want
+            {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "`up` never showed {want:?}; stdout:\n{}\nstderr:\n{}",
+                fs::read_to_string(&stdout_path).unwrap_or_default(),
+                fs::read_to_string(t.path().join("up.err")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    // The first run baselines the root as it is: nothing has drifted.
+    wait(&[]);
+    t.write_by_rename("/etc/motd", "changed under up\n");
+    wait(&["/etc/motd"]);
+    let printed = fs::read_to_string(&stdout_path).unwrap();
+    assert!(printed.contains("driftwatch is up"), "{printed}");
+    // The live feed prints the event too.
+    let deadline = std::time::Instant::now() + SETTLE;
+    while !fs::read_to_string(&stdout_path)
+        .unwrap()
+        .contains("/etc/motd")
+    {
+        assert!(std::time::Instant::now() < deadline, "no live feed line");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = up.kill();
+    let _ = up.wait();
+}

@@ -119,24 +119,26 @@ impl<S: Store> Queries<S> {
     ) -> Result<v1::ImportResult, QueryError> {
         import::validate_state(&r).map_err(QueryError::BadRequest)?;
         let now = store::now_millis();
-        let request = r.clone();
+        // What the answer and the log need; the request itself (every resource) moves to the
+        // store call.
+        let (name, source) = (r.name.clone(), r.source.clone());
+        let serial = r.serial.map_or(String::new(), |s| format!(", serial {s}"));
         let outcome = self
-            .run(move |s| s.import_state(&request, now))
+            .run(move |s| s.import_state(&r, now))
             .await
             .map_err(rejected_as_bad_request)?;
         self.metrics
             .imports
             .get_or_create(&crate::metrics::KindLabel { kind: "state" })
             .inc();
-        let serial = r.serial.map_or(String::new(), |s| format!(", serial {s}"));
         tracing::info!(
-            state = %r.name, source = %r.source, resources = outcome.stored,
+            state = %name, %source, resources = outcome.stored,
             replaced = outcome.replaced, "Imported a Terraform state."
         );
         Ok(v1::ImportResult {
             summary: format!(
-                "imported state {:?}{serial}: {} resources ({} replaced)",
-                r.name, outcome.stored, outcome.replaced
+                "imported state {name:?}{serial}: {} resources ({} replaced)",
+                outcome.stored, outcome.replaced
             ),
             resources: outcome.stored,
             replaced: outcome.replaced,

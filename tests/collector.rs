@@ -272,6 +272,21 @@ fn two_hosts_with_the_same_edit_share_one_cause() {
         human.contains("2 hosts") && !human.contains("/etc/motd"),
         "{human}"
     );
+
+    // The listing's order (more items first) and --limit: the rest is counted, not dropped
+    // silently, and --diverged still exits 2.
+    let listed = c
+        .cli()
+        .args(["hosts", "--diverged", "--limit", "1"])
+        .code(2);
+    assert!(
+        listed.contains("i-aaaa") && !listed.contains("i-bbbb"),
+        "{listed}"
+    );
+    assert!(listed.contains("1 more hosts match"), "{listed}");
+    let json: serde_json::Value =
+        serde_json::from_str(&c.cli().args(["hosts", "--json", "--limit", "1"]).ok()).unwrap();
+    assert_eq!(json.as_array().map(Vec::len), Some(1), "{json:#}");
 }
 
 #[test]

@@ -19,6 +19,10 @@ use tokio::sync::mpsc;
 use tokio_stream::StreamExt as _;
 use tonic::transport::{Channel, Endpoint};
 
+/// The allocator of the `driftwatch` CLI, so query timings are what an operator's CLI sees.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 struct Cli {
     #[arg(long, default_value = "http://127.0.0.1:7470")]

@@ -176,23 +176,23 @@ async fn run(cli: Cli) -> Result<i32> {
         } => iac::status(channel, ghost_after, json, rpc).await,
         Command::Report(args) => iac::report(channel, args, rpc).await,
         Command::Hosts(args) => {
-            let hosts = client
+            let v1::ListHostsResponse { hosts, total } = client
                 .list_hosts(v1::ListHostsRequest {
                     diverged: args.diverged,
                     severity: args.filter.severity.unwrap_or_default(),
                     path: args.filter.path.unwrap_or_default(),
+                    limit: args.filter.limit,
                 })
                 .await
                 .map_err(rpc)?
-                .into_inner()
-                .hosts;
-            let diverged = hosts.iter().any(|h| h.drift_count > 0);
+                .into_inner();
             if args.filter.json {
                 print_json(&hosts)?;
             } else {
-                render::hosts(&hosts);
+                render::hosts(&hosts, total);
             }
-            Ok(if args.diverged && diverged { 2 } else { 0 })
+            // With --diverged every host listed (or left out by --limit) has drift.
+            Ok(if args.diverged && total > 0 { 2 } else { 0 })
         }
         Command::Host { host, json } => {
             let detail = client

@@ -169,8 +169,12 @@ impl<S: Store> Queries<S> {
     ) -> Result<v1::ListHostsResponse, QueryError> {
         let query = self.host_query(filter(&r.severity, &r.path)?, r.diverged);
         let mut hosts = self.run(move |s| s.list_hosts(&query)).await?;
+        let total = hosts.len() as u64;
+        if r.limit > 0 {
+            hosts.truncate(r.limit as usize);
+        }
         self.attach_iac(&mut hosts).await?;
-        Ok(v1::ListHostsResponse { hosts })
+        Ok(v1::ListHostsResponse { hosts, total })
     }
 
     pub async fn get_host(&self, r: v1::GetHostRequest) -> Result<v1::HostDetail, QueryError> {
@@ -362,6 +366,7 @@ async fn api_hosts<S: Store>(
         diverged: p.diverged,
         severity: p.severity,
         path: p.path,
+        limit: p.limit,
     };
     Ok(Json(q.list_hosts(r).await?))
 }

@@ -35,7 +35,8 @@ fn table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-pub fn hosts(hosts: &[v1::Host]) {
+/// The listing; `total` is how many hosts matched before `--limit`.
+pub fn hosts(hosts: &[v1::Host], total: u64) {
     if hosts.is_empty() {
         println!("No hosts (none reported, or none match).");
         return;
@@ -82,6 +83,10 @@ pub fn hosts(hosts: &[v1::Host]) {
     );
     let diverged = hosts.iter().filter(|h| h.drift_count > 0).count();
     println!("\n{} hosts, {diverged} with drift.", hosts.len());
+    let more = total.saturating_sub(hosts.len() as u64);
+    if more > 0 {
+        println!("{more} more hosts match; raise --limit (0: every one) to see them.");
+    }
 }
 
 pub fn host(detail: &v1::HostDetail) {

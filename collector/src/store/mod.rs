@@ -160,6 +160,17 @@ pub enum Write {
     Seen { host: String, at: Millis },
 }
 
+impl Write {
+    /// The host it writes to.
+    pub fn host(&self) -> &str {
+        match self {
+            Write::Batch { host, .. } | Write::Snapshot { host, .. } | Write::Seen { host, .. } => {
+                host
+            }
+        }
+    }
+}
+
 /// What a successful write stored.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Applied {

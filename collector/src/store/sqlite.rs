@@ -45,12 +45,14 @@
 //! The logical model uses plain types (TEXT, INTEGER, BLOB) so PostgreSQL can share it.
 //!
 //! Modules: `schema` (tables, migrations), `write` (hellos and groups of writes), `query`
-//! (fleet queries), `checkpoint` (the WAL checkpointing thread).
+//! (fleet queries), `hosts` (the hosts' listing columns mirrored in memory, refreshed after
+//! every commit), `checkpoint` (the WAL checkpointing thread).
 
+use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::Duration;
 
 use driftwatch_proto::v1;
@@ -63,6 +65,7 @@ use super::{
 };
 
 mod checkpoint;
+mod hosts;
 mod iac;
 mod query;
 mod schema;
@@ -91,6 +94,8 @@ pub struct SqliteStore {
     checkpointer: checkpoint::Checkpointer,
     /// See [`Store::generation`]: bumped after every committed hello and import.
     generation: AtomicU64,
+    /// The hosts' listing columns, refreshed after every commit.
+    hosts: hosts::HostsView,
 }
 
 struct Writer {
@@ -120,6 +125,8 @@ impl SqliteStore {
         .context("opening the database")?;
         configure(&conn, true)?;
         schema::migrate(&mut conn)?;
+        let hosts = hosts::HostsView::default();
+        hosts.load(&conn).context("reading the hosts")?;
         // Readers open after the migration: they only ever see a current schema.
         let readers = (0..READERS)
             .map(|_| {
@@ -142,6 +149,7 @@ impl SqliteStore {
             next_reader: AtomicUsize::new(0),
             checkpointer: checkpoint::Checkpointer::start(path)?,
             generation: AtomicU64::new(0),
+            hosts,
         })
     }
 
@@ -187,18 +195,32 @@ impl SqliteStore {
         Ok(writer)
     }
 
-    /// Runs `f` in a write transaction and commits, durably (`full_sync`) or not.
+    /// Runs `f` in a write transaction and commits, durably (`full_sync`) or not; then
+    /// refreshes the listing of the `hosts` it changed.
     fn write<T>(
         &self,
         full_sync: bool,
         what: &str,
+        hosts: &[&str],
         f: impl FnOnce(&Connection) -> Result<T>,
     ) -> Result<T> {
         let mut writer = self.writer(full_sync)?;
         let tx = begin(&mut writer.conn, what)?;
         let out = f(&tx)?;
         self.commit(tx, what)?;
+        self.hosts.refresh(&writer.conn, hosts.iter().copied());
         Ok(out)
+    }
+
+    /// Every host's listing row: the mirror, rebuilt first if a refresh failed.
+    fn host_rows(&self) -> Result<Vec<Arc<hosts::HostRow>>> {
+        if self.hosts.is_stale() {
+            let writer = self.writer(false)?;
+            self.hosts
+                .load(&writer.conn)
+                .context("re-reading the hosts")?;
+        }
+        Ok(self.hosts.rows())
     }
 
     fn commit(&self, tx: Transaction<'_>, what: &str) -> Result<()> {
@@ -276,7 +298,10 @@ impl<T> Context<T> for rusqlite::Result<T> {
 
 impl Store for SqliteStore {
     fn hello(&self, info: &HostInfo, now: Millis) -> Result<StreamState> {
-        let state = self.write(false, "recording a hello", |tx| write::hello(tx, info, now));
+        let host = [info.identity.host.as_str()];
+        let state = self.write(false, "recording a hello", &host, |tx| {
+            write::hello(tx, info, now)
+        });
         self.generation.fetch_add(1, Ordering::Release);
         state
     }
@@ -285,16 +310,23 @@ impl Store for SqliteStore {
         const WHAT: &str = "applying writes";
         let mut writer = self.writer(true)?;
         let tx = begin(&mut writer.conn, WHAT)?;
-        if let Some(results) = write::apply_unguarded(&tx, writes)? {
-            self.commit(tx, WHAT)?;
-            return Ok(results);
-        }
-        // A write failed part-way: undo the group, and apply it again with each write under
-        // a savepoint, so that only the failed one is undone.
-        tx.rollback().context("rolling back a group")?;
-        let tx = begin(&mut writer.conn, WHAT)?;
-        let results = write::apply_guarded(&tx, writes)?;
-        self.commit(tx, WHAT)?;
+        let results = match write::apply_unguarded(&tx, writes)? {
+            Some(results) => {
+                self.commit(tx, WHAT)?;
+                results
+            }
+            None => {
+                // A write failed part-way: undo the group, and apply it again with each write
+                // under a savepoint, so that only the failed one is undone.
+                tx.rollback().context("rolling back a group")?;
+                let tx = begin(&mut writer.conn, WHAT)?;
+                let results = write::apply_guarded(&tx, writes)?;
+                self.commit(tx, WHAT)?;
+                results
+            }
+        };
+        let touched: HashSet<&str> = writes.iter().map(Write::host).collect();
+        self.hosts.refresh(&writer.conn, touched);
         Ok(results)
     }
 
@@ -312,7 +344,14 @@ impl Store for SqliteStore {
     }
 
     fn list_hosts(&self, query: &HostQuery) -> Result<Vec<v1::Host>> {
-        self.read("listing hosts", |tx| query::list_hosts(tx, query))
+        let rows = self.host_rows()?;
+        let drifts = match query.filter.path {
+            Some(_) => self.read("listing hosts", |tx| {
+                query::drift_by_path(tx, &query.filter, &rows)
+            })?,
+            None => rows.iter().map(|r| r.cached_drift(&query.filter)).collect(),
+        };
+        Ok(hosts::listing(&rows, &drifts, query))
     }
 
     fn get_host(&self, host: &str, query: &HostQuery) -> Result<Option<v1::HostDetail>> {
@@ -339,7 +378,7 @@ impl Store for SqliteStore {
     }
 
     fn import_state(&self, import: &v1::ImportStateRequest, now: Millis) -> Result<ImportOutcome> {
-        let outcome = self.write(true, "importing a state", |tx| {
+        let outcome = self.write(true, "importing a state", &[], |tx| {
             iac::import_state(tx, import, now)
         });
         self.generation.fetch_add(1, Ordering::Release);
@@ -351,7 +390,7 @@ impl Store for SqliteStore {
         import: &v1::ImportManifestRequest,
         now: Millis,
     ) -> Result<ImportOutcome> {
-        let outcome = self.write(true, "importing a manifest", |tx| {
+        let outcome = self.write(true, "importing a manifest", &[], |tx| {
             iac::import_manifest(tx, import, now)
         });
         self.generation.fetch_add(1, Ordering::Release);
@@ -367,11 +406,11 @@ impl Store for SqliteStore {
     }
 
     fn last_seen(&self) -> Result<Vec<(String, Millis)>> {
-        self.read("reading last-seen times", |tx| {
-            tx.prepare_cached("SELECT host, last_seen FROM hosts")?
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect()
-        })
+        Ok(self
+            .host_rows()?
+            .iter()
+            .map(|row| (row.host.clone(), row.last_seen))
+            .collect())
     }
 
     fn generation(&self) -> u64 {

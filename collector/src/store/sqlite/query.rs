@@ -1,181 +1,22 @@
 //! Fleet queries, each run inside one read transaction by the parent.
 
-use std::cmp::Reverse;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use driftwatch_proto::v1;
 use rusqlite::types::{Type, Value};
-use rusqlite::{Connection, OptionalExtension as _, Row, params_from_iter};
+use rusqlite::{Connection, OptionalExtension as _, params_from_iter};
 
+use super::hosts::{Drift, HOST_COLUMNS, HostRow};
 use super::{severity_at, to_u64};
-use crate::store::{HistoryQuery, HostQuery, ItemFilter, Millis, Severity, rfc3339};
-
-const HOST_COLUMNS: &str = "host, hostname, identity_source, image_id, baseline_id, \
-     agent_version, image_name, image_version, last_seq, first_seen, last_seen, n_security, \
-     n_behavioral, n_cosmetic, since_security, since_behavioral, since_cosmetic";
-
-/// A `hosts` row, as queries use it.
-struct HostRow {
-    host: String,
-    hostname: String,
-    identity_source: String,
-    image_id: String,
-    baseline_id: String,
-    agent_version: String,
-    image_name: String,
-    image_version: String,
-    last_seq: i64,
-    first_seen: Millis,
-    last_seen: Millis,
-    /// Current items per severity (indexed by [`Severity`]) and the oldest `observed_at`.
-    counts: [i64; 3],
-    since: [Option<Millis>; 3],
-}
-
-impl HostRow {
-    /// Reads the row selected as [`HOST_COLUMNS`].
-    fn read(r: &Row<'_>) -> rusqlite::Result<HostRow> {
-        Ok(HostRow {
-            host: r.get(0)?,
-            hostname: r.get(1)?,
-            identity_source: r.get(2)?,
-            image_id: r.get(3)?,
-            baseline_id: r.get(4)?,
-            agent_version: r.get(5)?,
-            image_name: r.get(6)?,
-            image_version: r.get(7)?,
-            last_seq: r.get(8)?,
-            first_seen: r.get(9)?,
-            last_seen: r.get(10)?,
-            counts: [r.get(11)?, r.get(12)?, r.get(13)?],
-            since: [r.get(14)?, r.get(15)?, r.get(16)?],
-        })
-    }
-
-    /// The host's drift as a filter without a path counts it, from the cached aggregates.
-    fn cached_drift(&self, filter: &ItemFilter) -> Drift {
-        let mut drift = Drift::default();
-        for severity in Severity::ALL {
-            let i = severity as usize;
-            if filter.min_severity.is_none_or(|min| severity <= min) && self.counts[i] > 0 {
-                drift.count += to_u64(self.counts[i]);
-                drift.worst = drift.worst.or(Some(severity));
-                drift.since = match (drift.since, self.since[i]) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-            }
-        }
-        drift
-    }
-
-    fn into_host(self, drift: Drift, query: &HostQuery) -> v1::Host {
-        let silent_after = i64::try_from(query.silent_after.as_millis()).unwrap_or(i64::MAX);
-        let online = query.now.saturating_sub(self.last_seen) <= silent_after;
-        v1::Host {
-            host: self.host,
-            hostname: self.hostname,
-            drift_count: drift.count,
-            max_severity: drift.worst.map(|s| s.as_str().to_owned()),
-            last_seen: rfc3339(self.last_seen),
-            status: if online { "online" } else { "silent" }.to_owned(),
-            image: join_image(self.image_name, &self.image_version),
-            image_id: self.image_id,
-            baseline_id: self.baseline_id,
-            agent_version: self.agent_version,
-            first_seen: rfc3339(self.first_seen),
-            drifted_since: drift.since.map(rfc3339),
-            identity_source: self.identity_source,
-            last_seq: to_u64(self.last_seq),
-            // Filled by the fleet queries from the IaC correlation.
-            iac: None,
-            flags: Vec::new(),
-        }
-    }
-}
-
-/// "name version", or whichever of the two is known.
-fn join_image(mut name: String, version: &str) -> String {
-    if !version.is_empty() {
-        if !name.is_empty() {
-            name.push(' ');
-        }
-        name.push_str(version);
-    }
-    name
-}
-
-/// A host's matching items, summed up.
-#[derive(Clone, Copy, Debug, Default)]
-struct Drift {
-    count: u64,
-    worst: Option<Severity>,
-    since: Option<Millis>,
-}
-
-impl Drift {
-    fn add(&mut self, severity: Severity, observed_at: Millis) {
-        self.count += 1;
-        self.worst = Some(self.worst.map_or(severity, |w| w.min(severity)));
-        self.since = Some(self.since.map_or(observed_at, |s| s.min(observed_at)));
-    }
-
-    /// Worst first, then most items (clean hosts last).
-    fn sort_key(&self) -> (usize, Reverse<u64>) {
-        (
-            self.worst.map_or(Severity::ALL.len(), |s| s as usize),
-            Reverse(self.count),
-        )
-    }
-}
-
-pub(super) fn list_hosts(conn: &Connection, query: &HostQuery) -> rusqlite::Result<Vec<v1::Host>> {
-    let filter = &query.filter;
-    let sql = if query.diverged && filter.path.is_none() {
-        // The cached counts answer "diverged" in SQL, before any row is built.
-        let nonzero: Vec<String> = Severity::ALL
-            .iter()
-            .filter(|&&s| filter.min_severity.is_none_or(|min| s <= min))
-            .map(|s| format!("n_{} > 0", s.as_str()))
-            .collect();
-        format!(
-            "SELECT {HOST_COLUMNS} FROM hosts WHERE {}",
-            nonzero.join(" OR ")
-        )
-    } else {
-        format!("SELECT {HOST_COLUMNS} FROM hosts")
-    };
-    let rows = conn
-        .prepare_cached(&sql)?
-        .query_map([], HostRow::read)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    let drifts = match filter.path {
-        Some(_) => drift_by_path(conn, filter, &rows)?,
-        None => rows.iter().map(|row| row.cached_drift(filter)).collect(),
-    };
-    // Sorted by index: moving 10,000 rows around costs more than comparing them.
-    let mut order: Vec<usize> = (0..rows.len())
-        .filter(|&i| !query.diverged || drifts[i].count > 0)
-        .collect();
-    order.sort_unstable_by(|&a, &b| {
-        drifts[a]
-            .sort_key()
-            .cmp(&drifts[b].sort_key())
-            .then_with(|| rows[a].host.cmp(&rows[b].host))
-    });
-    let mut rows: Vec<Option<HostRow>> = rows.into_iter().map(Some).collect();
-    Ok(order
-        .into_iter()
-        .filter_map(|i| Some(rows[i].take()?.into_host(drifts[i], query)))
-        .collect())
-}
+use crate::store::{HistoryQuery, HostQuery, ItemFilter, Severity, rfc3339};
 
 /// The drift of each of `hosts` as a filter with a path counts it: the glob's literal prefix
 /// narrows through `items_subject` (which covers the query), the glob itself is checked here.
-fn drift_by_path(
+pub(super) fn drift_by_path(
     conn: &Connection,
     filter: &ItemFilter,
-    hosts: &[HostRow],
+    hosts: &[Arc<HostRow>],
 ) -> rusqlite::Result<Vec<Drift>> {
     let index: HashMap<&str, usize> = hosts
         .iter()
@@ -243,7 +84,7 @@ pub(super) fn get_host(
         items.push(item.get(3)?);
     }
     Ok(Some(v1::HostDetail {
-        host: Some(row.into_host(drift, query)),
+        host: Some(row.to_host(drift, query)),
         drift: items,
     }))
 }

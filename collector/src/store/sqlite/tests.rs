@@ -426,3 +426,28 @@ fn scale() {
         store.history(&query).unwrap().len()
     });
 }
+
+/// The host listing comes from the in-memory mirror; a refresh that fails after a commit
+/// must not leave it showing the old row.
+#[test]
+fn a_failed_listing_refresh_rebuilds_the_mirror() {
+    let store = temp_store();
+    store.hello(&info("i-1", "web-1"), T0).unwrap();
+    // A commit the mirror missed: the row changes behind its back, and the refresh that
+    // should have followed fails (a connection without the table).
+    lock(&store.writer)
+        .conn
+        .execute_batch("UPDATE hosts SET hostname = 'web-renamed'")
+        .unwrap();
+    assert_eq!(
+        store.list_hosts(&HostQuery::default()).unwrap()[0].hostname,
+        "web-1",
+        "the listing reads the mirror, not the table"
+    );
+    let unrelated = Connection::open_in_memory().unwrap();
+    store.hosts.refresh(&unrelated, ["i-1"]);
+    assert!(store.hosts.is_stale());
+    let hosts = store.list_hosts(&HostQuery::default()).unwrap();
+    assert_eq!(hosts[0].hostname, "web-renamed");
+    assert!(!store.hosts.is_stale());
+}

@@ -195,7 +195,8 @@ struct CollectorSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SpoolSection {
-    /// Bound on the spool's size on disk.
+    /// Bound on the bytes of records in the spool; its preallocated files take up to two
+    /// segments (at most 1/8 of the bound) more on disk.
     max_size: Option<String>,
 }
 

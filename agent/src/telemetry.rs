@@ -124,7 +124,7 @@ impl Default for Metrics {
         );
         registry.register(
             "spool_size_bytes",
-            "Bytes in the on-disk spool",
+            "Bytes of records in the on-disk spool (preallocated space not counted)",
             m.spool_bytes.clone(),
         );
         registry.register(

@@ -13,12 +13,34 @@
 //! <dir>/00000000000000000042.seg   segment, named by its first seq (zero-padded: names sort)
 //! <dir>/00000000000000000097.seg
 //! <dir>/ack                        acked seq + last seq
+//! <dir>/spare                      a zero-filled file, renamed into place as the next segment
 //!
-//! segment = header record*
+//! segment = header record* zero*
 //!   header = "DWSP" | u16 LE version (1) | u16 LE flags (bit 0: snapshot)
 //!   record = u32 LE payload len | u32 LE crc32(seq LE ++ payload) | u64 LE seq | payload
 //! ack     = "DWAK" | u32 LE version (1) | u64 LE acked | u64 LE last | u32 LE crc32(all before)
 //! ```
+//!
+//! # Preallocation
+//!
+//! A segment is created `segment_bytes` long and full of zeros, written and fsynced (real
+//! zeros, not `fallocate`: an unwritten extent still needs a journal commit at its first
+//! write). Appends then overwrite blocks that are already allocated, and the file size does
+//! not change, so the fdatasync of a batch flushes data only instead of also committing the
+//! inode's new size through the filesystem journal. A background thread prepares the next
+//! segment ahead of time (`.spare.tmp`, fsync, renamed to `spare`), which a rollover renames
+//! into place; if it is not ready the rollover waits for it, and if it failed the rollover
+//! zero-fills the segment itself. A batch that runs past the preallocated end extends the file
+//! as before. A snapshot segment is padded with zeros the same way.
+//!
+//! The records of a segment end at the first record boundary after which the file holds only
+//! zeros, or at the end of the file. A record header is never all zeros: seqs start at 1, and
+//! readers reject a header of zeros and a seq of 0 explicitly, so padding is never read as a
+//! record (nor a zero length with a checksum over zeros). Segments written before
+//! preallocation simply end at the end of the file, which the same rule reads. (The version
+//! stays 1. An older agent reads the padding of the last segment as a torn tail and truncates
+//! it, losing nothing; a padded segment other than the last one, which only happens after
+//! `segment_bytes` shrank, is corruption to it.)
 //!
 //! # Invariants
 //!
@@ -36,27 +58,36 @@
 //!   it is written under a temp name, fsynced and renamed into place before the older segments
 //!   are deleted, and [`Spool::open`] deletes any segment older than the newest snapshot. A
 //!   crash therefore leaves the old records or the snapshot, never a mix.
-//! - Memory is O(segments): per segment its name, size, record count, first/last seq and an ack
-//!   cursor. Reads reopen the segment files.
+//! - Memory is O(segments): per segment its name, used and file sizes, record count, first/last
+//!   seq and an ack cursor. Reads reopen the segment files.
+//! - Past a segment's used bytes the file holds only zeros.
+//! - Sizes count used bytes (headers and records), not padding: [`Spool::size_bytes`] and the
+//!   `max_bytes` bound. The files take up to two segments more (the free space of the last
+//!   one, and the spare), plus whatever a last batch writes past the preallocated end.
 //!
 //! # fsync policy
 //!
 //! [`Spool::append`] writes the whole batch, then fdatasyncs once (plus the directory when the
 //! batch created a segment): when it returns `Ok`, the batch survives `kill -9` and power loss.
-//! If it fails, the batch is cut off the file again, so it is all or nothing. [`Spool::ack`]
+//! If it fails, the batch is zeroed out of the file again (and the file cut back to its old
+//! size), so it is all or nothing. [`Spool::ack`]
 //! and [`Spool::compact`] are durable when they return; deleting released segments is not (a
 //! leftover is deleted again on the next open).
 //!
 //! # Recovery
 //!
-//! [`Spool::open`] checks every record of every segment. In the last segment, a bad record
-//! (short header, length past the end of file or over the limit, checksum mismatch, a header
-//! of zeros) starts a torn tail: it and everything after it are truncated away, logged and
-//! counted in [`Recovery`]. Such a write was never acknowledged by `append`, so nothing
-//! promised is lost. A bad record anywhere else, or one followed by a record that checks out
-//! (so the write went on past it: damage, not a torn write), is [`SpoolError::Corrupt`] with the
-//! file and byte offset: the spool never guesses past damage. (A damaged length field in the
-//! last segment cannot be told from a torn write, and is dropped as one, with a warning.)
+//! [`Spool::open`] checks every record of every segment, up to the zero padding. In the last
+//! segment, a bad record (short header, length past the end of file or over the limit,
+//! checksum mismatch, seq 0, a header of zeros followed by something other than zeros) starts a
+//! torn tail: it and everything after it up to the last non-zero byte are overwritten with
+//! zeros (so the segment keeps its preallocated space), logged and counted in [`Recovery`]
+//! (zeros after the last non-zero byte are padding, not counted). Such a write was never
+//! acknowledged by `append`, so nothing promised is lost: blocks of an unsynced batch can reach
+//! the disk in any order, so a torn record may be followed by zeros, and zeros by pieces of
+//! records. A bad record anywhere else, or one followed by a record that checks out (so the
+//! write went on past it: damage, not a torn write), is [`SpoolError::Corrupt`] with the file
+//! and byte offset: the spool never guesses past damage. (A damaged length field in the last
+//! segment cannot be told from a torn write, and is dropped as one, with a warning.)
 //!
 //! One process owns a spool directory; nothing locks it against a second one.
 
@@ -64,6 +95,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read};
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
 
 use driftwatch_proto::text::display_path;
 use tracing::{info, warn};
@@ -83,6 +115,8 @@ const HEADER_LEN: u64 = 8;
 const RECORD_HEADER: u64 = 16;
 const ACK_FILE: &str = "ack";
 const ACK_LEN: usize = 28;
+const SPARE_FILE: &str = "spare";
+const SPARE_TMP: &str = ".spare.tmp";
 
 /// Where the spool lives and how big it may grow.
 #[derive(Clone, Debug)]
@@ -91,7 +125,8 @@ pub struct SpoolConfig {
     pub dir: PathBuf,
     /// Bound on the bytes on disk: past it [`Spool::is_full`] asks the caller to compact.
     pub max_bytes: u64,
-    /// A new segment file is started once the current one reaches this size.
+    /// A new segment file is started once the current one reaches this size; segments are
+    /// preallocated (zero-filled) to it.
     pub segment_bytes: u64,
 }
 
@@ -167,7 +202,10 @@ fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SpoolError
 struct Segment {
     name: u64,
     path: PathBuf,
+    /// Bytes used: the header and the records.
     len: u64,
+    /// Bytes in the file: `len` plus zero padding.
+    file_len: u64,
     records: u64,
     first_seq: Option<u64>,
     last_seq: Option<u64>,
@@ -182,6 +220,7 @@ impl Segment {
             name,
             path: segment_path(dir, name),
             len: HEADER_LEN,
+            file_len: HEADER_LEN,
             records: 0,
             first_seq: None,
             last_seq: None,
@@ -210,6 +249,17 @@ pub struct Spool {
     /// Highest seq ever appended; 0 when none.
     last: u64,
     poisoned: bool,
+    /// The thread preparing the spare segment, if one was started since the last rollover.
+    spare: Option<JoinHandle<()>>,
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        // Nothing may still write into the directory once the spool is gone.
+        if let Some(thread) = self.spare.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl Spool {
@@ -224,6 +274,7 @@ impl Spool {
             .create(&dir)
             .map_err(io_err("create", &dir))?;
         let (acked, ack_last) = read_ack(&dir)?;
+        delete_temp_files(&dir)?;
         let mut files = list_segments(&dir)?;
         if let Some(i) = files.iter().rposition(|(_, path)| is_snapshot(path)) {
             for (_, path) in files.drain(..i) {
@@ -253,7 +304,9 @@ impl Spool {
             acked,
             last: ack_last.max(prev).max(named),
             poisoned: false,
+            spare: None,
         };
+        spool.prepare_spare();
         spool.release();
         recovery.records = spool.unacked_count();
         recovery.segments = spool.segments.len();
@@ -396,12 +449,14 @@ impl Spool {
             .sum()
     }
 
-    /// Bytes of segment files on disk (the small ack file aside).
+    /// Bytes used in the segment files: headers and records, not the zero padding of
+    /// preallocated segments (nor the spare, nor the small ack file).
     pub fn size_bytes(&self) -> u64 {
         self.segments.iter().map(|s| s.len).sum()
     }
 
-    /// True when the spool has reached its bound: the caller must then [`Spool::compact`].
+    /// True when the spool's used bytes have reached its bound: the caller must then
+    /// [`Spool::compact`].
     pub fn is_full(&self) -> bool {
         self.size_bytes() >= self.config.max_bytes
     }
@@ -428,6 +483,12 @@ impl Spool {
             encode_record(&mut bytes, seq, payload);
             snapshot.push(seq, (bytes.len() - before) as u64);
         }
+        // Padded like any segment, since appends go on into it.
+        let padded = bytes
+            .len()
+            .max(usize::try_from(self.config.segment_bytes).unwrap_or(0));
+        bytes.resize(padded, 0);
+        snapshot.file_len = padded as u64;
         write_durably(&snapshot.path, &bytes)?;
         self.active = None;
         let old = std::mem::replace(&mut self.segments, vec![snapshot]);
@@ -478,14 +539,9 @@ impl Spool {
                 (self.segments.last()).is_none_or(|s| s.records > 0 && s.len >= segment_bytes);
             if roll {
                 self.flush(&mut buf)?;
-                let seg = Segment::new(&self.config.dir, seq);
-                let file = OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&seg.path)
-                    .map_err(io_err("create", &seg.path))?;
+                let mut seg = Segment::new(&self.config.dir, seq);
+                let (file, file_len) = self.create_segment(&seg.path)?;
+                seg.file_len = file_len;
                 self.active = Some(file);
                 self.segments.push(seg);
                 buf.extend_from_slice(&segment_header(0));
@@ -511,7 +567,7 @@ impl Spool {
         if buf.is_empty() {
             return Ok(());
         }
-        let seg = self.segments.last().expect("flushing into a segment");
+        let seg = self.segments.last_mut().expect("flushing into a segment");
         let file = match &mut self.active {
             Some(file) => file,
             None => self.active.insert(
@@ -522,6 +578,8 @@ impl Spool {
             ),
         };
         let at = seg.len - buf.len() as u64;
+        // Past the preallocated end the file grows (and the size is synced too).
+        seg.file_len = seg.file_len.max(seg.len);
         file.write_all_at(buf, at)
             .map_err(io_err("write", &seg.path))?;
         file.sync_data().map_err(io_err("sync", &seg.path))?;
@@ -529,8 +587,63 @@ impl Spool {
         Ok(())
     }
 
-    /// Undoes a failed batch: deletes the segments it created and cuts the one it extended
-    /// back to its old length. If that fails too, the spool refuses writes until reopened.
+    /// Creates the segment file at `path`, zero-filled: the spare renamed into place when
+    /// there is one (waiting for the thread preparing it), else filled here. Starts preparing
+    /// the next spare. Returns the file open for writing, and its length.
+    fn create_segment(&mut self, path: &Path) -> Result<(File, u64), SpoolError> {
+        if let Some(thread) = self.spare.take() {
+            let _ = thread.join();
+        }
+        let spare = self.config.dir.join(SPARE_FILE);
+        let file = match fs::rename(&spare, path) {
+            Ok(()) => OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(io_err("open", path))?,
+            Err(error) => {
+                if error.kind() != io::ErrorKind::NotFound {
+                    warn!(path = %display_path(&spare), %error, "Failed to use the spare segment.");
+                }
+                create_zeroed(path, self.config.segment_bytes).map_err(io_err("create", path))?
+            }
+        };
+        let len = file.metadata().map_err(io_err("read", path))?.len();
+        self.prepare_spare();
+        Ok((file, len))
+    }
+
+    /// Starts a thread that makes sure `spare` is a zero-filled file of `segment_bytes`: kept
+    /// if it is one already, else written (as a temp file, fsynced, then renamed).
+    fn prepare_spare(&mut self) {
+        let dir = self.config.dir.clone();
+        let len = self.config.segment_bytes;
+        let thread = std::thread::Builder::new()
+            .name("spool-spare".into())
+            .spawn(move || {
+                let (spare, tmp) = (dir.join(SPARE_FILE), dir.join(SPARE_TMP));
+                let ready = File::open(&spare).and_then(|f| {
+                    let size = f.metadata()?.len();
+                    Ok(size == len && data_end(&f, 0, len)? == 0)
+                });
+                if matches!(ready, Ok(true)) {
+                    return;
+                }
+                let made = create_zeroed(&tmp, len).and_then(|_| fs::rename(&tmp, &spare));
+                if let Err(error) = made {
+                    warn!(path = %display_path(&spare), %error,
+                        "Failed to prepare a spare spool segment; the next one is made in line.");
+                    let _ = fs::remove_file(&tmp);
+                }
+            });
+        match thread {
+            Ok(thread) => self.spare = Some(thread),
+            Err(error) => warn!(%error, "Failed to start preparing a spare spool segment."),
+        }
+    }
+
+    /// Undoes a failed batch: deletes the segments it created, zeroes what it wrote into the
+    /// one it extended and cuts that one back to its old size. If that fails too, the spool
+    /// refuses writes until reopened.
     fn rollback(&mut self, (count, last): (usize, Option<Segment>)) {
         self.active = None;
         let mut undone = true;
@@ -541,11 +654,13 @@ impl Spool {
             }
         }
         if let Some(old) = last {
+            let written = self.segments[count - 1].len.min(old.file_len);
             let cut = OpenOptions::new()
                 .write(true)
                 .open(&old.path)
                 .and_then(|f| {
-                    f.set_len(old.len)?;
+                    zero_range(&f, old.len, written)?;
+                    f.set_len(old.file_len)?;
                     f.sync_data()
                 });
             if let Err(error) = cut {
@@ -682,8 +797,12 @@ impl SegmentReader {
         let len = u32::from_le_bytes(h[..4].try_into().expect("4 bytes"));
         let crc = u32::from_le_bytes(h[4..8].try_into().expect("4 bytes"));
         let seq = u64::from_le_bytes(h[8..].try_into().expect("8 bytes"));
+        // Never a record, whatever the rest of the file: zeros are padding.
         if h == [0; RECORD_HEADER as usize] {
             return bad("zeroed record header", None);
+        }
+        if seq == 0 {
+            return bad("seq 0 (seqs start at 1)", None);
         }
         if len as usize > MAX_RECORD {
             return bad(&format!("record length {len} is over the limit"), None);
@@ -742,28 +861,32 @@ fn scan_segment(
         reason,
     };
     let file_len = fs::metadata(path).map_err(io_err("read", path))?.len();
+    let file = File::open(path).map_err(io_err("open", path))?;
     let mut h = [0; HEADER_LEN as usize];
     let header = if file_len < HEADER_LEN {
         Err("shorter than a segment header".to_owned())
     } else {
-        let mut file = File::open(path).map_err(io_err("open", path))?;
-        file.read_exact(&mut h).map_err(io_err("read", path))?;
+        file.read_exact_at(&mut h, 0)
+            .map_err(io_err("read", path))?;
         parse_header(&h)
     };
     if let Err(reason) = header {
-        // A segment is created, its header and first records written, then synced: a crash in
-        // between can leave it empty or zero-filled. Anything else is not ours to drop.
+        // A segment is created (zero-filled), its header and first records written, then
+        // synced: a crash in between can leave it short or with a header of zeros, and
+        // perhaps some of the records. Anything else is not ours to drop.
         if last_file && (file_len < HEADER_LEN || h == [0; HEADER_LEN as usize]) {
-            warn!(path = %display_path(path), bytes = file_len,
-                "Dropping a torn spool segment left by a crash.");
+            let dropped = data_end(&file, 0, file_len).map_err(io_err("read", path))?;
+            warn!(path = %display_path(path), bytes = dropped,
+                "Dropping a segment left unwritten or torn by a crash.");
             fs::remove_file(path).map_err(io_err("delete", path))?;
-            recovery.torn_bytes_dropped += file_len;
+            recovery.torn_bytes_dropped += dropped;
             return Ok(None);
         }
         return Err(corrupt(0, reason));
     }
     let mut seg = Segment::new(path.parent().unwrap_or(Path::new(".")), name);
     seg.path = path.to_path_buf();
+    seg.file_len = file_len;
     let mut reader = SegmentReader::open(path, HEADER_LEN, file_len)?;
     let mut buf = Vec::new();
     loop {
@@ -790,6 +913,11 @@ fn scan_segment(
             }
             Err(bad) => bad,
         };
+        let end = data_end(&file, offset, file_len).map_err(io_err("read", path))?;
+        if end == offset {
+            // Only zeros left: the padding of a preallocated segment.
+            break;
+        }
         let followed = bad.next.is_some_and(|next| {
             SegmentReader::open(path, next, file_len)
                 .is_ok_and(|mut r| matches!(r.next(&mut Vec::new(), |_| true), Ok(Ok(Some(_)))))
@@ -797,43 +925,98 @@ fn scan_segment(
         if !last_file || followed {
             return Err(corrupt(offset, bad.reason));
         }
-        let dropped = file_len - offset;
+        let dropped = end - offset;
         warn!(path = %display_path(path), offset, bytes = dropped, reason = %bad.reason,
             "Dropping a torn record tail from the spool.");
         let file = OpenOptions::new()
             .write(true)
             .open(path)
             .map_err(io_err("open", path))?;
-        file.set_len(offset).map_err(io_err("truncate", path))?;
-        file.sync_all().map_err(io_err("sync", path))?;
+        zero_range(&file, offset, end).map_err(io_err("write", path))?;
+        file.sync_data().map_err(io_err("sync", path))?;
         recovery.torn_bytes_dropped += dropped;
         break;
     }
     Ok(Some(seg))
 }
 
-/// The segment files in name order; leftover temp files from a crash are deleted.
-fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, SpoolError> {
+/// The file names in `dir` that are valid UTF-8, with their paths.
+fn dir_entries(dir: &Path) -> Result<Vec<(String, PathBuf)>, SpoolError> {
     let mut out = Vec::new();
     for entry in fs::read_dir(dir).map_err(io_err("list", dir))? {
         let entry = entry.map_err(io_err("list", dir))?;
-        let file_name = entry.file_name();
-        let Some(file_name) = file_name.to_str() else {
-            continue;
-        };
-        if file_name.starts_with('.') && file_name.ends_with(".tmp") {
-            let path = display_path(&entry.path());
-            info!(%path, "Deleting a spool temp file left by a crash.");
-            fs::remove_file(entry.path()).map_err(io_err("delete", &entry.path()))?;
-            continue;
+        if let Ok(file_name) = entry.file_name().into_string() {
+            out.push((file_name, entry.path()));
         }
+    }
+    Ok(out)
+}
+
+/// Deletes the temp files a crash left behind (a compaction's snapshot, an ack, a spare).
+fn delete_temp_files(dir: &Path) -> Result<(), SpoolError> {
+    for (file_name, path) in dir_entries(dir)? {
+        if file_name.starts_with('.') && file_name.ends_with(".tmp") {
+            info!(path = %display_path(&path), "Deleting a spool temp file left by a crash.");
+            fs::remove_file(&path).map_err(io_err("delete", &path))?;
+        }
+    }
+    Ok(())
+}
+
+/// The segment files in name order.
+fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, SpoolError> {
+    let mut out = Vec::new();
+    for (file_name, path) in dir_entries(dir)? {
         let name = file_name.strip_suffix(".seg").filter(|n| n.len() == 20);
         if let Some(name) = name.and_then(|n| n.parse::<u64>().ok()) {
-            out.push((name, entry.path()));
+            out.push((name, path));
         }
     }
     out.sort();
     Ok(out)
+}
+
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+
+/// The offset just past the last non-zero byte in `from..to` of `file`; `from` when there
+/// is none.
+fn data_end(file: &File, from: u64, to: u64) -> io::Result<u64> {
+    let mut buf = vec![0; ZEROS.len()];
+    let (mut end, mut at) = (from, from);
+    while at < to {
+        let n = buf.len().min((to - at) as usize);
+        file.read_exact_at(&mut buf[..n], at)?;
+        if let Some(i) = buf[..n].iter().rposition(|&b| b != 0) {
+            end = at + i as u64 + 1;
+        }
+        at += n as u64;
+    }
+    Ok(end)
+}
+
+/// Writes zeros over `from..to` of `file` (not synced).
+fn zero_range(file: &File, from: u64, to: u64) -> io::Result<()> {
+    let mut at = from;
+    while at < to {
+        let n = ZEROS.len().min((to - at) as usize);
+        file.write_all_at(&ZEROS[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
+/// Creates (or replaces) `path` as a file of `len` zeros, written and fsynced so its blocks
+/// and size are on disk before anything is appended into it.
+fn create_zeroed(path: &Path, len: u64) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    zero_range(&file, 0, len)?;
+    file.sync_all()?;
+    Ok(file)
 }
 
 /// Reads the ack file: (acked, last); (0, 0) when there is none yet.

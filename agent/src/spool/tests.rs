@@ -38,8 +38,44 @@ fn segment_files(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Records are 36 bytes: with 100-byte segments, 3 records per segment.
+/// Records are 36 bytes: with 100-byte segments, 3 records per segment (each batch runs past
+/// the 100 preallocated bytes, so these segments end without padding, like old ones).
 const SMALL: u64 = 100;
+/// Segments that hold twelve records and still have zero padding after them.
+const PADDED: u64 = 1000;
+
+/// The used and file sizes the index holds match the files, and the files hold only zeros
+/// past their used bytes.
+fn check_padding(spool: &Spool) {
+    for seg in &spool.segments {
+        let bytes = fs::read(&seg.path).unwrap();
+        assert_eq!(bytes.len() as u64, seg.file_len, "{}", seg.path.display());
+        assert!(seg.len <= seg.file_len, "{seg:?}");
+        assert!(
+            bytes[seg.len as usize..].iter().all(|&b| b == 0),
+            "{}: non-zero bytes past {}",
+            seg.path.display(),
+            seg.len
+        );
+    }
+    let used: u64 = spool.segments.iter().map(|s| s.len).sum();
+    assert_eq!(spool.size_bytes(), used);
+}
+
+/// The bytes dropped when a record is cut after `keep` bytes: up to its last non-zero one
+/// (zeros at the end of a torn write cannot be told from padding, and need not be).
+fn torn_len(record: &[u8], keep: u64) -> u64 {
+    let kept = &record[..keep as usize];
+    kept.iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |i| i as u64 + 1)
+}
+
+fn record_bytes(seq: u64) -> Vec<u8> {
+    let mut buf = Vec::new();
+    encode_record(&mut buf, seq, &payload(seq));
+    buf
+}
 
 #[test]
 fn round_trip_across_segments_and_reopen() {
@@ -133,12 +169,16 @@ fn seqs_must_increase_and_acks_stay_within_the_spool() {
 /// Twelve records in four segments of three; returns the last segment and its last
 /// record's offset and length.
 fn pristine(dir: &Path) -> (PathBuf, u64, u64) {
-    let (mut spool, _) = open(dir, SMALL);
+    pristine_with(dir, SMALL)
+}
+
+/// Twelve records in segments of `segment_bytes`; as [`pristine`].
+fn pristine_with(dir: &Path, segment_bytes: u64) -> (PathBuf, u64, u64) {
+    let (mut spool, _) = open(dir, segment_bytes);
     append_range(&mut spool, 1..=12);
-    let last = segment_files(dir).pop().unwrap();
-    let len = fs::metadata(&last).unwrap().len();
+    let seg = spool.segments.last().unwrap();
     let record = RECORD_HEADER + payload(12).len() as u64;
-    (last, len - record, record)
+    (seg.path.clone(), seg.len - record, record)
 }
 
 fn copy_dir(from: &Path) -> tempfile::TempDir {
@@ -150,34 +190,228 @@ fn copy_dir(from: &Path) -> tempfile::TempDir {
     to
 }
 
-/// Damages a copy of the pristine spool, then checks recovery drops exactly `torn` bytes
-/// and record 12 only, and that the spool goes on working.
-fn check_torn(from: &Path, last: &Path, damage: impl FnOnce(&Path), torn: u64) {
+/// Damages a copy of the pristine spool (made with `segment_bytes`), then checks recovery
+/// drops exactly `torn` bytes and record 12 only, and that the spool goes on working.
+fn check_torn(from: &Path, last: &Path, segment_bytes: u64, damage: impl FnOnce(&Path), torn: u64) {
     let copy = copy_dir(from);
     damage(&copy.path().join(last.file_name().unwrap()));
-    let (mut spool, recovery) = open(copy.path(), SMALL);
+    let (mut spool, recovery) = open(copy.path(), segment_bytes);
     assert_eq!(recovery.torn_bytes_dropped, torn);
     assert_eq!((recovery.records, recovery.last_seq), (11, Some(11)));
     assert_eq!(all(&spool), (1..=11).collect::<Vec<_>>());
+    check_padding(&spool);
     append_range(&mut spool, 12..=13);
     drop(spool);
-    let (spool, recovery) = open(copy.path(), SMALL);
+    let (spool, recovery) = open(copy.path(), segment_bytes);
     assert_eq!(recovery.torn_bytes_dropped, 0);
     assert_eq!(all(&spool), (1..=13).collect::<Vec<_>>());
+    check_padding(&spool);
+}
+
+fn cut(path: &Path, len: u64) {
+    let file = fs::File::options().write(true).open(path).unwrap();
+    file.set_len(len).unwrap();
 }
 
 #[test]
 fn torn_tail_is_dropped_at_every_length() {
     let dir = tempfile::tempdir().unwrap();
     let (last, start, record) = pristine(dir.path());
+    let bytes = record_bytes(12);
     for keep in 0..record {
-        let cut = |p: &Path| fs::File::options().write(true).open(p).unwrap();
-        check_torn(
-            dir.path(),
-            &last,
-            |p| cut(p).set_len(start + keep).unwrap(),
-            keep,
-        );
+        let damage = |p: &Path| cut(p, start + keep);
+        check_torn(dir.path(), &last, SMALL, damage, torn_len(&bytes, keep));
+    }
+}
+
+/// A crash while the last record was being written over the padding, at every byte: only
+/// its first `keep` bytes reached the disk, zeros follow.
+#[test]
+fn a_torn_record_followed_by_zeros_is_dropped_at_every_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let (last, start, record) = pristine_with(dir.path(), PADDED);
+    assert_eq!(fs::metadata(&last).unwrap().len(), PADDED);
+    let bytes = record_bytes(12);
+    for keep in 0..record {
+        let damage = |p: &Path| {
+            let file = fs::File::options().write(true).open(p).unwrap();
+            zero_range(&file, start + keep, start + record).unwrap();
+        };
+        check_torn(dir.path(), &last, PADDED, damage, torn_len(&bytes, keep));
+    }
+    // A flipped byte anywhere in it, zeros after: the whole record goes.
+    for at in start..start + record {
+        check_torn(dir.path(), &last, PADDED, |p| flip(p, at), record);
+    }
+}
+
+#[test]
+fn a_zeroed_tail_ends_a_segment_and_garbage_after_zeros_is_torn() {
+    let dir = tempfile::tempdir().unwrap();
+    let (last, start, record) = pristine_with(dir.path(), PADDED);
+    let end = start + record;
+    let (spool, recovery) = open(dir.path(), PADDED);
+    assert_eq!(recovery.torn_bytes_dropped, 0);
+    assert_eq!((recovery.records, recovery.segments), (12, 1));
+    assert_eq!(
+        spool.size_bytes(),
+        end,
+        "used bytes, not the file's {PADDED}"
+    );
+    check_padding(&spool);
+    drop(spool);
+    // Bytes of a later, unsynced write that reached the disk while the ones before them did
+    // not (here: a whole record 13, 40 bytes past the end): dropped, and the padding stays.
+    for gap in [1, 15, 16, 40] {
+        let copy = copy_dir(dir.path());
+        let path = copy.path().join(last.file_name().unwrap());
+        let file = fs::File::options().write(true).open(&path).unwrap();
+        file.write_all_at(&record_bytes(13), end + gap).unwrap();
+        let (spool, recovery) = open(copy.path(), PADDED);
+        assert_eq!(recovery.torn_bytes_dropped, gap + record, "gap {gap}");
+        assert_eq!(all(&spool), (1..=12).collect::<Vec<_>>());
+        assert_eq!(fs::metadata(&path).unwrap().len(), PADDED);
+        check_padding(&spool);
+    }
+}
+
+#[test]
+fn a_header_of_zeros_or_seq_zero_is_never_a_record() {
+    let dir = tempfile::tempdir().unwrap();
+    // A zero-length record with seq 0 whose checksum is right: still not a record.
+    let mut zero_seq = Vec::new();
+    encode_record(&mut zero_seq, 0, b"");
+    let mut zero_len = Vec::new();
+    encode_record(&mut zero_len, 1, b"");
+    assert_ne!(
+        zero_len[..RECORD_HEADER as usize],
+        [0; RECORD_HEADER as usize]
+    );
+    for (bytes, ok) in [(zero_len.clone(), true), (zero_seq, false)] {
+        let mut seg = segment_header(0).to_vec();
+        seg.extend_from_slice(&bytes);
+        seg.resize(200, 0);
+        fs::write(segment_path(dir.path(), 1), &seg).unwrap();
+        // Not the last segment: anything bad is corruption.
+        let mut next = segment_header(0).to_vec();
+        encode_record(&mut next, 5, &payload(5));
+        fs::write(segment_path(dir.path(), 5), &next).unwrap();
+        match Spool::open(config(dir.path(), SMALL)) {
+            Ok((spool, recovery)) if ok => {
+                assert_eq!(
+                    spool.read_after(0, 10).unwrap(),
+                    [(1, vec![]), (5, payload(5))]
+                );
+                assert_eq!(recovery.torn_bytes_dropped, 0);
+            }
+            Err(SpoolError::Corrupt { offset, .. }) if !ok => assert_eq!(offset, HEADER_LEN),
+            other => panic!("{ok}: {other:?}"),
+        }
+        fs::remove_file(segment_path(dir.path(), 5)).unwrap();
+        fs::remove_file(segment_path(dir.path(), 1)).unwrap();
+    }
+}
+
+#[test]
+fn segments_are_preallocated_and_roll_over_into_the_spare() {
+    let dir = tempfile::tempdir().unwrap();
+    let spare = dir.path().join(SPARE_FILE);
+    let (mut spool, _) = open(dir.path(), 200);
+    // 8 + 5 * 36 = 188 bytes: five records fill the first segment's 200 bytes but one.
+    append_range(&mut spool, 1..=5);
+    assert_eq!(segment_files(dir.path()).len(), 1);
+    assert_eq!(fs::metadata(&spool.segments[0].path).unwrap().len(), 200);
+    check_padding(&spool);
+    // The sixth runs past the preallocated end and extends the file; the seventh rolls over.
+    append_range(&mut spool, 6..=7);
+    let files = segment_files(dir.path());
+    assert_eq!(
+        files,
+        [segment_path(dir.path(), 1), segment_path(dir.path(), 7)]
+    );
+    assert_eq!(fs::metadata(&files[0]).unwrap().len(), 224);
+    assert_eq!(fs::metadata(&files[1]).unwrap().len(), 200);
+    check_padding(&spool);
+    assert_eq!(spool.size_bytes(), 224 + 44);
+    drop(spool);
+    // A new spare was prepared after the rollover.
+    assert_eq!(fs::read(&spare).unwrap(), [0; 200]);
+    assert!(!dir.path().join(SPARE_TMP).exists());
+
+    // A torn spare is remade; a missing one is made in line.
+    fs::write(&spare, b"DWSP").unwrap();
+    let (mut spool, recovery) = open(dir.path(), 200);
+    assert_eq!((recovery.records, recovery.torn_bytes_dropped), (7, 0));
+    append_range(&mut spool, 8..=13);
+    assert_eq!(segment_files(dir.path()).len(), 3);
+    check_padding(&spool);
+    spool.spare.take().unwrap().join().unwrap();
+    fs::remove_file(&spare).unwrap();
+    append_range(&mut spool, 14..=19);
+    assert_eq!(segment_files(dir.path()).len(), 4);
+    check_padding(&spool);
+    drop(spool);
+    let (spool, recovery) = open(dir.path(), 200);
+    assert_eq!((recovery.segments, recovery.torn_bytes_dropped), (4, 0));
+    assert_eq!(all(&spool), (1..=19).collect::<Vec<_>>());
+    check_padding(&spool);
+}
+
+#[test]
+fn old_unpadded_segments_still_recover() {
+    // As written before preallocation: no spare, no padding.
+    let dir = tempfile::tempdir().unwrap();
+    for (name, seqs) in [(1, 1..=3), (4, 4..=5)] {
+        let mut bytes = segment_header(0).to_vec();
+        for seq in seqs {
+            encode_record(&mut bytes, seq, &payload(seq));
+        }
+        fs::write(segment_path(dir.path(), name), bytes).unwrap();
+    }
+    write_ack(dir.path(), 1, 5).unwrap();
+    let (mut spool, recovery) = open(dir.path(), PADDED);
+    assert_eq!(
+        (
+            recovery.records,
+            recovery.first_seq,
+            recovery.torn_bytes_dropped
+        ),
+        (4, Some(2), 0)
+    );
+    assert_eq!(all(&spool), [2, 3, 4, 5]);
+    check_padding(&spool);
+    // Appends go on at the end of the old last segment, growing it.
+    append_range(&mut spool, 6..=6);
+    assert_eq!(segment_files(dir.path()).len(), 2);
+    drop(spool);
+    let (spool, recovery) = open(dir.path(), PADDED);
+    assert_eq!((recovery.records, recovery.torn_bytes_dropped), (5, 0));
+    assert_eq!(all(&spool), [2, 3, 4, 5, 6]);
+    check_padding(&spool);
+}
+
+#[test]
+fn a_padded_segment_before_the_last_one_is_read_to_its_padding() {
+    // Written with big segments, reopened with small ones: the padded segment is rolled over
+    // and stays before the new last one.
+    let dir = tempfile::tempdir().unwrap();
+    let (first, start, record) = pristine_with(dir.path(), PADDED);
+    let (mut spool, _) = open(dir.path(), SMALL);
+    append_range(&mut spool, 13..=13);
+    drop(spool);
+    let (spool, recovery) = open(dir.path(), SMALL);
+    assert_eq!((recovery.segments, recovery.torn_bytes_dropped), (2, 0));
+    assert_eq!(all(&spool), (1..=13).collect::<Vec<_>>());
+    check_padding(&spool);
+    drop(spool);
+    // Garbage in its padding is damage there: not the last segment.
+    let file = fs::File::options().write(true).open(&first).unwrap();
+    file.write_all_at(b"junk", start + record + 100).unwrap();
+    match Spool::open(config(dir.path(), SMALL)) {
+        Err(SpoolError::Corrupt { path, offset, .. }) => {
+            assert_eq!((path, offset), (first, start + record))
+        }
+        other => panic!("{other:?}"),
     }
 }
 
@@ -195,29 +429,32 @@ fn garbage_after_the_last_record_is_dropped() {
         assert_eq!(recovery.torn_bytes_dropped, n);
         assert_eq!(all(&spool), (1..=12).collect::<Vec<_>>());
     }
-    // Zeros, as a power loss can leave past the last synced write.
+    // Zeros, as a power loss can leave past the last synced write: padding, nothing dropped.
     let copy = copy_dir(dir.path());
     let path = copy.path().join(last.file_name().unwrap());
-    fs::File::options()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(start + record + 64)
-        .unwrap();
-    let (_, recovery) = open(copy.path(), SMALL);
-    assert_eq!(recovery.torn_bytes_dropped, 64);
+    cut(&path, start + record + 64);
+    let (spool, recovery) = open(copy.path(), SMALL);
+    assert_eq!(recovery.torn_bytes_dropped, 0);
+    assert_eq!(all(&spool), (1..=12).collect::<Vec<_>>());
 }
 
 #[test]
 fn a_segment_torn_while_being_created_is_dropped() {
     let dir = tempfile::tempdir().unwrap();
     pristine(dir.path());
-    for bytes in [&b""[..], b"DWS", &[0; 30]] {
+    // Empty, torn in its header, zero-filled (a spare renamed into place, nothing written yet),
+    // or records written but not the header (blocks reach the disk in any order).
+    let mut records = vec![0; HEADER_LEN as usize];
+    records.extend(record_bytes(13));
+    records.resize(300, 0);
+    let cases = [(&b""[..], 0), (b"DWS", 3), (&[0; 300], 0), (&records, 44)];
+    for (bytes, dropped) in cases {
         let copy = copy_dir(dir.path());
         fs::write(segment_path(copy.path(), 13), bytes).unwrap();
         let (spool, recovery) = open(copy.path(), SMALL);
-        assert_eq!(recovery.torn_bytes_dropped, bytes.len() as u64);
+        assert_eq!(recovery.torn_bytes_dropped, dropped);
         assert_eq!((all(&spool), recovery.segments), ((1..=12).collect(), 4));
+        assert!(!segment_path(copy.path(), 13).exists());
     }
 }
 
@@ -226,7 +463,7 @@ fn a_flipped_byte_in_the_last_record_is_a_torn_tail() {
     let dir = tempfile::tempdir().unwrap();
     let (last, start, record) = pristine(dir.path());
     for at in start..start + record {
-        check_torn(dir.path(), &last, |p| flip(p, at), record);
+        check_torn(dir.path(), &last, SMALL, |p| flip(p, at), record);
     }
 }
 
@@ -393,10 +630,12 @@ proptest! {
                     model.retain(|r| r.0 > acked);
                 }
                 Op::Reopen => {
+                    let size = spool.size_bytes();
                     drop(spool);
                     let recovery;
                     (spool, recovery) = open(dir.path(), 120);
                     prop_assert_eq!(recovery.torn_bytes_dropped, 0);
+                    prop_assert_eq!(spool.size_bytes(), size);
                     prop_assert_eq!(recovery.records, model.len() as u64);
                     prop_assert_eq!(recovery.first_seq, model.first().map(|r| r.0));
                 }
@@ -420,11 +659,7 @@ proptest! {
             prop_assert_eq!(spool.last_seq(), (last > 0).then_some(last));
             prop_assert_eq!(spool.acked_seq(), acked);
             prop_assert_eq!(spool.unacked_count(), model.len() as u64);
-            let on_disk: u64 = segment_files(dir.path())
-                .iter()
-                .map(|p| fs::metadata(p).unwrap().len())
-                .sum();
-            prop_assert_eq!(spool.size_bytes(), on_disk);
+            check_padding(&spool);
         }
     }
 }

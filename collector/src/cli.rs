@@ -141,10 +141,7 @@ pub struct HistoryArgs {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     crate::init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::server::runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: starting the runtime: {e}");
@@ -305,6 +302,9 @@ pub async fn connect(conn: &Connection) -> Result<FleetClient<Channel>> {
     Ok(FleetClient::new(channel).max_decoding_message_size(256 << 20))
 }
 
+/// The HTTP/2 receive window of the CLI's connection and of each answer, in bytes.
+pub const RECEIVE_WINDOW: u32 = 16 << 20;
+
 pub async fn channel(conn: &Connection) -> Result<Channel> {
     let url = &conn.collector;
     if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -314,7 +314,11 @@ pub async fn channel(conn: &Connection) -> Result<Channel> {
     }
     let mut endpoint = Endpoint::from_shared(url.clone())
         .with_context(|| format!("bad collector URL {url:?}"))?
-        .connect_timeout(Duration::from_secs(5));
+        .connect_timeout(Duration::from_secs(5))
+        // A listing of 10,000 hosts is a few MiB: let it arrive without waiting for window
+        // updates (the default stream window is 2 MiB).
+        .initial_stream_window_size(Some(RECEIVE_WINDOW))
+        .initial_connection_window_size(Some(RECEIVE_WINDOW));
     if url.starts_with("https://") {
         let mut tls = ClientTlsConfig::new();
         if let Some(ca) = &conn.ca {

@@ -32,6 +32,21 @@ use crate::writer::Writer;
 pub const DEFAULT_DATABASE: &str = "sqlite://driftwatch-data/collector.db";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7470";
 
+/// Threads for blocking work (store calls, state sources), at most. The store has one writer
+/// and a few readers, so more threads would only wait on their locks, and a reconnection
+/// storm of thousands of hellos would otherwise start tokio's default of 512, each with its
+/// stack and its allocator heap (peak RSS 861 MiB instead of 445 MiB with 5,000 agents
+/// connecting, docs/BENCHMARKS.md).
+pub const BLOCKING_THREADS: usize = 16;
+
+/// The runtime of a process that serves agents: the collector, or `driftwatch up`.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(BLOCKING_THREADS)
+        .enable_all()
+        .build()
+}
+
 /// Everything `serve` needs (the CLI's flags).
 #[derive(Clone, Debug, clap::Args)]
 pub struct ServeOptions {

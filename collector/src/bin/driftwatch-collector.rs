@@ -31,10 +31,7 @@ fn main() {
     let cli = Cli::parse();
     driftwatch_collector::init_logging();
     let Command::Serve(options) = cli.command;
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match server::runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: starting the runtime: {e}");

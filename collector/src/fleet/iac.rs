@@ -104,7 +104,7 @@ impl<S: Store> Queries<S> {
         let matching = &snapshot.matching;
         let now = store::now_millis();
         for host in hosts {
-            let last_seen = store::parse_rfc3339(&host.last_seen).unwrap_or(now);
+            let last_seen = || store::parse_rfc3339(&host.last_seen).unwrap_or(now);
             if let Some(verdict) = matching.verdict(&host.host, last_seen, now, self.ghost_after) {
                 host.flags = verdict.flag_names();
                 host.iac = verdict.iac;

@@ -487,18 +487,20 @@ impl Matching {
         &self.iac
     }
 
-    /// One host's verdict, given when it was last heard from; `None` for a host unknown when
-    /// the matching was made.
+    /// One host's verdict, given when it was last heard from (asked only for a host IaC
+    /// expects to run: listings parse it from text); `None` for a host unknown when the
+    /// matching was made.
     pub fn verdict(
         &self,
         host: &str,
-        last_seen: Millis,
+        last_seen: impl FnOnce() -> Millis,
         now: Millis,
         ghost_after: Duration,
     ) -> Option<HostVerdict> {
         let matched = self.hosts.get(host)?;
         let mut verdict = matched.verdict.clone();
         if let Some((address, state)) = &matched.expected_up
+            && let last_seen = last_seen()
             && last_seen < now - ghost_after.as_millis() as Millis
         {
             verdict.flags.insert(
@@ -527,7 +529,7 @@ impl Matching {
         let mut out = Correlation::default();
         for host in self.hosts.keys() {
             let seen = last_seen(host).unwrap_or(Millis::MIN);
-            if let Some(verdict) = self.verdict(host, seen, now, ghost_after) {
+            if let Some(verdict) = self.verdict(host, || seen, now, ghost_after) {
                 out.hosts.insert(host.clone(), verdict);
             }
         }

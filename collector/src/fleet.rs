@@ -16,7 +16,9 @@ use tonic::{Request, Status};
 
 use crate::ingest::blocking;
 use crate::metrics::Metrics;
-use crate::store::{self, HistoryQuery, HostQuery, ItemFilter, Severity, Store, StoreError};
+use crate::store::{
+    self, HistoryQuery, HostQuery, ItemFilter, ListedHost, Severity, Store, StoreError,
+};
 use crate::writer::Writer;
 
 mod iac;
@@ -163,18 +165,54 @@ impl<S: Store> Queries<S> {
         }
     }
 
+    /// The hosts a listing asks for, with their IaC columns, handed to `render` on the
+    /// thread that listed them (so the listing is made and freed on one thread), and how many
+    /// matched before the limit.
+    async fn listing<T: Send + 'static>(
+        &self,
+        r: v1::ListHostsRequest,
+        render: impl FnOnce(Vec<ListedHost>, u64) -> T + Send + 'static,
+    ) -> Result<T, QueryError> {
+        let query = self.host_query(filter(&r.severity, &r.path)?, r.diverged);
+        let iac = self.iac_columns().await?;
+        self.run(move |s| {
+            let mut hosts = s.list_hosts(&query)?;
+            let total = hosts.len() as u64;
+            if r.limit > 0 {
+                hosts.truncate(r.limit as usize);
+            }
+            iac.fill(&mut hosts, query.now);
+            Ok(render(hosts, total))
+        })
+        .await
+    }
+
     pub async fn list_hosts(
         &self,
         r: v1::ListHostsRequest,
     ) -> Result<v1::ListHostsResponse, QueryError> {
-        let query = self.host_query(filter(&r.severity, &r.path)?, r.diverged);
-        let mut hosts = self.run(move |s| s.list_hosts(&query)).await?;
-        let total = hosts.len() as u64;
-        if r.limit > 0 {
-            hosts.truncate(r.limit as usize);
-        }
-        self.attach_iac(&mut hosts).await?;
-        Ok(v1::ListHostsResponse { hosts, total })
+        self.listing(r, |hosts, total| v1::ListHostsResponse {
+            hosts: hosts.iter().map(ListedHost::to_host).collect(),
+            total,
+        })
+        .await
+    }
+
+    /// [`list_hosts`](Self::list_hosts) as the gRPC server sends it.
+    pub async fn list_hosts_encoded(
+        &self,
+        r: v1::ListHostsRequest,
+    ) -> Result<v1::EncodedListHosts, QueryError> {
+        self.listing(r, |hosts, total| {
+            let size = hosts.iter().map(|h| h.reported.encoded().len() + 64).sum();
+            let mut out = v1::EncodedListHosts::with_capacity(size);
+            for host in &hosts {
+                host.encode_into(&mut out);
+            }
+            out.total = total;
+            out
+        })
+        .await
     }
 
     pub async fn get_host(&self, r: v1::GetHostRequest) -> Result<v1::HostDetail, QueryError> {
@@ -190,7 +228,12 @@ impl<S: Store> Queries<S> {
             .await?
             .ok_or_else(|| QueryError::NotFound(format!("no host {:?} has reported", r.host)))?;
         if let Some(host) = &mut detail.host {
-            self.attach_iac(std::slice::from_mut(host)).await?;
+            let now = store::now_millis();
+            let identity = host.host.clone();
+            let last_seen = store::parse_rfc3339(&host.last_seen).unwrap_or(now);
+            self.iac_columns()
+                .await?
+                .fill_one(&identity, || last_seen, now, host);
         }
         Ok(detail)
     }
@@ -282,9 +325,9 @@ impl<S: Store> v1::fleet_server::Fleet for FleetService<S> {
     async fn list_hosts(
         &self,
         r: Request<v1::ListHostsRequest>,
-    ) -> Result<tonic::Response<v1::ListHostsResponse>, Status> {
+    ) -> Result<tonic::Response<v1::EncodedListHosts>, Status> {
         Ok(tonic::Response::new(
-            self.0.list_hosts(r.into_inner()).await?,
+            self.0.list_hosts_encoded(r.into_inner()).await?,
         ))
     }
 

@@ -14,7 +14,7 @@ use tonic::{Request, Status};
 use super::{Queries, QueryError, filter};
 use crate::iac::correlate::{Correlation, HostFacts, Matching};
 use crate::iac::import;
-use crate::store::{self, Store};
+use crate::store::{self, ListedHost, Store};
 
 fn ghost_after(text: &str, default: Duration) -> Result<Duration, QueryError> {
     if text.is_empty() {
@@ -46,6 +46,42 @@ impl Fleet {
 
     fn iac(&self) -> &store::IacData {
         self.snapshot.matching.iac()
+    }
+}
+
+/// Fills `iac` and `flags` of listed hosts (on whichever thread lists them).
+pub(super) struct IacColumns {
+    snapshot: Arc<Snapshot>,
+    ghost_after: Duration,
+}
+
+impl IacColumns {
+    pub fn fill(&self, hosts: &mut [ListedHost], now: store::Millis) {
+        for listed in hosts {
+            let reported = &listed.reported;
+            self.fill_one(
+                &reported.host,
+                || reported.last_seen,
+                now,
+                &mut listed.found,
+            );
+        }
+    }
+
+    /// Fills one host's columns in `host`, given when it was last heard from (asked only of
+    /// hosts IaC expects to run).
+    pub fn fill_one(
+        &self,
+        identity: &str,
+        last_seen: impl FnOnce() -> store::Millis,
+        now: store::Millis,
+        host: &mut v1::Host,
+    ) {
+        let matching = &self.snapshot.matching;
+        if let Some(verdict) = matching.verdict(identity, last_seen, now, self.ghost_after) {
+            host.flags = verdict.flag_names();
+            host.iac = verdict.iac;
+        }
     }
 }
 
@@ -95,22 +131,12 @@ impl<S: Store> Queries<S> {
         })
     }
 
-    /// Fills `iac` and `flags` of listed hosts.
-    pub(super) async fn attach_iac(&self, hosts: &mut [v1::Host]) -> Result<(), QueryError> {
-        if hosts.is_empty() {
-            return Ok(());
-        }
-        let snapshot = self.snapshot().await?;
-        let matching = &snapshot.matching;
-        let now = store::now_millis();
-        for host in hosts {
-            let last_seen = || store::parse_rfc3339(&host.last_seen).unwrap_or(now);
-            if let Some(verdict) = matching.verdict(&host.host, last_seen, now, self.ghost_after) {
-                host.flags = verdict.flag_names();
-                host.iac = verdict.iac;
-            }
-        }
-        Ok(())
+    /// What fills the IaC columns of listed hosts, as of the store's current generation.
+    pub(super) async fn iac_columns(&self) -> Result<IacColumns, QueryError> {
+        Ok(IacColumns {
+            snapshot: self.snapshot().await?,
+            ghost_after: self.ghost_after,
+        })
     }
 
     pub async fn import_state(

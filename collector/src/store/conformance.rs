@@ -21,8 +21,8 @@ use driftwatch_proto::v1;
 
 use super::item::set_digest;
 use super::{
-    Applied, EventRecord, HistoryQuery, HostInfo, HostQuery, ItemFilter, ItemRecord, Millis,
-    Severity, Store, StoreError, StreamState, Transition, Write, rfc3339,
+    Applied, EventRecord, HistoryQuery, HostInfo, HostQuery, ItemFilter, ItemRecord, ListedHost,
+    Millis, Severity, Store, StoreError, StreamState, Transition, Write, rfc3339,
 };
 
 mod iac;
@@ -178,8 +178,10 @@ fn host_query(now: Millis, diverged: bool, filter: ItemFilter) -> HostQuery {
     }
 }
 
-fn hosts(store: &dyn Store, query: &HostQuery) -> Vec<v1::Host> {
-    store.list_hosts(query).expect("list_hosts")
+/// The listing as a client decodes it.
+pub fn hosts(store: &dyn Store, query: &HostQuery) -> Vec<v1::Host> {
+    let listed = store.list_hosts(query).expect("list_hosts");
+    listed.iter().map(ListedHost::to_host).collect()
 }
 
 fn names(hosts: &[v1::Host]) -> Vec<&str> {

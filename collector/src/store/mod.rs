@@ -18,12 +18,14 @@ use driftwatch_proto::v1;
 pub use crate::iac::correlate::{HostFacts, IacData, StoredState};
 
 pub mod item;
+pub mod listed;
 pub mod sqlite;
 
 #[cfg(test)]
 pub mod conformance;
 
 pub use item::{ItemRecord, Severity, SubjectKind};
+pub use listed::{ListedHost, ReportedHost};
 
 /// Milliseconds since the Unix epoch: how the store keeps time.
 pub type Millis = i64;
@@ -264,7 +266,8 @@ pub trait Store: Send + Sync + 'static {
     /// sorted SHA-256 digests of the items' JSON text (what agents send in heartbeats).
     fn digest(&self, host: &str) -> Result<Option<(StreamState, [u8; 32])>>;
 
-    fn list_hosts(&self, query: &HostQuery) -> Result<Vec<v1::Host>>;
+    /// Worst drift first, then most items, then by identity.
+    fn list_hosts(&self, query: &HostQuery) -> Result<Vec<ListedHost>>;
 
     /// A host by identity, else by hostname when exactly one host has it. Items in the order
     /// of `check --json`'s report: security first, then by path.

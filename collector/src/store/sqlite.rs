@@ -61,7 +61,7 @@ use rusqlite::{Connection, OpenFlags, Row, Transaction, TransactionBehavior};
 use super::item::set_digest;
 use super::{
     Applied, HistoryQuery, HostFacts, HostInfo, HostQuery, IacData, ImportOutcome, ItemFilter,
-    Millis, Result, Severity, Store, StoreError, StreamState, Write,
+    ListedHost, Millis, Result, Severity, Store, StoreError, StreamState, Write,
 };
 
 mod checkpoint;
@@ -343,7 +343,7 @@ impl Store for SqliteStore {
         })
     }
 
-    fn list_hosts(&self, query: &HostQuery) -> Result<Vec<v1::Host>> {
+    fn list_hosts(&self, query: &HostQuery) -> Result<Vec<ListedHost>> {
         let rows = self.host_rows()?;
         let drifts = match query.filter.path {
             Some(_) => self.read("listing hosts", |tx| {
@@ -409,7 +409,7 @@ impl Store for SqliteStore {
         Ok(self
             .host_rows()?
             .iter()
-            .map(|row| (row.host.clone(), row.last_seen))
+            .map(|row| (row.host().to_owned(), row.reported.last_seen))
             .collect())
     }
 

@@ -26,7 +26,7 @@ use driftwatch_proto::v1;
 use rusqlite::{Connection, OptionalExtension as _, Row};
 
 use super::to_u64;
-use crate::store::{HostQuery, ItemFilter, Millis, Severity, rfc3339};
+use crate::store::{HostQuery, ItemFilter, ListedHost, Millis, ReportedHost, Severity, rfc3339};
 
 pub(super) const HOST_COLUMNS: &str = "host, hostname, identity_source, image_id, baseline_id, \
      agent_version, image_name, image_version, last_seq, first_seen, last_seen, n_security, \
@@ -35,18 +35,7 @@ pub(super) const HOST_COLUMNS: &str = "host, hostname, identity_source, image_id
 /// A `hosts` row as listings show it.
 #[derive(Debug)]
 pub(super) struct HostRow {
-    pub host: String,
-    hostname: String,
-    identity_source: String,
-    image_id: String,
-    baseline_id: String,
-    agent_version: String,
-    /// "name version" of the baked image.
-    image: String,
-    last_seq: i64,
-    first_seen: String,
-    pub last_seen: Millis,
-    last_seen_text: String,
+    pub reported: Arc<ReportedHost>,
     /// Current items per severity (indexed by [`Severity`]) and the oldest `observed_at`, with
     /// its text.
     counts: [i64; 3],
@@ -60,7 +49,7 @@ impl HostRow {
             Ok(r.get::<_, Option<Millis>>(i)?.map(|ms| (ms, rfc3339(ms))))
         };
         let last_seen = r.get(10)?;
-        Ok(HostRow {
+        let reported = v1::Host {
             host: r.get(0)?,
             hostname: r.get(1)?,
             identity_source: r.get(2)?,
@@ -68,13 +57,20 @@ impl HostRow {
             baseline_id: r.get(4)?,
             agent_version: r.get(5)?,
             image: join_image(r.get(6)?, r.get_ref(7)?.as_str()?),
-            last_seq: r.get(8)?,
+            last_seq: to_u64(r.get(8)?),
             first_seen: rfc3339(r.get(9)?),
-            last_seen,
-            last_seen_text: rfc3339(last_seen),
+            last_seen: rfc3339(last_seen),
+            ..v1::Host::default()
+        };
+        Ok(HostRow {
+            reported: Arc::new(ReportedHost::new(&reported, last_seen)),
             counts: [r.get(11)?, r.get(12)?, r.get(13)?],
             since: [since(14)?, since(15)?, since(16)?],
         })
+    }
+
+    pub fn host(&self) -> &str {
+        &self.reported.host
     }
 
     /// The host's drift as a filter without a path counts it, from the cached aggregates.
@@ -93,9 +89,10 @@ impl HostRow {
         drift
     }
 
-    pub fn to_host(&self, drift: Drift, query: &HostQuery) -> v1::Host {
+    /// The host listed with `drift`.
+    pub fn listed(&self, drift: Drift, query: &HostQuery) -> ListedHost {
         let silent_after = i64::try_from(query.silent_after.as_millis()).unwrap_or(i64::MAX);
-        let online = query.now.saturating_sub(self.last_seen) <= silent_after;
+        let online = query.now.saturating_sub(self.reported.last_seen) <= silent_after;
         // The oldest item is usually the oldest of a severity: its text is already made.
         let drifted_since = drift.since.map(|ms| {
             self.since
@@ -104,24 +101,15 @@ impl HostRow {
                 .find(|(since, _)| *since == ms)
                 .map_or_else(|| rfc3339(ms), |(_, text)| text.clone())
         });
-        v1::Host {
-            host: self.host.clone(),
-            hostname: self.hostname.clone(),
-            drift_count: drift.count,
-            max_severity: drift.worst.map(|s| s.as_str().to_owned()),
-            last_seen: self.last_seen_text.clone(),
-            status: if online { "online" } else { "silent" }.to_owned(),
-            image: self.image.clone(),
-            image_id: self.image_id.clone(),
-            baseline_id: self.baseline_id.clone(),
-            agent_version: self.agent_version.clone(),
-            first_seen: self.first_seen.clone(),
-            drifted_since,
-            identity_source: self.identity_source.clone(),
-            last_seq: to_u64(self.last_seq),
-            // Filled by the fleet queries from the IaC correlation.
-            iac: None,
-            flags: Vec::new(),
+        ListedHost {
+            reported: self.reported.clone(),
+            found: v1::Host {
+                drift_count: drift.count,
+                max_severity: drift.worst.map(|s| s.as_str().to_owned()),
+                status: if online { "online" } else { "silent" }.to_owned(),
+                drifted_since,
+                ..v1::Host::default()
+            },
         }
     }
 }
@@ -164,7 +152,11 @@ impl Drift {
 /// The listing of `rows` (in identity order, as [`HostsView::rows`] gives them), each with its
 /// drift as the query counts it: worst first, then most items, then by identity; only
 /// diverged hosts when the query asks.
-pub(super) fn listing(rows: &[Arc<HostRow>], drifts: &[Drift], query: &HostQuery) -> Vec<v1::Host> {
+pub(super) fn listing(
+    rows: &[Arc<HostRow>],
+    drifts: &[Drift],
+    query: &HostQuery,
+) -> Vec<ListedHost> {
     // A stable sort of indices by drift alone keeps the identity order among equals, without
     // comparing 10,000 strings scattered over the heap.
     let mut order: Vec<usize> = (0..rows.len())
@@ -173,7 +165,7 @@ pub(super) fn listing(rows: &[Arc<HostRow>], drifts: &[Drift], query: &HostQuery
     order.sort_by_key(|&i| drifts[i].sort_key());
     order
         .into_iter()
-        .map(|i| rows[i].to_host(drifts[i], query))
+        .map(|i| rows[i].listed(drifts[i], query))
         .collect()
 }
 
@@ -192,7 +184,7 @@ impl HostsView {
         let rows = conn
             .prepare_cached(&format!("SELECT {HOST_COLUMNS} FROM hosts"))?
             .query_map([], HostRow::read)?
-            .map(|row| row.map(|row| (row.host.clone(), Arc::new(row))))
+            .map(|row| row.map(|row| (row.host().to_owned(), Arc::new(row))))
             .collect::<rusqlite::Result<BTreeMap<_, _>>>()?;
         *self.rows.write().unwrap_or_else(PoisonError::into_inner) = rows;
         self.stale.store(false, Ordering::Release);

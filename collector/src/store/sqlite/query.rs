@@ -21,7 +21,7 @@ pub(super) fn drift_by_path(
     let index: HashMap<&str, usize> = hosts
         .iter()
         .enumerate()
-        .map(|(i, row)| (row.host.as_str(), i))
+        .map(|(i, row)| (row.host(), i))
         .collect();
     let mut drifts = vec![Drift::default(); hosts.len()];
     let conditions = Conditions::of(filter);
@@ -72,7 +72,7 @@ pub(super) fn get_host(
         "SELECT subject, severity, observed_at, json FROM items WHERE host = ?1
          ORDER BY severity, subject",
     )?;
-    let mut rows = stmt.query([&row.host])?;
+    let mut rows = stmt.query([row.host()])?;
     let mut drift = Drift::default();
     let mut items = Vec::new();
     while let Some(item) = rows.next()? {
@@ -84,7 +84,7 @@ pub(super) fn get_host(
         items.push(item.get(3)?);
     }
     Ok(Some(v1::HostDetail {
-        host: Some(row.to_host(drift, query)),
+        host: Some(row.listed(drift, query).to_host()),
         drift: items,
     }))
 }

@@ -5,9 +5,10 @@
 //! messages for every listing (an allocation per string), encoding them and freeing them again
 //! on another thread was most of the collector's work per listing. Protobuf lets a message be
 //! sent in parts: encodings of the same message type, concatenated, decode as one message with
-//! the fields of all of them. So the collector keeps each host's reported fields encoded, and
-//! a listing appends, per host, those bytes and a small `Host` holding only what the query
-//! decides (drift, status, IaC). Clients decode an ordinary [`v1::ListHostsResponse`].
+//! the fields of all of them. So the collector keeps each host's reported fields encoded (and
+//! what IaC correlation says of it), and a listing appends, per host, a small `Host` holding
+//! only what the query decides (drift, status) followed by those bytes. Clients decode an
+//! ordinary [`v1::ListHostsResponse`].
 //!
 //! [`v1::ListHostsResponse`]: crate::v1::ListHostsResponse
 
@@ -40,15 +41,17 @@ impl EncodedListHosts {
         }
     }
 
-    /// Appends one host made of `parts`: a `Host` encoded earlier, and `rest`. The two must not
-    /// both set one singular field (the decoder would keep the last); repeated fields are
-    /// concatenated, `parts` first.
-    pub fn push(&mut self, parts: &[u8], rest: &Host) {
-        let len = parts.len() + rest.encoded_len();
+    /// Appends one host made of `first` followed by `parts`, each a `Host` encoded earlier.
+    /// No two may set one singular field (the decoder would keep the last); repeated fields
+    /// are concatenated in that order.
+    pub fn push(&mut self, first: &Host, parts: &[&[u8]]) {
+        let len = first.encoded_len() + parts.iter().map(|p| p.len()).sum::<usize>();
         encoding::encode_key(HOSTS, WireType::LengthDelimited, &mut self.hosts);
         encoding::encode_varint(len as u64, &mut self.hosts);
-        self.hosts.extend_from_slice(parts);
-        rest.encode_raw(&mut self.hosts);
+        first.encode_raw(&mut self.hosts);
+        for part in parts {
+            self.hosts.extend_from_slice(part);
+        }
         self.count += 1;
     }
 
@@ -144,10 +147,10 @@ mod tests {
         let mut encoded = EncodedListHosts::with_capacity(0);
         let mut expected = ListHostsResponse::default();
         for (i, host) in ["i-1", "i-2", "i-3"].into_iter().enumerate() {
-            let (parts, rest) = (reported(host), found(i as u64));
-            encoded.push(&parts.encode_to_vec(), &rest);
-            let mut whole = parts.clone();
-            whole.merge(rest.encode_to_vec().as_slice()).unwrap();
+            let (first, part) = (found(i as u64), reported(host));
+            encoded.push(&first, &[&part.encode_to_vec(), &[]]);
+            let mut whole = first.clone();
+            whole.merge(part.encode_to_vec().as_slice()).unwrap();
             expected.hosts.push(whole);
         }
         encoded.total = 7;
@@ -160,8 +163,8 @@ mod tests {
         assert_eq!(decoded, expected);
         assert_eq!(decoded.hosts[2].drift_count, 2);
         assert_eq!(decoded.hosts[2].hostname, "i-3.internal");
-        // Repeated fields: the encoded part's first.
-        assert_eq!(decoded.hosts[0].flags, ["unmanaged", "ghost"]);
+        // Repeated fields: in the order of the parts.
+        assert_eq!(decoded.hosts[0].flags, ["ghost", "unmanaged"]);
 
         // And back: what a server decodes of its own answer encodes the same.
         let again = EncodedListHosts::decode(bytes.as_slice()).unwrap();

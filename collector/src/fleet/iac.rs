@@ -12,7 +12,7 @@ use serde::Deserialize;
 use tonic::{Request, Status};
 
 use super::{Queries, QueryError, filter};
-use crate::iac::correlate::{Correlation, HostFacts, Matching};
+use crate::iac::correlate::{Correlation, HostFacts, Matching, flag};
 use crate::iac::import;
 use crate::store::{self, ListedHost, Store};
 
@@ -57,14 +57,17 @@ pub(super) struct IacColumns {
 
 impl IacColumns {
     pub fn fill(&self, hosts: &mut [ListedHost], now: store::Millis) {
-        for listed in hosts {
-            let reported = &listed.reported;
-            self.fill_one(
-                &reported.host,
-                || reported.last_seen,
-                now,
-                &mut listed.found,
-            );
+        let matching = &self.snapshot.matching;
+        for host in hosts {
+            let reported = &host.reported;
+            let last_seen = || reported.last_seen;
+            if let Some(listed) = matching.listed(&reported.host, last_seen, now, self.ghost_after)
+            {
+                host.iac = listed.encoded;
+                if listed.ghost {
+                    host.found.flags.push(flag::GHOST.to_owned());
+                }
+            }
         }
     }
 

@@ -14,9 +14,11 @@
 //! stored, so an import or a hello is reflected by the next query.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use driftwatch_proto::v1;
+use prost::Message as _;
 
 use crate::store::{Millis, rfc3339};
 
@@ -363,6 +365,33 @@ struct Matched {
     verdict: HostVerdict,
     /// The matched resource, when IaC expects it to run: (address, state).
     expected_up: Option<(String, String)>,
+    /// What listings show of `verdict`: a `v1::Host` with only `iac` and `flags` (names)
+    /// set, encoded.
+    listed: Arc<[u8]>,
+}
+
+impl Matched {
+    /// When the host was last heard from, if that makes it a ghost: IaC expects it to run,
+    /// and it has not reported for `ghost_after`.
+    fn ghost_since(
+        &self,
+        last_seen: impl FnOnce() -> Millis,
+        now: Millis,
+        ghost_after: Duration,
+    ) -> Option<(&(String, String), Millis)> {
+        let expected = self.expected_up.as_ref()?;
+        let last_seen = last_seen();
+        (last_seen < now - ghost_after.as_millis() as Millis).then_some((expected, last_seen))
+    }
+}
+
+/// What a host listing shows of one host's verdict.
+#[derive(Clone, Debug)]
+pub struct Listed {
+    /// `iac` and `flags` but `ghost`, as a `v1::Host` encoding.
+    pub encoded: Arc<[u8]>,
+    /// Whether the host is a ghost now (the flag goes first).
+    pub ghost: bool,
 }
 
 impl Matching {
@@ -466,6 +495,13 @@ impl Matching {
                 );
             }
             verdict.iac = matched.map(|m| m.link);
+            out.listed = v1::Host {
+                iac: out.verdict.iac.clone(),
+                flags: out.verdict.flag_names(),
+                ..v1::Host::default()
+            }
+            .encode_to_vec()
+            .into();
             matched_hosts.insert(h.host.clone(), out);
         }
         let instances = iac
@@ -499,9 +535,8 @@ impl Matching {
     ) -> Option<HostVerdict> {
         let matched = self.hosts.get(host)?;
         let mut verdict = matched.verdict.clone();
-        if let Some((address, state)) = &matched.expected_up
-            && let last_seen = last_seen()
-            && last_seen < now - ghost_after.as_millis() as Millis
+        if let Some(((address, state), last_seen)) =
+            matched.ghost_since(last_seen, now, ghost_after)
         {
             verdict.flags.insert(
                 0,
@@ -516,6 +551,22 @@ impl Matching {
             );
         }
         Some(verdict)
+    }
+
+    /// What a listing shows of one host's verdict ([`verdict`](Self::verdict)), without
+    /// building it.
+    pub fn listed(
+        &self,
+        host: &str,
+        last_seen: impl FnOnce() -> Millis,
+        now: Millis,
+        ghost_after: Duration,
+    ) -> Option<Listed> {
+        let matched = self.hosts.get(host)?;
+        Some(Listed {
+            encoded: matched.listed.clone(),
+            ghost: matched.ghost_since(last_seen, now, ghost_after).is_some(),
+        })
     }
 
     /// The whole fleet's verdict, given when each host was last heard from.

@@ -48,23 +48,28 @@ impl ReportedHost {
 #[derive(Clone, Debug)]
 pub struct ListedHost {
     pub reported: Arc<ReportedHost>,
-    /// `drift_count`, `max_severity`, `drifted_since` and `status` as the query counts them;
-    /// the fleet queries add `iac` and `flags`. Nothing else is set.
+    /// `drift_count`, `max_severity`, `drifted_since` and `status` as the query counts them,
+    /// and the `ghost` flag when due. Nothing else is set.
     pub found: v1::Host,
+    /// What IaC correlation says of the host: a `v1::Host` with only `iac` and `flags` (but
+    /// `ghost`) set, encoded; empty when nothing.
+    pub iac: Arc<[u8]>,
 }
 
 impl ListedHost {
-    /// The whole message, as a client decodes it from the two parts.
+    /// The whole message, as a client decodes it.
     pub fn to_host(&self) -> v1::Host {
-        let mut host = v1::Host::decode(self.reported.encoded())
-            .expect("a host's reported fields were encoded by this process");
-        host.merge(self.found.encode_to_vec().as_slice())
-            .expect("a message encoded by this process decodes");
-        host
+        let mut out = v1::EncodedListHosts::default();
+        self.encode_into(&mut out);
+        v1::ListHostsResponse::decode(out.encode_to_vec().as_slice())
+            .expect("a listing encoded by this process decodes")
+            .hosts
+            .pop()
+            .unwrap_or_default()
     }
 
     /// Appends the host to a gRPC answer.
     pub fn encode_into(&self, out: &mut v1::EncodedListHosts) {
-        out.push(self.reported.encoded(), &self.found);
+        out.push(&self.found, &[self.reported.encoded(), &self.iac]);
     }
 }

@@ -126,6 +126,28 @@ fn every_flag_has_its_case() {
     let counts = c.flag_counts();
     assert_eq!(counts["ghost"], 3, "one silent host, two ghost instances");
     assert_eq!(counts["duplicate_machine_id"], 2);
+
+    // Listings show what the verdict says, from the columns encoded ahead.
+    let matching = Matching::new(&hosts, iac);
+    for h in &hosts {
+        let listed = matching
+            .listed(&h.host, || h.last_seen, NOW, DEFAULT_GHOST_AFTER)
+            .unwrap();
+        let mut shown = v1::Host::decode(&listed.encoded[..]).unwrap();
+        if listed.ghost {
+            shown.flags.insert(0, flag::GHOST.to_owned());
+        }
+        let verdict = &c.hosts[&h.host];
+        assert_eq!(
+            (shown.flags, shown.iac),
+            (verdict.flag_names(), verdict.iac.clone())
+        );
+    }
+    assert!(
+        matching
+            .listed("i-unknown", || NOW, NOW, DEFAULT_GHOST_AFTER)
+            .is_none()
+    );
 }
 
 #[test]

@@ -110,6 +110,7 @@ impl HostRow {
                 drifted_since,
                 ..v1::Host::default()
             },
+            iac: Arc::default(),
         }
     }
 }

@@ -108,7 +108,9 @@ def loadgen(collector, *args):
     r = d.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"loadgen failed:\n{r.stderr[-3000:]}")
-    sys.stderr.write(r.stderr[-2000:])
+    # Every failure line (an agent that failed says why), then the tail of the rest.
+    failures = [l for l in r.stderr.splitlines() if "failed" in l]
+    sys.stderr.write("".join(f"{l}\n" for l in failures[:50]) + r.stderr[-2000:])
     lines = r.stdout.strip().splitlines()
     return json.loads(lines[-1]) if lines else None
 

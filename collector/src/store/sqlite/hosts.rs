@@ -4,7 +4,8 @@
 //! table cost about as much as the rest of the answer together (stepping through the rows and
 //! copying eight strings out of each: ≈ 18 ms of the 50 ms the listing may take with 10,000
 //! hosts, on this project's 2-core reference machine). The rows are small, so the store keeps
-//! the columns a listing shows in memory, with their timestamps already formatted:
+//! the columns a listing shows in memory, already encoded as the answer carries them
+//! ([`ReportedHost`]), with the drift aggregates beside them:
 //!
 //! - loaded when the store opens;
 //! - refreshed right after each commit, for the hosts that commit touched, from the writer's

@@ -39,7 +39,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7470";
 /// connecting, docs/BENCHMARKS.md).
 pub const BLOCKING_THREADS: usize = 16;
 
-/// The runtime of a process that serves agents: the collector, or `driftwatch up`.
+/// The runtime of both binaries: the collector, and the `driftwatch` CLI (whose `up` serves
+/// agents too; its other commands use a thread or two of blocking work at most).
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .max_blocking_threads(BLOCKING_THREADS)

@@ -68,6 +68,10 @@ fn an_edit_reaches_the_fleet_view_and_a_restore_resolves_it() {
     let _agent = t.start_agent(&b, &t.collector_config(&c, "i-0abc123"));
     c.wait_host_paths("i-0abc123", SETTLE, |p| p.is_empty());
     c.cli().args(["hosts", "--diverged"]).code(0);
+    // Logged at the level DRIFTWATCH_LOG asks (info), plain text off a terminal.
+    let log = c.log_text();
+    assert!(log.contains("Agent connected"), "{log}");
+    assert!(!log.contains('\x1b'), "color codes in a log file: {log:?}");
 
     let original = fs::read(t.at("/etc/ssh/sshd_config")).unwrap();
     t.write_by_rename(

@@ -19,12 +19,16 @@ pub mod store;
 pub mod up;
 pub mod writer;
 
-/// Logs to stderr through `tracing`, filtered by `RUST_LOG` (default: info).
+/// Logs to stderr through `tracing`, filtered by `DRIFTWATCH_LOG` as the agent is, else
+/// `RUST_LOG` (default: info); colored only on a terminal (not in journald or a file).
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    use std::io::IsTerminal as _;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DRIFTWATCH_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }

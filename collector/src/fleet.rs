@@ -228,12 +228,9 @@ impl<S: Store> Queries<S> {
             .await?
             .ok_or_else(|| QueryError::NotFound(format!("no host {:?} has reported", r.host)))?;
         if let Some(host) = &mut detail.host {
-            let now = store::now_millis();
-            let identity = host.host.clone();
-            let last_seen = store::parse_rfc3339(&host.last_seen).unwrap_or(now);
             self.iac_columns()
                 .await?
-                .fill_one(&identity, || last_seen, now, host);
+                .fill_one(host, store::now_millis());
         }
         Ok(detail)
     }

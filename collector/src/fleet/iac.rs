@@ -60,9 +60,8 @@ impl IacColumns {
         let matching = &self.snapshot.matching;
         for host in hosts {
             let reported = &host.reported;
-            let last_seen = || reported.last_seen;
-            if let Some(listed) = matching.listed(&reported.host, last_seen, now, self.ghost_after)
-            {
+            let listed = matching.listed(&reported.host, reported.last_seen, now, self.ghost_after);
+            if let Some(listed) = listed {
                 host.iac = listed.encoded;
                 if listed.ghost {
                     host.found.flags.push(flag::GHOST.to_owned());
@@ -71,17 +70,11 @@ impl IacColumns {
         }
     }
 
-    /// Fills one host's columns in `host`, given when it was last heard from (asked only of
-    /// hosts IaC expects to run).
-    pub fn fill_one(
-        &self,
-        identity: &str,
-        last_seen: impl FnOnce() -> store::Millis,
-        now: store::Millis,
-        host: &mut v1::Host,
-    ) {
+    /// Fills the columns of one host's whole message.
+    pub fn fill_one(&self, host: &mut v1::Host, now: store::Millis) {
+        let last_seen = store::parse_rfc3339(&host.last_seen).unwrap_or(now);
         let matching = &self.snapshot.matching;
-        if let Some(verdict) = matching.verdict(identity, last_seen, now, self.ghost_after) {
+        if let Some(verdict) = matching.verdict(&host.host, last_seen, now, self.ghost_after) {
             host.flags = verdict.flag_names();
             host.iac = verdict.iac;
         }

@@ -375,13 +375,12 @@ impl Matched {
     /// and it has not reported for `ghost_after`.
     fn ghost_since(
         &self,
-        last_seen: impl FnOnce() -> Millis,
+        last_seen: Millis,
         now: Millis,
         ghost_after: Duration,
-    ) -> Option<(&(String, String), Millis)> {
+    ) -> Option<&(String, String)> {
         let expected = self.expected_up.as_ref()?;
-        let last_seen = last_seen();
-        (last_seen < now - ghost_after.as_millis() as Millis).then_some((expected, last_seen))
+        (last_seen < now - ghost_after.as_millis() as Millis).then_some(expected)
     }
 }
 
@@ -523,21 +522,18 @@ impl Matching {
         &self.iac
     }
 
-    /// One host's verdict, given when it was last heard from (asked only for a host IaC
-    /// expects to run: listings parse it from text); `None` for a host unknown when the
-    /// matching was made.
+    /// One host's verdict, given when it was last heard from; `None` for a host unknown when
+    /// the matching was made.
     pub fn verdict(
         &self,
         host: &str,
-        last_seen: impl FnOnce() -> Millis,
+        last_seen: Millis,
         now: Millis,
         ghost_after: Duration,
     ) -> Option<HostVerdict> {
         let matched = self.hosts.get(host)?;
         let mut verdict = matched.verdict.clone();
-        if let Some(((address, state), last_seen)) =
-            matched.ghost_since(last_seen, now, ghost_after)
-        {
+        if let Some((address, state)) = matched.ghost_since(last_seen, now, ghost_after) {
             verdict.flags.insert(
                 0,
                 v1::Flag {
@@ -558,7 +554,7 @@ impl Matching {
     pub fn listed(
         &self,
         host: &str,
-        last_seen: impl FnOnce() -> Millis,
+        last_seen: Millis,
         now: Millis,
         ghost_after: Duration,
     ) -> Option<Listed> {
@@ -580,7 +576,7 @@ impl Matching {
         let mut out = Correlation::default();
         for host in self.hosts.keys() {
             let seen = last_seen(host).unwrap_or(Millis::MIN);
-            if let Some(verdict) = self.verdict(host, || seen, now, ghost_after) {
+            if let Some(verdict) = self.verdict(host, seen, now, ghost_after) {
                 out.hosts.insert(host.clone(), verdict);
             }
         }

@@ -131,7 +131,7 @@ fn every_flag_has_its_case() {
     let matching = Matching::new(&hosts, iac);
     for h in &hosts {
         let listed = matching
-            .listed(&h.host, || h.last_seen, NOW, DEFAULT_GHOST_AFTER)
+            .listed(&h.host, h.last_seen, NOW, DEFAULT_GHOST_AFTER)
             .unwrap();
         let mut shown = v1::Host::decode(&listed.encoded[..]).unwrap();
         if listed.ghost {
@@ -145,7 +145,7 @@ fn every_flag_has_its_case() {
     }
     assert!(
         matching
-            .listed("i-unknown", || NOW, NOW, DEFAULT_GHOST_AFTER)
+            .listed("i-unknown", NOW, NOW, DEFAULT_GHOST_AFTER)
             .is_none()
     );
 }

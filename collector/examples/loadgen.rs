@@ -383,13 +383,14 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 const WARM_UP: usize = 5;
 
 async fn query(url: &str, samples: usize, hosts: usize) -> Result<()> {
-    // The CLI's receive windows, so timings are what an operator's CLI sees.
-    let window = driftwatch_collector::cli::RECEIVE_WINDOW;
-    let endpoint = Endpoint::from_shared(url.to_string())?
-        .initial_stream_window_size(Some(window))
-        .initial_connection_window_size(Some(window));
-    let mut client = v1::fleet_client::FleetClient::new(endpoint.connect().await?)
-        .max_decoding_message_size(1 << 30);
+    // The CLI's own client, so timings are what an operator's CLI sees.
+    let mut client = driftwatch_collector::cli::connect(&driftwatch_collector::cli::Connection {
+        collector: url.to_string(),
+        ca: None,
+        cert: None,
+        key: None,
+    })
+    .await?;
     const KINDS: [&str; 4] = [
         "hosts_diverged",
         "hosts_diverged_security",

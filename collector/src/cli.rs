@@ -303,7 +303,7 @@ pub async fn connect(conn: &Connection) -> Result<FleetClient<Channel>> {
 }
 
 /// The HTTP/2 receive window of the CLI's connection and of each answer, in bytes.
-pub const RECEIVE_WINDOW: u32 = 16 << 20;
+const RECEIVE_WINDOW: u32 = 16 << 20;
 
 pub async fn channel(conn: &Connection) -> Result<Channel> {
     let url = &conn.collector;

@@ -22,14 +22,14 @@ const JSON_MESSAGES: &[&str] = &[
     "StateInfo",
     "IacStatus",
     "ReportGroup",
-    "Report",
+    "IacReport",
 ];
 
-/// Fields holding a drift item's JSON text, serialized as the JSON value itself.
-const RAW_JSON_FIELDS: &[(&str, &str)] = &[
-    ("HostDetail.drift", "crate::json::raw_list"),
-    ("Cause.example", "crate::json::raw"),
-    ("HistoryEvent.item", "crate::json::raw"),
+/// Fields holding drift items, serialized as `check --json` writes items.
+const DRIFT_ITEM_FIELDS: &[(&str, &str)] = &[
+    ("HostDetail.drift", "crate::json::items"),
+    ("Cause.example", "crate::json::item"),
+    ("HistoryEvent.item", "crate::json::item"),
 ];
 
 fn main() {
@@ -42,6 +42,7 @@ fn main() {
 
     let wire = protox::compile(
         [
+            "driftwatch/v1/drift.proto",
             "driftwatch/v1/agent.proto",
             "driftwatch/v1/fleet.proto",
             "driftwatch/v1/iac.proto",
@@ -55,13 +56,14 @@ fn main() {
     // Messages and clients. Maps in sorted order, so JSON answers are stable.
     let mut builder = tonic_prost_build::configure()
         .build_server(false)
+        .extern_path(".driftwatch.baseline.v1", "crate::pb::baseline")
         .btree_map(".driftwatch.v1.IacStatus");
     for m in JSON_MESSAGES {
         builder =
             builder.message_attribute(format!(".driftwatch.v1.{m}"), "#[derive(serde::Serialize)]");
     }
     builder = builder.field_attribute(".driftwatch.v1.HostDetail.host", "#[serde(flatten)]");
-    for (field, with) in RAW_JSON_FIELDS {
+    for (field, with) in DRIFT_ITEM_FIELDS {
         builder = builder.field_attribute(
             format!(".driftwatch.v1.{field}"),
             format!("#[serde(serialize_with = \"{with}\")]"),
@@ -79,6 +81,7 @@ fn main() {
         .build_client(false)
         .out_dir(servers)
         .extern_path(".driftwatch.v1", "crate::v1")
+        .extern_path(".driftwatch.baseline.v1", "crate::pb::baseline")
         .extern_path(
             ".driftwatch.v1.ListHostsResponse",
             "crate::v1::EncodedListHosts",

@@ -349,17 +349,10 @@ fn grpc_python() -> Option<std::path::PathBuf> {
 
 #[test]
 fn a_stock_grpc_client_lists_checks_and_calls_through_reflection() {
-    let Some(python) = grpc_python() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must provide python with grpcio (see .ci/run)"
-        );
-        eprintln!(
-            "skipped: no python with grpcio, grpcio-reflection, grpcio-health-checking \
-             (.ci/run installs them in /opt/driftwatch-venv)"
-        );
-        return;
-    };
+    let python = grpc_python().expect(
+        "no python with grpcio, grpcio-reflection and grpcio-health-checking in \
+         /opt/driftwatch-venv (or DRIFTWATCH_TEST_PYTHON): run tests/setup.sh",
+    );
     let t = TestDir::new();
     t.populate();
     let b = t.baseline();
@@ -368,12 +361,30 @@ fn a_stock_grpc_client_lists_checks_and_calls_through_reflection() {
     t.write_by_rename("/etc/motd", "hello from python\n");
     c.wait_host_paths("i-python", SETTLE, |p| p == ["/etc/motd"]);
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("grpc_client.py");
-    let out = std::process::Command::new(python)
+    let mut child = std::process::Command::new(python)
         .arg(script)
         .arg(format!("127.0.0.1:{}", c.port))
         .arg("i-python")
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("run python");
+    // Once it follows the live feed, an edit it must see as a typed event.
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).expect("read the client's output");
+    assert!(
+        first.contains("watching"),
+        "the client did not start watching: {first:?}"
+    );
+    t.write_by_rename("/etc/nginx/nginx.conf", "worker_processes 4;\nevents {}\n");
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut stdout, &mut rest).expect("read the client's output");
+    let out = child.wait_with_output().expect("wait for python");
+    let out = std::process::Output {
+        stdout: rest,
+        ..out
+    };
     assert!(
         out.status.success(),
         "python client failed:\n{}",
@@ -397,9 +408,29 @@ fn a_stock_grpc_client_lists_checks_and_calls_through_reflection() {
         answer["hosts"]["hosts"][0]["host"], "i-python",
         "{answer:#}"
     );
-    let item: serde_json::Value =
-        serde_json::from_str(answer["host"]["drift"][0].as_str().expect("item JSON text")).unwrap();
-    assert_eq!(item["path"], "/etc/motd");
+    // Drift items are typed fields, not JSON text.
+    let item = &answer["host"]["drift"][0]["file"];
+    assert_eq!(item["path"], "/etc/motd", "{answer:#}");
+    assert_eq!(item["kind"], "DRIFT_KIND_MODIFIED", "{answer:#}");
+    let event = &answer["event"];
+    assert_eq!(event["host"], "i-python", "{answer:#}");
+    assert_eq!(event["event"], "drifted", "{answer:#}");
+    let file = &event["item"]["file"];
+    assert_eq!(file["path"], "/etc/nginx/nginx.conf", "{answer:#}");
+    assert_eq!(file["kind"], "DRIFT_KIND_MODIFIED", "{answer:#}");
+    assert!(
+        file["changed"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|a| a == "ATTRIBUTE_CONTENT")),
+        "{answer:#}"
+    );
+    assert_eq!(file["expected"]["type"], "FILE_TYPE_REGULAR", "{answer:#}");
+    assert!(
+        file["diff"]
+            .as_str()
+            .is_some_and(|d| d.contains("+worker_processes 4;")),
+        "{answer:#}"
+    );
 }
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl.

@@ -213,11 +213,35 @@ fn hello(host: &str, last_seq: u64, oldest_seq: u64) -> v1::Hello {
 // ---------------------------------------------------------------------------------------------
 // Events and items.
 
-/// A file drift item as `check --json` prints it.
-fn item(path: &str, actual: &str) -> String {
-    format!(
-        r#"{{"path":"{path}","kind":"modified","changed":["content"],"severity":"behavioral","reason":"configuration or binary changed","expected":{{"sha256":"aa"}},"actual":{{"sha256":"{actual}"}},"diff":null}}"#
-    )
+/// A file drift item whose content changed: `actual` names the new content.
+fn item(path: &str, actual: &str) -> v1::DriftItem {
+    let facts = |content: &str| v1::FileFacts {
+        r#type: driftwatch_proto::pb::baseline::FileType::Regular as i32,
+        mode: 0o644,
+        size: content.len() as u64,
+        sha256: Sha256::digest(content).to_vec(),
+        ..Default::default()
+    };
+    v1::DriftItem {
+        item: Some(v1::drift_item::Item::File(v1::FileDrift {
+            path: path.into(),
+            kind: v1::DriftKind::Modified as i32,
+            changed: vec![v1::Attribute::Content as i32],
+            severity: v1::Severity::Behavioral as i32,
+            reason: "configuration or binary changed".into(),
+            expected: Some(facts("aa")),
+            actual: Some(facts(actual)),
+            diff: None,
+        })),
+    }
+}
+
+/// Edits the file item of an event.
+fn edit(e: &mut v1::Event, f: impl FnOnce(&mut v1::FileDrift)) {
+    match e.item.as_mut().and_then(|i| i.item.as_mut()) {
+        Some(v1::drift_item::Item::File(file)) => f(file),
+        other => panic!("not a file item: {other:?}"),
+    }
 }
 
 /// The path event `seq` of the numbered scenarios drifts.
@@ -225,12 +249,12 @@ fn path_of(seq: u64) -> String {
     format!("/etc/app/{seq:04}.conf")
 }
 
-fn event(seq: u64, transition: v1::Transition, item_json: String) -> v1::Event {
+fn event(seq: u64, transition: v1::Transition, item: v1::DriftItem) -> v1::Event {
     v1::Event {
         seq,
         transition: transition as i32,
         observed_at: OBSERVED_AT.into(),
-        item_json,
+        item: Some(item),
     }
 }
 
@@ -250,11 +274,17 @@ fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
+/// An item's JSON form, as the CLI and the JSON API show it.
+fn item_json(item: &v1::DriftItem) -> serde_json::Value {
+    let item = driftwatch_proto::drift::DriftItem::try_from(item.clone()).expect("a valid item");
+    serde_json::to_value(item).unwrap()
+}
+
 /// The drift set a sequence of events leaves, by path.
 fn replay(events: &[v1::Event]) -> BTreeMap<String, serde_json::Value> {
     let mut set = BTreeMap::new();
     for e in events {
-        let item = json(&e.item_json);
+        let item = item_json(e.item.as_ref().expect("an item"));
         let path = item["path"].as_str().expect("path").to_owned();
         if e.transition == v1::Transition::Resolved as i32 {
             set.remove(&path);
@@ -265,11 +295,12 @@ fn replay(events: &[v1::Event]) -> BTreeMap<String, serde_json::Value> {
     set
 }
 
-/// The heartbeat digest of a drift set: SHA-256 over the sorted SHA-256s of its items' text.
-fn digest<'a>(items_json: impl IntoIterator<Item = &'a str>) -> Vec<u8> {
-    let mut digests: Vec<[u8; 32]> = items_json
+/// The heartbeat digest of a drift set (`drift.proto`): SHA-256 over the sorted SHA-256s of
+/// its items' encodings.
+fn digest<'a>(items: impl IntoIterator<Item = &'a v1::DriftItem>) -> Vec<u8> {
+    let mut digests: Vec<[u8; 32]> = items
         .into_iter()
-        .map(|j| Sha256::digest(j.as_bytes()).into())
+        .map(|i| Sha256::digest(prost::Message::encode_to_vec(i)).into())
         .collect();
     digests.sort_unstable();
     let mut all = Sha256::new();
@@ -361,7 +392,12 @@ fn assert_holds(c: &Collector, host: &str, acked: &[v1::Event]) {
             "{}",
             context()
         );
-        assert_eq!(row["item"], json(&sent.item_json), "{}", context());
+        assert_eq!(
+            row["item"],
+            item_json(sent.item.as_ref().unwrap()),
+            "{}",
+            context()
+        );
         assert!(
             row["observed_at"]
                 .as_str()
@@ -533,14 +569,26 @@ async fn malformed_events_are_refused_and_nothing_of_their_batch_is_stored() {
     let good = || drifted(4..=4).remove(0);
     let mut bad = Vec::new();
     let mut e = drifted(5..=5).remove(0);
-    e.item_json = "{\"path\": \"/etc/app/0005.conf\", truncated".into();
-    bad.push((e, vec!["event 5", "not JSON"]));
+    e.item = None;
+    bad.push((e, vec!["event 5", "neither a file nor a package"]));
     let mut e = drifted(5..=5).remove(0);
-    e.item_json = "[\"an array\"]".into();
-    bad.push((e, vec!["event 5", "not a JSON object"]));
+    e.item = Some(v1::DriftItem { item: None });
+    bad.push((e, vec!["event 5", "neither a file nor a package"]));
     let mut e = drifted(5..=5).remove(0);
-    e.item_json = item("etc/relative.conf", "bb");
+    e.item = Some(item("etc/relative.conf", "bb"));
     bad.push((e, vec!["event 5", "not absolute"]));
+    let mut e = drifted(5..=5).remove(0);
+    edit(&mut e, |f| f.path = "/etc/app/\\q".into());
+    bad.push((e, vec!["event 5", "not escaped"]));
+    let mut e = drifted(5..=5).remove(0);
+    edit(&mut e, |f| f.severity = 9);
+    bad.push((e, vec!["event 5", "unknown severity 9"]));
+    let mut e = drifted(5..=5).remove(0);
+    edit(&mut e, |f| f.expected = None);
+    bad.push((e, vec!["event 5", "without expected facts"]));
+    let mut e = drifted(5..=5).remove(0);
+    edit(&mut e, |f| f.actual.as_mut().unwrap().sha256 = vec![0; 5]);
+    bad.push((e, vec!["event 5", "sha256 of 5 bytes"]));
     let mut e = drifted(5..=5).remove(0);
     e.transition = 7;
     bad.push((e, vec!["event 5", "unknown transition 7"]));
@@ -628,11 +676,8 @@ async fn a_message_over_max_message_bytes_is_refused_and_nothing_of_it_is_stored
     s.resume(host, 1..=2, 1).await;
     let mut big = drifted(2..=2);
     // A 200 KiB diff: well under the collector's per-item cap, far over the message limit.
-    big[0].item_json = big[0].item_json.replace(
-        "\"diff\":null",
-        &format!("\"diff\":\"{}\"", "+x\\n".repeat(51_200)),
-    );
-    assert!(big[0].item_json.len() > 200 << 10);
+    edit(&mut big[0], |f| f.diff = Some("+x\n".repeat(70_000)));
+    assert!(prost::Message::encoded_len(big[0].item.as_ref().unwrap()) > 200 << 10);
     s.batch(big).await;
     let status = match s.try_next().await {
         Err(status) if matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted) => {
@@ -1131,12 +1176,15 @@ async fn a_snapshot_with_a_malformed_item_is_refused_and_the_set_is_unchanged() 
     s.resume(host, 1..=2, 2).await;
     s.send(agent_message::Body::Snapshot(v1::SnapshotChunk {
         seq: 2,
-        items_json: vec![item("/etc/other.conf", "cc"), "{\"path\": ".into()],
+        items: vec![item("/etc/other.conf", "cc"), v1::DriftItem { item: None }],
         last: true,
     }))
     .await;
     let status = s
-        .expect_end(Code::InvalidArgument, &["snapshot item", "not JSON"])
+        .expect_end(
+            Code::InvalidArgument,
+            &["snapshot item", "neither a file nor a package"],
+        )
         .await;
     assert_logged(&c, &status);
     assert_holds(&c, host, &acked);
@@ -1146,13 +1194,13 @@ async fn a_snapshot_with_a_malformed_item_is_refused_and_the_set_is_unchanged() 
     s.resume(host, 1..=2, 2).await;
     s.send(agent_message::Body::Snapshot(v1::SnapshotChunk {
         seq: 2,
-        items_json: vec![item("/etc/other.conf", "cc")],
+        items: vec![item("/etc/other.conf", "cc")],
         last: false,
     }))
     .await;
     s.send(agent_message::Body::Snapshot(v1::SnapshotChunk {
         seq: 2,
-        items_json: vec![item("relative/path.conf", "dd")],
+        items: vec![item("relative/path.conf", "dd")],
         last: true,
     }))
     .await;
@@ -1181,7 +1229,7 @@ async fn a_digest_mismatch_brings_a_snapshot_request_and_the_snapshot_replaces_t
     s.resume(host, 0..=0, 0).await;
     s.batch(stream_events.clone()).await;
     s.expect_ack(2).await;
-    s.heartbeat(2, digest([a.as_str(), b.as_str()]), 2).await;
+    s.heartbeat(2, digest([&a, &b]), 2).await;
     s.batch(stream_events[1..].to_vec()).await;
     s.expect_ack(2).await;
     drop(s);
@@ -1208,13 +1256,13 @@ async fn a_digest_mismatch_brings_a_snapshot_request_and_the_snapshot_replaces_t
     let cc = item("/etc/c.conf", "c1");
     s.send(agent_message::Body::Snapshot(v1::SnapshotChunk {
         seq: 2,
-        items_json: vec![a2.clone()],
+        items: vec![a2.clone()],
         last: false,
     }))
     .await;
     s.send(agent_message::Body::Snapshot(v1::SnapshotChunk {
         seq: 2,
-        items_json: vec![cc.clone()],
+        items: vec![cc.clone()],
         last: true,
     }))
     .await;
@@ -1222,8 +1270,8 @@ async fn a_digest_mismatch_brings_a_snapshot_request_and_the_snapshot_replaces_t
     wait_log(&c, &["Snapshot replaced", host]);
     let st = stored(&c, host);
     let expected: BTreeMap<String, serde_json::Value> = [
-        ("/etc/a.conf".to_owned(), json(&a2)),
-        ("/etc/c.conf".to_owned(), json(&cc)),
+        ("/etc/a.conf".to_owned(), item_json(&a2)),
+        ("/etc/c.conf".to_owned(), item_json(&cc)),
     ]
     .into();
     assert_eq!(st.items, expected, "{st:#?}");
@@ -1261,7 +1309,7 @@ async fn a_digest_mismatch_brings_a_snapshot_request_and_the_snapshot_replaces_t
     );
 
     // The new set's digest now matches: no further request, and the stream goes on.
-    s.heartbeat(2, digest([a2.as_str(), cc.as_str()]), 2).await;
+    s.heartbeat(2, digest([&a2, &cc]), 2).await;
     s.batch(vec![event(3, v1::Transition::Resolved, cc.clone())])
         .await;
     s.expect_ack(3).await;
@@ -1289,7 +1337,7 @@ async fn a_snapshot_older_than_the_stored_sequence_is_refused_and_does_not_rewin
     s.resume(host, 1..=3, 3).await;
     s.send(agent_message::Body::Snapshot(v1::SnapshotChunk {
         seq: 1,
-        items_json: vec![acked[0].item_json.clone()],
+        items: vec![acked[0].item.clone().unwrap()],
         last: true,
     }))
     .await;
@@ -1307,7 +1355,7 @@ async fn a_snapshot_older_than_the_stored_sequence_is_refused_and_does_not_rewin
     s.resume(host, 1..=4, 3).await;
     s.send(agent_message::Body::Snapshot(v1::SnapshotChunk {
         seq: 3,
-        items_json: vec![acked[0].item_json.clone()],
+        items: vec![acked[0].item.clone().unwrap()],
         last: false,
     }))
     .await;
@@ -1317,7 +1365,7 @@ async fn a_snapshot_older_than_the_stored_sequence_is_refused_and_does_not_rewin
     acked.extend(more);
     s.send(agent_message::Body::Snapshot(v1::SnapshotChunk {
         seq: 3,
-        items_json: vec![],
+        items: vec![],
         last: true,
     }))
     .await;

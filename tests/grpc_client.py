@@ -2,8 +2,10 @@
 messages learned at run time through server reflection (no generated code, no .proto files).
 
 Usage: grpc_client.py HOST:PORT HOST_ID
-Prints one JSON object: the services listed, the health statuses, and ListHosts / GetHost
-answers. Exits non-zero on any failure.
+Prints a line `{"watching": true}` once it follows the host's live feed (Watch), then, after the
+next drift event arrives, one JSON object: the services listed, the health statuses, the
+ListHosts / GetHost answers and that event, all as protobuf's JSON mapping of the typed
+messages. Exits non-zero on any failure.
 """
 
 import json
@@ -53,8 +55,22 @@ def main():
     request, get_host = unary(channel, pool, "driftwatch.v1.Fleet", "GetHost")
     detail = MessageToDict(get_host(request(host=host), timeout=10),
                            preserving_proto_field_name=True)
+
+    watch = pool.FindServiceByName("driftwatch.v1.Fleet").FindMethodByName("Watch")
+    watch_request = message_factory.GetMessageClass(watch.input_type)
+    event_class = message_factory.GetMessageClass(watch.output_type)
+    feed = channel.unary_stream(
+        "/driftwatch.v1.Fleet/Watch",
+        request_serializer=watch_request.SerializeToString,
+        response_deserializer=event_class.FromString,
+    )(watch_request(host=host), timeout=60)
+    # The server sends response headers when the stream starts: then it is following.
+    feed.initial_metadata()
+    print(json.dumps({"watching": True}), flush=True)
+    event = MessageToDict(next(feed), preserving_proto_field_name=True)
+    feed.cancel()
     print(json.dumps({"services": services, "health": statuses, "hosts": hosts,
-                      "host": detail}))
+                      "host": detail, "event": event}))
 
 
 if __name__ == "__main__":

@@ -377,6 +377,11 @@ impl AgentConfig {
 
     /// The ledger snapshot inside the state directory.
     pub fn ledger_path(&self) -> PathBuf {
+        self.state_dir.join("ledger.pb")
+    }
+
+    /// Where agents before 0.2 kept the ledger (as JSON); converted once at start.
+    pub fn legacy_ledger_path(&self) -> PathBuf {
         self.state_dir.join("ledger.json")
     }
 

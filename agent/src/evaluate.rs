@@ -1,16 +1,16 @@
-//! Comparing what is with what should be: drift items, their severity, and diffs.
+//! Comparing what is with what should be: drift items ([`FileDrift`], the drift model's, from
+//! `driftwatch_proto::drift`), their severity, and diffs.
 //!
 //! One function, [`compare`], decides about one path; [`compare_sets`] merge-joins two sorted
 //! entry lists (a baseline and a scan, or two baselines) through it. The daemon calls
 //! [`compare`] for single paths, so the one-shot check and the watcher can never disagree.
 
-use std::collections::BTreeMap;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use driftwatch_proto::baseline::{Entry, FileKind};
-use driftwatch_proto::text::{display_path, escape_bytes};
-use serde::{Deserialize, Serialize};
+pub use driftwatch_proto::drift::{DriftKind, Facts, FileDrift};
+use driftwatch_proto::text::escape_bytes;
 
 use crate::rules::{Attr, Rules, Severity};
 
@@ -19,99 +19,13 @@ const SETGID: u32 = 0o2000;
 const ANY_EXEC: u32 = 0o111;
 const CAPABILITY_XATTR: &str = "security.capability";
 
-/// What happened to a path.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DriftKind {
-    Added,
-    Removed,
-    Modified,
-}
-
-impl DriftKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DriftKind::Added => "added",
-            DriftKind::Removed => "removed",
-            DriftKind::Modified => "modified",
-        }
-    }
-}
-
-/// The reportable facts of one side of a drift item. Secret content never appears here: only
-/// hashes, which the baseline records for every file.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Facts {
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// Octal permission bits, e.g. `"0644"`, `"4755"`.
-    pub mode: String,
-    pub owner: u32,
-    pub group: u32,
-    pub size: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target: Option<String>,
-    /// Values as text when printable, else `0x…` hex.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub xattrs: BTreeMap<String, String>,
-}
-
-impl Facts {
-    pub fn of(entry: &Entry) -> Facts {
-        Facts {
-            kind: entry.kind.as_str().to_owned(),
-            mode: format!("{:04o}", entry.mode),
-            owner: entry.uid,
-            group: entry.gid,
-            size: entry.size,
-            sha256: entry.sha256.map(hex::encode),
-            target: entry.target.as_deref().map(display_path),
-            xattrs: entry
-                .xattrs
-                .iter()
-                .map(|x| (x.name.clone(), xattr_text(&x.value)))
-                .collect(),
-        }
-    }
-}
-
-fn xattr_text(value: &[u8]) -> String {
-    let trimmed = value.strip_suffix(b"\0").unwrap_or(value);
-    match std::str::from_utf8(trimmed) {
-        Ok(s) if !s.chars().any(char::is_control) => s.to_owned(),
-        _ => format!("0x{}", hex::encode(value)),
-    }
-}
-
-/// One path that differs from its baseline.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DriftItem {
-    #[serde(
-        serialize_with = "crate::report::ser_path",
-        deserialize_with = "crate::report::de_path"
-    )]
-    pub path: PathBuf,
-    pub kind: DriftKind,
-    /// Changed attributes (empty for added and removed).
-    pub changed: Vec<Attr>,
-    pub severity: Severity,
-    /// Why this severity, in plain words.
-    pub reason: String,
-    pub expected: Option<Facts>,
-    pub actual: Option<Facts>,
-    /// Unified diff, when the baseline holds the content (never for secrets).
-    pub diff: Option<String>,
-}
-
 /// Compares the expected and actual state of one path. `None` means no drift.
 pub fn compare(
     path: &Path,
     expected: Option<&Entry>,
     actual: Option<&Entry>,
     rules: &Rules,
-) -> Option<DriftItem> {
+) -> Option<FileDrift> {
     let (kind, changed) = match (expected, actual) {
         (None, None) => return None,
         (None, Some(_)) => (DriftKind::Added, Vec::new()),
@@ -126,7 +40,7 @@ pub fn compare(
     };
     let diff = content_diff(path, expected, actual, kind, &changed);
     let (severity, reason) = classify(path, kind, &changed, expected, actual, rules);
-    Some(DriftItem {
+    Some(FileDrift {
         path: path.to_path_buf(),
         kind,
         changed,
@@ -139,7 +53,7 @@ pub fn compare(
 }
 
 /// Merge-joins two entry lists sorted by path bytes.
-pub fn compare_sets(expected: &[Entry], actual: &[Entry], rules: &Rules) -> Vec<DriftItem> {
+pub fn compare_sets(expected: &[Entry], actual: &[Entry], rules: &Rules) -> Vec<FileDrift> {
     let mut out = Vec::new();
     let (mut i, mut j) = (0, 0);
     while i < expected.len() || j < actual.len() {

@@ -8,23 +8,35 @@
 //! The ledger is what consumers have been told, never the truth about the host: on start the
 //! agent recomputes the truth from the baked baseline and the filesystem and feeds it in, so
 //! only real differences with what was already emitted become events. It is persisted
-//! (`ledger.json`, written crash-safely) together with the sequence number it reflects and the
-//! stream id its numbers belong to; events in the spool after that number are replayed onto it
-//! on start.
+//! (`STATE/ledger.pb`, written crash-safely) together with the sequence number it reflects and
+//! the stream id its numbers belong to; events in the spool after that number are replayed onto
+//! it on start.
 //!
-//! The ledger's digest is the wire protocol's (`Heartbeat.digest`): SHA-256 over the sorted
-//! SHA-256 digests of each item's JSON text, that text being exactly what the uplink sends as
-//! `Event.item_json` and `SnapshotChunk.items_json` ([`item_json`]). Each item's digest is kept
-//! beside it, so a heartbeat costs a sort of 32-byte values, not a serialization of every item.
+//! # The ledger file
+//!
+//! ```text
+//! "DWLG" | u32 LE crc32(state) | state = driftwatch.v1.LedgerState (protobuf, version 2)
+//! ```
+//!
+//! Agents before 0.2 wrote `STATE/ledger.json` (the same state as JSON); it is read once and
+//! replaced by `ledger.pb` ([`Ledger::load_or_upgrade`]).
+//!
+//! The ledger's digest is the wire protocol's (`Heartbeat.digest`, over the items' canonical
+//! encodings: `drift.proto`). Each item's digest is kept beside it, so a heartbeat costs a sort
+//! of 32-byte values, not an encoding of every item.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
+use driftwatch_proto::drift::set_digest;
+pub use driftwatch_proto::drift::{DriftItem, Event, Transition};
+use driftwatch_proto::v1;
+use prost::Message as _;
 
-use crate::evaluate::DriftItem;
-use crate::packages::PackageDrift;
+/// The first bytes of a ledger file.
+const MAGIC: &[u8; 4] = b"DWLG";
+/// `LedgerState.version` this build writes and reads.
+const VERSION: u32 = 2;
 
 /// What a drift item is about.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -33,19 +45,11 @@ pub enum Subject {
     Package { name: String, arch: String },
 }
 
-/// A drift item: a file's or a package's.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Item {
-    File(Box<DriftItem>),
-    Package(PackageDrift),
-}
-
-impl Item {
-    pub fn subject(&self) -> Subject {
-        match self {
-            Item::File(d) => Subject::Path(d.path.clone()),
-            Item::Package(p) => Subject::Package {
+impl Subject {
+    pub fn of(item: &DriftItem) -> Subject {
+        match item {
+            DriftItem::File(d) => Subject::Path(d.path.clone()),
+            DriftItem::Package(p) => Subject::Package {
                 name: p.name.clone(),
                 arch: p.arch.clone(),
             },
@@ -53,68 +57,45 @@ impl Item {
     }
 }
 
-/// The kind of transition.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Transition {
-    Drifted,
-    Changed,
-    Resolved,
-}
-
-/// One transition, as written to the spool and printed in standalone mode.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Event {
-    pub seq: u64,
-    pub event: Transition,
-    /// RFC 3339 with milliseconds, UTC.
-    pub observed_at: String,
-    /// The drift item; for `resolved`, the item that was resolved.
-    pub item: Item,
-}
-
 /// The current drift set.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default)]
 pub struct Ledger {
     /// The sequence number of the last event reflected here.
     seq: u64,
     /// The stream (see the uplink) whose numbering `seq` counts; "" in ledgers written before
     /// streams existed, which therefore start a new stream.
-    #[serde(default)]
     stream_id: String,
-    #[serde(with = "items_as_list")]
-    items: BTreeMap<Subject, Item>,
-    /// SHA-256 of each item's [`item_json`]; derived, rebuilt on load.
-    #[serde(skip)]
+    items: BTreeMap<Subject, DriftItem>,
+    /// Each item's digest ([`DriftItem::digest`]); derived, rebuilt on load.
     item_digests: BTreeMap<Subject, [u8; 32]>,
 }
 
-/// An item's JSON text: the bytes the uplink sends and the digest is computed over.
-pub fn item_json(item: &Item) -> String {
-    // Items are plain data (strings, numbers, maps with string keys): serializing cannot fail.
-    serde_json::to_string(item).expect("drift items serialize")
+/// Why a ledger file cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("cannot read {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot save {}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is damaged: {what}", path.display())]
+    Corrupt { path: PathBuf, what: String },
 }
 
-fn item_digest(item: &Item) -> [u8; 32] {
-    Sha256::digest(item_json(item).as_bytes()).into()
-}
-
-mod items_as_list {
-    use super::*;
-
-    pub fn serialize<S: serde::Serializer>(
-        items: &BTreeMap<Subject, Item>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        s.collect_seq(items.values())
-    }
-
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
-        d: D,
-    ) -> Result<BTreeMap<Subject, Item>, D::Error> {
-        let list = Vec::<Item>::deserialize(d)?;
-        Ok(list.into_iter().map(|i| (i.subject(), i)).collect())
-    }
+/// The ledger as agents before 0.2 saved it (`ledger.json`).
+#[derive(serde::Deserialize)]
+struct LegacyLedger {
+    seq: u64,
+    #[serde(default)]
+    stream_id: String,
+    items: Vec<DriftItem>,
 }
 
 impl Ledger {
@@ -137,13 +118,12 @@ impl Ledger {
         self.stream_id = id;
     }
 
-    fn insert(&mut self, subject: Subject, item: Item) {
-        self.item_digests
-            .insert(subject.clone(), item_digest(&item));
+    fn insert(&mut self, subject: Subject, item: DriftItem) {
+        self.item_digests.insert(subject.clone(), item.digest());
         self.items.insert(subject, item);
     }
 
-    fn remove(&mut self, subject: &Subject) -> Option<Item> {
+    fn remove(&mut self, subject: &Subject) -> Option<DriftItem> {
         self.item_digests.remove(subject);
         self.items.remove(subject)
     }
@@ -152,7 +132,7 @@ impl Ledger {
     pub fn update(
         &mut self,
         subject: Subject,
-        now: Option<Item>,
+        now: Option<DriftItem>,
         observed_at: &str,
     ) -> Option<Event> {
         let event = match (self.items.get(&subject), now) {
@@ -174,7 +154,7 @@ impl Ledger {
         self.seq += 1;
         Some(Event {
             seq: self.seq,
-            event: event.0,
+            transition: event.0,
             observed_at: observed_at.to_owned(),
             item: event.1,
         })
@@ -185,8 +165,8 @@ impl Ledger {
         if event.seq <= self.seq {
             return;
         }
-        let subject = event.item.subject();
-        match event.event {
+        let subject = Subject::of(&event.item);
+        match event.transition {
             Transition::Resolved => {
                 self.remove(&subject);
             }
@@ -230,7 +210,7 @@ impl Ledger {
     }
 
     /// The current drift items, ordered by subject.
-    pub fn items(&self) -> impl Iterator<Item = &Item> {
+    pub fn items(&self) -> impl Iterator<Item = &DriftItem> {
         self.items.values()
     }
 
@@ -242,45 +222,104 @@ impl Ledger {
         self.items.is_empty()
     }
 
-    /// The drift set's digest as the protocol defines it (`Heartbeat.digest`): SHA-256 over the
-    /// sorted SHA-256 digests of every item's [`item_json`]. Equal sets, equal digests, whatever
-    /// the order; the collector computes the same from the JSON texts it stored.
+    /// The drift set's digest as the protocol defines it (`Heartbeat.digest`). Equal sets,
+    /// equal digests, whatever the order; the collector computes the same from what it stored.
     pub fn digest(&self) -> [u8; 32] {
-        let mut digests: Vec<&[u8; 32]> = self.item_digests.values().collect();
-        digests.sort_unstable();
-        let mut hasher = Sha256::new();
-        for d in digests {
-            hasher.update(d);
-        }
-        hasher.finalize().into()
+        set_digest(self.item_digests.values())
     }
 
-    /// Loads a saved ledger; a missing file is an empty ledger.
-    pub fn load(path: &Path) -> std::io::Result<Ledger> {
-        match std::fs::read(path) {
-            Ok(bytes) => {
-                let mut ledger: Ledger = serde_json::from_slice(&bytes).map_err(|e| {
-                    std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        format!("{}: {e}", path.display()),
-                    )
-                })?;
-                ledger.item_digests = ledger
-                    .items
-                    .iter()
-                    .map(|(s, i)| (s.clone(), item_digest(i)))
-                    .collect();
+    /// Loads the ledger from `path`; when there is none but a ledger of an agent before 0.2 at
+    /// `legacy` (JSON), reads that, saves it at `path` and removes it. Neither: an empty ledger.
+    pub fn load_or_upgrade(path: &Path, legacy: &Path) -> Result<Ledger, LedgerError> {
+        match Ledger::load(path)? {
+            Some(ledger) => Ok(ledger),
+            None => {
+                let Some(ledger) = Ledger::load(legacy)? else {
+                    return Ok(Ledger::default());
+                };
+                ledger.save(path)?;
+                if let Err(error) = std::fs::remove_file(legacy) {
+                    tracing::warn!(path = %legacy.display(), %error, "Cannot remove the old ledger file.");
+                }
+                tracing::info!(from = %legacy.display(), to = %path.display(), "Converted the ledger to this version's format.");
                 Ok(ledger)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Ledger::default()),
-            Err(e) => Err(e),
         }
+    }
+
+    /// Loads a saved ledger (either format); `None` when there is no file.
+    pub fn load(path: &Path) -> Result<Option<Ledger>, LedgerError> {
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(LedgerError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        let corrupt = |what: String| LedgerError::Corrupt {
+            path: path.to_path_buf(),
+            what,
+        };
+        let (seq, stream_id, items) = if bytes.first() == Some(&b'{') {
+            let legacy: LegacyLedger =
+                serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+            (legacy.seq, legacy.stream_id, legacy.items)
+        } else {
+            let state = bytes
+                .strip_prefix(MAGIC)
+                .ok_or_else(|| corrupt("not a ledger file (bad magic bytes)".into()))?;
+            let (crc, state) = state
+                .split_first_chunk::<4>()
+                .ok_or_else(|| corrupt("truncated".into()))?;
+            if u32::from_le_bytes(*crc) != crc32fast::hash(state) {
+                return Err(corrupt("checksum mismatch".into()));
+            }
+            let state = v1::LedgerState::decode(state).map_err(|e| corrupt(e.to_string()))?;
+            if state.version != VERSION {
+                return Err(corrupt(format!(
+                    "version {} (this agent reads {VERSION})",
+                    state.version
+                )));
+            }
+            let items = state
+                .items
+                .into_iter()
+                .map(DriftItem::try_from)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| corrupt(e.to_string()))?;
+            (state.seq, state.stream_id, items)
+        };
+        let mut ledger = Ledger {
+            seq,
+            stream_id,
+            ..Ledger::default()
+        };
+        for item in items {
+            ledger.insert(Subject::of(&item), item);
+        }
+        Ok(Some(ledger))
     }
 
     /// Saves crash-safely (temp file, fsync, rename).
-    pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        let bytes = serde_json::to_vec(self).map_err(std::io::Error::other)?;
-        crate::bake::write_atomically(path, &bytes, 0o600)
+    pub fn save(&self, path: &Path) -> Result<(), LedgerError> {
+        let state = v1::LedgerState {
+            version: VERSION,
+            seq: self.seq,
+            stream_id: self.stream_id.clone(),
+            items: self.items.values().map(DriftItem::to_wire).collect(),
+        }
+        .encode_to_vec();
+        let mut bytes = Vec::with_capacity(state.len() + 8);
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&crc32fast::hash(&state).to_le_bytes());
+        bytes.extend_from_slice(&state);
+        crate::bake::write_atomically(path, &bytes, 0o600).map_err(|source| LedgerError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 }
 
@@ -292,13 +331,16 @@ pub fn now_rfc3339() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::evaluate::{DriftKind, Facts};
+    use crate::evaluate::{DriftKind, Facts, FileDrift};
+    use crate::packages::{PackageChange, PackageDrift};
     use crate::rules::Severity;
+    use driftwatch_proto::baseline::FileKind;
+    use sha2::{Digest as _, Sha256};
 
-    fn item(path: &str, mode: &str) -> Item {
+    fn item(path: &str, mode: u32) -> DriftItem {
         let facts = Facts {
-            kind: "file".into(),
-            mode: mode.into(),
+            kind: FileKind::Regular,
+            mode,
             owner: 0,
             group: 0,
             size: 1,
@@ -306,14 +348,14 @@ mod tests {
             target: None,
             xattrs: Default::default(),
         };
-        Item::File(Box::new(DriftItem {
+        DriftItem::File(Box::new(FileDrift {
             path: path.into(),
             kind: DriftKind::Modified,
             changed: vec![crate::rules::Attr::Mode],
             severity: Severity::Behavioral,
             reason: "r".into(),
             expected: Some(Facts {
-                mode: "0644".into(),
+                mode: 0o644,
                 ..facts.clone()
             }),
             actual: Some(facts),
@@ -321,14 +363,25 @@ mod tests {
         }))
     }
 
+    fn package(name: &str) -> DriftItem {
+        DriftItem::Package(PackageDrift {
+            name: name.into(),
+            arch: "amd64".into(),
+            kind: PackageChange::VersionChanged,
+            expected_version: Some("1.0".into()),
+            actual_version: Some("1.1".into()),
+            source: "dpkg".into(),
+        })
+    }
+
     #[test]
     fn transitions_follow_the_state_machine() {
         // (state fed, expected transition)
-        let cases: &[(Option<&str>, Option<Transition>)] = &[
+        let cases: &[(Option<u32>, Option<Transition>)] = &[
             (None, None),
-            (Some("0600"), Some(Transition::Drifted)),
-            (Some("0600"), None),
-            (Some("0666"), Some(Transition::Changed)),
+            (Some(0o600), Some(Transition::Drifted)),
+            (Some(0o600), None),
+            (Some(0o666), Some(Transition::Changed)),
             (None, Some(Transition::Resolved)),
             (None, None),
         ];
@@ -337,7 +390,7 @@ mod tests {
         for (i, (state, want)) in cases.iter().enumerate() {
             let got = ledger
                 .update(p.clone(), state.map(|m| item("/etc/x", m)), "t")
-                .map(|e| e.event);
+                .map(|e| e.transition);
             assert_eq!(got, *want, "step {i}");
         }
         assert_eq!(ledger.seq(), 3);
@@ -349,10 +402,10 @@ mod tests {
         let mut live = Ledger::default();
         let mut events = Vec::new();
         for (p, m) in [
-            ("/a", Some("0600")),
-            ("/b", Some("0600")),
+            ("/a", Some(0o600)),
+            ("/b", Some(0o600)),
             ("/a", None),
-            ("/c", Some("0777")),
+            ("/c", Some(0o777)),
         ] {
             events.extend(live.update(Subject::Path(p.into()), m.map(|m| item(p, m)), "t"));
         }
@@ -360,8 +413,9 @@ mod tests {
         for e in &events[..2] {
             rebuilt.replay(e);
         }
-        rebuilt.save(&dir.path().join("l.json")).unwrap();
-        let mut loaded = Ledger::load(&dir.path().join("l.json")).unwrap();
+        let path = dir.path().join("ledger.pb");
+        rebuilt.save(&path).unwrap();
+        let mut loaded = Ledger::load(&path).unwrap().unwrap();
         for e in &events {
             loaded.replay(e);
         }
@@ -370,12 +424,10 @@ mod tests {
         assert_eq!(loaded.paths(), [PathBuf::from("/b"), PathBuf::from("/c")]);
     }
 
-    /// The protocol's digest, computed the way the collector does: from the JSON texts.
-    fn digest_of_texts(texts: &[String]) -> [u8; 32] {
-        let mut digests: Vec<[u8; 32]> = texts
-            .iter()
-            .map(|t| Sha256::digest(t.as_bytes()).into())
-            .collect();
+    /// The protocol's digest, computed as `drift.proto` defines it, from the encodings.
+    fn digest_of_encodings(encodings: &[Vec<u8>]) -> [u8; 32] {
+        let mut digests: Vec<[u8; 32]> =
+            encodings.iter().map(|t| Sha256::digest(t).into()).collect();
         digests.sort_unstable();
         let mut hasher = Sha256::new();
         for d in &digests {
@@ -384,83 +436,104 @@ mod tests {
         hasher.finalize().into()
     }
 
-    fn package(name: &str) -> Item {
-        Item::Package(PackageDrift {
-            name: name.into(),
-            arch: "amd64".into(),
-            kind: crate::packages::PackageChange::VersionChanged,
-            expected_version: Some("1.0".into()),
-            actual_version: Some("1.1".into()),
-            source: "dpkg".into(),
-        })
-    }
-
     #[test]
-    fn digest_is_the_protocols_over_the_sent_json_texts() {
+    fn digest_is_the_protocols_over_the_canonical_encodings() {
         let mut l = Ledger::default();
-        assert_eq!(l.digest(), digest_of_texts(&[]), "empty set");
+        assert_eq!(l.digest(), digest_of_encodings(&[]), "empty set");
         for p in ["/etc/b", "/etc/a", "/etc/c"] {
-            l.update(Subject::Path(p.into()), Some(item(p, "0600")), "t");
+            l.update(Subject::Path(p.into()), Some(item(p, 0o600)), "t");
         }
         l.update(
             Subject::Path("/etc/c".into()),
-            Some(item("/etc/c", "0666")),
+            Some(item("/etc/c", 0o666)),
             "t",
         );
         l.update(Subject::Path("/etc/a".into()), None, "t");
         let pkg = package("openssl");
-        l.update(pkg.subject(), Some(pkg), "t");
-        let texts: Vec<String> = l.items().map(item_json).collect();
-        assert_eq!(texts.len(), 3);
-        assert_eq!(l.digest(), digest_of_texts(&texts));
+        l.update(Subject::of(&pkg), Some(pkg), "t");
+        let encodings: Vec<Vec<u8>> = l.items().map(|i| i.to_wire().encode_to_vec()).collect();
+        assert_eq!(encodings.len(), 3);
+        assert_eq!(l.digest(), digest_of_encodings(&encodings));
         // Order does not matter; content does.
-        let mut reversed = texts.clone();
+        let mut reversed = encodings.clone();
         reversed.reverse();
-        assert_eq!(l.digest(), digest_of_texts(&reversed));
-        assert_ne!(l.digest(), digest_of_texts(&texts[..2]));
+        assert_eq!(l.digest(), digest_of_encodings(&reversed));
+        assert_ne!(l.digest(), digest_of_encodings(&encodings[..2]));
     }
 
     #[test]
-    fn item_json_survives_the_spool_and_the_ledger_file_byte_for_byte() {
-        // Replayed and reloaded items must hash exactly as the originals did, or heartbeats
-        // after a restart would disagree with the collector.
-        let mut file = item("/etc/\u{e9}t\u{e9}", "0600");
-        if let Item::File(d) = &mut file {
-            d.diff = Some("--- a\n+++ b\n@@ -1 +1 @@\n-x\n+y \"quoted\" \\ tab\t\n".into());
-            d.actual
-                .as_mut()
-                .unwrap()
-                .xattrs
-                .insert("user.k".into(), "0xff00".into());
-            d.actual.as_mut().unwrap().sha256 = Some("ab".repeat(32));
-        }
-        for original in [file, package("libc6")] {
-            let event = Event {
-                seq: 1,
-                event: Transition::Drifted,
-                observed_at: "t".into(),
-                item: original.clone(),
-            };
-            let back: Event = serde_json::from_slice(&serde_json::to_vec(&event).unwrap()).unwrap();
-            assert_eq!(item_json(&back.item), item_json(&original));
-        }
+    fn a_saved_ledger_keeps_its_digest_and_stream() {
         let dir = tempfile::tempdir().unwrap();
         let mut l = Ledger::default();
         l.set_stream_id("s1".into());
+        let mut file = item("/etc/\u{e9}t\u{e9}", 0o600);
+        if let DriftItem::File(d) = &mut file {
+            d.diff = Some("--- a\n+++ b\n@@ -1 +1 @@\n-x\n+y \"quoted\" \\ tab\t\n".into());
+            d.actual.as_mut().unwrap().sha256 = Some([0xab; 32]);
+        }
+        l.update(Subject::of(&file), Some(file), "t");
+        let pkg = package("zlib");
+        l.update(Subject::of(&pkg), Some(pkg), "t");
+        let path = dir.path().join("ledger.pb");
+        l.save(&path).unwrap();
+        let loaded = Ledger::load(&path).unwrap().unwrap();
+        assert_eq!(loaded.digest(), l.digest());
+        assert_eq!((loaded.seq(), loaded.stream_id()), (2, "s1"));
+        assert!(Ledger::load(&dir.path().join("none")).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_damaged_ledger_is_refused_with_the_file_and_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.pb");
+        let mut l = Ledger::default();
         l.update(
             Subject::Path("/etc/x".into()),
-            Some(item("/etc/x", "0600")),
+            Some(item("/etc/x", 0o600)),
+            "t",
+        );
+        l.save(&path).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x40;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = Ledger::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("ledger.pb is damaged: checksum mismatch"),
+            "{err}"
+        );
+        std::fs::write(&path, b"garbage").unwrap();
+        let err = Ledger::load(&path).unwrap_err().to_string();
+        assert!(err.contains("bad magic bytes"), "{err}");
+    }
+
+    /// A ledger written by an agent before 0.2, byte for byte as it wrote it.
+    const LEGACY_LEDGER: &str = r#"{"seq":5,"stream_id":"0123456789abcdef0123456789abcdef","items":[{"path":"/etc/x","kind":"modified","changed":["mode"],"severity":"behavioral","reason":"r","expected":{"type":"file","mode":"0644","owner":0,"group":0,"size":1},"actual":{"type":"file","mode":"0600","owner":0,"group":0,"size":1},"diff":null},{"name":"zlib","arch":"amd64","kind":"version_changed","expected_version":"1.0","actual_version":"1.1","source":"dpkg"}]}"#;
+
+    #[test]
+    fn a_ledger_of_the_previous_release_is_converted_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, legacy) = (dir.path().join("ledger.pb"), dir.path().join("ledger.json"));
+        std::fs::write(&legacy, LEGACY_LEDGER).unwrap();
+        let upgraded = Ledger::load_or_upgrade(&path, &legacy).unwrap();
+        assert_eq!(upgraded.seq(), 5);
+        assert_eq!(upgraded.stream_id(), "0123456789abcdef0123456789abcdef");
+        let mut same = Ledger::default();
+        same.update(
+            Subject::Path("/etc/x".into()),
+            Some(item("/etc/x", 0o600)),
             "t",
         );
         let pkg = package("zlib");
-        l.update(pkg.subject(), Some(pkg), "t");
-        l.save(&dir.path().join("l.json")).unwrap();
-        let loaded = Ledger::load(&dir.path().join("l.json")).unwrap();
-        assert_eq!(loaded.digest(), l.digest());
-        assert_eq!(loaded.stream_id(), "s1");
+        same.update(Subject::of(&pkg), Some(pkg), "t");
+        assert_eq!(upgraded.digest(), same.digest());
+        assert!(!legacy.exists(), "the old file is gone");
+        let reloaded = Ledger::load_or_upgrade(&path, &legacy).unwrap();
+        assert_eq!(reloaded.digest(), same.digest());
         // A ledger written before stream ids existed loads with none.
-        std::fs::write(dir.path().join("old.json"), r#"{"seq":3,"items":[]}"#).unwrap();
-        let old = Ledger::load(&dir.path().join("old.json")).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&legacy, r#"{"seq":3,"items":[]}"#).unwrap();
+        let old = Ledger::load_or_upgrade(&path, &legacy).unwrap();
         assert_eq!((old.seq(), old.stream_id()), (3, ""));
     }
 
@@ -468,7 +541,7 @@ mod tests {
     fn paths_under_a_prefix() {
         let mut l = Ledger::default();
         for p in ["/etc/a", "/etc/a-b", "/etc/a/x", "/etc/a/y/z", "/etc/b"] {
-            l.update(Subject::Path(p.into()), Some(item(p, "0600")), "t");
+            l.update(Subject::Path(p.into()), Some(item(p, 0o600)), "t");
         }
         let got = l.paths_under(Path::new("/etc/a"));
         assert_eq!(

@@ -1,27 +1,16 @@
 //! Drift reports: the JSON object `check --json` prints and the human rendering.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use driftwatch_proto::baseline::LoadedBaseline;
 use driftwatch_proto::text::display_path;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::Serialize;
 
-use crate::evaluate::{DriftItem, DriftKind};
+use crate::evaluate::{DriftKind, FileDrift};
 use crate::packages::{PackageChange, PackageDrift};
 use crate::rules::Severity;
 use crate::scan::ScanError;
-
-/// Serializes a path as text, escaping non-UTF-8 bytes as `\xNN`.
-pub fn ser_path<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&display_path(path))
-}
-
-/// Reads a path written by [`ser_path`], restoring non-UTF-8 bytes.
-pub fn de_path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
-    let text = String::deserialize(d)?;
-    Ok(driftwatch_proto::text::parse_path(&text))
-}
 
 /// Which image a baseline describes.
 #[derive(Clone, Debug, Serialize)]
@@ -74,9 +63,9 @@ pub struct Summary {
 pub struct Report {
     pub baseline_id: String,
     pub image: ImageInfo,
-    #[serde(serialize_with = "ser_path")]
+    #[serde(serialize_with = "driftwatch_proto::text::path_text::serialize")]
     pub root: PathBuf,
-    pub drift: Vec<DriftItem>,
+    pub drift: Vec<FileDrift>,
     pub packages: Vec<PackageDrift>,
     pub errors: Vec<ScanError>,
     pub summary: Summary,
@@ -130,7 +119,7 @@ impl Report {
             );
         }
         for severity in Severity::ALL {
-            let items: Vec<&DriftItem> = self
+            let items: Vec<&FileDrift> = self
                 .drift
                 .iter()
                 .filter(|d| d.severity == severity)
@@ -186,7 +175,7 @@ fn short(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
 }
 
-fn render_item(out: &mut String, item: &DriftItem) {
+fn render_item(out: &mut String, item: &FileDrift) {
     let path = display_path(&item.path);
     let (sign, what) = match item.kind {
         DriftKind::Added => ("+", "added".to_owned()),
@@ -201,7 +190,7 @@ fn render_item(out: &mut String, item: &DriftItem) {
     }
 }
 
-fn describe_changes(item: &DriftItem) -> String {
+fn describe_changes(item: &FileDrift) -> String {
     use crate::rules::Attr;
     let (Some(e), Some(a)) = (&item.expected, &item.actual) else {
         return "modified".into();
@@ -210,8 +199,8 @@ fn describe_changes(item: &DriftItem) -> String {
         .changed
         .iter()
         .map(|attr| match attr {
-            Attr::Type => format!("type {} -> {}", e.kind, a.kind),
-            Attr::Mode => format!("mode {} -> {}", e.mode, a.mode),
+            Attr::Type => format!("type {} -> {}", e.kind.as_str(), a.kind.as_str()),
+            Attr::Mode => format!("mode {:04o} -> {:04o}", e.mode, a.mode),
             Attr::Owner => format!("owner {} -> {}", e.owner, a.owner),
             Attr::Group => format!("group {} -> {}", e.group, a.group),
             Attr::Size => format!("size {} -> {}", e.size, a.size),

@@ -18,76 +18,7 @@ pub const DEFAULT_RULES_ORIGIN: &str = "<built-in rules>";
 const RULES_VERSION: i64 = 1;
 const DEFAULT_MAX_CONTENT: u64 = 64 * 1024;
 
-/// How serious a drift item is, most serious first.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Security,
-    Behavioral,
-    Cosmetic,
-}
-
-impl Severity {
-    pub const ALL: [Severity; 3] = [Severity::Security, Severity::Behavioral, Severity::Cosmetic];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Security => "security",
-            Severity::Behavioral => "behavioral",
-            Severity::Cosmetic => "cosmetic",
-        }
-    }
-}
-
-impl fmt::Display for Severity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// An attribute whose change is drift.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Attr {
-    Type,
-    Mode,
-    Owner,
-    Group,
-    Size,
-    Content,
-    Target,
-    Xattrs,
-}
-
-impl Attr {
-    pub const ALL: [Attr; 8] = [
-        Attr::Type,
-        Attr::Mode,
-        Attr::Owner,
-        Attr::Group,
-        Attr::Size,
-        Attr::Content,
-        Attr::Target,
-        Attr::Xattrs,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Attr::Type => "type",
-            Attr::Mode => "mode",
-            Attr::Owner => "owner",
-            Attr::Group => "group",
-            Attr::Size => "size",
-            Attr::Content => "content",
-            Attr::Target => "target",
-            Attr::Xattrs => "xattrs",
-        }
-    }
-}
+pub use driftwatch_proto::drift::{Attr, Severity};
 
 /// A set of [`Attr`]s.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

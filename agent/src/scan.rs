@@ -26,7 +26,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
-use crate::evaluate::{self, DriftItem};
+use crate::evaluate::{self, FileDrift};
 use crate::rules::Rules;
 use crate::throttle::Throttle;
 
@@ -36,7 +36,7 @@ const HASH_ATTEMPTS: usize = 3;
 /// A path that could not be recorded (fully).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ScanError {
-    #[serde(serialize_with = "crate::report::ser_path")]
+    #[serde(serialize_with = "driftwatch_proto::text::path_text::serialize")]
     pub path: PathBuf,
     pub error: String,
 }
@@ -131,7 +131,7 @@ pub fn scan(opts: ScanOptions<'_>) -> Scan {
 #[derive(Debug, Default)]
 pub struct Comparison {
     /// Sorted by path bytes.
-    pub items: Vec<DriftItem>,
+    pub items: Vec<FileDrift>,
     pub errors: Vec<ScanError>,
     pub stats: ScanStats,
 }

@@ -20,7 +20,7 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::ledger::Item;
+use crate::ledger::DriftItem;
 use crate::report::ImageInfo;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -258,7 +258,7 @@ pub struct Status {
     pub evaluation_errors: u64,
     /// `None` when standalone.
     pub collector: Option<CollectorStatus>,
-    pub drift: Vec<Item>,
+    pub drift: Vec<DriftItem>,
 }
 
 /// State shared between the daemon and the listener.

@@ -100,11 +100,13 @@ async fn main() -> Result<()> {
 }
 
 /// A realistic drift item: a config file edited (with a diff) on `host`.
-fn item(i: usize, variant: usize) -> String {
+fn item(i: usize, variant: usize) -> v1::DriftItem {
+    use driftwatch_proto::baseline::FileKind;
+    use driftwatch_proto::drift::{Attr, DriftItem, DriftKind, Facts, FileDrift, Severity};
     let severity = match i % 10 {
-        0 => "security",
-        1..=6 => "behavioral",
-        _ => "cosmetic",
+        0 => Severity::Security,
+        1..=6 => Severity::Behavioral,
+        _ => Severity::Cosmetic,
     };
     let dir = [
         "etc/ssh",
@@ -113,19 +115,34 @@ fn item(i: usize, variant: usize) -> String {
         "usr/local/bin",
         "etc",
     ][i % 5];
-    serde_json::json!({
-        "path": format!("/{dir}/file-{i:03}.conf"),
-        "kind": "modified",
-        "changed": ["size", "content"],
-        "severity": severity,
-        "reason": "configuration or binary changed",
-        "expected": {"type": "file", "mode": "0644", "owner": 0, "group": 0, "size": 120,
-                     "sha256": format!("{:064x}", i)},
-        "actual": {"type": "file", "mode": "0644", "owner": 0, "group": 0, "size": 121,
-                   "sha256": format!("{:064x}", i * 1000 + variant % 3)},
-        "diff": format!("--- a/{dir}/file-{i:03}.conf\n+++ b/{dir}/file-{i:03}.conf\n@@ -1 +1 @@\n-workers = 4\n+workers = {}\n", variant % 3),
-    })
-    .to_string()
+    let facts = |size: u64, hash: usize| {
+        let mut sha256 = [0u8; 32];
+        sha256[24..].copy_from_slice(&(hash as u64).to_be_bytes());
+        Facts {
+            kind: FileKind::Regular,
+            mode: 0o644,
+            owner: 0,
+            group: 0,
+            size,
+            sha256: Some(sha256),
+            target: None,
+            xattrs: vec![],
+        }
+    };
+    DriftItem::File(Box::new(FileDrift {
+        path: format!("/{dir}/file-{i:03}.conf").into(),
+        kind: DriftKind::Modified,
+        changed: vec![Attr::Size, Attr::Content],
+        severity,
+        reason: "configuration or binary changed".into(),
+        expected: Some(facts(120, i)),
+        actual: Some(facts(121, i * 1000 + variant % 3)),
+        diff: Some(format!(
+            "--- a/{dir}/file-{i:03}.conf\n+++ b/{dir}/file-{i:03}.conf\n@@ -1 +1 @@\n-workers = 4\n+workers = {}\n",
+            variant % 3
+        )),
+    }))
+    .to_wire()
 }
 
 fn hello(host: &str, stream: &str) -> v1::AgentMessage {
@@ -216,7 +233,7 @@ async fn agent(
                         v1::Transition::Changed
                     } as i32,
                     observed_at: "2026-11-22T00:00:00.000Z".into(),
-                    item_json: item((s as usize - 1) % 50, s as usize),
+                    item: Some(item((s as usize - 1) % 50, s as usize)),
                 }
             })
             .collect();
@@ -352,7 +369,7 @@ async fn populate(url: &str, hosts: usize, items: usize, parallel: usize) -> Res
                         transition: v1::Transition::Drifted as i32,
                         observed_at: "2026-11-22T00:00:00.000Z".into(),
                         // Hosts share changes in groups of seven (for `causes`).
-                        item_json: item(i, h % 7),
+                        item: Some(item(i, h % 7)),
                     })
                     .collect();
                 if !events.is_empty() {

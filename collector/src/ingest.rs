@@ -18,9 +18,11 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::metrics::Metrics;
 use crate::store::{
-    self, EventRecord, HostInfo, ItemRecord, Store, StoreError, StreamState, Transition, Write,
+    self, EventRecord, HostInfo, ItemError, ItemRecord, Store, StoreError, StreamState, Transition,
+    Write,
 };
 use crate::writer::Writer;
+use driftwatch_proto::drift::DriftError;
 
 /// Per-connection limits.
 #[derive(Clone, Debug)]
@@ -242,8 +244,13 @@ impl<S: Store> Connection<S> {
     async fn hello(&mut self, hello: v1::Hello) -> Result<(), End> {
         if hello.protocol_version != v1::PROTOCOL_VERSION {
             self.metrics.reject("protocol_version");
+            let upgrade = if hello.protocol_version < v1::PROTOCOL_VERSION {
+                "; upgrade driftwatch-agent to this collector's release"
+            } else {
+                ""
+            };
             return Err(End(Status::failed_precondition(format!(
-                "unsupported protocol version {} (this collector speaks {})",
+                "unsupported protocol version {} (this collector speaks {}){upgrade}",
                 hello.protocol_version,
                 v1::PROTOCOL_VERSION
             ))));
@@ -409,15 +416,15 @@ impl<S: Store> Connection<S> {
                 self.last_seq
             ))));
         }
-        if items.len() + chunk.items_json.len() > self.limits.max_snapshot_items {
+        if items.len() + chunk.items.len() > self.limits.max_snapshot_items {
             self.metrics.reject("snapshot_too_large");
             return Err(End(Status::out_of_range(format!(
                 "snapshot of more than {} items",
                 self.limits.max_snapshot_items
             ))));
         }
-        for json in chunk.items_json {
-            items.push(ItemRecord::parse(json).map_err(|m| {
+        for item in chunk.items {
+            items.push(ItemRecord::from_wire(item).map_err(|m| {
                 self.metrics.reject("malformed_event");
                 End(Status::invalid_argument(format!("snapshot item: {m}")))
             })?);
@@ -484,27 +491,22 @@ pub fn resume(
 }
 
 fn event_record(e: v1::Event) -> Result<EventRecord, String> {
-    let transition = match v1::Transition::try_from(e.transition) {
-        Ok(v1::Transition::Drifted) => Transition::Drifted,
-        Ok(v1::Transition::Changed) => Transition::Changed,
-        Ok(v1::Transition::Resolved) => Transition::Resolved,
-        _ => {
-            return Err(format!(
-                "event {}: unknown transition {}",
-                e.seq, e.transition
-            ));
-        }
-    };
     if e.seq == 0 {
-        return Err("event with sequence number 0 (numbering starts at 1)".into());
+        return Err(DriftError::SeqZero.to_string());
     }
+    let transition =
+        Transition::from_wire(e.transition).map_err(|m| format!("event {}: {m}", e.seq))?;
     let observed_at = store::parse_rfc3339(&e.observed_at).ok_or_else(|| {
         format!(
             "event {}: observed_at {:?} is not an RFC 3339 time",
             e.seq, e.observed_at
         )
     })?;
-    let item = ItemRecord::parse(e.item_json).map_err(|m| format!("event {}: {m}", e.seq))?;
+    let item = e
+        .item
+        .ok_or(ItemError::Invalid(DriftError::Empty))
+        .and_then(ItemRecord::from_wire)
+        .map_err(|m| format!("event {}: {m}", e.seq))?;
     Ok(EventRecord {
         seq: e.seq,
         transition,

@@ -2,6 +2,8 @@
 
 use std::io::{IsTerminal as _, Write as _};
 
+use driftwatch_proto::drift::{Attr, DriftItem, FileDrift};
+use driftwatch_proto::text::display_path;
 use driftwatch_proto::v1;
 use serde_json::Value;
 
@@ -126,70 +128,79 @@ pub fn host(detail: &v1::HostDetail) {
             .map(|s| format!(", drifted since {s}"))
             .unwrap_or_default()
     );
-    for json in &detail.drift {
+    for drift in &detail.drift {
         println!();
-        item(json);
+        item(drift);
     }
 }
 
 /// One drift item, as `check` prints it: a headline, what differs, the diff.
-fn item(json: &str) {
-    let Ok(v) = serde_json::from_str::<Value>(json) else {
-        println!("  {json}");
-        return;
+fn item(item: &v1::DriftItem) {
+    let item = match DriftItem::try_from(item.clone()) {
+        Ok(item) => item,
+        Err(e) => {
+            println!("  (an item the collector sent is not readable: {e})");
+            return;
+        }
     };
-    let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-    if v.get("path").is_some() {
-        let changed: Vec<&str> = v
-            .get("changed")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        println!(
-            "  [{}] {} {}{}",
-            s("severity"),
-            s("kind"),
-            s("path"),
-            if changed.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", changed.join(", "))
+    match item {
+        DriftItem::File(f) => {
+            let changed: Vec<&str> = f.changed.iter().map(|a| a.as_str()).collect();
+            println!(
+                "  [{}] {} {}{}",
+                f.severity,
+                f.kind.as_str(),
+                display_path(&f.path),
+                if changed.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", changed.join(", "))
+                }
+            );
+            if !f.reason.is_empty() {
+                println!("      {}", f.reason);
             }
-        );
-        if !s("reason").is_empty() {
-            println!("      {}", s("reason"));
-        }
-        for attr in changed.iter().filter(|a| **a != "content") {
-            let get = |side: &str| {
-                v.get(side)
-                    .and_then(|o| o.get(*attr))
-                    .map(|x| x.to_string())
-                    .unwrap_or_else(|| "-".into())
-            };
-            println!("      {attr}: {} -> {}", get("expected"), get("actual"));
-        }
-        if let Some(diff) = v.get("diff").and_then(Value::as_str) {
-            let color = std::io::stdout().is_terminal();
-            for line in diff.lines() {
-                let (pre, post) = match line.as_bytes().first() {
-                    Some(b'+') if color && !line.starts_with("+++") => ("\x1b[32m", "\x1b[0m"),
-                    Some(b'-') if color && !line.starts_with("---") => ("\x1b[31m", "\x1b[0m"),
-                    _ => ("", ""),
-                };
-                println!("      {pre}{line}{post}");
+            for (attr, expected, actual) in attribute_changes(&f) {
+                println!("      {attr}: {expected} -> {actual}");
+            }
+            if let Some(diff) = &f.diff {
+                let color = std::io::stdout().is_terminal();
+                for line in diff.lines() {
+                    let (pre, post) = match line.as_bytes().first() {
+                        Some(b'+') if color && !line.starts_with("+++") => ("\x1b[32m", "\x1b[0m"),
+                        Some(b'-') if color && !line.starts_with("---") => ("\x1b[31m", "\x1b[0m"),
+                        _ => ("", ""),
+                    };
+                    println!("      {pre}{line}{post}");
+                }
             }
         }
-    } else {
-        let version = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("-").to_string();
-        println!(
+        DriftItem::Package(p) => println!(
             "  [package] {} {}:{} ({} -> {})",
-            s("kind"),
-            s("name"),
-            s("arch"),
-            version("expected_version"),
-            version("actual_version")
-        );
+            p.kind.as_str(),
+            p.name,
+            p.arch,
+            p.expected_version.as_deref().unwrap_or("-"),
+            p.actual_version.as_deref().unwrap_or("-")
+        ),
     }
+}
+
+/// What differs beyond the content (which the diff shows): each changed attribute with its
+/// expected and actual values as the JSON form shows them (`"0644"`, `1000`).
+fn attribute_changes(f: &FileDrift) -> Vec<(Attr, String, String)> {
+    let side = |facts: &Option<driftwatch_proto::drift::Facts>, attr: Attr| {
+        facts
+            .as_ref()
+            .and_then(|x| serde_json::to_value(x).ok())
+            .and_then(|v| v.get(attr.as_str()).map(Value::to_string))
+            .unwrap_or_else(|| "-".into())
+    };
+    f.changed
+        .iter()
+        .filter(|a| **a != Attr::Content)
+        .map(|&a| (a, side(&f.expected, a), side(&f.actual, a)))
+        .collect()
 }
 
 pub fn paths(paths: &[v1::PathSummary]) {

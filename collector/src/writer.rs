@@ -175,7 +175,7 @@ fn publish(
             received_at: store::rfc3339(*received_at),
             path: e.item.subject.clone(),
             severity: e.item.severity.as_str().into(),
-            item: e.item.json.clone(),
+            item: store::item::decode(&e.item.encoded).ok(),
             source: "stream".into(),
         }));
     }

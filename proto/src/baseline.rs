@@ -114,7 +114,21 @@ impl FileKind {
         }
     }
 
-    fn to_pb(self) -> pb::FileType {
+    /// Inverts [`FileKind::as_str`].
+    pub fn from_name(name: &str) -> Option<FileKind> {
+        Some(match name {
+            "file" => FileKind::Regular,
+            "directory" => FileKind::Directory,
+            "symlink" => FileKind::Symlink,
+            "fifo" => FileKind::Fifo,
+            "socket" => FileKind::Socket,
+            "char_device" => FileKind::CharDevice,
+            "block_device" => FileKind::BlockDevice,
+            _ => return None,
+        })
+    }
+
+    pub(crate) fn to_pb(self) -> pb::FileType {
         match self {
             FileKind::Regular => pb::FileType::Regular,
             FileKind::Directory => pb::FileType::Directory,
@@ -126,7 +140,7 @@ impl FileKind {
         }
     }
 
-    fn from_pb(value: i32) -> Option<Self> {
+    pub(crate) fn from_pb(value: i32) -> Option<Self> {
         Some(match pb::FileType::try_from(value).ok()? {
             pb::FileType::Unspecified => return None,
             pb::FileType::Regular => FileKind::Regular,

@@ -1,25 +1,29 @@
-//! Serde helpers for the wire messages that double as the collector's JSON API: drift items
-//! travel as JSON text and are written out as the JSON values they are.
+//! Serde helpers for the wire messages that double as the collector's JSON API: drift items are
+//! written as `driftwatch-agent check --json` writes them ([`crate::drift`]'s JSON forms).
 
 use serde::Serialize as _;
 use serde::ser::{Error as _, SerializeSeq as _, Serializer};
-use serde_json::value::RawValue;
 
-/// Serializes JSON text as the value it holds (an empty string as `null`).
-pub fn raw<S: Serializer>(json: &str, s: S) -> Result<S::Ok, S::Error> {
-    if json.is_empty() {
-        return s.serialize_none();
+use crate::drift::DriftItem;
+use crate::v1;
+
+/// Serializes a drift item as its JSON form (`null` when unset).
+pub fn item<S: Serializer>(item: &Option<v1::DriftItem>, s: S) -> Result<S::Ok, S::Error> {
+    match item {
+        Some(item) => domain(item).map_err(S::Error::custom)?.serialize(s),
+        None => s.serialize_none(),
     }
-    let value: &RawValue = serde_json::from_str(json).map_err(S::Error::custom)?;
-    value.serialize(s)
 }
 
-/// Serializes a list of JSON texts as an array of the values they hold.
-pub fn raw_list<S: Serializer>(list: &[String], s: S) -> Result<S::Ok, S::Error> {
-    let mut seq = s.serialize_seq(Some(list.len()))?;
-    for json in list {
-        let value: &RawValue = serde_json::from_str(json).map_err(S::Error::custom)?;
-        seq.serialize_element(value)?;
+/// Serializes drift items as an array of their JSON forms.
+pub fn items<S: Serializer>(items: &[v1::DriftItem], s: S) -> Result<S::Ok, S::Error> {
+    let mut seq = s.serialize_seq(Some(items.len()))?;
+    for item in items {
+        seq.serialize_element(&domain(item).map_err(S::Error::custom)?)?;
     }
     seq.end()
+}
+
+fn domain(item: &v1::DriftItem) -> Result<DriftItem, crate::drift::DriftError> {
+    DriftItem::try_from(item.clone())
 }

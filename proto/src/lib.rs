@@ -3,6 +3,8 @@
 //! - [`baseline`]: the baseline file baked into images (format, id, signature) and its domain
 //!   types. The generated protobuf types stay inside this crate's [`pb`] module; everything else
 //!   uses the hand-written domain types.
+//! - [`drift`]: the drift model (items, events, severities) shared by the agent's spool, the
+//!   wire and the collector's store, with its canonical encoding and digest.
 //! - [`keys`]: ed25519 signing and verifying keys (PKCS#8 / SPKI PEM, as `openssl genpkey
 //!   -algorithm ed25519` writes them).
 //! - [`text`]: rendering raw path bytes for people and JSON.
@@ -11,6 +13,7 @@
 //!   The collector's server answers host listings with [`v1::EncodedListHosts`] ([`listing`]).
 
 pub mod baseline;
+pub mod drift;
 pub mod json;
 pub mod keys;
 pub mod listing;
@@ -33,8 +36,9 @@ pub mod v1 {
 
     pub use crate::listing::EncodedListHosts;
 
-    /// The protocol version agents say in their hello.
-    pub const PROTOCOL_VERSION: u32 = 1;
+    /// The protocol version agents say in their hello: 2, typed drift items (1 sent them as
+    /// JSON text).
+    pub const PROTOCOL_VERSION: u32 = 2;
 
     /// The encoded descriptor set of `driftwatch.v1`, for gRPC reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =

@@ -63,6 +63,22 @@ pub fn parse_path(text: &str) -> std::path::PathBuf {
     std::ffi::OsString::from_vec(unescape_bytes(text)).into()
 }
 
+/// Serde for paths as [`display_path`] text: `#[serde(with = "driftwatch_proto::text::path_text")]`
+/// (or `serialize_with = "…::serialize"`).
+pub mod path_text {
+    use std::path::{Path, PathBuf};
+
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::display_path(path))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+        Ok(super::parse_path(&String::deserialize(d)?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

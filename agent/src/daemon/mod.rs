@@ -45,13 +45,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{AgentConfig, Overrides};
 use crate::entries::Entries;
-use crate::evaluate::{self, DriftItem};
-use crate::ledger::{Event, Item, Ledger, Subject, now_rfc3339};
+use crate::evaluate::{self, FileDrift};
+use crate::ledger::{DriftItem, Event, Ledger, Subject, now_rfc3339};
 use crate::packages;
 use crate::report::ImageInfo;
 use crate::rules::{Rules, Severity};
 use crate::scan::{self, host_path, root_path};
-use crate::spool::{Spool, SpoolConfig};
+use crate::spool::{Spool, SpoolConfig, record};
 use crate::telemetry::{self, Coverage, SeverityLabel, Shared, SpoolInfo, Status, TransitionLabel};
 use crate::throttle::{self, Throttle};
 use crate::uplink::{self, Head, Link, SharedSpool};
@@ -182,13 +182,13 @@ impl Session {
             );
         }
         let mut ledger =
-            Ledger::load(&config.ledger_path()).with_context(|| "loading the ledger")?;
+            Ledger::load_or_upgrade(&config.ledger_path(), &config.legacy_ledger_path())?;
         // Events appended but not yet reflected in the saved ledger (a crash in between).
-        for (_, payload) in spool.read_after(ledger.seq(), usize::MAX)? {
-            match serde_json::from_slice::<Event>(&payload) {
+        for (seq, payload) in spool.read_after(ledger.seq(), usize::MAX)? {
+            match record::decode(&payload) {
                 Ok(event) => ledger.replay(&event),
-                Err(e) => {
-                    tracing::error!(error = %e, "Unreadable event in the spool; skipping it.")
+                Err(error) => {
+                    tracing::error!(seq, %error, "Unreadable event in the spool; skipping it.")
                 }
             }
         }
@@ -492,7 +492,7 @@ impl Session {
     /// evaluated keeps its previous state (and is counted and logged).
     async fn apply_evaluations(
         &mut self,
-        results: Vec<(PathBuf, Result<Option<DriftItem>, String>)>,
+        results: Vec<(PathBuf, Result<Option<FileDrift>, String>)>,
     ) -> Result<()> {
         let observed_at = now_rfc3339();
         let mut events = Vec::new();
@@ -500,7 +500,7 @@ impl Session {
             match result {
                 Ok(item) => events.extend(self.ledger.update(
                     Subject::Path(path),
-                    item.map(|d| Item::File(Box::new(d))),
+                    item.map(|d| DriftItem::File(Box::new(d))),
                     &observed_at,
                 )),
                 Err(e) => {
@@ -539,7 +539,7 @@ impl Session {
     fn evaluate_paths(
         &self,
         paths: Vec<PathBuf>,
-    ) -> Vec<(PathBuf, Result<Option<DriftItem>, String>)> {
+    ) -> Vec<(PathBuf, Result<Option<FileDrift>, String>)> {
         let (entries, rules, root) = (&self.entries, &self.rules, &self.config.root);
         tokio::task::block_in_place(|| {
             paths
@@ -563,11 +563,11 @@ impl Session {
         }
         let drift = packages::diff(&self.baseline.baseline.packages, &inventory.packages);
         let observed_at = now_rfc3339();
-        let mut now: BTreeMap<Subject, Item> = drift
+        let mut now: BTreeMap<Subject, DriftItem> = drift
             .into_iter()
             .map(|p| {
-                let item = Item::Package(p);
-                (item.subject(), item)
+                let item = DriftItem::Package(p);
+                (Subject::of(&item), item)
             })
             .collect();
         let mut subjects: BTreeSet<Subject> = self.ledger.packages().into_iter().collect();
@@ -587,23 +587,18 @@ impl Session {
             self.publish_status();
             return Ok(());
         }
-        let encoded: Vec<(u64, Vec<u8>)> = events
-            .iter()
-            .map(|e| Ok((e.seq, serde_json::to_vec(e)?)))
-            .collect::<Result<_, serde_json::Error>>()?;
+        let encoded: Vec<(u64, Vec<u8>)> =
+            events.iter().map(|e| (e.seq, record::encode(e))).collect();
         let records: Vec<(u64, &[u8])> = encoded.iter().map(|(s, b)| (*s, b.as_slice())).collect();
         tokio::task::block_in_place(|| self.spool().append(&records))
             .context("appending to the spool")?;
         for e in &events {
-            let transition = match e.event {
-                crate::ledger::Transition::Drifted => "drifted",
-                crate::ledger::Transition::Changed => "changed",
-                crate::ledger::Transition::Resolved => "resolved",
-            };
             self.shared
                 .metrics
                 .events
-                .get_or_create(&TransitionLabel { transition })
+                .get_or_create(&TransitionLabel {
+                    transition: e.transition.as_str(),
+                })
                 .inc();
         }
         // Status first: whoever reads an event can then already see it in the status. This
@@ -611,7 +606,7 @@ impl Session {
         self.publish_status();
         let standalone = self.config.collector.is_none();
         if standalone {
-            self.print(records.iter().copied())?;
+            self.print(&events)?;
         } else {
             tracing::debug!(
                 events = events.len(),
@@ -641,21 +636,27 @@ impl Session {
         if pending.is_empty() {
             return Ok(());
         }
-        self.print(
-            pending
-                .iter()
-                .map(|(seq, payload)| (*seq, payload.as_slice())),
-        )?;
+        let mut events = Vec::with_capacity(pending.len());
+        for (seq, payload) in pending {
+            match record::decode(&payload) {
+                Ok(event) => events.push(event),
+                Err(error) => {
+                    tracing::error!(seq, %error, "Unreadable event in the spool; skipping it.");
+                    self.printed_seq = self.printed_seq.max(seq);
+                }
+            }
+        }
+        self.print(&events)?;
         self.checkpoint()
     }
 
-    /// Prints records as JSON lines on stdout (standalone mode).
-    fn print<'a>(&mut self, records: impl Iterator<Item = (u64, &'a [u8])>) -> Result<()> {
+    /// Prints events as JSON lines on stdout (standalone mode).
+    fn print(&mut self, events: &[Event]) -> Result<()> {
         let mut stdout = std::io::stdout().lock();
-        for (seq, payload) in records {
-            stdout.write_all(payload)?;
+        for event in events {
+            serde_json::to_writer(&mut stdout, event)?;
             stdout.write_all(b"\n")?;
-            self.printed_seq = self.printed_seq.max(seq);
+            self.printed_seq = self.printed_seq.max(event.seq);
         }
         stdout.flush().context("writing events to stdout")
     }
@@ -724,8 +725,8 @@ impl Session {
         m.spool_unacked.set(spool_info.unacked as i64);
         let mut by_severity = [0i64; 3];
         for item in self.ledger.items() {
-            if let Item::File(d) = item {
-                by_severity[d.severity as usize] += 1;
+            if let DriftItem::File(d) = item {
+                by_severity[d.severity.index()] += 1;
             }
         }
         for s in Severity::ALL {
@@ -785,7 +786,7 @@ fn evaluate_path(
     rules: &Rules,
     entries: &Entries,
     path: &Path,
-) -> Result<Option<DriftItem>, String> {
+) -> Result<Option<FileDrift>, String> {
     if !rules.in_scope(path) {
         return Ok(None);
     }

@@ -12,8 +12,8 @@ use anyhow::Result;
 use driftwatch_proto::text::display_path;
 
 use super::Session;
-use crate::evaluate::DriftItem;
-use crate::ledger::{Item, Subject, now_rfc3339};
+use crate::evaluate::FileDrift;
+use crate::ledger::{DriftItem, Subject, now_rfc3339};
 use crate::scan::{self, ScanOptions};
 use crate::telemetry::{RescanInfo, RescanLabel};
 use crate::throttle;
@@ -93,7 +93,7 @@ impl Session {
             stats,
         } = scanned;
         let unknown: Vec<&Path> = scan_errors.iter().map(|e| e.path.as_path()).collect();
-        let mut now: BTreeMap<PathBuf, DriftItem> =
+        let mut now: BTreeMap<PathBuf, FileDrift> =
             items.into_iter().map(|i| (i.path.clone(), i)).collect();
         let observed_at = now_rfc3339();
         let mut events = Vec::new();
@@ -109,7 +109,7 @@ impl Session {
             }
             events.extend(self.ledger.update(
                 Subject::Path(path),
-                item.map(|d| Item::File(Box::new(d))),
+                item.map(|d| DriftItem::File(Box::new(d))),
                 &observed_at,
             ));
         }

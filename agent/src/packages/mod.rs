@@ -77,31 +77,7 @@ const MAX_REPORTED_PROBLEMS: usize = 10;
 /// Symlinks followed while resolving one database path, as Linux's `MAXSYMLINKS`.
 const MAX_SYMLINKS: usize = 40;
 
-/// How an installed package changed between the baseline and the host.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PackageChange {
-    /// On the host, not in the baseline.
-    Installed,
-    /// In the baseline, not on the host.
-    Removed,
-    /// On both, with another version.
-    VersionChanged,
-}
-
-/// One package that differs from the baseline.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct PackageDrift {
-    pub name: String,
-    pub arch: String,
-    pub kind: PackageChange,
-    /// The baseline's version; `None` when [`PackageChange::Installed`].
-    pub expected_version: Option<String>,
-    /// The host's version; `None` when [`PackageChange::Removed`].
-    pub actual_version: Option<String>,
-    /// The database the package was found in (the host's, unless it was removed).
-    pub source: String,
-}
+pub use driftwatch_proto::drift::{PackageChange, PackageDrift};
 
 /// Reads every package database found under `root`. Never fails: problems are in
 /// [`Inventory::errors`].

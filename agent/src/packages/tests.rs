@@ -447,10 +447,7 @@ fn diff_keys_on_name_and_arch() {
         pkg("libc6", "arm64", "2.36", "dpkg"),
     ];
     let found = diff(&expected, &actual);
-    let summary: Vec<_> = found
-        .iter()
-        .map(|d| (d.arch.as_str(), d.kind.clone()))
-        .collect();
+    let summary: Vec<_> = found.iter().map(|d| (d.arch.as_str(), d.kind)).collect();
     assert_eq!(
         summary,
         [

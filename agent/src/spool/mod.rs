@@ -1090,5 +1090,7 @@ fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
         .map_err(io_err("sync", dir))
 }
 
+pub mod record;
+
 #[cfg(test)]
 mod tests;

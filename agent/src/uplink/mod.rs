@@ -25,7 +25,7 @@
 //!   the pace the collector takes them (an outbound queue of [`OUTBOUND_QUEUE`] messages, then
 //!   HTTP/2 flow control). The spool lock is held for one bounded read.
 //! - Snapshots are consistent: the Session makes one in a single step on its own task (every
-//!   item's JSON text, at the ledger's sequence number), and the stream continues with the
+//!   item in its wire form, at the ledger's sequence number), and the stream continues with the
 //!   records after that number.
 //! - Sequence numbers go out in order without gaps: when the spool no longer holds the next
 //!   record the collector needs (compacted while the collector was away, or a record that does
@@ -51,7 +51,7 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 use crate::config::CollectorConfig;
 use crate::identity;
-use crate::ledger::{Ledger, item_json};
+use crate::ledger::{DriftItem, Ledger};
 use crate::spool::{Spool, SpoolError};
 use crate::telemetry::{CollectorStatus, Shared};
 
@@ -241,11 +241,11 @@ pub struct SnapshotRequest {
     pub reply: oneshot::Sender<Snapshot>,
 }
 
-/// The ledger's items as JSON text, as of `seq`.
+/// The ledger's items in their wire form, as of `seq`.
 #[derive(Debug)]
 pub struct Snapshot {
     pub seq: u64,
-    pub items: Vec<String>,
+    pub items: Vec<driftwatch_proto::v1::DriftItem>,
 }
 
 /// Answers a snapshot request from the ledger (on the Session's task, so the items and the
@@ -268,7 +268,7 @@ pub fn answer(request: SnapshotRequest, ledger: &mut Ledger) -> bool {
         );
         ledger.advance_seq_to(floor);
     }
-    let items = ledger.items().map(item_json).collect();
+    let items = ledger.items().map(DriftItem::to_wire).collect();
     let _ = request.reply.send(Snapshot {
         seq: ledger.seq(),
         items,

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use driftwatch_proto::v1::{self, agent_message, collector_message, ingest_client::IngestClient};
-use serde::Deserialize;
+use prost::Message as _;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
@@ -15,8 +15,8 @@ use tonic::transport::Endpoint;
 
 use super::*;
 use crate::identity::{self, HostIdentity};
-use crate::ledger::{Transition, now_rfc3339};
-use crate::spool::SpoolError;
+use crate::ledger::now_rfc3339;
+use crate::spool::{SpoolError, record};
 use crate::telemetry::{CollectorStatus, Shared};
 
 /// The uplink task's state across connections.
@@ -388,7 +388,7 @@ fn message(body: agent_message::Body) -> v1::AgentMessage {
 /// A snapshot on its way out, chunk by chunk.
 struct Outgoing {
     seq: u64,
-    items: std::vec::IntoIter<String>,
+    items: std::vec::IntoIter<v1::DriftItem>,
 }
 
 impl Outgoing {
@@ -402,16 +402,16 @@ impl Outgoing {
     /// The next chunk; the one that empties the snapshot is `last` (an empty snapshot is one
     /// empty, last chunk).
     fn next_chunk(&mut self) -> v1::SnapshotChunk {
-        let mut items_json = Vec::new();
+        let mut items = Vec::new();
         let mut bytes = 0;
-        while items_json.len() < SNAPSHOT_CHUNK_ITEMS && bytes < SNAPSHOT_CHUNK_BYTES {
+        while items.len() < SNAPSHOT_CHUNK_ITEMS && bytes < SNAPSHOT_CHUNK_BYTES {
             let Some(item) = self.items.next() else { break };
-            bytes += item.len();
-            items_json.push(item);
+            bytes += item.encoded_len();
+            items.push(item);
         }
         v1::SnapshotChunk {
             seq: self.seq,
-            items_json,
+            items,
             last: self.items.len() == 0,
         }
     }
@@ -422,18 +422,6 @@ enum Read {
     Events(Vec<v1::Event>),
     /// The next record is not there (or does not decode).
     Gap(String),
-}
-
-/// A spool record as the daemon wrote it ([`crate::ledger::Event`]), with the item left as
-/// the exact JSON text it was written as: that text is `item_json` on the wire, byte for byte
-/// what the digest is computed over.
-#[derive(Deserialize)]
-struct Spooled<'a> {
-    seq: u64,
-    event: Transition,
-    observed_at: String,
-    #[serde(borrow)]
-    item: &'a serde_json::value::RawValue,
 }
 
 /// Reads the next batch after `after`: contiguous from `after + 1`, stopping before a gap or
@@ -450,17 +438,8 @@ fn read_events(spool: &SharedSpool, after: u64) -> Result<Read, SpoolError> {
             ));
             break;
         }
-        match serde_json::from_slice::<Spooled>(payload) {
-            Ok(e) if e.seq == *seq => events.push(v1::Event {
-                seq: *seq,
-                transition: match e.event {
-                    Transition::Drifted => v1::Transition::Drifted,
-                    Transition::Changed => v1::Transition::Changed,
-                    Transition::Resolved => v1::Transition::Resolved,
-                } as i32,
-                observed_at: e.observed_at,
-                item_json: e.item.get().to_owned(),
-            }),
+        match record::decode_wire(payload) {
+            Ok(e) if e.seq == *seq => events.push(e),
             Ok(e) => {
                 problem = Some(format!("record {seq} holds event {}", e.seq));
                 break;

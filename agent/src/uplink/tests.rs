@@ -1,7 +1,7 @@
 //! The uplink against an in-process collector on 127.0.0.1:0.
 //!
 //! The fake collector keeps what the real one keeps per host (stream id, last sequence number,
-//! the current set as JSON texts), applies the protocol's rules (contiguous batches, snapshots
+//! the current set as received), applies the protocol's rules (contiguous batches, snapshots
 //! replace the set) and records every message, so each test checks what went over the wire
 //! and what a collector would have stored. The daemon side is a small loop doing what the
 //! Session does with a [`Link`]: append events, answer snapshot requests, save the ledger and
@@ -23,7 +23,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::stream::Backoff;
 use super::*;
 use crate::config::DEFAULT_HEARTBEAT;
-use crate::evaluate::{DriftItem, DriftKind, Facts};
+use crate::evaluate::{DriftKind, Facts, FileDrift};
 use crate::ledger::Subject;
 use crate::rules::Severity;
 use crate::spool::SpoolConfig;
@@ -39,7 +39,7 @@ pub(crate) struct Store {
     /// What a collector persists per host.
     pub(crate) stream_id: String,
     pub(crate) last_seq: u64,
-    pub(crate) set: BTreeMap<String, String>,
+    pub(crate) set: BTreeMap<String, v1::DriftItem>,
     /// Behaviour.
     pub(crate) no_acks: bool,
     /// Welcome with this last_seq and no snapshot, whatever the state (a collector that got
@@ -69,7 +69,7 @@ impl Store {
         let mut digests: Vec<[u8; 32]> = self
             .set
             .values()
-            .map(|j| Sha256::digest(j.as_bytes()).into())
+            .map(|i| Sha256::digest(prost::Message::encode_to_vec(i)).into())
             .collect();
         digests.sort_unstable();
         let mut h = Sha256::new();
@@ -90,16 +90,11 @@ pub(crate) struct Fake {
     changed: Arc<Notify>,
 }
 
-/// The subject an item's JSON names (what the collector keys the current set by).
-fn subject_of(json: &str) -> String {
-    let v: serde_json::Value = serde_json::from_str(json).expect("item JSON");
-    match v.get("path") {
-        Some(p) => format!("path:{}", p.as_str().unwrap()),
-        None => format!(
-            "package:{}:{}",
-            v["name"].as_str().unwrap(),
-            v["arch"].as_str().unwrap()
-        ),
+/// The subject an item names (what the collector keys the current set by).
+fn subject_of(item: &v1::DriftItem) -> String {
+    match item.item.as_ref().expect("an item") {
+        v1::drift_item::Item::File(f) => format!("path:{}", f.path),
+        v1::drift_item::Item::Package(p) => format!("package:{}:{}", p.name, p.arch),
     }
 }
 
@@ -220,11 +215,12 @@ impl Fake {
                         s.violations.push(v.clone());
                         return Err(v);
                     }
-                    let subject = subject_of(&e.item_json);
+                    let item = e.item.expect("typed item");
+                    let subject = subject_of(&item);
                     if e.transition == v1::Transition::Resolved as i32 {
                         s.set.remove(&subject);
                     } else {
-                        s.set.insert(subject, e.item_json);
+                        s.set.insert(subject, item);
                     }
                     s.last_seq = e.seq;
                 }
@@ -236,12 +232,12 @@ impl Fake {
             }
             Some(agent_message::Body::Heartbeat(h)) => s.heartbeats.push(h),
             Some(agent_message::Body::Snapshot(c)) => {
-                s.chunk_sizes.push(c.items_json.len());
+                s.chunk_sizes.push(c.items.len());
                 if s.chunk_sizes.len() == 1 {
                     s.set.clear();
                 }
-                for j in c.items_json {
-                    s.set.insert(subject_of(&j), j);
+                for i in c.items {
+                    s.set.insert(subject_of(&i), i);
                 }
                 if c.last {
                     let items = s.set.len();
@@ -337,10 +333,10 @@ struct Agent {
     _dir: tempfile::TempDir,
 }
 
-fn drift(path: &str, mode: &str) -> Item {
+fn drift(path: &str, mode: &str) -> DriftItem {
     let facts = Facts {
-        kind: "file".into(),
-        mode: mode.into(),
+        kind: driftwatch_proto::baseline::FileKind::Regular,
+        mode: u32::from_str_radix(mode, 8).unwrap(),
         owner: 0,
         group: 0,
         size: 1,
@@ -348,14 +344,14 @@ fn drift(path: &str, mode: &str) -> Item {
         target: None,
         xattrs: Default::default(),
     };
-    Item::File(Box::new(DriftItem {
+    DriftItem::File(Box::new(FileDrift {
         path: path.into(),
         kind: DriftKind::Modified,
         changed: vec![crate::rules::Attr::Mode],
         severity: Severity::Behavioral,
         reason: "test".into(),
         expected: Some(Facts {
-            mode: "0644".into(),
+            mode: 0o644,
             ..facts.clone()
         }),
         actual: Some(facts),
@@ -363,7 +359,7 @@ fn drift(path: &str, mode: &str) -> Item {
     }))
 }
 
-use crate::ledger::{Event, Item};
+use crate::ledger::Event;
 
 /// Appends the events of these changes to the spool (as the Session's emit does).
 fn apply(ledger: &mut Ledger, spool: &SharedSpool, changes: Vec<(String, Option<String>)>) {
@@ -374,7 +370,7 @@ fn apply(ledger: &mut Ledger, spool: &SharedSpool, changes: Vec<(String, Option<
     }
     let encoded: Vec<(u64, Vec<u8>)> = events
         .iter()
-        .map(|e| (e.seq, serde_json::to_vec(e).unwrap()))
+        .map(|e| (e.seq, crate::spool::record::encode(e)))
         .collect();
     let records: Vec<(u64, &[u8])> = encoded.iter().map(|(s, b)| (*s, b.as_slice())).collect();
     lock(spool).append(&records).unwrap();
@@ -422,8 +418,8 @@ impl Agent {
         let state = dir.path().join("state");
         let (spool, _) = Spool::open(SpoolConfig::new(state.join("spool"))).unwrap();
         let spool: SharedSpool = Arc::new(Mutex::new(spool));
-        let ledger_path = state.join("ledger.json");
-        let mut ledger = Ledger::load(&ledger_path).unwrap();
+        let ledger_path = state.join("ledger.pb");
+        let mut ledger = Ledger::load(&ledger_path).unwrap().unwrap_or_default();
         ledger.advance_seq_to(lock(&spool).last_seq().unwrap_or(0));
         apply(&mut ledger, &spool, o.before);
         if o.compact_before_start {
@@ -599,7 +595,7 @@ async fn hello_says_who_and_where_then_events_flow_and_acks_release_the_spool() 
     // Acknowledged records leave the spool (after the ledger is saved).
     let state = agent.wait("the release", |i| i.spool_acked == 3).await;
     assert_eq!(state.spool_unacked, 0);
-    assert!(agent.state.join("ledger.json").exists());
+    assert!(agent.state.join("ledger.pb").exists());
     // New events follow as they are appended: no polling, no resend.
     agent.set(&["/etc/b"], None).await;
     agent.set(&["/etc/d"], Some("0700")).await;
@@ -634,9 +630,9 @@ async fn resumes_after_what_the_collector_holds() {
         s.stream_id = stream_id.clone();
         s.last_seq = 2;
         s.set
-            .insert("path:/etc/a".into(), item_json(&drift("/etc/a", "0600")));
+            .insert("path:/etc/a".into(), drift("/etc/a", "0600").to_wire());
         s.set
-            .insert("path:/etc/b".into(), item_json(&drift("/etc/b", "0600")));
+            .insert("path:/etc/b".into(), drift("/etc/b", "0600").to_wire());
     });
     let agent = Agent::start(AgentOptions {
         before: changes(&["/etc/a", "/etc/b", "/etc/c", "/etc/d"], Some("0600")),
@@ -668,7 +664,7 @@ async fn a_new_stream_for_a_known_host_sends_a_snapshot() {
         s.last_seq = 40;
         s.set.insert(
             "path:/etc/gone".into(),
-            item_json(&drift("/etc/gone", "0600")),
+            drift("/etc/gone", "0600").to_wire(),
         );
     });
     let agent = Agent::start(AgentOptions {

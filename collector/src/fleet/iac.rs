@@ -203,13 +203,13 @@ impl<S: Store> Queries<S> {
         Ok(status(&fleet))
     }
 
-    pub async fn report(&self, r: v1::ReportRequest) -> Result<v1::Report, QueryError> {
+    pub async fn report(&self, r: v1::ReportRequest) -> Result<v1::IacReport, QueryError> {
         let item_filter = filter(&r.severity, "")?;
         let fleet = self
             .correlate(ghost_after(&r.ghost_after, self.ghost_after)?)
             .await?;
         let causes = self.run(move |s| s.list_causes(&item_filter, 1, 0)).await?;
-        Ok(v1::Report {
+        Ok(v1::IacReport {
             generated_at: store::rfc3339(store::now_millis()),
             status: Some(status(&fleet)),
             groups: report_groups(&fleet, causes),
@@ -367,7 +367,7 @@ impl<S: Store> v1::iac_server::Iac for IacService<S> {
     async fn report(
         &self,
         r: Request<v1::ReportRequest>,
-    ) -> Result<tonic::Response<v1::Report>, Status> {
+    ) -> Result<tonic::Response<v1::IacReport>, Status> {
         Ok(tonic::Response::new(self.0.report(r.into_inner()).await?))
     }
 }
@@ -392,7 +392,7 @@ pub(super) async fn api_status<S: Store>(
 pub(super) async fn api_report<S: Store>(
     State(q): State<Queries<S>>,
     Query(p): Query<IacParams>,
-) -> super::ApiResult<v1::Report> {
+) -> super::ApiResult<v1::IacReport> {
     let r = v1::ReportRequest {
         ghost_after: p.ghost_after,
         severity: p.severity,

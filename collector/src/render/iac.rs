@@ -3,10 +3,10 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
+use driftwatch_proto::drift::DriftItem;
 use driftwatch_proto::v1;
-use serde_json::Value;
 
-use super::{dash, table};
+use super::{attribute_changes, dash, table};
 
 fn percent(part: u64, whole: u64) -> String {
     if whole == 0 {
@@ -138,33 +138,14 @@ fn code(text: &str) -> String {
     format!("{f}{text}{close}")
 }
 
-/// What differs, beyond the content diff: `mode: 0644 -> 0666`.
-fn attribute_changes(item: &Value) -> Vec<String> {
-    let changed = item
-        .get("changed")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>())
-        .unwrap_or_default();
-    changed
-        .into_iter()
-        .filter(|a| *a != "content")
-        .map(|attr| {
-            let get = |side: &str| {
-                item.get(side)
-                    .and_then(|o| o.get(attr))
-                    .map_or_else(|| "-".into(), |x| x.to_string())
-            };
-            format!("{attr}: {} → {}", get("expected"), get("actual"))
-        })
-        .collect()
-}
-
 fn cause_markdown(out: &mut String, c: &v1::Cause, everywhere: &HashMap<&str, Vec<&str>>) {
-    let item: Value = serde_json::from_str(&c.example).unwrap_or(Value::Null);
-    let subject = if item.get("path").is_some() {
-        c.path.clone()
-    } else {
-        format!("package {}", c.path)
+    let item = c
+        .example
+        .clone()
+        .and_then(|item| DriftItem::try_from(item).ok());
+    let subject = match item {
+        Some(DriftItem::Package(_)) => format!("package {}", c.path),
+        _ => c.path.clone(),
     };
     let _ = writeln!(
         out,
@@ -201,27 +182,29 @@ fn cause_markdown(out: &mut String, c: &v1::Cause, everywhere: &HashMap<&str, Ve
             elsewhere.join(", ")
         );
     }
-    if let Some(reason) = item.get("reason").and_then(Value::as_str) {
-        let _ = writeln!(out, "{reason}\n");
-    }
-    for change in attribute_changes(&item) {
-        let _ = writeln!(out, "- {change}");
-    }
-    if let (Some(exp), Some(act)) = (
-        item.get("expected_version").and_then(Value::as_str),
-        item.get("actual_version").and_then(Value::as_str),
-    ) {
-        let _ = writeln!(out, "- version: {exp} → {act}");
-    }
-    if let Some(diff) = item.get("diff").and_then(Value::as_str) {
-        let f = fence(diff);
-        let _ = writeln!(out, "\n{f}diff\n{}\n{f}", diff.trim_end());
+    match &item {
+        Some(DriftItem::File(f)) => {
+            let _ = writeln!(out, "{}\n", f.reason);
+            for (attr, expected, actual) in attribute_changes(f) {
+                let _ = writeln!(out, "- {attr}: {expected} → {actual}");
+            }
+            if let Some(diff) = &f.diff {
+                let f = fence(diff);
+                let _ = writeln!(out, "\n{f}diff\n{}\n{f}", diff.trim_end());
+            }
+        }
+        Some(DriftItem::Package(p)) => {
+            if let (Some(exp), Some(act)) = (&p.expected_version, &p.actual_version) {
+                let _ = writeln!(out, "- version: {exp} → {act}");
+            }
+        }
+        None => {}
     }
     out.push('\n');
 }
 
 /// The reconciliation report, ready to paste into a pull request or a ticket.
-pub fn report_markdown(r: &v1::Report) -> String {
+pub fn report_markdown(r: &v1::IacReport) -> String {
     let mut out = String::new();
     let status = r.status.clone().unwrap_or_default();
     let _ = writeln!(out, "# Drift reconciliation report\n");
@@ -336,13 +319,15 @@ mod tests {
 
     #[test]
     fn the_markdown_report_has_causes_diffs_flags_and_ghosts() {
-        let example = serde_json::json!({
+        let facts = |mode| serde_json::json!({"type": "file", "mode": mode, "owner": 0, "group": 0, "size": 9});
+        let example: DriftItem = serde_json::from_value(serde_json::json!({
             "path": "/etc/sudoers.d/90-admin", "kind": "modified", "changed": ["content", "mode"],
             "severity": "security", "reason": "content differs from the baseline",
-            "expected": {"mode": "0440"}, "actual": {"mode": "0640"},
+            "expected": facts("0440"), "actual": facts("0640"),
             "diff": "--- a\n+++ b\n-x\n+ALL ```\n"
-        });
-        let report = v1::Report {
+        }))
+        .unwrap();
+        let report = v1::IacReport {
             generated_at: "2026-11-22T10:00:00.000Z".into(),
             status: Some(v1::IacStatus {
                 coverage: Some(v1::Coverage {
@@ -381,7 +366,7 @@ mod tests {
                     changed: vec!["content".into(), "mode".into()],
                     host_count: 2,
                     hosts: vec!["i-1".into(), "i-2".into()],
-                    example: example.to_string(),
+                    example: Some(example.to_wire()),
                     ..Default::default()
                 }],
             }],

@@ -19,7 +19,10 @@ use std::time::Duration;
 
 use driftwatch_proto::v1;
 
-use super::item::set_digest;
+use driftwatch_proto::drift::{self, DriftItem, DriftKind, Facts, FileDrift};
+use prost::Message as _;
+use sha2::{Digest as _, Sha256};
+
 use super::{
     Applied, EventRecord, HistoryQuery, HostInfo, HostQuery, ItemFilter, ItemRecord, ListedHost,
     Millis, Severity, Store, StoreError, StreamState, Transition, Write, rfc3339,
@@ -77,12 +80,42 @@ pub const SILENT_AFTER: Duration = Duration::from_secs(300);
 
 // ---- Fixtures ----
 
-/// A file item shaped like `check --json`'s; `actual` names the file's content.
+/// A file item whose content changed; `actual` names the file's content.
 pub fn item(path: &str, severity: &str, actual: &str) -> ItemRecord {
-    let json = format!(
-        r#"{{"path":"{path}","kind":"modified","changed":["content"],"severity":"{severity}","reason":"content differs from the baseline","expected":{{"sha256":"aa"}},"actual":{{"sha256":"{actual}"}},"diff":null}}"#
-    );
-    ItemRecord::parse(json).expect("a valid test item")
+    item_with_diff(path, severity, actual, None)
+}
+
+pub fn item_with_diff(path: &str, severity: &str, actual: &str, diff: Option<&str>) -> ItemRecord {
+    let facts = |content: &str| Facts {
+        kind: driftwatch_proto::baseline::FileKind::Regular,
+        mode: 0o644,
+        owner: 0,
+        group: 0,
+        size: content.len() as u64,
+        sha256: Some(Sha256::digest(content).into()),
+        target: None,
+        xattrs: vec![],
+    };
+    ItemRecord::new(&DriftItem::File(Box::new(FileDrift {
+        path: path.into(),
+        kind: DriftKind::Modified,
+        changed: vec![drift::Attr::Content],
+        severity: drift::Severity::parse(severity).expect("a severity"),
+        reason: "content differs from the baseline".into(),
+        expected: Some(facts("aa")),
+        actual: Some(facts(actual)),
+        diff: diff.map(str::to_owned),
+    })))
+}
+
+/// An item as queries return it.
+pub fn wire(item: &ItemRecord) -> v1::DriftItem {
+    v1::DriftItem::decode(item.encoded.as_slice()).expect("an encoded item")
+}
+
+/// The digest of a set of items.
+pub fn set_digest<const N: usize>(digests: [[u8; 32]; N]) -> [u8; 32] {
+    drift::set_digest(&digests)
 }
 
 /// An event observed `seq` seconds after [`T0`].
@@ -188,7 +221,7 @@ fn names(hosts: &[v1::Host]) -> Vec<&str> {
     hosts.iter().map(|h| h.host.as_str()).collect()
 }
 
-fn drift_of(store: &dyn Store, host: &str) -> Vec<String> {
+fn drift_of(store: &dyn Store, host: &str) -> Vec<v1::DriftItem> {
     store
         .get_host(host, &host_query(T0, false, ItemFilter::default()))
         .expect("get_host")

@@ -1,52 +1,15 @@
-//! A drift item as the collector keeps it: the agent's JSON text, byte for byte (heartbeat
+//! A drift item as the collector keeps it: its canonical encoding (`drift.proto`; heartbeat
 //! digests are computed over it), plus the few facts the store indexes, read from it once.
 
-use std::fmt;
-
-use serde::Deserialize;
+use driftwatch_proto::drift::{self, DriftError, DriftItem};
+use driftwatch_proto::v1;
+use prost::Message as _;
 use sha2::{Digest as _, Sha256};
+
+pub use driftwatch_proto::drift::Severity;
 
 /// Largest item accepted (an item carries at most one diff; agents cap captured content).
 pub const MAX_ITEM_BYTES: usize = 1 << 20;
-
-/// Worst first, so `a < b` means `a` is more severe.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Severity {
-    Security = 0,
-    Behavioral = 1,
-    Cosmetic = 2,
-}
-
-impl Severity {
-    pub const ALL: [Severity; 3] = [Severity::Security, Severity::Behavioral, Severity::Cosmetic];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Security => "security",
-            Severity::Behavioral => "behavioral",
-            Severity::Cosmetic => "cosmetic",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Severity> {
-        Some(match text {
-            "security" => Severity::Security,
-            "behavioral" => Severity::Behavioral,
-            "cosmetic" => Severity::Cosmetic,
-            _ => return None,
-        })
-    }
-
-    pub fn from_index(i: i64) -> Option<Severity> {
-        Severity::ALL.get(usize::try_from(i).ok()?).copied()
-    }
-}
-
-impl fmt::Display for Severity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SubjectKind {
@@ -63,6 +26,15 @@ impl SubjectKind {
     }
 }
 
+/// Why an item was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ItemError {
+    #[error("drift item of {0} bytes (limit {MAX_ITEM_BYTES})")]
+    TooLarge(usize),
+    #[error(transparent)]
+    Invalid(#[from] DriftError),
+}
+
 /// An item, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ItemRecord {
@@ -71,180 +43,163 @@ pub struct ItemRecord {
     pub subject_kind: SubjectKind,
     /// added / removed / modified for paths; installed / removed / version_changed for
     /// packages.
-    pub kind: String,
+    pub kind: &'static str,
     pub severity: Severity,
-    pub changed: Vec<String>,
+    pub changed: Vec<&'static str>,
     /// Identifies the change itself, whatever the host: hex SHA-256 over the subject, the
     /// kind and the expected and actual states. Equal on hosts that made the identical change.
     pub cause: String,
-    /// SHA-256 of `json`.
+    /// SHA-256 of `encoded`: the item's part of the drift-set digest.
     pub sha256: [u8; 32],
-    pub json: String,
-}
-
-#[derive(Deserialize)]
-struct FileItem {
-    path: String,
-    kind: String,
-    #[serde(default)]
-    changed: Vec<String>,
-    severity: String,
-    #[serde(default)]
-    expected: serde_json::Value,
-    #[serde(default)]
-    actual: serde_json::Value,
-}
-
-#[derive(Deserialize)]
-struct PackageItem {
-    name: String,
-    arch: String,
-    kind: String,
-    #[serde(default)]
-    expected_version: Option<String>,
-    #[serde(default)]
-    actual_version: Option<String>,
+    /// The item's canonical encoding.
+    pub encoded: Vec<u8>,
 }
 
 impl ItemRecord {
-    /// Validates an item's JSON text as an agent sent it.
-    pub fn parse(json: String) -> Result<ItemRecord, String> {
-        if json.len() > MAX_ITEM_BYTES {
-            return Err(format!(
-                "drift item of {} bytes (limit {MAX_ITEM_BYTES})",
-                json.len()
-            ));
+    /// Validates an item as an agent sent it.
+    pub fn from_wire(item: v1::DriftItem) -> Result<ItemRecord, ItemError> {
+        let encoded = item.encode_to_vec();
+        if encoded.len() > MAX_ITEM_BYTES {
+            return Err(ItemError::TooLarge(encoded.len()));
         }
-        let value: serde_json::Value =
-            serde_json::from_str(&json).map_err(|e| format!("drift item is not JSON: {e}"))?;
-        let object = value.as_object().ok_or("drift item is not a JSON object")?;
+        // The facts of a file item (what identifies the change), encoded as they arrived.
+        let facts = match &item.item {
+            Some(v1::drift_item::Item::File(f)) => [&f.expected, &f.actual]
+                .map(|side| side.as_ref().map(|x| x.encode_to_vec()).unwrap_or_default()),
+            _ => Default::default(),
+        };
+        let item = DriftItem::try_from(item)?;
         let mut cause = Sha256::new();
-        let record = if object.contains_key("path") {
-            let item = FileItem::deserialize(&value)
-                .map_err(|e| format!("malformed file drift item: {e}"))?;
-            if !item.path.starts_with('/') {
-                return Err(format!("drift item path {:?} is not absolute", item.path));
+        let mut part = |bytes: &[u8]| {
+            cause.update((bytes.len() as u64).to_le_bytes());
+            cause.update(bytes);
+        };
+        let (subject, subject_kind, kind, changed) = match &item {
+            DriftItem::File(f) => {
+                let subject = driftwatch_proto::text::display_path(&f.path);
+                part(subject.as_bytes());
+                part(f.kind.as_str().as_bytes());
+                part(&facts[0]);
+                part(&facts[1]);
+                let changed = f.changed.iter().map(|a| a.as_str()).collect();
+                (subject, SubjectKind::Path, f.kind.as_str(), changed)
             }
-            let severity = Severity::parse(&item.severity)
-                .ok_or_else(|| format!("unknown severity {:?}", item.severity))?;
-            for part in [
-                item.path.as_str(),
-                &item.kind,
-                &item.expected.to_string(),
-                &item.actual.to_string(),
-            ] {
-                cause.update(part.as_bytes());
-                cause.update([0]);
+            DriftItem::Package(p) => {
+                let subject = format!("package:{}:{}", p.name, p.arch);
+                part(subject.as_bytes());
+                part(p.kind.as_str().as_bytes());
+                part(p.expected_version.as_deref().unwrap_or("").as_bytes());
+                part(p.actual_version.as_deref().unwrap_or("").as_bytes());
+                (
+                    subject,
+                    SubjectKind::Package,
+                    p.kind.as_str(),
+                    vec!["version"],
+                )
             }
-            ItemRecord {
-                subject: item.path,
-                subject_kind: SubjectKind::Path,
-                kind: item.kind,
-                severity,
-                changed: item.changed,
-                cause: String::new(),
-                sha256: [0; 32],
-                json: String::new(),
-            }
-        } else if object.contains_key("name") {
-            let item = PackageItem::deserialize(&value)
-                .map_err(|e| format!("malformed package drift item: {e}"))?;
-            let subject = format!("package:{}:{}", item.name, item.arch);
-            for part in [
-                subject.as_str(),
-                &item.kind,
-                item.expected_version.as_deref().unwrap_or(""),
-                item.actual_version.as_deref().unwrap_or(""),
-            ] {
-                cause.update(part.as_bytes());
-                cause.update([0]);
-            }
-            ItemRecord {
-                subject,
-                subject_kind: SubjectKind::Package,
-                kind: item.kind,
-                severity: Severity::Behavioral,
-                changed: vec!["version".into()],
-                cause: String::new(),
-                sha256: [0; 32],
-                json: String::new(),
-            }
-        } else {
-            return Err("drift item has neither a path nor a package name".into());
         };
         Ok(ItemRecord {
+            subject,
+            subject_kind,
+            kind,
+            severity: item.severity(),
+            changed,
             cause: hex::encode(&cause.finalize()[..16]),
-            sha256: Sha256::digest(json.as_bytes()).into(),
-            json,
-            ..record
+            sha256: drift::item_digest(&encoded),
+            encoded,
         })
+    }
+
+    /// From the domain form (the JSON forms of the previous release, tests).
+    pub fn new(item: &DriftItem) -> ItemRecord {
+        ItemRecord::from_wire(item.to_wire()).expect("a domain item converts")
     }
 }
 
-/// The digest of a drift set from its items' SHA-256 digests (any order).
-pub fn set_digest(mut item_digests: Vec<[u8; 32]>) -> [u8; 32] {
-    item_digests.sort_unstable();
-    let mut hasher = Sha256::new();
-    for d in &item_digests {
-        hasher.update(d);
-    }
-    hasher.finalize().into()
+/// Decodes a stored item (the store wrote it from a validated one).
+pub fn decode(encoded: &[u8]) -> Result<v1::DriftItem, prost::DecodeError> {
+    v1::DriftItem::decode(encoded)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use driftwatch_proto::baseline::FileKind;
+    use driftwatch_proto::drift::{Attr, DriftKind, Facts, FileDrift, PackageChange, PackageDrift};
+
+    fn file(actual_sha: u8, diff: Option<&str>) -> DriftItem {
+        let facts = |sha: u8| Facts {
+            kind: FileKind::Regular,
+            mode: 0o644,
+            owner: 0,
+            group: 0,
+            size: 3,
+            sha256: Some([sha; 32]),
+            target: None,
+            xattrs: vec![],
+        };
+        DriftItem::File(Box::new(FileDrift {
+            path: "/etc/x".into(),
+            kind: DriftKind::Modified,
+            changed: vec![Attr::Content],
+            severity: drift::Severity::Behavioral,
+            reason: "r".into(),
+            expected: Some(facts(0xaa)),
+            actual: Some(facts(actual_sha)),
+            diff: diff.map(str::to_owned),
+        }))
+    }
 
     #[test]
     fn identical_changes_share_a_cause_whatever_the_diff_text() {
-        let a = r#"{"path":"/etc/x","kind":"modified","changed":["content"],"severity":"behavioral","reason":"r","expected":{"sha256":"aa"},"actual":{"sha256":"bb"},"diff":"x"}"#;
-        let b = a.replace("\"diff\":\"x\"", "\"diff\":null");
-        let c = a.replace("bb", "cc");
         let (a, b, c) = (
-            ItemRecord::parse(a.into()).unwrap(),
-            ItemRecord::parse(b).unwrap(),
-            ItemRecord::parse(c).unwrap(),
+            ItemRecord::new(&file(0xbb, Some("x"))),
+            ItemRecord::new(&file(0xbb, None)),
+            ItemRecord::new(&file(0xcc, Some("x"))),
         );
         assert_eq!(a.cause, b.cause);
         assert_ne!(a.cause, c.cause);
+        assert_ne!(a.sha256, b.sha256, "but they are different items");
         assert_eq!(a.severity, Severity::Behavioral);
+        assert_eq!(
+            (a.kind, a.changed.as_slice()),
+            ("modified", &["content"][..])
+        );
     }
 
     #[test]
     fn packages_are_subjects_too() {
-        let p = ItemRecord::parse(
-            r#"{"name":"curl","arch":"amd64","kind":"installed","expected_version":null,"actual_version":"8.1","source":"dpkg"}"#.into(),
-        )
-        .unwrap();
+        let p = ItemRecord::new(&DriftItem::Package(PackageDrift {
+            name: "curl".into(),
+            arch: "amd64".into(),
+            kind: PackageChange::Installed,
+            expected_version: None,
+            actual_version: Some("8.1".into()),
+            source: "dpkg".into(),
+        }));
         assert_eq!(p.subject, "package:curl:amd64");
         assert_eq!(p.subject_kind, SubjectKind::Package);
+        assert_eq!(p.kind, "installed");
+        assert_eq!(decode(&p.encoded).unwrap().encode_to_vec(), p.encoded);
     }
 
     #[test]
     fn malformed_items_are_refused_with_a_reason() {
-        for (json, why) in [
-            ("nope", "not JSON"),
-            ("[1]", "not a JSON object"),
-            ("{}", "neither a path"),
-            (
-                r#"{"path":"/x","kind":"added","severity":"dire"}"#,
-                "unknown severity",
-            ),
-            (
-                r#"{"path":"x","kind":"added","severity":"security"}"#,
-                "not absolute",
-            ),
-            (r#"{"path":"/x"}"#, "malformed file drift item"),
-        ] {
-            let err = ItemRecord::parse(json.into()).unwrap_err();
-            assert!(err.contains(why), "{json}: {err}");
+        let mut relative = file(0xbb, None).to_wire();
+        if let Some(v1::drift_item::Item::File(f)) = &mut relative.item {
+            f.path = "etc/x".into();
         }
-    }
-
-    #[test]
-    fn set_digest_ignores_order() {
-        let (a, b) = ([1; 32], [2; 32]);
-        assert_eq!(set_digest(vec![a, b]), set_digest(vec![b, a]));
-        assert_ne!(set_digest(vec![a]), set_digest(vec![a, b]));
+        let mut huge = file(0xbb, None).to_wire();
+        if let Some(v1::drift_item::Item::File(f)) = &mut huge.item {
+            f.diff = Some("x".repeat(MAX_ITEM_BYTES));
+        }
+        for (item, why) in [
+            (v1::DriftItem { item: None }, "neither a file nor a package"),
+            (relative, "not absolute"),
+            (huge, "limit"),
+        ] {
+            let err = ItemRecord::from_wire(item).unwrap_err().to_string();
+            assert!(err.contains(why), "{why}: {err}");
+        }
     }
 }

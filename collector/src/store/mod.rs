@@ -24,7 +24,8 @@ pub mod sqlite;
 #[cfg(test)]
 pub mod conformance;
 
-pub use item::{ItemRecord, Severity, SubjectKind};
+pub use driftwatch_proto::drift::Transition;
+pub use item::{ItemError, ItemRecord, Severity, SubjectKind};
 pub use listed::{ListedHost, ReportedHost};
 
 /// Milliseconds since the Unix epoch: how the store keeps time.
@@ -102,39 +103,13 @@ pub struct StreamState {
     pub last_seq: u64,
 }
 
-/// One event of a batch, validated (see [`ItemRecord::parse`]).
+/// One event of a batch, validated (see [`ItemRecord::from_wire`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct EventRecord {
     pub seq: u64,
     pub transition: Transition,
     pub observed_at: Millis,
     pub item: ItemRecord,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Transition {
-    Drifted,
-    Changed,
-    Resolved,
-}
-
-impl Transition {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transition::Drifted => "drifted",
-            Transition::Changed => "changed",
-            Transition::Resolved => "resolved",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Transition> {
-        Some(match text {
-            "drifted" => Transition::Drifted,
-            "changed" => Transition::Changed,
-            "resolved" => Transition::Resolved,
-            _ => return None,
-        })
-    }
 }
 
 /// A write for the group writer.
@@ -262,8 +237,8 @@ pub trait Store: Send + Sync + 'static {
     /// rejected write changes nothing and does not affect the others.
     fn apply(&self, writes: &[Write]) -> Result<Vec<Result<Applied>>>;
 
-    /// The host's stored sequence number and the digest of its current set: SHA-256 over the
-    /// sorted SHA-256 digests of the items' JSON text (what agents send in heartbeats).
+    /// The host's stored sequence number and the digest of its current set (`drift.proto`'s,
+    /// over the items' canonical encodings: what agents send in heartbeats).
     fn digest(&self, host: &str) -> Result<Option<(StreamState, [u8; 32])>>;
 
     /// Worst drift first, then most items, then by identity.

@@ -19,23 +19,27 @@
 //! database file, and its fsync) run on a thread of their own, off the commit path
 //! (`checkpoint`).
 //!
-//! # Schema (version 2; [`schema::MIGRATIONS`], counted by `PRAGMA user_version`)
+//! # Schema (version 3; [`schema::MIGRATIONS`], counted by `PRAGMA user_version`)
 //!
 //! - `hosts`: one row per host identity: what its hello said, where its stream stands
 //!   (`stream_id`, `last_seq`), first and last seen, and its current items' aggregates cached
 //!   per severity (`n_*` counts, `since_*` oldest `observed_at`), so listing 10,000 hosts with a
 //!   severity filter reads 10,000 rows, not every item.
-//! - `items`: the current drift set, one row per (host, subject). `json` is the agent's text
-//!   byte for byte (heartbeat digests are computed over it). `observed_at` is when the subject
+//! - `items`: the current drift set, one row per (host, subject). `item` is the item's
+//!   canonical encoding (`drift.proto`), `sha256` its digest (heartbeat digests are computed
+//!   over them). `observed_at` is when the subject
 //!   started to drift: a later change keeps it, so "drifted since" does not move forward while
 //!   a file keeps being edited. `items_subject` covers every query that aggregates over paths
-//!   (hosts, paths and causes filtered by a glob), so they read the index, never the JSON.
-//! - `events`: the full history. Stream events carry their sequence number; rows derived from a
-//!   snapshot have none (NULL, so the unique key leaves them alone).
+//!   (hosts, paths and causes filtered by a glob), so they read the index, never an item.
+//! - `events`: the full history, each row with its item encoded as in `items`. Stream events
+//!   carry their sequence number; rows derived from a snapshot have none (NULL, so the unique
+//!   key leaves them alone).
 //! - `baselines`: every baseline id seen in a hello, with its image.
 //! - `iac_states`, `iac_resources` (version 2): imported Terraform/OpenTofu states, one row
 //!   per state name and per machine-describing resource instance (allow-listed attributes
 //!   only); `images`: the Packer image catalog, one row per (region, image id).
+//! - Version 3 replaced the items' JSON text (`json`) with their encoding (`item`), converting
+//!   every row of `items` and `events`.
 //!
 //! Invariants every write keeps:
 //! - a host's cached aggregates are those of its `items` rows;
@@ -58,11 +62,11 @@ use std::time::Duration;
 use driftwatch_proto::v1;
 use rusqlite::{Connection, OpenFlags, Row, Transaction, TransactionBehavior};
 
-use super::item::set_digest;
 use super::{
     Applied, HistoryQuery, HostFacts, HostInfo, HostQuery, IacData, ImportOutcome, ItemFilter,
     ListedHost, Millis, Result, Severity, Store, StoreError, StreamState, Write,
 };
+use driftwatch_proto::drift::set_digest;
 
 mod checkpoint;
 mod hosts;
@@ -339,7 +343,7 @@ impl Store for SqliteStore {
                 .prepare_cached("SELECT sha256 FROM items WHERE host = ?1")?
                 .query_map([host], |r| r.get::<_, [u8; 32]>(0))?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(Some((state, set_digest(digests))))
+            Ok(Some((state, set_digest(&digests))))
         })
     }
 
@@ -426,4 +430,12 @@ fn severity_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<Severity> {
 /// Counts and sequence numbers are stored as INTEGER (i64) and never negative.
 fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
+}
+
+/// A stored item's encoding, decoded (a row that does not decode is damage).
+fn item_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<v1::DriftItem> {
+    let bytes = row.get_ref(idx)?.as_blob()?;
+    super::item::decode(bytes).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Blob, Box::new(e))
+    })
 }

@@ -175,7 +175,7 @@ pub fn get_host_by_identity_or_unambiguous_hostname(store: &dyn Store) {
     assert_eq!((host.host.as_str(), host.drift_count), ("i-1", 4));
     assert_eq!(
         detail.drift,
-        [&items[3], &items[1], &items[2], &items[0]].map(|i| i.json.clone()),
+        [&items[3], &items[1], &items[2], &items[0]].map(wire),
         "security first, then by path"
     );
 
@@ -191,7 +191,7 @@ pub fn get_host_by_identity_or_unambiguous_hostname(store: &dyn Store) {
 
     let security = host_query(T0, false, filter(Some(Severity::Security), None));
     let detail = store.get_host("i-1", &security).unwrap().unwrap();
-    assert_eq!(detail.drift, [&items[3], &items[1]].map(|i| i.json.clone()));
+    assert_eq!(detail.drift, [&items[3], &items[1]].map(wire));
     assert_eq!(detail.host.unwrap().drift_count, 2);
 }
 
@@ -292,11 +292,12 @@ pub fn list_causes_groups_identical_changes(store: &dyn Store) {
     }
     let same = item("/etc/nginx/nginx.conf", "behavioral", "cc");
     // The same change, described with a different diff text: still the same cause.
-    let same_other_text = ItemRecord::parse(
-        same.json
-            .replace(r#""diff":null"#, r#""diff":"--- a\n+++ b\n""#),
-    )
-    .unwrap();
+    let same_other_text = item_with_diff(
+        "/etc/nginx/nginx.conf",
+        "behavioral",
+        "cc",
+        Some("--- a\n+++ b\n"),
+    );
     let different = item("/etc/nginx/nginx.conf", "behavioral", "dd");
     let sshd = item("/etc/ssh/sshd_config", "security", "bb");
     let writes = [
@@ -324,8 +325,8 @@ pub fn list_causes_groups_identical_changes(store: &dyn Store) {
     assert_eq!(top.host_count, 2);
     assert_eq!(top.hosts, ["i-1", "i-2"]);
     assert!(
-        top.example == same.json || top.example == same_other_text.json,
-        "the example is one item of the group: {}",
+        top.example == Some(wire(&same)) || top.example == Some(wire(&same_other_text)),
+        "the example is one item of the group: {:?}",
         top.example
     );
     let singles: BTreeSet<_> = causes[1..].iter().map(|c| c.cause.clone()).collect();
@@ -351,9 +352,9 @@ pub fn list_causes_groups_identical_changes(store: &dyn Store) {
         (
             ssh[0].cause.as_str(),
             ssh[0].severity.as_str(),
-            ssh[0].example.as_str()
+            ssh[0].example.clone()
         ),
-        (sshd.cause.as_str(), "security", sshd.json.as_str())
+        (sshd.cause.as_str(), "security", Some(wire(&sshd)))
     );
     let security = store
         .list_causes(&filter(Some(Severity::Security), None), 0, 0)
@@ -407,7 +408,7 @@ pub fn history_filters_by_host_time_path_and_limit(store: &dyn Store) {
             received_at: rfc3339(T0 + 10_000),
             path: "/etc/a.conf".into(),
             severity: "behavioral".into(),
-            item: a.json.clone(),
+            item: Some(wire(&a)),
             source: "stream".into(),
         }
     );

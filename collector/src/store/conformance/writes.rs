@@ -99,7 +99,7 @@ pub fn batches_apply_and_replays_are_idempotent(store: &dyn Store) {
         [1, 2, 3, 4]
     );
     assert!(history.iter().all(|e| e.source == "stream"));
-    assert_eq!(drift_of(store, "i-1"), vec![a2.json.clone()]);
+    assert_eq!(drift_of(store, "i-1"), vec![wire(&a2)]);
     let host = &hosts(store, &host_query(T0, false, ItemFilter::default()))[0];
     assert_eq!(
         host.drifted_since,
@@ -180,7 +180,7 @@ pub fn a_rejected_write_does_not_affect_the_others(store: &dyn Store) {
     assert_eq!(done(&results[3]), Ok(applied(1, 0)));
     assert_eq!(done(&results[4]), Ok(applied(2, 1)));
 
-    assert_eq!(drift_of(store, "i-1"), vec![b.json.clone(), a.json.clone()]);
+    assert_eq!(drift_of(store, "i-1"), vec![wire(&b), wire(&a)]);
     assert!(drift_of(store, "i-2").is_empty());
     assert_eq!(
         store.digest("i-2").unwrap().unwrap().0,
@@ -213,7 +213,7 @@ pub fn a_resolved_event_removes_the_item(store: &dyn Store) {
         ),
     )
     .unwrap();
-    assert_eq!(drift_of(store, "i-1"), vec![b.json.clone()]);
+    assert_eq!(drift_of(store, "i-1"), vec![wire(&b)]);
     let host = &hosts(store, &host_query(T0, false, ItemFilter::default()))[0];
     assert_eq!(host.drift_count, 1);
     assert_eq!(host.max_severity.as_deref(), Some("behavioral"));
@@ -272,10 +272,7 @@ pub fn a_snapshot_replaces_the_set_and_records_the_differences(store: &dyn Store
         received_at: at,
     };
     assert_eq!(done(&apply1(store, snapshot.clone())), Ok(applied(7, 3)));
-    assert_eq!(
-        drift_of(store, "i-1"),
-        vec![b2.json.clone(), a.json.clone(), d.json.clone()]
-    );
+    assert_eq!(drift_of(store, "i-1"), vec![wire(&b2), wire(&a), wire(&d)]);
     let mut derived: Vec<_> = all_history(store)
         .into_iter()
         .filter(|e| e.source == "snapshot")
@@ -285,7 +282,12 @@ pub fn a_snapshot_replaces_the_set_and_records_the_differences(store: &dyn Store
                 (&e.observed_at, &e.received_at),
                 (&rfc3339(at), &rfc3339(at))
             );
-            (e.path, e.event, e.severity, e.item)
+            (
+                e.path,
+                e.event,
+                e.severity,
+                e.item.map(|i| i.encode_to_vec()),
+            )
         })
         .collect();
     derived.sort();
@@ -296,19 +298,19 @@ pub fn a_snapshot_replaces_the_set_and_records_the_differences(store: &dyn Store
                 "/etc/b.conf".into(),
                 "changed".into(),
                 "security".into(),
-                b2.json.clone()
+                Some(b2.encoded.clone())
             ),
             (
                 "/etc/c.conf".into(),
                 "resolved".into(),
                 "cosmetic".into(),
-                c.json.clone()
+                Some(c.encoded.clone())
             ),
             (
                 "/etc/d.conf".into(),
                 "drifted".into(),
                 "behavioral".into(),
-                d.json.clone()
+                Some(d.encoded.clone())
             ),
         ],
         "exactly the differences, nothing for the unchanged item"
@@ -321,7 +323,7 @@ pub fn a_snapshot_replaces_the_set_and_records_the_differences(store: &dyn Store
             last_seq: 7
         }
     );
-    assert_eq!(digest, set_digest(vec![a.sha256, b2.sha256, d.sha256]));
+    assert_eq!(digest, set_digest([a.sha256, b2.sha256, d.sha256]));
     let host = &hosts(store, &host_query(at, false, ItemFilter::default()))[0];
     assert_eq!(host.drift_count, 3);
     assert_eq!(host.max_severity.as_deref(), Some("security"));
@@ -384,7 +386,7 @@ pub fn a_snapshot_replaces_the_set_and_records_the_differences(store: &dyn Store
                 stream_id: "s3".into(),
                 last_seq: 2
             },
-            set_digest(vec![])
+            set_digest([])
         )
     );
 }
@@ -394,7 +396,7 @@ pub fn the_digest_follows_the_current_set(store: &dyn Store) {
     store.hello(&info("i-1", "web-1"), T0).unwrap();
     assert_eq!(
         store.digest("i-1").unwrap(),
-        Some((StreamState::default(), set_digest(vec![])))
+        Some((StreamState::default(), set_digest([])))
     );
     let a = item("/etc/a.conf", "behavioral", "bb");
     let a2 = item("/etc/a.conf", "behavioral", "cc");
@@ -412,7 +414,7 @@ pub fn the_digest_follows_the_current_set(store: &dyn Store) {
             last_seq: 2
         }
     );
-    assert_eq!(first, set_digest(vec![a.sha256, b.sha256]));
+    assert_eq!(first, set_digest([a.sha256, b.sha256]));
 
     apply1(
         store,
@@ -421,7 +423,7 @@ pub fn the_digest_follows_the_current_set(store: &dyn Store) {
     .unwrap();
     let (_, changed) = store.digest("i-1").unwrap().unwrap();
     assert_ne!(changed, first);
-    assert_eq!(changed, set_digest(vec![b.sha256, a2.sha256]));
+    assert_eq!(changed, set_digest([b.sha256, a2.sha256]));
 
     apply1(
         store,
@@ -430,7 +432,7 @@ pub fn the_digest_follows_the_current_set(store: &dyn Store) {
     .unwrap();
     assert_eq!(
         store.digest("i-1").unwrap().unwrap().1,
-        set_digest(vec![a2.sha256])
+        set_digest([a2.sha256])
     );
 }
 

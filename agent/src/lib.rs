@@ -7,6 +7,7 @@
 //! - [`entries`]: the baseline's entries, compact, as the daemon keeps them.
 //! - [`evaluate`]: comparing entries with the baseline; drift items, severity, diffs.
 //! - [`bake`]: `baseline build`.
+//! - [`fsutil`]: crash-safe file replacement, and paths inside the root vs on the host.
 //! - [`check`]: `check` and `baseline diff`.
 //! - [`report`]: the drift report, as JSON and for people.
 //! - [`config`]: the daemon's `agent.toml` and flags.
@@ -26,6 +27,7 @@ pub mod config;
 pub mod daemon;
 pub mod entries;
 pub mod evaluate;
+pub mod fsutil;
 pub mod identity;
 pub mod ledger;
 pub mod packages;

@@ -304,7 +304,7 @@ pub async fn resolve(sources: &Sources) -> Result<HostIdentity, IdentityError> {
 
 /// cloud-init's instance data under the root, if usable.
 fn from_cloud_init(root: &Path) -> Option<HostIdentity> {
-    let path = crate::scan::host_path(root, Path::new(CLOUD_INIT_INSTANCE_DATA));
+    let path = crate::fsutil::host_path(root, Path::new(CLOUD_INIT_INSTANCE_DATA));
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
@@ -329,7 +329,7 @@ fn from_cloud_init(root: &Path) -> Option<HostIdentity> {
 /// The keyed hash of `/etc/machine-id` under the root, hex; `None` when it is missing, empty
 /// or not yet initialized (systemd's first-boot marker).
 pub fn machine_id_hash(root: &Path) -> Option<String> {
-    let path = crate::scan::host_path(root, Path::new("/etc/machine-id"));
+    let path = crate::fsutil::host_path(root, Path::new("/etc/machine-id"));
     let text = std::fs::read_to_string(path).ok()?;
     let id = text.trim();
     if id.is_empty() || id == "uninitialized" {
@@ -343,7 +343,7 @@ pub fn machine_id_hash(root: &Path) -> Option<String> {
 
 /// `/etc/hostname` under the root, else the kernel's host name.
 pub fn hostname(root: &Path) -> String {
-    let etc = crate::scan::host_path(root, Path::new("/etc/hostname"));
+    let etc = crate::fsutil::host_path(root, Path::new("/etc/hostname"));
     let from_file = std::fs::read_to_string(etc).ok().and_then(|t| {
         // The first non-comment line, as hostname(5) says.
         t.lines()

@@ -1060,28 +1060,9 @@ fn write_ack(dir: &Path, acked: u64, last: u64) -> Result<(), SpoolError> {
     write_durably(&dir.join(ACK_FILE), &bytes)
 }
 
-/// Replaces `path` atomically and durably: temp file, fsync, rename, directory fsync.
+/// Replaces `path` atomically and durably (see [`crate::fsutil::write_atomically`]).
 fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), SpoolError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let result = (|| {
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io_err("create", &tmp))?;
-        file.write_all_at(bytes, 0).map_err(io_err("write", &tmp))?;
-        file.sync_all().map_err(io_err("sync", &tmp))?;
-        fs::rename(&tmp, path).map_err(io_err("rename", &tmp))?;
-        sync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    crate::fsutil::write_atomically(path, bytes, 0o600).map_err(io_err("replace", path))
 }
 
 fn sync_dir(dir: &Path) -> Result<(), SpoolError> {

@@ -17,6 +17,7 @@
 //! - [`throttle`]: hashing rate limit and low priority for rescans.
 //! - [`telemetry`]: Prometheus metrics and the local status listener.
 //! - [`identity`]: who this host is (cloud-init, instance metadata, machine-id).
+//! - [`http_client`]: one-request HTTP/1.1 client (metadata service, status listener).
 //! - [`uplink`]: the stream to the collector (hello, batches, heartbeats, snapshots, acks).
 //! - [`cli`]: the command line.
 
@@ -28,6 +29,7 @@ pub mod daemon;
 pub mod entries;
 pub mod evaluate;
 pub mod fsutil;
+pub mod http_client;
 pub mod identity;
 pub mod ledger;
 pub mod packages;

@@ -14,6 +14,7 @@ use driftwatch_proto::text::display_path;
 use crate::bake::{self, ImageLabel};
 use crate::check;
 use crate::config::{AgentConfig, Overrides};
+use crate::fsutil;
 use crate::report::{Report, rfc3339};
 use crate::rules::{DEFAULT_RULES_TOML, Rules};
 
@@ -340,7 +341,7 @@ fn build(args: BuildArgs) -> Result<u8> {
         version: args.image_version,
     };
     let built = bake::build(&args.root, &rules, &image, key.as_ref(), progress);
-    bake::write_atomically(&args.out, &built.bytes, 0o644)
+    fsutil::write_atomically(&args.out, &built.bytes, 0o644)
         .with_context(|| format!("cannot write baseline {}", args.out.display()))?;
     const SHOWN_ERRORS: usize = 20;
     for e in built.errors.iter().take(SHOWN_ERRORS) {
@@ -576,9 +577,9 @@ fn keygen(prefix: &Path) -> Result<u8> {
         }
     }
     let key = keys::generate()?;
-    bake::write_atomically(&private, keys::signing_key_to_pem(&key).as_bytes(), 0o600)
+    fsutil::write_atomically(&private, keys::signing_key_to_pem(&key).as_bytes(), 0o600)
         .with_context(|| format!("cannot write {}", private.display()))?;
-    bake::write_atomically(
+    fsutil::write_atomically(
         &public,
         keys::verifying_key_to_pem(&key.verifying_key()).as_bytes(),
         0o644,

@@ -542,32 +542,38 @@ fn duration(
 fn size(bad: &mut impl FnMut(&str, String), key: &str, value: Option<String>, default: u64) -> u64 {
     let Some(text) = value else { return default };
     parse_size(&text).unwrap_or_else(|e| {
-        bad(key, e);
+        bad(key, e.to_string());
         default
     })
 }
 
-/// Parses sizes like `64MiB`, `1G`, `512k`, `1048576` (binary multiples).
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size like \"64MiB\""))?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        _ => {
-            return Err(format!(
-                "{text:?}: unknown unit {unit:?} (use B, KiB, MiB, GiB)"
-            ));
+/// A size that does not parse.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    #[error(
+        "{text:?} is not a size like \"64MiB\" (a number and a unit: B, KiB, MiB, GiB, TiB; \
+         K, KB, M, MB, G, GB, T, TB are binary too)"
+    )]
+    Invalid {
+        text: String,
+        #[source]
+        source: ::parse_size::Error,
+    },
+    #[error("{text:?} is too large")]
+    TooLarge { text: String },
+}
+
+/// Parses sizes like `64MiB`, `1G`, `512k`, `1.5 GiB`, `1048576`: every multiple is binary
+/// (`KB` = `KiB` = 1024 bytes), the unit is case-insensitive and optional.
+pub fn parse_size(text: &str) -> Result<u64, SizeError> {
+    const SIZES: ::parse_size::Config = ::parse_size::Config::new().with_binary();
+    SIZES.parse_size(text.trim()).map_err(|source| {
+        let text = text.to_owned();
+        match source {
+            ::parse_size::Error::PosOverflow => SizeError::TooLarge { text },
+            source => SizeError::Invalid { text, source },
         }
-    };
-    n.checked_mul(1 << shift)
-        .ok_or_else(|| format!("{text:?} is too large"))
+    })
 }
 
 #[cfg(test)]
@@ -581,6 +587,20 @@ mod tests {
         assert_eq!(parse_size("0"), Ok(0));
         assert!(parse_size("lots").is_err());
         assert!(parse_size("5 parsecs").is_err());
+        // Beyond the old syntax: fractions, spaces, terabytes; every multiple stays binary.
+        assert_eq!(parse_size(" 1.5 KiB "), Ok(1536));
+        assert_eq!(parse_size("2 TB"), Ok(2 << 40));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(
+            parse_size("99999999999G").unwrap_err().to_string(),
+            "\"99999999999G\" is too large"
+        );
+        let err = parse_size("64 parsecs").unwrap_err().to_string();
+        assert!(
+            err.contains("\"64 parsecs\" is not a size like \"64MiB\""),
+            "{err}"
+        );
     }
 
     #[test]

@@ -316,7 +316,7 @@ impl Ledger {
         bytes.extend_from_slice(MAGIC);
         bytes.extend_from_slice(&crc32fast::hash(&state).to_le_bytes());
         bytes.extend_from_slice(&state);
-        crate::bake::write_atomically(path, &bytes, 0o600).map_err(|source| LedgerError::Write {
+        crate::fsutil::write_atomically(path, &bytes, 0o600).map_err(|source| LedgerError::Write {
             path: path.to_path_buf(),
             source,
         })

@@ -7,6 +7,7 @@
 //! - [`entries`]: the baseline's entries, compact, as the daemon keeps them.
 //! - [`evaluate`]: comparing entries with the baseline; drift items, severity, diffs.
 //! - [`bake`]: `baseline build`.
+//! - [`fsutil`]: crash-safe file replacement, and paths inside the root vs on the host.
 //! - [`check`]: `check` and `baseline diff`.
 //! - [`report`]: the drift report, as JSON and for people.
 //! - [`config`]: the daemon's `agent.toml` and flags.
@@ -16,6 +17,7 @@
 //! - [`throttle`]: hashing rate limit and low priority for rescans.
 //! - [`telemetry`]: Prometheus metrics and the local status listener.
 //! - [`identity`]: who this host is (cloud-init, instance metadata, machine-id).
+//! - [`http_client`]: one-request HTTP/1.1 client (metadata service, status listener).
 //! - [`uplink`]: the stream to the collector (hello, batches, heartbeats, snapshots, acks).
 //! - [`cli`]: the command line.
 
@@ -26,6 +28,8 @@ pub mod config;
 pub mod daemon;
 pub mod entries;
 pub mod evaluate;
+pub mod fsutil;
+pub mod http_client;
 pub mod identity;
 pub mod ledger;
 pub mod packages;

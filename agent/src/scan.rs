@@ -27,6 +27,7 @@ use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use crate::evaluate::{self, FileDrift};
+use crate::fsutil::{host_path, root_path};
 use crate::rules::Rules;
 use crate::throttle::Throttle;
 
@@ -84,23 +85,6 @@ pub struct ScanOptions<'a> {
 impl ScanOptions<'_> {
     fn cancelled(&self) -> bool {
         self.cancel.is_some_and(|c| c.load(Ordering::Relaxed))
-    }
-}
-
-/// Maps a path inside the root to the host path.
-pub fn host_path(root: &Path, path: &Path) -> PathBuf {
-    match path.strip_prefix("/") {
-        Ok(rel) if rel.as_os_str().is_empty() => root.to_path_buf(),
-        Ok(rel) => root.join(rel),
-        Err(_) => root.join(path),
-    }
-}
-
-/// Maps a host path under `root` to the path inside the root.
-pub fn root_path(root: &Path, host: &Path) -> PathBuf {
-    match host.strip_prefix(root) {
-        Ok(rel) => Path::new("/").join(rel),
-        Err(_) => host.to_path_buf(),
     }
 }
 

@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -20,6 +21,7 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::http_client;
 use crate::ledger::DriftItem;
 use crate::report::ImageInfo;
 
@@ -316,27 +318,22 @@ async fn status(State(shared): State<Shared>) -> impl IntoResponse {
     axum::Json(status)
 }
 
-/// A minimal HTTP/1.0 GET on a local listener, for `driftwatch-agent status`: a client crate
-/// for one request on loopback would weigh more than these lines.
+/// How long `driftwatch-agent status` waits for the listener's whole answer.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// GET `path` from a local listener (the agent's `/status` for `driftwatch-agent status`), from
+/// blocking code; the body of a 200 answer, else an error naming the address, path and status.
 pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
-    use std::io::{Read as _, Write as _};
-    let mut stream =
-        std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(3))?;
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other("malformed HTTP response"))?;
-    let status_line = head.lines().next().unwrap_or_default();
-    if !status_line.contains(" 200 ") {
+    let request = http_client::empty_request(hyper::Method::GET, &addr.to_string(), path, &[])
+        .map_err(std::io::Error::other)?;
+    // The local listener is trusted: its answer is not capped (a status lists every item).
+    let exchange = http_client::request_tcp(addr, request, STATUS_TIMEOUT, usize::MAX);
+    let response = http_client::block_on(exchange)?.map_err(std::io::Error::other)?;
+    if response.status != hyper::StatusCode::OK {
         return Err(std::io::Error::other(format!(
-            "{addr}{path}: {status_line}"
+            "{addr}{path}: HTTP {}",
+            response.status
         )));
     }
-    Ok(body.to_owned())
+    String::from_utf8(response.body.into()).map_err(std::io::Error::other)
 }

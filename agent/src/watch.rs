@@ -22,8 +22,8 @@ use std::sync::Arc;
 use futures_util::StreamExt as _;
 use inotify::{EventMask, EventStream, Inotify, WatchDescriptor, WatchMask, Watches};
 
+use crate::fsutil::{host_path, root_path};
 use crate::rules::Rules;
-use crate::scan::{host_path, root_path};
 
 const MASK: WatchMask = WatchMask::CREATE
     .union(WatchMask::DELETE)

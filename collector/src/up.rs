@@ -135,7 +135,7 @@ async fn first_run_baseline(root: &Path, paths: &[PathBuf], data_dir: &Path) -> 
         )
     })
     .await?;
-    driftwatch_agent::bake::write_atomically(&file, &built.bytes, 0o600)
+    driftwatch_agent::fsutil::write_atomically(&file, &built.bytes, 0o600)
         .with_context(|| format!("writing {}", file.display()))?;
     println!(
         "Baseline {} built: {} entries in {:.1} s ({} unreadable).",

@@ -140,7 +140,7 @@ pub(super) fn stream_id(
         Some(id) => return Ok((id, false)),
     };
     let id = uplink::new_stream_id().context("generating a stream id")?;
-    crate::bake::write_atomically(&path, format!("{id}\n").as_bytes(), 0o600)
+    crate::fsutil::write_atomically(&path, format!("{id}\n").as_bytes(), 0o600)
         .with_context(|| format!("writing {}", path.display()))?;
     ledger.set_stream_id(id.clone());
     tracing::info!(stream_id = %id, reason, seq = ledger.seq(), "Starting a new event stream.");

@@ -50,7 +50,8 @@ use crate::ledger::{DriftItem, Event, Ledger, Subject, now_rfc3339};
 use crate::packages;
 use crate::report::ImageInfo;
 use crate::rules::{Rules, Severity};
-use crate::scan::{self, host_path, root_path};
+use crate::fsutil::{host_path, root_path};
+use crate::scan;
 use crate::spool::{Spool, SpoolConfig, record};
 use crate::telemetry::{self, Coverage, SeverityLabel, Shared, SpoolInfo, Status, TransitionLabel};
 use crate::throttle::{self, Throttle};
@@ -242,7 +243,7 @@ impl Session {
             let bound = telemetry::serve(addr, shared.clone(), cancel.clone())
                 .await
                 .with_context(|| format!("listening on {addr}"))?;
-            crate::bake::write_atomically(
+            crate::fsutil::write_atomically(
                 &AgentConfig::status_addr_path(&config.state_dir),
                 bound.to_string().as_bytes(),
                 0o644,

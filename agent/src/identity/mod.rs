@@ -112,8 +112,34 @@ pub enum IdentityError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{}: {reason}", path.display())]
-    Malformed { path: PathBuf, reason: String },
+    #[error("{}: {source}", path.display())]
+    Malformed {
+        path: PathBuf,
+        #[source]
+        source: InstanceDataError,
+    },
+}
+
+/// Why a file is not usable instance data (cloud-init's shape, plus driftwatch's extension).
+#[derive(Debug, thiserror::Error)]
+pub enum InstanceDataError {
+    #[error("not JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    #[error("not a JSON object")]
+    NotAnObject,
+    #[error("v1: not an object")]
+    V1NotAnObject,
+    #[error("v1: missing (not cloud-init instance data)")]
+    NoV1,
+    #[error("v1.{key}: expected a string, found {found}")]
+    NotAString { key: &'static str, found: Value },
+    #[error("v1.instance_id: missing or empty")]
+    NoInstanceId,
+    /// The `driftwatch` object does not have its documented shape.
+    #[error("driftwatch: {0}")]
+    Extension(#[source] serde_json::Error),
+    #[error("driftwatch.user_data_sha1: expected 40 hex digits")]
+    UserDataSha1,
 }
 
 /// What [`resolve`] looks at.
@@ -137,9 +163,9 @@ pub fn read_identity_file(path: &Path) -> Result<HostIdentity, IdentityError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let malformed = |reason| IdentityError::Malformed {
+    let malformed = |source| IdentityError::Malformed {
         path: path.to_path_buf(),
-        reason,
+        source,
     };
     let mut identity = parse_instance_data(&bytes).map_err(malformed)?;
     add_extension(&mut identity, &bytes).map_err(malformed)?;
@@ -147,7 +173,7 @@ pub fn read_identity_file(path: &Path) -> Result<HostIdentity, IdentityError> {
 }
 
 /// The identity file's `driftwatch` object (see [`read_identity_file`]).
-fn add_extension(identity: &mut HostIdentity, bytes: &[u8]) -> Result<(), String> {
+fn add_extension(identity: &mut HostIdentity, bytes: &[u8]) -> Result<(), InstanceDataError> {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Extension {
@@ -160,11 +186,11 @@ fn add_extension(identity: &mut HostIdentity, bytes: &[u8]) -> Result<(), String
     struct File {
         driftwatch: Option<Extension>,
     }
-    let file: File = serde_json::from_slice(bytes).map_err(|e| format!("driftwatch: {e}"))?;
+    let file: File = serde_json::from_slice(bytes).map_err(InstanceDataError::Extension)?;
     if let Some(ext) = file.driftwatch {
         let sha1 = ext.user_data_sha1.trim().to_ascii_lowercase();
         if !sha1.is_empty() && (sha1.len() != 40 || !sha1.bytes().all(|b| b.is_ascii_hexdigit())) {
-            return Err("driftwatch.user_data_sha1: expected 40 hex digits".into());
+            return Err(InstanceDataError::UserDataSha1);
         }
         if !sha1.is_empty() {
             identity.user_data_sha1 = sha1;
@@ -180,29 +206,32 @@ fn add_extension(identity: &mut HostIdentity, bytes: &[u8]) -> Result<(), String
 /// from `ds.dynamic.instance-identity.document`. The `v1` keys are checked strictly (they are
 /// cloud-init's stable interface); the datasource's raw data is taken when it has the expected
 /// shape and ignored otherwise.
-pub fn parse_instance_data(bytes: &[u8]) -> Result<HostIdentity, String> {
-    let doc: Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
+pub fn parse_instance_data(bytes: &[u8]) -> Result<HostIdentity, InstanceDataError> {
+    let doc: Value = serde_json::from_slice(bytes).map_err(InstanceDataError::NotJson)?;
     let Some(top) = doc.as_object() else {
-        return Err("not a JSON object".into());
+        return Err(InstanceDataError::NotAnObject);
     };
     let v1 = match top.get("v1") {
         Some(Value::Object(v1)) => v1,
-        Some(_) => return Err("v1: not an object".into()),
-        None => return Err("v1: missing (not cloud-init instance data)".into()),
+        Some(_) => return Err(InstanceDataError::V1NotAnObject),
+        None => return Err(InstanceDataError::NoV1),
     };
     // cloud-init writes each v1 key with underscores, older releases also with dashes; a
     // value it does not know is null.
-    let v1_str = |key: &str| -> Result<String, String> {
+    let v1_str = |key: &'static str| {
         let value = v1.get(key).or_else(|| v1.get(&key.replace('_', "-")));
         match value {
             None | Some(Value::Null) => Ok(String::new()),
             Some(Value::String(s)) => Ok(s.trim().to_owned()),
-            Some(other) => Err(format!("v1.{key}: expected a string, found {other}")),
+            Some(other) => Err(InstanceDataError::NotAString {
+                key,
+                found: other.clone(),
+            }),
         }
     };
     let instance_id = v1_str("instance_id")?;
     if instance_id.is_empty() {
-        return Err("v1.instance_id: missing or empty".into());
+        return Err(InstanceDataError::NoInstanceId);
     }
     let mut identity = HostIdentity {
         host: instance_id.clone(),
@@ -304,7 +333,7 @@ pub async fn resolve(sources: &Sources) -> Result<HostIdentity, IdentityError> {
 
 /// cloud-init's instance data under the root, if usable.
 fn from_cloud_init(root: &Path) -> Option<HostIdentity> {
-    let path = crate::scan::host_path(root, Path::new(CLOUD_INIT_INSTANCE_DATA));
+    let path = crate::fsutil::host_path(root, Path::new(CLOUD_INIT_INSTANCE_DATA));
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
@@ -319,8 +348,8 @@ fn from_cloud_init(root: &Path) -> Option<HostIdentity> {
             id.source = source::CLOUD_INIT.into();
             Some(id)
         }
-        Err(reason) => {
-            tracing::warn!(path = %path.display(), %reason, "Malformed cloud-init instance data; trying the next identity source.");
+        Err(error) => {
+            tracing::warn!(path = %path.display(), %error, "Malformed cloud-init instance data; trying the next identity source.");
             None
         }
     }
@@ -329,7 +358,7 @@ fn from_cloud_init(root: &Path) -> Option<HostIdentity> {
 /// The keyed hash of `/etc/machine-id` under the root, hex; `None` when it is missing, empty
 /// or not yet initialized (systemd's first-boot marker).
 pub fn machine_id_hash(root: &Path) -> Option<String> {
-    let path = crate::scan::host_path(root, Path::new("/etc/machine-id"));
+    let path = crate::fsutil::host_path(root, Path::new("/etc/machine-id"));
     let text = std::fs::read_to_string(path).ok()?;
     let id = text.trim();
     if id.is_empty() || id == "uninitialized" {
@@ -343,7 +372,7 @@ pub fn machine_id_hash(root: &Path) -> Option<String> {
 
 /// `/etc/hostname` under the root, else the kernel's host name.
 pub fn hostname(root: &Path) -> String {
-    let etc = crate::scan::host_path(root, Path::new("/etc/hostname"));
+    let etc = crate::fsutil::host_path(root, Path::new("/etc/hostname"));
     let from_file = std::fs::read_to_string(etc).ok().and_then(|t| {
         // The first non-comment line, as hostname(5) says.
         t.lines()

@@ -208,7 +208,10 @@ async fn fake_imds(
                 .nth(1)
                 .unwrap_or_default()
                 .to_owned();
-            let token_ok = request.contains("X-aws-ec2-metadata-token: tok");
+            // Header names are case-insensitive (HTTP/1.1 clients send them lowercase).
+            let token_ok = request
+                .to_ascii_lowercase()
+                .contains("x-aws-ec2-metadata-token: tok");
             seen.lock()
                 .unwrap()
                 .push(format!("{first} token={token_ok}"));

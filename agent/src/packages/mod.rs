@@ -40,7 +40,6 @@ use std::borrow::Cow;
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read as _};
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -106,7 +105,7 @@ pub fn read_inventory(root: &Path) -> Inventory {
         parse_apk_installed,
         &mut inventory,
     );
-    read_rpm(root, find_on_path("rpm").as_deref(), &mut inventory);
+    read_rpm(root, which::which("rpm").ok().as_deref(), &mut inventory);
     inventory.packages.sort_unstable();
     inventory.packages.dedup();
     debug!(
@@ -513,17 +512,6 @@ fn parse_rpm_output(output: &str) -> Parsed {
         ));
     }
     parsed
-}
-
-/// The first executable file called `name` in a `PATH` directory.
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| {
-            fs::metadata(candidate)
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
 }
 
 /// Resolves `rel` (absolute form, e.g. `/var/lib/dpkg/status`) under `root`, following

@@ -705,18 +705,31 @@ fn segment_header(flags: u16) -> [u8; HEADER_LEN as usize] {
     h
 }
 
+/// Why a segment's first bytes are not a segment header.
+#[derive(Debug, thiserror::Error)]
+enum HeaderError {
+    #[error("shorter than a segment header")]
+    Short,
+    #[error("not a spool segment (bad magic)")]
+    Magic,
+    #[error("unsupported segment version {0}")]
+    Version(u16),
+    #[error("unknown segment flags {0:#x}")]
+    Flags(u16),
+}
+
 /// The header's flags, or why it is not a segment header.
-fn parse_header(h: &[u8]) -> Result<u16, String> {
+fn parse_header(h: &[u8]) -> Result<u16, HeaderError> {
     if &h[..4] != SEGMENT_MAGIC {
-        return Err("not a spool segment (bad magic)".into());
+        return Err(HeaderError::Magic);
     }
     let version = u16::from_le_bytes([h[4], h[5]]);
     let flags = u16::from_le_bytes([h[6], h[7]]);
     if version != VERSION {
-        return Err(format!("unsupported segment version {version}"));
+        return Err(HeaderError::Version(version));
     }
     if flags & !FLAG_SNAPSHOT != 0 {
-        return Err(format!("unknown segment flags {flags:#x}"));
+        return Err(HeaderError::Flags(flags));
     }
     Ok(flags)
 }
@@ -864,7 +877,7 @@ fn scan_segment(
     let file = File::open(path).map_err(io_err("open", path))?;
     let mut h = [0; HEADER_LEN as usize];
     let header = if file_len < HEADER_LEN {
-        Err("shorter than a segment header".to_owned())
+        Err(HeaderError::Short)
     } else {
         file.read_exact_at(&mut h, 0)
             .map_err(io_err("read", path))?;
@@ -882,7 +895,7 @@ fn scan_segment(
             recovery.torn_bytes_dropped += dropped;
             return Ok(None);
         }
-        return Err(corrupt(0, reason));
+        return Err(corrupt(0, reason.to_string()));
     }
     let mut seg = Segment::new(path.parent().unwrap_or(Path::new(".")), name);
     seg.path = path.to_path_buf();
@@ -1060,28 +1073,9 @@ fn write_ack(dir: &Path, acked: u64, last: u64) -> Result<(), SpoolError> {
     write_durably(&dir.join(ACK_FILE), &bytes)
 }
 
-/// Replaces `path` atomically and durably: temp file, fsync, rename, directory fsync.
+/// Replaces `path` atomically and durably (see [`crate::fsutil::write_atomically`]).
 fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), SpoolError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let result = (|| {
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io_err("create", &tmp))?;
-        file.write_all_at(bytes, 0).map_err(io_err("write", &tmp))?;
-        file.sync_all().map_err(io_err("sync", &tmp))?;
-        fs::rename(&tmp, path).map_err(io_err("rename", &tmp))?;
-        sync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    crate::fsutil::write_atomically(path, bytes, 0o600).map_err(io_err("replace", path))
 }
 
 fn sync_dir(dir: &Path) -> Result<(), SpoolError> {

@@ -145,19 +145,19 @@ impl From<tonic::Status> for UplinkError {
 }
 
 /// An error and its sources on one line ("cannot connect to …: transport error: tcp connect
-/// error: Connection refused (os error 111)").
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
+/// error: Connection refused (os error 111)"), as anyhow's `{:#}` writes it, except that a
+/// source whose text its error already ends with (`"cannot read X: {source}"`) is not repeated.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    anyhow::Chain::new(error).fold(String::new(), |mut text, e| {
         let part = e.to_string();
-        if !text.ends_with(&part) {
+        if text.is_empty() {
+            text = part;
+        } else if !text.ends_with(&part) {
             text.push_str(": ");
             text.push_str(&part);
         }
-        source = e.source();
-    }
-    text
+        text
+    })
 }
 
 /// The gRPC endpoint for the collector, with TLS (the configured CA, and the client

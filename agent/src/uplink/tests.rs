@@ -1029,3 +1029,22 @@ fn stream_ids_are_random_hex() {
     assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
     assert_ne!(a, b);
 }
+
+#[test]
+fn error_chain_shows_each_source_once() {
+    let read = identity::IdentityError::Read {
+        path: "/etc/driftwatch/identity.json".into(),
+        source: std::io::Error::from(std::io::ErrorKind::NotFound),
+    };
+    // The identity error already ends with its source's text; the uplink error does not.
+    let error = UplinkError::from(read);
+    assert_eq!(
+        error_chain(&error),
+        "the host identity: cannot read /etc/driftwatch/identity.json: entity not found"
+    );
+    let spool = UplinkError::Spool(SpoolError::Poisoned { dir: "/s".into() });
+    assert_eq!(
+        error_chain(&spool),
+        "reading the spool: the spool in /s could not undo a failed append; reopen it"
+    );
+}

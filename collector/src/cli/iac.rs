@@ -103,8 +103,7 @@ pub async fn import(
             None => import::default_state_name(&summary, &shown),
         };
         let request = import::state_request(summary, &name, &shown);
-        import::validate_state(&request)
-            .map_err(|e| anyhow::anyhow!("cannot import {shown}: {e}"))?;
+        import::validate_state(&request).with_context(|| format!("cannot import {shown}"))?;
         client
             .import_state(request)
             .await

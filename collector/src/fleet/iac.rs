@@ -139,7 +139,7 @@ impl<S: Store> Queries<S> {
         &self,
         r: v1::ImportStateRequest,
     ) -> Result<v1::ImportResult, QueryError> {
-        import::validate_state(&r).map_err(QueryError::BadRequest)?;
+        import::validate_state(&r).map_err(|e| QueryError::BadRequest(e.to_string()))?;
         let now = store::now_millis();
         // What the answer and the log need; the request itself (every resource) moves to the
         // store call.
@@ -171,7 +171,7 @@ impl<S: Store> Queries<S> {
         &self,
         r: v1::ImportManifestRequest,
     ) -> Result<v1::ImportResult, QueryError> {
-        import::validate_manifest(&r).map_err(QueryError::BadRequest)?;
+        import::validate_manifest(&r).map_err(|e| QueryError::BadRequest(e.to_string()))?;
         let now = store::now_millis();
         let source = r.source.clone();
         let outcome = self

@@ -180,78 +180,145 @@ pub fn manifest_request(
     })
 }
 
-fn check_text(what: &str, value: &str, max: usize) -> Result<(), String> {
+/// Why an import request is refused as received.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("the state needs a name")]
+    NoName,
+    #[error("{field} is {len} bytes long (limit {max})")]
+    TooLong {
+        field: Field,
+        len: usize,
+        max: usize,
+    },
+    #[error("{field} contains control characters")]
+    ControlCharacters { field: Field },
+    #[error("unknown state kind {0:?} (expected state or show_json)")]
+    UnknownKind(String),
+    #[error("{count} {what} in one import (limit {MAX_IMPORT_ITEMS})")]
+    TooMany { what: &'static str, count: usize },
+    #[error("resource {index}: empty address")]
+    EmptyAddress { index: usize },
+    #[error(
+        "resource {index} ({address:?}): unknown role {role:?} (expected instance, group or \
+         template)"
+    )]
+    UnknownRole {
+        index: usize,
+        address: String,
+        role: String,
+    },
+    #[error("resource {index} ({address:?}): the address appears twice")]
+    DuplicateAddress { index: usize, address: String },
+    #[error("the manifest import has no images")]
+    NoImages,
+    #[error("image {index}: empty image id")]
+    EmptyImageId { index: usize },
+}
+
+/// A text field of an import request, as a refusal names it.
+#[derive(Debug)]
+pub enum Field {
+    StateName,
+    Source,
+    Address { index: usize, address: String },
+    ImageId { index: usize },
+}
+
+impl std::fmt::Display for Field {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Field::StateName => f.write_str("the state name"),
+            Field::Source => f.write_str("the source"),
+            Field::Address { index, address } => {
+                write!(f, "resource {index} ({address:?}): the address")
+            }
+            Field::ImageId { index } => write!(f, "image {index}: the image id"),
+        }
+    }
+}
+
+fn check_text(field: impl FnOnce() -> Field, value: &str, max: usize) -> Result<(), RequestError> {
     if value.len() > max {
-        return Err(format!(
-            "{what} is {} bytes long (limit {max})",
-            value.len()
-        ));
+        return Err(RequestError::TooLong {
+            field: field(),
+            len: value.len(),
+            max,
+        });
     }
     if value.chars().any(char::is_control) {
-        return Err(format!("{what} contains control characters"));
+        return Err(RequestError::ControlCharacters { field: field() });
     }
     Ok(())
 }
 
 /// Checks a state import as received.
-pub fn validate_state(r: &v1::ImportStateRequest) -> Result<(), String> {
+pub fn validate_state(r: &v1::ImportStateRequest) -> Result<(), RequestError> {
     if r.name.trim().is_empty() {
-        return Err("the state needs a name".into());
+        return Err(RequestError::NoName);
     }
-    check_text("the state name", &r.name, MAX_NAME_LEN)?;
-    check_text("the source", &r.source, 4096)?;
+    check_text(|| Field::StateName, &r.name, MAX_NAME_LEN)?;
+    check_text(|| Field::Source, &r.source, 4096)?;
     if !matches!(r.kind.as_str(), "state" | "show_json") {
-        return Err(format!(
-            "unknown state kind {:?} (expected state or show_json)",
-            r.kind
-        ));
+        return Err(RequestError::UnknownKind(r.kind.clone()));
     }
     if r.resources.len() > MAX_IMPORT_ITEMS {
-        return Err(format!(
-            "{} resources in one import (limit {MAX_IMPORT_ITEMS})",
-            r.resources.len()
-        ));
+        return Err(RequestError::TooMany {
+            what: "resources",
+            count: r.resources.len(),
+        });
     }
     let mut seen = std::collections::HashSet::with_capacity(r.resources.len());
-    for (i, res) in r.resources.iter().enumerate() {
-        let at = |m: String| format!("resource {i} ({:?}): {m}", res.address);
+    for (index, res) in r.resources.iter().enumerate() {
+        let address = || res.address.clone();
         if res.address.is_empty() {
-            return Err(format!("resource {i}: empty address"));
+            return Err(RequestError::EmptyAddress { index });
         }
-        check_text("the address", &res.address, 4096).map_err(at)?;
+        check_text(
+            || Field::Address {
+                index,
+                address: address(),
+            },
+            &res.address,
+            4096,
+        )?;
         if !matches!(
             res.role.as_str(),
             role::INSTANCE | role::GROUP | role::TEMPLATE
         ) {
-            return Err(at(format!(
-                "unknown role {:?} (expected instance, group or template)",
-                res.role
-            )));
+            return Err(RequestError::UnknownRole {
+                index,
+                address: address(),
+                role: res.role.clone(),
+            });
         }
         if !seen.insert(res.address.as_str()) {
-            return Err(at("the address appears twice".into()));
+            return Err(RequestError::DuplicateAddress {
+                index,
+                address: address(),
+            });
         }
     }
     Ok(())
 }
 
 /// Checks a manifest import as received.
-pub fn validate_manifest(r: &v1::ImportManifestRequest) -> Result<(), String> {
-    check_text("the source", &r.source, 4096)?;
+pub fn validate_manifest(r: &v1::ImportManifestRequest) -> Result<(), RequestError> {
+    check_text(|| Field::Source, &r.source, 4096)?;
     if r.images.is_empty() {
-        return Err("the manifest import has no images".into());
+        return Err(RequestError::NoImages);
     }
     if r.images.len() > MAX_IMPORT_ITEMS {
-        return Err(format!(
-            "{} images in one import (limit {MAX_IMPORT_ITEMS})",
-            r.images.len()
-        ));
+        return Err(RequestError::TooMany {
+            what: "images",
+            count: r.images.len(),
+        });
     }
-    for (i, image) in r.images.iter().enumerate() {
+    for (index, image) in r.images.iter().enumerate() {
         if image.image_id.is_empty() {
-            return Err(format!("image {i}: empty image id"));
+            return Err(RequestError::EmptyImageId { index });
         }
-        check_text("the image id", &image.image_id, 1024).map_err(|m| format!("image {i}: {m}"))?;
+        check_text(|| Field::ImageId { index }, &image.image_id, 1024)?;
     }
     Ok(())
 }
@@ -331,9 +398,19 @@ mod tests {
     fn bad_requests_are_refused_with_the_reason() {
         let mut req = state_request(fixture_state(), "prod", "x");
         req.resources[1].address = req.resources[0].address.clone();
-        assert!(validate_state(&req).unwrap_err().contains("appears twice"));
+        assert!(
+            validate_state(&req)
+                .unwrap_err()
+                .to_string()
+                .contains("appears twice")
+        );
         req.name = " ".into();
-        assert!(validate_state(&req).unwrap_err().contains("name"));
+        assert!(
+            validate_state(&req)
+                .unwrap_err()
+                .to_string()
+                .contains("name")
+        );
         let bad_role = v1::ImportStateRequest {
             name: "n".into(),
             kind: "state".into(),
@@ -344,7 +421,12 @@ mod tests {
             }],
             ..Default::default()
         };
-        assert!(validate_state(&bad_role).unwrap_err().contains("role"));
+        assert!(
+            validate_state(&bad_role)
+                .unwrap_err()
+                .to_string()
+                .contains("role")
+        );
         assert!(validate_manifest(&v1::ImportManifestRequest::default()).is_err());
     }
 }

@@ -35,29 +35,36 @@ pub struct StateSource {
     pub location: Location,
 }
 
-impl FromStr for StateSource {
-    type Err = String;
+/// Why a `--state-source` value is refused; each names the value.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceSpecError {
+    #[error("{0:?}: expected NAME=PATH or NAME=URL (e.g. prod-web=/srv/tf/prod.tfstate)")]
+    Shape(String),
+    #[error("{0:?}: the state name must be 1 to {max} characters", max = import::MAX_NAME_LEN)]
+    NameLength(String),
+    #[error("{0:?}: no path or URL after `=`")]
+    NoTarget(String),
+    #[error("{0:?}: only local files and http(s):// URLs are supported")]
+    Scheme(String),
+}
 
-    fn from_str(text: &str) -> Result<Self, String> {
+impl FromStr for StateSource {
+    type Err = SourceSpecError;
+
+    fn from_str(text: &str) -> Result<Self, SourceSpecError> {
         let Some((name, target)) = text.split_once('=') else {
-            return Err(format!(
-                "{text:?}: expected NAME=PATH or NAME=URL (e.g. prod-web=/srv/tf/prod.tfstate)"
-            ));
+            return Err(SourceSpecError::Shape(text.to_owned()));
         };
         let name = name.trim();
         if name.is_empty() || name.len() > import::MAX_NAME_LEN {
-            return Err(format!(
-                "{text:?}: the state name must be 1 to 200 characters"
-            ));
+            return Err(SourceSpecError::NameLength(text.to_owned()));
         }
         let location = if target.starts_with("http://") || target.starts_with("https://") {
             Location::Http(target.to_owned())
         } else if target.is_empty() {
-            return Err(format!("{text:?}: no path or URL after `=`"));
+            return Err(SourceSpecError::NoTarget(text.to_owned()));
         } else if target.contains("://") {
-            return Err(format!(
-                "{text:?}: only local files and http(s):// URLs are supported"
-            ));
+            return Err(SourceSpecError::Scheme(text.to_owned()));
         } else {
             Location::File(PathBuf::from(target))
         };
@@ -148,6 +155,7 @@ pub fn follow<S: Store>(
                         Ok(None) => {}
                         Err(error) => {
                             metrics.state_source_errors.inc();
+                            let error = error.to_string();
                             if followed.last_error.as_ref() != Some(&error) {
                                 tracing::warn!(
                                     source = %source, %error,
@@ -166,6 +174,29 @@ pub fn follow<S: Store>(
     }
 }
 
+/// Why one poll of a source imported nothing.
+#[derive(Debug, thiserror::Error)]
+enum PollError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("GET failed: {0}")]
+    Get(#[source] ureq::Error),
+    #[error("the backend holds no state yet")]
+    NoState,
+    #[error("GET answered HTTP {0}")]
+    Status(u16),
+    #[error(transparent)]
+    State(#[from] tfstate::StateError),
+    #[error(transparent)]
+    Refused(#[from] import::RequestError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+}
+
 /// One poll of one source: `Some(summary)` when it imported.
 fn poll<S: Store + ?Sized>(
     source: &StateSource,
@@ -173,11 +204,14 @@ fn poll<S: Store + ?Sized>(
     agent: &ureq::Agent,
     max_bytes: u64,
     store: &S,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, PollError> {
     let reader: Box<dyn Read> = match &source.location {
         Location::File(path) => {
-            let meta = std::fs::metadata(path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let unreadable = |source| PollError::Read {
+                path: path.clone(),
+                source,
+            };
+            let meta = std::fs::metadata(path).map_err(unreadable)?;
             let version = (
                 meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
                 meta.len(),
@@ -185,8 +219,7 @@ fn poll<S: Store + ?Sized>(
             if followed.file_version == Some(version) {
                 return Ok(None);
             }
-            let file = std::fs::File::open(path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let file = std::fs::File::open(path).map_err(unreadable)?;
             followed.file_version = Some(version);
             Box::new(file)
         }
@@ -201,12 +234,12 @@ fn poll<S: Store + ?Sized>(
                     base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
                 request = request.header("Authorization", format!("Basic {token}"));
             }
-            let response = request.call().map_err(|e| format!("GET failed: {e}"))?;
+            let response = request.call().map_err(PollError::Get)?;
             match response.status().as_u16() {
                 200 => {}
                 // The backend has no state yet.
-                204 | 404 => return Err("the backend holds no state yet".into()),
-                code => return Err(format!("GET answered HTTP {code}")),
+                204 | 404 => return Err(PollError::NoState),
+                code => return Err(PollError::Status(code)),
             }
             Box::new(response.into_body().into_reader())
         }
@@ -215,17 +248,14 @@ fn poll<S: Store + ?Sized>(
         inner: reader,
         hasher: Sha256::new(),
     };
-    let summary =
-        tfstate::parse_state_limited(&mut hashing, max_bytes).map_err(|e| e.to_string())?;
+    let summary = tfstate::parse_state_limited(&mut hashing, max_bytes)?;
     let digest: [u8; 32] = hashing.hasher.finalize().into();
     if followed.imported == Some(digest) {
         return Ok(None);
     }
     let request = import::state_request(summary, &source.name, &source.to_string());
     import::validate_state(&request)?;
-    let outcome = store
-        .import_state(&request, store::now_millis())
-        .map_err(|e| e.to_string())?;
+    let outcome = store.import_state(&request, store::now_millis())?;
     followed.imported = Some(digest);
     Ok(Some(format!(
         "Imported state {:?}{}: {} resources ({} replaced).",
@@ -264,7 +294,7 @@ mod tests {
             ("p=", "no path"),
             ("p=s3://bucket/key", "only local files"),
         ] {
-            let err = bad.parse::<StateSource>().unwrap_err();
+            let err = bad.parse::<StateSource>().unwrap_err().to_string();
             assert!(err.contains(want), "{bad}: {err}");
         }
     }

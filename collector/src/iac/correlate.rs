@@ -33,12 +33,7 @@ pub mod flag {
     pub const DUPLICATE_MACHINE_ID: &str = "duplicate_machine_id";
 }
 
-/// Resource roles (`IacResource.role`).
-pub mod role {
-    pub const INSTANCE: &str = "instance";
-    pub const GROUP: &str = "group";
-    pub const TEMPLATE: &str = "template";
-}
+pub use driftwatch_iac::import::role;
 
 /// The instance tags that tie an autoscaled instance to its group and launch template.
 pub const ASG_TAG: &str = "aws:autoscaling:groupName";

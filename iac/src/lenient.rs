@@ -216,14 +216,14 @@ impl<T: FieldValue> FieldValue for Vec<Field<T>> {
 /// an object becomes the struct, any other JSON kind is unexpected.
 macro_rules! lenient_block {
     ($($t:ty),* $(,)?) => {$(
-        impl $crate::iac::lenient::FieldValue for $t {
+        impl $crate::lenient::FieldValue for $t {
             fn from_map<'de, A: serde::de::MapAccess<'de>>(
                 map: A,
-            ) -> Result<$crate::iac::lenient::Field<Self>, A::Error> {
+            ) -> Result<$crate::lenient::Field<Self>, A::Error> {
                 <$t as serde::Deserialize>::deserialize(
                     serde::de::value::MapAccessDeserializer::new(map),
                 )
-                .map($crate::iac::lenient::Field::Value)
+                .map($crate::lenient::Field::Value)
             }
         }
     )*};
@@ -353,7 +353,7 @@ mod tests {
 
     #[test]
     fn notes_name_the_attribute_not_the_value() {
-        let mut warnings = crate::iac::Warnings::default();
+        let mut warnings = crate::Warnings::default();
         let mut notes = Notes {
             address: "aws_instance.a",
             warnings: &mut warnings,

@@ -136,7 +136,7 @@ fn tainted_and_deposed_objects() {
 fn aws_instance_attributes() {
     let s = parse(RAW);
     let bastion = aws(find(&s, "aws_instance.bastion"));
-    let tags = |pairs: &[(&str, &str)]| -> crate::iac::Tags {
+    let tags = |pairs: &[(&str, &str)]| -> crate::Tags {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

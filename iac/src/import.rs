@@ -4,7 +4,6 @@
 
 use driftwatch_proto::v1;
 
-use super::correlate::role;
 use super::packer::PackerManifest;
 use super::tfstate::{ResourceKind, StateKind, StateSummary};
 
@@ -12,6 +11,13 @@ use super::tfstate::{ResourceKind, StateKind, StateSummary};
 pub const MAX_NAME_LEN: usize = 200;
 /// Most resources (or images) one import may carry.
 pub const MAX_IMPORT_ITEMS: usize = 1_000_000;
+
+/// Resource roles (`IacResource.role`).
+pub mod role {
+    pub const INSTANCE: &str = "instance";
+    pub const GROUP: &str = "group";
+    pub const TEMPLATE: &str = "template";
+}
 
 /// The request importing `summary` under `name`.
 pub fn state_request(summary: StateSummary, name: &str, source: &str) -> v1::ImportStateRequest {
@@ -326,7 +332,7 @@ pub fn validate_manifest(r: &v1::ImportManifestRequest) -> Result<(), RequestErr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::iac::{packer, tfstate};
+    use crate::{packer, tfstate};
 
     fn fixture_state() -> StateSummary {
         tfstate::parse_state(&include_bytes!("testdata/prod-web.tfstate")[..]).unwrap()

@@ -18,7 +18,7 @@ use proptest::sample::select;
 
 use super::resources::KnownType;
 use super::*;
-use crate::iac::Tags;
+use crate::Tags;
 
 mod render;
 

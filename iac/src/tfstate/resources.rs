@@ -10,9 +10,9 @@ use std::fmt;
 use serde::Deserialize;
 use serde::de::{DeserializeSeed, Deserializer};
 
-use crate::iac::Tags;
-use crate::iac::digest;
-use crate::iac::lenient::{Field, FieldValue, List, Notes, lenient_block};
+use crate::Tags;
+use crate::digest;
+use crate::lenient::{Field, FieldValue, List, Notes, lenient_block};
 
 /// An EC2 instance (`aws_instance`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -11,8 +11,8 @@ use super::resources::{AttrsSeed, KnownType, RawAttrs};
 use super::{
     IndexKey, InstanceStatus, Resource, SUPPORTED_STATE_VERSION, StateError, instance_address,
 };
-use crate::iac::Warnings;
-use crate::iac::lenient::{Field, Notes};
+use crate::Warnings;
+use crate::lenient::{Field, Notes};
 
 /// Where the visitors put what they keep.
 #[derive(Default)]
@@ -115,7 +115,7 @@ where
 {
     let mut de = serde_json::Deserializer::from_str(raw.get());
     seed.deserialize(&mut de).map_err(|e| {
-        let message = crate::iac::classify(e).to_string();
+        let message = crate::classify(e).to_string();
         E::custom(format_args!("{context}: {message}"))
     })
 }

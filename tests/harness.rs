@@ -9,6 +9,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 /// Path of a workspace binary, e.g. `bin("driftwatch-agent")`.
 pub fn bin(name: &str) -> PathBuf {
@@ -724,6 +725,12 @@ impl Collector {
         )
     }
 
+    /// SIGTERM; waits up to `timeout` for the process to exit (see [`terminate`]).
+    pub fn terminate(&mut self, timeout: Duration) -> (std::process::ExitStatus, Duration) {
+        let mut child = self.child.take().expect("collector running");
+        terminate(&mut child, timeout, &|| self.log_text())
+    }
+
     /// GET on the HTTP side, parsed as JSON.
     pub fn api(&self, path: &str) -> serde_json::Value {
         let body = self
@@ -796,6 +803,56 @@ impl Collector {
     }
 }
 
+/// The history of one host, from `driftwatch history --json`.
+pub fn history(c: &Collector, host: &str) -> Vec<serde_json::Value> {
+    let out = c
+        .cli()
+        .args(["history", "--host", host, "--limit", "0", "--json"])
+        .ok();
+    serde_json::from_str::<serde_json::Value>(&out)
+        .expect("history --json is JSON")
+        .as_array()
+        .expect("an array")
+        .clone()
+}
+
+/// Checks that a host's stored history holds every transition exactly once (contiguous
+/// sequence numbers, no duplicates) and that replaying it gives `expected`.
+pub fn assert_history_consistent(c: &Collector, host: &str, expected: &[String]) {
+    let events = history(c, host);
+    let seqs: Vec<u64> = events
+        .iter()
+        .filter(|e| e["source"] == "stream")
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    let unique: std::collections::BTreeSet<u64> = seqs.iter().copied().collect();
+    assert_eq!(unique.len(), seqs.len(), "duplicate history rows: {seqs:?}");
+    if let (Some(first), Some(last)) = (unique.first(), unique.last()) {
+        assert_eq!(
+            (last - first + 1) as usize,
+            unique.len(),
+            "history has a gap: {seqs:?}"
+        );
+    }
+    let mut view = std::collections::BTreeMap::new();
+    for e in &events {
+        let path = e["path"].as_str().unwrap().to_owned();
+        match e["event"].as_str().unwrap() {
+            "resolved" => {
+                view.remove(&path);
+            }
+            _ => {
+                view.insert(path, ());
+            }
+        }
+    }
+    let replayed: Vec<String> = view.into_keys().collect();
+    assert_eq!(
+        replayed, expected,
+        "history does not replay to the current set"
+    );
+}
+
 impl Drop for Collector {
     fn drop(&mut self) {
         self.kill9();
@@ -803,6 +860,25 @@ impl Drop for Collector {
 }
 
 impl TestDir {
+    /// `driftwatch up` on the root, watching `/etc`, listening on `port`, with `extra` flags;
+    /// its data in `data/`, its stdout in `up.out`, its stderr in `up.err`.
+    pub fn start_up(&self, port: u16, extra: &[&str]) -> std::process::Child {
+        Command::new(bin("driftwatch"))
+            .args(["up", "--paths", "/etc", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--root")
+            .arg(self.root())
+            .arg("--data-dir")
+            .arg(self.path().join("data"))
+            .args(extra)
+            .env("DRIFTWATCH_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(fs::File::create(self.path().join("up.out")).expect("up.out"))
+            .stderr(fs::File::create(self.path().join("up.err")).expect("up.err"))
+            .spawn()
+            .expect("start driftwatch up")
+    }
+
     /// Agent configuration (TOML tables) streaming to `collector` as instance `instance_id`
     /// (an identity file shaped like cloud-init's instance data), heartbeating every second.
     pub fn collector_config(&self, collector: &Collector, instance_id: &str) -> String {
@@ -818,5 +894,117 @@ impl TestDir {
             "[collector]\nurl = {:?}\nheartbeat = \"1s\"\nidentity_file = {:?}\n",
             collector.url, identity
         )
+    }
+}
+
+/// Polls `done` every 20 ms until it holds (true) or `timeout` passes (false).
+pub fn wait_for(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SIGTERM to `child`, then waits up to `timeout` for it to exit: its status and how long it
+/// took. Past the timeout it is killed and the test fails with `log()`.
+pub fn terminate(
+    child: &mut std::process::Child,
+    timeout: Duration,
+    log: &dyn Fn() -> String,
+) -> (std::process::ExitStatus, Duration) {
+    let started = Instant::now();
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sent.success(), "kill -TERM failed");
+    let mut status = None;
+    wait_for(timeout, || {
+        status = child.try_wait().expect("wait for the process");
+        status.is_some()
+    });
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("still running {timeout:?} after SIGTERM; log:\n{}", log());
+    };
+    (status, started.elapsed())
+}
+
+/// A running `driftwatch watch`; its stdout and stderr go to files.
+pub struct WatchClient {
+    child: std::process::Child,
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+}
+
+impl WatchClient {
+    /// Starts `driftwatch watch` against `url` (files in `dir`) and waits until its stream is
+    /// open (it says so on stderr).
+    pub fn start(url: &str, dir: &Path) -> WatchClient {
+        let stdout = fs::File::create(dir.join("watch.out")).expect("watch.out");
+        WatchClient::start_with_stdout(url, dir, stdout)
+    }
+
+    /// [`start`](Self::start) with stdout sent to `stdout` (`watch.out` stays empty).
+    pub fn start_with_stdout(
+        url: &str,
+        dir: &Path,
+        stdout: impl Into<std::process::Stdio>,
+    ) -> WatchClient {
+        let stderr = dir.join("watch.err");
+        let child = Command::new(bin("driftwatch"))
+            .args(["--collector", url, "watch"])
+            .env("DRIFTWATCH_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(stdout)
+            .stderr(fs::File::create(&stderr).expect("watch.err"))
+            .spawn()
+            .expect("start driftwatch watch");
+        let mut watch = WatchClient {
+            child,
+            stdout: dir.join("watch.out"),
+            stderr,
+        };
+        let watching = wait_for(Duration::from_secs(30), || {
+            watch.stderr_text().contains("Watching") || !watch.alive()
+        });
+        assert!(
+            watching && watch.alive(),
+            "driftwatch watch did not start: {}",
+            watch.stderr_text()
+        );
+        watch
+    }
+
+    pub fn stderr_text(&self) -> String {
+        fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits up to `timeout` for the client to exit on its own; its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let mut status = None;
+        wait_for(timeout, || {
+            status = self.child.try_wait().expect("wait for watch");
+            status.is_some()
+        });
+        status.unwrap_or_else(|| panic!("watch still running: {}", self.stderr_text()))
+    }
+}
+
+impl Drop for WatchClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use driftwatch_proto::v1;
 use serde::Deserialize;
 use tokio_stream::{Stream, StreamExt as _};
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Status};
 
 use crate::ingest::blocking;
@@ -73,6 +74,8 @@ pub struct Queries<S> {
     /// IaC instances whose host has not reported for this long are ghosts.
     pub ghost_after: Duration,
     iac_cache: Arc<iac::Cache>,
+    /// Ends every `watch` when cancelled (the collector is stopping).
+    shutdown: CancellationToken,
 }
 
 impl<S> Clone for Queries<S> {
@@ -84,6 +87,7 @@ impl<S> Clone for Queries<S> {
             silent_after: self.silent_after,
             ghost_after: self.ghost_after,
             iac_cache: self.iac_cache.clone(),
+            shutdown: self.shutdown.clone(),
         }
     }
 }
@@ -131,6 +135,7 @@ impl<S: Store> Queries<S> {
         writer: Writer,
         metrics: Arc<Metrics>,
         silent_after: Duration,
+        shutdown: CancellationToken,
     ) -> Self {
         Queries {
             store,
@@ -139,6 +144,7 @@ impl<S: Store> Queries<S> {
             silent_after,
             ghost_after: crate::iac::correlate::DEFAULT_GHOST_AFTER,
             iac_cache: Arc::default(),
+            shutdown,
         }
     }
 
@@ -268,7 +274,8 @@ impl<S: Store> Queries<S> {
         Ok(v1::HistoryResponse { events })
     }
 
-    /// Committed events from now on, filtered.
+    /// Committed events from now on, filtered, until the collector stops: then an
+    /// `UNAVAILABLE` status ends the stream.
     pub fn watch(
         &self,
         r: v1::WatchRequest,
@@ -280,7 +287,13 @@ impl<S: Store> Queries<S> {
         metrics.watchers.inc();
         let guard = WatcherGauge(metrics);
         let events = tokio_stream::wrappers::BroadcastStream::new(self.writer.subscribe());
-        Ok(events.filter_map(move |e| {
+        let shutdown = self.shutdown.clone();
+        let stopping = futures_util::stream::once(async move {
+            shutdown.cancelled().await;
+            Err(Status::unavailable(crate::server::SHUTTING_DOWN))
+        });
+        // The first error ends a gRPC answer: nothing follows the status.
+        let events = events.filter_map(move |e| {
             let _ = &guard;
             match e {
                 Ok(e) => {
@@ -297,7 +310,8 @@ impl<S: Store> Queries<S> {
                     ))))
                 }
             }
-        }))
+        });
+        Ok(events.merge(stopping))
     }
 }
 

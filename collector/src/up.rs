@@ -3,10 +3,14 @@
 //!
 //! Without `--baseline`, the baseline is built from the machine as it is now, on first run, so
 //! drift is relative to *now* — not to an image — and `up` says so.
+//!
+//! SIGTERM or SIGINT (Ctrl-C) stops both within `--shutdown-timeout`: the agent drains its
+//! stream into the collector, then the collector stops as `driftwatch-collector` does.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use driftwatch_agent::config::Overrides;
@@ -14,6 +18,7 @@ use driftwatch_agent::rules::Rules;
 use driftwatch_proto::v1;
 use sha2::{Digest as _, Sha256};
 use tokio_stream::StreamExt as _;
+use tokio_util::sync::CancellationToken;
 
 use crate::server::{self, ServeOptions};
 
@@ -36,6 +41,10 @@ pub struct UpArgs {
     /// The collector's address (gRPC and HTTP).
     #[arg(long, default_value = server::DEFAULT_LISTEN)]
     pub listen: SocketAddr,
+    /// On SIGTERM or Ctrl-C: how long the agent and the collector get to drain (agents and
+    /// `watch` clients are told to go, queued writes committed) before `up` exits regardless.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
 }
 
 pub async fn run(args: UpArgs) -> Result<i32> {
@@ -59,10 +68,9 @@ pub async fn run(args: UpArgs) -> Result<i32> {
         .await
         .context("is another collector running? (choose another address with --listen)")?;
     let url = format!("http://{}", listener.local_addr()?);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let collector = tokio::spawn(server::serve(options, store, listener, async {
-        let _ = stop_rx.await;
-    }));
+    let mut signals = server::StopSignals::new()?;
+    let shutdown = CancellationToken::new();
+    let collector = tokio::spawn(server::serve(options, store, listener, shutdown.clone()));
 
     let overrides = Overrides {
         baseline: Some(baseline),
@@ -72,7 +80,8 @@ pub async fn run(args: UpArgs) -> Result<i32> {
         listen: Some("127.0.0.1:0".into()),
         ..Overrides::default()
     };
-    let agent = tokio::spawn(driftwatch_agent::daemon::run(overrides));
+    // The agent stops on SIGTERM and SIGINT by itself (it catches them too).
+    let mut agent = tokio::spawn(driftwatch_agent::daemon::run(overrides));
 
     println!();
     println!(
@@ -89,14 +98,42 @@ pub async fn run(args: UpArgs) -> Result<i32> {
     println!();
 
     let feed = tokio::spawn(print_feed(url));
-    let result = agent.await;
+
+    // 1. Run until a signal (or until the agent fails).
+    let failed = tokio::select! {
+        ended = &mut agent => Some(ended),
+        () = signals.recv() => None,
+    };
     feed.abort();
-    let _ = stop_tx.send(());
-    let _ = collector.await;
-    match result {
-        Ok(Ok(())) => Ok(0),
-        Ok(Err(e)) => Err(e.context("the agent stopped")),
-        Err(e) => bail!("the agent task failed: {e}"),
+    // 2. The agent drains its stream into the collector; 3. the collector is cancelled and
+    // drains; both within the deadline.
+    let stop = async {
+        let ended = match failed {
+            Some(ended) => ended,
+            None => agent.await,
+        };
+        shutdown.cancel();
+        if let Ok(Err(e)) = collector.await {
+            tracing::error!(error = %format!("{e:#}"), "The collector stopped with an error.");
+        }
+        ended
+    };
+    let ended = tokio::select! {
+        ended = tokio::time::timeout(args.shutdown_timeout, stop) => ended,
+        () = signals.recv() => {
+            tracing::warn!("Second signal; exiting without draining further.");
+            return Ok(0);
+        }
+    };
+    // 4. Exit.
+    match ended {
+        Ok(Ok(Ok(()))) => Ok(0),
+        Ok(Ok(Err(e))) => Err(e.context("the agent stopped")),
+        Ok(Err(e)) => bail!("the agent task failed: {e}"),
+        Err(_) => {
+            tracing::warn!("Still draining after the shutdown timeout; exiting anyway.");
+            Ok(0)
+        }
     }
 }
 

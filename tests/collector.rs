@@ -310,12 +310,7 @@ fn a_stock_grpc_client_lists_checks_and_calls_through_reflection() {
         return;
     };
     let t = TestDir::new();
-    t.populate();
-    let b = t.baseline();
-    let c = Collector::start(&t.path().join("collector"));
-    let _agent = t.start_agent(&b, &t.collector_config(&c, "i-python"));
-    t.write_by_rename("/etc/motd", "hello from python\n");
-    c.wait_host_paths("i-python", SETTLE, |p| p == ["/etc/motd"]);
+    let (c, _agent) = t.fleet_of_one("i-python");
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("grpc_client.py");
     let out = std::process::Command::new(python)
         .arg(script)

@@ -213,6 +213,12 @@ impl Cmd {
         Cmd { command }
     }
 
+    /// Sends stdout there instead of capturing it.
+    pub fn stdout(mut self, stdout: impl Into<std::process::Stdio>) -> Self {
+        self.command.stdout(stdout);
+        self
+    }
+
     pub fn output(mut self) -> Output {
         self.command
             .output()
@@ -877,6 +883,19 @@ impl TestDir {
             .stderr(fs::File::create(self.path().join("up.err")).expect("up.err"))
             .spawn()
             .expect("start driftwatch up")
+    }
+
+    /// The sample tree, a collector in `collector/` and an agent reporting to it as
+    /// `instance_id` (hostname `INSTANCE_ID.test`), once the collector holds the agent's one
+    /// drift item: `/etc/motd` changed (cosmetic).
+    pub fn fleet_of_one(&self, instance_id: &str) -> (Collector, Agent) {
+        self.populate();
+        let b = self.baseline();
+        let c = Collector::start(&self.path().join("collector"));
+        let agent = self.start_agent(&b, &self.collector_config(&c, instance_id));
+        self.write_by_rename("/etc/motd", "changed\n");
+        c.wait_host_paths(instance_id, Duration::from_secs(30), |p| p == ["/etc/motd"]);
+        (c, agent)
     }
 
     /// Agent configuration (TOML tables) streaming to `collector` as instance `instance_id`

@@ -2,16 +2,16 @@
 //! or, with `--json`, as the collector's JSON API shapes.
 //!
 //! Exit codes as everywhere in driftwatch: 0 = no drift, 2 = drift (for the commands that
-//! answer "is there drift?", i.e. `hosts --diverged`), 1 = error.
+//! answer "is there drift?", i.e. `hosts --diverged`), 1 = error, a usage error included.
+//! Output into a closed pipe (`| head`) ends quietly, with the command's own code.
 
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow};
 use clap::{Args, Parser, Subcommand};
+use driftwatch_agent::cli::shell::{self, Printed, print, print_json};
 use driftwatch_proto::v1::{self, fleet_client::FleetClient};
-use serde::Serialize;
 use tokio_stream::StreamExt as _;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
@@ -139,7 +139,7 @@ pub struct HistoryArgs {
 
 /// Runs the CLI; returns the exit code.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let cli: Cli = shell::parse();
     crate::init_logging();
     let runtime = match crate::server::runtime() {
         Ok(rt) => rt,
@@ -189,7 +189,7 @@ async fn run(cli: Cli) -> Result<i32> {
             if args.filter.json {
                 print_json(&hosts)?;
             } else {
-                render::hosts(&hosts, total);
+                print(|out| render::hosts(out, &hosts, total))?;
             }
             // With --diverged every host listed (or left out by --limit) has drift.
             Ok(if args.diverged && total > 0 { 2 } else { 0 })
@@ -203,7 +203,7 @@ async fn run(cli: Cli) -> Result<i32> {
             if json {
                 print_json(&detail)?;
             } else {
-                render::host(&detail);
+                print(|out| render::host(out, &detail))?;
             }
             Ok(0)
         }
@@ -221,7 +221,7 @@ async fn run(cli: Cli) -> Result<i32> {
             if f.json {
                 print_json(&paths)?;
             } else {
-                render::paths(&paths);
+                print(|out| render::paths(out, &paths))?;
             }
             Ok(0)
         }
@@ -240,7 +240,7 @@ async fn run(cli: Cli) -> Result<i32> {
             if filter.json {
                 print_json(&causes)?;
             } else {
-                render::causes(&causes);
+                print(|out| render::causes(out, &causes))?;
             }
             Ok(0)
         }
@@ -259,7 +259,7 @@ async fn run(cli: Cli) -> Result<i32> {
             if h.json {
                 print_json(&events)?;
             } else {
-                render::history(&events);
+                print(|out| render::history(out, &events))?;
             }
             Ok(0)
         }
@@ -284,14 +284,17 @@ async fn run(cli: Cli) -> Result<i32> {
             }
             while let Some(event) = stream.next().await {
                 let event = event.map_err(rpc)?;
-                let mut out = std::io::stdout().lock();
-                if json {
-                    serde_json::to_writer(&mut out, &event)?;
-                    writeln!(out)?;
-                } else {
-                    writeln!(out, "{}", render::event_line(&event))?;
+                let printed = print(|out| {
+                    if json {
+                        serde_json::to_writer(&mut *out, &event)?;
+                        writeln!(out)
+                    } else {
+                        writeln!(out, "{}", render::event_line(&event))
+                    }
+                })?;
+                if printed == Printed::ReaderGone {
+                    break;
                 }
-                out.flush()?;
             }
             Ok(0)
         }
@@ -364,11 +367,4 @@ fn describe_status(url: &str, status: &tonic::Status) -> String {
         ),
         _ => status.message().to_string(),
     }
-}
-
-fn print_json<T: Serialize + ?Sized>(value: &T) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, value)?;
-    writeln!(out)?;
-    Ok(())
 }

@@ -1,6 +1,9 @@
-//! Human-readable output of the CLI: aligned tables, items with their diffs.
+//! Human-readable output of the CLI: aligned tables, items with their diffs. Everything
+//! writes to the `out` it is given (the CLI's locked, buffered stdout, see
+//! `driftwatch_agent::cli::shell`) and passes its errors on: a reader that went away ends the
+//! output there.
 
-use std::io::{IsTerminal as _, Write as _};
+use std::io::{self, IsTerminal as _, Write};
 
 use driftwatch_proto::v1;
 use serde_json::Value;
@@ -9,16 +12,15 @@ mod iac;
 
 pub use iac::{iac_status, report_markdown};
 
-/// Prints rows as columns padded to their widest cell.
-fn table(header: &[&str], rows: &[Vec<String>]) {
+/// Writes rows as columns padded to their widest cell.
+fn table(out: &mut dyn Write, header: &[&str], rows: &[Vec<String>]) -> io::Result<()> {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let mut out = std::io::stdout().lock();
-    let line = |out: &mut std::io::StdoutLock<'_>, cells: &mut dyn Iterator<Item = &str>| {
+    let line = |out: &mut dyn Write, cells: &mut dyn Iterator<Item = &str>| {
         let mut text = String::new();
         for (i, cell) in cells.enumerate() {
             if i + 1 == widths.len() {
@@ -27,19 +29,19 @@ fn table(header: &[&str], rows: &[Vec<String>]) {
                 text.push_str(&format!("{cell:<w$}  ", w = widths[i]));
             }
         }
-        let _ = writeln!(out, "{}", text.trim_end());
+        writeln!(out, "{}", text.trim_end())
     };
-    line(&mut out, &mut header.iter().copied());
+    line(out, &mut header.iter().copied())?;
     for row in rows {
-        line(&mut out, &mut row.iter().map(String::as_str));
+        line(out, &mut row.iter().map(String::as_str))?;
     }
+    Ok(())
 }
 
 /// The listing; `total` is how many hosts matched before `--limit`.
-pub fn hosts(hosts: &[v1::Host], total: u64) {
+pub fn hosts(out: &mut dyn Write, hosts: &[v1::Host], total: u64) -> io::Result<()> {
     if hosts.is_empty() {
-        println!("No hosts (none reported, or none match).");
-        return;
+        return writeln!(out, "No hosts (none reported, or none match).");
     }
     let rows: Vec<Vec<String>> = hosts
         .iter()
@@ -66,6 +68,7 @@ pub fn hosts(hosts: &[v1::Host], total: u64) {
         })
         .collect();
     table(
+        out,
         &[
             "HOST",
             "HOSTNAME",
@@ -80,63 +83,70 @@ pub fn hosts(hosts: &[v1::Host], total: u64) {
             "FLAGS",
         ],
         &rows,
-    );
+    )?;
     let diverged = hosts.iter().filter(|h| h.drift_count > 0).count();
-    println!("\n{} hosts, {diverged} with drift.", hosts.len());
+    writeln!(out, "\n{} hosts, {diverged} with drift.", hosts.len())?;
     let more = total.saturating_sub(hosts.len() as u64);
     if more > 0 {
-        println!("{more} more hosts match; raise --limit (0: every one) to see them.");
+        writeln!(
+            out,
+            "{more} more hosts match; raise --limit (0: every one) to see them."
+        )?;
     }
+    Ok(())
 }
 
-pub fn host(detail: &v1::HostDetail) {
+pub fn host(out: &mut dyn Write, detail: &v1::HostDetail) -> io::Result<()> {
     let h = detail.host.clone().unwrap_or_default();
-    println!("Host      {} ({})", h.host, dash(&h.hostname));
-    println!("Status    {}, last seen {}", h.status, h.last_seen);
-    println!("Image     {} {}", dash(&h.image), h.image_id);
-    println!("Baseline  {}", dash(&h.baseline_id));
+    writeln!(out, "Host      {} ({})", h.host, dash(&h.hostname))?;
+    writeln!(out, "Status    {}, last seen {}", h.status, h.last_seen)?;
+    writeln!(out, "Image     {} {}", dash(&h.image), h.image_id)?;
+    writeln!(out, "Baseline  {}", dash(&h.baseline_id))?;
     match &h.iac {
-        Some(l) => println!(
+        Some(l) => writeln!(
+            out,
             "IaC       {} in state {} ({} confidence: {})",
             l.address, l.state, l.confidence, l.correlation_path
-        ),
-        None => println!("IaC       -"),
+        )?,
+        None => writeln!(out, "IaC       -")?,
     }
     if !h.flags.is_empty() {
-        println!(
+        writeln!(
+            out,
             "Flags     {} (`driftwatch iac status` says why)",
             h.flags.join(", ")
-        );
+        )?;
     }
-    println!(
+    writeln!(
+        out,
         "Agent     {} (identity from {})",
         dash(&h.agent_version),
         dash(&h.identity_source)
-    );
-    println!();
+    )?;
+    writeln!(out)?;
     if detail.drift.is_empty() {
-        println!("No drift: the host matches its baseline.");
-        return;
+        return writeln!(out, "No drift: the host matches its baseline.");
     }
-    println!(
+    writeln!(
+        out,
         "{} drift items, worst {}{}:",
         detail.drift.len(),
         h.max_severity.as_deref().unwrap_or("-"),
         h.drifted_since
             .map(|s| format!(", drifted since {s}"))
             .unwrap_or_default()
-    );
+    )?;
     for json in &detail.drift {
-        println!();
-        item(json);
+        writeln!(out)?;
+        item(out, json)?;
     }
+    Ok(())
 }
 
 /// One drift item, as `check` prints it: a headline, what differs, the diff.
-fn item(json: &str) {
+fn item(out: &mut dyn Write, json: &str) -> io::Result<()> {
     let Ok(v) = serde_json::from_str::<Value>(json) else {
-        println!("  {json}");
-        return;
+        return writeln!(out, "  {json}");
     };
     let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
     if v.get("path").is_some() {
@@ -145,7 +155,8 @@ fn item(json: &str) {
             .and_then(Value::as_array)
             .map(|a| a.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
-        println!(
+        writeln!(
+            out,
             "  [{}] {} {}{}",
             s("severity"),
             s("kind"),
@@ -155,9 +166,9 @@ fn item(json: &str) {
             } else {
                 format!(" ({})", changed.join(", "))
             }
-        );
+        )?;
         if !s("reason").is_empty() {
-            println!("      {}", s("reason"));
+            writeln!(out, "      {}", s("reason"))?;
         }
         for attr in changed.iter().filter(|a| **a != "content") {
             let get = |side: &str| {
@@ -166,7 +177,12 @@ fn item(json: &str) {
                     .map(|x| x.to_string())
                     .unwrap_or_else(|| "-".into())
             };
-            println!("      {attr}: {} -> {}", get("expected"), get("actual"));
+            writeln!(
+                out,
+                "      {attr}: {} -> {}",
+                get("expected"),
+                get("actual")
+            )?;
         }
         if let Some(diff) = v.get("diff").and_then(Value::as_str) {
             let color = std::io::stdout().is_terminal();
@@ -176,26 +192,27 @@ fn item(json: &str) {
                     Some(b'-') if color && !line.starts_with("---") => ("\x1b[31m", "\x1b[0m"),
                     _ => ("", ""),
                 };
-                println!("      {pre}{line}{post}");
+                writeln!(out, "      {pre}{line}{post}")?;
             }
         }
+        Ok(())
     } else {
         let version = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("-").to_string();
-        println!(
+        writeln!(
+            out,
             "  [package] {} {}:{} ({} -> {})",
             s("kind"),
             s("name"),
             s("arch"),
             version("expected_version"),
             version("actual_version")
-        );
+        )
     }
 }
 
-pub fn paths(paths: &[v1::PathSummary]) {
+pub fn paths(out: &mut dyn Write, paths: &[v1::PathSummary]) -> io::Result<()> {
     if paths.is_empty() {
-        println!("No drifted paths.");
-        return;
+        return writeln!(out, "No drifted paths.");
     }
     let rows: Vec<Vec<String>> = paths
         .iter()
@@ -208,16 +225,16 @@ pub fn paths(paths: &[v1::PathSummary]) {
             ]
         })
         .collect();
-    table(&["HOSTS", "WORST", "FIRST SEEN", "PATH"], &rows);
+    table(out, &["HOSTS", "WORST", "FIRST SEEN", "PATH"], &rows)
 }
 
-pub fn causes(causes: &[v1::Cause]) {
+pub fn causes(out: &mut dyn Write, causes: &[v1::Cause]) -> io::Result<()> {
     if causes.is_empty() {
-        println!("No drift.");
-        return;
+        return writeln!(out, "No drift.");
     }
     for c in causes {
-        println!(
+        writeln!(
+            out,
             "{} host{}  [{}] {} {} ({})",
             c.host_count,
             if c.host_count == 1 { "" } else { "s" },
@@ -225,19 +242,20 @@ pub fn causes(causes: &[v1::Cause]) {
             c.kind,
             c.path,
             c.changed.join(", ")
-        );
-        println!("  cause {}: {}", c.cause, c.hosts.join(", "));
+        )?;
+        writeln!(out, "  cause {}: {}", c.cause, c.hosts.join(", "))?;
     }
+    Ok(())
 }
 
-pub fn history(events: &[v1::HistoryEvent]) {
+pub fn history(out: &mut dyn Write, events: &[v1::HistoryEvent]) -> io::Result<()> {
     if events.is_empty() {
-        println!("No events.");
-        return;
+        return writeln!(out, "No events.");
     }
     for e in events {
-        println!("{}", event_line(e));
+        writeln!(out, "{}", event_line(e))?;
     }
+    Ok(())
 }
 
 pub fn event_line(e: &v1::HistoryEvent) -> String {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
+use driftwatch_agent::cli::shell::{Printed, print};
 use driftwatch_agent::config::Overrides;
 use driftwatch_agent::rules::Rules;
 use driftwatch_proto::v1;
@@ -83,20 +84,25 @@ pub async fn run(args: UpArgs) -> Result<i32> {
     // The agent stops on SIGTERM and SIGINT by itself (it catches them too).
     let mut agent = tokio::spawn(driftwatch_agent::daemon::run(overrides));
 
-    println!();
-    println!(
-        "driftwatch is up: a collector at {url} and an agent watching {}.",
-        root.display()
-    );
-    println!("In another terminal, ask the fleet (of one):");
-    println!("    driftwatch --collector {url} hosts");
-    println!("    driftwatch --collector {url} host <HOST>      # drift items, with diffs");
-    println!("    driftwatch --collector {url} paths");
-    println!("    driftwatch --collector {url} history --since 1h");
-    println!("JSON API: {url}/api/v1/hosts   Metrics: {url}/metrics");
-    println!("Drift appears below as it happens. Ctrl-C stops both.");
-    println!();
-
+    print(|out| {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "driftwatch is up: a collector at {url} and an agent watching {}.",
+            root.display()
+        )?;
+        writeln!(out, "In another terminal, ask the fleet (of one):")?;
+        writeln!(out, "    driftwatch --collector {url} hosts")?;
+        writeln!(
+            out,
+            "    driftwatch --collector {url} host <HOST>      # drift items, with diffs"
+        )?;
+        writeln!(out, "    driftwatch --collector {url} paths")?;
+        writeln!(out, "    driftwatch --collector {url} history --since 1h")?;
+        writeln!(out, "JSON API: {url}/api/v1/hosts   Metrics: {url}/metrics")?;
+        writeln!(out, "Drift appears below as it happens. Ctrl-C stops both.")?;
+        writeln!(out)
+    })?;
     let feed = tokio::spawn(print_feed(url));
 
     // 1. Run until a signal (or until the agent fails).
@@ -143,20 +149,30 @@ async fn first_run_baseline(root: &Path, paths: &[PathBuf], data_dir: &Path) -> 
     let key = Sha256::digest(format!("{}\0{}", root.display(), rules.source()));
     let file = data_dir.join(format!("baseline-{}.dwb", hex::encode(&key[..6])));
     if file.exists() {
-        println!(
-            "Using the baseline built from this machine on the first run ({}); delete it to start over.",
-            file.display()
-        );
+        print(|out| {
+            writeln!(
+                out,
+                "Using the baseline built from this machine on the first run ({}); delete it to start over.",
+                file.display()
+            )
+        })?;
         return Ok(file);
     }
-    println!(
-        "No --baseline given: building one from the CURRENT state of {}.",
-        root.display()
-    );
-    println!("Drift will be relative to NOW, not to an image. In production the image pipeline");
-    println!(
-        "bakes the baseline (driftwatch-agent baseline build) and the agent compares with that."
-    );
+    print(|out| {
+        writeln!(
+            out,
+            "No --baseline given: building one from the CURRENT state of {}.",
+            root.display()
+        )?;
+        writeln!(
+            out,
+            "Drift will be relative to NOW, not to an image. In production the image pipeline"
+        )?;
+        writeln!(
+            out,
+            "bakes the baseline (driftwatch-agent baseline build) and the agent compares with that."
+        )
+    })?;
     let root = root.to_owned();
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let built = tokio::task::spawn_blocking(move || {
@@ -174,13 +190,16 @@ async fn first_run_baseline(root: &Path, paths: &[PathBuf], data_dir: &Path) -> 
     .await?;
     driftwatch_agent::bake::write_atomically(&file, &built.bytes, 0o600)
         .with_context(|| format!("writing {}", file.display()))?;
-    println!(
-        "Baseline {} built: {} entries in {:.1} s ({} unreadable).",
-        file.display(),
-        built.stats.entries,
-        built.elapsed.as_secs_f64(),
-        built.errors.len()
-    );
+    print(|out| {
+        writeln!(
+            out,
+            "Baseline {} built: {} entries in {:.1} s ({} unreadable).",
+            file.display(),
+            built.stats.entries,
+            built.elapsed.as_secs_f64(),
+            built.errors.len()
+        )
+    })?;
     Ok(file)
 }
 
@@ -241,6 +260,10 @@ async fn print_feed(url: String) {
     };
     let mut stream = stream.into_inner();
     while let Some(Ok(event)) = stream.next().await {
-        println!("{}", crate::render::event_line(&event));
+        let line = crate::render::event_line(&event);
+        // Nobody reads any more (`up | head`), or stdout failed: `up` keeps running.
+        if !matches!(print(|out| writeln!(out, "{line}")), Ok(Printed::All)) {
+            return;
+        }
     }
 }

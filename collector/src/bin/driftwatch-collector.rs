@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use driftwatch_agent::cli::shell;
 use driftwatch_collector::server::{self, ServeOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -32,7 +33,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = shell::parse();
     driftwatch_collector::init_logging();
     let Command::Serve(options) = cli.command;
     let runtime = match server::runtime() {

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
+use driftwatch_agent::cli::shell::{print, print_json, print_str};
 use driftwatch_proto::v1::{self, iac_client::IacClient};
 use tonic::transport::Channel;
 
@@ -131,9 +132,9 @@ pub async fn import(
         unreachable!("clap requires one input");
     };
     if args.json {
-        super::print_json(&result)?;
+        print_json(&result)?;
     } else {
-        println!("{}", result.summary);
+        print(|out| writeln!(out, "{}", result.summary))?;
     }
     Ok(0)
 }
@@ -153,9 +154,9 @@ pub async fn status(
         .map_err(rpc)?
         .into_inner();
     if json {
-        super::print_json(&status)?;
+        print_json(&status)?;
     } else {
-        render::iac_status(&status);
+        print(|out| render::iac_status(out, &status))?;
     }
     Ok(0)
 }
@@ -175,8 +176,8 @@ pub async fn report(
         .map_err(rpc)?
         .into_inner();
     match args.format {
-        ReportFormat::Json => super::print_json(&report)?,
-        ReportFormat::Markdown => print!("{}", render::report_markdown(&report)),
-    }
+        ReportFormat::Json => print_json(&report)?,
+        ReportFormat::Markdown => print_str(&render::report_markdown(&report))?,
+    };
     Ok(0)
 }

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::io::{self, Write};
 
 use driftwatch_proto::v1;
 use serde_json::Value;
@@ -54,27 +55,29 @@ fn iac_cell(link: Option<&v1::IacLink>) -> String {
     }
 }
 
-pub fn iac_status(s: &v1::IacStatus) {
+pub fn iac_status(out: &mut dyn Write, s: &v1::IacStatus) -> io::Result<()> {
     if s.states.is_empty() {
-        println!(
+        writeln!(
+            out,
             "No Terraform state imported yet: `driftwatch iac import --terraform-state FILE`."
-        );
+        )?;
     } else {
-        println!("States:");
+        writeln!(out, "States:")?;
         for state in &s.states {
-            println!("  {}", state_line(state));
+            writeln!(out, "  {}", state_line(state))?;
         }
     }
-    println!(
+    writeln!(
+        out,
         "Images in the catalog (Packer manifests): {}",
         s.catalog_images
-    );
+    )?;
     for line in coverage_lines(&s.coverage.unwrap_or_default()) {
-        println!("{line}");
+        writeln!(out, "{line}")?;
     }
-    println!();
+    writeln!(out)?;
     if s.hosts.is_empty() {
-        println!("No host is flagged.");
+        writeln!(out, "No host is flagged.")?;
     } else {
         let rows: Vec<Vec<String>> = s
             .hosts
@@ -95,16 +98,16 @@ pub fn iac_status(s: &v1::IacStatus) {
                 })
             })
             .collect();
-        table(&["HOST", "IAC", "FLAG", "WHY"], &rows);
+        table(out, &["HOST", "IAC", "FLAG", "WHY"], &rows)?;
     }
     if !s.ghosts.is_empty() {
-        println!();
+        writeln!(out)?;
         let rows: Vec<Vec<String>> = s
             .ghosts
             .iter()
             .map(|g| vec![g.address.clone(), g.state.clone(), g.reason.clone()])
             .collect();
-        table(&["GHOST", "STATE", "WHY"], &rows);
+        table(out, &["GHOST", "STATE", "WHY"], &rows)?;
     }
     if !s.flag_counts.is_empty() {
         let counts: Vec<String> = s
@@ -112,8 +115,9 @@ pub fn iac_status(s: &v1::IacStatus) {
             .iter()
             .map(|(f, n)| format!("{f} {n}"))
             .collect();
-        println!("\nFlags: {}.", counts.join(", "));
+        writeln!(out, "\nFlags: {}.", counts.join(", "))?;
     }
+    Ok(())
 }
 
 /// A table cell: pipes escaped, lines joined.

@@ -1,5 +1,5 @@
-//! The command lines as scripts and new users meet them: exit codes of usage errors, and
-//! output into a closed pipe.
+//! The command lines as scripts and new users meet them: exit codes of usage errors, output
+//! into a closed pipe, and how counts read.
 
 use std::process::Output;
 use std::time::Duration;
@@ -113,4 +113,15 @@ fn fleet_output_into_a_closed_pipe_ends_quietly_with_its_exit_code() {
     let err = watch.stderr_text();
     assert_eq!(status.code(), Some(0), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn a_count_of_one_reads_singular() {
+    let t = TestDir::new();
+    let (c, _agent) = t.fleet_of_one("i-cli");
+
+    let listing = c.cli().arg("hosts").ok();
+    assert!(listing.contains("1 host, 1 with drift."), "{listing}");
+    let detail = c.cli().args(["host", "i-cli"]).ok();
+    assert!(detail.contains("1 drift item, worst cosmetic"), "{detail}");
 }

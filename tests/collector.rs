@@ -236,7 +236,7 @@ fn two_hosts_with_the_same_edit_share_one_cause() {
         listed.contains("i-aaaa") && !listed.contains("i-bbbb"),
         "{listed}"
     );
-    assert!(listed.contains("1 more hosts match"), "{listed}");
+    assert!(listed.contains("1 more host matches"), "{listed}");
     let json: serde_json::Value =
         serde_json::from_str(&c.cli().args(["hosts", "--json", "--limit", "1"]).ok()).unwrap();
     assert_eq!(json.as_array().map(Vec::len), Some(1), "{json:#}");

@@ -9,7 +9,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use driftwatch_proto::baseline::{self, LoadedBaseline};
 use driftwatch_proto::keys;
-use driftwatch_proto::text::display_path;
+use driftwatch_proto::text::{count, display_path};
 
 use crate::bake::{self, ImageLabel};
 use crate::check;
@@ -250,9 +250,9 @@ fn run(cli: Cli) -> Result<u8> {
             print(|out| {
                 writeln!(
                     out,
-                    "OK: baseline {} ({} entries), root {}, state {}",
+                    "OK: baseline {} ({}), root {}, state {}",
                     loaded.id,
-                    loaded.baseline.entries.len(),
+                    count(loaded.baseline.entries.len() as u64, "entry", "entries"),
                     config.root.display(),
                     config.state_dir.display()
                 )?;
@@ -289,8 +289,8 @@ fn run(cli: Cli) -> Result<u8> {
         }
         Command::Rules(RulesCommand::Validate { file }) => {
             let rules = Rules::load(&file)?;
-            let trees = rules.paths().len();
-            print(|out| writeln!(out, "{}: OK, {trees} trees", file.display()))?;
+            let trees = count(rules.paths().len() as u64, "tree", "trees");
+            print(|out| writeln!(out, "{}: OK, {trees}", file.display()))?;
             Ok(EXIT_CLEAN)
         }
     }
@@ -379,7 +379,7 @@ fn build(args: BuildArgs) -> Result<u8> {
         print_json(&summary)?;
     } else {
         eprintln!(
-            "Baseline {} written to {} ({}{})\n  {} entries, {} files hashed ({}), {} packages{}, {} errors, {:.1}s",
+            "Baseline {} written to {} ({}{})\n  {}, {} hashed ({}), {}{}, {}, {:.1}s",
             built.id,
             args.out.display(),
             human_bytes(built.bytes.len() as u64),
@@ -388,16 +388,16 @@ fn build(args: BuildArgs) -> Result<u8> {
             } else {
                 ", unsigned"
             },
-            s.entries,
-            s.files_hashed,
+            count(s.entries, "entry", "entries"),
+            count(s.files_hashed, "file", "files"),
             human_bytes(s.bytes_hashed),
-            built.packages,
+            count(built.packages as u64, "package", "packages"),
             if built.package_sources.is_empty() {
                 String::new()
             } else {
                 format!(" ({})", built.package_sources.join(", "))
             },
-            built.errors.len(),
+            count(built.errors.len() as u64, "error", "errors"),
             built.elapsed.as_secs_f64(),
         );
     }
@@ -550,9 +550,13 @@ fn status_human(out: &mut dyn Write, v: &serde_json::Value) -> std::io::Result<(
     let c = &v["coverage"];
     writeln!(
         out,
-        "coverage   {} watched, {} unwatched directories ({:.1}%)",
+        "coverage   {} watched, {} ({:.1}%)",
         c["watched_dirs"],
-        c["unwatched_dirs"],
+        count(
+            c["unwatched_dirs"].as_u64().unwrap_or(0),
+            "unwatched directory",
+            "unwatched directories"
+        ),
         c["ratio"].as_f64().unwrap_or(0.0) * 100.0
     )?;
     if let Some(r) = v["last_rescan"].as_object() {
@@ -566,8 +570,10 @@ fn status_human(out: &mut dyn Write, v: &serde_json::Value) -> std::io::Result<(
     }
     writeln!(
         out,
-        "events     seq {}, spool {} unacked ({} bytes)",
-        v["seq"], v["spool"]["unacked"], v["spool"]["bytes"]
+        "events     seq {}, spool {} unacked ({})",
+        v["seq"],
+        v["spool"]["unacked"],
+        count(v["spool"]["bytes"].as_u64().unwrap_or(0), "byte", "bytes")
     )?;
     if let Some(c) = v["collector"].as_object() {
         writeln!(
@@ -582,7 +588,8 @@ fn status_human(out: &mut dyn Write, v: &serde_json::Value) -> std::io::Result<(
             writeln!(out, "           last error: {error}")?;
         }
     }
-    writeln!(out, "drift      {} item(s)", v["drift_count"])?;
+    let items = count(v["drift_count"].as_u64().unwrap_or(0), "item", "items");
+    writeln!(out, "drift      {items}")?;
     for item in v["drift"].as_array().into_iter().flatten() {
         if let Some(path) = item["path"].as_str() {
             writeln!(

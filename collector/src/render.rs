@@ -5,6 +5,7 @@
 
 use std::io::{self, IsTerminal as _, Write};
 
+use driftwatch_proto::text::count;
 use driftwatch_proto::v1;
 use serde_json::Value;
 
@@ -85,12 +86,21 @@ pub fn hosts(out: &mut dyn Write, hosts: &[v1::Host], total: u64) -> io::Result<
         &rows,
     )?;
     let diverged = hosts.iter().filter(|h| h.drift_count > 0).count();
-    writeln!(out, "\n{} hosts, {diverged} with drift.", hosts.len())?;
+    writeln!(
+        out,
+        "\n{}, {diverged} with drift.",
+        count(hosts.len() as u64, "host", "hosts")
+    )?;
     let more = total.saturating_sub(hosts.len() as u64);
     if more > 0 {
         writeln!(
             out,
-            "{more} more hosts match; raise --limit (0: every one) to see them."
+            "{more} more {}; raise --limit (0: every one) to see them.",
+            if more == 1 {
+                "host matches"
+            } else {
+                "hosts match"
+            }
         )?;
     }
     Ok(())
@@ -129,8 +139,8 @@ pub fn host(out: &mut dyn Write, detail: &v1::HostDetail) -> io::Result<()> {
     }
     writeln!(
         out,
-        "{} drift items, worst {}{}:",
-        detail.drift.len(),
+        "{}, worst {}{}:",
+        count(detail.drift.len() as u64, "drift item", "drift items"),
         h.max_severity.as_deref().unwrap_or("-"),
         h.drifted_since
             .map(|s| format!(", drifted since {s}"))
@@ -235,9 +245,8 @@ pub fn causes(out: &mut dyn Write, causes: &[v1::Cause]) -> io::Result<()> {
     for c in causes {
         writeln!(
             out,
-            "{} host{}  [{}] {} {} ({})",
-            c.host_count,
-            if c.host_count == 1 { "" } else { "s" },
+            "{}  [{}] {} {} ({})",
+            count(c.host_count, "host", "hosts"),
             c.severity,
             c.kind,
             c.path,
@@ -287,5 +296,40 @@ fn short(id: &str) -> String {
         "-".into()
     } else {
         id.chars().take(12).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(write: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> String {
+        let mut out = Vec::new();
+        write(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn one_host_and_one_item_are_singular() {
+        let host = v1::Host {
+            host: "i-1".into(),
+            drift_count: 1,
+            ..Default::default()
+        };
+        let listing = text(|out| hosts(out, std::slice::from_ref(&host), 2));
+        assert!(listing.contains("\n1 host, 1 with drift."), "{listing}");
+        assert!(listing.contains("1 more host matches;"), "{listing}");
+        let detail = v1::HostDetail {
+            host: Some(host),
+            drift: vec![r#"{"path":"/etc/motd","kind":"modified","severity":"cosmetic"}"#.into()],
+        };
+        let shown = text(|out| super::host(out, &detail));
+        assert!(shown.contains("1 drift item, worst"), "{shown}");
+        let cause = v1::Cause {
+            host_count: 1,
+            ..Default::default()
+        };
+        let grouped = text(|out| causes(out, &[cause]));
+        assert!(grouped.starts_with("1 host  ["), "{grouped}");
     }
 }

@@ -193,9 +193,9 @@ async fn first_run_baseline(root: &Path, paths: &[PathBuf], data_dir: &Path) -> 
     print(|out| {
         writeln!(
             out,
-            "Baseline {} built: {} entries in {:.1} s ({} unreadable).",
+            "Baseline {} built: {} in {:.1} s ({} unreadable).",
             file.display(),
-            built.stats.entries,
+            driftwatch_proto::text::count(built.stats.entries, "entry", "entries"),
             built.elapsed.as_secs_f64(),
             built.errors.len()
         )

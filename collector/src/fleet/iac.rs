@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Query, State};
+use driftwatch_proto::text::count;
 use driftwatch_proto::v1;
 use serde::Deserialize;
 use tonic::{Request, Status};
@@ -143,8 +144,7 @@ impl<S: Store> Queries<S> {
         let now = store::now_millis();
         // What the answer and the log need; the request itself (every resource) moves to the
         // store call.
-        let (name, source) = (r.name.clone(), r.source.clone());
-        let serial = r.serial.map_or(String::new(), |s| format!(", serial {s}"));
+        let (name, source, serial) = (r.name.clone(), r.source.clone(), r.serial);
         let outcome = self
             .run(move |s| s.import_state(&r, now))
             .await
@@ -158,10 +158,7 @@ impl<S: Store> Queries<S> {
             replaced = outcome.replaced, "Imported a Terraform state."
         );
         Ok(v1::ImportResult {
-            summary: format!(
-                "imported state {name:?}{serial}: {} resources ({} replaced)",
-                outcome.stored, outcome.replaced
-            ),
+            summary: import::state_summary(&name, serial, &outcome),
             resources: outcome.stored,
             replaced: outcome.replaced,
         })
@@ -188,8 +185,9 @@ impl<S: Store> Queries<S> {
         );
         Ok(v1::ImportResult {
             summary: format!(
-                "imported {} images from {source} ({} already known, updated)",
-                outcome.stored, outcome.replaced
+                "imported {} from {source} ({} already known, updated)",
+                count(outcome.stored, "image", "images"),
+                outcome.replaced
             ),
             resources: outcome.stored,
             replaced: outcome.replaced,

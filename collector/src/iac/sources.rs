@@ -227,15 +227,10 @@ fn poll<S: Store + ?Sized>(
         .import_state(&request, store::now_millis())
         .map_err(|e| e.to_string())?;
     followed.imported = Some(digest);
-    Ok(Some(format!(
-        "Imported state {:?}{}: {} resources ({} replaced).",
-        source.name,
-        request
-            .serial
-            .map(|s| format!(", serial {s}"))
-            .unwrap_or_default(),
-        outcome.stored,
-        outcome.replaced
+    Ok(Some(import::state_summary(
+        &source.name,
+        request.serial,
+        &outcome,
     )))
 }
 

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
+use driftwatch_proto::text::count;
 use driftwatch_proto::v1;
 use serde_json::Value;
 
@@ -36,12 +37,12 @@ fn coverage_lines(c: &v1::Coverage) -> [String; 2] {
 
 fn state_line(s: &v1::StateInfo) -> String {
     format!(
-        "{} ({}{} resources, from {}, imported {})",
+        "{} ({}{}, from {}, imported {})",
         s.name,
         s.serial
             .map(|n| format!("serial {n}, "))
             .unwrap_or_default(),
-        s.resources,
+        count(s.resources, "resource", "resources"),
         dash(&s.source),
         s.imported_at
     )
@@ -172,7 +173,7 @@ fn cause_markdown(out: &mut String, c: &v1::Cause, everywhere: &HashMap<&str, Ve
     };
     let _ = writeln!(
         out,
-        "#### [{}] {} {}{} — {} host{}\n",
+        "#### [{}] {} {}{} — {}\n",
         c.severity,
         c.kind,
         code(&subject),
@@ -181,8 +182,7 @@ fn cause_markdown(out: &mut String, c: &v1::Cause, everywhere: &HashMap<&str, Ve
         } else {
             format!(" ({})", c.changed.join(", "))
         },
-        c.host_count,
-        if c.host_count == 1 { "" } else { "s" }
+        count(c.host_count, "host", "hosts")
     );
     let elsewhere: Vec<&str> = everywhere
         .get(c.cause.as_str())
@@ -198,10 +198,9 @@ fn cause_markdown(out: &mut String, c: &v1::Cause, everywhere: &HashMap<&str, Ve
     } else {
         let _ = writeln!(
             out,
-            "Hosts: {} (the same change on {} more host{} elsewhere in this report: {})\n",
+            "Hosts: {} (the same change on {} elsewhere in this report: {})\n",
             c.hosts.join(", "),
-            elsewhere.len(),
-            if elsewhere.len() == 1 { "" } else { "s" },
+            count(elsewhere.len() as u64, "more host", "more hosts"),
             elsewhere.join(", ")
         );
     }
@@ -288,9 +287,8 @@ pub fn report_markdown(r: &v1::Report) -> String {
         }
         let _ = writeln!(
             out,
-            "{} host{}: {}\n",
-            g.hosts.len(),
-            if g.hosts.len() == 1 { "" } else { "s" },
+            "{}: {}\n",
+            count(g.hosts.len() as u64, "host", "hosts"),
             g.hosts.join(", ")
         );
         for c in &g.causes {

@@ -93,7 +93,9 @@ enum BaselineCommand {
     },
     /// What changed between two baselines (e.g. two image builds). Exit 0: same, 2: differ.
     Diff {
+        /// The older baseline (e.g. the image build in production).
         old: PathBuf,
+        /// The newer baseline (e.g. the image build about to roll out).
         new: PathBuf,
         /// Print JSON (the same shape as `check --json`).
         #[arg(long)]
@@ -118,8 +120,10 @@ struct BuildArgs {
     /// Where to write the baseline.
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
+    /// The image's name, recorded in the baseline (e.g. `web`).
     #[arg(long, default_value = "")]
     image_name: String,
+    /// The image's version, recorded in the baseline (e.g. `2026.11.3`).
     #[arg(long, default_value = "")]
     image_version: String,
     /// Sign with this ed25519 private key (PKCS#8 PEM).
@@ -154,7 +158,10 @@ enum RulesCommand {
     /// Print the built-in default rules (identical to packaging/rules.toml).
     Default,
     /// Validate a rules file; every error is reported with its key.
-    Validate { file: PathBuf },
+    Validate {
+        /// The rules file (TOML).
+        file: PathBuf,
+    },
 }
 
 /// Runs the command line; the binary's whole `main`.
@@ -655,5 +662,13 @@ fn human_bytes(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_argument_has_help() {
+        super::shell::assert_every_argument_has_help::<super::Cli>();
     }
 }

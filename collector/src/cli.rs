@@ -59,6 +59,7 @@ pub enum Command {
     Host {
         /// The host's identity (instance id) or hostname.
         host: String,
+        /// Print JSON (the host as `hosts --json` shows it, with its drift items).
         #[arg(long)]
         json: bool,
     },
@@ -76,7 +77,7 @@ pub enum Command {
     History(HistoryArgs),
     /// A live feed of drift events as the collector stores them.
     Watch {
-        /// Only this host's events.
+        /// Only this host's events (its identity).
         #[arg(long)]
         host: Option<String>,
         /// Only events of at least this severity.
@@ -117,22 +118,27 @@ pub struct FilterArgs {
     /// At most this many rows.
     #[arg(long, default_value_t = 0, hide_default_value = true)]
     pub limit: u32,
+    /// Print JSON (an array).
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
+    /// Only this host's events (its identity).
     #[arg(long)]
     pub host: Option<String>,
-    /// A duration back from now (24h, 30m) or an RFC 3339 time.
+    /// Only events received since then: a duration back from now (24h, 30m) or an RFC 3339
+    /// time.
     #[arg(long)]
     pub since: Option<String>,
+    /// Only events whose path matches this glob (`*` within a directory, `**` across).
     #[arg(long)]
     pub path: Option<String>,
-    /// At most this many events (the newest).
+    /// At most this many events, the newest (0: up to 100,000).
     #[arg(long, default_value_t = 1000)]
     pub limit: u32,
+    /// Print JSON (an array of events, oldest first).
     #[arg(long)]
     pub json: bool,
 }
@@ -366,5 +372,13 @@ fn describe_status(url: &str, status: &tonic::Status) -> String {
             status.message()
         ),
         _ => status.message().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_argument_has_help() {
+        driftwatch_agent::cli::shell::assert_every_argument_has_help::<super::Cli>();
     }
 }

@@ -54,3 +54,55 @@ pub fn print_json<T: serde::Serialize + ?Sized>(value: &T) -> io::Result<Printed
         writeln!(out)
     })
 }
+
+/// Panics naming every argument of `C`'s command line, subcommands included, that has no
+/// help text (each binary's tests call it).
+pub fn assert_every_argument_has_help<C: clap::CommandFactory>() {
+    let missing = arguments_without_help(&C::command());
+    assert!(missing.is_empty(), "arguments without help: {missing:?}");
+}
+
+/// The arguments of `command` and of every subcommand below it that have no help text, as
+/// `command sub --flag`.
+fn arguments_without_help(command: &clap::Command) -> Vec<String> {
+    let mut missing = Vec::new();
+    let mut command = command.clone();
+    command.build();
+    collect_missing_help(&command, command.get_name(), &mut missing);
+    missing
+}
+
+fn collect_missing_help(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+    for arg in command.get_arguments() {
+        if arg.get_help().is_none() && arg.get_long_help().is_none() && !arg.is_hide_set() {
+            let name = arg
+                .get_long()
+                .map(|l| format!("--{l}"))
+                .unwrap_or_else(|| arg.get_id().to_string().to_uppercase());
+            missing.push(format!("{path} {name}"));
+        }
+    }
+    for sub in command.get_subcommands() {
+        collect_missing_help(sub, &format!("{path} {}", sub.get_name()), missing);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{Arg, Command};
+
+    #[test]
+    fn an_argument_without_help_is_named_with_its_command() {
+        let command = Command::new("tool")
+            .arg(Arg::new("quiet").long("quiet").help("Say less."))
+            .subcommand(
+                Command::new("sub")
+                    .arg(Arg::new("file"))
+                    .arg(Arg::new("all").long("all")),
+            );
+        assert_eq!(
+            super::arguments_without_help(&command),
+            ["tool sub FILE", "tool sub --all"]
+        );
+    }
+}

@@ -88,3 +88,11 @@ async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     // 4. Exit.
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_argument_has_help() {
+        super::shell::assert_every_argument_has_help::<super::Cli>();
+    }
+}

@@ -26,6 +26,7 @@ pub enum IacCommand {
         /// collector's, 15m).
         #[arg(long)]
         ghost_after: Option<String>,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
@@ -52,6 +53,7 @@ pub struct ImportArgs {
     /// Largest input read, in MiB.
     #[arg(long, default_value_t = 512)]
     pub max_mib: u64,
+    /// Print JSON (what was imported).
     #[arg(long)]
     pub json: bool,
 }
@@ -64,11 +66,14 @@ pub enum ReportFormat {
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
+    /// Markdown (to paste into a pull request or a ticket) or JSON.
     #[arg(long, value_enum, default_value_t = ReportFormat::Markdown)]
     pub format: ReportFormat,
     /// Only drift of at least this severity.
     #[arg(long)]
     pub severity: Option<String>,
+    /// An instance whose host has not reported for this long is a ghost (default: the
+    /// collector's, 15m).
     #[arg(long)]
     pub ghost_after: Option<String>,
 }

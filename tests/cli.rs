@@ -1,5 +1,5 @@
 //! The command lines as scripts and new users meet them: exit codes of usage errors, output
-//! into a closed pipe, and how counts read.
+//! into a closed pipe, what `history --host` accepts, and how counts read.
 
 use std::process::Output;
 use std::time::Duration;
@@ -113,6 +113,42 @@ fn fleet_output_into_a_closed_pipe_ends_quietly_with_its_exit_code() {
     let err = watch.stderr_text();
     assert_eq!(status.code(), Some(0), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn history_takes_a_hostname_as_host_does_and_an_unknown_host_is_an_error() {
+    let t = TestDir::new();
+    let (c, _agent) = t.fleet_of_one("i-cli");
+
+    // By hostname as by identity; an unknown host is an error, not an empty history.
+    let by_id = c.cli().args(["history", "--host", "i-cli", "--json"]).ok();
+    let by_name = c
+        .cli()
+        .args(["history", "--host", "i-cli.test", "--json"])
+        .ok();
+    assert_eq!(by_id, by_name);
+    assert!(by_id.contains("/etc/motd"), "{by_id}");
+    let err = c
+        .cli()
+        .args(["history", "--host", "i-nope"])
+        .stderr_with_code(1);
+    assert!(err.contains("no host \"i-nope\""), "{err}");
+    let (status, body) = c.get("/api/v1/history?host=i-nope");
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("no host"), "{body}");
+    let (status, body) = c.get("/api/v1/history?host=i-cli.test");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("/etc/motd"), "{body}");
+
+    // Strictly ordered: by the time received, oldest first.
+    let events: serde_json::Value = serde_json::from_str(&by_id).unwrap();
+    let received: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["received_at"].as_str().unwrap())
+        .collect();
+    assert!(received.is_sorted(), "{received:?}");
 }
 
 #[test]

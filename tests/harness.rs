@@ -737,6 +737,22 @@ impl Collector {
         terminate(&mut child, timeout, &|| self.log_text())
     }
 
+    /// GET on the HTTP side: the status code and the body, whatever the status.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let agent = ureq::Agent::new_with_config(
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(10)))
+                .build(),
+        );
+        let mut response = agent
+            .get(format!("http://127.0.0.1:{}{path}", self.port))
+            .call()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}; log:\n{}", self.log_text()));
+        let body = response.body_mut().read_to_string().expect("a text body");
+        (response.status().as_u16(), body)
+    }
+
     /// GET on the HTTP side, parsed as JSON.
     pub fn api(&self, path: &str) -> serde_json::Value {
         let body = self

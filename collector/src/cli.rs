@@ -57,7 +57,7 @@ pub enum Command {
     Hosts(HostsArgs),
     /// One host's drift items, with diffs.
     Host {
-        /// The host's identity (instance id) or hostname.
+        /// The host's identity (instance id), or its hostname when no other host has it.
         host: String,
         /// Print JSON (the host as `hosts --json` shows it, with its drift items).
         #[arg(long)]
@@ -73,7 +73,7 @@ pub enum Command {
         #[arg(long, default_value_t = 1)]
         min_hosts: u32,
     },
-    /// Stored drift events, oldest first.
+    /// Stored drift events, oldest first: in the order the collector received them.
     History(HistoryArgs),
     /// A live feed of drift events as the collector stores them.
     Watch {
@@ -125,7 +125,8 @@ pub struct FilterArgs {
 
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
-    /// Only this host's events (its identity).
+    /// Only this host's events: its identity, or its hostname when no other host has it (an
+    /// unknown host is an error).
     #[arg(long)]
     pub host: Option<String>,
     /// Only events received since then: a duration back from now (24h, 30m) or an RFC 3339

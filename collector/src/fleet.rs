@@ -107,6 +107,13 @@ fn filter(sev: &str, path: &str) -> Result<ItemFilter, QueryError> {
     ItemFilter::new(severity(sev)?, Some(path)).map_err(QueryError::BadRequest)
 }
 
+/// A host name that names no host.
+fn unknown_host(name: &str) -> QueryError {
+    QueryError::NotFound(format!(
+        "no host {name:?} has reported (give a host's identity, or a hostname no other host has)"
+    ))
+}
+
 fn limit(n: u32) -> usize {
     match n {
         0 => MAX_LIMIT,
@@ -232,7 +239,7 @@ impl<S: Store> Queries<S> {
         let mut detail = self
             .run(move |s| s.get_host(&name, &query))
             .await?
-            .ok_or_else(|| QueryError::NotFound(format!("no host {:?} has reported", r.host)))?;
+            .ok_or_else(|| unknown_host(&r.host))?;
         if let Some(host) = &mut detail.host {
             self.iac_columns()
                 .await?
@@ -263,14 +270,27 @@ impl<S: Store> Queries<S> {
         Ok(v1::ListCausesResponse { causes })
     }
 
+    /// The history of every host, or of the host `r.host` names (as `get_host` finds it; an
+    /// unknown host is `NotFound`).
     pub async fn history(&self, r: v1::HistoryRequest) -> Result<v1::HistoryResponse, QueryError> {
-        let query = HistoryQuery {
-            host: r.host,
+        let mut query = HistoryQuery {
+            host: r.host.clone(),
             since: parse_since(&r.since, store::now_millis())?,
             filter: filter("", &r.path)?,
             limit: limit(r.limit),
         };
-        let events = self.run(move |s| s.history(&query)).await?;
+        let events = self
+            .run(move |s| {
+                if !query.host.is_empty() {
+                    match s.find_host(&query.host)? {
+                        Some(identity) => query.host = identity,
+                        None => return Ok(None),
+                    }
+                }
+                s.history(&query).map(Some)
+            })
+            .await?
+            .ok_or_else(|| unknown_host(&r.host))?;
         Ok(v1::HistoryResponse { events })
     }
 

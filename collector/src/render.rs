@@ -267,10 +267,18 @@ pub fn history(out: &mut dyn Write, events: &[v1::HistoryEvent]) -> io::Result<(
     Ok(())
 }
 
+/// One event: when the collector received it (history's order), the host, the transition,
+/// and when the agent observed it if that was noticeably earlier or later (a replay after an
+/// outage, a skewed clock).
 pub fn event_line(e: &v1::HistoryEvent) -> String {
+    let parse = crate::store::parse_rfc3339;
+    let observed = match (parse(&e.received_at), parse(&e.observed_at)) {
+        (Some(received), Some(observed)) if (received - observed).abs() < 1_000 => String::new(),
+        _ => format!("  (observed {})", e.observed_at),
+    };
     format!(
-        "{}  {:<20} {:<9} {:<10} {}{}",
-        e.observed_at,
+        "{}  {:<20} {:<9} {:<10} {}{observed}{}",
+        e.received_at,
         e.host,
         e.event,
         e.severity,
@@ -331,5 +339,28 @@ mod tests {
         };
         let grouped = text(|out| causes(out, &[cause]));
         assert!(grouped.starts_with("1 host  ["), "{grouped}");
+    }
+
+    #[test]
+    fn an_event_line_leads_with_the_time_history_is_ordered_by() {
+        let mut e = v1::HistoryEvent {
+            host: "i-1".into(),
+            event: "drifted".into(),
+            observed_at: "2026-11-22T03:00:00.000Z".into(),
+            received_at: "2026-11-22T03:00:00.200Z".into(),
+            path: "/etc/motd".into(),
+            ..Default::default()
+        };
+        let line = event_line(&e);
+        assert!(line.starts_with("2026-11-22T03:00:00.200Z  i-1"), "{line}");
+        assert!(!line.contains("observed"), "{line}");
+        // A replay after an outage: observed long before it was received.
+        e.received_at = "2026-11-22T04:00:00.000Z".into();
+        let line = event_line(&e);
+        assert!(
+            line.starts_with("2026-11-22T04:00:00.000Z")
+                && line.ends_with("(observed 2026-11-22T03:00:00.000Z)"),
+            "{line}"
+        );
     }
 }

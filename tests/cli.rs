@@ -1,5 +1,5 @@
 //! The command lines as scripts and new users meet them: exit codes of usage errors, output
-//! into a closed pipe, what `history --host` accepts, and how counts read.
+//! into a closed pipe, what `history --host` and the JSON API accept, and how counts read.
 
 use std::process::Output;
 use std::time::Duration;
@@ -149,6 +149,27 @@ fn history_takes_a_hostname_as_host_does_and_an_unknown_host_is_an_error() {
         .map(|e| e["received_at"].as_str().unwrap())
         .collect();
     assert!(received.is_sorted(), "{received:?}");
+}
+
+#[test]
+fn the_json_api_refuses_a_parameter_it_does_not_take_by_name() {
+    let t = TestDir::new();
+    let (c, _agent) = t.fleet_of_one("i-cli");
+
+    for (path, name) in [
+        ("/api/v1/hosts?image=foo", "image"),
+        ("/api/v1/paths?diverged=true", "diverged"),
+        ("/api/v1/hosts/i-cli?verbose=1", "verbose"),
+        ("/api/v1/hosts?limit=many", "limit"),
+    ] {
+        let (status, body) = c.get(path);
+        assert_eq!(status, 400, "{path}: {body}");
+        let error: serde_json::Value = serde_json::from_str(&body).expect("a JSON error");
+        let message = error["error"].as_str().unwrap_or_default();
+        assert!(message.contains(name), "{path}: {body}");
+    }
+    let (status, body) = c.get("/api/v1/hosts?diverged=true&severity=cosmetic&limit=5");
+    assert_eq!(status, 200, "{body}");
 }
 
 #[test]

@@ -6,11 +6,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use driftwatch_proto::v1;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use tokio_stream::{Stream, StreamExt as _};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Status};
@@ -403,18 +405,60 @@ impl<S: Store> v1::fleet_server::Fleet for FleetService<S> {
     }
 }
 
-/// Query-string forms of the requests (every field optional).
+/// A query string read strictly: a parameter the endpoint does not take, or a value of the
+/// wrong type, is a 400 that names it (not a filter silently ignored).
+pub struct Params<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
+    type Rejection = QueryError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, QueryError> {
+        Query::try_from_uri(&parts.uri)
+            .map(|Query(params)| Params(params))
+            .map_err(|e| QueryError::BadRequest(e.body_text()))
+    }
+}
+
+/// The query-string forms of the requests (every field optional), one per endpoint.
 #[derive(Deserialize, Default)]
-#[serde(default)]
-pub struct ListParams {
+#[serde(default, deny_unknown_fields)]
+pub struct HostsParams {
     diverged: bool,
     severity: String,
     path: String,
     limit: u32,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct PathsParams {
+    severity: String,
+    path: String,
+    limit: u32,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct CausesParams {
+    severity: String,
+    path: String,
     min_hosts: u32,
+    limit: u32,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistoryParams {
     host: String,
     since: String,
+    path: String,
+    limit: u32,
 }
+
+/// No parameters at all.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NoParams {}
 
 /// The JSON API routes.
 pub fn json_api<S: Store>(queries: Queries<S>) -> axum::Router {
@@ -434,7 +478,7 @@ type ApiResult<T> = Result<Json<T>, QueryError>;
 
 async fn api_hosts<S: Store>(
     State(q): State<Queries<S>>,
-    Query(p): Query<ListParams>,
+    Params(p): Params<HostsParams>,
 ) -> ApiResult<v1::ListHostsResponse> {
     let r = v1::ListHostsRequest {
         diverged: p.diverged,
@@ -448,13 +492,14 @@ async fn api_hosts<S: Store>(
 async fn api_host<S: Store>(
     State(q): State<Queries<S>>,
     Path(host): Path<String>,
+    Params(NoParams {}): Params<NoParams>,
 ) -> ApiResult<v1::HostDetail> {
     Ok(Json(q.get_host(v1::GetHostRequest { host }).await?))
 }
 
 async fn api_paths<S: Store>(
     State(q): State<Queries<S>>,
-    Query(p): Query<ListParams>,
+    Params(p): Params<PathsParams>,
 ) -> ApiResult<v1::ListPathsResponse> {
     let r = v1::ListPathsRequest {
         path: p.path,
@@ -466,7 +511,7 @@ async fn api_paths<S: Store>(
 
 async fn api_causes<S: Store>(
     State(q): State<Queries<S>>,
-    Query(p): Query<ListParams>,
+    Params(p): Params<CausesParams>,
 ) -> ApiResult<v1::ListCausesResponse> {
     let r = v1::ListCausesRequest {
         path: p.path,
@@ -479,7 +524,7 @@ async fn api_causes<S: Store>(
 
 async fn api_history<S: Store>(
     State(q): State<Queries<S>>,
-    Query(p): Query<ListParams>,
+    Params(p): Params<HistoryParams>,
 ) -> ApiResult<v1::HistoryResponse> {
     let r = v1::HistoryRequest {
         host: p.host,

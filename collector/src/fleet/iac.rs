@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use driftwatch_proto::text::count;
 use driftwatch_proto::v1;
 use serde::Deserialize;
 use tonic::{Request, Status};
 
-use super::{Queries, QueryError, filter};
+use super::{Params, Queries, QueryError, filter};
 use crate::iac::correlate::{Correlation, HostFacts, Matching, flag};
 use crate::iac::import;
 use crate::store::{self, ListedHost, Store};
@@ -371,15 +371,21 @@ impl<S: Store> v1::iac_server::Iac for IacService<S> {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(default)]
-pub(super) struct IacParams {
+#[serde(default, deny_unknown_fields)]
+pub(super) struct StatusParams {
+    ghost_after: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct ReportParams {
     ghost_after: String,
     severity: String,
 }
 
 pub(super) async fn api_status<S: Store>(
     State(q): State<Queries<S>>,
-    Query(p): Query<IacParams>,
+    Params(p): Params<StatusParams>,
 ) -> super::ApiResult<v1::IacStatus> {
     let r = v1::IacStatusRequest {
         ghost_after: p.ghost_after,
@@ -389,7 +395,7 @@ pub(super) async fn api_status<S: Store>(
 
 pub(super) async fn api_report<S: Store>(
     State(q): State<Queries<S>>,
-    Query(p): Query<IacParams>,
+    Params(p): Params<ReportParams>,
 ) -> super::ApiResult<v1::Report> {
     let r = v1::ReportRequest {
         ghost_after: p.ghost_after,

@@ -1,5 +1,6 @@
 //! The command lines as scripts and new users meet them: exit codes of usage errors, output
-//! into a closed pipe, what `history --host` and the JSON API accept, and how counts read.
+//! into a closed pipe, what `history --host` and the JSON API accept, what `hosts` filters
+//! list, and how counts read.
 
 use std::process::Output;
 use std::time::Duration;
@@ -170,6 +171,28 @@ fn the_json_api_refuses_a_parameter_it_does_not_take_by_name() {
     }
     let (status, body) = c.get("/api/v1/hosts?diverged=true&severity=cosmetic&limit=5");
     assert_eq!(status, 200, "{body}");
+}
+
+#[test]
+fn hosts_filters_list_only_the_hosts_with_matching_drift() {
+    let t = TestDir::new();
+    let (c, _agent) = t.fleet_of_one("i-cli");
+
+    let elsewhere = c.cli().args(["hosts", "--path", "/var/**"]).ok();
+    assert!(elsewhere.contains("No hosts"), "{elsewhere}");
+    let security = c
+        .cli()
+        .args(["hosts", "--severity", "security", "--json"])
+        .ok();
+    assert_eq!(security.trim(), "[]");
+    let cosmetic: serde_json::Value = serde_json::from_str(
+        &c.cli()
+            .args(["hosts", "--severity", "cosmetic", "--json"])
+            .ok(),
+    )
+    .unwrap();
+    assert_eq!(cosmetic[0]["host"], "i-cli", "{cosmetic:#}");
+    assert_eq!(cosmetic[0]["drift_count"], 1, "{cosmetic:#}");
 }
 
 #[test]

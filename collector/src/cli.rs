@@ -98,9 +98,21 @@ pub enum Command {
     Up(crate::up::UpArgs),
 }
 
+/// The filters of [`FilterArgs`] select hosts here, as their help says.
 #[derive(Debug, Args)]
+#[command(
+    mut_arg("severity", |a| a.help(
+        "Only hosts with drift of at least this severity (security, behavioral, cosmetic); \
+         their DRIFT, WORST and SINCE count only those items"
+    )),
+    mut_arg("path", |a| a.help(
+        "Only hosts with drift whose path matches this glob (`*` within a directory, `**` \
+         across); their DRIFT, WORST and SINCE count only those items"
+    )),
+)]
 pub struct HostsArgs {
-    /// Only hosts with drift; exits 2 when there is any, 0 when none.
+    /// Only hosts with drift (with --severity or --path: with matching drift); exits 2 when
+    /// any host has it, 0 when none.
     #[arg(long)]
     pub diverged: bool,
     #[command(flatten)]
@@ -183,17 +195,25 @@ async fn run(cli: Cli) -> Result<i32> {
         } => iac::status(channel, ghost_after, json, rpc).await,
         Command::Report(args) => iac::report(channel, args, rpc).await,
         Command::Hosts(args) => {
+            // A filter lists the hosts it finds drift on, not every host with nothing found.
+            let FilterArgs {
+                severity,
+                path,
+                limit,
+                json,
+            } = args.filter;
+            let filtered = severity.is_some() || path.is_some();
             let v1::ListHostsResponse { hosts, total } = client
                 .list_hosts(v1::ListHostsRequest {
-                    diverged: args.diverged,
-                    severity: args.filter.severity.unwrap_or_default(),
-                    path: args.filter.path.unwrap_or_default(),
-                    limit: args.filter.limit,
+                    diverged: args.diverged || filtered,
+                    severity: severity.unwrap_or_default(),
+                    path: path.unwrap_or_default(),
+                    limit,
                 })
                 .await
                 .map_err(rpc)?
                 .into_inner();
-            if args.filter.json {
+            if json {
                 print_json(&hosts)?;
             } else {
                 print(|out| render::hosts(out, &hosts, total))?;

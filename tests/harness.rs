@@ -972,11 +972,11 @@ pub fn terminate(
     (status, started.elapsed())
 }
 
-/// A running `driftwatch watch`; its stdout and stderr go to files.
+/// A running `driftwatch watch`: its stdout goes to `watch.out` (or where asked), its stderr
+/// to `watch.err`.
 pub struct WatchClient {
     child: std::process::Child,
-    pub stdout: PathBuf,
-    pub stderr: PathBuf,
+    stderr: PathBuf,
 }
 
 impl WatchClient {
@@ -1002,11 +1002,7 @@ impl WatchClient {
             .stderr(fs::File::create(&stderr).expect("watch.err"))
             .spawn()
             .expect("start driftwatch watch");
-        let mut watch = WatchClient {
-            child,
-            stdout: dir.join("watch.out"),
-            stderr,
-        };
+        let mut watch = WatchClient { child, stderr };
         let watching = wait_for(Duration::from_secs(30), || {
             watch.stderr_text().contains("Watching") || !watch.alive()
         });

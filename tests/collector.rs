@@ -1,63 +1,12 @@
 //! The fleet, end to end: real `driftwatch-collector serve`, real `driftwatch-agent run`
 //! streaming to it over gRPC, real `driftwatch` CLI calls.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::time::Duration;
 
-use driftwatch_tests::{Collector, TestDir, drift_paths};
+use driftwatch_tests::{Collector, TestDir, assert_history_consistent, drift_paths, history};
 
 const SETTLE: Duration = Duration::from_secs(30);
-
-/// The history of one host, from `driftwatch history --json`.
-fn history(c: &Collector, host: &str) -> Vec<serde_json::Value> {
-    let out = c
-        .cli()
-        .args(["history", "--host", host, "--limit", "0", "--json"])
-        .ok();
-    serde_json::from_str::<serde_json::Value>(&out)
-        .expect("history --json is JSON")
-        .as_array()
-        .expect("an array")
-        .clone()
-}
-
-/// Checks that a host's stored history holds every transition exactly once (contiguous
-/// sequence numbers, no duplicates) and that replaying it gives `expected`.
-fn assert_history_consistent(c: &Collector, host: &str, expected: &[String]) {
-    let events = history(c, host);
-    let seqs: Vec<u64> = events
-        .iter()
-        .filter(|e| e["source"] == "stream")
-        .map(|e| e["seq"].as_u64().unwrap())
-        .collect();
-    let unique: BTreeSet<u64> = seqs.iter().copied().collect();
-    assert_eq!(unique.len(), seqs.len(), "duplicate history rows: {seqs:?}");
-    if let (Some(first), Some(last)) = (unique.first(), unique.last()) {
-        assert_eq!(
-            (last - first + 1) as usize,
-            unique.len(),
-            "history has a gap: {seqs:?}"
-        );
-    }
-    let mut view = BTreeMap::new();
-    for e in &events {
-        let path = e["path"].as_str().unwrap().to_owned();
-        match e["event"].as_str().unwrap() {
-            "resolved" => {
-                view.remove(&path);
-            }
-            _ => {
-                view.insert(path, ());
-            }
-        }
-    }
-    let replayed: Vec<String> = view.into_keys().collect();
-    assert_eq!(
-        replayed, expected,
-        "history does not replay to the current set"
-    );
-}
 
 #[test]
 fn an_edit_reaches_the_fleet_view_and_a_restore_resolves_it() {
@@ -287,7 +236,7 @@ fn two_hosts_with_the_same_edit_share_one_cause() {
         listed.contains("i-aaaa") && !listed.contains("i-bbbb"),
         "{listed}"
     );
-    assert!(listed.contains("1 more hosts match"), "{listed}");
+    assert!(listed.contains("1 more host matches"), "{listed}");
     let json: serde_json::Value =
         serde_json::from_str(&c.cli().args(["hosts", "--json", "--limit", "1"]).ok()).unwrap();
     assert_eq!(json.as_array().map(Vec::len), Some(1), "{json:#}");
@@ -354,12 +303,7 @@ fn a_stock_grpc_client_lists_checks_and_calls_through_reflection() {
          /opt/driftwatch-venv (or DRIFTWATCH_TEST_PYTHON): run tests/setup.sh",
     );
     let t = TestDir::new();
-    t.populate();
-    let b = t.baseline();
-    let c = Collector::start(&t.path().join("collector"));
-    let _agent = t.start_agent(&b, &t.collector_config(&c, "i-python"));
-    t.write_by_rename("/etc/motd", "hello from python\n");
-    c.wait_host_paths("i-python", SETTLE, |p| p == ["/etc/motd"]);
+    let (c, _agent) = t.fleet_of_one("i-python");
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("grpc_client.py");
     let mut child = std::process::Command::new(python)
         .arg(script)
@@ -584,24 +528,7 @@ fn up_runs_a_collector_and_an_agent_and_an_edit_shows_in_the_fleet_view() {
     let port = driftwatch_tests::free_port();
     let url = format!("http://127.0.0.1:{port}");
     let stdout_path = t.path().join("up.out");
-    let mut up = std::process::Command::new(driftwatch_tests::bin("driftwatch"))
-        .args([
-            "up",
-            "--paths",
-            "/etc",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .arg("--root")
-        .arg(t.root())
-        .arg("--data-dir")
-        .arg(t.path().join("data"))
-        .env("DRIFTWATCH_LOG", "warn")
-        .stdin(std::process::Stdio::null())
-        .stdout(fs::File::create(&stdout_path).unwrap())
-        .stderr(fs::File::create(t.path().join("up.err")).unwrap())
-        .spawn()
-        .expect("start driftwatch up");
+    let mut up = t.start_up(port, &[]);
     let cli = || {
         let mut c = std::process::Command::new(driftwatch_tests::bin("driftwatch"));
         c.env("DRIFTWATCH_COLLECTOR", &url);

@@ -9,6 +9,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 /// Path of a workspace binary, e.g. `bin("driftwatch-agent")`.
 pub fn bin(name: &str) -> PathBuf {
@@ -210,6 +211,12 @@ impl Cmd {
             }
         }
         Cmd { command }
+    }
+
+    /// Sends stdout there instead of capturing it.
+    pub fn stdout(mut self, stdout: impl Into<std::process::Stdio>) -> Self {
+        self.command.stdout(stdout);
+        self
     }
 
     pub fn output(mut self) -> Output {
@@ -724,6 +731,28 @@ impl Collector {
         )
     }
 
+    /// SIGTERM; waits up to `timeout` for the process to exit (see [`terminate`]).
+    pub fn terminate(&mut self, timeout: Duration) -> (std::process::ExitStatus, Duration) {
+        let mut child = self.child.take().expect("collector running");
+        terminate(&mut child, timeout, &|| self.log_text())
+    }
+
+    /// GET on the HTTP side: the status code and the body, whatever the status.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let agent = ureq::Agent::new_with_config(
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(10)))
+                .build(),
+        );
+        let mut response = agent
+            .get(format!("http://127.0.0.1:{}{path}", self.port))
+            .call()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}; log:\n{}", self.log_text()));
+        let body = response.body_mut().read_to_string().expect("a text body");
+        (response.status().as_u16(), body)
+    }
+
     /// GET on the HTTP side, parsed as JSON.
     pub fn api(&self, path: &str) -> serde_json::Value {
         let body = self
@@ -796,6 +825,56 @@ impl Collector {
     }
 }
 
+/// The history of one host, from `driftwatch history --json`.
+pub fn history(c: &Collector, host: &str) -> Vec<serde_json::Value> {
+    let out = c
+        .cli()
+        .args(["history", "--host", host, "--limit", "0", "--json"])
+        .ok();
+    serde_json::from_str::<serde_json::Value>(&out)
+        .expect("history --json is JSON")
+        .as_array()
+        .expect("an array")
+        .clone()
+}
+
+/// Checks that a host's stored history holds every transition exactly once (contiguous
+/// sequence numbers, no duplicates) and that replaying it gives `expected`.
+pub fn assert_history_consistent(c: &Collector, host: &str, expected: &[String]) {
+    let events = history(c, host);
+    let seqs: Vec<u64> = events
+        .iter()
+        .filter(|e| e["source"] == "stream")
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    let unique: std::collections::BTreeSet<u64> = seqs.iter().copied().collect();
+    assert_eq!(unique.len(), seqs.len(), "duplicate history rows: {seqs:?}");
+    if let (Some(first), Some(last)) = (unique.first(), unique.last()) {
+        assert_eq!(
+            (last - first + 1) as usize,
+            unique.len(),
+            "history has a gap: {seqs:?}"
+        );
+    }
+    let mut view = std::collections::BTreeMap::new();
+    for e in &events {
+        let path = e["path"].as_str().unwrap().to_owned();
+        match e["event"].as_str().unwrap() {
+            "resolved" => {
+                view.remove(&path);
+            }
+            _ => {
+                view.insert(path, ());
+            }
+        }
+    }
+    let replayed: Vec<String> = view.into_keys().collect();
+    assert_eq!(
+        replayed, expected,
+        "history does not replay to the current set"
+    );
+}
+
 impl Drop for Collector {
     fn drop(&mut self) {
         self.kill9();
@@ -803,6 +882,38 @@ impl Drop for Collector {
 }
 
 impl TestDir {
+    /// `driftwatch up` on the root, watching `/etc`, listening on `port`, with `extra` flags;
+    /// its data in `data/`, its stdout in `up.out`, its stderr in `up.err`.
+    pub fn start_up(&self, port: u16, extra: &[&str]) -> std::process::Child {
+        Command::new(bin("driftwatch"))
+            .args(["up", "--paths", "/etc", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--root")
+            .arg(self.root())
+            .arg("--data-dir")
+            .arg(self.path().join("data"))
+            .args(extra)
+            .env("DRIFTWATCH_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(fs::File::create(self.path().join("up.out")).expect("up.out"))
+            .stderr(fs::File::create(self.path().join("up.err")).expect("up.err"))
+            .spawn()
+            .expect("start driftwatch up")
+    }
+
+    /// The sample tree, a collector in `collector/` and an agent reporting to it as
+    /// `instance_id` (hostname `INSTANCE_ID.test`), once the collector holds the agent's one
+    /// drift item: `/etc/motd` changed (cosmetic).
+    pub fn fleet_of_one(&self, instance_id: &str) -> (Collector, Agent) {
+        self.populate();
+        let b = self.baseline();
+        let c = Collector::start(&self.path().join("collector"));
+        let agent = self.start_agent(&b, &self.collector_config(&c, instance_id));
+        self.write_by_rename("/etc/motd", "changed\n");
+        c.wait_host_paths(instance_id, Duration::from_secs(30), |p| p == ["/etc/motd"]);
+        (c, agent)
+    }
+
     /// Agent configuration (TOML tables) streaming to `collector` as instance `instance_id`
     /// (an identity file shaped like cloud-init's instance data), heartbeating every second.
     pub fn collector_config(&self, collector: &Collector, instance_id: &str) -> String {
@@ -818,5 +929,113 @@ impl TestDir {
             "[collector]\nurl = {:?}\nheartbeat = \"1s\"\nidentity_file = {:?}\n",
             collector.url, identity
         )
+    }
+}
+
+/// Polls `done` every 20 ms until it holds (true) or `timeout` passes (false).
+pub fn wait_for(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SIGTERM to `child`, then waits up to `timeout` for it to exit: its status and how long it
+/// took. Past the timeout it is killed and the test fails with `log()`.
+pub fn terminate(
+    child: &mut std::process::Child,
+    timeout: Duration,
+    log: &dyn Fn() -> String,
+) -> (std::process::ExitStatus, Duration) {
+    let started = Instant::now();
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sent.success(), "kill -TERM failed");
+    let mut status = None;
+    wait_for(timeout, || {
+        status = child.try_wait().expect("wait for the process");
+        status.is_some()
+    });
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("still running {timeout:?} after SIGTERM; log:\n{}", log());
+    };
+    (status, started.elapsed())
+}
+
+/// A running `driftwatch watch`: its stdout goes to `watch.out` (or where asked), its stderr
+/// to `watch.err`.
+pub struct WatchClient {
+    child: std::process::Child,
+    stderr: PathBuf,
+}
+
+impl WatchClient {
+    /// Starts `driftwatch watch` against `url` (files in `dir`) and waits until its stream is
+    /// open (it says so on stderr).
+    pub fn start(url: &str, dir: &Path) -> WatchClient {
+        let stdout = fs::File::create(dir.join("watch.out")).expect("watch.out");
+        WatchClient::start_with_stdout(url, dir, stdout)
+    }
+
+    /// [`start`](Self::start) with stdout sent to `stdout` (`watch.out` stays empty).
+    pub fn start_with_stdout(
+        url: &str,
+        dir: &Path,
+        stdout: impl Into<std::process::Stdio>,
+    ) -> WatchClient {
+        let stderr = dir.join("watch.err");
+        let child = Command::new(bin("driftwatch"))
+            .args(["--collector", url, "watch"])
+            .env("DRIFTWATCH_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(stdout)
+            .stderr(fs::File::create(&stderr).expect("watch.err"))
+            .spawn()
+            .expect("start driftwatch watch");
+        let mut watch = WatchClient { child, stderr };
+        let watching = wait_for(Duration::from_secs(30), || {
+            watch.stderr_text().contains("Watching") || !watch.alive()
+        });
+        assert!(
+            watching && watch.alive(),
+            "driftwatch watch did not start: {}",
+            watch.stderr_text()
+        );
+        watch
+    }
+
+    pub fn stderr_text(&self) -> String {
+        fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits up to `timeout` for the client to exit on its own; its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let mut status = None;
+        wait_for(timeout, || {
+            status = self.child.try_wait().expect("wait for watch");
+            status.is_some()
+        });
+        status.unwrap_or_else(|| panic!("watch still running: {}", self.stderr_text()))
+    }
+}
+
+impl Drop for WatchClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -354,11 +354,11 @@ fn bad_inputs_are_refused_and_import_nothing() {
         .arg(&manifest)
         .stderr_with_code(1);
     assert!(err.contains("artifact_id"), "{err}");
-    // Flags that do not go together.
+    // Flags that do not go together: a usage error, 1 like any error (2 means drift).
     c.cli()
         .args(["iac", "import", "--name", "x", "--packer-manifest"])
         .arg(&manifest)
-        .stderr_with_code(2);
+        .stderr_with_code(1);
 
     let status: serde_json::Value =
         serde_json::from_str(&c.cli().args(["iac", "status", "--json"]).ok()).unwrap();

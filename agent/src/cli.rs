@@ -1,7 +1,7 @@
 //! The `driftwatch-agent` command line. Exit codes follow `terraform plan -detailed-exitcode`:
 //! 0 no drift, 2 drift found, 1 error.
 
-use std::io::{IsTerminal as _, Write as _};
+use std::io::{IsTerminal as _, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -9,7 +9,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use driftwatch_proto::baseline::{self, LoadedBaseline};
 use driftwatch_proto::keys;
-use driftwatch_proto::text::display_path;
+use driftwatch_proto::text::{count, display_path};
 
 use crate::bake::{self, ImageLabel};
 use crate::check;
@@ -17,6 +17,10 @@ use crate::config::{AgentConfig, Overrides};
 use crate::fsutil;
 use crate::report::{Report, rfc3339};
 use crate::rules::{DEFAULT_RULES_TOML, Rules};
+
+pub mod shell;
+
+use shell::{print, print_json, print_str};
 
 /// Exit code: no drift.
 pub const EXIT_CLEAN: u8 = 0;
@@ -90,7 +94,9 @@ enum BaselineCommand {
     },
     /// What changed between two baselines (e.g. two image builds). Exit 0: same, 2: differ.
     Diff {
+        /// The older baseline (e.g. the image build in production).
         old: PathBuf,
+        /// The newer baseline (e.g. the image build about to roll out).
         new: PathBuf,
         /// Print JSON (the same shape as `check --json`).
         #[arg(long)]
@@ -115,8 +121,10 @@ struct BuildArgs {
     /// Where to write the baseline.
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
+    /// The image's name, recorded in the baseline (e.g. `web`).
     #[arg(long, default_value = "")]
     image_name: String,
+    /// The image's version, recorded in the baseline (e.g. `2026.11.3`).
     #[arg(long, default_value = "")]
     image_version: String,
     /// Sign with this ed25519 private key (PKCS#8 PEM).
@@ -151,12 +159,15 @@ enum RulesCommand {
     /// Print the built-in default rules (identical to packaging/rules.toml).
     Default,
     /// Validate a rules file; every error is reported with its key.
-    Validate { file: PathBuf },
+    Validate {
+        /// The rules file (TOML).
+        file: PathBuf,
+    },
 }
 
 /// Runs the command line; the binary's whole `main`.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = shell::parse();
     init_logging();
     match run(cli) {
         Ok(code) => ExitCode::from(code),
@@ -191,12 +202,15 @@ fn run(cli: Cli) -> Result<u8> {
             loaded
                 .verify_signer(&key)
                 .with_context(|| format!("{}", file.display()))?;
-            println!(
-                "{}: OK, baseline {} signed by {}",
-                file.display(),
-                loaded.id,
-                keys::fingerprint(&key)
-            );
+            print(|out| {
+                writeln!(
+                    out,
+                    "{}: OK, baseline {} signed by {}",
+                    file.display(),
+                    loaded.id,
+                    keys::fingerprint(&key)
+                )
+            })?;
             Ok(EXIT_CLEAN)
         }
         Command::Baseline(BaselineCommand::Diff { old, new, json }) => {
@@ -241,31 +255,35 @@ fn run(cli: Cli) -> Result<u8> {
             let config = AgentConfig::load(&overrides)?;
             // The same checks as start-up and SIGHUP: what passes here runs.
             let (loaded, _) = crate::daemon::preflight(&config)?;
-            println!(
-                "OK: baseline {} ({} entries), root {}, state {}",
-                loaded.id,
-                loaded.baseline.entries.len(),
-                config.root.display(),
-                config.state_dir.display()
-            );
-            match &config.collector {
-                None => println!("standalone: events as JSON lines on stdout"),
-                Some(c) => println!(
-                    "collector {} ({}, heartbeat {}, identity from {})",
-                    c.url,
-                    match (c.is_tls(), c.cert.is_some()) {
-                        (false, _) => "no TLS",
-                        (true, false) => "TLS",
-                        (true, true) => "mTLS",
-                    },
-                    humantime::format_duration(c.heartbeat),
-                    match (&c.identity_file, c.metadata_service) {
-                        (Some(f), _) => f.display().to_string(),
-                        (None, true) => "cloud-init or the instance metadata service".into(),
-                        (None, false) => "cloud-init or /etc/machine-id".into(),
-                    }
-                ),
-            }
+            print(|out| {
+                writeln!(
+                    out,
+                    "OK: baseline {} ({}), root {}, state {}",
+                    loaded.id,
+                    count(loaded.baseline.entries.len() as u64, "entry", "entries"),
+                    config.root.display(),
+                    config.state_dir.display()
+                )?;
+                match &config.collector {
+                    None => writeln!(out, "standalone: events as JSON lines on stdout"),
+                    Some(c) => writeln!(
+                        out,
+                        "collector {} ({}, heartbeat {}, identity from {})",
+                        c.url,
+                        match (c.is_tls(), c.cert.is_some()) {
+                            (false, _) => "no TLS",
+                            (true, false) => "TLS",
+                            (true, true) => "mTLS",
+                        },
+                        humantime::format_duration(c.heartbeat),
+                        match (&c.identity_file, c.metadata_service) {
+                            (Some(f), _) => f.display().to_string(),
+                            (None, true) => "cloud-init or the instance metadata service".into(),
+                            (None, false) => "cloud-init or /etc/machine-id".into(),
+                        }
+                    ),
+                }
+            })?;
             Ok(EXIT_CLEAN)
         }
         Command::Status {
@@ -274,12 +292,13 @@ fn run(cli: Cli) -> Result<u8> {
             json,
         } => status(&state_dir, listen, json),
         Command::Rules(RulesCommand::Default) => {
-            print!("{DEFAULT_RULES_TOML}");
+            print_str(DEFAULT_RULES_TOML)?;
             Ok(EXIT_CLEAN)
         }
         Command::Rules(RulesCommand::Validate { file }) => {
             let rules = Rules::load(&file)?;
-            println!("{}: OK, {} trees", file.display(), rules.paths().len());
+            let trees = count(rules.paths().len() as u64, "tree", "trees");
+            print(|out| writeln!(out, "{}: OK, {trees}", file.display()))?;
             Ok(EXIT_CLEAN)
         }
     }
@@ -299,14 +318,11 @@ fn load_public_key(path: &Path) -> Result<ed25519_dalek::VerifyingKey> {
 }
 
 fn print_report(report: &Report, json: bool, title: &str) -> Result<u8> {
-    let mut stdout = std::io::stdout().lock();
     if json {
-        serde_json::to_writer_pretty(&mut stdout, report)?;
-        writeln!(stdout)?;
+        print_json(report)?;
     } else {
-        stdout.write_all(report.render_human(title).as_bytes())?;
+        print_str(&report.render_human(title))?;
     }
-    stdout.flush()?;
     Ok(if report.has_drift() {
         EXIT_DRIFT
     } else {
@@ -368,10 +384,10 @@ fn build(args: BuildArgs) -> Result<u8> {
             "duration_seconds": built.elapsed.as_secs_f64(),
             "signed": key.is_some(),
         });
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        print_json(&summary)?;
     } else {
         eprintln!(
-            "Baseline {} written to {} ({}{})\n  {} entries, {} files hashed ({}), {} packages{}, {} errors, {:.1}s",
+            "Baseline {} written to {} ({}{})\n  {}, {} hashed ({}), {}{}, {}, {:.1}s",
             built.id,
             args.out.display(),
             human_bytes(built.bytes.len() as u64),
@@ -380,16 +396,16 @@ fn build(args: BuildArgs) -> Result<u8> {
             } else {
                 ", unsigned"
             },
-            s.entries,
-            s.files_hashed,
+            count(s.entries, "entry", "entries"),
+            count(s.files_hashed, "file", "files"),
             human_bytes(s.bytes_hashed),
-            built.packages,
+            count(built.packages as u64, "package", "packages"),
             if built.package_sources.is_empty() {
                 String::new()
             } else {
                 format!(" ({})", built.package_sources.join(", "))
             },
-            built.errors.len(),
+            count(built.errors.len() as u64, "error", "errors"),
             built.elapsed.as_secs_f64(),
         );
     }
@@ -430,11 +446,25 @@ fn show(file: &Path, json: bool, list: bool) -> Result<u8> {
                 .collect::<Result<Vec<_>, _>>()?
                 .into();
         }
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        print_json(&value)?;
         return Ok(EXIT_CLEAN);
     }
-    println!("baseline   {}", loaded.id);
-    println!(
+    print(|out| show_human(out, &loaded, &trees, list))?;
+    Ok(EXIT_CLEAN)
+}
+
+/// `baseline show` for people.
+fn show_human(
+    out: &mut dyn Write,
+    loaded: &LoadedBaseline,
+    trees: &[String],
+    list: bool,
+) -> std::io::Result<()> {
+    let b = &loaded.baseline;
+    let h = &b.header;
+    writeln!(out, "baseline   {}", loaded.id)?;
+    writeln!(
+        out,
         "format     version {} ({}, {})",
         baseline::FORMAT_VERSION,
         human_bytes(loaded.file_size),
@@ -442,16 +472,18 @@ fn show(file: &Path, json: bool, list: bool) -> Result<u8> {
             Some(k) => format!("signed by {}", keys::fingerprint(k)),
             None => "unsigned".into(),
         }
-    );
-    println!("image      {} {}", h.image_name, h.image_version);
-    println!(
+    )?;
+    writeln!(out, "image      {} {}", h.image_name, h.image_version)?;
+    writeln!(
+        out,
         "built      {} on {} by driftwatch-agent {}",
         rfc3339(h.created_unix),
         h.builder_host,
         h.agent_version
-    );
-    println!("entries    {}", b.entries.len());
-    println!(
+    )?;
+    writeln!(out, "entries    {}", b.entries.len())?;
+    writeln!(
+        out,
         "packages   {} ({})",
         b.packages.len(),
         if h.package_sources.is_empty() {
@@ -459,11 +491,12 @@ fn show(file: &Path, json: bool, list: bool) -> Result<u8> {
         } else {
             h.package_sources.join(", ")
         }
-    );
-    println!("trees      {}", trees.join(" "));
+    )?;
+    writeln!(out, "trees      {}", trees.join(" "))?;
     if list {
         for e in &b.entries {
-            println!(
+            writeln!(
+                out,
                 "{:>4o} {:>6}:{:<6} {:>10} {:<9} {}",
                 e.mode,
                 e.uid,
@@ -471,10 +504,10 @@ fn show(file: &Path, json: bool, list: bool) -> Result<u8> {
                 e.size,
                 e.kind.as_str(),
                 display_path(&e.path)
-            );
+            )?;
         }
     }
-    Ok(EXIT_CLEAN)
+    Ok(())
 }
 
 fn status(state_dir: &Path, listen: Option<std::net::SocketAddr>, json: bool) -> Result<u8> {
@@ -496,73 +529,94 @@ fn status(state_dir: &Path, listen: Option<std::net::SocketAddr>, json: bool) ->
     let body = crate::telemetry::http_get(addr, "/status")
         .with_context(|| format!("asking the agent at {addr}"))?;
     if json {
-        println!("{}", body.trim_end());
+        print(|out| writeln!(out, "{}", body.trim_end()))?;
         return Ok(EXIT_CLEAN);
     }
     let v: serde_json::Value =
         serde_json::from_str(&body).context("the agent's status is not JSON")?;
-    println!(
+    print(|out| status_human(out, &v))?;
+    Ok(EXIT_CLEAN)
+}
+
+/// `status` for people.
+fn status_human(out: &mut dyn Write, v: &serde_json::Value) -> std::io::Result<()> {
+    writeln!(
+        out,
         "state      {} (pid {}, since {})",
         v["state"].as_str().unwrap_or("?"),
         v["pid"],
         v["started_at"].as_str().unwrap_or("?")
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "baseline   {} ({} {})",
         v["baseline_id"].as_str().unwrap_or("?"),
         v["image"]["name"].as_str().unwrap_or(""),
         v["image"]["version"].as_str().unwrap_or("")
-    );
-    println!("root       {}", v["root"].as_str().unwrap_or("?"));
+    )?;
+    writeln!(out, "root       {}", v["root"].as_str().unwrap_or("?"))?;
     let c = &v["coverage"];
-    println!(
-        "coverage   {} watched, {} unwatched directories ({:.1}%)",
+    writeln!(
+        out,
+        "coverage   {} watched, {} ({:.1}%)",
         c["watched_dirs"],
-        c["unwatched_dirs"],
+        count(
+            c["unwatched_dirs"].as_u64().unwrap_or(0),
+            "unwatched directory",
+            "unwatched directories"
+        ),
         c["ratio"].as_f64().unwrap_or(0.0) * 100.0
-    );
+    )?;
     if let Some(r) = v["last_rescan"].as_object() {
-        println!(
+        writeln!(
+            out,
             "rescan     {} at {} ({} ms)",
             r["kind"].as_str().unwrap_or("?"),
             r["finished_at"].as_str().unwrap_or("?"),
             r["duration_ms"]
-        );
+        )?;
     }
-    println!(
-        "events     seq {}, spool {} unacked ({} bytes)",
-        v["seq"], v["spool"]["unacked"], v["spool"]["bytes"]
-    );
+    writeln!(
+        out,
+        "events     seq {}, spool {} unacked ({})",
+        v["seq"],
+        v["spool"]["unacked"],
+        count(v["spool"]["bytes"].as_u64().unwrap_or(0), "byte", "bytes")
+    )?;
     if let Some(c) = v["collector"].as_object() {
-        println!(
+        writeln!(
+            out,
             "collector  {} {} (host {}, acked seq {})",
             c["state"].as_str().unwrap_or("?"),
             c["url"].as_str().unwrap_or("?"),
             c["host"].as_str().filter(|h| !h.is_empty()).unwrap_or("?"),
             c["last_ack_seq"]
-        );
+        )?;
         if let Some(error) = c["last_error"].as_str() {
-            println!("           last error: {error}");
+            writeln!(out, "           last error: {error}")?;
         }
     }
-    println!("drift      {} item(s)", v["drift_count"]);
+    let items = count(v["drift_count"].as_u64().unwrap_or(0), "item", "items");
+    writeln!(out, "drift      {items}")?;
     for item in v["drift"].as_array().into_iter().flatten() {
         if let Some(path) = item["path"].as_str() {
-            println!(
+            writeln!(
+                out,
                 "  {:<10} {:<8} {path}",
                 item["severity"].as_str().unwrap_or("?"),
                 item["kind"].as_str().unwrap_or("?")
-            );
+            )?;
         } else {
-            println!(
+            writeln!(
+                out,
                 "  package    {:<8} {} {}",
                 item["kind"].as_str().unwrap_or("?"),
                 item["name"].as_str().unwrap_or("?"),
                 item["actual_version"].as_str().unwrap_or("")
-            );
+            )?;
         }
     }
-    Ok(EXIT_CLEAN)
+    Ok(())
 }
 
 fn keygen(prefix: &Path) -> Result<u8> {
@@ -585,12 +639,15 @@ fn keygen(prefix: &Path) -> Result<u8> {
         0o644,
     )
     .with_context(|| format!("cannot write {}", public.display()))?;
-    println!(
-        "Wrote {} (private, keep it in the pipeline's secret store) and {} (public, ship it to hosts)\nkey {}",
-        private.display(),
-        public.display(),
-        keys::fingerprint(&key.verifying_key())
-    );
+    print(|out| {
+        writeln!(
+            out,
+            "Wrote {} (private, keep it in the pipeline's secret store) and {} (public, ship it to hosts)\nkey {}",
+            private.display(),
+            public.display(),
+            keys::fingerprint(&key.verifying_key())
+        )
+    })?;
     Ok(EXIT_CLEAN)
 }
 
@@ -606,5 +663,13 @@ fn human_bytes(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_argument_has_help() {
+        super::shell::assert_every_argument_has_help::<super::Cli>();
     }
 }

@@ -104,8 +104,11 @@ impl Report {
         if !self.has_drift() {
             let _ = writeln!(
                 out,
-                "No drift: {} entries match the baseline.",
-                s.entries_checked
+                "No drift: {} the baseline.",
+                match s.entries_checked {
+                    1 => "1 entry matches".to_owned(),
+                    n => format!("{n} entries match"),
+                }
             );
         } else {
             let _ = writeln!(
@@ -160,8 +163,13 @@ impl Report {
         if !self.errors.is_empty() {
             let _ = writeln!(
                 out,
-                "\nERRORS ({}): these paths could not be checked",
-                self.errors.len()
+                "\nERRORS ({}): {} could not be checked",
+                self.errors.len(),
+                if self.errors.len() == 1 {
+                    "this path"
+                } else {
+                    "these paths"
+                }
             );
             for e in &self.errors {
                 let _ = writeln!(out, "  ! {e}");

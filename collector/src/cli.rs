@@ -2,16 +2,16 @@
 //! or, with `--json`, as the collector's JSON API shapes.
 //!
 //! Exit codes as everywhere in driftwatch: 0 = no drift, 2 = drift (for the commands that
-//! answer "is there drift?", i.e. `hosts --diverged`), 1 = error.
+//! answer "is there drift?", i.e. `hosts --diverged`), 1 = error, a usage error included.
+//! Output into a closed pipe (`| head`) ends quietly, with the command's own code.
 
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow};
 use clap::{Args, Parser, Subcommand};
+use driftwatch_agent::cli::shell::{self, Printed, print, print_json};
 use driftwatch_proto::v1::{self, fleet_client::FleetClient};
-use serde::Serialize;
 use tokio_stream::StreamExt as _;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
@@ -57,8 +57,9 @@ pub enum Command {
     Hosts(HostsArgs),
     /// One host's drift items, with diffs.
     Host {
-        /// The host's identity (instance id) or hostname.
+        /// The host's identity (instance id), or its hostname when no other host has it.
         host: String,
+        /// Print JSON (the host as `hosts --json` shows it, with its drift items).
         #[arg(long)]
         json: bool,
     },
@@ -72,11 +73,11 @@ pub enum Command {
         #[arg(long, default_value_t = 1)]
         min_hosts: u32,
     },
-    /// Stored drift events, oldest first.
+    /// Stored drift events, oldest first: in the order the collector received them.
     History(HistoryArgs),
     /// A live feed of drift events as the collector stores them.
     Watch {
-        /// Only this host's events.
+        /// Only this host's events (its identity).
         #[arg(long)]
         host: Option<String>,
         /// Only events of at least this severity.
@@ -97,9 +98,21 @@ pub enum Command {
     Up(crate::up::UpArgs),
 }
 
+/// The filters of [`FilterArgs`] select hosts here, as their help says.
 #[derive(Debug, Args)]
+#[command(
+    mut_arg("severity", |a| a.help(
+        "Only hosts with drift of at least this severity (security, behavioral, cosmetic); \
+         their DRIFT, WORST and SINCE count only those items"
+    )),
+    mut_arg("path", |a| a.help(
+        "Only hosts with drift whose path matches this glob (`*` within a directory, `**` \
+         across); their DRIFT, WORST and SINCE count only those items"
+    )),
+)]
 pub struct HostsArgs {
-    /// Only hosts with drift; exits 2 when there is any, 0 when none.
+    /// Only hosts with drift (with --severity or --path: with matching drift); exits 2 when
+    /// any host has it, 0 when none.
     #[arg(long)]
     pub diverged: bool,
     #[command(flatten)]
@@ -117,29 +130,35 @@ pub struct FilterArgs {
     /// At most this many rows.
     #[arg(long, default_value_t = 0, hide_default_value = true)]
     pub limit: u32,
+    /// Print JSON (an array).
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
+    /// Only this host's events: its identity, or its hostname when no other host has it (an
+    /// unknown host is an error).
     #[arg(long)]
     pub host: Option<String>,
-    /// A duration back from now (24h, 30m) or an RFC 3339 time.
+    /// Only events received since then: a duration back from now (24h, 30m) or an RFC 3339
+    /// time.
     #[arg(long)]
     pub since: Option<String>,
+    /// Only events whose path matches this glob (`*` within a directory, `**` across).
     #[arg(long)]
     pub path: Option<String>,
-    /// At most this many events (the newest).
+    /// At most this many events, the newest (0: up to 100,000).
     #[arg(long, default_value_t = 1000)]
     pub limit: u32,
+    /// Print JSON (an array of events, oldest first).
     #[arg(long)]
     pub json: bool,
 }
 
 /// Runs the CLI; returns the exit code.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let cli: Cli = shell::parse();
     crate::init_logging();
     let runtime = match crate::server::runtime() {
         Ok(rt) => rt,
@@ -148,7 +167,10 @@ pub fn main() -> i32 {
             return 1;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    // What `up` left running past its deadline is not waited for.
+    runtime.shutdown_background();
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -173,20 +195,28 @@ async fn run(cli: Cli) -> Result<i32> {
         } => iac::status(channel, ghost_after, json, rpc).await,
         Command::Report(args) => iac::report(channel, args, rpc).await,
         Command::Hosts(args) => {
+            // A filter lists the hosts it finds drift on, not every host with nothing found.
+            let FilterArgs {
+                severity,
+                path,
+                limit,
+                json,
+            } = args.filter;
+            let filtered = severity.is_some() || path.is_some();
             let v1::ListHostsResponse { hosts, total } = client
                 .list_hosts(v1::ListHostsRequest {
-                    diverged: args.diverged,
-                    severity: args.filter.severity.unwrap_or_default(),
-                    path: args.filter.path.unwrap_or_default(),
-                    limit: args.filter.limit,
+                    diverged: args.diverged || filtered,
+                    severity: severity.unwrap_or_default(),
+                    path: path.unwrap_or_default(),
+                    limit,
                 })
                 .await
                 .map_err(rpc)?
                 .into_inner();
-            if args.filter.json {
+            if json {
                 print_json(&hosts)?;
             } else {
-                render::hosts(&hosts, total);
+                print(|out| render::hosts(out, &hosts, total))?;
             }
             // With --diverged every host listed (or left out by --limit) has drift.
             Ok(if args.diverged && total > 0 { 2 } else { 0 })
@@ -200,7 +230,7 @@ async fn run(cli: Cli) -> Result<i32> {
             if json {
                 print_json(&detail)?;
             } else {
-                render::host(&detail);
+                print(|out| render::host(out, &detail))?;
             }
             Ok(0)
         }
@@ -218,7 +248,7 @@ async fn run(cli: Cli) -> Result<i32> {
             if f.json {
                 print_json(&paths)?;
             } else {
-                render::paths(&paths);
+                print(|out| render::paths(out, &paths))?;
             }
             Ok(0)
         }
@@ -237,7 +267,7 @@ async fn run(cli: Cli) -> Result<i32> {
             if filter.json {
                 print_json(&causes)?;
             } else {
-                render::causes(&causes);
+                print(|out| render::causes(out, &causes))?;
             }
             Ok(0)
         }
@@ -256,7 +286,7 @@ async fn run(cli: Cli) -> Result<i32> {
             if h.json {
                 print_json(&events)?;
             } else {
-                render::history(&events);
+                print(|out| render::history(out, &events))?;
             }
             Ok(0)
         }
@@ -281,14 +311,17 @@ async fn run(cli: Cli) -> Result<i32> {
             }
             while let Some(event) = stream.next().await {
                 let event = event.map_err(rpc)?;
-                let mut out = std::io::stdout().lock();
-                if json {
-                    serde_json::to_writer(&mut out, &event)?;
-                    writeln!(out)?;
-                } else {
-                    writeln!(out, "{}", render::event_line(&event))?;
+                let printed = print(|out| {
+                    if json {
+                        serde_json::to_writer(&mut *out, &event)?;
+                        writeln!(out)
+                    } else {
+                        writeln!(out, "{}", render::event_line(&event))
+                    }
+                })?;
+                if printed == Printed::ReaderGone {
+                    break;
                 }
-                out.flush()?;
             }
             Ok(0)
         }
@@ -363,9 +396,10 @@ fn describe_status(url: &str, status: &tonic::Status) -> String {
     }
 }
 
-fn print_json<T: Serialize + ?Sized>(value: &T) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, value)?;
-    writeln!(out)?;
-    Ok(())
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_argument_has_help() {
+        driftwatch_agent::cli::shell::assert_every_argument_has_help::<super::Cli>();
+    }
 }

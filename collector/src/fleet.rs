@@ -6,12 +6,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use driftwatch_proto::v1;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use tokio_stream::{Stream, StreamExt as _};
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Status};
 
 use crate::ingest::blocking;
@@ -73,6 +76,8 @@ pub struct Queries<S> {
     /// IaC instances whose host has not reported for this long are ghosts.
     pub ghost_after: Duration,
     iac_cache: Arc<iac::Cache>,
+    /// Ends every `watch` when cancelled (the collector is stopping).
+    shutdown: CancellationToken,
 }
 
 impl<S> Clone for Queries<S> {
@@ -84,6 +89,7 @@ impl<S> Clone for Queries<S> {
             silent_after: self.silent_after,
             ghost_after: self.ghost_after,
             iac_cache: self.iac_cache.clone(),
+            shutdown: self.shutdown.clone(),
         }
     }
 }
@@ -101,6 +107,13 @@ fn severity(text: &str) -> Result<Option<Severity>, QueryError> {
 
 fn filter(sev: &str, path: &str) -> Result<ItemFilter, QueryError> {
     ItemFilter::new(severity(sev)?, Some(path)).map_err(QueryError::BadRequest)
+}
+
+/// A host name that names no host.
+fn unknown_host(name: &str) -> QueryError {
+    QueryError::NotFound(format!(
+        "no host {name:?} has reported (give a host's identity, or a hostname no other host has)"
+    ))
 }
 
 fn limit(n: u32) -> usize {
@@ -131,6 +144,7 @@ impl<S: Store> Queries<S> {
         writer: Writer,
         metrics: Arc<Metrics>,
         silent_after: Duration,
+        shutdown: CancellationToken,
     ) -> Self {
         Queries {
             store,
@@ -139,6 +153,7 @@ impl<S: Store> Queries<S> {
             silent_after,
             ghost_after: crate::iac::correlate::DEFAULT_GHOST_AFTER,
             iac_cache: Arc::default(),
+            shutdown,
         }
     }
 
@@ -226,7 +241,7 @@ impl<S: Store> Queries<S> {
         let mut detail = self
             .run(move |s| s.get_host(&name, &query))
             .await?
-            .ok_or_else(|| QueryError::NotFound(format!("no host {:?} has reported", r.host)))?;
+            .ok_or_else(|| unknown_host(&r.host))?;
         if let Some(host) = &mut detail.host {
             self.iac_columns()
                 .await?
@@ -257,18 +272,32 @@ impl<S: Store> Queries<S> {
         Ok(v1::ListCausesResponse { causes })
     }
 
+    /// The history of every host, or of the host `r.host` names (as `get_host` finds it; an
+    /// unknown host is `NotFound`).
     pub async fn history(&self, r: v1::HistoryRequest) -> Result<v1::HistoryResponse, QueryError> {
-        let query = HistoryQuery {
-            host: r.host,
+        let mut query = HistoryQuery {
+            host: r.host.clone(),
             since: parse_since(&r.since, store::now_millis())?,
             filter: filter("", &r.path)?,
             limit: limit(r.limit),
         };
-        let events = self.run(move |s| s.history(&query)).await?;
+        let events = self
+            .run(move |s| {
+                if !query.host.is_empty() {
+                    match s.find_host(&query.host)? {
+                        Some(identity) => query.host = identity,
+                        None => return Ok(None),
+                    }
+                }
+                s.history(&query).map(Some)
+            })
+            .await?
+            .ok_or_else(|| unknown_host(&r.host))?;
         Ok(v1::HistoryResponse { events })
     }
 
-    /// Committed events from now on, filtered.
+    /// Committed events from now on, filtered, until the collector stops: then an
+    /// `UNAVAILABLE` status ends the stream.
     pub fn watch(
         &self,
         r: v1::WatchRequest,
@@ -280,7 +309,13 @@ impl<S: Store> Queries<S> {
         metrics.watchers.inc();
         let guard = WatcherGauge(metrics);
         let events = tokio_stream::wrappers::BroadcastStream::new(self.writer.subscribe());
-        Ok(events.filter_map(move |e| {
+        let shutdown = self.shutdown.clone();
+        let stopping = futures_util::stream::once(async move {
+            shutdown.cancelled().await;
+            Err(Status::unavailable(crate::server::SHUTTING_DOWN))
+        });
+        // The first error ends a gRPC answer: nothing follows the status.
+        let events = events.filter_map(move |e| {
             let _ = &guard;
             match e {
                 Ok(e) => {
@@ -297,7 +332,8 @@ impl<S: Store> Queries<S> {
                     ))))
                 }
             }
-        }))
+        });
+        Ok(events.merge(stopping))
     }
 }
 
@@ -369,18 +405,60 @@ impl<S: Store> v1::fleet_server::Fleet for FleetService<S> {
     }
 }
 
-/// Query-string forms of the requests (every field optional).
+/// A query string read strictly: a parameter the endpoint does not take, or a value of the
+/// wrong type, is a 400 that names it (not a filter silently ignored).
+pub struct Params<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
+    type Rejection = QueryError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, QueryError> {
+        Query::try_from_uri(&parts.uri)
+            .map(|Query(params)| Params(params))
+            .map_err(|e| QueryError::BadRequest(e.body_text()))
+    }
+}
+
+/// The query-string forms of the requests (every field optional), one per endpoint.
 #[derive(Deserialize, Default)]
-#[serde(default)]
-pub struct ListParams {
+#[serde(default, deny_unknown_fields)]
+pub struct HostsParams {
     diverged: bool,
     severity: String,
     path: String,
     limit: u32,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct PathsParams {
+    severity: String,
+    path: String,
+    limit: u32,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct CausesParams {
+    severity: String,
+    path: String,
     min_hosts: u32,
+    limit: u32,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistoryParams {
     host: String,
     since: String,
+    path: String,
+    limit: u32,
 }
+
+/// No parameters at all.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NoParams {}
 
 /// The JSON API routes.
 pub fn json_api<S: Store>(queries: Queries<S>) -> axum::Router {
@@ -400,7 +478,7 @@ type ApiResult<T> = Result<Json<T>, QueryError>;
 
 async fn api_hosts<S: Store>(
     State(q): State<Queries<S>>,
-    Query(p): Query<ListParams>,
+    Params(p): Params<HostsParams>,
 ) -> ApiResult<v1::ListHostsResponse> {
     let r = v1::ListHostsRequest {
         diverged: p.diverged,
@@ -414,13 +492,14 @@ async fn api_hosts<S: Store>(
 async fn api_host<S: Store>(
     State(q): State<Queries<S>>,
     Path(host): Path<String>,
+    Params(NoParams {}): Params<NoParams>,
 ) -> ApiResult<v1::HostDetail> {
     Ok(Json(q.get_host(v1::GetHostRequest { host }).await?))
 }
 
 async fn api_paths<S: Store>(
     State(q): State<Queries<S>>,
-    Query(p): Query<ListParams>,
+    Params(p): Params<PathsParams>,
 ) -> ApiResult<v1::ListPathsResponse> {
     let r = v1::ListPathsRequest {
         path: p.path,
@@ -432,7 +511,7 @@ async fn api_paths<S: Store>(
 
 async fn api_causes<S: Store>(
     State(q): State<Queries<S>>,
-    Query(p): Query<ListParams>,
+    Params(p): Params<CausesParams>,
 ) -> ApiResult<v1::ListCausesResponse> {
     let r = v1::ListCausesRequest {
         path: p.path,
@@ -445,7 +524,7 @@ async fn api_causes<S: Store>(
 
 async fn api_history<S: Store>(
     State(q): State<Queries<S>>,
-    Query(p): Query<ListParams>,
+    Params(p): Params<HistoryParams>,
 ) -> ApiResult<v1::HistoryResponse> {
     let r = v1::HistoryRequest {
         host: p.host,

@@ -4,7 +4,8 @@
 //! arrival order (an agent's events are ordered; there is nothing to gain from reordering
 //! them). Every write goes through the group writer and is acknowledged only once committed.
 //! Whatever is wrong with a message ends the stream with a status that says what, and a log
-//! line; nothing of a refused batch is stored.
+//! line; nothing of a refused batch is stored. When the collector stops, each stream ends with
+//! `UNAVAILABLE` once the message in hand is handled (a batch committed and acknowledged).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,6 +15,8 @@ use driftwatch_proto::v1::{self, agent_message::Body, collector_message};
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::metrics::Metrics;
@@ -56,6 +59,8 @@ pub struct IngestService<S> {
     writer: Writer,
     metrics: Arc<Metrics>,
     limits: Limits,
+    shutdown: CancellationToken,
+    streams: TaskTracker,
 }
 
 impl<S: Store> IngestService<S> {
@@ -65,7 +70,17 @@ impl<S: Store> IngestService<S> {
             writer,
             metrics,
             limits,
+            shutdown: CancellationToken::new(),
+            streams: TaskTracker::new(),
         }
+    }
+
+    /// Ends every stream when `shutdown` is cancelled; each stream's task is spawned on
+    /// `streams`, for the server to wait for.
+    pub fn stopping(mut self, shutdown: CancellationToken, streams: TaskTracker) -> Self {
+        self.shutdown = shutdown;
+        self.streams = streams;
+        self
     }
 
     pub fn into_server(self) -> v1::ingest_server::IngestServer<Self> {
@@ -103,11 +118,12 @@ impl<S: Store> v1::ingest_server::Ingest for IngestService<S> {
             verified: None,
             snapshot_asked: false,
             last_seen_written: None,
+            shutdown: self.shutdown.clone(),
         };
         self.metrics.streams.inc();
         self.metrics.streams_total.inc();
         let metrics = self.metrics.clone();
-        tokio::spawn(async move {
+        self.streams.spawn(async move {
             conn.run(inbound).await;
             metrics.streams.dec();
         });
@@ -132,10 +148,18 @@ struct Connection<S> {
     /// A snapshot was asked for and has not arrived yet.
     snapshot_asked: bool,
     last_seen_written: Option<tokio::time::Instant>,
+    /// The collector is stopping: end the stream between messages.
+    shutdown: CancellationToken,
 }
 
 /// Why a stream ends.
 struct End(Status);
+
+impl End {
+    fn shutting_down() -> End {
+        End(Status::unavailable(crate::server::SHUTTING_DOWN))
+    }
+}
 
 impl From<StoreError> for End {
     fn from(e: StoreError) -> End {
@@ -155,20 +179,26 @@ impl<S: Store> Connection<S> {
         match result {
             Ok(()) => tracing::debug!(host = %self.host, peer = %self.peer, "Agent stream closed."),
             Err(End(status)) => {
-                tracing::warn!(
-                    host = %self.host,
-                    peer = %self.peer,
-                    code = ?status.code(),
-                    "Agent stream ended: {}",
-                    status.message()
-                );
+                // When stopping, every agent is told the same at once: the server logs it once.
+                if self.shutdown.is_cancelled() {
+                    tracing::debug!(host = %self.host, peer = %self.peer, "Agent stream ended: {}", status.message());
+                } else {
+                    tracing::warn!(
+                        host = %self.host,
+                        peer = %self.peer,
+                        code = ?status.code(),
+                        "Agent stream ended: {}",
+                        status.message()
+                    );
+                }
                 let _ = self.tx.send(Err(status)).await;
             }
         }
     }
 
     async fn serve(&mut self, inbound: &mut Streaming<v1::AgentMessage>) -> Result<(), End> {
-        let first = match tokio::time::timeout(self.limits.hello_timeout, inbound.message()).await {
+        let hello = tokio::time::timeout(self.limits.hello_timeout, inbound.message());
+        let first = match self.unless_stopping(hello).await? {
             Err(_) => {
                 self.metrics.reject("hello_timeout");
                 return Err(End(Status::deadline_exceeded(format!(
@@ -188,7 +218,10 @@ impl<S: Store> Connection<S> {
         let idle = self.limits.heartbeat * 3;
         let mut snapshot: Option<(u64, Vec<ItemRecord>)> = None;
         loop {
-            let message = match tokio::time::timeout(idle, inbound.message()).await {
+            let message = match self
+                .unless_stopping(tokio::time::timeout(idle, inbound.message()))
+                .await?
+            {
                 Err(_) => {
                     return Err(End(Status::deadline_exceeded(format!(
                         "nothing received for {idle:?} (heartbeats are due every {:?})",
@@ -215,6 +248,17 @@ impl<S: Store> Connection<S> {
                     return Err(End(Status::invalid_argument("empty message")));
                 }
             }
+        }
+    }
+
+    /// Waits for `next` (the next message), unless the collector is stopping first. Only
+    /// waits are cut short: a message in hand is handled to the end, so a batch that reached
+    /// the writer is committed and acknowledged before the stream ends.
+    async fn unless_stopping<T>(&self, next: impl Future<Output = T>) -> Result<T, End> {
+        tokio::select! {
+            biased;
+            () = self.shutdown.cancelled() => Err(End::shutting_down()),
+            next = next => Ok(next),
         }
     }
 

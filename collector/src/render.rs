@@ -1,9 +1,12 @@
-//! Human-readable output of the CLI: aligned tables, items with their diffs.
+//! Human-readable output of the CLI: aligned tables, items with their diffs. Everything
+//! writes to the `out` it is given (the CLI's locked, buffered stdout, see
+//! `driftwatch_agent::cli::shell`) and passes its errors on: a reader that went away ends the
+//! output there.
 
-use std::io::{IsTerminal as _, Write as _};
+use std::io::{self, IsTerminal as _, Write};
 
 use driftwatch_proto::drift::{Attr, DriftItem, FileDrift};
-use driftwatch_proto::text::display_path;
+use driftwatch_proto::text::{count, display_path};
 use driftwatch_proto::v1;
 use serde_json::Value;
 
@@ -11,16 +14,15 @@ mod iac;
 
 pub use iac::{iac_status, report_markdown};
 
-/// Prints rows as columns padded to their widest cell.
-fn table(header: &[&str], rows: &[Vec<String>]) {
+/// Writes rows as columns padded to their widest cell.
+fn table(out: &mut dyn Write, header: &[&str], rows: &[Vec<String>]) -> io::Result<()> {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let mut out = std::io::stdout().lock();
-    let line = |out: &mut std::io::StdoutLock<'_>, cells: &mut dyn Iterator<Item = &str>| {
+    let line = |out: &mut dyn Write, cells: &mut dyn Iterator<Item = &str>| {
         let mut text = String::new();
         for (i, cell) in cells.enumerate() {
             if i + 1 == widths.len() {
@@ -29,19 +31,19 @@ fn table(header: &[&str], rows: &[Vec<String>]) {
                 text.push_str(&format!("{cell:<w$}  ", w = widths[i]));
             }
         }
-        let _ = writeln!(out, "{}", text.trim_end());
+        writeln!(out, "{}", text.trim_end())
     };
-    line(&mut out, &mut header.iter().copied());
+    line(out, &mut header.iter().copied())?;
     for row in rows {
-        line(&mut out, &mut row.iter().map(String::as_str));
+        line(out, &mut row.iter().map(String::as_str))?;
     }
+    Ok(())
 }
 
 /// The listing; `total` is how many hosts matched before `--limit`.
-pub fn hosts(hosts: &[v1::Host], total: u64) {
+pub fn hosts(out: &mut dyn Write, hosts: &[v1::Host], total: u64) -> io::Result<()> {
     if hosts.is_empty() {
-        println!("No hosts (none reported, or none match).");
-        return;
+        return writeln!(out, "No hosts (none reported, or none match).");
     }
     let rows: Vec<Vec<String>> = hosts
         .iter()
@@ -68,6 +70,7 @@ pub fn hosts(hosts: &[v1::Host], total: u64) {
         })
         .collect();
     table(
+        out,
         &[
             "HOST",
             "HOSTNAME",
@@ -82,71 +85,86 @@ pub fn hosts(hosts: &[v1::Host], total: u64) {
             "FLAGS",
         ],
         &rows,
-    );
+    )?;
     let diverged = hosts.iter().filter(|h| h.drift_count > 0).count();
-    println!("\n{} hosts, {diverged} with drift.", hosts.len());
+    writeln!(
+        out,
+        "\n{}, {diverged} with drift.",
+        count(hosts.len() as u64, "host", "hosts")
+    )?;
     let more = total.saturating_sub(hosts.len() as u64);
     if more > 0 {
-        println!("{more} more hosts match; raise --limit (0: every one) to see them.");
+        writeln!(
+            out,
+            "{more} more {}; raise --limit (0: every one) to see them.",
+            if more == 1 {
+                "host matches"
+            } else {
+                "hosts match"
+            }
+        )?;
     }
+    Ok(())
 }
 
-pub fn host(detail: &v1::HostDetail) {
+pub fn host(out: &mut dyn Write, detail: &v1::HostDetail) -> io::Result<()> {
     let h = detail.host.clone().unwrap_or_default();
-    println!("Host      {} ({})", h.host, dash(&h.hostname));
-    println!("Status    {}, last seen {}", h.status, h.last_seen);
-    println!("Image     {} {}", dash(&h.image), h.image_id);
-    println!("Baseline  {}", dash(&h.baseline_id));
+    writeln!(out, "Host      {} ({})", h.host, dash(&h.hostname))?;
+    writeln!(out, "Status    {}, last seen {}", h.status, h.last_seen)?;
+    writeln!(out, "Image     {} {}", dash(&h.image), h.image_id)?;
+    writeln!(out, "Baseline  {}", dash(&h.baseline_id))?;
     match &h.iac {
-        Some(l) => println!(
+        Some(l) => writeln!(
+            out,
             "IaC       {} in state {} ({} confidence: {})",
             l.address, l.state, l.confidence, l.correlation_path
-        ),
-        None => println!("IaC       -"),
+        )?,
+        None => writeln!(out, "IaC       -")?,
     }
     if !h.flags.is_empty() {
-        println!(
+        writeln!(
+            out,
             "Flags     {} (`driftwatch iac status` says why)",
             h.flags.join(", ")
-        );
+        )?;
     }
-    println!(
+    writeln!(
+        out,
         "Agent     {} (identity from {})",
         dash(&h.agent_version),
         dash(&h.identity_source)
-    );
-    println!();
+    )?;
+    writeln!(out)?;
     if detail.drift.is_empty() {
-        println!("No drift: the host matches its baseline.");
-        return;
+        return writeln!(out, "No drift: the host matches its baseline.");
     }
-    println!(
-        "{} drift items, worst {}{}:",
-        detail.drift.len(),
+    writeln!(
+        out,
+        "{}, worst {}{}:",
+        count(detail.drift.len() as u64, "drift item", "drift items"),
         h.max_severity.as_deref().unwrap_or("-"),
         h.drifted_since
             .map(|s| format!(", drifted since {s}"))
             .unwrap_or_default()
-    );
+    )?;
     for drift in &detail.drift {
-        println!();
-        item(drift);
+        writeln!(out)?;
+        item(out, drift)?;
     }
+    Ok(())
 }
 
 /// One drift item, as `check` prints it: a headline, what differs, the diff.
-fn item(item: &v1::DriftItem) {
+fn item(out: &mut dyn Write, item: &v1::DriftItem) -> io::Result<()> {
     let item = match DriftItem::try_from(item.clone()) {
         Ok(item) => item,
-        Err(e) => {
-            println!("  (an item the collector sent is not readable: {e})");
-            return;
-        }
+        Err(e) => return writeln!(out, "  (an item the collector sent is not readable: {e})"),
     };
     match item {
         DriftItem::File(f) => {
             let changed: Vec<&str> = f.changed.iter().map(|a| a.as_str()).collect();
-            println!(
+            writeln!(
+                out,
                 "  [{}] {} {}{}",
                 f.severity,
                 f.kind.as_str(),
@@ -156,12 +174,12 @@ fn item(item: &v1::DriftItem) {
                 } else {
                     format!(" ({})", changed.join(", "))
                 }
-            );
+            )?;
             if !f.reason.is_empty() {
-                println!("      {}", f.reason);
+                writeln!(out, "      {}", f.reason)?;
             }
             for (attr, expected, actual) in attribute_changes(&f) {
-                println!("      {attr}: {expected} -> {actual}");
+                writeln!(out, "      {attr}: {expected} -> {actual}")?;
             }
             if let Some(diff) = &f.diff {
                 let color = std::io::stdout().is_terminal();
@@ -171,11 +189,13 @@ fn item(item: &v1::DriftItem) {
                         Some(b'-') if color && !line.starts_with("---") => ("\x1b[31m", "\x1b[0m"),
                         _ => ("", ""),
                     };
-                    println!("      {pre}{line}{post}");
+                    writeln!(out, "      {pre}{line}{post}")?;
                 }
             }
+            Ok(())
         }
-        DriftItem::Package(p) => println!(
+        DriftItem::Package(p) => writeln!(
+            out,
             "  [package] {} {}:{} ({} -> {})",
             p.kind.as_str(),
             p.name,
@@ -203,10 +223,9 @@ fn attribute_changes(f: &FileDrift) -> Vec<(Attr, String, String)> {
         .collect()
 }
 
-pub fn paths(paths: &[v1::PathSummary]) {
+pub fn paths(out: &mut dyn Write, paths: &[v1::PathSummary]) -> io::Result<()> {
     if paths.is_empty() {
-        println!("No drifted paths.");
-        return;
+        return writeln!(out, "No drifted paths.");
     }
     let rows: Vec<Vec<String>> = paths
         .iter()
@@ -219,42 +238,50 @@ pub fn paths(paths: &[v1::PathSummary]) {
             ]
         })
         .collect();
-    table(&["HOSTS", "WORST", "FIRST SEEN", "PATH"], &rows);
+    table(out, &["HOSTS", "WORST", "FIRST SEEN", "PATH"], &rows)
 }
 
-pub fn causes(causes: &[v1::Cause]) {
+pub fn causes(out: &mut dyn Write, causes: &[v1::Cause]) -> io::Result<()> {
     if causes.is_empty() {
-        println!("No drift.");
-        return;
+        return writeln!(out, "No drift.");
     }
     for c in causes {
-        println!(
-            "{} host{}  [{}] {} {} ({})",
-            c.host_count,
-            if c.host_count == 1 { "" } else { "s" },
+        writeln!(
+            out,
+            "{}  [{}] {} {} ({})",
+            count(c.host_count, "host", "hosts"),
             c.severity,
             c.kind,
             c.path,
             c.changed.join(", ")
-        );
-        println!("  cause {}: {}", c.cause, c.hosts.join(", "));
+        )?;
+        writeln!(out, "  cause {}: {}", c.cause, c.hosts.join(", "))?;
     }
+    Ok(())
 }
 
-pub fn history(events: &[v1::HistoryEvent]) {
+pub fn history(out: &mut dyn Write, events: &[v1::HistoryEvent]) -> io::Result<()> {
     if events.is_empty() {
-        println!("No events.");
-        return;
+        return writeln!(out, "No events.");
     }
     for e in events {
-        println!("{}", event_line(e));
+        writeln!(out, "{}", event_line(e))?;
     }
+    Ok(())
 }
 
+/// One event: when the collector received it (history's order), the host, the transition,
+/// and when the agent observed it if that was noticeably earlier or later (a replay after an
+/// outage, a skewed clock).
 pub fn event_line(e: &v1::HistoryEvent) -> String {
+    let parse = crate::store::parse_rfc3339;
+    let observed = match (parse(&e.received_at), parse(&e.observed_at)) {
+        (Some(received), Some(observed)) if (received - observed).abs() < 1_000 => String::new(),
+        _ => format!("  (observed {})", e.observed_at),
+    };
     format!(
-        "{}  {:<20} {:<9} {:<10} {}{}",
-        e.observed_at,
+        "{}  {:<20} {:<9} {:<10} {}{observed}{}",
+        e.received_at,
         e.host,
         e.event,
         e.severity,
@@ -280,5 +307,63 @@ fn short(id: &str) -> String {
         "-".into()
     } else {
         id.chars().take(12).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(write: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> String {
+        let mut out = Vec::new();
+        write(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn one_host_and_one_item_are_singular() {
+        let host = v1::Host {
+            host: "i-1".into(),
+            drift_count: 1,
+            ..Default::default()
+        };
+        let listing = text(|out| hosts(out, std::slice::from_ref(&host), 2));
+        assert!(listing.contains("\n1 host, 1 with drift."), "{listing}");
+        assert!(listing.contains("1 more host matches;"), "{listing}");
+        let detail = v1::HostDetail {
+            host: Some(host),
+            drift: vec![v1::DriftItem::default()],
+        };
+        let shown = text(|out| super::host(out, &detail));
+        assert!(shown.contains("1 drift item, worst"), "{shown}");
+        let cause = v1::Cause {
+            host_count: 1,
+            ..Default::default()
+        };
+        let grouped = text(|out| causes(out, &[cause]));
+        assert!(grouped.starts_with("1 host  ["), "{grouped}");
+    }
+
+    #[test]
+    fn an_event_line_leads_with_the_time_history_is_ordered_by() {
+        let mut e = v1::HistoryEvent {
+            host: "i-1".into(),
+            event: "drifted".into(),
+            observed_at: "2026-11-22T03:00:00.000Z".into(),
+            received_at: "2026-11-22T03:00:00.200Z".into(),
+            path: "/etc/motd".into(),
+            ..Default::default()
+        };
+        let line = event_line(&e);
+        assert!(line.starts_with("2026-11-22T03:00:00.200Z  i-1"), "{line}");
+        assert!(!line.contains("observed"), "{line}");
+        // A replay after an outage: observed long before it was received.
+        e.received_at = "2026-11-22T04:00:00.000Z".into();
+        let line = event_line(&e);
+        assert!(
+            line.starts_with("2026-11-22T04:00:00.000Z")
+                && line.ends_with("(observed 2026-11-22T03:00:00.000Z)"),
+            "{line}"
+        );
     }
 }

@@ -1,8 +1,12 @@
 //! `driftwatch-collector serve`: one port for everything — gRPC (agents' streams, fleet
 //! queries, health, reflection) over HTTP/2, and HTTP/1.1 for `/metrics`, `/healthz` and the
 //! JSON API — optionally behind TLS (and mTLS).
+//!
+//! Stopping ([`serve`]'s `shutdown`): the listener closes, every agent's stream and every
+//! `watch` ends with `UNAVAILABLE` ([`SHUTTING_DOWN`]) — an agent's once the batch in hand is
+//! committed and acknowledged —, every connection and every stream's task ends, and the writer
+//! commits what is queued. The binaries bound that drain with `--shutdown-timeout`.
 
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,6 +23,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_stream::Stream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use crate::fleet::{FleetService, IacService, Queries};
@@ -31,6 +37,8 @@ use crate::writer::Writer;
 /// Where the collector keeps its data unless told otherwise.
 pub const DEFAULT_DATABASE: &str = "sqlite://driftwatch-data/collector.db";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7470";
+/// How long a stopping collector drains (`--shutdown-timeout`).
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Threads for blocking work (store calls, state sources), at most. The store has one writer
 /// and a few readers, so more threads would only wait on their locks, and a reconnection
@@ -101,6 +109,10 @@ pub struct ServeOptions {
     /// An IaC instance whose host has not reported for this long is flagged `ghost`.
     #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
     pub ghost_after: Duration,
+    /// On SIGTERM or SIGINT: how long connected agents and `watch` clients get to be told to
+    /// go and queued writes to be committed before the collector exits regardless.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for ServeOptions {
@@ -122,6 +134,31 @@ impl Default for ServeOptions {
             ghost_after: crate::iac::correlate::DEFAULT_GHOST_AFTER,
             state_sources: Vec::new(),
             state_poll: Duration::from_secs(30),
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+        }
+    }
+}
+
+/// SIGTERM and SIGINT, caught from creation on (before serving starts, so none is missed).
+pub struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    pub fn new() -> Result<StopSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate()).context("catching SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("catching SIGINT")?,
+        })
+    }
+
+    /// The next SIGTERM or SIGINT.
+    pub async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
         }
     }
 }
@@ -168,12 +205,17 @@ pub async fn bind(options: &ServeOptions) -> Result<TcpListener> {
         .with_context(|| format!("listening on {}", options.listen))
 }
 
-/// Serves until `shutdown` resolves.
+/// What agents and `watch` clients are told when the collector stops (with `UNAVAILABLE`).
+pub const SHUTTING_DOWN: &str = "the collector is shutting down";
+
+/// Serves until `shutdown` is cancelled, then drains (see the module documentation) and
+/// returns. The caller bounds the drain with a deadline: what it cuts off was not
+/// acknowledged, and agents send it again.
 pub async fn serve(
     options: ServeOptions,
     store: Arc<SqliteStore>,
     listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: CancellationToken,
 ) -> Result<()> {
     serve_with(options, store, listener, shutdown).await
 }
@@ -182,10 +224,12 @@ async fn serve_with<S: Store>(
     options: ServeOptions,
     store: Arc<S>,
     listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: CancellationToken,
 ) -> Result<()> {
     let metrics = Arc::new(Metrics::default());
-    let writer = Writer::start(store.clone(), metrics.clone());
+    let (writer, writer_thread) = Writer::start(store.clone(), metrics.clone());
+    // The task of every agent stream, waited for once the connections are closed.
+    let streams = TaskTracker::new();
     let limits = Limits {
         max_message_bytes: options.max_message_bytes,
         max_batch_events: options.max_batch_events,
@@ -197,6 +241,7 @@ async fn serve_with<S: Store>(
         writer.clone(),
         metrics.clone(),
         options.silent_after,
+        shutdown.clone(),
     );
     queries.ghost_after = options.ghost_after;
     crate::iac::sources::follow(
@@ -237,7 +282,11 @@ async fn serve_with<S: Store>(
     );
     let mut routes = tonic::service::Routes::from(http);
     routes = routes
-        .add_service(IngestService::new(store, writer, metrics.clone(), limits).into_server())
+        .add_service(
+            IngestService::new(store, writer, metrics.clone(), limits)
+                .stopping(shutdown.clone(), streams.clone())
+                .into_server(),
+        )
         .add_service(
             driftwatch_proto::v1::fleet_server::FleetServer::new(FleetService(queries.clone()))
                 .max_decoding_message_size(options.max_message_bytes),
@@ -272,11 +321,18 @@ async fn serve_with<S: Store>(
     tracing::info!(listen = %local, scheme, database = %options.database, "Collector serving.");
     metrics.up.set(1.0);
     let incoming = LimitedIncoming::new(listener, options.max_connections, metrics.clone());
+    // Returns once cancelled and every connection is closed: agents' streams and watches
+    // end on the same cancellation.
     server
         .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await
         .context("serving")?;
+    streams.close();
+    streams.wait().await;
+    // Every handle on the writer is gone with the streams and the services: it commits
+    // what they queued, answers, and stops.
+    writer_thread.stopped().await;
     metrics.up.set(0.0);
     tracing::info!("Collector stopped.");
     Ok(())

@@ -3,17 +3,23 @@
 //!
 //! Without `--baseline`, the baseline is built from the machine as it is now, on first run, so
 //! drift is relative to *now* — not to an image — and `up` says so.
+//!
+//! SIGTERM or SIGINT (Ctrl-C) stops both within `--shutdown-timeout`: the agent drains its
+//! stream into the collector, then the collector stops as `driftwatch-collector` does.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
+use driftwatch_agent::cli::shell::{Printed, print};
 use driftwatch_agent::config::Overrides;
 use driftwatch_agent::rules::Rules;
 use driftwatch_proto::v1;
 use sha2::{Digest as _, Sha256};
 use tokio_stream::StreamExt as _;
+use tokio_util::sync::CancellationToken;
 
 use crate::server::{self, ServeOptions};
 
@@ -36,6 +42,10 @@ pub struct UpArgs {
     /// The collector's address (gRPC and HTTP).
     #[arg(long, default_value = server::DEFAULT_LISTEN)]
     pub listen: SocketAddr,
+    /// On SIGTERM or Ctrl-C: how long the agent and the collector get to drain (agents and
+    /// `watch` clients are told to go, queued writes committed) before `up` exits regardless.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
 }
 
 pub async fn run(args: UpArgs) -> Result<i32> {
@@ -59,10 +69,9 @@ pub async fn run(args: UpArgs) -> Result<i32> {
         .await
         .context("is another collector running? (choose another address with --listen)")?;
     let url = format!("http://{}", listener.local_addr()?);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let collector = tokio::spawn(server::serve(options, store, listener, async {
-        let _ = stop_rx.await;
-    }));
+    let mut signals = server::StopSignals::new()?;
+    let shutdown = CancellationToken::new();
+    let collector = tokio::spawn(server::serve(options, store, listener, shutdown.clone()));
 
     let overrides = Overrides {
         baseline: Some(baseline),
@@ -72,31 +81,65 @@ pub async fn run(args: UpArgs) -> Result<i32> {
         listen: Some("127.0.0.1:0".into()),
         ..Overrides::default()
     };
-    let agent = tokio::spawn(driftwatch_agent::daemon::run(overrides));
+    // The agent stops on SIGTERM and SIGINT by itself (it catches them too).
+    let mut agent = tokio::spawn(driftwatch_agent::daemon::run(overrides));
 
-    println!();
-    println!(
-        "driftwatch is up: a collector at {url} and an agent watching {}.",
-        root.display()
-    );
-    println!("In another terminal, ask the fleet (of one):");
-    println!("    driftwatch --collector {url} hosts");
-    println!("    driftwatch --collector {url} host <HOST>      # drift items, with diffs");
-    println!("    driftwatch --collector {url} paths");
-    println!("    driftwatch --collector {url} history --since 1h");
-    println!("JSON API: {url}/api/v1/hosts   Metrics: {url}/metrics");
-    println!("Drift appears below as it happens. Ctrl-C stops both.");
-    println!();
-
+    print(|out| {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "driftwatch is up: a collector at {url} and an agent watching {}.",
+            root.display()
+        )?;
+        writeln!(out, "In another terminal, ask the fleet (of one):")?;
+        writeln!(out, "    driftwatch --collector {url} hosts")?;
+        writeln!(
+            out,
+            "    driftwatch --collector {url} host <HOST>      # drift items, with diffs"
+        )?;
+        writeln!(out, "    driftwatch --collector {url} paths")?;
+        writeln!(out, "    driftwatch --collector {url} history --since 1h")?;
+        writeln!(out, "JSON API: {url}/api/v1/hosts   Metrics: {url}/metrics")?;
+        writeln!(out, "Drift appears below as it happens. Ctrl-C stops both.")?;
+        writeln!(out)
+    })?;
     let feed = tokio::spawn(print_feed(url));
-    let result = agent.await;
+
+    // 1. Run until a signal (or until the agent fails).
+    let failed = tokio::select! {
+        ended = &mut agent => Some(ended),
+        () = signals.recv() => None,
+    };
     feed.abort();
-    let _ = stop_tx.send(());
-    let _ = collector.await;
-    match result {
-        Ok(Ok(())) => Ok(0),
-        Ok(Err(e)) => Err(e.context("the agent stopped")),
-        Err(e) => bail!("the agent task failed: {e}"),
+    // 2. The agent drains its stream into the collector; 3. the collector is cancelled and
+    // drains; both within the deadline.
+    let stop = async {
+        let ended = match failed {
+            Some(ended) => ended,
+            None => agent.await,
+        };
+        shutdown.cancel();
+        if let Ok(Err(e)) = collector.await {
+            tracing::error!(error = %format!("{e:#}"), "The collector stopped with an error.");
+        }
+        ended
+    };
+    let ended = tokio::select! {
+        ended = tokio::time::timeout(args.shutdown_timeout, stop) => ended,
+        () = signals.recv() => {
+            tracing::warn!("Second signal; exiting without draining further.");
+            return Ok(0);
+        }
+    };
+    // 4. Exit.
+    match ended {
+        Ok(Ok(Ok(()))) => Ok(0),
+        Ok(Ok(Err(e))) => Err(e.context("the agent stopped")),
+        Ok(Err(e)) => bail!("the agent task failed: {e}"),
+        Err(_) => {
+            tracing::warn!("Still draining after the shutdown timeout; exiting anyway.");
+            Ok(0)
+        }
     }
 }
 
@@ -106,20 +149,30 @@ async fn first_run_baseline(root: &Path, paths: &[PathBuf], data_dir: &Path) -> 
     let key = Sha256::digest(format!("{}\0{}", root.display(), rules.source()));
     let file = data_dir.join(format!("baseline-{}.dwb", hex::encode(&key[..6])));
     if file.exists() {
-        println!(
-            "Using the baseline built from this machine on the first run ({}); delete it to start over.",
-            file.display()
-        );
+        print(|out| {
+            writeln!(
+                out,
+                "Using the baseline built from this machine on the first run ({}); delete it to start over.",
+                file.display()
+            )
+        })?;
         return Ok(file);
     }
-    println!(
-        "No --baseline given: building one from the CURRENT state of {}.",
-        root.display()
-    );
-    println!("Drift will be relative to NOW, not to an image. In production the image pipeline");
-    println!(
-        "bakes the baseline (driftwatch-agent baseline build) and the agent compares with that."
-    );
+    print(|out| {
+        writeln!(
+            out,
+            "No --baseline given: building one from the CURRENT state of {}.",
+            root.display()
+        )?;
+        writeln!(
+            out,
+            "Drift will be relative to NOW, not to an image. In production the image pipeline"
+        )?;
+        writeln!(
+            out,
+            "bakes the baseline (driftwatch-agent baseline build) and the agent compares with that."
+        )
+    })?;
     let root = root.to_owned();
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let built = tokio::task::spawn_blocking(move || {
@@ -137,13 +190,16 @@ async fn first_run_baseline(root: &Path, paths: &[PathBuf], data_dir: &Path) -> 
     .await?;
     driftwatch_agent::fsutil::write_atomically(&file, &built.bytes, 0o600)
         .with_context(|| format!("writing {}", file.display()))?;
-    println!(
-        "Baseline {} built: {} entries in {:.1} s ({} unreadable).",
-        file.display(),
-        built.stats.entries,
-        built.elapsed.as_secs_f64(),
-        built.errors.len()
-    );
+    print(|out| {
+        writeln!(
+            out,
+            "Baseline {} built: {} in {:.1} s ({} unreadable).",
+            file.display(),
+            driftwatch_proto::text::count(built.stats.entries, "entry", "entries"),
+            built.elapsed.as_secs_f64(),
+            built.errors.len()
+        )
+    })?;
     Ok(file)
 }
 
@@ -204,6 +260,10 @@ async fn print_feed(url: String) {
     };
     let mut stream = stream.into_inner();
     while let Some(Ok(event)) = stream.next().await {
-        println!("{}", crate::render::event_line(&event));
+        let line = crate::render::event_line(&event);
+        // Nobody reads any more (`up | head`), or stdout failed: `up` keeps running.
+        if !matches!(print(|out| writeln!(out, "{line}")), Ok(Printed::All)) {
+            return;
+        }
     }
 }

@@ -8,6 +8,9 @@
 //! capped by the disk's sync rate, and nothing is acknowledged before it is durable.
 //!
 //! Committed events are published to watchers ([`Writer::subscribe`]).
+//!
+//! The thread stops once every [`Writer`] handle is dropped and the queue is drained: every
+//! write queued by then is committed and answered ([`WriterThread::stopped`]).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -35,9 +38,21 @@ pub struct Writer {
     metrics: Arc<Metrics>,
 }
 
+/// The writer thread, to wait for once every [`Writer`] is gone.
+#[derive(Debug)]
+pub struct WriterThread(oneshot::Receiver<()>);
+
+impl WriterThread {
+    /// Returns once the thread has committed everything queued and stopped.
+    pub async fn stopped(self) {
+        // The sender is dropped when the thread ends, whether or not it sent.
+        let _ = self.0.await;
+    }
+}
+
 impl Writer {
     /// Starts the writer thread. It stops once every handle is dropped and the queue drained.
-    pub fn start<S: Store>(store: Arc<S>, metrics: Arc<Metrics>) -> Writer {
+    pub fn start<S: Store>(store: Arc<S>, metrics: Arc<Metrics>) -> (Writer, WriterThread) {
         let (queue, rx) = mpsc::channel(QUEUE);
         let (events, _) = broadcast::channel(WATCH_BUFFER);
         let writer = Writer {
@@ -45,11 +60,15 @@ impl Writer {
             events: events.clone(),
             metrics: metrics.clone(),
         };
+        let (done, stopped) = oneshot::channel();
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || run(store.as_ref(), rx, &events, &metrics))
+            .spawn(move || {
+                run(store.as_ref(), rx, &events, &metrics);
+                let _ = done.send(());
+            })
             .expect("spawn the writer thread");
-        writer
+        (writer, WriterThread(stopped))
     }
 
     /// Applies one write; returns once it is committed (or refused).

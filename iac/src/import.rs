@@ -2,6 +2,7 @@
 //! the operator's machine, so a state's secrets never leave it), and the checks the collector
 //! makes of a request before storing it (any gRPC client can send one).
 
+use driftwatch_proto::text::count;
 use driftwatch_proto::v1;
 
 use super::packer::PackerManifest;
@@ -109,8 +110,19 @@ pub fn state_request(summary: StateSummary, name: &str, source: &str) -> v1::Imp
     }
 }
 
+/// What an import of a state stored, for people: `imported state "prod" (serial 42): 12
+/// resources (3 replaced)`.
+pub fn state_summary(name: &str, serial: Option<u64>, stored: u64, replaced: u64) -> String {
+    format!(
+        "imported state {name:?}{}: {} ({replaced} replaced)",
+        serial.map(|s| format!(", serial {s}")).unwrap_or_default(),
+        count(stored, "resource", "resources"),
+    )
+}
+
 /// The name a state is stored under when none is given: its lineage (stable across writes),
 /// else the file's name.
+
 pub fn default_state_name(summary: &StateSummary, source: &str) -> String {
     match &summary.lineage {
         Some(lineage) if !lineage.is_empty() => lineage.clone(),

@@ -79,9 +79,21 @@ pub mod path_text {
     }
 }
 
+/// A count with its noun, for people: `1 host`, `2 hosts`, `0 hosts`.
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_count_of_one_is_singular() {
+        assert_eq!(count(1, "entry", "entries"), "1 entry");
+        assert_eq!(count(0, "host", "hosts"), "0 hosts");
+        assert_eq!(count(2, "host", "hosts"), "2 hosts");
+    }
 
     #[test]
     fn utf8_is_kept_and_invalid_bytes_are_escaped() {

@@ -1,7 +1,12 @@
 //! `driftwatch-collector serve`.
 
+use std::process::ExitCode;
+use std::sync::Arc;
+
 use clap::{Parser, Subcommand};
+use driftwatch_agent::cli::shell;
 use driftwatch_collector::server::{self, ServeOptions};
+use tokio_util::sync::CancellationToken;
 
 /// The fleet API answers with thousands of small strings per listing, and its threads come and
 /// go (tokio's blocking pool): mimalloc's thread-local free lists serve that without glibc's
@@ -27,41 +32,67 @@ enum Command {
     Serve(ServeOptions),
 }
 
-fn main() {
-    let cli = Cli::parse();
+fn main() -> ExitCode {
+    let cli: Cli = shell::parse();
     driftwatch_collector::init_logging();
     let Command::Serve(options) = cli.command;
     let runtime = match server::runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: starting the runtime: {e}");
-            std::process::exit(1);
+            return ExitCode::FAILURE;
         }
     };
-    if let Err(e) = runtime.block_on(serve(options)) {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
+    let result = runtime.block_on(serve(options));
+    // Past the deadline, nothing left running is waited for (a store call stuck on a disk).
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
+/// Serves until SIGTERM or SIGINT, then stops within `--shutdown-timeout`.
 async fn serve(options: ServeOptions) -> anyhow::Result<()> {
-    let store = std::sync::Arc::new(server::open_database(&options.database)?);
+    let store = Arc::new(server::open_database(&options.database)?);
     let listener = server::bind(&options).await?;
-    server::serve(options, store, listener, shutdown_signal()).await
+    let deadline = options.shutdown_timeout;
+    let mut signals = server::StopSignals::new()?;
+    let shutdown = CancellationToken::new();
+    let mut serving = tokio::spawn(server::serve(options, store, listener, shutdown.clone()));
+
+    // 1. Serve until a signal (or a failure).
+    tokio::select! {
+        served = &mut serving => return served?,
+        () = signals.recv() => {}
+    }
+    // 2. Cancel: stop accepting; agents and watchers are told to go (UNAVAILABLE).
+    tracing::info!(
+        deadline = %humantime::format_duration(deadline),
+        "Stopping: closing agent streams and watches, committing queued writes."
+    );
+    shutdown.cancel();
+    // 3. Drain, within the deadline (a second signal cuts it short).
+    tokio::select! {
+        drained = tokio::time::timeout(deadline, &mut serving) => match drained {
+            Ok(served) => served??,
+            Err(_) => tracing::warn!(
+                "Still draining after the shutdown timeout; exiting anyway (what was not acknowledged, agents send again)."
+            ),
+        },
+        () = signals.recv() => tracing::warn!("Second signal; exiting without draining further."),
+    }
+    // 4. Exit.
+    Ok(())
 }
 
-/// SIGTERM or SIGINT: stop accepting, let streams end, exit.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_argument_has_help() {
+        super::shell::assert_every_argument_has_help::<super::Cli>();
     }
-    tracing::info!("Stopping.");
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
+use driftwatch_agent::cli::shell::{print, print_json, print_str};
 use driftwatch_proto::v1::{self, iac_client::IacClient};
 use tonic::transport::Channel;
 
@@ -25,6 +26,7 @@ pub enum IacCommand {
         /// collector's, 15m).
         #[arg(long)]
         ghost_after: Option<String>,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
@@ -51,6 +53,7 @@ pub struct ImportArgs {
     /// Largest input read, in MiB.
     #[arg(long, default_value_t = 512)]
     pub max_mib: u64,
+    /// Print JSON (what was imported).
     #[arg(long)]
     pub json: bool,
 }
@@ -63,11 +66,14 @@ pub enum ReportFormat {
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
+    /// Markdown (to paste into a pull request or a ticket) or JSON.
     #[arg(long, value_enum, default_value_t = ReportFormat::Markdown)]
     pub format: ReportFormat,
     /// Only drift of at least this severity.
     #[arg(long)]
     pub severity: Option<String>,
+    /// An instance whose host has not reported for this long is a ghost (default: the
+    /// collector's, 15m).
     #[arg(long)]
     pub ghost_after: Option<String>,
 }
@@ -130,9 +136,9 @@ pub async fn import(
         unreachable!("clap requires one input");
     };
     if args.json {
-        super::print_json(&result)?;
+        print_json(&result)?;
     } else {
-        println!("{}", result.summary);
+        print(|out| writeln!(out, "{}", result.summary))?;
     }
     Ok(0)
 }
@@ -152,9 +158,9 @@ pub async fn status(
         .map_err(rpc)?
         .into_inner();
     if json {
-        super::print_json(&status)?;
+        print_json(&status)?;
     } else {
-        render::iac_status(&status);
+        print(|out| render::iac_status(out, &status))?;
     }
     Ok(0)
 }
@@ -174,8 +180,8 @@ pub async fn report(
         .map_err(rpc)?
         .into_inner();
     match args.format {
-        ReportFormat::Json => super::print_json(&report)?,
-        ReportFormat::Markdown => print!("{}", render::report_markdown(&report)),
-    }
+        ReportFormat::Json => print_json(&report)?,
+        ReportFormat::Markdown => print_str(&render::report_markdown(&report))?,
+    };
     Ok(0)
 }

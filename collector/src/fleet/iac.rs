@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
+use driftwatch_proto::text::count;
 use driftwatch_proto::v1;
 use serde::Deserialize;
 use tonic::{Request, Status};
 
-use super::{Queries, QueryError, filter};
+use super::{Params, Queries, QueryError, filter};
 use crate::iac::correlate::{Correlation, HostFacts, Matching, flag};
 use crate::iac::import;
 use crate::store::{self, ListedHost, Store};
@@ -143,8 +144,7 @@ impl<S: Store> Queries<S> {
         let now = store::now_millis();
         // What the answer and the log need; the request itself (every resource) moves to the
         // store call.
-        let (name, source) = (r.name.clone(), r.source.clone());
-        let serial = r.serial.map_or(String::new(), |s| format!(", serial {s}"));
+        let (name, source, serial) = (r.name.clone(), r.source.clone(), r.serial);
         let outcome = self
             .run(move |s| s.import_state(&r, now))
             .await
@@ -158,10 +158,7 @@ impl<S: Store> Queries<S> {
             replaced = outcome.replaced, "Imported a Terraform state."
         );
         Ok(v1::ImportResult {
-            summary: format!(
-                "imported state {name:?}{serial}: {} resources ({} replaced)",
-                outcome.stored, outcome.replaced
-            ),
+            summary: import::state_summary(&name, serial, outcome.stored, outcome.replaced),
             resources: outcome.stored,
             replaced: outcome.replaced,
         })
@@ -188,8 +185,9 @@ impl<S: Store> Queries<S> {
         );
         Ok(v1::ImportResult {
             summary: format!(
-                "imported {} images from {source} ({} already known, updated)",
-                outcome.stored, outcome.replaced
+                "imported {} from {source} ({} already known, updated)",
+                count(outcome.stored, "image", "images"),
+                outcome.replaced
             ),
             resources: outcome.stored,
             replaced: outcome.replaced,
@@ -373,15 +371,21 @@ impl<S: Store> v1::iac_server::Iac for IacService<S> {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(default)]
-pub(super) struct IacParams {
+#[serde(default, deny_unknown_fields)]
+pub(super) struct StatusParams {
+    ghost_after: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct ReportParams {
     ghost_after: String,
     severity: String,
 }
 
 pub(super) async fn api_status<S: Store>(
     State(q): State<Queries<S>>,
-    Query(p): Query<IacParams>,
+    Params(p): Params<StatusParams>,
 ) -> super::ApiResult<v1::IacStatus> {
     let r = v1::IacStatusRequest {
         ghost_after: p.ghost_after,
@@ -391,7 +395,7 @@ pub(super) async fn api_status<S: Store>(
 
 pub(super) async fn api_report<S: Store>(
     State(q): State<Queries<S>>,
-    Query(p): Query<IacParams>,
+    Params(p): Params<ReportParams>,
 ) -> super::ApiResult<v1::IacReport> {
     let r = v1::ReportRequest {
         ghost_after: p.ghost_after,

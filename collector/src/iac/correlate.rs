@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use driftwatch_proto::text::count;
 use driftwatch_proto::v1;
 use prost::Message as _;
 
@@ -413,9 +414,9 @@ impl Matching {
                     &mut verdict.flags,
                     flag::UNMANAGED,
                     format!(
-                        "no resource in the {} imported state(s) matches this host's instance \
-                         id ({}), autoscaling group tag, private IP or host name",
-                        iac.states.len(),
+                        "no resource in the {} matches this host's instance id ({}), \
+                         autoscaling group tag, private IP or host name",
+                        count(iac.states.len() as u64, "imported state", "imported states"),
                         if h.instance_id.is_empty() {
                             "none reported"
                         } else {
@@ -481,9 +482,13 @@ impl Matching {
                     &mut verdict.flags,
                     flag::DUPLICATE_MACHINE_ID,
                     format!(
-                        "{} other host(s) report the same machine-id ({}): the image was baked \
-                         with a populated /etc/machine-id",
-                        others.len(),
+                        "{} the same machine-id ({}): the image was baked with a populated \
+                         /etc/machine-id",
+                        count(
+                            others.len() as u64,
+                            "other host reports",
+                            "other hosts report"
+                        ),
                         others.join(", ")
                     ),
                 );

@@ -257,15 +257,11 @@ fn poll<S: Store + ?Sized>(
     import::validate_state(&request)?;
     let outcome = store.import_state(&request, store::now_millis())?;
     followed.imported = Some(digest);
-    Ok(Some(format!(
-        "Imported state {:?}{}: {} resources ({} replaced).",
-        source.name,
-        request
-            .serial
-            .map(|s| format!(", serial {s}"))
-            .unwrap_or_default(),
+    Ok(Some(import::state_summary(
+        &source.name,
+        request.serial,
         outcome.stored,
-        outcome.replaced
+        outcome.replaced,
     )))
 }
 

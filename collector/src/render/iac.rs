@@ -2,8 +2,10 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::io::{self, Write};
 
 use driftwatch_proto::drift::DriftItem;
+use driftwatch_proto::text::count;
 use driftwatch_proto::v1;
 
 use super::{attribute_changes, dash, table};
@@ -35,12 +37,12 @@ fn coverage_lines(c: &v1::Coverage) -> [String; 2] {
 
 fn state_line(s: &v1::StateInfo) -> String {
     format!(
-        "{} ({}{} resources, from {}, imported {})",
+        "{} ({}{}, from {}, imported {})",
         s.name,
         s.serial
             .map(|n| format!("serial {n}, "))
             .unwrap_or_default(),
-        s.resources,
+        count(s.resources, "resource", "resources"),
         dash(&s.source),
         s.imported_at
     )
@@ -54,27 +56,29 @@ fn iac_cell(link: Option<&v1::IacLink>) -> String {
     }
 }
 
-pub fn iac_status(s: &v1::IacStatus) {
+pub fn iac_status(out: &mut dyn Write, s: &v1::IacStatus) -> io::Result<()> {
     if s.states.is_empty() {
-        println!(
+        writeln!(
+            out,
             "No Terraform state imported yet: `driftwatch iac import --terraform-state FILE`."
-        );
+        )?;
     } else {
-        println!("States:");
+        writeln!(out, "States:")?;
         for state in &s.states {
-            println!("  {}", state_line(state));
+            writeln!(out, "  {}", state_line(state))?;
         }
     }
-    println!(
+    writeln!(
+        out,
         "Images in the catalog (Packer manifests): {}",
         s.catalog_images
-    );
+    )?;
     for line in coverage_lines(&s.coverage.unwrap_or_default()) {
-        println!("{line}");
+        writeln!(out, "{line}")?;
     }
-    println!();
+    writeln!(out)?;
     if s.hosts.is_empty() {
-        println!("No host is flagged.");
+        writeln!(out, "No host is flagged.")?;
     } else {
         let rows: Vec<Vec<String>> = s
             .hosts
@@ -95,16 +99,16 @@ pub fn iac_status(s: &v1::IacStatus) {
                 })
             })
             .collect();
-        table(&["HOST", "IAC", "FLAG", "WHY"], &rows);
+        table(out, &["HOST", "IAC", "FLAG", "WHY"], &rows)?;
     }
     if !s.ghosts.is_empty() {
-        println!();
+        writeln!(out)?;
         let rows: Vec<Vec<String>> = s
             .ghosts
             .iter()
             .map(|g| vec![g.address.clone(), g.state.clone(), g.reason.clone()])
             .collect();
-        table(&["GHOST", "STATE", "WHY"], &rows);
+        table(out, &["GHOST", "STATE", "WHY"], &rows)?;
     }
     if !s.flag_counts.is_empty() {
         let counts: Vec<String> = s
@@ -112,8 +116,9 @@ pub fn iac_status(s: &v1::IacStatus) {
             .iter()
             .map(|(f, n)| format!("{f} {n}"))
             .collect();
-        println!("\nFlags: {}.", counts.join(", "));
+        writeln!(out, "\nFlags: {}.", counts.join(", "))?;
     }
+    Ok(())
 }
 
 /// A table cell: pipes escaped, lines joined.
@@ -149,7 +154,7 @@ fn cause_markdown(out: &mut String, c: &v1::Cause, everywhere: &HashMap<&str, Ve
     };
     let _ = writeln!(
         out,
-        "#### [{}] {} {}{} — {} host{}\n",
+        "#### [{}] {} {}{} — {}\n",
         c.severity,
         c.kind,
         code(&subject),
@@ -158,8 +163,7 @@ fn cause_markdown(out: &mut String, c: &v1::Cause, everywhere: &HashMap<&str, Ve
         } else {
             format!(" ({})", c.changed.join(", "))
         },
-        c.host_count,
-        if c.host_count == 1 { "" } else { "s" }
+        count(c.host_count, "host", "hosts")
     );
     let elsewhere: Vec<&str> = everywhere
         .get(c.cause.as_str())
@@ -175,10 +179,9 @@ fn cause_markdown(out: &mut String, c: &v1::Cause, everywhere: &HashMap<&str, Ve
     } else {
         let _ = writeln!(
             out,
-            "Hosts: {} (the same change on {} more host{} elsewhere in this report: {})\n",
+            "Hosts: {} (the same change on {} elsewhere in this report: {})\n",
             c.hosts.join(", "),
-            elsewhere.len(),
-            if elsewhere.len() == 1 { "" } else { "s" },
+            count(elsewhere.len() as u64, "more host", "more hosts"),
             elsewhere.join(", ")
         );
     }
@@ -267,9 +270,8 @@ pub fn report_markdown(r: &v1::IacReport) -> String {
         }
         let _ = writeln!(
             out,
-            "{} host{}: {}\n",
-            g.hosts.len(),
-            if g.hosts.len() == 1 { "" } else { "s" },
+            "{}: {}\n",
+            count(g.hosts.len() as u64, "host", "hosts"),
             g.hosts.join(", ")
         );
         for c in &g.causes {

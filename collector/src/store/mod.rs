@@ -248,6 +248,10 @@ pub trait Store: Send + Sync + 'static {
     /// of `check --json`'s report: security first, then by path.
     fn get_host(&self, host: &str, query: &HostQuery) -> Result<Option<v1::HostDetail>>;
 
+    /// The identity of the host `name` names, found as [`get_host`](Self::get_host) finds
+    /// it; None when no host (or more than one) answers to it.
+    fn find_host(&self, name: &str) -> Result<Option<String>>;
+
     /// Paths drifted on the most hosts first.
     fn list_paths(&self, filter: &ItemFilter, limit: usize) -> Result<Vec<v1::PathSummary>>;
 
@@ -259,7 +263,9 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<v1::Cause>>;
 
-    /// Stored events, oldest first.
+    /// Stored events, oldest first: by the time they were received, then in the order they
+    /// were stored (a batch's events in sequence order), so the order is the same every time
+    /// and a limit keeps the newest.
     fn history(&self, query: &HistoryQuery) -> Result<Vec<v1::HistoryEvent>>;
 
     /// Replaces everything stored for the state `import.name`, in one transaction. Refuses

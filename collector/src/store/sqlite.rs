@@ -362,6 +362,12 @@ impl Store for SqliteStore {
         self.read("reading a host", |tx| query::get_host(tx, host, query))
     }
 
+    fn find_host(&self, name: &str) -> Result<Option<String>> {
+        self.read("finding a host", |tx| {
+            query::find(tx, name, "host", |row| row.get(0))
+        })
+    }
+
     fn list_paths(&self, filter: &ItemFilter, limit: usize) -> Result<Vec<v1::PathSummary>> {
         self.read("listing paths", |tx| query::list_paths(tx, filter, limit))
     }

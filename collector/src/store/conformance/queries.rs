@@ -451,3 +451,79 @@ pub fn history_filters_by_host_time_path_and_limit(store: &dyn Store) {
     assert_eq!(security[0].path, "/etc/b.conf");
     assert!(query("i-9", None, None, 0).is_empty());
 }
+
+pub fn find_host_names_the_host_get_host_finds(store: &dyn Store) {
+    store.hello(&info("i-1", "web-1"), T0).unwrap();
+    store.hello(&info("i-2", "web-2"), T0).unwrap();
+    store.hello(&info("i-3", "web-2"), T0).unwrap();
+    // A hostname that is another host's identity: the identity wins.
+    store.hello(&info("i-4", "i-1"), T0).unwrap();
+    let find = |name: &str| store.find_host(name).unwrap();
+    assert_eq!(find("i-1").as_deref(), Some("i-1"));
+    assert_eq!(find("web-1").as_deref(), Some("i-1"));
+    assert_eq!(find("web-2"), None, "an ambiguous hostname");
+    assert_eq!(find("nope"), None);
+    assert_eq!(find(""), None);
+    let query = host_query(T0, false, ItemFilter::default());
+    for name in ["i-1", "web-1", "web-2", "nope"] {
+        let got = store.get_host(name, &query).unwrap();
+        assert_eq!(
+            got.and_then(|d| d.host).map(|h| h.host),
+            find(name),
+            "{name}"
+        );
+    }
+}
+
+pub fn history_is_ordered_by_receipt_then_by_storage(store: &dyn Store) {
+    for (host, name) in [("i-1", "web-1"), ("i-2", "web-2")] {
+        store.hello(&info(host, name), T0).unwrap();
+    }
+    let (a, b, c) = (
+        item("/etc/a.conf", "behavioral", "bb"),
+        item("/etc/b.conf", "behavioral", "bb"),
+        item("/etc/c.conf", "behavioral", "bb"),
+    );
+    // Received in the same millisecond: i-2's batch, then i-1's, in one group commit; then
+    // i-1's next batch, in the same millisecond again, in a commit of its own.
+    let group = [
+        batch("i-2", "s1", vec![drifted(1, &a), drifted(2, &b)], T0),
+        batch("i-1", "s1", vec![drifted(1, &c)], T0),
+    ];
+    for result in store.apply(&group).unwrap() {
+        result.unwrap();
+    }
+    apply1(store, batch("i-1", "s1", vec![drifted(2, &a)], T0)).unwrap();
+    // Stored last but received earlier (a batch that waited behind others): by receipt.
+    apply1(store, batch("i-2", "s1", vec![drifted(3, &c)], T0 - 1)).unwrap();
+
+    let keys = |events: Vec<v1::HistoryEvent>| -> Vec<(String, u64)> {
+        events.into_iter().map(|e| (e.host, e.seq)).collect()
+    };
+    let key = |host: &str, seq| (host.to_owned(), seq);
+    let expected = [
+        key("i-2", 3),
+        key("i-2", 1),
+        key("i-2", 2),
+        key("i-1", 1),
+        key("i-1", 2),
+    ];
+    for _ in 0..3 {
+        assert_eq!(
+            keys(all_history(store)),
+            expected,
+            "the same order every time"
+        );
+    }
+    let newest = store
+        .history(&HistoryQuery {
+            limit: 3,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(
+        keys(newest),
+        expected[2..],
+        "a limit keeps the newest, oldest first"
+    );
+}

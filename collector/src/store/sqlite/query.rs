@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use driftwatch_proto::v1;
 use rusqlite::types::{Type, Value};
-use rusqlite::{Connection, OptionalExtension as _, params_from_iter};
+use rusqlite::{Connection, OptionalExtension as _, Row, params_from_iter};
 
 use super::hosts::{Drift, HOST_COLUMNS, HostRow};
 use super::{item_at, severity_at, to_u64};
@@ -40,33 +40,43 @@ pub(super) fn drift_by_path(
     Ok(drifts)
 }
 
+/// The `columns` of the host `name` names: the host with that identity, else the one host
+/// with that hostname (an ambiguous hostname names no host).
+pub(super) fn find<T>(
+    conn: &Connection,
+    name: &str,
+    columns: &str,
+    read: impl Fn(&Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Option<T>> {
+    if name.is_empty() {
+        return Ok(None);
+    }
+    let by_id = conn
+        .prepare_cached(&format!("SELECT {columns} FROM hosts WHERE host = ?1"))?
+        .query_row([name], &read)
+        .optional()?;
+    if by_id.is_some() {
+        return Ok(by_id);
+    }
+    let mut named = conn
+        .prepare_cached(&format!(
+            "SELECT {columns} FROM hosts WHERE hostname = ?1 LIMIT 2"
+        ))?
+        .query_map([name], &read)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(match (named.pop(), named.is_empty()) {
+        (Some(row), true) => Some(row),
+        _ => None,
+    })
+}
+
 pub(super) fn get_host(
     conn: &Connection,
     host: &str,
     query: &HostQuery,
 ) -> rusqlite::Result<Option<v1::HostDetail>> {
-    if host.is_empty() {
+    let Some(row) = find(conn, host, HOST_COLUMNS, HostRow::read)? else {
         return Ok(None);
-    }
-    let by_id = conn
-        .prepare_cached(&format!("SELECT {HOST_COLUMNS} FROM hosts WHERE host = ?1"))?
-        .query_row([host], HostRow::read)
-        .optional()?;
-    let row = match by_id {
-        Some(row) => row,
-        None => {
-            let mut named = conn
-                .prepare_cached(&format!(
-                    "SELECT {HOST_COLUMNS} FROM hosts WHERE hostname = ?1 LIMIT 2"
-                ))?
-                .query_map([host], HostRow::read)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            // An ambiguous hostname names no host.
-            match (named.pop(), named.is_empty()) {
-                (Some(row), true) => row,
-                _ => return Ok(None),
-            }
-        }
     };
     let mut stmt = conn.prepare_cached(
         "SELECT subject, severity, observed_at, item FROM items WHERE host = ?1

@@ -122,7 +122,6 @@ pub fn state_summary(name: &str, serial: Option<u64>, stored: u64, replaced: u64
 
 /// The name a state is stored under when none is given: its lineage (stable across writes),
 /// else the file's name.
-
 pub fn default_state_name(summary: &StateSummary, source: &str) -> String {
     match &summary.lineage {
         Some(lineage) if !lineage.is_empty() => lineage.clone(),

@@ -345,7 +345,8 @@ def bench_queries(work):
 def main():
     if os.environ.get("NO_BUILD") != "1":
         d.run(["cargo", "build", "--release", "-p", "driftwatch-agent", "-p",
-               "driftwatch-collector", "--bins", "--example", "loadgen"], check=True, cwd=REPO)
+               "driftwatch-collector", "-p", "driftwatch-cli", "--bins", "--example", "loadgen"],
+              check=True, cwd=REPO)
     work = tempfile.mkdtemp(prefix="dw-collector-bench-")
     say(f"# collector benchmark, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores")
     try:

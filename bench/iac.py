@@ -182,8 +182,8 @@ def bench_queries(col):
 
 def main():
     if os.environ.get("NO_BUILD") != "1":
-        d.run(["cargo", "build", "--release", "-p", "driftwatch-collector", "--bins",
-               "--example", "loadgen"], check=True, cwd=REPO)
+        d.run(["cargo", "build", "--release", "-p", "driftwatch-collector", "-p",
+               "driftwatch-cli", "--bins", "--example", "loadgen"], check=True, cwd=REPO)
     work = tempfile.mkdtemp(prefix="dw-iac-bench-")
     say(f"# IaC benchmark, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores")
     try:

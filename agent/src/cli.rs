@@ -18,14 +18,12 @@ use crate::fsutil;
 use crate::report::{Report, rfc3339};
 use crate::rules::{DEFAULT_RULES_TOML, Rules};
 
-pub mod shell;
-
-use shell::{print, print_json, print_str};
+use driftwatch_shell::{self as shell, print, print_json, print_str};
 
 /// Exit code: no drift.
 pub const EXIT_CLEAN: u8 = 0;
 /// Exit code: an error stopped the command.
-pub const EXIT_ERROR: u8 = 1;
+pub const EXIT_ERROR: u8 = shell::EXIT_ERROR;
 /// Exit code: drift found.
 pub const EXIT_DRIFT: u8 = 2;
 
@@ -168,7 +166,7 @@ enum RulesCommand {
 /// Runs the command line; the binary's whole `main`.
 pub fn main() -> ExitCode {
     let cli: Cli = shell::parse();
-    init_logging();
+    shell::init_logging("warn");
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -176,16 +174,6 @@ pub fn main() -> ExitCode {
             ExitCode::from(EXIT_ERROR)
         }
     }
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("DRIFTWATCH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
 }
 
 fn run(cli: Cli) -> Result<u8> {
@@ -670,6 +658,6 @@ fn human_bytes(n: u64) -> String {
 mod tests {
     #[test]
     fn every_argument_has_help() {
-        super::shell::assert_every_argument_has_help::<super::Cli>();
+        driftwatch_shell::assert_every_argument_has_help::<super::Cli>();
     }
 }

@@ -1,34 +1,33 @@
 //! driftwatch's collector: receives every agent's drift stream, stores current drift and
-//! history, and answers fleet queries — gRPC, and a JSON API with the same shapes. Also the
-//! operator CLI (`driftwatch`), whose `up` runs a collector and an agent in one process.
+//! history, and answers fleet queries — gRPC, and a JSON API with the same shapes.
+//!
+//! The data flows one way, each room handing on to the next:
 //!
 //! ```text
-//!  agents ──Ingest/Stream──► ingest ──► writer (group commit) ──► store (SQLite)
-//!                                            │ committed events          ▲
-//!  driftwatch CLI ──Fleet──► fleet ◄─────────┴──── Watch      queries ───┘
+//!  agents ──Ingest/Stream──► ingest ──► ingest::writer (group commit) ──► store (SQLite)
+//!                                           │ committed events                 ▲
+//!  operators ──Fleet, Iac, /api/v1──► query ◄┴──────── Watch          reads ──┘
+//!                                       ▲
+//!                      iac (correlation, followed states) ── reads store
 //! ```
+//!
+//! - [`ingest`]: the agents' streams ([`ingest::writer`]: one writer, group commits).
+//! - [`store`]: storage behind one trait of domain types ([`store::Store`]), its SQLite
+//!   backend and the conformance suite every backend passes.
+//! - [`query`]: the fleet queries over gRPC and the JSON API, and the live feed (`Watch`).
+//! - [`iac`]: which IaC resource owns each host; states the collector follows itself.
+//! - [`status`]: the one place that turns errors into gRPC and HTTP statuses.
+//! - [`server`]: one port for all of it, and its lifecycle; [`metrics`].
+//!
+//! Which room may import which: `store` imports none of the others; `ingest` imports `store`;
+//! `iac` imports `store`; `query` imports `store` and `iac`; `status` imports the error types;
+//! `server` wires them all. The operator CLI (`driftwatch`) is a crate of its own
+//! (`driftwatch-cli`); this crate links no CLI and no agent.
 
-pub mod cli;
-pub mod fleet;
 pub mod iac;
 pub mod ingest;
 pub mod metrics;
-pub mod render;
+pub mod query;
 pub mod server;
+pub mod status;
 pub mod store;
-pub mod up;
-pub mod writer;
-
-/// Logs to stderr through `tracing`, filtered by `DRIFTWATCH_LOG` as the agent is, else
-/// `RUST_LOG` (default: info); colored only on a terminal (not in journald or a file).
-pub fn init_logging() {
-    use std::io::IsTerminal as _;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("DRIFTWATCH_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
-}

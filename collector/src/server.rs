@@ -27,12 +27,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-use crate::fleet::{FleetService, IacService, Queries};
+use crate::ingest::writer::Writer;
 use crate::ingest::{IngestService, Limits};
 use crate::metrics::Metrics;
+use crate::query::{FleetService, IacService, Queries};
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
-use crate::writer::Writer;
 
 /// Where the collector keeps its data unless told otherwise.
 pub const DEFAULT_DATABASE: &str = "sqlite://driftwatch-data/collector.db";
@@ -206,7 +206,7 @@ pub async fn bind(options: &ServeOptions) -> Result<TcpListener> {
 }
 
 /// What agents and `watch` clients are told when the collector stops (with `UNAVAILABLE`).
-pub const SHUTTING_DOWN: &str = "the collector is shutting down";
+pub use crate::status::SHUTTING_DOWN;
 
 /// Serves until `shutdown` is cancelled, then drains (see the module documentation) and
 /// returns. The caller bounds the drain with a deadline: what it cuts off was not
@@ -274,7 +274,7 @@ async fn serve_with<S: Store>(
         .build_v1alpha()
         .context("building the reflection service")?;
 
-    let http = crate::fleet::json_api(queries.clone()).merge(
+    let http = crate::query::json_api(queries.clone()).merge(
         axum::Router::new()
             .route("/metrics", axum::routing::get(metrics_page))
             .route("/healthz", axum::routing::get(|| async { "ok\n" }))

@@ -4,8 +4,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use driftwatch_agent::cli::shell;
 use driftwatch_collector::server::{self, ServeOptions};
+use driftwatch_shell as shell;
 use tokio_util::sync::CancellationToken;
 
 /// The fleet API answers with thousands of small strings per listing, and its threads come and
@@ -34,7 +34,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli: Cli = shell::parse();
-    driftwatch_collector::init_logging();
+    shell::init_logging("info");
     let Command::Serve(options) = cli.command;
     let runtime = match server::runtime() {
         Ok(rt) => rt,

@@ -66,20 +66,6 @@ pub enum StoreError {
     NewerSchema { found: i64, supported: i64 },
 }
 
-impl StoreError {
-    /// What a client is told: a database failure's details (file paths, SQL, the engine's
-    /// text) stay in the collector's log, which this call writes.
-    pub fn for_client(&self) -> String {
-        match self {
-            StoreError::Database(detail) => {
-                tracing::error!(error = %detail, "Database failure.");
-                "the collector's database failed; its log has the details".to_owned()
-            }
-            other => other.to_string(),
-        }
-    }
-}
-
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// What a hello tells about a host, as stored.
@@ -292,6 +278,15 @@ pub trait Store: Send + Sync + 'static {
     /// import), so a correlation computed at one value can be reused while it holds. Read it
     /// before reading the data.
     fn generation(&self) -> u64;
+}
+
+/// Runs a store call on a blocking thread.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Database(format!("store call failed: {e}"))))
 }
 
 /// What an import stored.

@@ -5,14 +5,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
-use axum::extract::State;
 use driftwatch_proto::text::count;
 use driftwatch_proto::v1;
-use serde::Deserialize;
 use tonic::{Request, Status};
 
-use super::{Params, Queries, QueryError, filter};
+use super::{Queries, QueryError, filter};
 use crate::iac::correlate::{Correlation, HostFacts, Matching, flag};
 use crate::iac::import;
 use crate::store::{self, ListedHost, Store};
@@ -368,38 +365,4 @@ impl<S: Store> v1::iac_server::Iac for IacService<S> {
     ) -> Result<tonic::Response<v1::IacReport>, Status> {
         Ok(tonic::Response::new(self.0.report(r.into_inner()).await?))
     }
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default, deny_unknown_fields)]
-pub(super) struct StatusParams {
-    ghost_after: String,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default, deny_unknown_fields)]
-pub(super) struct ReportParams {
-    ghost_after: String,
-    severity: String,
-}
-
-pub(super) async fn api_status<S: Store>(
-    State(q): State<Queries<S>>,
-    Params(p): Params<StatusParams>,
-) -> super::ApiResult<v1::IacStatus> {
-    let r = v1::IacStatusRequest {
-        ghost_after: p.ghost_after,
-    };
-    Ok(Json(q.iac_status(r).await?))
-}
-
-pub(super) async fn api_report<S: Store>(
-    State(q): State<Queries<S>>,
-    Params(p): Params<ReportParams>,
-) -> super::ApiResult<v1::IacReport> {
-    let r = v1::ReportRequest {
-        ghost_after: p.ghost_after,
-        severity: p.severity,
-    };
-    Ok(Json(q.report(r).await?))
 }

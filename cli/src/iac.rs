@@ -1,7 +1,7 @@
 //! `driftwatch iac import | status` and `driftwatch report`.
 //!
 //! Imports parse the file here, on the operator's machine, and send the collector only the
-//! allow-listed attributes (see `crate::iac`): the secrets a state holds never travel.
+//! allow-listed attributes (see `driftwatch_iac`): the secrets a state holds never travel.
 
 use std::fs::File;
 use std::io::{self, IsTerminal as _, Read};
@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use driftwatch_agent::cli::shell::{print, print_json, print_str};
 use driftwatch_proto::v1::{self, iac_client::IacClient};
+use driftwatch_shell::{print, print_json, print_str};
 use tonic::transport::Channel;
 
-use crate::iac::{import, packer, tfstate};
 use crate::render;
+use driftwatch_iac::{import, packer, tfstate};
 
 #[derive(Debug, Subcommand)]
 pub enum IacCommand {
@@ -121,7 +121,7 @@ pub async fn import(
         let manifest = packer::parse_manifest_limited(open(path)?, max)
             .with_context(|| format!("cannot import {shown}"))?;
         let baseline = match &args.baseline {
-            Some(file) => Some(driftwatch_agent::cli::load_baseline(file)?.id.to_hex()),
+            Some(file) => Some(baseline_id(file)?),
             None => None,
         };
         let request = import::manifest_request(&manifest, &shown, baseline.as_deref())
@@ -184,4 +184,14 @@ pub async fn report(
         ReportFormat::Markdown => print_str(&render::report_markdown(&report))?,
     };
     Ok(0)
+}
+
+/// The id of a baseline file (`--baseline` of a manifest import), refusing a file that is not
+/// an intact baseline.
+fn baseline_id(path: &std::path::Path) -> Result<String> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot read baseline {}", path.display()))?;
+    let loaded = driftwatch_proto::baseline::decode(&bytes)
+        .with_context(|| format!("refusing baseline {}", path.display()))?;
+    Ok(loaded.id.to_hex())
 }

@@ -20,12 +20,15 @@ use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::metrics::Metrics;
+use crate::status;
 use crate::store::{
     self, EventRecord, HostInfo, ItemError, ItemRecord, Store, StoreError, StreamState, Transition,
-    Write,
+    Write, blocking,
 };
-use crate::writer::Writer;
 use driftwatch_proto::drift::DriftError;
+use writer::Writer;
+
+pub mod writer;
 
 /// Per-connection limits.
 #[derive(Clone, Debug)]
@@ -157,19 +160,13 @@ struct End(Status);
 
 impl End {
     fn shutting_down() -> End {
-        End(Status::unavailable(crate::server::SHUTTING_DOWN))
+        End(status::shutting_down())
     }
 }
 
 impl From<StoreError> for End {
     fn from(e: StoreError) -> End {
-        End(match e {
-            StoreError::Rejected(m) => Status::failed_precondition(m),
-            e => Status::unavailable(format!(
-                "the collector cannot store this now: {}",
-                e.for_client()
-            )),
-        })
+        End(status::store(e))
     }
 }
 
@@ -571,15 +568,6 @@ fn check_field(name: &str, value: &str, required: bool) -> Result<(), End> {
         ))));
     }
     Ok(())
-}
-
-/// Runs a store call on a blocking thread.
-pub async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> store::Result<T> + Send + 'static,
-) -> store::Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| Err(StoreError::Database(format!("store call failed: {e}"))))
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Human-readable output of the CLI: aligned tables, items with their diffs. Everything
 //! writes to the `out` it is given (the CLI's locked, buffered stdout, see
-//! `driftwatch_agent::cli::shell`) and passes its errors on: a reader that went away ends the
+//! `driftwatch_shell`) and passes its errors on: a reader that went away ends the
 //! output there.
 
 use std::io::{self, IsTerminal as _, Write};
@@ -274,9 +274,16 @@ pub fn history(out: &mut dyn Write, events: &[v1::HistoryEvent]) -> io::Result<(
 /// and when the agent observed it if that was noticeably earlier or later (a replay after an
 /// outage, a skewed clock).
 pub fn event_line(e: &v1::HistoryEvent) -> String {
-    let parse = crate::store::parse_rfc3339;
+    let parse = |text: &str| humantime::parse_rfc3339_weak(text).ok();
     let observed = match (parse(&e.received_at), parse(&e.observed_at)) {
-        (Some(received), Some(observed)) if (received - observed).abs() < 1_000 => String::new(),
+        (Some(received), Some(observed))
+            if received
+                .duration_since(observed)
+                .unwrap_or_else(|early| early.duration())
+                < std::time::Duration::from_secs(1) =>
+        {
+            String::new()
+        }
         _ => format!("  (observed {})", e.observed_at),
     };
     format!(

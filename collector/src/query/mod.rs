@@ -1,31 +1,26 @@
-//! Fleet queries: the `driftwatch.v1.Fleet` gRPC service and the JSON API that mirrors it
-//! (`/api/v1/...`, same messages, serialized with serde). Both call [`Queries`].
+//! Fleet queries: the `driftwatch.v1.Fleet` gRPC service, the `driftwatch.v1.Iac` queries
+//! (`iac`), and the JSON API that mirrors them (`http`: `/api/v1/...`, same messages,
+//! serialized with serde). All of them call [`Queries`].
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Json;
-use axum::extract::{FromRequestParts, Path, Query, State};
-use axum::http::StatusCode;
-use axum::http::request::Parts;
-use axum::response::{IntoResponse, Response};
 use driftwatch_proto::v1;
-use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use tokio_stream::{Stream, StreamExt as _};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Status};
 
-use crate::ingest::blocking;
+use crate::ingest::writer::Writer;
 use crate::metrics::Metrics;
 use crate::store::{
     self, HistoryQuery, HostQuery, ItemFilter, ListedHost, Severity, Store, StoreError,
 };
-use crate::writer::Writer;
 
+mod http;
 mod iac;
 
+pub use http::json_api;
 pub use iac::IacService;
 
 /// Longest listing answered at once.
@@ -42,27 +37,6 @@ pub enum QueryError {
 impl From<StoreError> for QueryError {
     fn from(e: StoreError) -> Self {
         QueryError::Store(e)
-    }
-}
-
-impl From<QueryError> for Status {
-    fn from(e: QueryError) -> Status {
-        match e {
-            QueryError::BadRequest(m) => Status::invalid_argument(m),
-            QueryError::NotFound(m) => Status::not_found(m),
-            QueryError::Store(e) => Status::unavailable(e.for_client()),
-        }
-    }
-}
-
-impl IntoResponse for QueryError {
-    fn into_response(self) -> Response {
-        let (code, message) = match self {
-            QueryError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
-            QueryError::NotFound(m) => (StatusCode::NOT_FOUND, m),
-            QueryError::Store(e) => (StatusCode::SERVICE_UNAVAILABLE, e.for_client()),
-        };
-        (code, Json(serde_json::json!({ "error": message }))).into_response()
     }
 }
 
@@ -163,7 +137,7 @@ impl<S: Store> Queries<S> {
     ) -> Result<T, QueryError> {
         let started = Instant::now();
         let store = self.store.clone();
-        let result = blocking(move || f(&store)).await;
+        let result = store::blocking(move || f(&store)).await;
         self.metrics.queries.inc();
         self.metrics
             .query_seconds
@@ -312,7 +286,7 @@ impl<S: Store> Queries<S> {
         let shutdown = self.shutdown.clone();
         let stopping = futures_util::stream::once(async move {
             shutdown.cancelled().await;
-            Err(Status::unavailable(crate::server::SHUTTING_DOWN))
+            Err(crate::status::shutting_down())
         });
         // The first error ends a gRPC answer: nothing follows the status.
         let events = events.filter_map(move |e| {
@@ -403,134 +377,4 @@ impl<S: Store> v1::fleet_server::Fleet for FleetService<S> {
         let stream = self.0.watch(r.into_inner())?;
         Ok(tonic::Response::new(Box::pin(stream)))
     }
-}
-
-/// A query string read strictly: a parameter the endpoint does not take, or a value of the
-/// wrong type, is a 400 that names it (not a filter silently ignored).
-pub struct Params<T>(pub T);
-
-impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
-    type Rejection = QueryError;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, QueryError> {
-        Query::try_from_uri(&parts.uri)
-            .map(|Query(params)| Params(params))
-            .map_err(|e| QueryError::BadRequest(e.body_text()))
-    }
-}
-
-/// The query-string forms of the requests (every field optional), one per endpoint.
-#[derive(Deserialize, Default)]
-#[serde(default, deny_unknown_fields)]
-pub struct HostsParams {
-    diverged: bool,
-    severity: String,
-    path: String,
-    limit: u32,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default, deny_unknown_fields)]
-pub struct PathsParams {
-    severity: String,
-    path: String,
-    limit: u32,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default, deny_unknown_fields)]
-pub struct CausesParams {
-    severity: String,
-    path: String,
-    min_hosts: u32,
-    limit: u32,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default, deny_unknown_fields)]
-pub struct HistoryParams {
-    host: String,
-    since: String,
-    path: String,
-    limit: u32,
-}
-
-/// No parameters at all.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct NoParams {}
-
-/// The JSON API routes.
-pub fn json_api<S: Store>(queries: Queries<S>) -> axum::Router {
-    use axum::routing::get;
-    axum::Router::new()
-        .route("/api/v1/hosts", get(api_hosts::<S>))
-        .route("/api/v1/hosts/{host}", get(api_host::<S>))
-        .route("/api/v1/paths", get(api_paths::<S>))
-        .route("/api/v1/causes", get(api_causes::<S>))
-        .route("/api/v1/history", get(api_history::<S>))
-        .route("/api/v1/iac/status", get(iac::api_status::<S>))
-        .route("/api/v1/report", get(iac::api_report::<S>))
-        .with_state(queries)
-}
-
-type ApiResult<T> = Result<Json<T>, QueryError>;
-
-async fn api_hosts<S: Store>(
-    State(q): State<Queries<S>>,
-    Params(p): Params<HostsParams>,
-) -> ApiResult<v1::ListHostsResponse> {
-    let r = v1::ListHostsRequest {
-        diverged: p.diverged,
-        severity: p.severity,
-        path: p.path,
-        limit: p.limit,
-    };
-    Ok(Json(q.list_hosts(r).await?))
-}
-
-async fn api_host<S: Store>(
-    State(q): State<Queries<S>>,
-    Path(host): Path<String>,
-    Params(NoParams {}): Params<NoParams>,
-) -> ApiResult<v1::HostDetail> {
-    Ok(Json(q.get_host(v1::GetHostRequest { host }).await?))
-}
-
-async fn api_paths<S: Store>(
-    State(q): State<Queries<S>>,
-    Params(p): Params<PathsParams>,
-) -> ApiResult<v1::ListPathsResponse> {
-    let r = v1::ListPathsRequest {
-        path: p.path,
-        severity: p.severity,
-        limit: p.limit,
-    };
-    Ok(Json(q.list_paths(r).await?))
-}
-
-async fn api_causes<S: Store>(
-    State(q): State<Queries<S>>,
-    Params(p): Params<CausesParams>,
-) -> ApiResult<v1::ListCausesResponse> {
-    let r = v1::ListCausesRequest {
-        path: p.path,
-        severity: p.severity,
-        min_hosts: p.min_hosts,
-        limit: p.limit,
-    };
-    Ok(Json(q.list_causes(r).await?))
-}
-
-async fn api_history<S: Store>(
-    State(q): State<Queries<S>>,
-    Params(p): Params<HistoryParams>,
-) -> ApiResult<v1::HistoryResponse> {
-    let r = v1::HistoryRequest {
-        host: p.host,
-        since: p.since,
-        path: p.path,
-        limit: p.limit,
-    };
-    Ok(Json(q.history(r).await?))
 }

@@ -401,7 +401,7 @@ const WARM_UP: usize = 5;
 
 async fn query(url: &str, samples: usize, hosts: usize) -> Result<()> {
     // The CLI's own client, so timings are what an operator's CLI sees.
-    let mut client = driftwatch_collector::cli::connect(&driftwatch_collector::cli::Connection {
+    let mut client = driftwatch_cli::connect(&driftwatch_cli::Connection {
         collector: url.to_string(),
         ca: None,
         cert: None,

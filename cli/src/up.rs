@@ -13,15 +13,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use driftwatch_agent::cli::shell::{Printed, print};
 use driftwatch_agent::config::Overrides;
 use driftwatch_agent::rules::Rules;
 use driftwatch_proto::v1;
+use driftwatch_shell::{Printed, print};
 use sha2::{Digest as _, Sha256};
 use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::server::{self, ServeOptions};
+use driftwatch_collector::server::{self, ServeOptions};
 
 #[derive(Debug, clap::Args)]
 pub struct UpArgs {
@@ -239,7 +239,7 @@ fn rules_for(paths: &[PathBuf]) -> Result<Rules> {
 
 /// Prints every stored event, live, through the collector's own Watch.
 async fn print_feed(url: String) {
-    let conn = crate::cli::Connection {
+    let conn = crate::Connection {
         collector: url,
         ca: None,
         cert: None,
@@ -248,7 +248,7 @@ async fn print_feed(url: String) {
     // The collector is starting alongside: retry briefly.
     let mut client = None;
     for _ in 0..50 {
-        if let Ok(c) = crate::cli::connect(&conn).await {
+        if let Ok(c) = crate::connect(&conn).await {
             client = Some(c);
             break;
         }

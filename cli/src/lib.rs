@@ -4,20 +4,26 @@
 //! Exit codes as everywhere in driftwatch: 0 = no drift, 2 = drift (for the commands that
 //! answer "is there drift?", i.e. `hosts --diverged`), 1 = error, a usage error included.
 //! Output into a closed pipe (`| head`) ends quietly, with the command's own code.
+//!
+//! Modules: [`render`] (human output), `iac` (`iac import/status`, `report`; states are read
+//! here, on the operator's machine, with `driftwatch_iac`), `up` (feature `up`, on by default:
+//! a collector and an agent in this process; the only part that links the server and the
+//! agent).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow};
 use clap::{Args, Parser, Subcommand};
-use driftwatch_agent::cli::shell::{self, Printed, print, print_json};
 use driftwatch_proto::v1::{self, fleet_client::FleetClient};
+use driftwatch_shell::{self as shell, Printed, print, print_json};
 use tokio_stream::StreamExt as _;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
-use crate::render;
-
 mod iac;
+pub mod render;
+#[cfg(feature = "up")]
+mod up;
 
 pub const DEFAULT_COLLECTOR: &str = "http://127.0.0.1:7470";
 
@@ -95,6 +101,7 @@ pub enum Command {
     /// The reconciliation report: drift grouped by IaC resource and image, flags, ghosts.
     Report(iac::ReportArgs),
     /// Try it: a collector and an agent for this machine, in one process.
+    #[cfg(feature = "up")]
     Up(crate::up::UpArgs),
 }
 
@@ -159,8 +166,11 @@ pub struct HistoryArgs {
 /// Runs the CLI; returns the exit code.
 pub fn main() -> i32 {
     let cli: Cli = shell::parse();
-    crate::init_logging();
-    let runtime = match crate::server::runtime() {
+    driftwatch_shell::init_logging("info");
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: starting the runtime: {e}");
@@ -180,6 +190,7 @@ pub fn main() -> i32 {
 }
 
 async fn run(cli: Cli) -> Result<i32> {
+    #[cfg(feature = "up")]
     if let Command::Up(args) = cli.command {
         return crate::up::run(args).await;
     }
@@ -325,6 +336,7 @@ async fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
+        #[cfg(feature = "up")]
         Command::Up(_) => unreachable!("handled above"),
     }
 }
@@ -400,6 +412,6 @@ fn describe_status(url: &str, status: &tonic::Status) -> String {
 mod tests {
     #[test]
     fn every_argument_has_help() {
-        driftwatch_agent::cli::shell::assert_every_argument_has_help::<super::Cli>();
+        driftwatch_shell::assert_every_argument_has_help::<super::Cli>();
     }
 }

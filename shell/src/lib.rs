@@ -1,12 +1,18 @@
-//! What every driftwatch command line does alike at the shell (`driftwatch-agent`,
-//! `driftwatch`, `driftwatch-collector`):
+//! What every driftwatch program does alike at the shell (`driftwatch-agent`, `driftwatch`,
+//! `driftwatch-collector`), in a crate of its own so that each binary links only its own
+//! program:
 //!
 //! - a usage error (unknown flag, bad value, missing argument) exits 1, like any other error:
 //!   clap's own code for it is 2, which means "drift found" to every script;
 //! - output into a pipe whose reader went away (`| head`) ends quietly, with the command's own
-//!   exit code, instead of `println!`'s panic ("failed printing to stdout", exit 101).
+//!   exit code, instead of `println!`'s panic ("failed printing to stdout", exit 101);
+//! - logs go to stderr through `tracing`, filtered by `DRIFTWATCH_LOG` (else `RUST_LOG`), colored
+//!   only on a terminal (not in journald or a file).
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal as _, Write};
+
+/// The exit code of every failure, usage errors included (2 means "drift found").
+pub const EXIT_ERROR: u8 = 1;
 
 /// Parses the command line, or exits: 0 after `--help` or `--version` (on stdout), 1 after a
 /// usage error (on stderr, as clap words it).
@@ -15,11 +21,24 @@ pub fn parse<C: clap::Parser>() -> C {
         // Nothing more to say when stdout or stderr is closed.
         let _ = e.print();
         std::process::exit(if e.use_stderr() {
-            i32::from(super::EXIT_ERROR)
+            i32::from(EXIT_ERROR)
         } else {
             0
         })
     })
+}
+
+/// Logs to stderr through `tracing`, at `default` (an `EnvFilter` directive, e.g. `info`)
+/// unless `DRIFTWATCH_LOG` or `RUST_LOG` says otherwise.
+pub fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DRIFTWATCH_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
+        .try_init();
 }
 
 /// What became of some output.

@@ -4,5 +4,5 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    std::process::exit(driftwatch_collector::cli::main());
+    std::process::exit(driftwatch_cli::main());
 }

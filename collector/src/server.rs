@@ -31,8 +31,8 @@ use crate::ingest::writer::Writer;
 use crate::ingest::{IngestService, Limits};
 use crate::metrics::Metrics;
 use crate::query::{FleetService, IacService, Queries};
-use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
+use crate::store::{Feed, Store};
 
 /// Where the collector keeps its data unless told otherwise.
 pub const DEFAULT_DATABASE: &str = "sqlite://driftwatch-data/collector.db";
@@ -46,6 +46,8 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// stack and its allocator heap (peak RSS 861 MiB instead of 445 MiB with 5,000 agents
 /// connecting, docs/BENCHMARKS.md).
 pub const BLOCKING_THREADS: usize = 16;
+/// Committed events kept for slow `watch` followers before they are told they missed some.
+const FEED_BUFFER: usize = 8192;
 
 /// The runtime of both binaries: the collector, and the `driftwatch` CLI (whose `up` serves
 /// agents too; its other commands use a thread or two of blocking work at most).
@@ -227,7 +229,9 @@ async fn serve_with<S: Store>(
     shutdown: CancellationToken,
 ) -> Result<()> {
     let metrics = Arc::new(Metrics::default());
-    let (writer, writer_thread) = Writer::start(store.clone(), metrics.clone());
+    // Committed events, for `Watch`; slow followers are told after this many.
+    let feed = Feed::new(FEED_BUFFER);
+    let (writer, writer_thread) = Writer::start(store.clone(), feed.clone(), metrics.clone());
     // The task of every agent stream, waited for once the connections are closed.
     let streams = TaskTracker::new();
     let limits = Limits {
@@ -238,7 +242,7 @@ async fn serve_with<S: Store>(
     };
     let mut queries = Queries::new(
         store.clone(),
-        writer.clone(),
+        feed,
         metrics.clone(),
         options.silent_after,
         shutdown.clone(),

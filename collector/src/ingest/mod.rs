@@ -22,8 +22,8 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::metrics::Metrics;
 use crate::status;
 use crate::store::{
-    self, EventRecord, HostInfo, ItemError, ItemRecord, Store, StoreError, StreamState, Transition,
-    Write, blocking,
+    self, EventRecord, HostIdentity, HostInfo, ItemError, ItemRecord, Store, StoreError,
+    StreamState, Transition, Write, blocking,
 };
 use driftwatch_proto::drift::DriftError;
 use writer::Writer;
@@ -310,7 +310,7 @@ impl<S: Store> Connection<S> {
         self.stream_id = hello.stream_id.clone();
         let info = HostInfo {
             host: identity.host.clone(),
-            identity,
+            identity: host_identity(identity),
             agent_version: hello.agent_version,
             baseline_id: hello.baseline_id,
             image_name: hello.image_name,
@@ -554,6 +554,24 @@ fn event_record(e: v1::Event) -> Result<EventRecord, String> {
         observed_at,
         item,
     })
+}
+
+/// What a hello says of the host, as the store keeps it.
+fn host_identity(id: v1::HostIdentity) -> HostIdentity {
+    HostIdentity {
+        source: id.source,
+        hostname: id.hostname,
+        cloud: id.cloud,
+        region: id.region,
+        availability_zone: id.availability_zone,
+        instance_id: id.instance_id,
+        image_id: id.image_id,
+        private_ip: id.private_ip,
+        machine_id_hash: id.machine_id_hash,
+        user_data_sha1: id.user_data_sha1,
+        tags: id.tags.into_iter().collect(),
+        account_id: id.account_id,
+    }
 }
 
 fn check_field(name: &str, value: &str, required: bool) -> Result<(), End> {

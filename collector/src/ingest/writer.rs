@@ -7,7 +7,7 @@
 //! that wrote in the meantime, so throughput grows with the number of agents instead of being
 //! capped by the disk's sync rate, and nothing is acknowledged before it is durable.
 //!
-//! Committed events are published to watchers ([`Writer::subscribe`]).
+//! Committed events are published on the live [`Feed`], which the query side follows.
 //!
 //! The thread stops once every [`Writer`] handle is dropped and the queue is drained: every
 //! write queued by then is committed and answered ([`WriterThread::stopped`]).
@@ -15,18 +15,15 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use driftwatch_proto::v1;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::Metrics;
-use crate::store::{self, Applied, Store, StoreError, Write};
+use crate::store::{Applied, Feed, HistoryEntry, Source, Store, StoreError, Write};
 
 /// Most writes applied in one commit.
 const MAX_GROUP: usize = 512;
 /// Writes waiting for the writer before senders wait (backpressure onto the agents' streams).
 const QUEUE: usize = 4096;
-/// Committed events kept for slow watchers before they miss some.
-const WATCH_BUFFER: usize = 8192;
 
 type Reply = oneshot::Sender<Result<Applied, StoreError>>;
 
@@ -34,7 +31,6 @@ type Reply = oneshot::Sender<Result<Applied, StoreError>>;
 #[derive(Clone)]
 pub struct Writer {
     queue: mpsc::Sender<(Write, Option<Reply>)>,
-    events: broadcast::Sender<Arc<v1::HistoryEvent>>,
     metrics: Arc<Metrics>,
 }
 
@@ -52,19 +48,21 @@ impl WriterThread {
 
 impl Writer {
     /// Starts the writer thread. It stops once every handle is dropped and the queue drained.
-    pub fn start<S: Store>(store: Arc<S>, metrics: Arc<Metrics>) -> (Writer, WriterThread) {
+    pub fn start<S: Store>(
+        store: Arc<S>,
+        feed: Feed,
+        metrics: Arc<Metrics>,
+    ) -> (Writer, WriterThread) {
         let (queue, rx) = mpsc::channel(QUEUE);
-        let (events, _) = broadcast::channel(WATCH_BUFFER);
         let writer = Writer {
             queue,
-            events: events.clone(),
             metrics: metrics.clone(),
         };
         let (done, stopped) = oneshot::channel();
         std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || {
-                run(store.as_ref(), rx, &events, &metrics);
+                run(store.as_ref(), rx, &feed, &metrics);
                 let _ = done.send(());
             })
             .expect("spawn the writer thread");
@@ -91,17 +89,12 @@ impl Writer {
             self.metrics.write_queue.inc();
         }
     }
-
-    /// Committed stream events, from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<v1::HistoryEvent>> {
-        self.events.subscribe()
-    }
 }
 
 fn run<S: Store>(
     store: &S,
     mut rx: mpsc::Receiver<(Write, Option<Reply>)>,
-    events: &broadcast::Sender<Arc<v1::HistoryEvent>>,
+    feed: &Feed,
     metrics: &Metrics,
 ) {
     // Test hook: die between a commit and its acknowledgements, as a crash there would.
@@ -144,7 +137,7 @@ fn run<S: Store>(
                 for ((write, reply), result) in writes.drain(..).zip(replies.drain(..)).zip(results)
                 {
                     if let Ok(applied) = &result {
-                        publish(&write, applied, events, metrics);
+                        publish(&write, applied, feed, metrics);
                     }
                     if let Some(reply) = reply {
                         let _ = reply.send(result);
@@ -163,12 +156,7 @@ fn run<S: Store>(
 }
 
 /// Publishes a committed batch's new events (a replay's skipped ones are its first).
-fn publish(
-    write: &Write,
-    applied: &Applied,
-    events: &broadcast::Sender<Arc<v1::HistoryEvent>>,
-    metrics: &Metrics,
-) {
+fn publish(write: &Write, applied: &Applied, feed: &Feed, metrics: &Metrics) {
     let Write::Batch {
         host,
         events: batch,
@@ -182,20 +170,20 @@ fn publish(
     metrics.batches.inc();
     metrics.events_stored.inc_by(new as u64);
     metrics.events_replayed.inc_by((batch.len() - new) as u64);
-    if events.receiver_count() == 0 {
+    if !feed.is_followed() {
         return;
     }
     for e in &batch[batch.len() - new..] {
-        let _ = events.send(Arc::new(v1::HistoryEvent {
+        feed.publish(HistoryEntry {
             host: host.clone(),
             seq: e.seq,
-            event: e.transition.as_str().into(),
-            observed_at: store::rfc3339(e.observed_at),
-            received_at: store::rfc3339(*received_at),
-            path: e.item.subject.clone(),
-            severity: e.item.severity.as_str().into(),
-            item: store::item::decode(&e.item.encoded).ok(),
-            source: "stream".into(),
-        }));
+            transition: e.transition,
+            observed_at: e.observed_at,
+            received_at: *received_at,
+            subject: e.item.subject.clone(),
+            severity: e.item.severity,
+            item: e.item.encoded.clone(),
+            source: Source::Stream,
+        });
     }
 }

@@ -203,7 +203,14 @@ impl<S: Store> Queries<S> {
         let fleet = self
             .correlate(ghost_after(&r.ghost_after, self.ghost_after)?)
             .await?;
-        let causes = self.run(move |s| s.list_causes(&item_filter, 1, 0)).await?;
+        let causes = self
+            .run(move |s| {
+                s.list_causes(&item_filter, 1, 0)?
+                    .into_iter()
+                    .map(super::convert::cause)
+                    .collect()
+            })
+            .await?;
         Ok(v1::IacReport {
             generated_at: store::rfc3339(store::now_millis()),
             status: Some(status(&fleet)),

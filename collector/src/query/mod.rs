@@ -11,12 +11,12 @@ use tokio_stream::{Stream, StreamExt as _};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Status};
 
-use crate::ingest::writer::Writer;
 use crate::metrics::Metrics;
 use crate::store::{
-    self, HistoryQuery, HostQuery, ItemFilter, ListedHost, Severity, Store, StoreError,
+    self, Feed, HistoryQuery, HostQuery, ItemFilter, ListedHost, Severity, Store, StoreError,
 };
 
+pub mod convert;
 mod http;
 mod iac;
 
@@ -43,7 +43,7 @@ impl From<StoreError> for QueryError {
 /// The queries, over a store.
 pub struct Queries<S> {
     store: Arc<S>,
-    writer: Writer,
+    feed: Feed,
     metrics: Arc<Metrics>,
     /// Hosts not heard from for this long are `silent`.
     pub silent_after: Duration,
@@ -58,7 +58,7 @@ impl<S> Clone for Queries<S> {
     fn clone(&self) -> Self {
         Queries {
             store: self.store.clone(),
-            writer: self.writer.clone(),
+            feed: self.feed.clone(),
             metrics: self.metrics.clone(),
             silent_after: self.silent_after,
             ghost_after: self.ghost_after,
@@ -115,14 +115,14 @@ pub fn parse_since(text: &str, now: store::Millis) -> Result<Option<store::Milli
 impl<S: Store> Queries<S> {
     pub fn new(
         store: Arc<S>,
-        writer: Writer,
+        feed: Feed,
         metrics: Arc<Metrics>,
         silent_after: Duration,
         shutdown: CancellationToken,
     ) -> Self {
         Queries {
             store,
-            writer,
+            feed,
             metrics,
             silent_after,
             ghost_after: crate::iac::correlate::DEFAULT_GHOST_AFTER,
@@ -213,7 +213,11 @@ impl<S: Store> Queries<S> {
         let query = self.host_query(ItemFilter::default(), false);
         let name = r.host.clone();
         let mut detail = self
-            .run(move |s| s.get_host(&name, &query))
+            .run(move |s| {
+                s.get_host(&name, &query)?
+                    .map(convert::host_detail)
+                    .transpose()
+            })
             .await?
             .ok_or_else(|| unknown_host(&r.host))?;
         if let Some(host) = &mut detail.host {
@@ -231,7 +235,9 @@ impl<S: Store> Queries<S> {
         let filter = filter(&r.severity, &r.path)?;
         let limit = limit(r.limit);
         let paths = self.run(move |s| s.list_paths(&filter, limit)).await?;
-        Ok(v1::ListPathsResponse { paths })
+        Ok(v1::ListPathsResponse {
+            paths: paths.iter().map(convert::path_summary).collect(),
+        })
     }
 
     pub async fn list_causes(
@@ -241,7 +247,12 @@ impl<S: Store> Queries<S> {
         let filter = filter(&r.severity, &r.path)?;
         let (min_hosts, limit) = (r.min_hosts.max(1) as usize, limit(r.limit));
         let causes = self
-            .run(move |s| s.list_causes(&filter, min_hosts, limit))
+            .run(move |s| {
+                s.list_causes(&filter, min_hosts, limit)?
+                    .into_iter()
+                    .map(convert::cause)
+                    .collect()
+            })
             .await?;
         Ok(v1::ListCausesResponse { causes })
     }
@@ -263,7 +274,12 @@ impl<S: Store> Queries<S> {
                         None => return Ok(None),
                     }
                 }
-                s.history(&query).map(Some)
+                let events = s.history(&query)?;
+                events
+                    .iter()
+                    .map(convert::history_event)
+                    .collect::<Result<_, _>>()
+                    .map(Some)
             })
             .await?
             .ok_or_else(|| unknown_host(&r.host))?;
@@ -282,7 +298,7 @@ impl<S: Store> Queries<S> {
         let metrics = self.metrics.clone();
         metrics.watchers.inc();
         let guard = WatcherGauge(metrics);
-        let events = tokio_stream::wrappers::BroadcastStream::new(self.writer.subscribe());
+        let events = tokio_stream::wrappers::BroadcastStream::new(self.feed.subscribe());
         let shutdown = self.shutdown.clone();
         let stopping = futures_util::stream::once(async move {
             shutdown.cancelled().await;
@@ -294,10 +310,8 @@ impl<S: Store> Queries<S> {
             match e {
                 Ok(e) => {
                     let wanted = (host.is_empty() || e.host == host)
-                        && min.is_none_or(|min| {
-                            Severity::parse(&e.severity).is_some_and(|s| s <= min)
-                        });
-                    wanted.then(|| Ok(Arc::unwrap_or_clone(e)))
+                        && min.is_none_or(|min| e.severity <= min);
+                    wanted.then(|| convert::history_event(&e).map_err(crate::status::store))
                 }
                 Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
                     Some(Err(Status::data_loss(format!(

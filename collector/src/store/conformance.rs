@@ -23,9 +23,12 @@ use driftwatch_proto::drift::{self, DriftItem, DriftKind, Facts, FileDrift};
 use prost::Message as _;
 use sha2::{Digest as _, Sha256};
 
+use crate::query::convert;
+
 use super::{
-    Applied, EventRecord, HistoryQuery, HostInfo, HostQuery, ItemFilter, ItemRecord, ListedHost,
-    Millis, Severity, Store, StoreError, StreamState, Transition, Write, rfc3339,
+    Applied, EventRecord, HistoryQuery, HostIdentity, HostInfo, HostQuery, ItemFilter, ItemRecord,
+    ListedHost, Millis, Result, Severity, Store, StoreError, StreamState, Transition, Write,
+    rfc3339,
 };
 
 mod iac;
@@ -146,8 +149,7 @@ pub fn drifted(seq: u64, item: &ItemRecord) -> EventRecord {
 pub fn info(host: &str, hostname: &str) -> HostInfo {
     HostInfo {
         host: host.into(),
-        identity: v1::HostIdentity {
-            host: host.into(),
+        identity: HostIdentity {
             source: "imds".into(),
             hostname: hostname.into(),
             cloud: "aws".into(),
@@ -213,6 +215,57 @@ fn host_query(now: Millis, diverged: bool, filter: ItemFilter) -> HostQuery {
     }
 }
 
+/// The store's answers as clients get them (`query::convert`), so the cases say what a
+/// client sees.
+pub trait AsApi: Store {
+    fn api(&self) -> Api<'_, Self> {
+        Api(self)
+    }
+}
+
+impl<S: Store + ?Sized> AsApi for S {}
+
+pub struct Api<'a, S: ?Sized>(&'a S);
+
+impl<S: Store + ?Sized> Api<'_, S> {
+    pub fn get_host(&self, host: &str, query: &HostQuery) -> Result<Option<v1::HostDetail>> {
+        self.0
+            .get_host(host, query)?
+            .map(convert::host_detail)
+            .transpose()
+    }
+
+    pub fn list_paths(&self, filter: &ItemFilter, limit: usize) -> Result<Vec<v1::PathSummary>> {
+        Ok(self
+            .0
+            .list_paths(filter, limit)?
+            .iter()
+            .map(convert::path_summary)
+            .collect())
+    }
+
+    pub fn list_causes(
+        &self,
+        filter: &ItemFilter,
+        min_hosts: usize,
+        limit: usize,
+    ) -> Result<Vec<v1::Cause>> {
+        self.0
+            .list_causes(filter, min_hosts, limit)?
+            .into_iter()
+            .map(convert::cause)
+            .collect()
+    }
+
+    pub fn history(&self, query: &HistoryQuery) -> Result<Vec<v1::HistoryEvent>> {
+        self.0
+            .history(query)?
+            .iter()
+            .map(convert::history_event)
+            .collect()
+    }
+}
+
 /// The listing as a client decodes it.
 pub fn hosts(store: &dyn Store, query: &HostQuery) -> Vec<v1::Host> {
     let listed = store.list_hosts(query).expect("list_hosts");
@@ -225,6 +278,7 @@ fn names(hosts: &[v1::Host]) -> Vec<&str> {
 
 fn drift_of(store: &dyn Store, host: &str) -> Vec<v1::DriftItem> {
     store
+        .api()
         .get_host(host, &host_query(T0, false, ItemFilter::default()))
         .expect("get_host")
         .expect("the host exists")
@@ -232,5 +286,8 @@ fn drift_of(store: &dyn Store, host: &str) -> Vec<v1::DriftItem> {
 }
 
 fn all_history(store: &dyn Store) -> Vec<v1::HistoryEvent> {
-    store.history(&HistoryQuery::default()).expect("history")
+    store
+        .api()
+        .history(&HistoryQuery::default())
+        .expect("history")
 }

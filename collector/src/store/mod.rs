@@ -9,16 +9,21 @@
 //! commits once, then acknowledges every batch in the group. Group commit keeps the cost of a
 //! durable commit (an fsync) shared across all connected agents.
 //!
-//! Query results are the `driftwatch.v1` fleet messages themselves: they are the API.
+//! The trait speaks the store's own types ([`model`]); the query side turns them into the
+//! API's messages and the ingest side builds them from the agents'. Drift items are kept as
+//! their canonical encodings. Committed events also go to the live [`Feed`].
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use driftwatch_proto::v1;
+use tokio::sync::broadcast;
 
 pub use crate::iac::correlate::{HostFacts, IacData, StoredState};
 
 pub mod item;
 pub mod listed;
+pub mod model;
 pub mod sqlite;
 
 #[cfg(test)]
@@ -27,6 +32,7 @@ pub mod conformance;
 pub use driftwatch_proto::drift::Transition;
 pub use item::{ItemError, ItemRecord, Severity, SubjectKind};
 pub use listed::{ListedHost, ReportedHost};
+pub use model::{Cause, HistoryEntry, HostDetail, HostIdentity, PathSummary, Source};
 
 /// Milliseconds since the Unix epoch: how the store keeps time.
 pub type Millis = i64;
@@ -72,7 +78,7 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct HostInfo {
     pub host: String,
-    pub identity: v1::HostIdentity,
+    pub identity: HostIdentity,
     pub agent_version: String,
     pub baseline_id: String,
     pub image_name: String,
@@ -232,14 +238,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// A host by identity, else by hostname when exactly one host has it. Items in the order
     /// of `check --json`'s report: security first, then by path.
-    fn get_host(&self, host: &str, query: &HostQuery) -> Result<Option<v1::HostDetail>>;
+    fn get_host(&self, host: &str, query: &HostQuery) -> Result<Option<HostDetail>>;
 
     /// The identity of the host `name` names, found as [`get_host`](Self::get_host) finds
     /// it; None when no host (or more than one) answers to it.
     fn find_host(&self, name: &str) -> Result<Option<String>>;
 
     /// Paths drifted on the most hosts first.
-    fn list_paths(&self, filter: &ItemFilter, limit: usize) -> Result<Vec<v1::PathSummary>>;
+    fn list_paths(&self, filter: &ItemFilter, limit: usize) -> Result<Vec<PathSummary>>;
 
     /// Identical changes grouped, most hosts first.
     fn list_causes(
@@ -247,12 +253,12 @@ pub trait Store: Send + Sync + 'static {
         filter: &ItemFilter,
         min_hosts: usize,
         limit: usize,
-    ) -> Result<Vec<v1::Cause>>;
+    ) -> Result<Vec<Cause>>;
 
     /// Stored events, oldest first: by the time they were received, then in the order they
     /// were stored (a batch's events in sequence order), so the order is the same every time
     /// and a limit keeps the newest.
-    fn history(&self, query: &HistoryQuery) -> Result<Vec<v1::HistoryEvent>>;
+    fn history(&self, query: &HistoryQuery) -> Result<Vec<HistoryEntry>>;
 
     /// Replaces everything stored for the state `import.name`, in one transaction. Refuses
     /// (`Rejected`) a state older than one stored for the same lineage (a lower serial).
@@ -278,6 +284,33 @@ pub trait Store: Send + Sync + 'static {
     /// import), so a correlation computed at one value can be reused while it holds. Read it
     /// before reading the data.
     fn generation(&self) -> u64;
+}
+
+/// The live feed: every transition as it is committed, for whoever follows it (`Watch`). The
+/// group writer publishes after each commit; a follower that falls further behind than the
+/// buffer is told it missed events.
+#[derive(Clone, Debug)]
+pub struct Feed(broadcast::Sender<Arc<HistoryEntry>>);
+
+impl Feed {
+    /// A feed keeping up to `buffer` events for slow followers.
+    pub fn new(buffer: usize) -> Feed {
+        Feed(broadcast::channel(buffer).0)
+    }
+
+    /// Whether anyone follows (publishing costs nothing when nobody does).
+    pub fn is_followed(&self) -> bool {
+        self.0.receiver_count() > 0
+    }
+
+    pub fn publish(&self, entry: HistoryEntry) {
+        let _ = self.0.send(Arc::new(entry));
+    }
+
+    /// Committed transitions from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<HistoryEntry>> {
+        self.0.subscribe()
+    }
 }
 
 /// Runs a store call on a blocking thread.

@@ -63,8 +63,9 @@ use driftwatch_proto::v1;
 use rusqlite::{Connection, OpenFlags, Row, Transaction, TransactionBehavior};
 
 use super::{
-    Applied, HistoryQuery, HostFacts, HostInfo, HostQuery, IacData, ImportOutcome, ItemFilter,
-    ListedHost, Millis, Result, Severity, Store, StoreError, StreamState, Write,
+    Applied, Cause, HistoryEntry, HistoryQuery, HostDetail, HostFacts, HostInfo, HostQuery,
+    IacData, ImportOutcome, ItemFilter, ListedHost, Millis, PathSummary, Result, Severity, Store,
+    StoreError, StreamState, Write,
 };
 use driftwatch_proto::drift::set_digest;
 
@@ -302,7 +303,7 @@ impl<T> Context<T> for rusqlite::Result<T> {
 
 impl Store for SqliteStore {
     fn hello(&self, info: &HostInfo, now: Millis) -> Result<StreamState> {
-        let host = [info.identity.host.as_str()];
+        let host = [info.host.as_str()];
         let state = self.write(false, "recording a hello", &host, |tx| {
             write::hello(tx, info, now)
         });
@@ -358,7 +359,7 @@ impl Store for SqliteStore {
         Ok(hosts::listing(&rows, &drifts, query))
     }
 
-    fn get_host(&self, host: &str, query: &HostQuery) -> Result<Option<v1::HostDetail>> {
+    fn get_host(&self, host: &str, query: &HostQuery) -> Result<Option<HostDetail>> {
         self.read("reading a host", |tx| query::get_host(tx, host, query))
     }
 
@@ -368,7 +369,7 @@ impl Store for SqliteStore {
         })
     }
 
-    fn list_paths(&self, filter: &ItemFilter, limit: usize) -> Result<Vec<v1::PathSummary>> {
+    fn list_paths(&self, filter: &ItemFilter, limit: usize) -> Result<Vec<PathSummary>> {
         self.read("listing paths", |tx| query::list_paths(tx, filter, limit))
     }
 
@@ -377,13 +378,13 @@ impl Store for SqliteStore {
         filter: &ItemFilter,
         min_hosts: usize,
         limit: usize,
-    ) -> Result<Vec<v1::Cause>> {
+    ) -> Result<Vec<Cause>> {
         self.read("listing causes", |tx| {
             query::list_causes(tx, filter, min_hosts, limit)
         })
     }
 
-    fn history(&self, query: &HistoryQuery) -> Result<Vec<v1::HistoryEvent>> {
+    fn history(&self, query: &HistoryQuery) -> Result<Vec<HistoryEntry>> {
         self.read("reading history", |tx| query::history(tx, query))
     }
 
@@ -436,12 +437,4 @@ fn severity_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<Severity> {
 /// Counts and sequence numbers are stored as INTEGER (i64) and never negative.
 fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
-}
-
-/// A stored item's encoding, decoded (a row that does not decode is damage).
-fn item_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<v1::DriftItem> {
-    let bytes = row.get_ref(idx)?.as_blob()?;
-    super::item::decode(bytes).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Blob, Box::new(e))
-    })
 }

@@ -170,7 +170,7 @@ pub fn get_host_by_identity_or_unambiguous_hostname(store: &dyn Store) {
     apply1(store, batch("i-1", "s1", events, T0)).unwrap();
     let query = host_query(T0, false, ItemFilter::default());
 
-    let detail = store.get_host("i-1", &query).unwrap().unwrap();
+    let detail = store.api().get_host("i-1", &query).unwrap().unwrap();
     let host = detail.host.unwrap();
     assert_eq!((host.host.as_str(), host.drift_count), ("i-1", 4));
     assert_eq!(
@@ -179,18 +179,18 @@ pub fn get_host_by_identity_or_unambiguous_hostname(store: &dyn Store) {
         "security first, then by path"
     );
 
-    let by_name = store.get_host("web-1", &query).unwrap().unwrap();
+    let by_name = store.api().get_host("web-1", &query).unwrap().unwrap();
     assert_eq!(by_name.host.unwrap().host, "i-1");
     assert_eq!(
-        store.get_host("web-2", &query).unwrap(),
+        store.api().get_host("web-2", &query).unwrap(),
         None,
         "an ambiguous hostname"
     );
-    assert_eq!(store.get_host("nope", &query).unwrap(), None);
-    assert_eq!(store.get_host("", &query).unwrap(), None);
+    assert_eq!(store.api().get_host("nope", &query).unwrap(), None);
+    assert_eq!(store.api().get_host("", &query).unwrap(), None);
 
     let security = host_query(T0, false, filter(Some(Severity::Security), None));
-    let detail = store.get_host("i-1", &security).unwrap().unwrap();
+    let detail = store.api().get_host("i-1", &security).unwrap().unwrap();
     assert_eq!(detail.drift, [&items[3], &items[1]].map(wire));
     assert_eq!(detail.host.unwrap().drift_count, 2);
 }
@@ -233,7 +233,7 @@ pub fn list_paths_counts_hosts_per_path(store: &dyn Store) {
         result.unwrap();
     }
 
-    let paths = store.list_paths(&ItemFilter::default(), 0).unwrap();
+    let paths = store.api().list_paths(&ItemFilter::default(), 0).unwrap();
     assert_eq!(
         paths,
         vec![
@@ -260,12 +260,13 @@ pub fn list_paths_counts_hosts_per_path(store: &dyn Store) {
             },
         ]
     );
-    let limited = store.list_paths(&ItemFilter::default(), 1).unwrap();
+    let limited = store.api().list_paths(&ItemFilter::default(), 1).unwrap();
     assert_eq!(limited.len(), 1);
     assert_eq!(limited[0].path, "/etc/nginx/nginx.conf");
 
     let paths_of = |f: ItemFilter| -> Vec<(String, u64)> {
         store
+            .api()
             .list_paths(&f, 0)
             .unwrap()
             .into_iter()
@@ -314,7 +315,10 @@ pub fn list_causes_groups_identical_changes(store: &dyn Store) {
         result.unwrap();
     }
 
-    let causes = store.list_causes(&ItemFilter::default(), 0, 0).unwrap();
+    let causes = store
+        .api()
+        .list_causes(&ItemFilter::default(), 0, 0)
+        .unwrap();
     assert_eq!(causes.len(), 3);
     let top = &causes[0];
     assert_eq!(top.cause, same.cause);
@@ -336,15 +340,22 @@ pub fn list_causes_groups_identical_changes(store: &dyn Store) {
     );
     assert!(causes[1..].iter().all(|c| c.host_count == 1));
 
-    let shared = store.list_causes(&ItemFilter::default(), 2, 0).unwrap();
+    let shared = store
+        .api()
+        .list_causes(&ItemFilter::default(), 2, 0)
+        .unwrap();
     assert_eq!(shared.len(), 1);
     assert_eq!(shared[0].cause, same.cause);
     assert_eq!(
-        store.list_causes(&ItemFilter::default(), 0, 1).unwrap(),
+        store
+            .api()
+            .list_causes(&ItemFilter::default(), 0, 1)
+            .unwrap(),
         shared,
         "a limit keeps the most shared"
     );
     let ssh = store
+        .api()
         .list_causes(&filter(None, Some("/etc/ssh/*")), 0, 0)
         .unwrap();
     assert_eq!(ssh.len(), 1);
@@ -357,6 +368,7 @@ pub fn list_causes_groups_identical_changes(store: &dyn Store) {
         (sshd.cause.as_str(), "security", Some(wire(&sshd)))
     );
     let security = store
+        .api()
         .list_causes(&filter(Some(Severity::Security), None), 0, 0)
         .unwrap();
     assert_eq!(security.len(), 1);
@@ -384,6 +396,7 @@ pub fn history_filters_by_host_time_path_and_limit(store: &dyn Store) {
 
     let query = |host: &str, since, path, limit| {
         store
+            .api()
             .history(&HistoryQuery {
                 host: host.into(),
                 since,
@@ -442,6 +455,7 @@ pub fn history_filters_by_host_time_path_and_limit(store: &dyn Store) {
         "the limit counts matching events only"
     );
     let security = store
+        .api()
         .history(&HistoryQuery {
             filter: filter(Some(Severity::Security), None),
             ..Default::default()
@@ -466,7 +480,7 @@ pub fn find_host_names_the_host_get_host_finds(store: &dyn Store) {
     assert_eq!(find(""), None);
     let query = host_query(T0, false, ItemFilter::default());
     for name in ["i-1", "web-1", "web-2", "nope"] {
-        let got = store.get_host(name, &query).unwrap();
+        let got = store.api().get_host(name, &query).unwrap();
         assert_eq!(
             got.and_then(|d| d.host).map(|h| h.host),
             find(name),
@@ -516,6 +530,7 @@ pub fn history_is_ordered_by_receipt_then_by_storage(store: &dyn Store) {
         );
     }
     let newest = store
+        .api()
         .history(&HistoryQuery {
             limit: 3,
             ..Default::default()

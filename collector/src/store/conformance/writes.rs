@@ -507,6 +507,7 @@ fn assert_aggregates(store: &dyn Store, expected: (u64, Option<&str>, Option<Mil
         let by_path =
             summary(&hosts(store, &host_query(T0, false, filter(severity, Some("/**"))))[0]);
         let detail = store
+            .api()
             .get_host("i-1", &host_query(T0, false, filter(severity, None)))
             .unwrap()
             .unwrap();

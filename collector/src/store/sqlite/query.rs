@@ -3,13 +3,15 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use driftwatch_proto::v1;
 use rusqlite::types::{Type, Value};
 use rusqlite::{Connection, OptionalExtension as _, Row, params_from_iter};
 
 use super::hosts::{Drift, HOST_COLUMNS, HostRow};
-use super::{item_at, severity_at, to_u64};
-use crate::store::{HistoryQuery, HostQuery, ItemFilter, Severity, rfc3339};
+use super::{severity_at, to_u64};
+use crate::store::{
+    Cause, HistoryEntry, HistoryQuery, HostDetail, HostQuery, ItemFilter, PathSummary, Severity,
+    Source, Transition,
+};
 
 /// The drift of each of `hosts` as a filter with a path counts it: the glob's literal prefix
 /// narrows through `items_subject` (which covers the query), the glob itself is checked here.
@@ -74,7 +76,7 @@ pub(super) fn get_host(
     conn: &Connection,
     host: &str,
     query: &HostQuery,
-) -> rusqlite::Result<Option<v1::HostDetail>> {
+) -> rusqlite::Result<Option<HostDetail>> {
     let Some(row) = find(conn, host, HOST_COLUMNS, HostRow::read)? else {
         return Ok(None);
     };
@@ -91,11 +93,11 @@ pub(super) fn get_host(
             continue;
         }
         drift.add(severity, item.get(2)?);
-        items.push(item_at(item, 3)?);
+        items.push(item.get(3)?);
     }
-    Ok(Some(v1::HostDetail {
-        host: Some(row.listed(drift, query).to_host()),
-        drift: items,
+    Ok(Some(HostDetail {
+        host: row.listed(drift, query),
+        items,
     }))
 }
 
@@ -103,7 +105,7 @@ pub(super) fn list_paths(
     conn: &Connection,
     filter: &ItemFilter,
     limit: usize,
-) -> rusqlite::Result<Vec<v1::PathSummary>> {
+) -> rusqlite::Result<Vec<PathSummary>> {
     let conditions = Conditions::of(filter);
     let sql = paths_sql(&conditions);
     let mut stmt = conn.prepare_cached(&sql)?;
@@ -114,12 +116,12 @@ pub(super) fn list_paths(
         if !glob.matches(row.get_ref(0)?.as_str()?) {
             continue;
         }
-        paths.push(v1::PathSummary {
+        paths.push(PathSummary {
             path: row.get(0)?,
             hosts: to_u64(row.get(1)?),
-            max_severity: severity_at(row, 2)?.as_str().to_owned(),
-            first_observed: rfc3339(row.get(3)?),
-            last_observed: rfc3339(row.get(4)?),
+            max_severity: severity_at(row, 2)?,
+            first_observed: row.get(3)?,
+            last_observed: row.get(4)?,
         });
     }
     paths.sort_unstable_by(|a, b| b.hosts.cmp(&a.hosts).then_with(|| a.path.cmp(&b.path)));
@@ -134,7 +136,7 @@ pub(super) fn list_causes(
     filter: &ItemFilter,
     min_hosts: usize,
     limit: usize,
-) -> rusqlite::Result<Vec<v1::Cause>> {
+) -> rusqlite::Result<Vec<Cause>> {
     struct Group {
         subject: String,
         worst: Severity,
@@ -206,22 +208,21 @@ pub(super) fn list_causes(
             .map(|&id| names[id as usize].clone())
             .collect();
         // Any item of the group will do: the first one seen.
-        let (kind, changed, item): (String, String, v1::DriftItem) = example
+        let (kind, changed, item): (String, String, Vec<u8>) = example
             .query_row([&hosts[0], &group.subject], |r| {
-                Ok((r.get(0)?, r.get(1)?, item_at(r, 2)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })?;
         let changed: Vec<String> = serde_json::from_str(&changed)
             .map_err(|e| rusqlite::Error::FromSqlConversionFailure(1, Type::Text, Box::new(e)))?;
         hosts.sort_unstable();
-        causes.push(v1::Cause {
+        causes.push(Cause {
             cause,
-            path: group.subject,
+            subject: group.subject,
             kind,
-            severity: group.worst.as_str().to_owned(),
+            severity: group.worst,
             changed,
-            host_count: hosts.len() as u64,
             hosts,
-            example: Some(item),
+            example: item,
         });
     }
     Ok(causes)
@@ -230,7 +231,7 @@ pub(super) fn list_causes(
 pub(super) fn history(
     conn: &Connection,
     query: &HistoryQuery,
-) -> rusqlite::Result<Vec<v1::HistoryEvent>> {
+) -> rusqlite::Result<Vec<HistoryEntry>> {
     let (sql, conditions) = history_sql(query);
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut rows = stmt.query(params_from_iter(&conditions.values))?;
@@ -240,16 +241,19 @@ pub(super) fn history(
         if !query.filter.matches(row.get_ref(5)?.as_str()?, severity) {
             continue;
         }
-        events.push(v1::HistoryEvent {
+        let text = |i: usize| -> rusqlite::Result<&str> { Ok(row.get_ref(i)?.as_str()?) };
+        let transition = Transition::parse(text(2)?).ok_or(unknown(2))?;
+        let source = Source::parse(text(8)?).ok_or(unknown(8))?;
+        events.push(HistoryEntry {
             host: row.get(0)?,
             seq: row.get::<_, Option<i64>>(1)?.map_or(0, to_u64),
-            event: row.get(2)?,
-            observed_at: rfc3339(row.get(3)?),
-            received_at: rfc3339(row.get(4)?),
-            path: row.get(5)?,
-            severity: severity.as_str().to_owned(),
-            item: Some(item_at(row, 7)?),
-            source: row.get(8)?,
+            transition,
+            observed_at: row.get(3)?,
+            received_at: row.get(4)?,
+            subject: row.get(5)?,
+            severity,
+            item: row.get(7)?,
+            source,
         });
         if events.len() == query.limit {
             break;
@@ -280,6 +284,11 @@ fn causes_sql(conditions: &Conditions) -> String {
         "SELECT subject, severity, host, cause FROM items{}",
         conditions.where_sql()
     )
+}
+
+/// A column whose text is none of the values its CHECK constraint allows.
+fn unknown(column: usize) -> rusqlite::Error {
+    rusqlite::Error::InvalidColumnType(column, "an unknown value".into(), Type::Text)
 }
 
 /// Newest first, so a limit stops the scan early (the caller reverses); `id` orders events

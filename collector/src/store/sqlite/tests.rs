@@ -2,7 +2,7 @@ use std::ops::Deref;
 use std::time::Instant;
 
 use super::*;
-use crate::store::conformance::{self, T0, apply1, batch, done, drifted, hosts, info, item};
+use crate::store::conformance::{self, AsApi, T0, apply1, batch, done, drifted, hosts, info, item};
 use crate::store::{ItemRecord, Transition};
 
 /// A store on a new file in a temporary directory, removed after the store is closed.
@@ -50,9 +50,9 @@ fn reopening_keeps_everything() {
     };
     let before = (
         hosts(&store, &query),
-        store.get_host("i-1", &query).unwrap(),
+        store.api().get_host("i-1", &query).unwrap(),
         store.digest("i-1").unwrap(),
-        store.history(&HistoryQuery::default()).unwrap(),
+        store.api().history(&HistoryQuery::default()).unwrap(),
     );
     let path = store.path().to_owned();
     drop(store);
@@ -60,9 +60,9 @@ fn reopening_keeps_everything() {
     let store = SqliteStore::open(&path).unwrap();
     let after = (
         hosts(&store, &query),
-        store.get_host("i-1", &query).unwrap(),
+        store.api().get_host("i-1", &query).unwrap(),
         store.digest("i-1").unwrap(),
-        store.history(&HistoryQuery::default()).unwrap(),
+        store.api().history(&HistoryQuery::default()).unwrap(),
     );
     assert_eq!(after, before);
     assert_eq!(before.0[0].drift_count, 2);
@@ -183,7 +183,7 @@ fn a_write_failing_part_way_is_undone_alone() {
     );
     assert!(matches!(results[3], Err(StoreError::Rejected(_))));
 
-    let history = store.history(&HistoryQuery::default()).unwrap();
+    let history = store.api().history(&HistoryQuery::default()).unwrap();
     let hosts: Vec<_> = history.iter().map(|e| e.host.as_str()).collect();
     assert_eq!(hosts, ["i-1", "i-3"], "nothing of i-2's batch stays");
     assert_eq!(
@@ -396,23 +396,29 @@ fn scale() {
     });
     measure("get_host", &|| {
         store
+            .api()
             .get_host("i-04242", &host_query(None, None))
             .unwrap()
             .map_or(0, |d| d.drift.len())
     });
     measure("list_paths glob", &|| {
         let filter = ItemFilter::new(None, Some("/etc/svc1/**")).unwrap();
-        store.list_paths(&filter, 0).unwrap().len()
+        store.api().list_paths(&filter, 0).unwrap().len()
     });
     measure("list_paths all", &|| {
-        store.list_paths(&ItemFilter::default(), 100).unwrap().len()
+        store
+            .api()
+            .list_paths(&ItemFilter::default(), 100)
+            .unwrap()
+            .len()
     });
     measure("list_causes glob", &|| {
         let filter = ItemFilter::new(None, Some("/etc/svc1/**")).unwrap();
-        store.list_causes(&filter, 0, 100).unwrap().len()
+        store.api().list_causes(&filter, 0, 100).unwrap().len()
     });
     measure("list_causes all", &|| {
         store
+            .api()
             .list_causes(&ItemFilter::default(), 0, 100)
             .unwrap()
             .len()
@@ -423,7 +429,7 @@ fn scale() {
             limit: 100,
             ..Default::default()
         };
-        store.history(&query).unwrap().len()
+        store.api().history(&query).unwrap().len()
     });
 }
 
@@ -474,7 +480,11 @@ fn a_database_of_0_1_is_converted_in_place() {
         silent_after: Duration::from_secs(60),
         ..Default::default()
     };
-    let detail = store.get_host("i-old", &query).unwrap().expect("the host");
+    let detail = store
+        .api()
+        .get_host("i-old", &query)
+        .unwrap()
+        .expect("the host");
     let items: Vec<DriftItem> = detail
         .drift
         .iter()
@@ -505,7 +515,7 @@ fn a_database_of_0_1_is_converted_in_place() {
     let digests: Vec<[u8; 32]> = items.iter().map(DriftItem::digest).collect();
     assert_eq!(digest, driftwatch_proto::drift::set_digest(&digests));
 
-    let history = store.history(&HistoryQuery::default()).unwrap();
+    let history = store.api().history(&HistoryQuery::default()).unwrap();
     let seen: Vec<(u64, &str, &str)> = history
         .iter()
         .map(|e| (e.seq, e.event.as_str(), e.path.as_str()))
@@ -523,7 +533,10 @@ fn a_database_of_0_1_is_converted_in_place() {
     for e in &history {
         DriftItem::try_from(e.item.clone().expect("an item")).expect("a valid item");
     }
-    let causes = store.list_causes(&ItemFilter::default(), 0, 0).unwrap();
+    let causes = store
+        .api()
+        .list_causes(&ItemFilter::default(), 0, 0)
+        .unwrap();
     assert_eq!(causes.len(), 3);
     assert!(
         causes

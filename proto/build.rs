@@ -53,9 +53,8 @@ fn main() {
     let out = std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
     std::fs::write(out.join("driftwatch_v1.bin"), wire.encode_to_vec())
         .expect("write the descriptor set");
-    // Messages and clients. Maps in sorted order, so JSON answers are stable.
+    // Messages, clients and servers. Maps in sorted order, so JSON answers are stable.
     let mut builder = tonic_prost_build::configure()
-        .build_server(false)
         .extern_path(".driftwatch.baseline.v1", "crate::pb::baseline")
         .btree_map(".driftwatch.v1.IacStatus");
     for m in JSON_MESSAGES {
@@ -69,23 +68,5 @@ fn main() {
             format!("#[serde(serialize_with = \"{with}\")]"),
         );
     }
-    builder
-        .compile_fds(wire.clone())
-        .expect("tonic code generation");
-
-    // Servers, over the messages above, except that the host listing is answered with hosts
-    // encoded as they are listed (`EncodedListHosts`, written by hand in `v1::listing`).
-    let servers = out.join("servers");
-    std::fs::create_dir_all(&servers).expect("create the servers' output directory");
-    tonic_prost_build::configure()
-        .build_client(false)
-        .out_dir(servers)
-        .extern_path(".driftwatch.v1", "crate::v1")
-        .extern_path(".driftwatch.baseline.v1", "crate::pb::baseline")
-        .extern_path(
-            ".driftwatch.v1.ListHostsResponse",
-            "crate::v1::EncodedListHosts",
-        )
-        .compile_fds(wire)
-        .expect("tonic server generation");
+    builder.compile_fds(wire).expect("tonic code generation");
 }

@@ -261,7 +261,7 @@ async fn serve_with<S: Store>(
         .set_serving::<driftwatch_proto::v1::ingest_server::IngestServer<IngestService<S>>>()
         .await;
     health_reporter
-        .set_serving::<driftwatch_proto::v1::fleet_server::FleetServer<FleetService<S>>>()
+        .set_serving::<crate::query::grpc::fleet_server::FleetServer<FleetService<S>>>()
         .await;
     health_reporter
         .set_serving::<driftwatch_proto::v1::iac_server::IacServer<IacService<S>>>()
@@ -292,7 +292,7 @@ async fn serve_with<S: Store>(
                 .into_server(),
         )
         .add_service(
-            driftwatch_proto::v1::fleet_server::FleetServer::new(FleetService(queries.clone()))
+            crate::query::grpc::fleet_server::FleetServer::new(FleetService(queries.clone()))
                 .max_decoding_message_size(options.max_message_bytes),
         )
         .add_service(

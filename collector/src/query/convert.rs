@@ -52,7 +52,7 @@ pub fn cause(c: Cause) -> Result<v1::Cause, StoreError> {
 /// A host and its items (the IaC columns are the caller's to fill).
 pub fn host_detail(d: store::HostDetail) -> Result<v1::HostDetail, StoreError> {
     Ok(v1::HostDetail {
-        host: Some(d.host.to_host()),
+        host: Some(super::listing::host(d.host)),
         drift: d.items.iter().map(|i| item(i)).collect::<Result<_, _>>()?,
     })
 }

@@ -9,10 +9,11 @@ use driftwatch_proto::text::count;
 use driftwatch_proto::v1;
 use tonic::{Request, Status};
 
+use super::listing::Row;
 use super::{Queries, QueryError, filter};
-use crate::iac::correlate::{Correlation, HostFacts, Matching, flag};
+use crate::iac::correlate::{Correlation, HostFacts, Matching};
 use crate::iac::import;
-use crate::store::{self, ListedHost, Store};
+use crate::store::{self, Store};
 
 fn ghost_after(text: &str, default: Duration) -> Result<Duration, QueryError> {
     if text.is_empty() {
@@ -54,16 +55,14 @@ pub(super) struct IacColumns {
 }
 
 impl IacColumns {
-    pub fn fill(&self, hosts: &mut [ListedHost], now: store::Millis) {
+    pub fn fill(&self, rows: &mut [Row], now: store::Millis) {
         let matching = &self.snapshot.matching;
-        for host in hosts {
-            let reported = &host.reported;
+        for row in rows {
+            let reported = &row.listed.reported;
             let listed = matching.listed(&reported.host, reported.last_seen, now, self.ghost_after);
             if let Some(listed) = listed {
-                host.iac = listed.encoded;
-                if listed.ghost {
-                    host.found.flags.push(flag::GHOST.to_owned());
-                }
+                row.iac = listed.encoded;
+                row.ghost = listed.ghost;
             }
         }
     }

@@ -27,8 +27,7 @@ use crate::query::convert;
 
 use super::{
     Applied, EventRecord, HistoryQuery, HostIdentity, HostInfo, HostQuery, ItemFilter, ItemRecord,
-    ListedHost, Millis, Result, Severity, Store, StoreError, StreamState, Transition, Write,
-    rfc3339,
+    Millis, Result, Severity, Store, StoreError, StreamState, Transition, Write, rfc3339,
 };
 
 mod iac;
@@ -269,7 +268,10 @@ impl<S: Store + ?Sized> Api<'_, S> {
 /// The listing as a client decodes it.
 pub fn hosts(store: &dyn Store, query: &HostQuery) -> Vec<v1::Host> {
     let listed = store.list_hosts(query).expect("list_hosts");
-    listed.iter().map(ListedHost::to_host).collect()
+    listed
+        .into_iter()
+        .map(crate::query::listing::host)
+        .collect()
 }
 
 fn names(hosts: &[v1::Host]) -> Vec<&str> {

@@ -31,7 +31,7 @@ pub mod conformance;
 
 pub use driftwatch_proto::drift::Transition;
 pub use item::{ItemError, ItemRecord, Severity, SubjectKind};
-pub use listed::{ListedHost, ReportedHost};
+pub use listed::{Found, HostStatus, ListedHost, ReportedHost};
 pub use model::{Cause, HistoryEntry, HostDetail, HostIdentity, PathSummary, Source};
 
 /// Milliseconds since the Unix epoch: how the store keeps time.

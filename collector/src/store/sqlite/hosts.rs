@@ -4,8 +4,8 @@
 //! table cost about as much as the rest of the answer together (stepping through the rows and
 //! copying eight strings out of each: ≈ 18 ms of the 50 ms the listing may take with 10,000
 //! hosts, on this project's 2-core reference machine). The rows are small, so the store keeps
-//! the columns a listing shows in memory, already encoded as the answer carries them
-//! ([`ReportedHost`]), with the drift aggregates beside them:
+//! the columns a listing shows in memory ([`ReportedHost`], shared until the host changes, so
+//! the query side encodes it once per change), with the drift aggregates beside them:
 //!
 //! - loaded when the store opens;
 //! - refreshed right after each commit, for the hosts that commit touched, from the writer's
@@ -23,11 +23,12 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use driftwatch_proto::v1;
 use rusqlite::{Connection, OptionalExtension as _, Row};
 
 use super::to_u64;
-use crate::store::{HostQuery, ItemFilter, ListedHost, Millis, ReportedHost, Severity, rfc3339};
+use crate::store::{
+    Found, HostQuery, HostStatus, ItemFilter, ListedHost, Millis, ReportedHost, Severity,
+};
 
 pub(super) const HOST_COLUMNS: &str = "host, hostname, identity_source, image_id, baseline_id, \
      agent_version, image_name, image_version, last_seq, first_seen, last_seen, n_security, \
@@ -37,20 +38,15 @@ pub(super) const HOST_COLUMNS: &str = "host, hostname, identity_source, image_id
 #[derive(Debug)]
 pub(super) struct HostRow {
     pub reported: Arc<ReportedHost>,
-    /// Current items per severity (indexed by [`Severity`]) and the oldest `observed_at`, with
-    /// its text.
+    /// Current items per severity (indexed by [`Severity`]) and the oldest `observed_at`.
     counts: [i64; 3],
-    since: [Option<(Millis, String)>; 3],
+    since: [Option<Millis>; 3],
 }
 
 impl HostRow {
     /// Reads the row selected as [`HOST_COLUMNS`].
     pub fn read(r: &Row<'_>) -> rusqlite::Result<HostRow> {
-        let since = |i| -> rusqlite::Result<_> {
-            Ok(r.get::<_, Option<Millis>>(i)?.map(|ms| (ms, rfc3339(ms))))
-        };
-        let last_seen = r.get(10)?;
-        let reported = v1::Host {
+        let reported = ReportedHost {
             host: r.get(0)?,
             hostname: r.get(1)?,
             identity_source: r.get(2)?,
@@ -59,14 +55,14 @@ impl HostRow {
             agent_version: r.get(5)?,
             image: join_image(r.get(6)?, r.get_ref(7)?.as_str()?),
             last_seq: to_u64(r.get(8)?),
-            first_seen: rfc3339(r.get(9)?),
-            last_seen: rfc3339(last_seen),
-            ..v1::Host::default()
+            first_seen: r.get(9)?,
+            last_seen: r.get(10)?,
+            listing: Default::default(),
         };
         Ok(HostRow {
-            reported: Arc::new(ReportedHost::new(&reported, last_seen)),
+            reported: Arc::new(reported),
             counts: [r.get(11)?, r.get(12)?, r.get(13)?],
-            since: [since(14)?, since(15)?, since(16)?],
+            since: [r.get(14)?, r.get(15)?, r.get(16)?],
         })
     }
 
@@ -82,7 +78,7 @@ impl HostRow {
             if filter.min_severity.is_none_or(|min| severity <= min) && self.counts[i] > 0 {
                 drift.count += to_u64(self.counts[i]);
                 drift.worst = drift.worst.or(Some(severity));
-                if let Some((since, _)) = self.since[i] {
+                if let Some(since) = self.since[i] {
                     drift.since = Some(drift.since.map_or(since, |s| s.min(since)));
                 }
             }
@@ -94,24 +90,18 @@ impl HostRow {
     pub fn listed(&self, drift: Drift, query: &HostQuery) -> ListedHost {
         let silent_after = i64::try_from(query.silent_after.as_millis()).unwrap_or(i64::MAX);
         let online = query.now.saturating_sub(self.reported.last_seen) <= silent_after;
-        // The oldest item is usually the oldest of a severity: its text is already made.
-        let drifted_since = drift.since.map(|ms| {
-            self.since
-                .iter()
-                .flatten()
-                .find(|(since, _)| *since == ms)
-                .map_or_else(|| rfc3339(ms), |(_, text)| text.clone())
-        });
         ListedHost {
             reported: self.reported.clone(),
-            found: v1::Host {
+            found: Found {
                 drift_count: drift.count,
-                max_severity: drift.worst.map(|s| s.as_str().to_owned()),
-                status: if online { "online" } else { "silent" }.to_owned(),
-                drifted_since,
-                ..v1::Host::default()
+                max_severity: drift.worst,
+                drifted_since: drift.since,
+                status: if online {
+                    HostStatus::Online
+                } else {
+                    HostStatus::Silent
+                },
             },
-            iac: Arc::default(),
         }
     }
 }

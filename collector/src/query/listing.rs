@@ -1,22 +1,103 @@
-//! The host listing as the collector's gRPC server sends it ([`EncodedListHosts`]).
+//! The host listing as the gRPC server sends it ([`EncodedListHosts`]), and the other
+//! answers' host messages ([`Row::to_host`]).
 //!
 //! `driftwatch hosts` on a fleet of 10,000 hosts answers 10,000 `Host` messages of 16 fields,
 //! most of them strings that change only when a host reports something new. Building those
 //! messages for every listing (an allocation per string), encoding them and freeing them again
 //! on another thread was most of the collector's work per listing. Protobuf lets a message be
 //! sent in parts: encodings of the same message type, concatenated, decode as one message with
-//! the fields of all of them. So the collector keeps each host's reported fields encoded (and
-//! what IaC correlation says of it), and a listing appends, per host, a small `Host` holding
-//! only what the query decides (drift, status) followed by those bytes. Clients decode an
-//! ordinary [`v1::ListHostsResponse`].
-//!
-//! [`v1::ListHostsResponse`]: crate::v1::ListHostsResponse
+//! the fields of all of them. So each host's reported fields are encoded once per change (kept
+//! in the store's [`ReportedHost`], which the store replaces when the host changes), what IaC
+//! correlation says of it once per correlation, and a listing appends, per host, a small
+//! `Host` holding only what the query decides (drift, status) followed by those bytes. Clients
+//! decode an ordinary `driftwatch.v1.ListHostsResponse`: the collector's build generates its
+//! `Fleet` server with this type as `ListHosts`' answer.
 
+use std::sync::Arc;
+
+use driftwatch_proto::v1::Host;
 use prost::Message;
 use prost::bytes::{Buf, BufMut};
 use prost::encoding::{self, DecodeContext, WireType};
 
-use crate::v1::Host;
+use crate::iac::correlate::flag;
+use crate::store::{ListedHost, ReportedHost, rfc3339};
+
+/// A listed host with what IaC correlation says of it.
+#[derive(Clone, Debug)]
+pub struct Row {
+    pub listed: ListedHost,
+    /// A `Host` with only `iac` and `flags` (but `ghost`) set, encoded; empty when nothing.
+    pub iac: Arc<[u8]>,
+    /// The host's IaC instance has not reported for too long (the `ghost` flag).
+    pub ghost: bool,
+}
+
+impl Row {
+    pub fn new(listed: ListedHost) -> Row {
+        Row {
+            listed,
+            iac: Arc::default(),
+            ghost: false,
+        }
+    }
+
+    /// What the query decided of the host: drift, status, the ghost flag.
+    fn found(&self) -> Host {
+        let f = &self.listed.found;
+        Host {
+            drift_count: f.drift_count,
+            max_severity: f.max_severity.map(|s| s.as_str().to_owned()),
+            drifted_since: f.drifted_since.map(rfc3339),
+            status: f.status.as_str().to_owned(),
+            flags: if self.ghost {
+                vec![flag::GHOST.to_owned()]
+            } else {
+                Vec::new()
+            },
+            ..Host::default()
+        }
+    }
+
+    /// The whole message, as a client decodes it (the parts in the order they are sent).
+    pub fn to_host(&self) -> Host {
+        let mut encoded = self.found().encode_to_vec();
+        encoded.extend_from_slice(reported(&self.listed.reported));
+        encoded.extend_from_slice(&self.iac);
+        Host::decode(encoded.as_slice()).expect("a host encoded by this process decodes")
+    }
+
+    /// Appends the host to a gRPC answer.
+    pub fn encode_into(&self, out: &mut EncodedListHosts) {
+        out.push(&self.found(), &[reported(&self.listed.reported), &self.iac]);
+    }
+}
+
+/// A host's reported fields, encoded once per change.
+pub fn reported(r: &ReportedHost) -> &[u8] {
+    r.listing.get_or_init(|| {
+        Host {
+            host: r.host.clone(),
+            hostname: r.hostname.clone(),
+            identity_source: r.identity_source.clone(),
+            image: r.image.clone(),
+            image_id: r.image_id.clone(),
+            baseline_id: r.baseline_id.clone(),
+            agent_version: r.agent_version.clone(),
+            last_seq: r.last_seq,
+            first_seen: rfc3339(r.first_seen),
+            last_seen: rfc3339(r.last_seen),
+            ..Host::default()
+        }
+        .encode_to_vec()
+        .into_boxed_slice()
+    })
+}
+
+/// A whole host for answers other than the listing (one host's detail, tests).
+pub fn host(listed: ListedHost) -> Host {
+    Row::new(listed).to_host()
+}
 
 /// Field numbers of `driftwatch.v1.ListHostsResponse`.
 const HOSTS: u32 = 1;
@@ -112,7 +193,7 @@ impl Message for EncodedListHosts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::v1::{IacLink, ListHostsResponse};
+    use driftwatch_proto::v1::{IacLink, ListHostsResponse};
 
     fn reported(host: &str) -> Host {
         Host {
@@ -169,6 +250,60 @@ mod tests {
         // And back: what a server decodes of its own answer encodes the same.
         let again = EncodedListHosts::decode(bytes.as_slice()).unwrap();
         assert_eq!(again, encoded);
+    }
+
+    #[test]
+    fn the_json_api_and_grpc_show_a_host_alike() {
+        use crate::store::{Found, HostStatus, Severity};
+        let reported = ReportedHost {
+            host: "i-1".into(),
+            hostname: "web-1".into(),
+            last_seen: 1_700_000_000_000,
+            last_seq: 9,
+            ..ReportedHost::default()
+        };
+        let iac = Host {
+            iac: Some(IacLink {
+                address: "aws_instance.web".into(),
+                ..IacLink::default()
+            }),
+            flags: vec!["image_not_in_catalog".into()],
+            ..Host::default()
+        };
+        let row = Row {
+            listed: ListedHost {
+                reported: Arc::new(reported),
+                found: Found {
+                    drift_count: 3,
+                    max_severity: Some(Severity::Security),
+                    drifted_since: Some(1_600_000_000_000),
+                    status: HostStatus::Silent,
+                },
+            },
+            iac: iac.encode_to_vec().into(),
+            ghost: true,
+        };
+        let mut grpc = EncodedListHosts::default();
+        row.encode_into(&mut grpc);
+        let sent = ListHostsResponse::decode(grpc.encode_to_vec().as_slice()).unwrap();
+
+        let host = row.to_host();
+        assert_eq!(sent.hosts, std::slice::from_ref(&host));
+        assert_eq!(
+            (host.hostname.as_str(), host.drift_count, host.last_seq),
+            ("web-1", 3, 9)
+        );
+        assert_eq!(
+            (host.status.as_str(), host.max_severity.as_deref()),
+            ("silent", Some("security"))
+        );
+        assert_eq!(host.last_seen, "2023-11-14T22:13:20.000Z");
+        assert_eq!(
+            host.drifted_since.as_deref(),
+            Some("2020-09-13T12:26:40.000Z")
+        );
+        assert_eq!(host.flags, ["ghost", "image_not_in_catalog"]);
+        assert_eq!(host.iac.unwrap().address, "aws_instance.web");
     }
 
     #[test]

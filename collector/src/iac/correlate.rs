@@ -21,6 +21,7 @@ use driftwatch_proto::text::count;
 use driftwatch_proto::v1;
 use prost::Message as _;
 
+pub use crate::store::{HostFacts, IacData, Image, Resource, StateInfo};
 use crate::store::{Millis, rfc3339};
 
 /// The flag names (`hosts --json`'s `flags`, `iac status`).
@@ -42,38 +43,6 @@ pub const LAUNCH_TEMPLATE_TAG: &str = "aws:ec2launchtemplate:id";
 
 /// Default of `--ghost-after`.
 pub const DEFAULT_GHOST_AFTER: Duration = Duration::from_secs(15 * 60);
-
-/// What a host's hello said that correlation uses, and when it was last heard from.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct HostFacts {
-    pub host: String,
-    pub hostname: String,
-    pub instance_id: String,
-    pub image_id: String,
-    pub region: String,
-    pub private_ip: String,
-    pub machine_id_hash: String,
-    pub user_data_sha1: String,
-    pub tags: BTreeMap<String, String>,
-    pub baseline_id: String,
-    pub last_seen: Millis,
-}
-
-/// A stored state and when it was imported.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct StoredState {
-    pub info: v1::StateInfo,
-    pub imported_at: Millis,
-}
-
-/// Everything imported: states (with their resources) and the image catalog.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct IacData {
-    pub states: Vec<StoredState>,
-    /// (state name, resource).
-    pub resources: Vec<(String, v1::IacResource)>,
-    pub images: Vec<v1::PackerImage>,
-}
 
 /// The verdict on one host.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -150,23 +119,19 @@ fn push(flags: &mut Vec<v1::Flag>, name: &str, reason: String) {
 }
 
 struct Index<'a> {
-    states: HashMap<&'a str, &'a StoredState>,
+    states: HashMap<&'a str, &'a StateInfo>,
     instances_by_key: HashMap<String, Vec<usize>>,
     instances_by_ip: HashMap<&'a str, Vec<usize>>,
     instances_by_dns: HashMap<String, Vec<usize>>,
     groups: HashMap<&'a str, usize>,
     templates: HashMap<&'a str, usize>,
-    images: HashMap<&'a str, Vec<&'a v1::PackerImage>>,
+    images: HashMap<&'a str, Vec<&'a Image>>,
 }
 
 impl<'a> Index<'a> {
     fn new(iac: &'a IacData) -> Self {
         let mut index = Index {
-            states: iac
-                .states
-                .iter()
-                .map(|s| (s.info.name.as_str(), s))
-                .collect(),
+            states: iac.states.iter().map(|s| (s.name.as_str(), s)).collect(),
             instances_by_key: HashMap::new(),
             instances_by_ip: HashMap::new(),
             instances_by_dns: HashMap::new(),
@@ -227,7 +192,7 @@ impl<'a> Index<'a> {
 
     /// The catalog entry for a host's image: the one of its region when the image is
     /// regional, else the most recent build.
-    fn image(&self, host: &HostFacts) -> Option<&'a v1::PackerImage> {
+    fn image(&self, host: &HostFacts) -> Option<&'a Image> {
         let builds = self.images.get(host.image_id.as_str())?;
         builds
             .iter()
@@ -623,7 +588,7 @@ impl Matching {
     }
 }
 
-fn status_suffix(r: &v1::IacResource) -> String {
+fn status_suffix(r: &Resource) -> String {
     if r.status.is_empty() {
         String::new()
     } else {
@@ -635,15 +600,12 @@ fn status_suffix(r: &v1::IacResource) -> String {
 fn expectations(
     flags: &mut Vec<v1::Flag>,
     h: &HostFacts,
-    (state, r): &(String, v1::IacResource),
+    (state, r): &(String, Resource),
     index: &Index<'_>,
 ) {
     let origin = || match index.states.get(state.as_str()) {
         Some(s) => {
-            let serial = s
-                .info
-                .serial
-                .map_or(String::new(), |n| format!("serial {n}, "));
+            let serial = s.serial.map_or(String::new(), |n| format!("serial {n}, "));
             format!(
                 "state {state} ({serial}imported {})",
                 rfc3339(s.imported_at)

@@ -255,11 +255,12 @@ fn poll<S: Store + ?Sized>(
     }
     let request = import::state_request(summary, &source.name, &source.to_string());
     import::validate_state(&request)?;
-    let outcome = store.import_state(&request, store::now_millis())?;
+    let serial = request.serial;
+    let outcome = store.import_state(&super::state_import(request), store::now_millis())?;
     followed.imported = Some(digest);
     Ok(Some(import::state_summary(
         &source.name,
-        request.serial,
+        serial,
         outcome.stored,
         outcome.replaced,
     )))

@@ -141,8 +141,9 @@ impl<S: Store> Queries<S> {
         // What the answer and the log need; the request itself (every resource) moves to the
         // store call.
         let (name, source, serial) = (r.name.clone(), r.source.clone(), r.serial);
+        let import = crate::iac::state_import(r);
         let outcome = self
-            .run(move |s| s.import_state(&r, now))
+            .run(move |s| s.import_state(&import, now))
             .await
             .map_err(rejected_as_bad_request)?;
         self.metrics
@@ -167,8 +168,9 @@ impl<S: Store> Queries<S> {
         import::validate_manifest(&r).map_err(|e| QueryError::BadRequest(e.to_string()))?;
         let now = store::now_millis();
         let source = r.source.clone();
+        let import = crate::iac::manifest_import(r);
         let outcome = self
-            .run(move |s| s.import_manifest(&r, now))
+            .run(move |s| s.import_manifest(&import, now))
             .await
             .map_err(rejected_as_bad_request)?;
         self.metrics
@@ -218,6 +220,20 @@ impl<S: Store> Queries<S> {
     }
 }
 
+/// A stored state as `iac status` shows it.
+fn state_info(s: &store::StateInfo) -> v1::StateInfo {
+    v1::StateInfo {
+        name: s.name.clone(),
+        source: s.source.clone(),
+        kind: s.kind.clone(),
+        lineage: s.lineage.clone(),
+        serial: s.serial,
+        terraform_version: s.terraform_version.clone(),
+        imported_at: store::rfc3339(s.imported_at),
+        resources: s.resources,
+    }
+}
+
 /// A rejected import is the client's to fix.
 fn rejected_as_bad_request(e: QueryError) -> QueryError {
     match e {
@@ -257,7 +273,7 @@ fn status(fleet: &Fleet) -> v1::IacStatus {
     catalog.dedup();
     v1::IacStatus {
         coverage: Some(fleet.correlation.coverage),
-        states: fleet.iac().states.iter().map(|s| s.info.clone()).collect(),
+        states: fleet.iac().states.iter().map(state_info).collect(),
         catalog_images: catalog.len() as u64,
         hosts,
         ghosts: fleet.correlation.ghosts.clone(),

@@ -16,11 +16,9 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use driftwatch_proto::v1;
 use tokio::sync::broadcast;
 
-pub use crate::iac::correlate::{HostFacts, IacData, StoredState};
-
+pub mod catalog;
 pub mod item;
 pub mod listed;
 pub mod model;
@@ -29,6 +27,7 @@ pub mod sqlite;
 #[cfg(test)]
 pub mod conformance;
 
+pub use catalog::{HostFacts, IacData, Image, ManifestImport, Resource, StateImport, StateInfo};
 pub use driftwatch_proto::drift::Transition;
 pub use item::{ItemError, ItemRecord, Severity, SubjectKind};
 pub use listed::{Found, HostStatus, ListedHost, ReportedHost};
@@ -262,14 +261,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Replaces everything stored for the state `import.name`, in one transaction. Refuses
     /// (`Rejected`) a state older than one stored for the same lineage (a lower serial).
-    fn import_state(&self, import: &v1::ImportStateRequest, now: Millis) -> Result<ImportOutcome>;
+    fn import_state(&self, import: &StateImport, now: Millis) -> Result<ImportOutcome>;
 
     /// Adds (or updates, by region and image id) a manifest's images in one transaction.
-    fn import_manifest(
-        &self,
-        import: &v1::ImportManifestRequest,
-        now: Millis,
-    ) -> Result<ImportOutcome>;
+    fn import_manifest(&self, import: &ManifestImport, now: Millis) -> Result<ImportOutcome>;
 
     /// Every imported state, resource and image.
     fn iac(&self) -> Result<IacData>;

@@ -59,13 +59,12 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::Duration;
 
-use driftwatch_proto::v1;
 use rusqlite::{Connection, OpenFlags, Row, Transaction, TransactionBehavior};
 
 use super::{
     Applied, Cause, HistoryEntry, HistoryQuery, HostDetail, HostFacts, HostInfo, HostQuery,
-    IacData, ImportOutcome, ItemFilter, ListedHost, Millis, PathSummary, Result, Severity, Store,
-    StoreError, StreamState, Write,
+    IacData, ImportOutcome, ItemFilter, ListedHost, ManifestImport, Millis, PathSummary, Result,
+    Severity, StateImport, Store, StoreError, StreamState, Write,
 };
 use driftwatch_proto::drift::set_digest;
 
@@ -388,7 +387,7 @@ impl Store for SqliteStore {
         self.read("reading history", |tx| query::history(tx, query))
     }
 
-    fn import_state(&self, import: &v1::ImportStateRequest, now: Millis) -> Result<ImportOutcome> {
+    fn import_state(&self, import: &StateImport, now: Millis) -> Result<ImportOutcome> {
         let outcome = self.write(true, "importing a state", &[], |tx| {
             iac::import_state(tx, import, now)
         });
@@ -396,11 +395,7 @@ impl Store for SqliteStore {
         outcome
     }
 
-    fn import_manifest(
-        &self,
-        import: &v1::ImportManifestRequest,
-        now: Millis,
-    ) -> Result<ImportOutcome> {
+    fn import_manifest(&self, import: &ManifestImport, now: Millis) -> Result<ImportOutcome> {
         let outcome = self.write(true, "importing a manifest", &[], |tx| {
             iac::import_manifest(tx, import, now)
         });

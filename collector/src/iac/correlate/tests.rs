@@ -16,12 +16,12 @@ fn host(id: &str) -> HostFacts {
     }
 }
 
-fn instance(address: &str, id: &str, ami: &str) -> (String, v1::IacResource) {
+fn instance(address: &str, id: &str, ami: &str) -> (String, Resource) {
     (
         "prod".into(),
-        v1::IacResource {
+        Resource {
             address: address.into(),
-            r#type: "aws_instance".into(),
+            resource_type: "aws_instance".into(),
             role: role::INSTANCE.into(),
             key: id.into(),
             image_id: ami.into(),
@@ -31,18 +31,16 @@ fn instance(address: &str, id: &str, ami: &str) -> (String, v1::IacResource) {
     )
 }
 
-fn data(resources: Vec<(String, v1::IacResource)>) -> IacData {
+fn data(resources: Vec<(String, Resource)>) -> IacData {
     IacData {
-        states: vec![StoredState {
-            info: v1::StateInfo {
-                name: "prod".into(),
-                serial: Some(7),
-                ..Default::default()
-            },
+        states: vec![StateInfo {
+            name: "prod".into(),
+            serial: Some(7),
             imported_at: NOW - 3 * 60 * MIN,
+            ..Default::default()
         }],
         resources,
-        images: vec![v1::PackerImage {
+        images: vec![Image {
             region: "eu-west-1".into(),
             image_id: "ami-good".into(),
             build: "web".into(),
@@ -154,7 +152,7 @@ fn every_flag_has_its_case() {
 fn autoscaled_hosts_match_their_group_and_are_checked_against_its_template() {
     let group = (
         "prod".to_owned(),
-        v1::IacResource {
+        Resource {
             address: "module.web.aws_autoscaling_group.web".into(),
             role: role::GROUP.into(),
             key: "web-asg".into(),
@@ -164,7 +162,7 @@ fn autoscaled_hosts_match_their_group_and_are_checked_against_its_template() {
     );
     let template = (
         "prod".to_owned(),
-        v1::IacResource {
+        Resource {
             address: "module.web.aws_launch_template.web".into(),
             role: role::TEMPLATE.into(),
             key: "lt-1".into(),

@@ -27,6 +27,23 @@ fn state(name: &str, lineage: &str, serial: u64, addresses: &[&str]) -> v1::Impo
     }
 }
 
+/// Imports as the server does, from a request as received.
+fn import_state(
+    store: &dyn Store,
+    r: &v1::ImportStateRequest,
+    now: Millis,
+) -> Result<super::super::ImportOutcome> {
+    store.import_state(&crate::iac::state_import(r.clone()), now)
+}
+
+fn import_manifest(
+    store: &dyn Store,
+    r: &v1::ImportManifestRequest,
+    now: Millis,
+) -> Result<super::super::ImportOutcome> {
+    store.import_manifest(&crate::iac::manifest_import(r.clone()), now)
+}
+
 fn addresses(store: &dyn Store) -> Vec<(String, String)> {
     store
         .iac()
@@ -39,23 +56,26 @@ fn addresses(store: &dyn Store) -> Vec<(String, String)> {
 
 pub fn a_state_import_replaces_the_previous_one_and_refuses_older_serials(store: &dyn Store) {
     let first = state("prod", "L1", 5, &["aws_instance.a", "aws_instance.b"]);
-    let outcome = store.import_state(&first, T0).unwrap();
+    let outcome = import_state(store, &first, T0).unwrap();
     assert_eq!((outcome.stored, outcome.replaced), (2, 0));
     let second = state("prod", "L1", 6, &["aws_instance.c"]);
-    let outcome = store.import_state(&second, T0 + 1).unwrap();
+    let outcome = import_state(store, &second, T0 + 1).unwrap();
     assert_eq!((outcome.stored, outcome.replaced), (1, 2));
     assert_eq!(addresses(store), [("prod".into(), "aws_instance.c".into())]);
     let data = store.iac().unwrap();
     assert_eq!(data.states.len(), 1);
-    assert_eq!(data.states[0].info.serial, Some(6));
-    assert_eq!(data.states[0].info.resources, 1);
+    assert_eq!(data.states[0].serial, Some(6));
+    assert_eq!(data.states[0].resources, 1);
     assert_eq!(data.states[0].imported_at, T0 + 1);
-    assert_eq!(data.resources[0].1, second.resources[0]);
+    assert_eq!(
+        data.resources[0].1,
+        crate::iac::state_import(second.clone()).resources[0]
+    );
 
     // An older copy of the same lineage, under any name, is refused and changes nothing.
     for name in ["prod", "other"] {
         let old = state(name, "L1", 5, &["aws_instance.z"]);
-        match store.import_state(&old, T0 + 2) {
+        match import_state(store, &old, T0 + 2) {
             Err(StoreError::Rejected(m)) => {
                 assert!(m.contains("serial 6") && m.contains("serial 5"), "{m}")
             }
@@ -64,27 +84,26 @@ pub fn a_state_import_replaces_the_previous_one_and_refuses_older_serials(store:
     }
     assert_eq!(addresses(store), [("prod".into(), "aws_instance.c".into())]);
     // The same serial again is fine (a re-import), and so is another lineage.
-    store
-        .import_state(&state("prod", "L1", 6, &["aws_instance.c"]), T0 + 3)
-        .unwrap();
-    store
-        .import_state(&state("staging", "L2", 1, &["aws_instance.s"]), T0 + 3)
-        .unwrap();
+    import_state(store, &state("prod", "L1", 6, &["aws_instance.c"]), T0 + 3).unwrap();
+    import_state(
+        store,
+        &state("staging", "L2", 1, &["aws_instance.s"]),
+        T0 + 3,
+    )
+    .unwrap();
     assert_eq!(addresses(store).len(), 2);
 }
 
 pub fn a_failed_state_import_leaves_the_previous_one_whole(store: &dyn Store) {
-    store
-        .import_state(&state("prod", "L1", 1, &["aws_instance.a"]), T0)
-        .unwrap();
+    import_state(store, &state("prod", "L1", 1, &["aws_instance.a"]), T0).unwrap();
     // Two resources with one address: the second insert fails after the first succeeded.
     let broken = state("prod", "L1", 2, &["aws_instance.b", "aws_instance.b"]);
     assert!(matches!(
-        store.import_state(&broken, T0 + 1),
+        import_state(store, &broken, T0 + 1),
         Err(StoreError::Database(_))
     ));
     assert_eq!(addresses(store), [("prod".into(), "aws_instance.a".into())]);
-    assert_eq!(store.iac().unwrap().states[0].info.serial, Some(1));
+    assert_eq!(store.iac().unwrap().states[0].serial, Some(1));
 }
 
 pub fn manifest_imports_add_and_update_images(store: &dyn Store) {
@@ -104,7 +123,7 @@ pub fn manifest_imports_add_and_update_images(store: &dyn Store) {
             image("us-east-1", "ami-2", ""),
         ],
     };
-    let outcome = store.import_manifest(&first, T0).unwrap();
+    let outcome = import_manifest(store, &first, T0).unwrap();
     assert_eq!((outcome.stored, outcome.replaced), (2, 0));
     // Importing again updates; an empty baseline id does not erase a known one.
     let again = v1::ImportManifestRequest {
@@ -114,16 +133,17 @@ pub fn manifest_imports_add_and_update_images(store: &dyn Store) {
             image("us-east-1", "ami-2", "bl-2"),
         ],
     };
-    let outcome = store.import_manifest(&again, T0).unwrap();
+    let outcome = import_manifest(store, &again, T0).unwrap();
     assert_eq!((outcome.stored, outcome.replaced), (2, 2));
     let images = store.iac().unwrap().images;
-    assert_eq!(
-        images,
-        vec![
+    let expected = v1::ImportManifestRequest {
+        images: vec![
             image("eu-west-1", "ami-1", "bl-1"),
-            image("us-east-1", "ami-2", "bl-2")
-        ]
-    );
+            image("us-east-1", "ami-2", "bl-2"),
+        ],
+        ..Default::default()
+    };
+    assert_eq!(images, crate::iac::manifest_import(expected).images);
 }
 
 pub fn host_facts_carry_the_hello_identity_and_the_generation_moves(store: &dyn Store) {

@@ -2,19 +2,15 @@
 
 use std::collections::BTreeMap;
 
-use driftwatch_proto::v1;
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::{Context as _, to_u64};
 use crate::store::{
-    HostFacts, IacData, ImportOutcome, Millis, Result, StoreError, StoredState, rfc3339,
+    HostFacts, IacData, Image, ImportOutcome, ManifestImport, Millis, Resource, Result,
+    StateImport, StateInfo, StoreError,
 };
 
-pub(super) fn import_state(
-    tx: &Connection,
-    r: &v1::ImportStateRequest,
-    now: Millis,
-) -> Result<ImportOutcome> {
+pub(super) fn import_state(tx: &Connection, r: &StateImport, now: Millis) -> Result<ImportOutcome> {
     const WHAT: &str = "importing a state";
     if let Some(serial) = r.serial
         && !r.lineage.is_empty()
@@ -72,7 +68,7 @@ pub(super) fn import_state(
             .execute(params![
                 r.name,
                 res.address,
-                res.r#type,
+                res.resource_type,
                 res.role,
                 res.key,
                 res.name,
@@ -94,7 +90,7 @@ pub(super) fn import_state(
 
 pub(super) fn import_manifest(
     tx: &Connection,
-    r: &v1::ImportManifestRequest,
+    r: &ManifestImport,
     now: Millis,
 ) -> Result<ImportOutcome> {
     const WHAT: &str = "importing a manifest";
@@ -151,9 +147,9 @@ pub(super) fn iac(conn: &Connection) -> rusqlite::Result<IacData> {
         .query_map([], |row| {
             Ok((
                 row.get::<_, String>(0)?,
-                v1::IacResource {
+                Resource {
                     address: row.get(1)?,
-                    r#type: row.get(2)?,
+                    resource_type: row.get(2)?,
                     role: row.get(3)?,
                     key: row.get(4)?,
                     name: row.get(5)?,
@@ -178,19 +174,15 @@ pub(super) fn iac(conn: &Connection) -> rusqlite::Result<IacData> {
         )?
         .query_map([], |row| {
             let name: String = row.get(0)?;
-            let imported_at: Millis = row.get(6)?;
-            Ok(StoredState {
-                info: v1::StateInfo {
-                    resources: counts.get(&name).copied().unwrap_or(0),
-                    name,
-                    source: row.get(1)?,
-                    kind: row.get(2)?,
-                    lineage: row.get(3)?,
-                    serial: row.get::<_, Option<i64>>(4)?.map(to_u64),
-                    terraform_version: row.get(5)?,
-                    imported_at: rfc3339(imported_at),
-                },
-                imported_at,
+            Ok(StateInfo {
+                resources: counts.get(&name).copied().unwrap_or(0),
+                name,
+                source: row.get(1)?,
+                kind: row.get(2)?,
+                lineage: row.get(3)?,
+                serial: row.get::<_, Option<i64>>(4)?.map(to_u64),
+                terraform_version: row.get(5)?,
+                imported_at: row.get(6)?,
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -200,7 +192,7 @@ pub(super) fn iac(conn: &Connection) -> rusqlite::Result<IacData> {
              FROM images ORDER BY image_id, region",
         )?
         .query_map([], |row| {
-            Ok(v1::PackerImage {
+            Ok(Image {
                 region: row.get(0)?,
                 image_id: row.get(1)?,
                 build: row.get(2)?,

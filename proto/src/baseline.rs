@@ -161,6 +161,24 @@ pub struct Xattr {
     pub value: Vec<u8>,
 }
 
+impl From<&Xattr> for pb::Xattr {
+    fn from(x: &Xattr) -> pb::Xattr {
+        pb::Xattr {
+            name: x.name.clone(),
+            value: x.value.clone(),
+        }
+    }
+}
+
+impl From<pb::Xattr> for Xattr {
+    fn from(x: pb::Xattr) -> Xattr {
+        Xattr {
+            name: x.name,
+            value: x.value,
+        }
+    }
+}
+
 /// What the baseline knows about one path. The same type describes a live file, so a check
 /// compares two `Entry`s.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -515,14 +533,7 @@ fn entry_to_pb(e: &Entry) -> pb::Entry {
             .as_ref()
             .map(|t| t.as_os_str().as_bytes().to_vec())
             .unwrap_or_default(),
-        xattrs: e
-            .xattrs
-            .iter()
-            .map(|x| pb::Xattr {
-                name: x.name.clone(),
-                value: x.value.clone(),
-            })
-            .collect(),
+        xattrs: e.xattrs.iter().map(pb::Xattr::from).collect(),
         content: e.content.clone(),
         mtime_ns: e.mtime_ns,
         ctime_ns: e.ctime_ns,
@@ -563,14 +574,7 @@ fn entry_from_pb(e: pb::Entry) -> Result<Entry, FormatError> {
         size: e.size,
         sha256,
         target,
-        xattrs: e
-            .xattrs
-            .into_iter()
-            .map(|x| Xattr {
-                name: x.name,
-                value: x.value,
-            })
-            .collect(),
+        xattrs: e.xattrs.into_iter().map(Xattr::from).collect(),
         content: e.content,
         mtime_ns: e.mtime_ns,
         ctime_ns: e.ctime_ns,

@@ -251,14 +251,7 @@ impl Facts {
             size: self.size,
             sha256: self.sha256.map(Vec::from).unwrap_or_default(),
             target: self.target.clone().unwrap_or_default(),
-            xattrs: self
-                .xattrs
-                .iter()
-                .map(|x| pb::Xattr {
-                    name: x.name.clone(),
-                    value: x.value.clone(),
-                })
-                .collect(),
+            xattrs: self.xattrs.iter().map(pb::Xattr::from).collect(),
         }
     }
 
@@ -276,14 +269,7 @@ impl Facts {
             size: f.size,
             sha256,
             target: (!f.target.is_empty()).then_some(f.target),
-            xattrs: f
-                .xattrs
-                .into_iter()
-                .map(|x| Xattr {
-                    name: x.name,
-                    value: x.value,
-                })
-                .collect(),
+            xattrs: f.xattrs.into_iter().map(Xattr::from).collect(),
         })
     }
 }

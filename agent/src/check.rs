@@ -4,11 +4,11 @@ use std::path::Path;
 
 use driftwatch_proto::baseline::LoadedBaseline;
 
-use crate::evaluate;
+use crate::evaluate::{self, compare::compare_with_baseline};
 use crate::packages;
 use crate::report::{ImageInfo, Report, Summary};
 use crate::rules::{Rules, RulesError};
-use crate::scan::{self, ScanError, ScanOptions};
+use crate::scan::{ScanError, ScanOptions};
 
 /// Why a check could not run at all (as opposed to paths it could not read).
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +54,7 @@ pub fn check(
         source,
     })?;
     let baseline = &loaded.baseline;
-    let compared = scan::compare_with_baseline(
+    let compared = compare_with_baseline(
         ScanOptions {
             root,
             rules: &rules,

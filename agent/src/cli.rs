@@ -222,7 +222,7 @@ fn run(cli: Cli) -> Result<u8> {
             // One worker is plenty: the daemon's own task does the work (hashing and disk I/O
             // in `block_in_place`, which hands the worker to the listener and uplink tasks
             // meanwhile), and each thread costs memory (stack, malloc arena).
-            crate::throttle::single_malloc_arena();
+            crate::scan::throttle::single_malloc_arena();
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
                 .max_blocking_threads(4)

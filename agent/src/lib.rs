@@ -1,11 +1,13 @@
 //! The driftwatch host agent.
 //!
 //! - [`rules`]: the rules file (what to record, excludes, content capture, severities).
-//! - [`scan`]: walking and hashing a root into baseline entries.
+//! - [`scan`]: walking and hashing a root into baseline entries (and [`scan::throttle`]: hashing
+//!   rate limit and low priority for rescans).
 //! - [`spool`]: the durable, crash-safe, bounded on-disk queue of drift events.
 //! - [`packages`]: the package inventory (dpkg, rpm, apk) and its diff.
-//! - [`entries`]: the baseline's entries, compact, as the daemon keeps them.
-//! - [`evaluate`]: comparing entries with the baseline; drift items, severity, diffs.
+//! - [`evaluate`]: comparing entries with the baseline; drift items, severity, diffs; the
+//!   whole-root comparison ([`evaluate::compare`]) and the baseline's entries held compact
+//!   ([`evaluate::baseline`]).
 //! - [`bake`]: `baseline build`.
 //! - [`fsutil`]: crash-safe file replacement, and paths inside the root vs on the host.
 //! - [`check`]: `check` and `baseline diff`.
@@ -14,7 +16,6 @@
 //! - [`watch`]: inotify watches over the recorded trees.
 //! - [`ledger`]: the current drift set and its transitions (events).
 //! - [`daemon`]: `run`, the daemon tying watcher, evaluation, ledger and spool together.
-//! - [`throttle`]: hashing rate limit and low priority for rescans.
 //! - [`telemetry`]: Prometheus metrics and the local status listener.
 //! - [`identity`]: who this host is (cloud-init, instance metadata, machine-id).
 //! - [`http_client`]: one-request HTTP/1.1 client (metadata service, status listener).
@@ -26,7 +27,6 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod daemon;
-pub mod entries;
 pub mod evaluate;
 pub mod fsutil;
 pub mod http_client;
@@ -38,6 +38,5 @@ pub mod rules;
 pub mod scan;
 pub mod spool;
 pub mod telemetry;
-pub mod throttle;
 pub mod uplink;
 pub mod watch;

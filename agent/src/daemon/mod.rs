@@ -44,7 +44,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AgentConfig, Overrides};
-use crate::entries::Entries;
+use crate::evaluate::baseline::Entries;
 use crate::evaluate::{self, FileDrift};
 use crate::fsutil::{host_path, root_path};
 use crate::ledger::{DriftItem, Event, Ledger, Subject, now_rfc3339};
@@ -52,9 +52,9 @@ use crate::packages;
 use crate::report::ImageInfo;
 use crate::rules::{Rules, Severity};
 use crate::scan;
+use crate::scan::throttle::{self, Throttle};
 use crate::spool::{Spool, SpoolConfig, record};
 use crate::telemetry::{self, Coverage, SeverityLabel, Shared, SpoolInfo, Status, TransitionLabel};
-use crate::throttle::{self, Throttle};
 use crate::uplink::{self, Head, Link, SharedSpool};
 use crate::watch::{Change, Step, Watcher};
 

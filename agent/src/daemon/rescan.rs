@@ -13,10 +13,10 @@ use driftwatch_proto::text::display_path;
 
 use super::Session;
 use crate::evaluate::FileDrift;
+use crate::evaluate::compare::{Comparison, compare_with_baseline};
 use crate::ledger::{DriftItem, Subject, now_rfc3339};
-use crate::scan::{self, ScanOptions};
+use crate::scan::{ScanOptions, throttle};
 use crate::telemetry::{RescanInfo, RescanLabel};
-use crate::throttle;
 
 impl Session {
     /// Compares the whole root with the baseline (throttled, low priority) and feeds every
@@ -54,7 +54,7 @@ impl Session {
                     throttle: throttled.then_some(&*throttle),
                     cancel: Some(&flag),
                 };
-                scan::compare_with_baseline(opts, &*entries)
+                compare_with_baseline(opts, &*entries)
             })
         });
         self.rescan = Some(Rescan {
@@ -70,7 +70,7 @@ impl Session {
     /// changed while it ran (their events were already evaluated after the change).
     pub(super) async fn finish_rescan(
         &mut self,
-        done: (Rescan, Result<scan::Comparison, tokio::task::JoinError>),
+        done: (Rescan, Result<Comparison, tokio::task::JoinError>),
     ) -> Result<()> {
         let (rescan, result) = done;
         let scanned = result?;
@@ -87,7 +87,7 @@ impl Session {
             .metrics
             .hashed_bytes
             .inc_by(scanned.stats.bytes_hashed);
-        let scan::Comparison {
+        let Comparison {
             items,
             errors: scan_errors,
             stats,
@@ -170,7 +170,7 @@ pub(super) struct Rescan {
     kind: &'static str,
     started: Instant,
     pub(super) cancel: Arc<AtomicBool>,
-    handle: tokio::task::JoinHandle<scan::Comparison>,
+    handle: tokio::task::JoinHandle<Comparison>,
     /// Paths (files, or directories standing for their subtrees) evaluated from events while
     /// the rescan ran.
     pub(super) touched: BTreeSet<PathBuf>,
@@ -179,7 +179,7 @@ pub(super) struct Rescan {
 /// Waits for the running rescan (forever when there is none).
 pub(super) async fn wait_rescan(
     slot: &mut Option<Rescan>,
-) -> (Rescan, Result<scan::Comparison, tokio::task::JoinError>) {
+) -> (Rescan, Result<Comparison, tokio::task::JoinError>) {
     let Some(running) = slot.as_mut() else {
         return std::future::pending().await;
     };

@@ -10,8 +10,12 @@
 //! Fast path: given a reference (the baseline), a regular file whose type, size, mtime, ctime and
 //! inode all match its reference entry keeps the recorded hash, content and xattrs without being
 //! opened. Any write or metadata change moves ctime, which userspace cannot set back.
+//!
+//! This room walks and hashes only; comparing with a baseline is `evaluate`'s
+//! (`evaluate::compare`), which drives [`walk`], [`reuse`] and [`hash_all`]. Scan imports
+//! neither `evaluate` nor the baseline's compact entries. [`throttle`] keeps background
+//! hashing polite.
 
-use std::borrow::Cow;
 use std::fs::{File, Metadata};
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
@@ -20,16 +24,17 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use driftwatch_proto::baseline::{Baseline, Entry, FileKind, Xattr};
+use driftwatch_proto::baseline::{Entry, FileKind, Xattr};
 use driftwatch_proto::text::display_path;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
-use crate::evaluate::{self, FileDrift};
 use crate::fsutil::{host_path, root_path};
 use crate::rules::Rules;
-use crate::throttle::Throttle;
+
+pub mod throttle;
+use throttle::Throttle;
 
 const HASH_BUFFER: usize = 256 * 1024;
 const HASH_ATTEMPTS: usize = 3;
@@ -71,8 +76,9 @@ pub struct ScanOptions<'a> {
     /// The directory that stands for `/`.
     pub root: &'a Path,
     pub rules: &'a Rules,
-    /// [`compare_with_baseline`]: re-hash every regular file instead of trusting the fast path.
-    /// ([`scan`] always hashes everything: it builds baselines.)
+    /// Comparing with a baseline (evaluate's `compare_with_baseline`): re-hash every regular
+    /// file instead of trusting the fast path. ([`scan`] always hashes everything: it builds
+    /// baselines.)
     pub full_hash: bool,
     /// Show a progress bar on stderr (drawn only when stderr is a terminal).
     pub progress: bool,
@@ -111,134 +117,9 @@ pub fn scan(opts: ScanOptions<'_>) -> Scan {
     out
 }
 
-/// The outcome of comparing a root with a baseline.
-#[derive(Debug, Default)]
-pub struct Comparison {
-    /// Sorted by path bytes.
-    pub items: Vec<FileDrift>,
-    pub errors: Vec<ScanError>,
-    pub stats: ScanStats,
-}
-
-/// The recorded side of a comparison: a baseline's entries, in canonical order (path bytes).
-/// Implemented by the decoded [`Baseline`] and by the daemon's compact
-/// [`Entries`](crate::entries::Entries), which rebuilds an entry when asked for it.
-pub trait Recorded: Sync {
-    /// Number of entries.
-    fn count(&self) -> usize;
-    /// The index of `path`'s entry.
-    fn find(&self, path: &Path) -> Option<usize>;
-    /// Entry `i`'s path.
-    fn path(&self, i: usize) -> Cow<'_, Path>;
-    /// Entry `i`.
-    fn entry(&self, i: usize) -> Cow<'_, Entry>;
-}
-
-impl Recorded for Baseline {
-    fn count(&self) -> usize {
-        self.entries.len()
-    }
-
-    fn find(&self, path: &Path) -> Option<usize> {
-        let key = path.as_os_str().as_bytes();
-        self.entries
-            .binary_search_by(|e| e.path.as_os_str().as_bytes().cmp(key))
-            .ok()
-    }
-
-    fn path(&self, i: usize) -> Cow<'_, Path> {
-        Cow::Borrowed(&self.entries[i].path)
-    }
-
-    fn entry(&self, i: usize) -> Cow<'_, Entry> {
-        Cow::Borrowed(&self.entries[i])
-    }
-}
-
-/// Compares the root with a baseline while walking it, keeping only what differs: memory is
-/// the baseline's plus the drift's, not a second copy of the tree. Regular files whose metadata
-/// matches the baseline (the fast path) are never opened; the others are hashed in parallel
-/// at the end. Paths below a directory that could not be listed are errors, not removals.
-pub fn compare_with_baseline<B: Recorded + ?Sized>(
-    opts: ScanOptions<'_>,
-    baseline: &B,
-) -> Comparison {
-    let rules = opts.rules;
-    let mut out = Comparison::default();
-    let mut seen = vec![false; baseline.count()];
-    let mut pending: Vec<(Entry, Option<usize>)> = Vec::new();
-    walk(opts, &mut out.errors, |mut entry| {
-        let index = baseline.find(&entry.path);
-        if let Some(i) = index {
-            if seen[i] {
-                return;
-            }
-            seen[i] = true;
-        }
-        out.stats.entries += 1;
-        let expected = index.map(|i| baseline.entry(i));
-        if entry.kind == FileKind::Regular
-            && (opts.full_hash || !reuse(&mut entry, expected.as_deref()))
-        {
-            pending.push((entry, index));
-            return;
-        }
-        if entry.kind == FileKind::Regular {
-            out.stats.files_reused += 1;
-        }
-        out.items.extend(evaluate::compare(
-            &entry.path,
-            expected.as_deref(),
-            Some(&entry),
-            rules,
-        ));
-    });
-    let failed = hash_all(
-        opts,
-        pending.iter_mut().map(|(e, _)| e).collect(),
-        &mut out.stats,
-        &mut out.errors,
-    );
-    for (entry, index) in &pending {
-        if failed.binary_search(&entry.path).is_ok() {
-            // Vanished while being hashed: it is not there.
-            if let Some(i) = index {
-                seen[*i] = false;
-            }
-            continue;
-        }
-        let expected = index.map(|i| baseline.entry(i));
-        out.items.extend(evaluate::compare(
-            &entry.path,
-            expected.as_deref(),
-            Some(entry),
-            rules,
-        ));
-    }
-    drop(pending);
-    let unknown: Vec<&Path> = out.errors.iter().map(|e| e.path.as_path()).collect();
-    for (i, _) in seen.iter().enumerate().filter(|(_, seen)| !**seen) {
-        let path = baseline.path(i);
-        if unknown.iter().any(|u| path.starts_with(u) && *path != **u) {
-            continue;
-        }
-        let expected = baseline.entry(i);
-        out.items
-            .extend(evaluate::compare(&path, Some(&expected), None, rules));
-    }
-    out.items.sort_unstable_by(|a, b| {
-        a.path
-            .as_os_str()
-            .as_bytes()
-            .cmp(b.path.as_os_str().as_bytes())
-    });
-    out.errors.sort_by(|a, b| a.path.cmp(&b.path));
-    out
-}
-
 /// Walks every tree the rules name, calling `f` with each entry's metadata (regular files not
 /// hashed yet).
-fn walk(opts: ScanOptions<'_>, errors: &mut Vec<ScanError>, mut f: impl FnMut(Entry)) {
+pub fn walk(opts: ScanOptions<'_>, errors: &mut Vec<ScanError>, mut f: impl FnMut(Entry)) {
     let spinner = progress_spinner(opts.progress);
     let mut count = 0u64;
     for tree in opts.rules.paths() {
@@ -461,7 +342,7 @@ fn read_xattrs(host: &Path) -> Vec<Xattr> {
 /// Takes hash and xattrs from the reference when the metadata proves the file unchanged since
 /// it was recorded. The captured content is not copied: content that did not change is never
 /// diffed.
-fn reuse(entry: &mut Entry, reference: Option<&Entry>) -> bool {
+pub fn reuse(entry: &mut Entry, reference: Option<&Entry>) -> bool {
     match reference {
         Some(r)
             if r.kind == FileKind::Regular
@@ -481,7 +362,7 @@ fn reuse(entry: &mut Entry, reference: Option<&Entry>) -> bool {
 
 /// Hashes regular files in parallel (progress bar, throttle). Returns the sorted paths of the
 /// files that vanished meanwhile; every problem is pushed to `errors`.
-fn hash_all(
+pub fn hash_all(
     opts: ScanOptions<'_>,
     mut todo: Vec<&mut Entry>,
     stats: &mut ScanStats,

@@ -1,9 +1,13 @@
 //! Comparing what is with what should be: drift items ([`FileDrift`], the drift model's, from
 //! `driftwatch_proto::drift`), their severity, and diffs.
 //!
-//! One function, [`compare`], decides about one path; [`compare_sets`] merge-joins two sorted
-//! entry lists (a baseline and a scan, or two baselines) through it. The daemon calls
-//! [`compare`] for single paths, so the one-shot check and the watcher can never disagree.
+//! One function, [`compare()`], decides about one path; [`compare_sets`] merge-joins two sorted
+//! entry lists (a baseline and a scan, or two baselines) through it, and
+//! [`compare::compare_with_baseline`] a whole root as `scan` walks it. The daemon calls
+//! [`compare()`] for single paths, so the one-shot check and the watcher can never disagree.
+//!
+//! - [`mod@compare`]: the whole-root comparison (`check`, the daemon's rescans).
+//! - [`baseline`]: the baseline's entries, held compact for the daemon's life.
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -13,6 +17,9 @@ pub use driftwatch_proto::drift::{DriftKind, Facts, FileDrift};
 use driftwatch_proto::text::escape_bytes;
 
 use crate::rules::{Attr, Rules, Severity};
+
+pub mod baseline;
+pub mod compare;
 
 const SETUID: u32 = 0o4000;
 const SETGID: u32 = 0o2000;

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use driftwatch_proto::baseline::{Entry, FileKind, Xattr};
 
-use crate::scan::Recorded;
+use super::compare::Recorded;
 
 /// A baseline's entries, compact and read-only.
 #[derive(Debug, Default)]

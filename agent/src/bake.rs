@@ -57,7 +57,7 @@ pub fn build(
             created_unix: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs() as i64),
-            builder_host: hostname(),
+            builder_host: crate::identity::kernel_hostname(),
             image_name: image.name.clone(),
             image_version: image.version.clone(),
             rules_toml: rules.source().to_owned(),
@@ -79,11 +79,4 @@ pub fn build(
         errors,
         elapsed: started.elapsed(),
     }
-}
-
-/// The machine's hostname, for the header.
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_default()
 }

@@ -4,17 +4,17 @@ use std::path::Path;
 
 use driftwatch_proto::baseline::LoadedBaseline;
 
+use crate::evaluate::baseline::{BaselineRulesError, ImageInfo, baseline_rules};
 use crate::evaluate::{self, compare::compare_with_baseline};
 use crate::packages;
-use crate::report::{ImageInfo, Report, Summary};
-use crate::rules::{Rules, RulesError};
+use crate::report::{Report, Summary};
 use crate::scan::{ScanError, ScanOptions};
 
 /// Why a check could not run at all (as opposed to paths it could not read).
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
-    #[error("the rules inside baseline {id} are invalid: {source}")]
-    Rules { id: String, source: RulesError },
+    #[error(transparent)]
+    Rules(#[from] BaselineRulesError),
     #[error("cannot read root {root}: {source}")]
     Root {
         root: String,
@@ -22,16 +22,6 @@ pub enum CheckError {
     },
     #[error("root {0} is not a directory")]
     NotADirectory(String),
-}
-
-/// The rules a baseline was built with.
-pub fn baseline_rules(loaded: &LoadedBaseline) -> Result<Rules, CheckError> {
-    let id = loaded.id.to_hex();
-    Rules::parse(
-        &loaded.baseline.header.rules_toml,
-        &format!("<rules in baseline {}>", &id[..12]),
-    )
-    .map_err(|source| CheckError::Rules { id, source })
 }
 
 /// Compares the filesystem under `root` with the baseline.

@@ -14,8 +14,9 @@ use driftwatch_proto::text::{count, display_path};
 use crate::bake::{self, ImageLabel};
 use crate::check;
 use crate::config::{AgentConfig, Overrides};
+use crate::evaluate::baseline::{ImageInfo, baseline_rules, rfc3339};
 use crate::fsutil;
-use crate::report::{Report, rfc3339};
+use crate::report::Report;
 use crate::rules::{DEFAULT_RULES_TOML, Rules};
 
 use driftwatch_shell::{self as shell, print, print_json, print_str};
@@ -185,35 +186,31 @@ fn run(cli: Cli) -> Result<u8> {
             entries,
         }) => show(&file, json, entries),
         Command::Baseline(BaselineCommand::Verify { file, public_key }) => {
-            let loaded = load_baseline(&file)?;
-            let key = load_public_key(&public_key)?;
-            loaded
-                .verify_signer(&key)
-                .with_context(|| format!("{}", file.display()))?;
+            let loaded = fsutil::load_baseline(&file, Some(&public_key))?;
+            // Verified: the signer is the trusted key.
+            let signer = loaded.signer.as_ref().map(keys::fingerprint);
             print(|out| {
                 writeln!(
                     out,
                     "{}: OK, baseline {} signed by {}",
                     file.display(),
                     loaded.id,
-                    keys::fingerprint(&key)
+                    signer.unwrap_or_default()
                 )
             })?;
             Ok(EXIT_CLEAN)
         }
         Command::Baseline(BaselineCommand::Diff { old, new, json }) => {
-            let (old, new) = (load_baseline(&old)?, load_baseline(&new)?);
+            let (old, new) = (
+                fsutil::load_baseline(&old, None)?,
+                fsutil::load_baseline(&new, None)?,
+            );
             let report = check::diff_baselines(&old, &new)?;
             print_report(&report, json, "Baseline diff")
         }
         Command::Baseline(BaselineCommand::Keygen { out }) => keygen(&out),
         Command::Check(args) => {
-            let loaded = load_baseline(&args.baseline)?;
-            if let Some(k) = &args.public_key {
-                loaded
-                    .verify_signer(&load_public_key(k)?)
-                    .with_context(|| args.baseline.display().to_string())?;
-            }
+            let loaded = fsutil::load_baseline(&args.baseline, args.public_key.as_deref())?;
             let progress = !args.json && std::io::stderr().is_terminal();
             let report = check::check(&loaded, &args.root, args.full_hash, progress)?;
             print_report(&report, args.json, "Check")
@@ -290,19 +287,6 @@ fn run(cli: Cli) -> Result<u8> {
             Ok(EXIT_CLEAN)
         }
     }
-}
-
-/// Reads and checks a baseline file; every refusal names the file.
-pub fn load_baseline(path: &Path) -> Result<LoadedBaseline> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("cannot read baseline {}", path.display()))?;
-    baseline::decode(&bytes).with_context(|| format!("refusing baseline {}", path.display()))
-}
-
-fn load_public_key(path: &Path) -> Result<ed25519_dalek::VerifyingKey> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read public key {}", path.display()))?;
-    keys::verifying_key_from_text(&text).with_context(|| format!("public key {}", path.display()))
 }
 
 fn print_report(report: &Report, json: bool, title: &str) -> Result<u8> {
@@ -401,10 +385,10 @@ fn build(args: BuildArgs) -> Result<u8> {
 }
 
 fn show(file: &Path, json: bool, list: bool) -> Result<u8> {
-    let loaded = load_baseline(file)?;
+    let loaded = fsutil::load_baseline(file, None)?;
     let b = &loaded.baseline;
     let h = &b.header;
-    let rules = check::baseline_rules(&loaded).ok();
+    let rules = baseline_rules(&loaded).ok();
     let trees: Vec<String> = rules.as_ref().map_or_else(Vec::new, |r| {
         r.paths().iter().map(|p| display_path(p)).collect()
     });
@@ -413,7 +397,7 @@ fn show(file: &Path, json: bool, list: bool) -> Result<u8> {
             "baseline_id": loaded.id.to_hex(),
             "format_version": baseline::FORMAT_VERSION,
             "file_size": loaded.file_size,
-            "image": crate::report::ImageInfo::of(&loaded),
+            "image": ImageInfo::of(&loaded),
             "agent_version": h.agent_version,
             "entries": b.entries.len(),
             "packages": b.packages.len(),

@@ -1,9 +1,15 @@
-//! File utilities every part of the agent uses: crash-safe replacement of a file, and the
-//! mapping between paths inside the agent's root and paths on the host.
+//! File utilities every part of the agent uses: crash-safe replacement of a file, the mapping
+//! between paths inside the agent's root and paths on the host, and loading the baseline file
+//! (the one load that `check`, the `baseline` commands and the daemon share).
+//!
+//! A leaf room: it imports nothing from the rest of the agent.
 
 use std::io::{self, Write as _};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
+
+use driftwatch_proto::baseline::{self, FormatError, LoadedBaseline};
+use driftwatch_proto::keys::{self, KeyError};
 
 /// Replaces `path` with `bytes` crash-safely: a temp file in the same directory (created with
 /// `mode`, filtered by the umask like any new file, so the data is never readable more widely),
@@ -27,6 +33,81 @@ pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> 
     file.as_file().sync_all()?;
     file.persist(path).map_err(|e| e.error)?;
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// Why a baseline file cannot be used. Each names the file it concerns; the message of its
+/// source follows (`{:#}`: "refusing baseline /x.dwb: …").
+#[derive(Debug, thiserror::Error)]
+pub enum BaselineError {
+    #[error("cannot read baseline {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("refusing baseline {}", path.display())]
+    Refused {
+        path: PathBuf,
+        #[source]
+        source: FormatError,
+    },
+    #[error("cannot read public key {}", path.display())]
+    ReadKey {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("public key {}", path.display())]
+    Key {
+        path: PathBuf,
+        #[source]
+        source: KeyError,
+    },
+    /// Unsigned, or signed by another key than the trusted one.
+    #[error("{}", path.display())]
+    Signer {
+        path: PathBuf,
+        #[source]
+        source: FormatError,
+    },
+}
+
+/// Reads and decodes a baseline file; with a trusted public key (PEM, or 64 hex digits),
+/// refuses it unless it is signed by that key. `check`, the `baseline` commands and the
+/// daemon (start-up, SIGHUP, `validate`) all load baselines here.
+pub fn load_baseline(
+    path: &Path,
+    public_key: Option<&Path>,
+) -> Result<LoadedBaseline, BaselineError> {
+    let bytes = std::fs::read(path).map_err(|source| BaselineError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let loaded = baseline::decode(&bytes).map_err(|source| BaselineError::Refused {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if let Some(key_path) = public_key {
+        let key = load_public_key(key_path)?;
+        loaded
+            .verify_signer(&key)
+            .map_err(|source| BaselineError::Signer {
+                path: path.to_path_buf(),
+                source,
+            })?;
+    }
+    Ok(loaded)
+}
+
+fn load_public_key(path: &Path) -> Result<ed25519_dalek::VerifyingKey, BaselineError> {
+    let text = std::fs::read_to_string(path).map_err(|source| BaselineError::ReadKey {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    keys::verifying_key_from_text(&text).map_err(|source| BaselineError::Key {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Maps a path inside the root to the host path.

@@ -9,7 +9,8 @@
 //!   whole-root comparison ([`evaluate::compare`]) and the baseline's entries held compact
 //!   ([`evaluate::baseline`]).
 //! - [`bake`]: `baseline build`.
-//! - [`fsutil`]: crash-safe file replacement, and paths inside the root vs on the host.
+//! - [`fsutil`]: crash-safe file replacement, paths inside the root vs on the host, and the
+//!   baseline load (read, decode, check the signer) that commands and daemon share.
 //! - [`check`]: `check` and `baseline diff`.
 //! - [`report`]: the drift report, as JSON and for people.
 //! - [`config`]: the daemon's `agent.toml` and flags.

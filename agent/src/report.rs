@@ -3,47 +3,14 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use driftwatch_proto::baseline::LoadedBaseline;
 use driftwatch_proto::text::display_path;
 use serde::Serialize;
 
+use crate::evaluate::baseline::ImageInfo;
 use crate::evaluate::{DriftKind, FileDrift};
 use crate::packages::{PackageChange, PackageDrift};
 use crate::rules::Severity;
 use crate::scan::ScanError;
-
-/// Which image a baseline describes.
-#[derive(Clone, Debug, Serialize)]
-pub struct ImageInfo {
-    pub name: String,
-    pub version: String,
-    /// RFC 3339.
-    pub built_at: String,
-    pub builder_host: String,
-    pub signed_by: Option<String>,
-}
-
-impl ImageInfo {
-    pub fn of(loaded: &LoadedBaseline) -> ImageInfo {
-        let h = &loaded.baseline.header;
-        ImageInfo {
-            name: h.image_name.clone(),
-            version: h.image_version.clone(),
-            built_at: rfc3339(h.created_unix),
-            builder_host: h.builder_host.clone(),
-            signed_by: loaded
-                .signer
-                .as_ref()
-                .map(driftwatch_proto::keys::fingerprint),
-        }
-    }
-}
-
-/// Formats Unix seconds as RFC 3339 UTC.
-pub fn rfc3339(unix: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix.max(0) as u64);
-    humantime::format_rfc3339_seconds(t).to_string()
-}
 
 /// Counts for the summary line.
 #[derive(Clone, Debug, Default, Serialize)]

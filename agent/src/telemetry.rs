@@ -21,9 +21,9 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::evaluate::baseline::ImageInfo;
 use crate::http_client;
 use crate::ledger::DriftItem;
-use crate::report::ImageInfo;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TransitionLabel {

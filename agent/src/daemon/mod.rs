@@ -44,12 +44,11 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AgentConfig, Overrides};
-use crate::evaluate::baseline::Entries;
+use crate::evaluate::baseline::{Entries, ImageInfo, baseline_rules};
 use crate::evaluate::{self, FileDrift};
 use crate::fsutil::{host_path, root_path};
 use crate::ledger::{DriftItem, Event, Ledger, Subject, now_rfc3339};
 use crate::packages;
-use crate::report::ImageInfo;
 use crate::rules::{Rules, Severity};
 use crate::scan;
 use crate::scan::throttle::{self, Throttle};
@@ -813,22 +812,9 @@ pub fn preflight(config: &AgentConfig) -> Result<(LoadedBaseline, Rules)> {
             .map_err(|e| anyhow::anyhow!(uplink::error_chain(&e)))
             .context("collector")?;
     }
-    let baseline = load_baseline(config)?;
-    let rules = crate::check::baseline_rules(&baseline)?;
+    let baseline = crate::fsutil::load_baseline(&config.baseline, config.public_key.as_deref())?;
+    let rules = baseline_rules(&baseline)?;
     Ok((baseline, rules))
-}
-
-fn load_baseline(config: &AgentConfig) -> Result<LoadedBaseline> {
-    let loaded = crate::cli::load_baseline(&config.baseline)?;
-    if let Some(key_path) = &config.public_key {
-        let text = std::fs::read_to_string(key_path)
-            .with_context(|| format!("cannot read public key {}", key_path.display()))?;
-        let key = driftwatch_proto::keys::verifying_key_from_text(&text)?;
-        loaded
-            .verify_signer(&key)
-            .with_context(|| config.baseline.display().to_string())?;
-    }
-    Ok(loaded)
 }
 
 fn create_private_dir(dir: &Path) -> Result<()> {

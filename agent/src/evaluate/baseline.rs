@@ -1,4 +1,6 @@
-//! The baseline's entries as the daemon keeps them for its whole life: compact.
+//! The baseline as the agent evaluates against it: its entries, held compact for the daemon's
+//! whole life ([`Entries`]); the rules it was built with ([`baseline_rules`]); the image it
+//! describes ([`ImageInfo`]). (Reading and verifying the file is `fsutil::load_baseline`.)
 //!
 //! A decoded [`Entry`] is 184 bytes plus a heap `PathBuf` (and heap fields for the rare
 //! symlink target, xattrs and captured content); with the default rules on a host's `/`
@@ -19,9 +21,11 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 
-use driftwatch_proto::baseline::{Entry, FileKind, Xattr};
+use driftwatch_proto::baseline::{Entry, FileKind, LoadedBaseline, Xattr};
+use serde::Serialize;
 
 use super::compare::Recorded;
+use crate::rules::{Rules, RulesError};
 
 /// A baseline's entries, compact and read-only.
 #[derive(Debug, Default)]
@@ -327,6 +331,57 @@ impl Recorded for Entries {
     fn entry(&self, i: usize) -> Cow<'_, Entry> {
         Cow::Owned(Entries::entry(self, i))
     }
+}
+
+/// The rules inside a baseline are invalid.
+#[derive(Debug, thiserror::Error)]
+#[error("the rules inside baseline {id} are invalid: {source}")]
+pub struct BaselineRulesError {
+    pub id: String,
+    pub source: RulesError,
+}
+
+/// The rules a baseline was built with.
+pub fn baseline_rules(loaded: &LoadedBaseline) -> Result<Rules, BaselineRulesError> {
+    let id = loaded.id.to_hex();
+    Rules::parse(
+        &loaded.baseline.header.rules_toml,
+        &format!("<rules in baseline {}>", &id[..12]),
+    )
+    .map_err(|source| BaselineRulesError { id, source })
+}
+
+/// Which image a baseline describes.
+#[derive(Clone, Debug, Serialize)]
+pub struct ImageInfo {
+    pub name: String,
+    pub version: String,
+    /// RFC 3339.
+    pub built_at: String,
+    pub builder_host: String,
+    pub signed_by: Option<String>,
+}
+
+impl ImageInfo {
+    pub fn of(loaded: &LoadedBaseline) -> ImageInfo {
+        let h = &loaded.baseline.header;
+        ImageInfo {
+            name: h.image_name.clone(),
+            version: h.image_version.clone(),
+            built_at: rfc3339(h.created_unix),
+            builder_host: h.builder_host.clone(),
+            signed_by: loaded
+                .signer
+                .as_ref()
+                .map(driftwatch_proto::keys::fingerprint),
+        }
+    }
+}
+
+/// Formats Unix seconds as RFC 3339 UTC.
+pub fn rfc3339(unix: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 #[cfg(test)]

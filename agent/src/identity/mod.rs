@@ -380,7 +380,14 @@ pub fn hostname(root: &Path) -> String {
             .find(|l| !l.is_empty() && !l.starts_with('#'))
             .map(str::to_owned)
     });
-    from_file.unwrap_or_else(crate::bake::hostname)
+    from_file.unwrap_or_else(kernel_hostname)
+}
+
+/// The kernel's host name (also the baseline header's `builder_host`). "" when unreadable.
+pub fn kernel_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
 }
 
 /// This boot's id (`/proc/sys/kernel/random/boot_id`): changes on every boot, so the collector

@@ -3,7 +3,8 @@
 //! - [`rules`]: the rules file (what to record, excludes, content capture, severities).
 //! - [`scan`]: walking and hashing a root into baseline entries (and [`scan::throttle`]: hashing
 //!   rate limit and low priority for rescans).
-//! - [`spool`]: the durable, crash-safe, bounded on-disk queue of drift events.
+//! - [`spool`]: the durable, crash-safe, bounded on-disk queue of drift events; its lock and
+//!   release policy ([`spool::shared`]).
 //! - [`packages`]: the package inventory (dpkg, rpm, apk) and its diff.
 //! - [`evaluate`]: comparing entries with the baseline; drift items, severity, diffs; the
 //!   whole-root comparison ([`evaluate::compare`]) and the baseline's entries held compact
@@ -21,6 +22,7 @@
 //! - [`identity`]: who this host is (cloud-init, instance metadata, machine-id).
 //! - [`http_client`]: one-request HTTP/1.1 client (metadata service, status listener).
 //! - [`uplink`]: the stream to the collector (hello, batches, heartbeats, snapshots, acks).
+//! - [`errors`]: an error and its sources on one line.
 //! - [`cli`]: the command line.
 
 pub mod bake;
@@ -28,6 +30,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod errors;
 pub mod evaluate;
 pub mod fsutil;
 pub mod http_client;

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::{CHECKPOINT_DELAY, Session};
 use crate::ledger::Ledger;
 use crate::spool::Spool;
+use crate::spool::shared;
 use crate::uplink::{self, Head, Link, LinkEvent};
 
 impl Session {
@@ -53,7 +54,7 @@ impl Session {
     }
 
     pub(super) fn spool(&self) -> MutexGuard<'_, Spool> {
-        uplink::lock(&self.spool)
+        shared::lock(&self.spool)
     }
 
     /// What the uplink needs to know: the ledger's seq, digest and size, the spool's end.

@@ -44,6 +44,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AgentConfig, Overrides};
+use crate::errors::error_chain;
 use crate::evaluate::baseline::{Entries, ImageInfo, baseline_rules};
 use crate::evaluate::{self, FileDrift};
 use crate::fsutil::{host_path, root_path};
@@ -52,9 +53,10 @@ use crate::packages;
 use crate::rules::{Rules, Severity};
 use crate::scan;
 use crate::scan::throttle::{self, Throttle};
+use crate::spool::shared::{self, SharedSpool};
 use crate::spool::{Spool, SpoolConfig, record};
 use crate::telemetry::{self, Coverage, SeverityLabel, Shared, SpoolInfo, Status, TransitionLabel};
-use crate::uplink::{self, Head, Link, SharedSpool};
+use crate::uplink::{self, Head, Link};
 use crate::watch::{Change, Step, Watcher};
 
 mod collector;
@@ -686,7 +688,7 @@ impl Session {
                 .save(&self.config.ledger_path())
                 .context("saving the ledger")?;
             self.saved_seq = self.ledger.seq();
-            uplink::release(&mut self.spool(), done).context("acknowledging spool records")?;
+            shared::release(&mut self.spool(), done).context("acknowledging spool records")?;
             Ok(())
         })?;
         self.publish_status();
@@ -809,7 +811,7 @@ fn evaluate_path(
 pub fn preflight(config: &AgentConfig) -> Result<(LoadedBaseline, Rules)> {
     if let Some(collector) = &config.collector {
         uplink::endpoint(collector)
-            .map_err(|e| anyhow::anyhow!(uplink::error_chain(&e)))
+            .map_err(|e| anyhow::anyhow!(error_chain(&e)))
             .context("collector")?;
     }
     let baseline = crate::fsutil::load_baseline(&config.baseline, config.public_key.as_deref())?;

@@ -89,7 +89,9 @@
 //! and byte offset: the spool never guesses past damage. (A damaged length field in the last
 //! segment cannot be told from a torn write, and is dropped as one, with a warning.)
 //!
-//! One process owns a spool directory; nothing locks it against a second one.
+//! One process owns a spool directory; nothing locks it against a second one. Inside the agent,
+//! the daemon and the shipper share it behind one mutex, and records leave it only by the
+//! release policy: see [`shared`].
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read};
@@ -1085,6 +1087,7 @@ fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
 }
 
 pub mod record;
+pub mod shared;
 
 #[cfg(test)]
 mod tests;

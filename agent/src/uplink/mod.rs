@@ -18,7 +18,7 @@
 //! - Nothing is released that the collector did not acknowledge: the uplink publishes the
 //!   acknowledged sequence number (clamped to what it sent on that stream; a `Welcome` counts
 //!   when it needs no snapshot), and the Session's checkpoint saves the ledger and only then
-//!   releases spool records up to that number ([`release`]).
+//!   releases spool records up to that number ([`release`](crate::spool::shared::release)).
 //! - Memory does not grow with the event rate: the Session never queues anything for the
 //!   uplink, it only replaces a watch value ([`Head`]); the uplink reads at most
 //!   [`MAX_BATCH_EVENTS`] records (about [`MAX_BATCH_BYTES`]) at a time, after its cursor, at
@@ -42,7 +42,6 @@
 //! acknowledgement of what it sent, so a clean restart does not resend it.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -52,6 +51,7 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 use crate::config::CollectorConfig;
 use crate::identity;
 use crate::ledger::{DriftItem, Ledger};
+use crate::spool::shared::SharedSpool;
 use crate::spool::{Spool, SpoolError};
 use crate::telemetry::{CollectorStatus, Shared};
 
@@ -76,16 +76,6 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 pub const STABLE_AFTER: Duration = Duration::from_secs(30);
 /// How long shutdown waits for the acknowledgement of what was sent.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(2);
-
-/// The spool, shared between the Session (which writes and releases) and the uplink (which
-/// reads). Critical sections are one append, one release or one bounded read.
-pub type SharedSpool = Arc<Mutex<Spool>>;
-
-/// Locks the spool; a panic elsewhere while holding it leaves a usable index (every spool
-/// method validates before it changes anything), so poisoning is ignored.
-pub fn lock(spool: &SharedSpool) -> MutexGuard<'_, Spool> {
-    spool.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// An uplink failure; each ends one connection (the uplink reconnects), except as noted.
 #[derive(Debug, thiserror::Error)]
@@ -142,22 +132,6 @@ impl From<tonic::Status> for UplinkError {
             message: status.message().to_owned(),
         }
     }
-}
-
-/// An error and its sources on one line ("cannot connect to …: transport error: tcp connect
-/// error: Connection refused (os error 111)"), as anyhow's `{:#}` writes it, except that a
-/// source whose text its error already ends with (`"cannot read X: {source}"`) is not repeated.
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    anyhow::Chain::new(error).fold(String::new(), |mut text, e| {
-        let part = e.to_string();
-        if text.is_empty() {
-            text = part;
-        } else if !text.ends_with(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        text
-    })
 }
 
 /// The gRPC endpoint for the collector, with TLS (the configured CA, and the client
@@ -274,18 +248,6 @@ pub fn answer(request: SnapshotRequest, ledger: &mut Ledger) -> bool {
         items,
     });
     advanced
-}
-
-/// Releases spool records up to what the collector acknowledged. The caller has saved the
-/// ledger first (so a restart never replays released records onto an older ledger). The
-/// acknowledged number can exceed the spool's last record (a snapshot numbered after it).
-pub fn release(spool: &mut Spool, acked: u64) -> Result<bool, SpoolError> {
-    let upto = acked.min(spool.last_seq().unwrap_or(0));
-    if upto <= spool.acked_seq() {
-        return Ok(false);
-    }
-    spool.ack(upto)?;
-    Ok(true)
 }
 
 /// What the uplink needs to say who it is.

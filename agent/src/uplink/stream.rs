@@ -14,8 +14,10 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 
 use super::*;
+use crate::errors::error_chain;
 use crate::identity::{self, HostIdentity};
 use crate::ledger::now_rfc3339;
+use crate::spool::shared::lock;
 use crate::spool::{SpoolError, record};
 use crate::telemetry::{CollectorStatus, Shared};
 

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use driftwatch_proto::v1::ingest_server::{Ingest, IngestServer};
@@ -23,10 +24,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::stream::Backoff;
 use super::*;
 use crate::config::DEFAULT_HEARTBEAT;
+use crate::errors::error_chain;
 use crate::evaluate::{DriftKind, Facts, FileDrift};
 use crate::ledger::Subject;
 use crate::rules::Severity;
 use crate::spool::SpoolConfig;
+use crate::spool::shared::{lock, release};
 use crate::telemetry::Metrics;
 
 const WAIT: Duration = Duration::from_secs(10);

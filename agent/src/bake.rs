@@ -57,7 +57,7 @@ pub fn build(
             created_unix: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs() as i64),
-            builder_host: crate::identity::kernel_hostname(),
+            builder_host: crate::ship::identity::kernel_hostname(),
             image_name: image.name.clone(),
             image_version: image.version.clone(),
             rules_toml: rules.source().to_owned(),

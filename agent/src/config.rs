@@ -501,7 +501,7 @@ fn collector(
     );
     if let Some(Err(e)) = identity_file
         .as_deref()
-        .map(crate::identity::read_identity_file)
+        .map(crate::ship::identity::read_identity_file)
     {
         bad("collector.identity_file", e.to_string());
     }

@@ -19,9 +19,10 @@
 //! - [`ledger`]: the current drift set and its transitions (events).
 //! - [`daemon`]: `run`, the daemon tying watcher, evaluation, ledger and spool together.
 //! - [`telemetry`]: Prometheus metrics and the local status listener.
-//! - [`identity`]: who this host is (cloud-init, instance metadata, machine-id).
 //! - [`http_client`]: one-request HTTP/1.1 client (metadata service, status listener).
-//! - [`uplink`]: the stream to the collector (hello, batches, heartbeats, snapshots, acks).
+//! - [`ship`]: the stream to the collector (hello, batches, heartbeats, snapshots, acks), and
+//!   who the stream says this host is ([`ship::identity`]: cloud-init, instance metadata,
+//!   machine-id).
 //! - [`errors`]: an error and its sources on one line.
 //! - [`cli`]: the command line.
 
@@ -34,13 +35,12 @@ pub mod errors;
 pub mod evaluate;
 pub mod fsutil;
 pub mod http_client;
-pub mod identity;
 pub mod ledger;
 pub mod packages;
 pub mod report;
 pub mod rules;
 pub mod scan;
+pub mod ship;
 pub mod spool;
 pub mod telemetry;
-pub mod uplink;
 pub mod watch;

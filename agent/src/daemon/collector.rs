@@ -9,9 +9,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::{CHECKPOINT_DELAY, Session};
 use crate::ledger::Ledger;
+use crate::ship::{self, Head, Link, LinkEvent};
 use crate::spool::Spool;
 use crate::spool::shared;
-use crate::uplink::{self, Head, Link, LinkEvent};
 
 impl Session {
     /// Starts the uplink (after the startup comparison: the collector hears from an agent that
@@ -25,13 +25,13 @@ impl Session {
             return Ok(());
         };
         let header = &self.baseline.baseline.header;
-        let settings = uplink::Settings {
-            identity: crate::identity::Sources {
+        let settings = ship::Settings {
+            identity: crate::ship::identity::Sources {
                 root: self.config.root.clone(),
                 identity_file: collector.identity_file.clone(),
                 metadata_service: collector
                     .metadata_service
-                    .then_some(crate::identity::IMDS_ADDR),
+                    .then_some(crate::ship::identity::IMDS_ADDR),
             },
             collector,
             stream_id,
@@ -70,7 +70,7 @@ impl Session {
             LinkEvent::Acked(_) => true,
             // A jump in numbering must reach the saved ledger, or a restart would reuse the
             // numbers the collector now holds.
-            LinkEvent::Snapshot(request) => uplink::answer(request, &mut self.ledger),
+            LinkEvent::Snapshot(request) => ship::answer(request, &mut self.ledger),
         };
         if save_soon && self.checkpoint_due.is_none() {
             self.checkpoint_due = Some(tokio::time::Instant::now() + CHECKPOINT_DELAY);
@@ -140,7 +140,7 @@ pub(super) fn stream_id(
         Some(id) if ledger.stream_id() != id => "the ledger does not continue the stream",
         Some(id) => return Ok((id, false)),
     };
-    let id = uplink::new_stream_id().context("generating a stream id")?;
+    let id = ship::new_stream_id().context("generating a stream id")?;
     crate::fsutil::write_atomically(&path, format!("{id}\n").as_bytes(), 0o600)
         .with_context(|| format!("writing {}", path.display()))?;
     ledger.set_stream_id(id.clone());

@@ -12,8 +12,8 @@ use super::super::{Session, SessionEnd};
 use crate::bake::{self, ImageLabel};
 use crate::config::{AgentConfig, CollectorConfig, Overrides};
 use crate::rules::Rules;
+use crate::ship::tests::{Fake, Store};
 use crate::telemetry::{Shared, Status};
-use crate::uplink::tests::{Fake, Store};
 
 const WAIT: Duration = Duration::from_secs(20);
 

@@ -53,10 +53,10 @@ use crate::packages;
 use crate::rules::{Rules, Severity};
 use crate::scan;
 use crate::scan::throttle::{self, Throttle};
+use crate::ship::{self, Head, Link};
 use crate::spool::shared::{self, SharedSpool};
 use crate::spool::{Spool, SpoolConfig, record};
 use crate::telemetry::{self, Coverage, SeverityLabel, Shared, SpoolInfo, Status, TransitionLabel};
-use crate::uplink::{self, Head, Link};
 use crate::watch::{Change, Step, Watcher};
 
 mod collector;
@@ -810,7 +810,7 @@ fn evaluate_path(
 /// `validate` runs.
 pub fn preflight(config: &AgentConfig) -> Result<(LoadedBaseline, Rules)> {
     if let Some(collector) = &config.collector {
-        uplink::endpoint(collector)
+        ship::endpoint(collector)
             .map_err(|e| anyhow::anyhow!(error_chain(&e)))
             .context("collector")?;
     }

@@ -1,4 +1,6 @@
-//! Who this host is, as the collector indexes it (`HostIdentity` in the wire protocol).
+//! Who this host is, as the collector indexes it (`HostIdentity` in the wire protocol): part of
+//! shipping, what the stream's hello says. (`config` also reads an identity file here, to
+//! validate it.)
 //!
 //! The host key comes from the first source that has one:
 //!

@@ -1,5 +1,7 @@
-//! The agent's stream to the collector (`driftwatch.v1.Ingest/Stream`; the contract is the
-//! comments of `proto/proto/driftwatch/v1/agent.proto`).
+//! Shipping: the agent's stream to the collector (`driftwatch.v1.Ingest/Stream`; the contract
+//! is the comments of `proto/proto/driftwatch/v1/agent.proto`), the last room of the agent's
+//! data path. The uplink task (`stream.rs`) connects, says who this host is ([`identity`]),
+//! reads the spool and reports acknowledgements; the daemon's side of it is in `daemon`.
 //!
 //! ```text
 //!  daemon Session                                     uplink task                 collector
@@ -49,7 +51,6 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 use crate::config::CollectorConfig;
-use crate::identity;
 use crate::ledger::{DriftItem, Ledger};
 use crate::spool::shared::SharedSpool;
 use crate::spool::{Spool, SpoolError};
@@ -394,6 +395,7 @@ pub fn new_stream_id() -> std::io::Result<String> {
     Ok(hex::encode(bytes))
 }
 
+pub mod identity;
 mod stream;
 use stream::Uplink;
 

@@ -13,9 +13,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 
+use super::identity::{self, HostIdentity};
 use super::*;
 use crate::errors::error_chain;
-use crate::identity::{self, HostIdentity};
 use crate::ledger::now_rfc3339;
 use crate::spool::shared::lock;
 use crate::spool::{SpoolError, record};

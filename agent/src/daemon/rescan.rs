@@ -1,6 +1,7 @@
-//! Whole-root comparisons in the daemon: at start-up (blocking, before readiness), periodic
-//! (in the background, throttled, every Nth re-hashing), after an inotify overflow, and of the
-//! directories that have no watch.
+//! Whole comparisons in the daemon: of the root at start-up (blocking, before readiness),
+//! periodic (in the background, throttled, every Nth re-hashing), after an inotify overflow,
+//! and of the directories that have no watch; and of the package inventory (at start-up and
+//! after its database changed).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use super::Session;
 use crate::evaluate::FileDrift;
 use crate::evaluate::compare::{Comparison, compare_with_baseline};
 use crate::ledger::{DriftItem, Subject, now_rfc3339};
+use crate::packages;
 use crate::scan::{ScanOptions, throttle};
 use crate::telemetry::{RescanInfo, RescanLabel};
 
@@ -162,6 +164,33 @@ impl Session {
         self.watcher.retry_unwatched();
         let results = self.evaluate_paths(paths.into_iter().collect());
         self.apply_evaluations(results).await
+    }
+
+    /// Diffs the package inventory against the baseline's.
+    pub(super) async fn check_packages(&mut self) -> Result<()> {
+        let root = self.config.root.clone();
+        let inventory =
+            tokio::task::spawn_blocking(move || packages::read_inventory(&root)).await?;
+        for e in &inventory.errors {
+            tracing::warn!(error = %e, "Package inventory problem.");
+        }
+        let drift = packages::diff(&self.baseline.baseline.packages, &inventory.packages);
+        let observed_at = now_rfc3339();
+        let mut now: BTreeMap<Subject, DriftItem> = drift
+            .into_iter()
+            .map(|p| {
+                let item = DriftItem::Package(p);
+                (Subject::of(&item), item)
+            })
+            .collect();
+        let mut subjects: BTreeSet<Subject> = self.ledger.packages().into_iter().collect();
+        subjects.extend(now.keys().cloned());
+        let mut events = Vec::new();
+        for s in subjects {
+            let item = now.remove(&s);
+            events.extend(self.ledger.update(s, item, &observed_at));
+        }
+        self.emit(events).await
     }
 }
 

@@ -1,7 +1,7 @@
 //! Shipping: the agent's stream to the collector (`driftwatch.v1.Ingest/Stream`; the contract
 //! is the comments of `proto/proto/driftwatch/v1/agent.proto`), the last room of the agent's
 //! data path. The uplink task (`stream.rs`) connects, says who this host is ([`identity`]),
-//! reads the spool and reports acknowledgements; the daemon's side of it is in `daemon`.
+//! reads the spool and reports acknowledgements; the daemon's side of it is `daemon/link.rs`.
 //!
 //! ```text
 //!  daemon Session                                     uplink task                 collector

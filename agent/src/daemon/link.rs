@@ -1,17 +1,16 @@
-//! The daemon's side of the uplink (collector mode): starting it, acting on its
-//! acknowledgements and snapshot requests, the full-spool policy, and the stream id.
+//! The daemon's side of shipping (collector mode): starting the uplink, acting on its
+//! acknowledgements and snapshot requests, and the stream id. (The full-spool policy is the
+//! writer's: `compact_spool` in `writer.rs`.)
 
 use std::path::Path;
-use std::sync::MutexGuard;
 
 use anyhow::{Context as _, Result};
 use tokio_util::sync::CancellationToken;
 
-use super::{CHECKPOINT_DELAY, Session};
+use super::Session;
+use super::writer::CHECKPOINT_DELAY;
 use crate::ledger::Ledger;
-use crate::ship::{self, Head, Link, LinkEvent};
-use crate::spool::Spool;
-use crate::spool::shared;
+use crate::ship::{self, Link, LinkEvent};
 
 impl Session {
     /// Starts the uplink (after the startup comparison: the collector hears from an agent that
@@ -53,15 +52,6 @@ impl Session {
         Ok(())
     }
 
-    pub(super) fn spool(&self) -> MutexGuard<'_, Spool> {
-        shared::lock(&self.spool)
-    }
-
-    /// What the uplink needs to know: the ledger's seq, digest and size, the spool's end.
-    pub(super) fn head(&self) -> Head {
-        Head::of(&self.ledger, &self.spool())
-    }
-
     /// Acts on the uplink: an acknowledgement schedules a checkpoint (coalesced, like
     /// standalone printing); a snapshot request is answered from the ledger, here, so the
     /// snapshot is one consistent state.
@@ -75,30 +65,6 @@ impl Session {
         if save_soon && self.checkpoint_due.is_none() {
             self.checkpoint_due = Some(tokio::time::Instant::now() + CHECKPOINT_DELAY);
         }
-        self.publish_status();
-        Ok(())
-    }
-
-    /// Collector mode, spool full of records the collector has not acknowledged: drops them
-    /// all (after saving the ledger, which holds their effect). The collector then cannot be
-    /// brought up to date from the records and gets a snapshot of the current drift set: the
-    /// current state survives, the intermediate transitions do not.
-    pub(super) fn compact_spool(&mut self) -> Result<()> {
-        tokio::task::block_in_place(|| -> Result<()> {
-            self.ledger
-                .save(&self.config.ledger_path())
-                .context("saving the ledger")?;
-            self.saved_seq = self.ledger.seq();
-            let dropped = self.spool().compact(&[]).context("compacting the spool")?;
-            tracing::error!(
-                dropped,
-                max_size = self.config.spool_max_bytes,
-                "The spool filled up with events the collector has not acknowledged; dropped \
-                 them. The collector will get a snapshot of the current drift set instead, \
-                 without the transitions in between."
-            );
-            Ok(())
-        })?;
         self.publish_status();
         Ok(())
     }
@@ -147,7 +113,3 @@ pub(super) fn stream_id(
     tracing::info!(stream_id = %id, reason, seq = ledger.seq(), "Starting a new event stream.");
     Ok((id, true))
 }
-
-#[cfg(test)]
-#[path = "collector_tests.rs"]
-mod tests;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
-use super::super::{Session, SessionEnd};
+use super::{Session, SessionEnd};
 use crate::bake::{self, ImageLabel};
 use crate::config::{AgentConfig, CollectorConfig, Overrides};
 use crate::rules::Rules;

@@ -1,0 +1,214 @@
+//! Gathering inotify changes into an evaluation batch: a burst of changes becomes one set of
+//! paths, each evaluated once against the baseline, and handed to the writer
+//! ([`Session::apply_evaluations`]). A package database change schedules an inventory diff; a
+//! queue overflow, a whole-root rescan.
+
+use std::collections::BTreeSet;
+use std::os::unix::ffi::OsStrExt as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use futures_util::FutureExt as _;
+
+use super::Session;
+use crate::evaluate::baseline::Entries;
+use crate::evaluate::{self, FileDrift};
+use crate::fsutil::{host_path, root_path};
+use crate::rules::Rules;
+use crate::scan::{self, ScanError};
+use crate::watch::{Change, Step};
+
+/// Most paths gathered into one evaluation batch.
+const MAX_BATCH_PATHS: usize = 4096;
+/// Longest a burst is gathered before it is evaluated, however busy the tree.
+const MAX_BATCH_WAIT: Duration = Duration::from_millis(200);
+/// Quiet time after a package database change before the inventory is read (dpkg rewrites its
+/// status file many times during one `apt upgrade`).
+const PACKAGE_SETTLE: Duration = Duration::from_millis(500);
+
+/// One path's evaluation: its drift (`None`: clean), or why it could not be evaluated.
+pub(super) type Evaluation = (PathBuf, Result<Option<FileDrift>, ScanError>);
+
+impl Session {
+    /// Gathers a burst of changes, then evaluates each path once. A change after a quiet spell
+    /// (isolated edits, the common case) ends its batch as soon as every path in it has
+    /// settled and the kernel has nothing more queued: waiting out the `coalesce` window
+    /// after a file was closed, moved or deleted only adds latency. Otherwise the batch ends
+    /// when `coalesce` passes quietly: while a path may still change ([`Step`]: being
+    /// written, or created in this batch, perhaps as a temporary file an editor is about to
+    /// rename), and during a storm (the change came within `coalesce` of the previous batch),
+    /// where larger batches mean fewer spool syncs. Either way, at most [`MAX_BATCH_WAIT`]
+    /// and [`MAX_BATCH_PATHS`].
+    pub(super) async fn handle_changes(&mut self, first: Vec<Change>) -> Result<()> {
+        let result = self.handle_batch(first).await;
+        self.last_batch_end = Some(tokio::time::Instant::now());
+        result
+    }
+
+    async fn handle_batch(&mut self, first: Vec<Change>) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + MAX_BATCH_WAIT;
+        let storm = self
+            .last_batch_end
+            .is_some_and(|end| end.elapsed() < self.config.coalesce);
+        let mut unsettled: BTreeSet<PathBuf> = BTreeSet::new();
+        let mut created: BTreeSet<PathBuf> = BTreeSet::new();
+        let mut changes = Vec::new();
+        let mut next = first;
+        loop {
+            for change in &next {
+                let Change::Path {
+                    path, gone, step, ..
+                } = change
+                else {
+                    continue;
+                };
+                match step {
+                    Step::Writing => {
+                        unsettled.insert(path.clone());
+                    }
+                    Step::Created => {
+                        created.insert(path.clone());
+                        unsettled.insert(path.clone());
+                    }
+                    Step::Done if *gone || !created.contains(path) => {
+                        unsettled.remove(path);
+                    }
+                    Step::Done => {}
+                }
+            }
+            changes.append(&mut next);
+            if changes.len() >= MAX_BATCH_PATHS || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            let more = if unsettled.is_empty() && !storm {
+                // Waiting would only add latency: take what the kernel already queued.
+                match self.watcher.next().now_or_never() {
+                    Some(more) => more,
+                    None => break,
+                }
+            } else {
+                let wait = self
+                    .config
+                    .coalesce
+                    .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+                match tokio::time::timeout(wait, self.watcher.next()).await {
+                    Ok(more) => more,
+                    Err(_) => break,
+                }
+            };
+            next = more.context("reading inotify events")?;
+        }
+        self.shared.metrics.queue_depth.set(changes.len() as i64);
+        let mut singles: BTreeSet<PathBuf> = BTreeSet::new();
+        let mut subtrees: BTreeSet<PathBuf> = BTreeSet::new();
+        let mut overflow = false;
+        for change in changes {
+            match change {
+                Change::Overflow => overflow = true,
+                Change::Extra { dir, name } => {
+                    let relevant = self.package_dbs.iter().any(|(d, file)| {
+                        *d == dir && file.is_none_or(|f| name.as_bytes() == f.as_bytes())
+                    });
+                    if relevant {
+                        self.packages_due = Some(tokio::time::Instant::now() + PACKAGE_SETTLE);
+                    }
+                }
+                Change::Path {
+                    path, dir, gone, ..
+                } => {
+                    if !self.rules.in_scope(&path) {
+                        continue;
+                    }
+                    if dir {
+                        if gone {
+                            self.watcher.remove_tree(&path);
+                        } else {
+                            self.watcher.add_tree(&self.rules, &path);
+                        }
+                        subtrees.insert(path);
+                    } else {
+                        singles.insert(path);
+                    }
+                }
+            }
+        }
+        if overflow {
+            self.shared.metrics.overflows.inc();
+            tracing::warn!("inotify queue overflowed; rescanning the whole root.");
+            self.shared.metrics.queue_depth.set(0);
+            self.start_rescan("overflow", false);
+            return Ok(());
+        }
+        // A path inside a subtree being evaluated is covered by it.
+        singles.retain(|p| !subtrees.iter().any(|s| p.starts_with(s)));
+        if let Some(rescan) = self.rescan.as_mut() {
+            rescan.touched.extend(singles.iter().cloned());
+            rescan.touched.extend(subtrees.iter().cloned());
+        }
+        let mut paths: BTreeSet<PathBuf> = singles;
+        for tree in &subtrees {
+            paths.extend(self.paths_under(tree));
+        }
+        let results = self.evaluate_paths(paths.into_iter().collect());
+        self.shared.metrics.queue_depth.set(0);
+        self.apply_evaluations(results).await
+    }
+
+    /// Every path that a change to the directory `dir` may concern: what is there now, what
+    /// the baseline has there, and what the ledger holds there.
+    pub(super) fn paths_under(&self, dir: &Path) -> BTreeSet<PathBuf> {
+        let mut paths: BTreeSet<PathBuf> = self.ledger.paths_under(dir).into_iter().collect();
+        paths.extend(self.entries.paths_under(dir));
+        paths.insert(dir.to_path_buf());
+        let root = &self.config.root;
+        let walk = walkdir::WalkDir::new(host_path(root, dir))
+            .follow_links(false)
+            .follow_root_links(false)
+            .into_iter()
+            .filter_entry(|e| !self.rules.is_excluded(&root_path(root, e.path())));
+        paths.extend(
+            walk.filter_map(Result::ok)
+                .map(|e| root_path(root, e.path())),
+        );
+        paths
+    }
+
+    /// Evaluates paths. Hashing never runs on an async worker: `block_in_place` first hands
+    /// this worker's other tasks to another thread. Unlike a round trip through the blocking
+    /// pool, this costs the event no thread wake-ups, each of which can take milliseconds on a
+    /// busy host.
+    pub(super) fn evaluate_paths(&self, paths: Vec<PathBuf>) -> Vec<Evaluation> {
+        let (entries, rules, root) = (&self.entries, &self.rules, &self.config.root);
+        tokio::task::block_in_place(|| {
+            paths
+                .into_iter()
+                .map(|path| {
+                    self.shared.metrics.evaluations.inc();
+                    let result = evaluate_path(root, rules, entries, &path);
+                    (path, result)
+                })
+                .collect()
+        })
+    }
+}
+
+/// Evaluates one path against the baseline.
+fn evaluate_path(
+    root: &Path,
+    rules: &Rules,
+    entries: &Entries,
+    path: &Path,
+) -> Result<Option<FileDrift>, ScanError> {
+    if !rules.in_scope(path) {
+        return Ok(None);
+    }
+    let expected = entries.get(path);
+    let actual = scan::scan_one(root, rules, path, expected.as_ref(), false)?;
+    Ok(evaluate::compare(
+        path,
+        expected.as_ref(),
+        actual.as_ref(),
+        rules,
+    ))
+}

@@ -5,7 +5,7 @@
 //! A decoded [`Entry`] is 184 bytes plus a heap `PathBuf` (and heap fields for the rare
 //! symlink target, xattrs and captured content); with the default rules on a host's `/`
 //! (52,000 entries) that was about 13 MB, most of the agent's memory. Here an entry is one
-//! fixed-size [`Record`] (56 bytes) plus its file name and, for a hashed file, its digest; each
+//! fixed-size `Record` (56 bytes) plus its file name and, for a hashed file, its digest; each
 //! directory prefix (`/etc/ssh/`) is stored once; the rare fields live in side tables indexed
 //! by entry. An [`Entry`] is rebuilt
 //! on demand for the path being evaluated.

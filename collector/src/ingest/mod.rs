@@ -359,7 +359,7 @@ impl<S: Store> Connection<S> {
         for e in batch.events {
             events.push(event_record(e).map_err(|m| {
                 self.metrics.reject("malformed_event");
-                End(Status::invalid_argument(m))
+                End(Status::invalid_argument(m.to_string()))
             })?);
         }
         let result = self
@@ -531,23 +531,39 @@ pub fn resume(
     (have, None)
 }
 
-fn event_record(e: v1::Event) -> Result<EventRecord, String> {
-    if e.seq == 0 {
-        return Err(DriftError::SeqZero.to_string());
+/// Why an event of a batch was refused.
+#[derive(Debug, thiserror::Error)]
+enum EventError {
+    #[error("{0}")]
+    SeqZero(DriftError),
+    #[error("event {seq}: {source}")]
+    Invalid {
+        seq: u64,
+        #[source]
+        source: ItemError,
+    },
+    #[error("event {seq}: observed_at {text:?} is not an RFC 3339 time")]
+    ObservedAt { seq: u64, text: String },
+}
+
+fn event_record(e: v1::Event) -> Result<EventRecord, EventError> {
+    let seq = e.seq;
+    if seq == 0 {
+        return Err(EventError::SeqZero(DriftError::SeqZero));
     }
+    let invalid = |source| EventError::Invalid { seq, source };
     let transition =
-        Transition::from_wire(e.transition).map_err(|m| format!("event {}: {m}", e.seq))?;
-    let observed_at = store::parse_rfc3339(&e.observed_at).ok_or_else(|| {
-        format!(
-            "event {}: observed_at {:?} is not an RFC 3339 time",
-            e.seq, e.observed_at
-        )
-    })?;
+        Transition::from_wire(e.transition).map_err(|d| invalid(ItemError::Invalid(d)))?;
+    let observed_at =
+        store::parse_rfc3339(&e.observed_at).ok_or_else(|| EventError::ObservedAt {
+            seq,
+            text: e.observed_at.clone(),
+        })?;
     let item = e
         .item
         .ok_or(ItemError::Invalid(DriftError::Empty))
         .and_then(ItemRecord::from_wire)
-        .map_err(|m| format!("event {}: {m}", e.seq))?;
+        .map_err(invalid)?;
     Ok(EventRecord {
         seq: e.seq,
         transition,

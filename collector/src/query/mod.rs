@@ -86,7 +86,8 @@ fn severity(text: &str) -> Result<Option<Severity>, QueryError> {
 }
 
 fn filter(sev: &str, path: &str) -> Result<ItemFilter, QueryError> {
-    ItemFilter::new(severity(sev)?, Some(path)).map_err(QueryError::BadRequest)
+    ItemFilter::new(severity(sev)?, Some(path))
+        .map_err(|e| QueryError::BadRequest(format!("{e}: {}", e.source)))
 }
 
 /// A host name that names no host.

@@ -148,6 +148,15 @@ pub struct Applied {
     pub events: u64,
 }
 
+/// A path filter that is not a glob.
+#[derive(Debug, thiserror::Error)]
+#[error("bad path glob {glob:?}")]
+pub struct BadGlob {
+    pub glob: String,
+    #[source]
+    pub source: globset::Error,
+}
+
 /// Filters of `hosts`, `paths` and `causes`.
 #[derive(Clone, Debug, Default)]
 pub struct ItemFilter {
@@ -162,14 +171,17 @@ pub struct ItemFilter {
 
 impl ItemFilter {
     /// Builds a filter; `path` is a glob where `*` stays within a directory and `**` crosses.
-    pub fn new(min_severity: Option<Severity>, path: Option<&str>) -> Result<ItemFilter, String> {
+    pub fn new(min_severity: Option<Severity>, path: Option<&str>) -> Result<ItemFilter, BadGlob> {
         let (matcher, prefix) = match path {
             None | Some("") => (None, String::new()),
             Some(glob) => {
                 let matcher = globset::GlobBuilder::new(glob)
                     .literal_separator(true)
                     .build()
-                    .map_err(|e| format!("bad path glob {glob:?}: {e}"))?
+                    .map_err(|source| BadGlob {
+                        glob: glob.to_owned(),
+                        source,
+                    })?
                     .compile_matcher();
                 let prefix: String = glob
                     .chars()

@@ -329,7 +329,7 @@ pub fn now_rfc3339() -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::evaluate::{DriftKind, Facts, FileDrift};
     use crate::packages::{PackageChange, PackageDrift};
@@ -337,7 +337,8 @@ mod tests {
     use driftwatch_proto::baseline::FileKind;
     use sha2::{Digest as _, Sha256};
 
-    fn item(path: &str, mode: u32) -> DriftItem {
+    /// A file item whose mode drifted from 0644 to `mode` (for other modules' tests too).
+    pub(crate) fn item(path: &str, mode: u32) -> DriftItem {
         let facts = Facts {
             kind: FileKind::Regular,
             mode,

@@ -25,9 +25,7 @@ use super::stream::Backoff;
 use super::*;
 use crate::config::DEFAULT_HEARTBEAT;
 use crate::errors::error_chain;
-use crate::evaluate::{DriftKind, Facts, FileDrift};
 use crate::ledger::Subject;
-use crate::rules::Severity;
 use crate::spool::SpoolConfig;
 use crate::spool::shared::{lock, release};
 use crate::telemetry::Metrics;
@@ -337,29 +335,7 @@ struct Agent {
 }
 
 fn drift(path: &str, mode: &str) -> DriftItem {
-    let facts = Facts {
-        kind: driftwatch_proto::baseline::FileKind::Regular,
-        mode: u32::from_str_radix(mode, 8).unwrap(),
-        owner: 0,
-        group: 0,
-        size: 1,
-        sha256: None,
-        target: None,
-        xattrs: Default::default(),
-    };
-    DriftItem::File(Box::new(FileDrift {
-        path: path.into(),
-        kind: DriftKind::Modified,
-        changed: vec![crate::rules::Attr::Mode],
-        severity: Severity::Behavioral,
-        reason: "test".into(),
-        expected: Some(Facts {
-            mode: 0o644,
-            ..facts.clone()
-        }),
-        actual: Some(facts),
-        diff: None,
-    }))
+    crate::ledger::tests::item(path, u32::from_str_radix(mode, 8).unwrap())
 }
 
 use crate::ledger::Event;

@@ -268,7 +268,7 @@ def raw_sql_times(db, samples):
                           "GROUP BY host ORDER BY MIN(severity), COUNT(*) DESC",
         "hosts_diverged_security": "SELECT host, COUNT(*) FROM items WHERE severity = 0 "
                                    "GROUP BY host ORDER BY COUNT(*) DESC",
-        "host": "SELECT json FROM items WHERE host = ? ORDER BY severity, subject",
+        "host": "SELECT item FROM items WHERE host = ? ORDER BY severity, subject",
         "paths_glob": "SELECT subject, COUNT(*), MIN(severity) FROM items "
                       "WHERE subject GLOB '/etc/ssh/*' GROUP BY subject ORDER BY COUNT(*) DESC",
     }

@@ -11,7 +11,9 @@ ratio.
      `inotifywait -m -r` on the same tree (the kernel's floor). One watch process for the whole
      run (never a CLI process per sample). Target: p99 < 50 ms.
   2. Ingest — `loadgen ingest`: AGENTS simulated agents (default 5,000), each on its own gRPC
-     connection, hello then heartbeats every 5 s; SENDERS of them (default 200) also send
+     connection (all of them within AGENTS/5,000 s; a connection reset in that rush is tried
+     again after a growing pause, as an agent does, and counted), hello then heartbeats every
+     5 s; SENDERS of them (default 200) also send
      batches of BATCH events (default 50) as fast as they are acknowledged. Reports events/s
      acknowledged (= committed), connections held and the collector's peak RSS. Peer: the same
      rows inserted by Python's sqlite3 into a table with the same indexes, one transaction per
@@ -246,7 +248,8 @@ def bench_ingest(work):
     peer = naive_sqlite_ingest(os.path.join(work, "naive.db"), min(SECONDS, 15), BATCH)
     eps = res["events_per_second"]
     say(f"- {res['agents']} agents connected ({res['connected']} held, "
-        f"{res['failed_agents']} failed), {res['senders']} sending batches of {res['batch']}, "
+        f"{res['failed_agents']} failed, {res.get('connect_retries', 0)} connect retries during the "
+        f"ramp), {res['senders']} sending batches of {res['batch']}, "
         f"{res['seconds']:.0f} s steady state, load average {d.loadavg()}")
     say("")
     say("| | events/s |")

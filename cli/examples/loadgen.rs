@@ -177,21 +177,18 @@ async fn channel(url: &str) -> Result<Channel> {
         .with_context(|| format!("connecting to {url}"))
 }
 
-/// One simulated agent: hello, then batches (each waits for its ack) until `stop`.
-#[allow(clippy::too_many_arguments)]
-async fn agent(
-    url: String,
-    host: String,
-    send: bool,
-    batch: usize,
-    stop: Instant,
-    acked: Arc<AtomicU64>,
-    connected: Arc<AtomicUsize>,
-    heartbeat: Duration,
-) -> Result<()> {
-    let mut client = v1::ingest_client::IngestClient::new(channel(&url).await?);
+/// A stream said hello to and welcomed: what to send on, what comes back, and the welcome.
+type Opened = (
+    mpsc::Sender<v1::AgentMessage>,
+    tonic::Streaming<v1::CollectorMessage>,
+    v1::Welcome,
+);
+
+/// Connects and says hello, once.
+async fn open(url: &str, host: &str) -> Result<Opened> {
+    let mut client = v1::ingest_client::IngestClient::new(channel(url).await?);
     let (tx, rx) = mpsc::channel(4);
-    tx.send(hello(&host, &format!("{host}-s"))).await?;
+    tx.send(hello(host, &format!("{host}-s"))).await?;
     let mut inbound = client
         .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await?
@@ -199,10 +196,46 @@ async fn agent(
     let Some(first) = inbound.next().await else {
         bail!("no welcome")
     };
-    let welcome = match first?.body {
-        Some(collector_message::Body::Welcome(w)) => w,
+    match first?.body {
+        Some(collector_message::Body::Welcome(w)) => Ok((tx, inbound, w)),
         _ => bail!("expected a welcome"),
-    };
+    }
+}
+
+/// Connects and says hello as an agent does: a connection refused or reset while thousands
+/// arrive at once is tried again after a pause that grows (and differs between agents, as the
+/// agent's jitter does). Each retry is counted in `retries`.
+async fn open_retrying(url: &str, host: &str, index: usize, retries: &AtomicU64) -> Result<Opened> {
+    let mut pause = Duration::from_millis(100 + (index % 100) as u64 * 5);
+    for attempt in 1.. {
+        match open(url, host).await {
+            Ok(opened) => return Ok(opened),
+            Err(e) if attempt >= 5 => return Err(e.context(format!("{attempt} attempts"))),
+            Err(_) => {
+                retries.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+        }
+    }
+    unreachable!("the loop returns")
+}
+
+/// One simulated agent: hello, then batches (each waits for its ack) until `stop`.
+#[allow(clippy::too_many_arguments)]
+async fn agent(
+    url: String,
+    index: usize,
+    host: String,
+    send: bool,
+    batch: usize,
+    stop: Instant,
+    acked: Arc<AtomicU64>,
+    connected: Arc<AtomicUsize>,
+    retries: Arc<AtomicU64>,
+    heartbeat: Duration,
+) -> Result<()> {
+    let (tx, mut inbound, welcome) = open_retrying(&url, &host, index, &retries).await?;
     connected.fetch_add(1, Ordering::Relaxed);
     let mut seq = welcome.last_seq;
     let mut next_heartbeat = Instant::now() + heartbeat;
@@ -271,18 +304,21 @@ async fn ingest(
 ) -> Result<()> {
     let acked = Arc::new(AtomicU64::new(0));
     let connected = Arc::new(AtomicUsize::new(0));
+    let retries = Arc::new(AtomicU64::new(0));
     let ramp = Duration::from_secs((agents as u64 / 500).max(2));
     let stop = Instant::now() + ramp + duration;
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..agents {
         tasks.spawn(agent(
             cli.collector.clone(),
+            i,
             format!("{prefix}-{i:05}"),
             i < senders,
             batch,
             stop,
             acked.clone(),
             connected.clone(),
+            retries.clone(),
             Duration::from_secs(5),
         ));
         if i % 100 == 99 {
@@ -317,6 +353,7 @@ async fn ingest(
             "batch": batch,
             "connected": held,
             "failed_agents": failures,
+            "connect_retries": retries.load(Ordering::Relaxed),
             "events_acked": events,
             "seconds": secs,
             "events_per_second": events as f64 / secs,

@@ -20,7 +20,7 @@ use anyhow::{Context as _, Result, bail};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
@@ -202,9 +202,25 @@ pub async fn bind(options: &ServeOptions) -> Result<TcpListener> {
         }
         tracing::warn!(listen = %options.listen, "Serving plaintext off loopback (--insecure): drift and diffs travel unencrypted, agents are not authenticated.");
     }
-    TcpListener::bind(options.listen)
-        .await
-        .with_context(|| format!("listening on {}", options.listen))
+    listen(options.listen).with_context(|| format!("listening on {}", options.listen))
+}
+
+/// How many connections may wait to be accepted (the kernel caps it at `net.core.somaxconn`).
+/// A fleet reconnects at once after a collector restart: with the usual 1,024 the accept queue
+/// overflows, the kernel answers with SYN cookies and then drops the handshake's last ACK, and
+/// the agent's first bytes meet a reset.
+const LISTEN_BACKLOG: u32 = 8192;
+
+fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As std and tokio do for a listener: a restarted collector rebinds at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// What agents and `watch` clients are told when the collector stops (with `UNAVAILABLE`).

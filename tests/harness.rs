@@ -1039,3 +1039,91 @@ impl Drop for WatchClient {
         let _ = self.child.wait();
     }
 }
+
+/// A throwaway PKI made with openssl in `dir`: `ca.pem`/`ca.key`, a server certificate for
+/// 127.0.0.1 (`server.pem`/`server.key`), and one client certificate per `(name, extensions)`
+/// (`NAME.pem`/`NAME.key`, subject `CN=NAME`; `extensions` in openssl's extfile syntax, e.g.
+/// `subjectAltName=URI:driftwatch:host:i-1`). EC P-256 keys, valid two days.
+pub fn make_pki(dir: &Path, clients: &[(&str, &str)]) {
+    fs::create_dir_all(dir).expect("pki dir");
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs (tests/setup.sh installs it)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let ca: Vec<&str> = ["req", "-x509"]
+        .into_iter()
+        .chain(ec)
+        .chain([
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=driftwatch test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ])
+        .collect();
+    openssl(&ca);
+    let server = (
+        "server",
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth",
+    );
+    for (name, ext) in std::iter::once(server).chain(clients.iter().copied()) {
+        let ext = if name == "server" {
+            ext.to_owned()
+        } else {
+            format!("extendedKeyUsage=clientAuth\n{ext}")
+        };
+        fs::write(dir.join(format!("{name}.ext")), format!("{ext}\n")).expect("extfile");
+        let (key, csr, pem, ext) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("{name}.ext"),
+        );
+        let subject = format!("/CN={name}");
+        let req: Vec<&str> = ["req"]
+            .into_iter()
+            .chain(ec)
+            .chain(["-keyout", &key, "-out", &csr, "-subj", &subject])
+            .collect();
+        openssl(&req);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ]);
+    }
+}

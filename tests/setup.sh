@@ -4,11 +4,12 @@
 set -euo pipefail
 
 # Tools the end-to-end tests call: setpriv (run as an unprivileged user), mkfifo, openssl
-# (key interoperability, certificates), protoc (every .proto compiles with stock protoc).
+# (key interoperability, certificates), curl (the JSON API over mTLS), protoc (every .proto compiles with stock protoc).
 need=()
 command -v setpriv >/dev/null || need+=(util-linux)
 command -v mkfifo >/dev/null || need+=(coreutils)
 command -v openssl >/dev/null || need+=(openssl)
+command -v curl >/dev/null || need+=(curl)
 command -v protoc >/dev/null || need+=(protobuf-compiler)
 command -v python3 >/dev/null || need+=(python3)
 # python3-venv: the stock gRPC client test (grpcio from PyPI, below).

@@ -24,6 +24,7 @@
 //! `server` wires them all. The operator CLI (`driftwatch`) is a crate of its own
 //! (`driftwatch-cli`); this crate links no CLI and no agent.
 
+pub mod access;
 pub mod iac;
 pub mod ingest;
 pub mod metrics;

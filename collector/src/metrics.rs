@@ -26,6 +26,8 @@ pub struct Metrics {
     pub snapshots: Counter,
     pub snapshot_requests: Counter,
     pub rejected: Family<ReasonLabel, Counter>,
+    pub calls_refused: Family<ReasonLabel, Counter>,
+    pub identity_refused: Counter,
     pub commits: Counter,
     pub commit_seconds: Histogram,
     pub writes_per_commit: Histogram,
@@ -58,6 +60,8 @@ impl Default for Metrics {
             snapshots: Counter::default(),
             snapshot_requests: Counter::default(),
             rejected: Family::default(),
+            calls_refused: Family::default(),
+            identity_refused: Counter::default(),
             commits: Counter::default(),
             commit_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             writes_per_commit: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
@@ -113,6 +117,17 @@ impl Default for Metrics {
             m.rejected.clone(),
         );
         r.register(
+            "calls_refused",
+            "Calls refused by the access check: unauthenticated (no usable credential) or \
+             denied (the credential does not allow the call).",
+            m.calls_refused.clone(),
+        );
+        r.register(
+            "identity_refused",
+            "Agent hellos refused because they name another host than the client certificate.",
+            m.identity_refused.clone(),
+        );
+        r.register(
             "commits",
             "Database commits (one per group of writes).",
             m.commits.clone(),
@@ -163,6 +178,12 @@ impl Default for Metrics {
 impl Metrics {
     pub fn reject(&self, reason: &'static str) {
         self.rejected.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    pub fn refused(&self, reason: &'static str) {
+        self.calls_refused
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     /// The OpenMetrics text exposition.

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
+use crate::access::{self, Access};
 use crate::ingest::writer::Writer;
 use crate::ingest::{IngestService, Limits};
 use crate::metrics::Metrics;
@@ -254,6 +255,7 @@ async fn serve_with<S: Store>(
         max_message_bytes: options.max_message_bytes,
         max_batch_events: options.max_batch_events,
         heartbeat: options.heartbeat,
+        snapshot_interval: options.heartbeat * 12,
         ..Limits::default()
     };
     let mut queries = Queries::new(
@@ -318,6 +320,16 @@ async fn serve_with<S: Store>(
         .add_service(health)
         .add_service(reflection)
         .add_service(reflection_alpha);
+    // Every call, gRPC or HTTP, passes the access check first.
+    let access = Arc::new(Access {
+        mtls: options.client_ca.is_some(),
+        metrics: metrics.clone(),
+    });
+    let routes = tonic::service::Routes::from(
+        routes
+            .into_axum_router()
+            .layer(axum::middleware::from_fn_with_state(access, access::guard)),
+    );
 
     let mut server = tonic::transport::Server::builder()
         .accept_http1(true)

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::access::Caller;
 use crate::metrics::Metrics;
 use crate::status;
 use crate::store::{
@@ -43,6 +44,9 @@ pub struct Limits {
     pub hello_timeout: Duration,
     /// The heartbeat interval asked of agents; a stream silent for three of them is closed.
     pub heartbeat: Duration,
+    /// How long an unanswered snapshot request stands before a heartbeat that still
+    /// disagrees asks again.
+    pub snapshot_interval: Duration,
 }
 
 impl Default for Limits {
@@ -53,6 +57,7 @@ impl Default for Limits {
             max_snapshot_items: 1_000_000,
             hello_timeout: Duration::from_secs(10),
             heartbeat: Duration::from_secs(5),
+            snapshot_interval: Duration::from_secs(60),
         }
     }
 }
@@ -106,6 +111,11 @@ impl<S: Store> v1::ingest_server::Ingest for IngestService<S> {
             .remote_addr()
             .map(|a| a.to_string())
             .unwrap_or_else(|| "unknown".into());
+        // Put there by the access check; an agent's certificate binds the stream to its host.
+        let bound = match request.extensions().get::<Caller>() {
+            Some(Caller::Agent { host }) => Some(host.clone()),
+            _ => None,
+        };
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
         let conn = Connection {
@@ -115,11 +125,11 @@ impl<S: Store> v1::ingest_server::Ingest for IngestService<S> {
             limits: self.limits.clone(),
             tx,
             peer,
+            bound,
             host: String::new(),
             stream_id: String::new(),
             last_seq: 0,
-            verified: None,
-            snapshot_asked: false,
+            snapshot_asked: None,
             last_seen_written: None,
             shutdown: self.shutdown.clone(),
         };
@@ -142,14 +152,14 @@ struct Connection<S> {
     limits: Limits,
     tx: mpsc::Sender<Result<v1::CollectorMessage, Status>>,
     peer: String,
+    /// The host the client certificate names: the only one this stream may speak for.
+    bound: Option<String>,
     host: String,
     stream_id: String,
     /// The last sequence number stored for this stream.
     last_seq: u64,
-    /// The stored sequence number whose digest was last found equal to the agent's.
-    verified: Option<u64>,
-    /// A snapshot was asked for and has not arrived yet.
-    snapshot_asked: bool,
+    /// When a snapshot was last asked for, until it arrives.
+    snapshot_asked: Option<tokio::time::Instant>,
     last_seen_written: Option<tokio::time::Instant>,
     /// The collector is stopping: end the stream between messages.
     shutdown: CancellationToken,
@@ -306,6 +316,22 @@ impl<S: Store> Connection<S> {
         ] {
             check_field(name, value, false)?;
         }
+        if let Some(bound) = self.bound.as_deref()
+            && bound != identity.host
+        {
+            self.metrics.reject("identity");
+            self.metrics.identity_refused.inc();
+            tracing::warn!(
+                certificate_host = bound,
+                claimed_host = %identity.host,
+                peer = %self.peer,
+                "Refused a hello for another host than the client certificate's."
+            );
+            return Err(End(Status::permission_denied(format!(
+                "this client certificate is for host {bound}; a hello as host {} is refused",
+                identity.host
+            ))));
+        }
         self.host = identity.host.clone();
         self.stream_id = hello.stream_id.clone();
         let info = HostInfo {
@@ -327,7 +353,7 @@ impl<S: Store> Connection<S> {
             0
         };
         if let Some(reason) = &snapshot {
-            self.snapshot_asked = true;
+            self.snapshot_asked = Some(tokio::time::Instant::now());
             self.metrics.snapshot_requests.inc();
             tracing::info!(host = %self.host, peer = %self.peer, "Agent connected; asking for a snapshot: {reason}.");
         } else {
@@ -400,8 +426,13 @@ impl<S: Store> Connection<S> {
             });
             self.last_seen_written = Some(now);
         }
-        // Anti-entropy: at the same sequence number, the agent's set and ours must agree.
-        if self.snapshot_asked || hb.seq != self.last_seq || self.verified == Some(hb.seq) {
+        // Anti-entropy, on every heartbeat: at the same sequence number the agent's set and
+        // ours must agree, and the stored set must be this stream's. A snapshot asked for and
+        // not yet received is asked again only after `snapshot_interval`.
+        if self
+            .snapshot_asked
+            .is_some_and(|t| now.duration_since(t) < self.limits.snapshot_interval)
+        {
             return Ok(());
         }
         let store = self.store.clone();
@@ -409,27 +440,31 @@ impl<S: Store> Connection<S> {
         let Some((state, digest)) = blocking(move || store.digest(&host)).await? else {
             return Ok(());
         };
-        if state.last_seq != hb.seq || state.stream_id != self.stream_id {
+        let reason = if state.stream_id != self.stream_id {
+            // Another stream spoke for this host since this one said hello (a reinstalled
+            // agent, or a second one with this identity): this live one is the host now.
+            format!(
+                "another stream replaced this host's drift set at sequence {} after this stream \
+                 said hello",
+                state.last_seq
+            )
+        } else if state.last_seq != hb.seq {
+            // Events in flight one way or the other: nothing to compare yet.
             return Ok(());
-        }
-        if digest.as_slice() == hb.digest.as_slice() {
-            self.verified = Some(hb.seq);
+        } else if digest.as_slice() == hb.digest.as_slice() {
+            self.snapshot_asked = None;
             return Ok(());
-        }
-        self.snapshot_asked = true;
+        } else {
+            format!(
+                "drift set digest differs from the collector's at sequence {}",
+                hb.seq
+            )
+        };
+        self.snapshot_asked = Some(now);
         self.metrics.snapshot_requests.inc();
-        tracing::warn!(
-            host = %self.host,
-            seq = hb.seq,
-            "The agent's drift set differs from the stored one at the same sequence number; asking for a snapshot."
-        );
+        tracing::warn!(host = %self.host, seq = hb.seq, "Asking the agent for a snapshot: {reason}.");
         self.send(collector_message::Body::SnapshotRequest(
-            v1::SnapshotRequest {
-                reason: format!(
-                    "drift set digest differs from the collector's at sequence {}",
-                    hb.seq
-                ),
-            },
+            v1::SnapshotRequest { reason },
         ))
         .await
     }
@@ -486,8 +521,7 @@ impl<S: Store> Connection<S> {
             .await?;
         self.metrics.snapshots.inc();
         self.last_seq = seq;
-        self.snapshot_asked = false;
-        self.verified = None;
+        self.snapshot_asked = None;
         tracing::info!(host = %self.host, seq, items = count, "Snapshot replaced the host's drift set.");
         self.send(collector_message::Body::Ack(v1::Ack { seq }))
             .await

@@ -1,0 +1,355 @@
+//! Who is calling, and what they may do: one check in front of every gRPC method and every
+//! HTTP route of the port.
+//!
+//! A caller is known by its TLS client certificate ([`cert`]): an agent's certificate names
+//! one host and opens that host's agent stream and nothing else; an operator's certificate
+//! carries a role. Without mutual TLS nobody presents a certificate, and the collector is
+//! open as it is on loopback.
+//!
+//! | what is called                                   | who may                          |
+//! |--------------------------------------------------|----------------------------------|
+//! | `Ingest/Stream`                                  | agents (bound to their host)     |
+//! | `Iac/ImportState`, `Iac/ImportManifest`          | operators with role `operator`+  |
+//! | every other query, `Watch`, `/api/v1`, `/metrics`| operators with role `reader`+    |
+//! | health, reflection, `/healthz`                   | anyone                           |
+//!
+//! A refusal is `UNAUTHENTICATED` / HTTP 401 when no credential was presented and one is
+//! needed, `PERMISSION_DENIED` / HTTP 403 when the credential does not allow the call; each
+//! says how to get one that does.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+
+use crate::metrics::Metrics;
+
+pub mod cert;
+
+/// What an operator may do; each role includes the ones before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// Every query and `watch`.
+    Reader,
+    /// Also IaC imports (and the drift actions to come).
+    Operator,
+    /// Also tokens and enrollment.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Reader => "reader",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown role {0:?} (roles: reader, operator, admin)")]
+pub struct UnknownRole(pub String);
+
+impl FromStr for Role {
+    type Err = UnknownRole;
+
+    fn from_str(s: &str) -> Result<Role, UnknownRole> {
+        match s {
+            "reader" => Ok(Role::Reader),
+            "operator" => Ok(Role::Operator),
+            "admin" => Ok(Role::Admin),
+            other => Err(UnknownRole(other.to_owned())),
+        }
+    }
+}
+
+/// Who made a request. Handlers find it in the request's extensions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// No credential (the collector does not ask for one).
+    Anonymous,
+    /// An agent whose certificate names this host.
+    Agent { host: String },
+    /// An operator with a role.
+    Operator { name: String, role: Role },
+}
+
+impl fmt::Display for Caller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Caller::Anonymous => f.write_str("anonymous"),
+            Caller::Agent { host } => write!(f, "agent {host}"),
+            Caller::Operator { name, role } => write!(f, "{name} ({role})"),
+        }
+    }
+}
+
+/// What a call needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    Nothing,
+    AgentStream,
+    Role(Role),
+}
+
+/// What the request path asks for.
+pub fn need(path: &str) -> Need {
+    const OPEN: [&str; 4] = [
+        "/grpc.health.v1.Health/",
+        "/grpc.reflection.v1.ServerReflection/",
+        "/grpc.reflection.v1alpha.ServerReflection/",
+        "/healthz",
+    ];
+    if OPEN.iter().any(|p| path.starts_with(p)) {
+        Need::Nothing
+    } else if path.starts_with("/driftwatch.v1.Ingest/") {
+        Need::AgentStream
+    } else if path.starts_with("/driftwatch.v1.Iac/Import") {
+        Need::Role(Role::Operator)
+    } else {
+        Need::Role(Role::Reader)
+    }
+}
+
+/// Why a call is refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// No usable credential: 401 / `UNAUTHENTICATED`.
+    Unauthenticated(String),
+    /// The credential does not allow this: 403 / `PERMISSION_DENIED`.
+    Denied(String),
+}
+
+/// How the port is guarded.
+pub struct Access {
+    /// Clients present certificates from the fleet's CA (`--client-ca`).
+    pub mtls: bool,
+    pub metrics: Arc<Metrics>,
+}
+
+const OPERATOR_CERT: &str = "an operator certificate (subjectAltName URI \
+    driftwatch:operator:reader, :operator or :admin) from the collector's client CA";
+
+impl Access {
+    /// Whether `caller` may make a call that needs `need`.
+    pub fn decide(&self, caller: &Caller, need: Need) -> Result<(), Refusal> {
+        match (need, caller) {
+            (Need::Nothing, _) => Ok(()),
+            (Need::AgentStream, Caller::Agent { .. }) => Ok(()),
+            (Need::AgentStream, Caller::Anonymous) if !self.mtls => Ok(()),
+            (Need::AgentStream, Caller::Anonymous) => Err(Refusal::Unauthenticated(
+                "the agent stream needs a client certificate for the host".into(),
+            )),
+            (Need::AgentStream, Caller::Operator { name, .. }) => Err(Refusal::Denied(format!(
+                "{name} presented an operator certificate: only an agent's certificate opens \
+                 an agent stream"
+            ))),
+            (Need::Role(_), Caller::Anonymous) if !self.mtls => Ok(()),
+            (Need::Role(role), Caller::Anonymous) => Err(Refusal::Unauthenticated(format!(
+                "this call needs role {role}: present {OPERATOR_CERT}"
+            ))),
+            (Need::Role(_), Caller::Agent { host }) => Err(Refusal::Denied(format!(
+                "the certificate of host {host} opens that host's agent stream and nothing else; \
+                 operators present {OPERATOR_CERT}"
+            ))),
+            (Need::Role(need), Caller::Operator { name, role }) if *role < need => {
+                Err(Refusal::Denied(format!(
+                    "{name} has role {role}; this call needs role {need} or above"
+                )))
+            }
+            (Need::Role(_), Caller::Operator { .. }) => Ok(()),
+        }
+    }
+}
+
+/// The caller a request's TLS connection presents.
+fn caller_of(request: &Request) -> Result<Caller, Refusal> {
+    let certs = request
+        .extensions()
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(|tls| tls.peer_certs());
+    let Some(leaf) = certs.as_deref().and_then(|c| c.first()) else {
+        return Ok(Caller::Anonymous);
+    };
+    cert::caller(leaf).map_err(|e| Refusal::Unauthenticated(format!("client certificate: {e}")))
+}
+
+fn is_grpc(request: &Request) -> bool {
+    request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+/// The middleware in front of every route: refuses what the caller may not do, and hands
+/// the [`Caller`] on to the handler in the request's extensions.
+pub async fn guard(
+    State(access): State<Arc<Access>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let path = request.uri().path().to_owned();
+    let decided =
+        caller_of(&request).and_then(|caller| access.decide(&caller, need(&path)).map(|()| caller));
+    match decided {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        Err(refusal) => {
+            let (kind, message) = match &refusal {
+                Refusal::Unauthenticated(m) => ("unauthenticated", m),
+                Refusal::Denied(m) => ("denied", m),
+            };
+            access.metrics.refused(kind);
+            tracing::info!(path, "Refused a call: {message}.");
+            refuse(is_grpc(&request), refusal)
+        }
+    }
+}
+
+fn refuse(grpc: bool, refusal: Refusal) -> Response {
+    if grpc {
+        let status = match refusal {
+            Refusal::Unauthenticated(m) => tonic::Status::unauthenticated(m),
+            Refusal::Denied(m) => tonic::Status::permission_denied(m),
+        };
+        return status.into_http();
+    }
+    match refusal {
+        Refusal::Unauthenticated(m) => (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            axum::Json(serde_json::json!({ "error": m })),
+        )
+            .into_response(),
+        Refusal::Denied(m) => (
+            StatusCode::FORBIDDEN,
+            axum::Json(serde_json::json!({ "error": m })),
+        )
+            .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn access(mtls: bool) -> Access {
+        Access {
+            mtls,
+            metrics: Arc::new(Metrics::default()),
+        }
+    }
+
+    fn operator(role: Role) -> Caller {
+        Caller::Operator {
+            name: "ana".into(),
+            role,
+        }
+    }
+
+    #[test]
+    fn paths_need_what_the_table_says() {
+        assert_eq!(need("/driftwatch.v1.Ingest/Stream"), Need::AgentStream);
+        assert_eq!(
+            need("/driftwatch.v1.Iac/ImportState"),
+            Need::Role(Role::Operator)
+        );
+        assert_eq!(
+            need("/driftwatch.v1.Iac/ImportManifest"),
+            Need::Role(Role::Operator)
+        );
+        assert_eq!(need("/driftwatch.v1.Iac/Status"), Need::Role(Role::Reader));
+        assert_eq!(need("/driftwatch.v1.Fleet/Watch"), Need::Role(Role::Reader));
+        assert_eq!(need("/api/v1/hosts"), Need::Role(Role::Reader));
+        assert_eq!(need("/metrics"), Need::Role(Role::Reader));
+        assert_eq!(need("/anything/else"), Need::Role(Role::Reader));
+        assert_eq!(need("/grpc.health.v1.Health/Check"), Need::Nothing);
+        assert_eq!(need("/healthz"), Need::Nothing);
+    }
+
+    #[test]
+    fn an_agent_certificate_opens_the_agent_stream_only() {
+        let a = access(true);
+        let agent = Caller::Agent { host: "i-1".into() };
+        assert_eq!(a.decide(&agent, Need::AgentStream), Ok(()));
+        assert!(matches!(
+            a.decide(&agent, Need::Role(Role::Reader)),
+            Err(Refusal::Denied(m)) if m.contains("i-1")
+        ));
+        assert!(matches!(
+            a.decide(&operator(Role::Admin), Need::AgentStream),
+            Err(Refusal::Denied(_))
+        ));
+        assert_eq!(a.decide(&agent, Need::Nothing), Ok(()));
+    }
+
+    #[test]
+    fn roles_include_the_ones_below() {
+        let a = access(true);
+        assert_eq!(
+            a.decide(&operator(Role::Reader), Need::Role(Role::Reader)),
+            Ok(())
+        );
+        assert!(matches!(
+            a.decide(&operator(Role::Reader), Need::Role(Role::Operator)),
+            Err(Refusal::Denied(m)) if m.contains("needs role operator")
+        ));
+        assert_eq!(
+            a.decide(&operator(Role::Operator), Need::Role(Role::Operator)),
+            Ok(())
+        );
+        assert_eq!(
+            a.decide(&operator(Role::Admin), Need::Role(Role::Operator)),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn without_mtls_nobody_is_asked_and_with_it_nobody_anonymous_passes() {
+        assert_eq!(
+            access(false).decide(&Caller::Anonymous, Need::Role(Role::Operator)),
+            Ok(())
+        );
+        assert_eq!(
+            access(false).decide(&Caller::Anonymous, Need::AgentStream),
+            Ok(())
+        );
+        assert!(matches!(
+            access(true).decide(&Caller::Anonymous, Need::Role(Role::Reader)),
+            Err(Refusal::Unauthenticated(_))
+        ));
+        assert_eq!(
+            access(true).decide(&Caller::Anonymous, Need::Nothing),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn roles_parse_and_print() {
+        for role in [Role::Reader, Role::Operator, Role::Admin] {
+            assert_eq!(role.as_str().parse::<Role>().unwrap(), role);
+        }
+        assert!(
+            "root"
+                .parse::<Role>()
+                .unwrap_err()
+                .to_string()
+                .contains("reader, operator, admin")
+        );
+    }
+}

@@ -1,0 +1,325 @@
+//! Trust end to end: identities bound to client certificates, what each credential may do,
+//! and anti-entropy that repairs what was lost or overwritten. Real certificates (openssl),
+//! real processes, real sockets.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use driftwatch_tests::{Collector, TestDir, make_pki, wait_for};
+
+const SETTLE: Duration = Duration::from_secs(30);
+
+/// A CA; agent certificates for hosts `i-0tls` and `i-0spoof`; a CN-only client certificate;
+/// operators of each role.
+fn fleet_pki(dir: &Path) -> impl Fn(&str) -> String + use<> {
+    make_pki(
+        dir,
+        &[
+            ("agent", "subjectAltName=URI:driftwatch:host:i-0tls"),
+            ("spoof", "subjectAltName=URI:driftwatch:host:i-0spoof"),
+            ("reader", "subjectAltName=URI:driftwatch:operator:reader"),
+            (
+                "operator",
+                "subjectAltName=URI:driftwatch:operator:operator",
+            ),
+        ],
+    );
+    let dir = dir.to_owned();
+    move |f: &str| dir.join(f).display().to_string()
+}
+
+fn mtls_collector(t: &TestDir, p: &impl Fn(&str) -> String) -> Collector {
+    let c = Collector::start_with_args(
+        &t.path().join("collector"),
+        &[
+            "--tls-cert",
+            &p("server.pem"),
+            "--tls-key",
+            &p("server.key"),
+            "--client-ca",
+            &p("ca.pem"),
+        ],
+    );
+    assert!(c.url.starts_with("https://"));
+    c
+}
+
+/// Agent configuration over mTLS with the certificate `name.pem`.
+fn agent_config(
+    t: &TestDir,
+    c: &Collector,
+    host: &str,
+    p: &impl Fn(&str) -> String,
+    name: &str,
+) -> String {
+    t.collector_config(c, host)
+        + &format!(
+            "ca = {:?}\ncert = {:?}\nkey = {:?}\n",
+            p("ca.pem"),
+            p(&format!("{name}.pem")),
+            p(&format!("{name}.key"))
+        )
+}
+
+/// `driftwatch` with the client certificate `name` (none for "").
+fn cli_as(c: &Collector, p: &impl Fn(&str) -> String, name: &str) -> driftwatch_tests::Cmd {
+    let cmd = c.cli().env("DRIFTWATCH_CA", p("ca.pem"));
+    if name.is_empty() {
+        cmd
+    } else {
+        cmd.env("DRIFTWATCH_CERT", p(&format!("{name}.pem")))
+            .env("DRIFTWATCH_KEY", p(&format!("{name}.key")))
+    }
+}
+
+/// `curl` GET over mTLS with the certificate `name`: (HTTP status, body).
+fn curl_as(c: &Collector, p: &impl Fn(&str) -> String, name: &str, path: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-w",
+            "\n%{http_code}",
+            "--cacert",
+        ])
+        .arg(p("ca.pem"))
+        .args([
+            "--cert",
+            &p(&format!("{name}.pem")),
+            "--key",
+            &p(&format!("{name}.key")),
+        ])
+        .arg(format!("{}{path}", c.url))
+        .output()
+        .expect("curl runs (tests/setup.sh installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (
+        code.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("curl {path}: {}", String::from_utf8_lossy(&out.stderr))),
+        body.to_owned(),
+    )
+}
+
+fn wait_host_has(c: &Collector, p: &impl Fn(&str) -> String, host: &str, path: &str) {
+    let ok = wait_for(SETTLE, || {
+        let out = cli_as(c, p, "reader")
+            .args(["host", host, "--json"])
+            .output();
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains(path)
+    });
+    assert!(
+        ok,
+        "{path} never showed on {host}; collector log:\n{}",
+        c.log_text()
+    );
+}
+
+#[test]
+fn agents_and_operators_speak_mtls_and_a_peer_without_a_certificate_is_refused() {
+    let t = TestDir::new();
+    t.populate();
+    let b = t.baseline();
+    let p = fleet_pki(&t.path().join("pki"));
+    let c = mtls_collector(&t, &p);
+    let _agent = t.start_agent(&b, &agent_config(&t, &c, "i-0tls", &p, "agent"));
+    t.write_by_rename("/etc/motd", "over mTLS\n");
+    wait_host_has(&c, &p, "i-0tls", "/etc/motd");
+    // Without a client certificate the handshake fails; without the CA the server is not
+    // trusted. Both are errors that say so, never an answer.
+    let no_cert = cli_as(&c, &p, "").args(["hosts"]).stderr_with_code(1);
+    assert!(no_cert.contains("error"), "{no_cert}");
+    let no_ca = c.cli().args(["hosts"]).stderr_with_code(1);
+    assert!(no_ca.contains("error"), "{no_ca}");
+}
+
+#[test]
+fn a_spoofing_agent_is_refused_and_the_real_hosts_drift_is_untouched() {
+    let t = TestDir::new();
+    t.populate();
+    let b = t.baseline();
+    let p = fleet_pki(&t.path().join("pki"));
+    let c = mtls_collector(&t, &p);
+    let _real = t.start_agent(&b, &agent_config(&t, &c, "i-0tls", &p, "agent"));
+    t.write_by_rename("/etc/motd", "the real host's drift\n");
+    wait_host_has(&c, &p, "i-0tls", "/etc/motd");
+
+    // A second agent, holding the certificate of host i-0spoof, says it is i-0tls: on its
+    // own, undrifted tree, its snapshot would wipe i-0tls's drift.
+    let spoofer = TestDir::new();
+    spoofer.populate();
+    let sb = spoofer.baseline();
+    let spoof = spoofer.start_agent(&sb, &agent_config(&spoofer, &c, "i-0tls", &p, "spoof"));
+    let refused = wait_for(SETTLE, || {
+        c.log_text()
+            .contains("Refused a hello for another host than the client certificate's")
+    });
+    assert!(
+        refused,
+        "the spoofing hello was not refused; log:\n{}",
+        c.log_text()
+    );
+    let log = c.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("Refused a hello"))
+        .expect("the refusal line");
+    assert!(
+        line.contains("i-0spoof") && line.contains("i-0tls"),
+        "{line}"
+    );
+    assert!(
+        wait_for(SETTLE, || spoof
+            .log_text()
+            .contains("a hello as host i-0tls is refused")),
+        "the spoofing agent was not told why; its log:\n{}",
+        spoof.log_text()
+    );
+    // Counted, and nothing changed: i-0tls keeps its drift, i-0spoof does not exist.
+    let (code, metrics) = curl_as(&c, &p, "reader", "/metrics");
+    assert_eq!(code, 200, "{metrics}");
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("driftwatch_collector_identity_refused_total ") && !l.ends_with(" 0")
+        ),
+        "{metrics}"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let detail = cli_as(&c, &p, "reader")
+        .args(["host", "i-0tls", "--json"])
+        .ok();
+    assert!(detail.contains("/etc/motd"), "{detail}");
+    let hosts = cli_as(&c, &p, "reader").args(["hosts", "--json"]).ok();
+    assert!(!hosts.contains("i-0spoof"), "{hosts}");
+}
+
+#[test]
+fn each_certificate_gets_exactly_its_rights_over_grpc_and_http() {
+    let t = TestDir::new();
+    t.populate();
+    let b = t.baseline();
+    let p = fleet_pki(&t.path().join("pki"));
+    let c = mtls_collector(&t, &p);
+    let _agent = t.start_agent(&b, &agent_config(&t, &c, "i-0tls", &p, "agent"));
+    wait_for(SETTLE, || {
+        cli_as(&c, &p, "reader")
+            .args(["hosts", "--json"])
+            .output()
+            .stdout
+            .windows(6)
+            .any(|w| w == b"i-0tls")
+    });
+
+    // An agent's certificate opens its agent stream and nothing else.
+    let denied = cli_as(&c, &p, "agent").args(["hosts"]).stderr_with_code(1);
+    assert!(
+        denied.contains("opens that host's agent stream and nothing else"),
+        "{denied}"
+    );
+    for path in ["/api/v1/hosts", "/metrics"] {
+        let (code, body) = curl_as(&c, &p, "agent", path);
+        assert_eq!(code, 403, "{path}: {body}");
+        assert!(body.contains("agent stream"), "{body}");
+    }
+    // A reader reads, over gRPC and HTTP, and cannot import.
+    cli_as(&c, &p, "reader").args(["hosts"]).ok();
+    let (code, body) = curl_as(&c, &p, "reader", "/api/v1/hosts");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("i-0tls"), "{body}");
+    let state = write_state(t.path());
+    let import = cli_as(&c, &p, "reader")
+        .args(["iac", "import", "--terraform-state"])
+        .arg(&state)
+        .args(["--name", "prod"])
+        .stderr_with_code(1);
+    assert!(import.contains("needs role operator"), "{import}");
+    // An operator imports.
+    cli_as(&c, &p, "operator")
+        .args(["iac", "import", "--terraform-state"])
+        .arg(&state)
+        .args(["--name", "prod"])
+        .ok();
+    // An operator's certificate is no agent's.
+    let (code, _) = curl_as(&c, &p, "operator", "/api/v1/hosts");
+    assert_eq!(code, 200);
+}
+
+/// A minimal Terraform state with one instance.
+fn write_state(dir: &Path) -> PathBuf {
+    let path = dir.join("terraform.tfstate");
+    std::fs::write(
+        &path,
+        r#"{"version": 4, "terraform_version": "1.9.0", "serial": 1, "lineage": "l",
+            "resources": [{"mode": "managed", "type": "aws_instance", "name": "web",
+            "provider": "provider[\"registry.terraform.io/hashicorp/aws\"]",
+            "instances": [{"attributes": {"id": "i-0tls", "ami": "ami-1"}}]}]}"#,
+    )
+    .expect("write state");
+    path
+}
+
+/// Rows deleted from the collector's database behind its back come back from the agent's
+/// heartbeat digest, without any new event on the host.
+#[test]
+fn drift_lost_from_the_store_is_restored_within_a_few_heartbeats() {
+    let t = TestDir::new();
+    let (c, _agent) = t.fleet_of_one("i-0entropy");
+    let db = c.dir.join("collector.db");
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3, sys\n\
+             db = sqlite3.connect(sys.argv[1])\n\
+             n = db.execute(\"DELETE FROM items WHERE host = 'i-0entropy'\").rowcount\n\
+             db.commit()\n\
+             print(n)",
+        )
+        .arg(&db)
+        .output()
+        .expect("python3 runs");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "1",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.wait_host_paths("i-0entropy", Duration::from_secs(15), |p| {
+        p == ["/etc/motd"]
+    });
+    assert!(
+        c.log_text().contains("drift set digest differs"),
+        "{}",
+        c.log_text()
+    );
+}
+
+/// A second agent with the same identity replaces the host's drift set and goes away: the
+/// live agent's next heartbeats put its own set back.
+#[test]
+fn a_superseded_stream_cannot_silence_the_live_agent() {
+    let t = TestDir::new();
+    let (c, _real) = t.fleet_of_one("i-0live");
+    let other = TestDir::new();
+    other.populate();
+    let ob = other.baseline();
+    let mut intruder = other.start_agent(&ob, &other.collector_config(&c, "i-0live"));
+    // Its (empty) snapshot lands.
+    assert!(
+        wait_for(SETTLE, || c.log_text().lines().any(|l| l
+            .contains("Snapshot replaced the host's drift set")
+            && l.contains("items=0"))),
+        "{}",
+        c.log_text()
+    );
+    intruder.stop();
+    c.wait_host_paths("i-0live", Duration::from_secs(15), |p| p == ["/etc/motd"]);
+    assert!(
+        c.log_text()
+            .contains("another stream replaced this host's drift set"),
+        "{}",
+        c.log_text()
+    );
+}

@@ -323,3 +323,175 @@ fn a_superseded_stream_cannot_silence_the_live_agent() {
         c.log_text()
     );
 }
+
+/// `driftwatch-collector token …` against a collector's database.
+fn token_cmd(c: &Collector, args: &[&str]) -> Command {
+    let mut cmd = Command::new(driftwatch_tests::bin("driftwatch-collector"));
+    cmd.arg("token")
+        .args(args)
+        .arg("--database")
+        .arg(format!("sqlite://{}", c.dir.join("collector.db").display()));
+    cmd
+}
+
+fn create_token(c: &Collector, name: &str, role: &str) -> String {
+    let out = token_cmd(c, &["create", "--name", name, "--role", role])
+        .output()
+        .expect("token create runs");
+    assert!(out.status.success(), "{}", driftwatch_tests::describe(&out));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(token.starts_with("dwt_"), "{token}");
+    token
+}
+
+/// `curl` GET with a bearer token ("" for none): (HTTP status, body).
+fn curl_token(c: &Collector, token: &str, path: &str) -> (u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"]);
+    if !token.is_empty() {
+        cmd.args(["-H", &format!("Authorization: Bearer {token}")]);
+    }
+    let out = cmd
+        .arg(format!("{}{path}", c.url))
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (
+        code.trim().parse().expect("an HTTP status"),
+        body.to_owned(),
+    )
+}
+
+#[test]
+fn operator_tokens_get_exactly_their_rights_and_a_revoked_one_is_refused() {
+    let t = TestDir::new();
+    let c = Collector::start_with_args(&t.path().join("collector"), &["--require-auth"]);
+    let reader = create_token(&c, "dashboards", "reader");
+    let operator = create_token(&c, "ci", "operator");
+    let admin = create_token(&c, "ana", "admin");
+    let as_token = |token: &str| c.cli().env("DRIFTWATCH_TOKEN", token);
+    let state = write_state(t.path());
+    let import = |token: &str| {
+        as_token(token)
+            .args(["iac", "import", "--terraform-state"])
+            .arg(&state)
+            .args(["--name", "prod"])
+    };
+
+    // No credential: refused, with how to get one; health stays open for load balancers.
+    let anonymous = c
+        .cli()
+        .env("HOME", t.path())
+        .args(["hosts"])
+        .stderr_with_code(1);
+    assert!(
+        anonymous.contains("requires a credential") && anonymous.contains("token create"),
+        "{anonymous}"
+    );
+    let (code, body) = curl_token(&c, "", "/api/v1/hosts");
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("--token"), "{body}");
+    assert_eq!(curl_token(&c, "", "/healthz").0, 200);
+
+    // A reader reads over gRPC and HTTP, and may not import.
+    as_token(&reader).args(["hosts"]).ok();
+    assert_eq!(curl_token(&c, &reader, "/api/v1/hosts").0, 200);
+    assert_eq!(curl_token(&c, &reader, "/metrics").0, 200);
+    let denied = import(&reader).stderr_with_code(1);
+    assert!(
+        denied.contains("has role reader") && denied.contains("needs role operator"),
+        "{denied}"
+    );
+    // An operator and an admin import.
+    import(&operator).ok();
+    import(&admin).ok();
+    // A token from nowhere, and a malformed header.
+    let forged = format!("dwt_{}", "A".repeat(43));
+    let unknown = as_token(&forged).args(["hosts"]).stderr_with_code(1);
+    assert!(unknown.contains("unknown or revoked"), "{unknown}");
+    assert_eq!(curl_token(&c, "not-ours", "/api/v1/hosts").0, 401);
+
+    // Revoked: refused from the next call on.
+    let out = token_cmd(&c, &["revoke", "dashboards"]).output().unwrap();
+    assert!(out.status.success(), "{}", driftwatch_tests::describe(&out));
+    let revoked = as_token(&reader).args(["hosts"]).stderr_with_code(1);
+    assert!(revoked.contains("unknown or revoked"), "{revoked}");
+    assert_eq!(curl_token(&c, &reader, "/api/v1/hosts").0, 401);
+    let again = token_cmd(&c, &["revoke", "dashboards"]).output().unwrap();
+    assert_eq!(again.status.code(), Some(1));
+
+    // Listed without secrets; the database holds only hashes.
+    let out = token_cmd(&c, &["list", "--json"]).output().unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<(&str, &str, bool)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap(),
+                t["role"].as_str().unwrap(),
+                t["revoked_at"].is_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("dashboards", "reader", true),
+            ("ci", "operator", false),
+            ("ana", "admin", false)
+        ]
+    );
+    let mut stored = Vec::new();
+    for entry in std::fs::read_dir(&c.dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.to_string_lossy().contains("collector.db") {
+            stored.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    let text = String::from_utf8_lossy(&stored);
+    for secret in [&reader, &operator, &admin] {
+        assert!(
+            !text.contains(&secret[4..]),
+            "a token's secret is in the database"
+        );
+    }
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("dwt_"));
+    // A bad role is a usage error.
+    let bad = token_cmd(&c, &["create", "--name", "x", "--role", "root"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("reader, operator, admin"));
+}
+
+/// On loopback without --require-auth nothing is asked (`driftwatch up`, a first try), but a
+/// credential that is presented must be good.
+#[test]
+fn on_loopback_nothing_is_asked_but_a_bad_token_is_still_refused() {
+    let t = TestDir::new();
+    let c = Collector::start(&t.path().join("collector"));
+    c.cli().env("HOME", t.path()).args(["hosts"]).ok();
+    assert_eq!(curl_token(&c, "", "/api/v1/hosts").0, 200);
+    let bad = c
+        .cli()
+        .env("DRIFTWATCH_TOKEN", format!("dwt_{}", "B".repeat(43)))
+        .args(["hosts"])
+        .stderr_with_code(1);
+    assert!(bad.contains("unknown or revoked"), "{bad}");
+    // The token file under the user's config directory is read.
+    let config = t.path().join("config");
+    std::fs::create_dir_all(config.join("driftwatch")).unwrap();
+    let good = create_token(&c, "file", "reader");
+    std::fs::write(config.join("driftwatch/token"), format!("{good}\n")).unwrap();
+    c.cli().env("XDG_CONFIG_HOME", &config).args(["hosts"]).ok();
+    std::fs::write(config.join("driftwatch/token"), "dwt_nope\n").unwrap();
+    let from_file = c
+        .cli()
+        .env("XDG_CONFIG_HOME", &config)
+        .args(["hosts"])
+        .stderr_with_code(1);
+    assert!(from_file.contains("unknown or revoked"), "{from_file}");
+}

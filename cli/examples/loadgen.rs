@@ -66,6 +66,9 @@ enum Cmd {
         samples: usize,
         #[arg(long, default_value_t = 10_000)]
         hosts: usize,
+        /// Present this operator token (to measure the access check).
+        #[arg(long)]
+        token: Option<String>,
     },
 }
 
@@ -95,7 +98,11 @@ async fn main() -> Result<()> {
             items,
             parallel,
         } => populate(&cli.collector, hosts, items, parallel).await,
-        Cmd::Query { samples, hosts } => query(&cli.collector, samples, hosts).await,
+        Cmd::Query {
+            samples,
+            hosts,
+            token,
+        } => query(&cli.collector, samples, hosts, token).await,
     }
 }
 
@@ -436,13 +443,15 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// Untimed queries of each kind before the timed ones.
 const WARM_UP: usize = 5;
 
-async fn query(url: &str, samples: usize, hosts: usize) -> Result<()> {
+async fn query(url: &str, samples: usize, hosts: usize, token: Option<String>) -> Result<()> {
     // The CLI's own client, so timings are what an operator's CLI sees.
     let mut client = driftwatch_cli::connect(&driftwatch_cli::Connection {
         collector: url.to_string(),
         ca: None,
         cert: None,
         key: None,
+        // Never the user's token file.
+        token: Some(token.unwrap_or_default()),
     })
     .await?;
     const KINDS: [&str; 4] = [

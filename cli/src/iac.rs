@@ -7,11 +7,11 @@ use std::fs::File;
 use std::io::{self, IsTerminal as _, Read};
 use std::path::{Path, PathBuf};
 
+use crate::Transport;
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use driftwatch_proto::v1::{self, iac_client::IacClient};
 use driftwatch_shell::{print, print_json, print_str};
-use tonic::transport::Channel;
 
 use crate::render;
 use driftwatch_iac::{import, packer, tfstate};
@@ -91,7 +91,7 @@ fn open(path: &Path) -> Result<Box<dyn Read>> {
 }
 
 pub async fn import(
-    channel: Channel,
+    channel: Transport,
     args: ImportArgs,
     rpc: impl Fn(tonic::Status) -> anyhow::Error,
 ) -> Result<i32> {
@@ -144,7 +144,7 @@ pub async fn import(
 }
 
 pub async fn status(
-    channel: Channel,
+    channel: Transport,
     ghost_after: Option<String>,
     json: bool,
     rpc: impl Fn(tonic::Status) -> anyhow::Error,
@@ -166,7 +166,7 @@ pub async fn status(
 }
 
 pub async fn report(
-    channel: Channel,
+    channel: Transport,
     args: ReportArgs,
     rpc: impl Fn(tonic::Status) -> anyhow::Error,
 ) -> Result<i32> {

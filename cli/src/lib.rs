@@ -55,7 +55,61 @@ pub struct Connection {
     /// Client key (PEM).
     #[arg(long, global = true, env = "DRIFTWATCH_KEY", requires = "cert")]
     pub key: Option<PathBuf>,
+    /// Operator token (from `driftwatch-collector token create`); default: the file
+    /// `driftwatch/token` under the user's config directory ($XDG_CONFIG_HOME or ~/.config).
+    /// An empty value sends none.
+    #[arg(long, global = true, env = "DRIFTWATCH_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
+
+impl Connection {
+    /// The token to present: `--token`/`DRIFTWATCH_TOKEN`, else the user's token file.
+    fn token(&self) -> Result<Option<String>> {
+        if let Some(token) = &self.token {
+            let token = token.trim();
+            return Ok((!token.is_empty()).then(|| token.to_owned()));
+        }
+        let Some(path) = token_file() else {
+            return Ok(None);
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) if text.trim().is_empty() => Ok(None),
+            Ok(text) => Ok(Some(text.trim().to_owned())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading the token file {}", path.display())),
+        }
+    }
+}
+
+/// `$XDG_CONFIG_HOME/driftwatch/token`, else `~/.config/driftwatch/token`.
+fn token_file() -> Option<PathBuf> {
+    let config = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(config.join("driftwatch").join("token"))
+}
+
+/// Puts the operator's token on every call.
+#[derive(Clone, Debug)]
+pub struct Credentials(Option<tonic::metadata::AsciiMetadataValue>);
+
+impl tonic::service::Interceptor for Credentials {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A connection to the collector that presents the operator's credentials.
+pub type Transport = tonic::service::interceptor::InterceptedService<Channel, Credentials>;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -342,7 +396,7 @@ async fn run(cli: Cli) -> Result<i32> {
 }
 
 /// Connects to the collector, with TLS when the URL is https.
-pub async fn connect(conn: &Connection) -> Result<FleetClient<Channel>> {
+pub async fn connect(conn: &Connection) -> Result<FleetClient<Transport>> {
     let channel = channel(conn).await?;
     Ok(FleetClient::new(channel).max_decoding_message_size(256 << 20))
 }
@@ -350,7 +404,15 @@ pub async fn connect(conn: &Connection) -> Result<FleetClient<Channel>> {
 /// The HTTP/2 receive window of the CLI's connection and of each answer, in bytes.
 const RECEIVE_WINDOW: u32 = 16 << 20;
 
-pub async fn channel(conn: &Connection) -> Result<Channel> {
+pub async fn channel(conn: &Connection) -> Result<Transport> {
+    let credentials = match conn.token()? {
+        None => Credentials(None),
+        Some(token) => {
+            Credentials(Some(format!("Bearer {token}").parse().map_err(|_| {
+                anyhow!("the token holds characters a token never has")
+            })?))
+        }
+    };
     let url = &conn.collector;
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(anyhow!(
@@ -378,13 +440,17 @@ pub async fn channel(conn: &Connection) -> Result<Channel> {
         }
         endpoint = endpoint.tls_config(tls).context("configuring TLS")?;
     }
-    endpoint.connect().await.map_err(|e| {
+    let channel = endpoint.connect().await.map_err(|e| {
         anyhow!(
             "cannot reach the collector at {url}: {} (start one with `driftwatch-collector serve`, \
              or point --collector / DRIFTWATCH_COLLECTOR at it)",
             source_chain(&e)
         )
-    })
+    })?;
+    Ok(tonic::service::interceptor::InterceptedService::new(
+        channel,
+        credentials,
+    ))
 }
 
 fn source_chain(e: &dyn std::error::Error) -> String {
@@ -402,6 +468,13 @@ fn describe_status(url: &str, status: &tonic::Status) -> String {
     match status.code() {
         tonic::Code::Unavailable => format!(
             "the collector at {url} is unavailable: {}",
+            status.message()
+        ),
+        tonic::Code::Unauthenticated => {
+            format!("the collector at {url} refused: {}", status.message())
+        }
+        tonic::Code::PermissionDenied => format!(
+            "the collector at {url} refused this call: {}",
             status.message()
         ),
         _ => status.message().to_string(),

@@ -244,6 +244,8 @@ async fn print_feed(url: String) {
         ca: None,
         cert: None,
         key: None,
+        // Its own collector: never the user's token file.
+        token: Some(String::new()),
     };
     // The collector is starting alongside: retry briefly.
     let mut client = None;

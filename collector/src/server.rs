@@ -80,6 +80,10 @@ pub struct ServeOptions {
     /// Allow plaintext on a non-loopback address (agents' drift and diffs travel in clear).
     #[arg(long)]
     pub insecure: bool,
+    /// Require an operator credential (token or operator certificate) on loopback too. Off
+    /// loopback, and with --client-ca, one is always required.
+    #[arg(long)]
+    pub require_auth: bool,
     /// A host whose agent has not been heard from for this long is shown as silent.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub silent_after: Duration,
@@ -126,6 +130,7 @@ impl Default for ServeOptions {
             tls_cert: None,
             tls_key: None,
             client_ca: None,
+            require_auth: false,
             insecure: false,
             silent_after: Duration::from_secs(30),
             heartbeat: Duration::from_secs(5),
@@ -187,6 +192,13 @@ pub fn open_database(url: &str) -> Result<SqliteStore> {
             .with_context(|| format!("creating the database directory {}", dir.display()))?;
     }
     SqliteStore::open(&path).with_context(|| format!("opening the database {}", path.display()))
+}
+
+impl ServeOptions {
+    /// Whether operators must present a credential.
+    pub fn requires_auth(&self) -> bool {
+        self.require_auth || self.client_ca.is_some() || !self.listen.ip().is_loopback()
+    }
 }
 
 /// Binds the listen address, refusing plaintext off loopback unless `--insecure`.
@@ -305,7 +317,7 @@ async fn serve_with<S: Store>(
     let mut routes = tonic::service::Routes::from(http);
     routes = routes
         .add_service(
-            IngestService::new(store, writer, metrics.clone(), limits)
+            IngestService::new(store.clone(), writer, metrics.clone(), limits)
                 .stopping(shutdown.clone(), streams.clone())
                 .into_server(),
         )
@@ -323,6 +335,8 @@ async fn serve_with<S: Store>(
     // Every call, gRPC or HTTP, passes the access check first.
     let access = Arc::new(Access {
         mtls: options.client_ca.is_some(),
+        require_auth: options.requires_auth(),
+        store: store.clone(),
         metrics: metrics.clone(),
     });
     let routes = tonic::service::Routes::from(

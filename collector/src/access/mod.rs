@@ -1,10 +1,13 @@
 //! Who is calling, and what they may do: one check in front of every gRPC method and every
 //! HTTP route of the port.
 //!
-//! A caller is known by its TLS client certificate ([`cert`]): an agent's certificate names
-//! one host and opens that host's agent stream and nothing else; an operator's certificate
-//! carries a role. Without mutual TLS nobody presents a certificate, and the collector is
-//! open as it is on loopback.
+//! A caller is known by a bearer token ([`token`]: an operator with a role) or else by its
+//! TLS client certificate ([`cert`]): an agent's certificate names one host and opens that
+//! host's agent stream and nothing else; an operator's certificate carries a role.
+//!
+//! Operators need a credential when the collector listens off loopback, with `--client-ca`,
+//! or with `--require-auth`; on loopback otherwise (`driftwatch up`, a first try) the port is
+//! open. Agents need a certificate with `--client-ca`; without it a hello is taken at its word.
 //!
 //! | what is called                                   | who may                          |
 //! |--------------------------------------------------|----------------------------------|
@@ -18,7 +21,6 @@
 //! says how to get one that does.
 
 use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
@@ -28,52 +30,11 @@ use axum::response::{IntoResponse, Response};
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 use crate::metrics::Metrics;
+pub use crate::store::{Role, UnknownRole};
+use crate::store::{Store, blocking};
 
 pub mod cert;
-
-/// What an operator may do; each role includes the ones before it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Role {
-    /// Every query and `watch`.
-    Reader,
-    /// Also IaC imports (and the drift actions to come).
-    Operator,
-    /// Also tokens and enrollment.
-    Admin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Reader => "reader",
-            Role::Operator => "operator",
-            Role::Admin => "admin",
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("unknown role {0:?} (roles: reader, operator, admin)")]
-pub struct UnknownRole(pub String);
-
-impl FromStr for Role {
-    type Err = UnknownRole;
-
-    fn from_str(s: &str) -> Result<Role, UnknownRole> {
-        match s {
-            "reader" => Ok(Role::Reader),
-            "operator" => Ok(Role::Operator),
-            "admin" => Ok(Role::Admin),
-            other => Err(UnknownRole(other.to_owned())),
-        }
-    }
-}
+pub mod token;
 
 /// Who made a request. Handlers find it in the request's extensions.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -130,17 +91,26 @@ pub enum Refusal {
     Unauthenticated(String),
     /// The credential does not allow this: 403 / `PERMISSION_DENIED`.
     Denied(String),
+    /// The credential could not be checked (the database failed): 503 / `UNAVAILABLE`.
+    Unavailable(String),
 }
 
 /// How the port is guarded.
 pub struct Access {
     /// Clients present certificates from the fleet's CA (`--client-ca`).
     pub mtls: bool,
+    /// Operators must present a credential (off loopback, mTLS, or `--require-auth`).
+    pub require_auth: bool,
+    /// Where tokens are looked up.
+    pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
 }
 
 const OPERATOR_CERT: &str = "an operator certificate (subjectAltName URI \
     driftwatch:operator:reader, :operator or :admin) from the collector's client CA";
+
+const GET_A_TOKEN: &str = "pass a token with --token or DRIFTWATCH_TOKEN (an admin makes one \
+    with `driftwatch-collector token create --name NAME --role reader` on the collector's host)";
 
 impl Access {
     /// Whether `caller` may make a call that needs `need`.
@@ -156,13 +126,19 @@ impl Access {
                 "{name} presented an operator certificate: only an agent's certificate opens \
                  an agent stream"
             ))),
-            (Need::Role(_), Caller::Anonymous) if !self.mtls => Ok(()),
+            (Need::Role(_), Caller::Anonymous) if !self.require_auth => Ok(()),
+            (Need::Role(role), Caller::Anonymous) if self.mtls => {
+                Err(Refusal::Unauthenticated(format!(
+                    "this collector requires a credential with role {role}: {GET_A_TOKEN}, or \
+                     present {OPERATOR_CERT}"
+                )))
+            }
             (Need::Role(role), Caller::Anonymous) => Err(Refusal::Unauthenticated(format!(
-                "this call needs role {role}: present {OPERATOR_CERT}"
+                "this collector requires a credential with role {role}: {GET_A_TOKEN}"
             ))),
             (Need::Role(_), Caller::Agent { host }) => Err(Refusal::Denied(format!(
                 "the certificate of host {host} opens that host's agent stream and nothing else; \
-                 operators present {OPERATOR_CERT}"
+                 operators use a token or {OPERATOR_CERT}"
             ))),
             (Need::Role(need), Caller::Operator { name, role }) if *role < need => {
                 Err(Refusal::Denied(format!(
@@ -174,16 +150,51 @@ impl Access {
     }
 }
 
-/// The caller a request's TLS connection presents.
-fn caller_of(request: &Request) -> Result<Caller, Refusal> {
-    let certs = request
-        .extensions()
-        .get::<TlsConnectInfo<TcpConnectInfo>>()
-        .and_then(|tls| tls.peer_certs());
-    let Some(leaf) = certs.as_deref().and_then(|c| c.first()) else {
-        return Ok(Caller::Anonymous);
-    };
-    cert::caller(leaf).map_err(|e| Refusal::Unauthenticated(format!("client certificate: {e}")))
+/// What a request presents, taken out of it (the request's body is not `Sync`, so the
+/// request cannot be held across the token lookup).
+struct Presented {
+    authorization: Option<axum::http::HeaderValue>,
+    leaf: Option<tonic::transport::CertificateDer<'static>>,
+}
+
+impl Presented {
+    fn of(request: &Request) -> Presented {
+        let certs = request
+            .extensions()
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .and_then(|tls| tls.peer_certs());
+        Presented {
+            authorization: request.headers().get(header::AUTHORIZATION).cloned(),
+            leaf: certs.as_deref().and_then(|c| c.first()).cloned(),
+        }
+    }
+}
+
+impl Access {
+    /// The caller: its bearer token, else its TLS client certificate.
+    async fn caller(&self, presented: Presented) -> Result<Caller, Refusal> {
+        if let Some(value) = &presented.authorization {
+            let secret =
+                token::bearer(value).map_err(|e| Refusal::Unauthenticated(e.to_string()))?;
+            let hash = token::hash(secret);
+            let store = self.store.clone();
+            return match blocking(move || store.token(&hash)).await {
+                Ok(Some(t)) => Ok(Caller::Operator {
+                    name: t.name,
+                    role: t.role,
+                }),
+                Ok(None) => Err(Refusal::Unauthenticated(format!(
+                    "the token is unknown or revoked: {GET_A_TOKEN}"
+                ))),
+                Err(e) => Err(Refusal::Unavailable(crate::status::store_message(&e))),
+            };
+        }
+        match &presented.leaf {
+            None => Ok(Caller::Anonymous),
+            Some(leaf) => cert::caller(leaf)
+                .map_err(|e| Refusal::Unauthenticated(format!("client certificate: {e}"))),
+        }
+    }
 }
 
 fn is_grpc(request: &Request) -> bool {
@@ -202,8 +213,10 @@ pub async fn guard(
     next: Next,
 ) -> Response {
     let path = request.uri().path().to_owned();
-    let decided =
-        caller_of(&request).and_then(|caller| access.decide(&caller, need(&path)).map(|()| caller));
+    let decided = access
+        .caller(Presented::of(&request))
+        .await
+        .and_then(|caller| access.decide(&caller, need(&path)).map(|()| caller));
     match decided {
         Ok(caller) => {
             request.extensions_mut().insert(caller);
@@ -213,6 +226,7 @@ pub async fn guard(
             let (kind, message) = match &refusal {
                 Refusal::Unauthenticated(m) => ("unauthenticated", m),
                 Refusal::Denied(m) => ("denied", m),
+                Refusal::Unavailable(m) => ("unavailable", m),
             };
             access.metrics.refused(kind);
             tracing::info!(path, "Refused a call: {message}.");
@@ -226,6 +240,7 @@ fn refuse(grpc: bool, refusal: Refusal) -> Response {
         let status = match refusal {
             Refusal::Unauthenticated(m) => tonic::Status::unauthenticated(m),
             Refusal::Denied(m) => tonic::Status::permission_denied(m),
+            Refusal::Unavailable(m) => tonic::Status::unavailable(m),
         };
         return status.into_http();
     }
@@ -241,6 +256,11 @@ fn refuse(grpc: bool, refusal: Refusal) -> Response {
             axum::Json(serde_json::json!({ "error": m })),
         )
             .into_response(),
+        Refusal::Unavailable(m) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({ "error": m })),
+        )
+            .into_response(),
     }
 }
 
@@ -249,8 +269,12 @@ mod tests {
     use super::*;
 
     fn access(mtls: bool) -> Access {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::sqlite::SqliteStore::open(&dir.path().join("c.db")).unwrap();
         Access {
             mtls,
+            require_auth: mtls,
+            store: Arc::new(store),
             metrics: Arc::new(Metrics::default()),
         }
     }

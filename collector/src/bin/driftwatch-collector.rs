@@ -1,10 +1,13 @@
-//! `driftwatch-collector serve`.
+//! `driftwatch-collector serve`, and the operator tokens it accepts (`token create|list|revoke`,
+//! run on the collector's host against its database).
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
-use driftwatch_collector::server::{self, ServeOptions};
+use clap::{Args, Parser, Subcommand};
+use driftwatch_collector::access::token;
+use driftwatch_collector::server::{self, DEFAULT_DATABASE, ServeOptions};
+use driftwatch_collector::store::{self, NewToken, Role, Store as _};
 use driftwatch_shell as shell;
 use tokio_util::sync::CancellationToken;
 
@@ -29,13 +32,68 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve agents (gRPC) and operators (gRPC and the JSON API) on one port.
-    Serve(ServeOptions),
+    Serve(Box<ServeOptions>),
+    /// Operators' bearer tokens: each has a name and a role (reader, operator, admin).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Make a token and print it, once: only its hash is stored.
+    Create {
+        /// Who or what holds it (shown in listings and logs).
+        #[arg(long)]
+        name: String,
+        /// reader: every query and watch; operator: also IaC imports; admin: also tokens.
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        #[command(flatten)]
+        db: Database,
+    },
+    /// Every token, revoked ones too (never their secrets).
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: Database,
+    },
+    /// Revoke the live token of this name: refused from the next call on.
+    Revoke {
+        /// The token's name.
+        name: String,
+        #[command(flatten)]
+        db: Database,
+    },
+}
+
+#[derive(Args)]
+struct Database {
+    /// The collector's database (`sqlite://PATH`), as `serve --database`.
+    #[arg(long, default_value = DEFAULT_DATABASE, env = "DRIFTWATCH_DATABASE")]
+    database: String,
+}
+
+fn parse_role(text: &str) -> Result<Role, String> {
+    text.parse().map_err(|e: store::UnknownRole| e.to_string())
 }
 
 fn main() -> ExitCode {
     let cli: Cli = shell::parse();
     shell::init_logging("info");
-    let Command::Serve(options) = cli.command;
+    let options = match cli.command {
+        Command::Serve(options) => *options,
+        Command::Token(command) => {
+            return match tokens(command) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    };
     let runtime = match server::runtime() {
         Ok(rt) => rt,
         Err(e) => {
@@ -86,6 +144,74 @@ async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         () = signals.recv() => tracing::warn!("Second signal; exiting without draining further."),
     }
     // 4. Exit.
+    Ok(())
+}
+
+fn tokens(command: TokenCommand) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::Create { name, role, db } => {
+            if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+                anyhow::bail!(
+                    "a token name is 1 to 128 characters, none of them control characters"
+                );
+            }
+            let store = server::open_database(&db.database)?;
+            let (secret, sha256) =
+                token::generate().map_err(|e| anyhow::anyhow!("drawing a random token: {e}"))?;
+            store.create_token(&NewToken {
+                name: name.clone(),
+                role,
+                sha256,
+                created_at: store::now_millis(),
+            })?;
+            eprintln!(
+                "Token {name:?} ({role}) created. It is shown once, here; the collector keeps only its hash."
+            );
+            shell::print_str(&format!("{secret}\n"))?;
+        }
+        TokenCommand::List { json, db } => {
+            let tokens = server::open_database(&db.database)?.tokens()?;
+            let rows: Vec<serde_json::Value> = tokens
+                .iter()
+                .map(|t| {
+                    serde_json::json!({
+                        "name": t.name,
+                        "role": t.role.as_str(),
+                        "created_at": store::rfc3339(t.created_at),
+                        "revoked_at": t.revoked_at.map(store::rfc3339),
+                    })
+                })
+                .collect();
+            if json {
+                shell::print_json(&rows)?;
+            } else if tokens.is_empty() {
+                shell::print_str("No tokens.\n")?;
+            } else {
+                let mut text = format!("{:<24} {:<9} {:<25} REVOKED\n", "NAME", "ROLE", "CREATED");
+                for t in &tokens {
+                    text += &format!(
+                        "{:<24} {:<9} {:<25} {}\n",
+                        t.name,
+                        t.role,
+                        store::rfc3339(t.created_at),
+                        t.revoked_at
+                            .map(store::rfc3339)
+                            .unwrap_or_else(|| "-".into())
+                    );
+                }
+                shell::print_str(&text)?;
+            }
+        }
+        TokenCommand::Revoke { name, db } => {
+            let store = server::open_database(&db.database)?;
+            if !store.revoke_token(&name, store::now_millis())? {
+                anyhow::bail!(
+                    "no live token is named {name:?} (`driftwatch-collector token list` shows them)"
+                );
+            }
+            eprintln!("Token {name:?} revoked.");
+        }
+    }
     Ok(())
 }
 

@@ -440,12 +440,16 @@ impl<S: Store> Connection<S> {
         let Some((state, digest)) = blocking(move || store.digest(&host)).await? else {
             return Ok(());
         };
+        if state.stream_id.is_empty() {
+            // The host has stored nothing yet: there is no set to compare with.
+            return Ok(());
+        }
         let reason = if state.stream_id != self.stream_id {
             // Another stream spoke for this host since this one said hello (a reinstalled
             // agent, or a second one with this identity): this live one is the host now.
             format!(
-                "another stream replaced this host's drift set at sequence {} after this stream \
-                 said hello",
+                "another stream replaced this host's drift set (at sequence {}) after this \
+                 stream said hello",
                 state.last_seq
             )
         } else if state.last_seq != hb.seq {
@@ -462,7 +466,7 @@ impl<S: Store> Connection<S> {
         };
         self.snapshot_asked = Some(now);
         self.metrics.snapshot_requests.inc();
-        tracing::warn!(host = %self.host, seq = hb.seq, "Asking the agent for a snapshot: {reason}.");
+        tracing::warn!(host = %self.host, seq = hb.seq, "{reason}; asking for a snapshot.");
         self.send(collector_message::Body::SnapshotRequest(
             v1::SnapshotRequest { reason },
         ))

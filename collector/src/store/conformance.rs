@@ -30,10 +30,12 @@ use super::{
     Millis, Result, Severity, Store, StoreError, StreamState, Transition, Write, rfc3339,
 };
 
+mod credentials;
 mod iac;
 mod queries;
 mod writes;
 
+pub use credentials::*;
 pub use iac::*;
 pub use queries::*;
 pub use writes::*;
@@ -63,6 +65,7 @@ macro_rules! conformance_tests {
             a_failed_state_import_leaves_the_previous_one_whole,
             manifest_imports_add_and_update_images,
             host_facts_carry_the_hello_identity_and_the_generation_moves,
+            tokens_are_found_by_hash_until_revoked,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -26,6 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::broadcast;
 
 pub mod catalog;
+pub mod credentials;
 pub mod item;
 pub mod listed;
 pub mod model;
@@ -35,6 +36,7 @@ pub mod sqlite;
 pub mod conformance;
 
 pub use catalog::{HostFacts, IacData, Image, ManifestImport, Resource, StateImport, StateInfo};
+pub use credentials::{NewToken, OperatorToken, Role, UnknownRole};
 pub use driftwatch_proto::drift::Transition;
 pub use item::{ItemError, ItemRecord, Severity, SubjectKind};
 pub use listed::{Found, HostStatus, ListedHost, ReportedHost};
@@ -250,6 +252,18 @@ pub trait Store: Send + Sync + 'static {
     /// The host's stored sequence number and the digest of its current set (`drift.proto`'s,
     /// over the items' canonical encodings: what agents send in heartbeats).
     fn digest(&self, host: &str) -> Result<Option<(StreamState, [u8; 32])>>;
+
+    /// Stores an operator token; refused if an unrevoked token has its name.
+    fn create_token(&self, token: &NewToken) -> Result<()>;
+
+    /// Every token, revoked ones too, oldest first.
+    fn tokens(&self) -> Result<Vec<OperatorToken>>;
+
+    /// Revokes the unrevoked token of this name: whether there was one.
+    fn revoke_token(&self, name: &str, now: Millis) -> Result<bool>;
+
+    /// The unrevoked token whose secret has this SHA-256.
+    fn token(&self, sha256: &[u8; 32]) -> Result<Option<OperatorToken>>;
 
     /// Worst drift first, then most items, then by identity.
     fn list_hosts(&self, query: &HostQuery) -> Result<Vec<ListedHost>>;

@@ -63,12 +63,14 @@ use rusqlite::{Connection, OpenFlags, Row, Transaction, TransactionBehavior};
 
 use super::{
     Applied, Cause, HistoryEntry, HistoryQuery, HostDetail, HostFacts, HostInfo, HostQuery,
-    IacData, ImportOutcome, ItemFilter, ListedHost, ManifestImport, Millis, PathSummary, Result,
-    Severity, StateImport, Store, StoreError, StreamState, Write,
+    IacData, ImportOutcome, ItemFilter, ListedHost, ManifestImport, Millis, NewToken,
+    OperatorToken, PathSummary, Result, Severity, StateImport, Store, StoreError, StreamState,
+    Write,
 };
 use driftwatch_proto::drift::set_digest;
 
 mod checkpoint;
+mod credentials;
 mod hosts;
 mod iac;
 mod query;
@@ -360,6 +362,26 @@ impl Store for SqliteStore {
 
     fn get_host(&self, host: &str, query: &HostQuery) -> Result<Option<HostDetail>> {
         self.read("reading a host", |tx| query::get_host(tx, host, query))
+    }
+
+    fn create_token(&self, token: &NewToken) -> Result<()> {
+        self.write(true, "storing a token", &[], |tx| {
+            credentials::create(tx, token)
+        })
+    }
+
+    fn tokens(&self) -> Result<Vec<OperatorToken>> {
+        self.read("listing tokens", credentials::list)
+    }
+
+    fn revoke_token(&self, name: &str, now: Millis) -> Result<bool> {
+        self.write(true, "revoking a token", &[], |tx| {
+            credentials::revoke(tx, name, now)
+        })
+    }
+
+    fn token(&self, sha256: &[u8; 32]) -> Result<Option<OperatorToken>> {
+        self.read("looking up a token", |tx| credentials::find(tx, sha256))
     }
 
     fn find_host(&self, name: &str) -> Result<Option<String>> {

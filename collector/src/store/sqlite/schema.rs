@@ -20,6 +20,7 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     Migration::Sql(SCHEMA_V1),
     Migration::Sql(SCHEMA_V2),
     Migration::Code(items_encoded),
+    Migration::Sql(super::credentials::SCHEMA_V4),
 ];
 
 const SCHEMA_V1: &str = "

@@ -580,8 +580,51 @@ fn up_runs_a_collector_and_an_agent_and_an_edit_shows_in_the_fleet_view() {
         assert!(std::time::Instant::now() < deadline, "no live feed line");
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The data directory `up` created, its database and the agent's state are private.
+    let mode = |p: &str| {
+        use std::os::unix::fs::PermissionsExt as _;
+        fs::metadata(t.path().join(p)).unwrap().permissions().mode() & 0o7777
+    };
+    assert_eq!(mode("data"), 0o700);
+    assert_eq!(mode("data/collector.db"), 0o600);
+    assert_eq!(mode("data/agent"), 0o700);
+    assert_eq!(mode("data/agent/agent.sock"), 0o600);
     let _ = up.kill();
     let _ = up.wait();
+}
+
+/// Issue 12, part 6: the database holds every host's diffs; its files are the collector's
+/// alone whatever the umask, and one an older collector left world-readable is made private
+/// at open, with one warning.
+#[test]
+fn the_database_files_are_private_and_a_world_readable_one_is_tightened() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let t = TestDir::new();
+    t.populate();
+    let b = t.baseline();
+    let dir = t.path().join("collector");
+    fs::create_dir_all(&dir).unwrap();
+    // SQLite makes an empty file a new database.
+    fs::write(dir.join("collector.db"), "").unwrap();
+    fs::set_permissions(dir.join("collector.db"), fs::Permissions::from_mode(0o644)).unwrap();
+    let c = Collector::start(&dir);
+    let _agent = t.start_agent(&b, &t.collector_config(&c, "i-0modes"));
+    t.write_by_rename("/etc/motd", "diff content\n");
+    c.wait_host_paths("i-0modes", SETTLE, |p| p == ["/etc/motd"]);
+    for file in ["collector.db", "collector.db-wal", "collector.db-shm"] {
+        let mode = fs::metadata(dir.join(file))
+            .unwrap_or_else(|e| panic!("{file}: {e}"))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o600, "{file}");
+    }
+    let log = c.log_text();
+    assert_eq!(
+        log.matches("The database was readable by other users")
+            .count(),
+        1,
+        "{log}"
+    );
 }
 
 /// Copies a directory tree (files and directories only).

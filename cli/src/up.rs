@@ -49,7 +49,8 @@ pub struct UpArgs {
 }
 
 pub async fn run(args: UpArgs) -> Result<i32> {
-    std::fs::create_dir_all(&args.data_dir)
+    // The database and the agent's state quote the drift found: the directory is private.
+    driftwatch_collector::store::sqlite::create_private_dir(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let data_dir = std::fs::canonicalize(&args.data_dir)?;
     let root = std::fs::canonicalize(&args.root)

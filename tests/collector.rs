@@ -520,6 +520,131 @@ fn agents_and_operators_speak_mtls_and_a_peer_without_a_certificate_is_refused()
     assert!(no_ca.contains("error"), "{no_ca}");
 }
 
+/// Issue 12, part 7: a TLS failure says which side refused and why, naming the flag to change,
+/// instead of "operation was canceled" or "transport error".
+#[test]
+fn tls_errors_say_which_side_refused_and_why() {
+    let t = TestDir::new();
+    t.populate();
+    let b = t.baseline();
+    let (pki, other) = (t.path().join("pki"), t.path().join("other-pki"));
+    for dir in [&pki, &other] {
+        fs::create_dir_all(dir).unwrap();
+        make_pki(dir);
+    }
+    let p = |f: &str| pki.join(f).display().to_string();
+    let c = Collector::start_with_args(
+        &t.path().join("collector"),
+        &[
+            "--tls-cert",
+            &p("server.pem"),
+            "--tls-key",
+            &p("server.key"),
+            "--client-ca",
+            &p("ca.pem"),
+        ],
+    );
+    let fails = |cmd: driftwatch_tests::Cmd, want: &[&str]| {
+        let err = cmd.args(["hosts"]).stderr_with_code(1);
+        for w in want {
+            assert!(err.contains(w), "{w:?} not in: {err}");
+        }
+        assert!(!err.contains("operation was canceled\n"), "{err}");
+    };
+    // No client certificate: under TLS 1.3 the collector's refusal may only show as a closed
+    // connection; either way the message points at the missing certificate.
+    fails(
+        c.cli().env("DRIFTWATCH_CA", p("ca.pem")),
+        &["client certificate", "mTLS", "--cert and --key"],
+    );
+    // The collector's certificate from another CA than --ca; no --ca at all.
+    let other_ca = other.join("ca.pem").display().to_string();
+    fails(
+        c.cli()
+            .env("DRIFTWATCH_CA", &other_ca)
+            .env("DRIFTWATCH_CERT", p("client.pem"))
+            .env("DRIFTWATCH_KEY", p("client.key")),
+        &[
+            "certificate is not trusted by --ca",
+            &other_ca,
+            "invalid peer certificate",
+        ],
+    );
+    fails(c.cli(), &["not trusted", "no --ca given"]);
+    // A client certificate from a CA the collector does not trust.
+    fails(
+        c.cli()
+            .env("DRIFTWATCH_CA", p("ca.pem"))
+            .env("DRIFTWATCH_CERT", other.join("client.pem"))
+            .env("DRIFTWATCH_KEY", other.join("client.key")),
+        &["client certificate", "--client-ca"],
+    );
+    // The URL names the collector by a name its certificate is not for.
+    fails(
+        c.cli()
+            .env(
+                "DRIFTWATCH_COLLECTOR",
+                format!("https://localhost:{}", c.port),
+            )
+            .env("DRIFTWATCH_CA", p("ca.pem")),
+        &["hostname mismatch", "localhost"],
+    );
+    // http:// to the TLS port; https:// to a plaintext one; nobody listening.
+    fails(
+        c.cli()
+            .env(
+                "DRIFTWATCH_COLLECTOR",
+                format!("http://127.0.0.1:{}", c.port),
+            )
+            .env("DRIFTWATCH_CA", p("ca.pem")),
+        &["speak TLS but the URL is http", "https://127.0.0.1"],
+    );
+    let plain = Collector::start(&t.path().join("plain"));
+    fails(
+        plain
+            .cli()
+            .env(
+                "DRIFTWATCH_COLLECTOR",
+                format!("https://127.0.0.1:{}", plain.port),
+            )
+            .env("DRIFTWATCH_CA", p("ca.pem")),
+        &["speaks plaintext but the URL is https"],
+    );
+    let port = driftwatch_tests::free_port();
+    fails(
+        plain
+            .cli()
+            .env("DRIFTWATCH_COLLECTOR", format!("http://127.0.0.1:{port}")),
+        &["connection refused at 127.0.0.1:"],
+    );
+
+    // The agent says it too, in its log and its status, in its settings' names.
+    let config = t.collector_config(&c, "i-0nocert") + &format!("ca = {:?}\n", p("ca.pem"));
+    let agent = t.start_agent(&b, &config);
+    let deadline = std::time::Instant::now() + SETTLE;
+    loop {
+        let last_error = agent.status()["collector"]["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if last_error.contains("client certificate") {
+            assert!(last_error.contains("collector.cert"), "{last_error}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "last_error: {last_error}\nlog:\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        agent.log_text().contains("client certificate"),
+        "{}",
+        agent.log_text()
+    );
+}
+
 /// The README's "run it" command: `driftwatch up`, on a test root, with its own data directory.
 #[test]
 fn up_runs_a_collector_and_an_agent_and_an_edit_shows_in_the_fleet_view() {

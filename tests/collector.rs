@@ -610,6 +610,51 @@ fn tls_errors_say_which_side_refused_and_why() {
             .env("DRIFTWATCH_CA", p("ca.pem")),
         &["speaks plaintext but the URL is https"],
     );
+    // A collector whose certificate expired (signed with `openssl ca`, which can back-date).
+    fs::write(
+        pki.join("ca.cnf"),
+        "[ca]\ndefault_ca = dw\n[dw]\ndatabase = index.txt\nnew_certs_dir = .\nserial = serial\n\
+         default_md = sha256\npolicy = any\n[any]\ncommonName = supplied\n",
+    )
+    .unwrap();
+    fs::write(pki.join("index.txt"), "").unwrap();
+    fs::write(pki.join("serial"), "01\n").unwrap();
+    let out = std::process::Command::new("openssl")
+        .args([
+            "ca", "-batch", "-notext", "-config", "ca.cnf", "-cert", "ca.pem",
+        ])
+        .args([
+            "-keyfile",
+            "ca.key",
+            "-in",
+            "server.csr",
+            "-out",
+            "expired.pem",
+        ])
+        .args([
+            "-startdate",
+            "20200101000000Z",
+            "-enddate",
+            "20200102000000Z",
+        ])
+        .args(["-extfile", "server.ext"])
+        .current_dir(&pki)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", driftwatch_tests::describe(&out));
+    let expired = Collector::start_with_args(
+        &t.path().join("expired"),
+        &[
+            "--tls-cert",
+            &p("expired.pem"),
+            "--tls-key",
+            &p("server.key"),
+        ],
+    );
+    fails(
+        expired.cli().env("DRIFTWATCH_CA", p("ca.pem")),
+        &["certificate has expired", "renew"],
+    );
     let port = driftwatch_tests::free_port();
     fails(
         plain

@@ -488,7 +488,16 @@ fn status_is_on_a_private_socket_and_tcp_serves_only_metrics_without_content() {
         "/etc/ssh/sshd_config",
         "PermitRootLogin no\nPasswordAuthentication no\n# secret-in-sshd 7f3a\n",
     );
-    agent.take(1, WAIT);
+    // The chmod and the edit may arrive as one event or two: wait for the diff.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let status = agent.status();
+        if status.to_string().contains("secret-in-sshd 7f3a") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status:#}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // The socket: 0600, owned by the agent's user (root here), and it serves the status.
     let socket = agent.status_socket();
@@ -496,11 +505,6 @@ fn status_is_on_a_private_socket_and_tcp_serves_only_metrics_without_content() {
     assert!(meta.file_type().is_socket(), "{meta:?}");
     assert_eq!(meta.permissions().mode() & 0o7777, 0o600);
     assert_eq!(meta.uid(), fs::metadata("/proc/self").unwrap().uid());
-    let status = agent.status();
-    assert!(
-        status.to_string().contains("secret-in-sshd 7f3a"),
-        "{status:#}"
-    );
     let cli = t
         .cmd("driftwatch-agent")
         .args(["status", "--json", "--status-socket"])

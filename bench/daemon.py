@@ -18,7 +18,8 @@ Three sections, each compared with the issue's targets:
      rewritten as fast as a Python loop goes; time from the first write to the moment the
      agent's events cover every changed path (a correct drift set), events/s, lost = files -
      distinct paths reported; cross-checked against `driftwatch-agent check --json` and the
-     agent's /status drift_count. Inotify overflows and rescans are read from /metrics.
+     agent's /status drift_count (asked on its status socket, STATE/agent.sock, mode 0600).
+     Inotify overflows and rescans are read from /metrics (the TCP listener).
   3. Footprint — idle CPU over IDLE_SECONDS (default 60) and RSS (VmRSS now, VmHWM peak)
      (a) with the default rules on this machine (baseline of `/`, agent on `/`), and
      (b) on a SYNTH_N-entry tree (default 200,000; bench/gen-tree.sh + bench/rules-synth.toml).
@@ -47,6 +48,7 @@ may be shared: the load average and the share of CPU used by everything else are
 each section, since they move latency figures.
 """
 
+import http.client
 import json
 import os
 import shutil
@@ -56,6 +58,7 @@ import sys
 import tempfile
 import threading
 import time
+import socket
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -184,6 +187,19 @@ class LineReader(threading.Thread):
             self.cond.notify_all()
 
 
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP/1.1 over a unix socket (the agent's status socket)."""
+
+    def __init__(self, path, timeout=30):
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.socket_path)
+
+
 class Agent:
     def __init__(self, baseline, root, state, log_path, extra=()):
         os.makedirs(state, exist_ok=True)
@@ -203,11 +219,22 @@ class Agent:
         self.startup_s = None
 
     def get(self, path):
+        """GET from the metrics listener (TCP): /metrics, /healthz."""
         with urllib.request.urlopen(f"http://{self.addr}{path}", timeout=30) as r:
             return r.read().decode()
 
     def status(self):
-        return json.loads(self.get("/status"))
+        """GET /status from the status socket (drift content: not on TCP)."""
+        conn = UnixHTTPConnection(os.path.join(self.state, "agent.sock"))
+        try:
+            conn.request("GET", "/status")
+            r = conn.getresponse()
+            body = r.read().decode()
+            if r.status != 200:
+                raise OSError(f"/status: HTTP {r.status}")
+            return json.loads(body)
+        finally:
+            conn.close()
 
     def wait_ready(self, timeout=600):
         deadline = time.monotonic() + timeout

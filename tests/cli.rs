@@ -20,10 +20,7 @@ fn usage_errors_exit_1_and_help_exits_0_on_every_binary() {
         ("driftwatch", &[]),
         ("driftwatch-agent", &["check", "--no-such-flag"]),
         ("driftwatch-agent", &["check"]),
-        (
-            "driftwatch-agent",
-            &["status", "--listen", "not-an-address"],
-        ),
+        ("driftwatch-agent", &["status", "--state-dir"]),
         ("driftwatch-agent", &["frobnicate"]),
         ("driftwatch-collector", &["serve", "--no-such-flag"]),
         (

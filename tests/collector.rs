@@ -377,6 +377,175 @@ fn a_stock_grpc_client_lists_checks_and_calls_through_reflection() {
     );
 }
 
+/// Issue 12, part 7: a TLS failure says which side refused and why, naming the flag to change,
+/// instead of "operation was canceled" or "transport error".
+#[test]
+fn tls_errors_say_which_side_refused_and_why() {
+    let t = TestDir::new();
+    t.populate();
+    let b = t.baseline();
+    let (pki, other) = (t.path().join("pki"), t.path().join("other-pki"));
+    for dir in [&pki, &other] {
+        driftwatch_tests::make_pki(dir, &[("client", "")]);
+    }
+    let p = |f: &str| pki.join(f).display().to_string();
+    let c = Collector::start_with_args(
+        &t.path().join("collector"),
+        &[
+            "--tls-cert",
+            &p("server.pem"),
+            "--tls-key",
+            &p("server.key"),
+            "--client-ca",
+            &p("ca.pem"),
+        ],
+    );
+    let fails = |cmd: driftwatch_tests::Cmd, want: &[&str]| {
+        let err = cmd.args(["hosts"]).stderr_with_code(1);
+        for w in want {
+            assert!(err.contains(w), "{w:?} not in: {err}");
+        }
+        assert!(!err.contains("operation was canceled\n"), "{err}");
+    };
+    // No client certificate: under TLS 1.3 the collector's refusal may only show as a closed
+    // connection; either way the message points at the missing certificate.
+    fails(
+        c.cli().env("DRIFTWATCH_CA", p("ca.pem")),
+        &["client certificate", "mTLS", "--cert and --key"],
+    );
+    // The collector's certificate from another CA than --ca; no --ca at all.
+    let other_ca = other.join("ca.pem").display().to_string();
+    fails(
+        c.cli()
+            .env("DRIFTWATCH_CA", &other_ca)
+            .env("DRIFTWATCH_CERT", p("client.pem"))
+            .env("DRIFTWATCH_KEY", p("client.key")),
+        &[
+            "certificate is not trusted by --ca",
+            &other_ca,
+            "invalid peer certificate",
+        ],
+    );
+    fails(c.cli(), &["not trusted", "no --ca given"]);
+    // A client certificate from a CA the collector does not trust.
+    fails(
+        c.cli()
+            .env("DRIFTWATCH_CA", p("ca.pem"))
+            .env("DRIFTWATCH_CERT", other.join("client.pem"))
+            .env("DRIFTWATCH_KEY", other.join("client.key")),
+        &["client certificate", "--client-ca"],
+    );
+    // The URL names the collector by a name its certificate is not for.
+    fails(
+        c.cli()
+            .env(
+                "DRIFTWATCH_COLLECTOR",
+                format!("https://localhost:{}", c.port),
+            )
+            .env("DRIFTWATCH_CA", p("ca.pem")),
+        &["hostname mismatch", "localhost"],
+    );
+    // http:// to the TLS port; https:// to a plaintext one; nobody listening.
+    fails(
+        c.cli()
+            .env(
+                "DRIFTWATCH_COLLECTOR",
+                format!("http://127.0.0.1:{}", c.port),
+            )
+            .env("DRIFTWATCH_CA", p("ca.pem")),
+        &["speak TLS but the URL is http", "https://127.0.0.1"],
+    );
+    let plain = Collector::start(&t.path().join("plain"));
+    fails(
+        plain
+            .cli()
+            .env(
+                "DRIFTWATCH_COLLECTOR",
+                format!("https://127.0.0.1:{}", plain.port),
+            )
+            .env("DRIFTWATCH_CA", p("ca.pem")),
+        &["speaks plaintext but the URL is https"],
+    );
+    // A collector whose certificate expired (signed with `openssl ca`, which can back-date).
+    fs::write(
+        pki.join("ca.cnf"),
+        "[ca]\ndefault_ca = dw\n[dw]\ndatabase = index.txt\nnew_certs_dir = .\nserial = serial\n\
+         default_md = sha256\npolicy = any\n[any]\ncommonName = supplied\n",
+    )
+    .unwrap();
+    fs::write(pki.join("index.txt"), "").unwrap();
+    fs::write(pki.join("serial"), "01\n").unwrap();
+    let out = std::process::Command::new("openssl")
+        .args([
+            "ca", "-batch", "-notext", "-config", "ca.cnf", "-cert", "ca.pem",
+        ])
+        .args([
+            "-keyfile",
+            "ca.key",
+            "-in",
+            "server.csr",
+            "-out",
+            "expired.pem",
+        ])
+        .args([
+            "-startdate",
+            "20200101000000Z",
+            "-enddate",
+            "20200102000000Z",
+        ])
+        .args(["-extfile", "server.ext"])
+        .current_dir(&pki)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", driftwatch_tests::describe(&out));
+    let expired = Collector::start_with_args(
+        &t.path().join("expired"),
+        &[
+            "--tls-cert",
+            &p("expired.pem"),
+            "--tls-key",
+            &p("server.key"),
+        ],
+    );
+    fails(
+        expired.cli().env("DRIFTWATCH_CA", p("ca.pem")),
+        &["certificate has expired", "renew"],
+    );
+    let port = driftwatch_tests::free_port();
+    fails(
+        plain
+            .cli()
+            .env("DRIFTWATCH_COLLECTOR", format!("http://127.0.0.1:{port}")),
+        &["connection refused at 127.0.0.1:"],
+    );
+
+    // The agent says it too, in its log and its status, in its settings' names.
+    let config = t.collector_config(&c, "i-0nocert") + &format!("ca = {:?}\n", p("ca.pem"));
+    let agent = t.start_agent(&b, &config);
+    let deadline = std::time::Instant::now() + SETTLE;
+    loop {
+        let last_error = agent.status()["collector"]["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if last_error.contains("client certificate") {
+            assert!(last_error.contains("collector.cert"), "{last_error}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "last_error: {last_error}\nlog:\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        agent.log_text().contains("client certificate"),
+        "{}",
+        agent.log_text()
+    );
+}
+
 /// The README's "run it" command: `driftwatch up`, on a test root, with its own data directory.
 #[test]
 fn up_runs_a_collector_and_an_agent_and_an_edit_shows_in_the_fleet_view() {
@@ -437,8 +606,51 @@ fn up_runs_a_collector_and_an_agent_and_an_edit_shows_in_the_fleet_view() {
         assert!(std::time::Instant::now() < deadline, "no live feed line");
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The data directory `up` created, its database and the agent's state are private.
+    let mode = |p: &str| {
+        use std::os::unix::fs::PermissionsExt as _;
+        fs::metadata(t.path().join(p)).unwrap().permissions().mode() & 0o7777
+    };
+    assert_eq!(mode("data"), 0o700);
+    assert_eq!(mode("data/collector.db"), 0o600);
+    assert_eq!(mode("data/agent"), 0o700);
+    assert_eq!(mode("data/agent/agent.sock"), 0o600);
     let _ = up.kill();
     let _ = up.wait();
+}
+
+/// Issue 12, part 6: the database holds every host's diffs; its files are the collector's
+/// alone whatever the umask, and one an older collector left world-readable is made private
+/// at open, with one warning.
+#[test]
+fn the_database_files_are_private_and_a_world_readable_one_is_tightened() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let t = TestDir::new();
+    t.populate();
+    let b = t.baseline();
+    let dir = t.path().join("collector");
+    fs::create_dir_all(&dir).unwrap();
+    // SQLite makes an empty file a new database.
+    fs::write(dir.join("collector.db"), "").unwrap();
+    fs::set_permissions(dir.join("collector.db"), fs::Permissions::from_mode(0o644)).unwrap();
+    let c = Collector::start(&dir);
+    let _agent = t.start_agent(&b, &t.collector_config(&c, "i-0modes"));
+    t.write_by_rename("/etc/motd", "diff content\n");
+    c.wait_host_paths("i-0modes", SETTLE, |p| p == ["/etc/motd"]);
+    for file in ["collector.db", "collector.db-wal", "collector.db-shm"] {
+        let mode = fs::metadata(dir.join(file))
+            .unwrap_or_else(|e| panic!("{file}: {e}"))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o600, "{file}");
+    }
+    let log = c.log_text();
+    assert_eq!(
+        log.matches("The database was readable by other users")
+            .count(),
+        1,
+        "{log}"
+    );
 }
 
 /// Copies a directory tree (files and directories only).

@@ -471,3 +471,169 @@ fn removing_a_recorded_tree_itself_is_seen() {
             .all(|e| e["item"]["kind"] == "removed" && e["item"]["severity"] == "security")
     );
 }
+
+/// Issue 12, part 6: the drift (and its diffs, which quote root-only files) is served on a unix
+/// socket only the agent's user and root can open; the TCP listener serves metrics, which carry
+/// no path and no content; everything the agent keeps is private.
+#[test]
+fn status_is_on_a_private_socket_and_tcp_serves_only_metrics_without_content() {
+    use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _};
+    let t = TestDir::new();
+    t.populate();
+    let b = t.baseline();
+    let mut agent = t.start_agent(&b, "");
+    // A secret in a root-only file, captured as a diff.
+    t.chmod("/etc/ssh/sshd_config", 0o600);
+    t.write_by_rename(
+        "/etc/ssh/sshd_config",
+        "PermitRootLogin no\nPasswordAuthentication no\n# secret-in-sshd 7f3a\n",
+    );
+    // The chmod and the edit may arrive as one event or two: wait for the diff.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let status = agent.status();
+        if status.to_string().contains("secret-in-sshd 7f3a") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status:#}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The socket: 0600, owned by the agent's user (root here), and it serves the status.
+    let socket = agent.status_socket();
+    let meta = fs::symlink_metadata(&socket).expect("the status socket exists");
+    assert!(meta.file_type().is_socket(), "{meta:?}");
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o600);
+    assert_eq!(meta.uid(), fs::metadata("/proc/self").unwrap().uid());
+    let cli = t
+        .cmd("driftwatch-agent")
+        .args(["status", "--json", "--status-socket"])
+        .arg(&socket)
+        .ok();
+    assert!(cli.contains("secret-in-sshd"), "{cli}");
+
+    // TCP: metrics and health, no status, nothing about a path or a file's content.
+    let addr = agent.metrics_addr();
+    let err = driftwatch_agent::telemetry::http_get(addr, "/status").unwrap_err();
+    assert!(err.to_string().contains("404"), "{err}");
+    let metrics = agent.metrics();
+    assert!(
+        metrics.contains("driftwatch_agent_drift_items"),
+        "{metrics}"
+    );
+    for leak in ["/etc", "sshd", "secret", "PermitRootLogin"] {
+        assert!(!metrics.contains(leak), "{leak} in /metrics:\n{metrics}");
+    }
+    assert_eq!(
+        driftwatch_agent::telemetry::http_get(addr, "/healthz").unwrap(),
+        "ok\n"
+    );
+
+    // Another local user cannot open the socket, even when the directories let them reach it.
+    if driftwatch_tests::is_root() {
+        fs::set_permissions(&agent.state_dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let denied = driftwatch_tests::Cmd::system("curl")
+            .args(["-sS", "--max-time", "5", "--unix-socket"])
+            .arg(&socket)
+            .arg("http://localhost/status")
+            .as_nobody()
+            .output();
+        assert!(
+            !denied.status.success(),
+            "{}",
+            driftwatch_tests::describe(&denied)
+        );
+        let out = String::from_utf8_lossy(&denied.stdout);
+        assert!(!out.contains("secret"), "{out}");
+        let err = t
+            .cmd("driftwatch-agent")
+            .args(["status", "--state-dir"])
+            .arg(&agent.state_dir)
+            .as_nobody()
+            .stderr_with_code(1);
+        assert!(
+            err.contains("Permission denied") && err.contains("sudo"),
+            "{err}"
+        );
+        fs::set_permissions(&agent.state_dir, fs::Permissions::from_mode(0o700)).unwrap();
+    }
+
+    // Every file the agent keeps is 0600, every directory 0700 (the ledger is saved on stop).
+    agent.stop();
+    assert!(!socket.exists(), "the socket is removed on stop");
+    let mode = |p: &std::path::Path| fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&agent.state_dir), 0o700);
+    let mut files = vec![
+        agent.state_dir.join("ledger.pb"),
+        agent.state_dir.join("stream-id"),
+        agent.state_dir.join("status.addr"),
+    ];
+    assert_eq!(mode(&agent.state_dir.join("spool")), 0o700);
+    files.extend(
+        fs::read_dir(agent.state_dir.join("spool"))
+            .unwrap()
+            .map(|e| e.unwrap().path()),
+    );
+    assert!(files.len() > 3, "{files:?}");
+    for file in &files {
+        assert_eq!(mode(file), 0o600, "{}", file.display());
+    }
+}
+
+/// A stale socket (a crash) is replaced at start; a symlink there is replaced, never followed;
+/// a regular file is refused with a clear error. Files an older agent left readable are made
+/// private.
+#[test]
+fn a_stale_socket_or_symlink_is_replaced_and_old_state_files_are_tightened() {
+    use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+    let t = TestDir::new();
+    t.populate();
+    let b = t.baseline();
+    let state = t.path().join("state");
+    fs::create_dir_all(state.join("spool")).unwrap();
+    // What a kill -9 leaves: a bound socket nobody listens on.
+    drop(std::os::unix::net::UnixListener::bind(state.join("agent.sock")).unwrap());
+    fs::write(state.join("stream-id"), "0123456789abcdef\n").unwrap();
+    fs::set_permissions(state.join("stream-id"), fs::Permissions::from_mode(0o644)).unwrap();
+    fs::set_permissions(state.join("spool"), fs::Permissions::from_mode(0o755)).unwrap();
+    let mut agent = t.start_agent(&b, "");
+    let mode = |p: &std::path::Path| fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&state.join("stream-id")), 0o600);
+    assert_eq!(mode(&state.join("spool")), 0o700);
+    let log = agent.log_text();
+    assert!(
+        log.contains("made them private") && log.contains("stream-id"),
+        "{log}"
+    );
+    agent.stop();
+
+    // A symlink at the socket's path: the link is replaced; its target is left alone.
+    let target = t.path().join("target-file");
+    fs::write(&target, "keep me\n").unwrap();
+    std::os::unix::fs::symlink(&target, state.join("agent.sock")).unwrap();
+    let mut agent = t.start_agent(&b, "");
+    assert!(
+        fs::symlink_metadata(state.join("agent.sock"))
+            .unwrap()
+            .file_type()
+            .is_socket()
+    );
+    assert_eq!(fs::read_to_string(&target).unwrap(), "keep me\n");
+    agent.stop();
+
+    // A regular file there is not the agent's to delete.
+    fs::write(state.join("agent.sock"), "not a socket\n").unwrap();
+    let err = t
+        .cmd("driftwatch-agent")
+        .args(["run", "--config"])
+        .arg(t.path().join("agent.toml"))
+        .stderr_with_code(1);
+    assert!(
+        err.contains("status socket") && err.contains("is not a socket"),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read_to_string(state.join("agent.sock")).unwrap(),
+        "not a socket\n"
+    );
+}

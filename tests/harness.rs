@@ -176,6 +176,13 @@ pub struct Cmd {
 }
 
 impl Cmd {
+    /// A system tool (`curl`), found on the PATH.
+    pub fn system(program: &str) -> Cmd {
+        Cmd {
+            command: Command::new(program),
+        }
+    }
+
     pub fn env(mut self, key: &str, value: impl AsRef<OsStr>) -> Self {
         self.command.env(key, value);
         self
@@ -403,12 +410,22 @@ impl Agent {
     }
 
     fn try_status(&self) -> std::io::Result<serde_json::Value> {
-        let addr: std::net::SocketAddr = fs::read_to_string(self.state_dir.join("status.addr"))?
+        let body = driftwatch_agent::telemetry::socket_get(&self.status_socket(), "/status")?;
+        serde_json::from_str(&body).map_err(std::io::Error::other)
+    }
+
+    /// The agent's status socket (the default one, in its state directory).
+    pub fn status_socket(&self) -> PathBuf {
+        self.state_dir.join("agent.sock")
+    }
+
+    /// The address of the agent's metrics listener (TCP).
+    pub fn metrics_addr(&self) -> std::net::SocketAddr {
+        fs::read_to_string(self.state_dir.join("status.addr"))
+            .expect("status.addr")
             .trim()
             .parse()
-            .map_err(std::io::Error::other)?;
-        let body = driftwatch_agent::telemetry::http_get(addr, "/status")?;
-        serde_json::from_str(&body).map_err(std::io::Error::other)
+            .expect("an address in status.addr")
     }
 
     /// The agent's `/status` JSON.
@@ -417,11 +434,9 @@ impl Agent {
             .unwrap_or_else(|e| panic!("status: {e}; log:\n{}", self.log_text()))
     }
 
-    /// The agent's `/metrics` text.
+    /// The agent's `/metrics` text, from its TCP listener.
     pub fn metrics(&self) -> String {
-        let addr = fs::read_to_string(self.state_dir.join("status.addr")).expect("status.addr");
-        driftwatch_agent::telemetry::http_get(addr.trim().parse().expect("addr"), "/metrics")
-            .expect("metrics")
+        driftwatch_agent::telemetry::http_get(self.metrics_addr(), "/metrics").expect("metrics")
     }
 
     /// Collects events until `n` have arrived (panics after `timeout`).

@@ -54,14 +54,16 @@ enum Command {
     Run(Overrides),
     /// Validate the daemon's configuration (and the baseline it names); every error at once.
     Validate(Overrides),
-    /// Show what the running agent sees now.
+    /// Show what the running agent sees now (asked on its status socket: run as root or as
+    /// the agent's user).
     Status {
-        /// The running agent's state directory (where it wrote status.addr).
+        /// The running agent's state directory (where its status socket, agent.sock, is).
         #[arg(long, value_name = "DIR", default_value = crate::config::DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
-        /// The agent's listener address, instead of reading it from the state directory.
-        #[arg(long, value_name = "ADDR")]
-        listen: Option<std::net::SocketAddr>,
+        /// The agent's status socket, when it is not STATE_DIR/agent.sock (`status_socket`
+        /// in agent.toml).
+        #[arg(long, value_name = "PATH")]
+        status_socket: Option<PathBuf>,
         /// Print the JSON status.
         #[arg(long)]
         json: bool,
@@ -273,9 +275,9 @@ fn run(cli: Cli) -> Result<u8> {
         }
         Command::Status {
             state_dir,
-            listen,
+            status_socket,
             json,
-        } => status(&state_dir, listen, json),
+        } => status(&state_dir, status_socket, json),
         Command::Rules(RulesCommand::Default) => {
             print_str(DEFAULT_RULES_TOML)?;
             Ok(EXIT_CLEAN)
@@ -482,24 +484,23 @@ fn show_human(
     Ok(())
 }
 
-fn status(state_dir: &Path, listen: Option<std::net::SocketAddr>, json: bool) -> Result<u8> {
-    let addr = match listen {
-        Some(a) => a,
-        None => {
-            let file = AgentConfig::status_addr_path(state_dir);
-            let text = std::fs::read_to_string(&file).with_context(|| {
-                format!(
-                    "cannot read {} (is the agent running with this --state-dir and a listener?)",
-                    file.display()
-                )
-            })?;
-            text.trim()
-                .parse()
-                .with_context(|| format!("bad address in {}", file.display()))?
-        }
-    };
-    let body = crate::telemetry::http_get(addr, "/status")
-        .with_context(|| format!("asking the agent at {addr}"))?;
+fn status(state_dir: &Path, socket: Option<PathBuf>, json: bool) -> Result<u8> {
+    let socket = socket.unwrap_or_else(|| AgentConfig::default_status_socket(state_dir));
+    let body = crate::telemetry::socket_get(&socket, "/status").map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                " (is the agent running with this --state-dir? Give --status-socket if its \
+                 agent.toml sets status_socket)"
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                " (the status socket is private to the agent's user and root, since the drift it \
+                 shows may quote root-only files: run `sudo driftwatch-agent status`)"
+            }
+            _ => "",
+        };
+        // The connect error names the socket ("cannot connect to PATH: …").
+        anyhow::anyhow!("{}{hint}", crate::errors::error_chain(&e))
+    })?;
     if json {
         print(|out| writeln!(out, "{}", body.trim_end()))?;
         return Ok(EXIT_CLEAN);

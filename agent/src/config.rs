@@ -5,7 +5,8 @@
 //! root = "/"
 //! state_dir = "/var/lib/driftwatch"
 //! public_key = "/etc/driftwatch/ci.pub"          # optional: refuse baselines not signed by it
-//! listen = "127.0.0.1:7471"                       # status and metrics; "" turns it off
+//! listen = "127.0.0.1:7471"                       # metrics only (no drift content); "" turns it off
+//! status_socket = "/var/lib/driftwatch/agent.sock" # status with drift and diffs, mode 0600; "" turns it off
 //!
 //! [collector]              # optional: without a url, standalone (JSON lines on stdout)
 //! url = "https://collector.internal:7470"
@@ -78,9 +79,13 @@ pub struct Overrides {
     /// Ask the cloud instance metadata service (EC2 IMDSv2) who this host is.
     #[arg(long)]
     pub metadata_service: bool,
-    /// Status and metrics listener ("" turns it off).
+    /// Metrics listener, TCP ("" turns it off): `/metrics` and `/healthz`, no drift content.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
+    /// The status socket (unix, mode 0600: the agent's user and root only), which serves
+    /// `/status` with the drift and its diffs; default STATE_DIR/agent.sock, "" turns it off.
+    #[arg(long, value_name = "PATH")]
+    pub status_socket: Option<PathBuf>,
     /// Full rescan interval, e.g. "6h".
     #[arg(long, value_name = "DURATION")]
     pub rescan_interval: Option<String>,
@@ -102,8 +107,11 @@ struct FileConfig {
     public_key: Option<PathBuf>,
     /// Where to stream events: a `[collector]` section, or just its URL as a string.
     collector: Option<CollectorSetting>,
-    /// Status and metrics listener.
+    /// Metrics listener (TCP address:port; "" turns it off): no drift content.
     listen: Option<String>,
+    /// The status socket (unix, mode 0600), which serves the drift and its diffs; default
+    /// `<state_dir>/agent.sock`, "" turns it off.
+    status_socket: Option<PathBuf>,
     #[serde(default)]
     rescan: RescanSection,
     #[serde(default)]
@@ -209,7 +217,10 @@ pub struct AgentConfig {
     pub public_key: Option<PathBuf>,
     /// Where to stream events; `None`: standalone (JSON lines on stdout).
     pub collector: Option<CollectorConfig>,
+    /// The metrics listener (TCP): `/metrics` and `/healthz` only.
     pub listen: Option<SocketAddr>,
+    /// The status socket (unix, mode 0600): `/status` with the drift and its diffs.
+    pub status_socket: Option<PathBuf>,
     pub rescan_interval: Duration,
     pub full_hash_every: u32,
     pub degraded_interval: Duration,
@@ -255,6 +266,10 @@ pub struct ConfigError {
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/driftwatch";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7471";
+/// The status socket's name inside the state directory.
+pub const STATUS_SOCKET: &str = "agent.sock";
+/// The longest path a unix socket can be bound at (`sun_path` holds 108 bytes with its NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
 
 impl AgentConfig {
     /// Reads the config file (if any) and applies the flags; reports every problem at once.
@@ -317,6 +332,24 @@ impl AgentConfig {
                 }
             }
         };
+        let status_socket = match overrides.status_socket.clone().or(file.status_socket) {
+            Some(p) if p.as_os_str().is_empty() => None,
+            Some(p) => Some(p),
+            None => Some(AgentConfig::default_status_socket(&state_dir)),
+        };
+        if let Some(path) = &status_socket {
+            let len = path.as_os_str().len();
+            if len > MAX_SOCKET_PATH {
+                bad(
+                    "status_socket",
+                    format!(
+                        "{} is {len} bytes long; a unix socket path holds at most \
+                         {MAX_SOCKET_PATH} (set status_socket, or a shorter state_dir)",
+                        path.display()
+                    ),
+                );
+            }
+        }
         let collector = collector(&mut bad, overrides, file.collector);
         let rescan_interval = duration(
             &mut bad,
@@ -360,6 +393,7 @@ impl AgentConfig {
             public_key: overrides.public_key.clone().or(file.public_key),
             collector,
             listen,
+            status_socket,
             rescan_interval,
             full_hash_every,
             degraded_interval,
@@ -385,9 +419,14 @@ impl AgentConfig {
         self.state_dir.join("ledger.json")
     }
 
-    /// Where the running agent writes its listener address, for `status`.
+    /// Where the running agent writes its metrics listener's address (port 0 picks one).
     pub fn status_addr_path(state_dir: &Path) -> PathBuf {
         state_dir.join("status.addr")
+    }
+
+    /// The status socket when none is configured: `STATE_DIR/agent.sock`.
+    pub fn default_status_socket(state_dir: &Path) -> PathBuf {
+        state_dir.join(STATUS_SOCKET)
     }
 }
 
@@ -819,6 +858,30 @@ mod tests {
     }
 
     #[test]
+    fn the_status_socket_defaults_to_the_state_dir_and_can_be_moved_or_turned_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = load_text(dir.path(), "state_dir = \"/s\"\n", Overrides::default()).unwrap();
+        assert_eq!(c.status_socket, Some(PathBuf::from("/s/agent.sock")));
+        let c = load_text(
+            dir.path(),
+            "status_socket = \"/run/x.sock\"\n",
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.status_socket, Some(PathBuf::from("/run/x.sock")));
+        let off = Overrides {
+            status_socket: Some(PathBuf::new()),
+            ..Overrides::default()
+        };
+        let c = load_text(dir.path(), "status_socket = \"/run/x.sock\"\n", off).unwrap();
+        assert_eq!(c.status_socket, None);
+        let long = format!("state_dir = \"/{}\"\n", "d".repeat(100));
+        let err = load_text(dir.path(), &long, Overrides::default()).unwrap_err();
+        assert_eq!(err.problems[0].0, "status_socket", "{err}");
+        assert!(err.to_string().contains("at most 107"), "{err}");
+    }
+
+    #[test]
     fn flags_win_over_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("agent.toml");
@@ -832,6 +895,10 @@ mod tests {
         .unwrap();
         assert_eq!(config.baseline, PathBuf::from("/b.dwb"));
         assert_eq!(config.listen, None);
+        assert_eq!(
+            config.status_socket,
+            Some(PathBuf::from(DEFAULT_STATE_DIR).join("agent.sock"))
+        );
         assert_eq!(config.rescan_interval, Duration::from_secs(6 * 3600));
     }
 }

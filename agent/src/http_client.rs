@@ -1,5 +1,5 @@
 //! The agent's HTTP client, for the two plain-HTTP services it asks: the cloud's instance
-//! metadata service and the agent's own status listener (`driftwatch-agent status`).
+//! metadata service and the agent's own status socket (`driftwatch-agent status`).
 //!
 //! hyper's HTTP/1.1 client connection (hyper is in the tree for tonic and axum): one request on
 //! one fresh connection, with a time limit on the whole exchange and a cap on the body. The
@@ -224,7 +224,7 @@ mod tests {
         assert!(matches!(err, Err(HttpError::Timeout(_))), "{err:?}");
     }
 
-    /// The same client over a unix socket (where the status listener is headed).
+    /// The same client over a unix socket (the status socket).
     #[tokio::test]
     async fn speaks_over_a_unix_socket() {
         let (client, server) = tokio::net::UnixStream::pair().unwrap();

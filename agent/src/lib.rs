@@ -35,8 +35,8 @@
 //!   the root vs on the host, and the baseline load (read, decode, check the signer) that the
 //!   commands and the daemon share.
 //! - [`errors`]: an error and its sources on one line.
-//! - [`telemetry`]: Prometheus metrics and the local status listener.
-//! - [`http_client`]: one-request HTTP/1.1 client (metadata service, status listener).
+//! - [`telemetry`]: Prometheus metrics, the status socket and the metrics listener.
+//! - [`http_client`]: one-request HTTP/1.1 client (metadata service, status socket).
 //!
 //! The commands, on top: [`cli`] (the command line), [`bake`] (`baseline build`), [`check`]
 //! (`check` and `baseline diff`), [`report`] (the drift report, as JSON and for people).

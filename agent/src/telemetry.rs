@@ -1,9 +1,19 @@
-//! The agent's metrics (Prometheus) and its local status listener.
+//! The agent's metrics (Prometheus) and its two local listeners.
 //!
 //! Metric names follow `driftwatch_agent_<what>_<unit>[_total]`, all declared here. Labels never
 //! carry a path or a host id.
+//!
+//! - The **status socket** (unix, [`serve_status`]) serves `/status`: the drift items with
+//!   their diffs, which may quote files only root can read (`/etc/shadow`). It is created mode
+//!   0600, so only the agent's user and root connect to it (`sudo driftwatch-agent status`).
+//! - The **metrics listener** (TCP, [`serve_metrics`]) serves `/metrics` and `/healthz` only:
+//!   counts and states, never a path or a file's content, so any local user (a Prometheus
+//!   scraper) may read it. `/status` there is a 404.
 
+use std::io;
 use std::net::SocketAddr;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -270,32 +280,104 @@ pub struct Shared {
     pub status: Arc<Mutex<Status>>,
 }
 
-/// Serves `/metrics`, `/status` and `/healthz` on `addr` until `cancel` fires. Returns the bound
-/// address (port 0 picks one).
-pub async fn serve(
+/// Serves `/metrics` and `/healthz` on `addr` (TCP) until `cancel` fires: nothing that carries
+/// a path or a file's content. Returns the bound address (port 0 picks one).
+pub async fn serve_metrics(
     addr: SocketAddr,
     shared: Shared,
     cancel: CancellationToken,
-) -> std::io::Result<SocketAddr> {
+) -> io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     if !bound.ip().is_loopback() {
-        tracing::warn!(%bound, "Status and metrics listener is reachable off this host.");
+        tracing::warn!(%bound, "Metrics listener is reachable off this host.");
     }
-    let app = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/status", get(status))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .with_state(shared);
+    let app = metrics_routes(Router::new()).with_state(shared);
     tokio::spawn(async move {
         let result = axum::serve(listener, app)
             .with_graceful_shutdown(cancel.cancelled_owned())
             .await;
         if let Err(error) = result {
-            tracing::error!(%error, "Status listener failed.");
+            tracing::error!(%error, "Metrics listener failed.");
         }
     });
     Ok(bound)
+}
+
+/// What both listeners serve: counts and states, no path, no content.
+fn metrics_routes(router: Router<Shared>) -> Router<Shared> {
+    router
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+}
+
+/// Serves `/status` (and `/metrics`, `/healthz`) on a unix socket at `path`, mode 0600, until
+/// `cancel` fires; then removes the socket if it is still this one. See [`bind_private_socket`]
+/// for how it is created.
+pub fn serve_status(path: &Path, shared: Shared, cancel: CancellationToken) -> io::Result<()> {
+    let listener = bind_private_socket(path)?;
+    let ours = std::fs::symlink_metadata(path).map(|m| (m.dev(), m.ino()))?;
+    let app = metrics_routes(Router::new().route("/status", get(status))).with_state(shared);
+    let path = path.to_owned();
+    tokio::spawn(async move {
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(cancel.cancelled_owned())
+            .await;
+        if let Err(error) = result {
+            tracing::error!(%error, "Status socket failed.");
+        }
+        // A new session may have put its own socket there already: leave that one.
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| (m.dev(), m.ino()) == ours) {
+            let _ = std::fs::remove_file(&path);
+        }
+    });
+    Ok(())
+}
+
+/// Why the status socket cannot be created.
+#[derive(Debug, thiserror::Error)]
+#[error("{} exists and is not a socket (refusing to replace it)", path.display())]
+pub struct NotASocket {
+    pub path: PathBuf,
+}
+
+/// Binds a unix socket at `path` that only its owner (and root) can connect to, whatever the
+/// umask: it is bound inside a fresh 0700 directory next to `path` (so nobody else can reach
+/// it while it is still open to all), set to 0600, then renamed into place. The rename
+/// replaces a stale socket left by a crash, or a symlink — the link itself, never what it
+/// points to; anything else at `path` (a file, a directory) is refused.
+pub fn bind_private_socket(path: &Path) -> io::Result<tokio::net::UnixListener> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) => {
+            use std::os::unix::fs::FileTypeExt as _;
+            let kind = m.file_type();
+            if !(kind.is_socket() || kind.is_symlink()) {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    NotASocket {
+                        path: path.to_owned(),
+                    },
+                ));
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    // ".sXXXXXX/s" is as long as "agent.sock": the temporary path fits where the final one does.
+    let private = tempfile::Builder::new()
+        .prefix(".s")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir_in(dir)?;
+    let inner = private.path().join("s");
+    let listener = std::os::unix::net::UnixListener::bind(&inner)?;
+    std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::rename(&inner, path)?;
+    listener.set_nonblocking(true)?;
+    tokio::net::UnixListener::from_std(listener)
 }
 
 async fn metrics(State(shared): State<Shared>) -> impl IntoResponse {
@@ -321,19 +403,59 @@ async fn status(State(shared): State<Shared>) -> impl IntoResponse {
 /// How long `driftwatch-agent status` waits for the listener's whole answer.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// GET `path` from a local listener (the agent's `/status` for `driftwatch-agent status`), from
-/// blocking code; the body of a 200 answer, else an error naming the address, path and status.
-pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
+/// GET `path` from the agent's metrics listener at `addr`, from blocking code; the body of a
+/// 200 answer, else an error naming the address, path and status.
+pub fn http_get(addr: SocketAddr, path: &str) -> io::Result<String> {
     let request = http_client::empty_request(hyper::Method::GET, &addr.to_string(), path, &[])
-        .map_err(std::io::Error::other)?;
-    // The local listener is trusted: its answer is not capped (a status lists every item).
+        .map_err(io::Error::other)?;
+    // The local listener is trusted: its answer is not capped.
     let exchange = http_client::request_tcp(addr, request, STATUS_TIMEOUT, usize::MAX);
-    let response = http_client::block_on(exchange)?.map_err(std::io::Error::other)?;
+    let response = http_client::block_on(exchange)?.map_err(io::Error::other)?;
+    body_of(response, &format!("{addr}{path}"))
+}
+
+/// Why the status socket could not be reached.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot connect to {}", socket.display())]
+pub struct SocketConnectError {
+    pub socket: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+/// GET `path` from the agent's status socket (`driftwatch-agent status`), from blocking code;
+/// the body of a 200 answer. A failed connection keeps its kind (`NotFound`: no agent there;
+/// `PermissionDenied`: not the agent's user nor root), with a [`SocketConnectError`] inside.
+pub fn socket_get(socket: &Path, path: &str) -> io::Result<String> {
+    let request = http_client::empty_request(hyper::Method::GET, "localhost", path, &[])
+        .map_err(io::Error::other)?;
+    let exchange = async {
+        let stream = tokio::net::UnixStream::connect(socket)
+            .await
+            .map_err(|source| {
+                io::Error::new(
+                    source.kind(),
+                    SocketConnectError {
+                        socket: socket.to_owned(),
+                        source,
+                    },
+                )
+            })?;
+        // The agent is trusted: its answer is not capped (a status lists every item).
+        http_client::request_on(stream, request, STATUS_TIMEOUT, usize::MAX)
+            .await
+            .map_err(io::Error::other)
+    };
+    let response = http_client::block_on(exchange)??;
+    body_of(response, &format!("{}:{path}", socket.display()))
+}
+
+fn body_of(response: http_client::Response, what: &str) -> io::Result<String> {
     if response.status != hyper::StatusCode::OK {
-        return Err(std::io::Error::other(format!(
-            "{addr}{path}: HTTP {}",
+        return Err(io::Error::other(format!(
+            "{what}: HTTP {}",
             response.status
         )));
     }
-    String::from_utf8(response.body.into()).map_err(std::io::Error::other)
+    String::from_utf8(response.body.into()).map_err(io::Error::other)
 }

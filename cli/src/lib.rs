@@ -249,7 +249,7 @@ async fn run(cli: Cli) -> Result<i32> {
         return crate::up::run(args).await;
     }
     let channel = channel(&cli.conn).await?;
-    let rpc = |e: tonic::Status| anyhow!("{}", describe_status(&cli.conn.collector, &e));
+    let rpc = |e: tonic::Status| anyhow!("{}", describe_status(&cli.conn, &e));
     let mut client = FleetClient::new(channel.clone()).max_decoding_message_size(256 << 20);
     match cli.command {
         Command::Iac {
@@ -440,12 +440,13 @@ pub async fn channel(conn: &Connection) -> Result<Transport> {
         }
         endpoint = endpoint.tls_config(tls).context("configuring TLS")?;
     }
-    let channel = endpoint.connect().await.map_err(|e| {
-        anyhow!(
+    let channel = endpoint.connect().await.map_err(|e| match explain(conn, &e) {
+        Some(why) => anyhow!("cannot reach the collector at {url}: {why}"),
+        None => anyhow!(
             "cannot reach the collector at {url}: {} (start one with `driftwatch-collector serve`, \
              or point --collector / DRIFTWATCH_COLLECTOR at it)",
             source_chain(&e)
-        )
+        ),
     })?;
     Ok(tonic::service::interceptor::InterceptedService::new(
         channel,
@@ -453,28 +454,108 @@ pub async fn channel(conn: &Connection) -> Result<Transport> {
     ))
 }
 
+/// What a failed connection or call means, for the operator (see
+/// [`driftwatch_proto::transport`]): which side refused, why, and which flag to change. A
+/// guess (a connection closed after the handshake) carries the error it was made from.
+fn explain(conn: &Connection, error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    use driftwatch_proto::transport::{Diagnosis, Settings, diagnose};
+    tracing::debug!(error = ?error, "Connection failure.");
+    let ca = conn.ca.as_ref().map(|p| p.display().to_string());
+    let settings = Settings {
+        url: &conn.collector,
+        ca: ca.as_deref(),
+        client_cert: conn.cert.is_some(),
+        ca_setting: "--ca",
+        cert_setting: "--cert and --key",
+    };
+    let diagnosis = diagnose(error, &settings)?;
+    // "Closed" over http is only a guess that the port speaks TLS: ask the port itself.
+    if diagnosis == Diagnosis::TlsServer && !speaks_tls(&conn.collector) {
+        return None;
+    }
+    let why = diagnosis.explain(&settings);
+    Some(match diagnosis {
+        Diagnosis::ClientCertProbablyRequired
+        | Diagnosis::ClientCertProbablyRefused
+        | Diagnosis::TlsServer => format!("{why} (the error: {})", source_chain(error)),
+        _ => why,
+    })
+}
+
+/// Whether the server at an http:// URL answers an HTTP/2 preface with a TLS record (an
+/// alert): a TLS port. Blocking, with short time limits: it runs only on the way out with an
+/// error.
+fn speaks_tls(url: &str) -> bool {
+    use std::io::{Read as _, Write as _};
+    use std::net::ToSocketAddrs as _;
+    let Ok(uri) = url.parse::<tonic::codegen::http::Uri>() else {
+        return false;
+    };
+    let (Some(host), Some(port)) = (uri.host(), uri.port_u16()) else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let Some(addr) = (host, port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+    else {
+        return false;
+    };
+    let limit = Duration::from_secs(2);
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, limit) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(limit));
+    let _ = stream.set_write_timeout(Some(limit));
+    let mut first = [0u8; 2];
+    stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").is_ok()
+        && stream.read_exact(&mut first).is_ok()
+        // A TLS record: alert (21) or handshake (22), protocol version 3.x.
+        && matches!(first, [21 | 22, 3])
+}
+
+/// An error and its sources on one line, a source whose text its error already ends with
+/// left out (tonic repeats the rustls reason).
 fn source_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
+        let part = s.to_string();
+        if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
         source = s.source();
     }
     text
 }
 
-fn describe_status(url: &str, status: &tonic::Status) -> String {
+fn describe_status(conn: &Connection, status: &tonic::Status) -> String {
+    // A status with a source is the transport's (the connection failed under the call), not
+    // the collector's answer.
+    if let Some(transport) = std::error::Error::source(status)
+        && let Some(why) = explain(conn, transport)
+    {
+        return format!(
+            "the call to the collector at {} failed: {why}",
+            conn.collector
+        );
+    }
     match status.code() {
         tonic::Code::Unavailable => format!(
-            "the collector at {url} is unavailable: {}",
+            "the collector at {} is unavailable: {}",
+            conn.collector,
             status.message()
         ),
-        tonic::Code::Unauthenticated => {
-            format!("the collector at {url} refused: {}", status.message())
-        }
+        tonic::Code::Unauthenticated => format!(
+            "the collector at {} refused: {}",
+            conn.collector,
+            status.message()
+        ),
         tonic::Code::PermissionDenied => format!(
-            "the collector at {url} refused this call: {}",
+            "the collector at {} refused this call: {}",
+            conn.collector,
             status.message()
         ),
         _ => status.message().to_string(),

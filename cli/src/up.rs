@@ -49,7 +49,8 @@ pub struct UpArgs {
 }
 
 pub async fn run(args: UpArgs) -> Result<i32> {
-    std::fs::create_dir_all(&args.data_dir)
+    // The database and the agent's state quote the drift found: the directory is private.
+    driftwatch_collector::store::sqlite::create_private_dir(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let data_dir = std::fs::canonicalize(&args.data_dir)?;
     let root = std::fs::canonicalize(&args.root)
@@ -73,10 +74,21 @@ pub async fn run(args: UpArgs) -> Result<i32> {
     let shutdown = CancellationToken::new();
     let collector = tokio::spawn(server::serve(options, store, listener, shutdown.clone()));
 
+    // The agent's status socket goes in its state directory, unless that path is too long
+    // for a unix socket (a deep working directory): then `up` runs without one.
+    let state_dir = data_dir.join("agent");
+    let socket = driftwatch_agent::config::AgentConfig::default_status_socket(&state_dir);
+    let status_socket = if socket.as_os_str().len() > driftwatch_agent::config::MAX_SOCKET_PATH {
+        tracing::info!(socket = %socket.display(), "Path too long for a unix socket; the agent runs without a status socket.");
+        Some(PathBuf::new())
+    } else {
+        None
+    };
     let overrides = Overrides {
         baseline: Some(baseline),
         root: Some(root.clone()),
-        state_dir: Some(data_dir.join("agent")),
+        state_dir: Some(state_dir),
+        status_socket,
         collector: Some(url.clone()),
         listen: Some("127.0.0.1:0".into()),
         ..Overrides::default()

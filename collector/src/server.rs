@@ -188,7 +188,7 @@ pub fn open_database(url: &str) -> Result<SqliteStore> {
         bail!("database URL {url:?} names no file");
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
+        crate::store::sqlite::create_private_dir(dir)
             .with_context(|| format!("creating the database directory {}", dir.display()))?;
     }
     SqliteStore::open(&path).with_context(|| format!("opening the database {}", path.display()))

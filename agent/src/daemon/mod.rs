@@ -167,6 +167,7 @@ impl Session {
         let entries = Entries::new(std::mem::take(&mut baseline.baseline.entries));
         let (baseline, entries, rules) = (Arc::new(baseline), Arc::new(entries), Arc::new(rules));
         create_private_dir(&config.state_dir)?;
+        tighten_state_files(&config);
         let spool_is_new = !config.spool_dir().exists();
         let (spool, recovery) = Spool::open(SpoolConfig {
             dir: config.spool_dir(),
@@ -227,16 +228,21 @@ impl Session {
 
         status::publish_starting(&shared, started_at, &baseline, &config.root);
         if let Some(addr) = config.listen {
-            let bound = telemetry::serve(addr, shared.clone(), cancel.clone())
+            let bound = telemetry::serve_metrics(addr, shared.clone(), cancel.clone())
                 .await
                 .with_context(|| format!("listening on {addr}"))?;
             crate::fsutil::write_atomically(
                 &AgentConfig::status_addr_path(&config.state_dir),
                 bound.to_string().as_bytes(),
-                0o644,
+                0o600,
             )
             .context("writing status.addr")?;
-            tracing::info!(%bound, "Status and metrics listener up.");
+            tracing::info!(%bound, "Metrics listener up.");
+        }
+        if let Some(path) = &config.status_socket {
+            telemetry::serve_status(path, shared.clone(), cancel.clone())
+                .with_context(|| format!("creating the status socket {}", path.display()))?;
+            tracing::info!(socket = %path.display(), "Status socket up (mode 0600).");
         }
 
         let mut session = Session {
@@ -392,13 +398,67 @@ pub fn preflight(config: &AgentConfig) -> Result<(LoadedBaseline, Rules)> {
     Ok((baseline, rules))
 }
 
+/// Creates the state directory 0700 (whatever the umask). One that exists already is left as
+/// it is, with a warning when others may enter it: it may be shared (`--state-dir /tmp/x`) and
+/// is the operator's to change; what the agent keeps in it is private anyway (see
+/// [`tighten_state_files`]).
 fn create_private_dir(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt as _;
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .with_context(|| format!("creating state directory {}", dir.display()))
+        .with_context(|| format!("creating state directory {}", dir.display()))?;
+    if let Ok(meta) = std::fs::metadata(dir)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            dir = %dir.display(),
+            mode = format_args!("{:o}", meta.permissions().mode() & 0o7777),
+            "The state directory is open to other users (the agent's files in it are 0600)."
+        );
+    }
+    Ok(())
+}
+
+/// The files the agent writes in its state directory (beside the spool directory's, all of
+/// them): never readable by others. Each is created 0600; one left more open by an older
+/// version or by hand is tightened here, at start, with one warning. Symlinks are not
+/// followed. The baseline, which the image pipeline puts there too, is not the agent's.
+const STATE_FILES: &[&str] = &["ledger.pb", "ledger.json", "stream-id", "status.addr"];
+
+fn tighten_state_files(config: &AgentConfig) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut paths: Vec<PathBuf> = STATE_FILES
+        .iter()
+        .map(|f| config.state_dir.join(f))
+        .collect();
+    paths.push(config.spool_dir());
+    if let Ok(entries) = std::fs::read_dir(config.spool_dir()) {
+        paths.extend(entries.filter_map(|e| e.ok().map(|e| e.path())));
+    }
+    let mut tightened = Vec::new();
+    for path in paths {
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let mode = meta.permissions().mode() & 0o7777;
+        if !(meta.is_file() || meta.is_dir()) || mode & 0o077 == 0 {
+            continue;
+        }
+        match std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode & 0o700)) {
+            Ok(()) => tightened.push(path.display().to_string()),
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "Failed to make a state file private.")
+            }
+        }
+    }
+    if !tightened.is_empty() {
+        tracing::warn!(
+            files = %tightened.join(", "),
+            "State files were readable by other users; made them private (0600, directories 0700)."
+        );
+    }
 }
 
 #[cfg(test)]

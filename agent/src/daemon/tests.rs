@@ -73,6 +73,7 @@ impl Host {
                 metadata_service: false,
             }),
             listen: None,
+            status_socket: None,
             rescan_interval: Duration::from_secs(3600),
             full_hash_every: 4,
             degraded_interval: Duration::from_secs(3600),

@@ -111,6 +111,10 @@ pub enum UplinkError {
     },
     #[error("the collector ended the stream: {code:?}: {message}")]
     Rejected { code: tonic::Code, message: String },
+    /// The connection failed under a call (reset, closed, a TLS alert after the handshake):
+    /// a status the transport made, not the collector's answer.
+    #[error("the connection to the collector failed")]
+    Transport(#[source] TransportFailure),
     #[error("the collector closed the stream")]
     Closed,
     #[error("the collector broke the protocol: {0}")]
@@ -128,10 +132,61 @@ pub enum UplinkError {
 
 impl From<tonic::Status> for UplinkError {
     fn from(status: tonic::Status) -> Self {
+        // A status decoded from the collector's answer has no source; one with a source was
+        // made on this side from the transport's error.
+        if std::error::Error::source(&status).is_some() {
+            return UplinkError::Transport(TransportFailure(status));
+        }
         UplinkError::Rejected {
             code: status.code(),
             message: status.message().to_owned(),
         }
+    }
+}
+
+/// A status tonic made from a transport error: shown as its message, with the transport's
+/// error (hyper, io, rustls) as its source, so the chain can be walked and diagnosed.
+#[derive(Debug)]
+pub struct TransportFailure(pub tonic::Status);
+
+impl std::fmt::Display for TransportFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.message())
+    }
+}
+
+impl std::error::Error for TransportFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.0)
+    }
+}
+
+/// An uplink failure for the log and the status: the error and its sources, and before the
+/// stream was up (`connecting`), what they mean for the operator when that can be told
+/// (see [`driftwatch_proto::transport`]): "…: the collector requires a client certificate
+/// (mTLS): set collector.cert and collector.key".
+pub fn describe(error: &UplinkError, collector: &CollectorConfig, connecting: bool) -> String {
+    use driftwatch_proto::transport::{Settings, diagnose};
+    let text = crate::errors::error_chain(error);
+    if !connecting
+        || !matches!(
+            error,
+            UplinkError::Connect { .. } | UplinkError::Transport(_)
+        )
+    {
+        return text;
+    }
+    let ca = collector.ca.as_ref().map(|p| p.display().to_string());
+    let settings = Settings {
+        url: &collector.url,
+        ca: ca.as_deref(),
+        client_cert: collector.cert.is_some(),
+        ca_setting: "collector.ca",
+        cert_setting: "collector.cert and collector.key",
+    };
+    match diagnose(error, &settings) {
+        Some(diagnosis) => format!("{}: {text}", diagnosis.explain(&settings)),
+        None => text,
     }
 }
 

@@ -15,7 +15,6 @@ use tonic::transport::Endpoint;
 
 use super::identity::{self, HostIdentity};
 use super::*;
-use crate::errors::error_chain;
 use crate::ledger::now_rfc3339;
 use crate::spool::shared::lock;
 use crate::spool::{SpoolError, record};
@@ -62,7 +61,8 @@ impl Uplink {
             match result {
                 Ok(End::Cancelled) | Err(UplinkError::DaemonGone) => return,
                 Err(error) => {
-                    let text = error_chain(&error);
+                    let text =
+                        super::describe(&error, &self.settings.collector, connected_at.is_none());
                     let url = &self.settings.collector.url;
                     if connected_at.is_some() {
                         tracing::warn!(url, error = %text, "Lost the collector; reconnecting.");

@@ -19,6 +19,16 @@
 //! database file, and its fsync) run on a thread of their own, off the commit path
 //! (`checkpoint`).
 //!
+//! # File modes
+//!
+//! The database holds every host's drift with its diffs, which quote files only root can read
+//! on the hosts (`/etc/shadow`, keys): its files are the collector's user's alone. A new
+//! database file is created 0600 before SQLite opens it, whatever the umask, and SQLite gives
+//! the `-wal` and `-shm` files the database file's mode. An existing database, `-wal` or
+//! `-shm` that others may read (collectors before 0.2 created them 0644) is made private when
+//! opened, with one warning. The server creates the database's directory 0700 when it is
+//! missing ([`create_private_dir`]); an existing directory is left as it is.
+//!
 //! # Schema (version 3; [`schema::MIGRATIONS`], counted by `PRAGMA user_version`)
 //!
 //! - `hosts`: one row per host identity: what its hello said, where its stream stands
@@ -122,6 +132,7 @@ impl SqliteStore {
     /// Opens the database at `path`, creating the file if it is missing (not its directory),
     /// and brings its schema up to date. A database written by a newer collector is refused.
     pub fn open(path: &Path) -> Result<SqliteStore> {
+        make_private(path)?;
         let mut conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -253,6 +264,67 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 fn reset(conn: &Connection) -> rusqlite::Result<()> {
     if !conn.is_autocommit() {
         conn.execute_batch("ROLLBACK")?;
+    }
+    Ok(())
+}
+
+/// Creates `dir` (and its missing parents) mode 0700 whatever the umask, for a database; an
+/// existing directory is left as it is.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// The database's files as SQLite names them: the database, its WAL, its shared-memory index.
+fn database_files(path: &Path) -> [PathBuf; 3] {
+    let with = |suffix: &str| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    [path.to_owned(), with("-wal"), with("-shm")]
+}
+
+/// Creates the database file 0600 if it is missing (SQLite makes an empty file a new
+/// database), and takes group and other permissions off any of its files that has them. See
+/// the module's "File modes".
+fn make_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let failed = |what: &str, p: &Path, e: std::io::Error| {
+        StoreError::Database(format!("{what} {}: {e}", p.display()))
+    };
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(failed("creating", path, e)),
+    }
+    let mut tightened = Vec::new();
+    for file in database_files(path) {
+        // Through a symlink, as SQLite opens it.
+        let mode = match std::fs::metadata(&file) {
+            Ok(meta) => meta.permissions().mode() & 0o7777,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(failed("reading", &file, e)),
+        };
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode & 0o700))
+                .map_err(|e| failed("making private", &file, e))?;
+            tightened.push(format!("{} ({mode:o})", file.display()));
+        }
+    }
+    if !tightened.is_empty() {
+        tracing::warn!(
+            files = %tightened.join(", "),
+            "The database was readable by other users; made it private (0600)."
+        );
     }
     Ok(())
 }

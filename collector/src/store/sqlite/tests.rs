@@ -550,3 +550,32 @@ fn a_database_of_0_1_is_converted_in_place() {
         .unwrap();
     assert_eq!(version, schema::MIGRATIONS.len() as i64);
 }
+
+/// The database quotes the hosts' root-only files: its files are private from creation, and
+/// ones left readable by others are tightened at open (see the module's "File modes").
+#[test]
+fn the_database_files_are_created_private_and_loose_ones_are_tightened() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("a/b");
+    create_private_dir(&data).unwrap();
+    assert_eq!(mode(&data), 0o700);
+    let path = data.join("collector.db");
+    let store = SqliteStore::open(&path).unwrap();
+    store.hello(&info("i-1", "web-1"), T0).unwrap();
+    let files = database_files(&path);
+    for file in &files {
+        assert_eq!(mode(file), 0o600, "{}", file.display());
+    }
+    drop(store);
+    for file in &files {
+        if file.exists() {
+            std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+    }
+    let _store = SqliteStore::open(&path).unwrap();
+    for file in &files {
+        assert_eq!(mode(file), 0o600, "{}", file.display());
+    }
+}

@@ -143,6 +143,7 @@ fn the_collector_s_store_knows_no_api_and_queries_know_no_ingest() {
             "crate::iac",
             "crate::server",
             "crate::status",
+            "crate::access",
             "v1::Host",
             "v1::Import",
             "v1::IacResource",
@@ -162,6 +163,11 @@ fn the_collector_s_store_knows_no_api_and_queries_know_no_ingest() {
         &["crate::query", "crate::ingest", "crate::server"],
     );
     assert_room("collector/src/query", &["crate::ingest", "crate::server"]);
+    // Who is calling is decided before any room, from the store's tokens only.
+    assert_room(
+        "collector/src/access",
+        &["crate::ingest", "crate::query", "crate::iac", "crate::server"],
+    );
 }
 
 #[test]

@@ -11,6 +11,7 @@
 //!                      iac (correlation, followed states) ── reads store
 //! ```
 //!
+//! - [`access`]: who is calling and what they may do, checked before every call.
 //! - [`ingest`]: the agents' streams ([`ingest::writer`]: one writer, group commits).
 //! - [`store`]: storage behind one trait of domain types ([`store::Store`]), its SQLite
 //!   backend and the conformance suite every backend passes.
@@ -19,7 +20,8 @@
 //! - [`status`]: the one place that turns errors into gRPC and HTTP statuses.
 //! - [`server`]: one port for all of it, and its lifecycle; [`metrics`].
 //!
-//! Which room may import which: `store` imports none of the others; `ingest` imports `store`;
+//! Which room may import which: `store` imports none of the others; `access` imports `store`
+//! (tokens); `ingest` imports `store` (and the `Caller` the access check hands it);
 //! `iac` imports `store`; `query` imports `store` and `iac`; `status` imports the error types;
 //! `server` wires them all. The operator CLI (`driftwatch`) is a crate of its own
 //! (`driftwatch-cli`); this crate links no CLI and no agent.

@@ -25,11 +25,14 @@ ratio.
      --severity security`, `host X` and `paths --path '/etc/ssh/**'` through the gRPC API.
      Peer: the nearest raw SQL on the same database file through Python's sqlite3 (the
      database alone, no server). Target: p99 < 50 ms.
+  4. The access check (with 3): the same fleet queried anonymously and with a reader token
+     (`driftwatch-collector token create`), alternating, two runs each.
 
 Usage (as root, from the repository; builds the release binaries first):
     python3 bench/collector.py
 Environment: N=1000 AGENTS=5000 SENDERS=200 BATCH=50 SECONDS=30 HOSTS=10000 ITEMS=50
-    SAMPLES=200 SECTIONS=1,2,3 KEEP=1 (keep the scratch directory) NO_BUILD=1 (use the
+    SAMPLES=200 SECTIONS=1,2,3 (add 4 for the access check's cost, run after 3)
+    KEEP=1 (keep the scratch directory) NO_BUILD=1 (use the
     release binaries as they are)
 Smoke run: N=50 AGENTS=200 SENDERS=20 SECONDS=5 HOSTS=500 SAMPLES=20 python3 bench/collector.py
 """
@@ -79,6 +82,7 @@ def free_port():
 
 class Collector:
     def __init__(self, work, name):
+        """A collector on `work/name` (reopening the database a previous one left there)."""
         self.dir = os.path.join(work, name)
         os.makedirs(self.dir, exist_ok=True)
         self.port = free_port()
@@ -343,6 +347,40 @@ def bench_queries(work):
             f"{pp99:.1f} | {r['p99_ms'] / max(pp99, 0.001):.2f}x |")
     say("")
     say(f"- target p99 < 50 ms: {d.verdict(worst < 50)}")
+    if "4" in SECTIONS:
+        bench_access(work)
+
+
+def bench_access(work):
+    """Section 4: the access check's cost on the query path. The same populated fleet, queried
+    anonymously (the check finds no credential and lets the call through, as on loopback) and
+    with a reader token (looked up by its SHA-256 in the database on every call), alternating."""
+    say("")
+    say("## 4. The access check on the query path: anonymous vs a reader token")
+    c = Collector(work, "c-query")
+    r = d.run([COLLECTOR, "token", "create", "--name", "bench", "--role", "reader",
+               "--database", f"sqlite://{c.db}"], capture_output=True, text=True, check=True)
+    token = r.stdout.strip()
+    runs = {"anonymous": [], "token": []}
+    for _ in range(2):
+        for kind in runs:
+            extra = ["--token", token] if kind == "token" else []
+            runs[kind].append(loadgen(c, "query", "--samples", str(SAMPLES), "--hosts",
+                                      str(HOSTS), *extra))
+    c.stop()
+    say(f"- {SAMPLES} samples per query and run, two runs each, alternating; load average "
+        f"{d.loadavg()}")
+    say("")
+    say("| query | anonymous p50 / p99 ms | reader token p50 / p99 ms | p50 ratio |")
+    say("|---|---|---|---|")
+    labels = {"hosts_diverged": "`hosts --diverged`", "host": "`host X`",
+              "paths_glob": "`paths --path '/etc/ssh/**'`"}
+    for name, label in labels.items():
+        def fmt(kind):
+            return "; ".join(f"{r[name]['p50_ms']:.2f} / {r[name]['p99_ms']:.2f}"
+                             for r in runs[kind])
+        p50 = [sum(r[name]["p50_ms"] for r in runs[k]) / 2 for k in runs]
+        say(f"| {label} | {fmt('anonymous')} | {fmt('token')} | {p50[1] / max(p50[0], 1e-9):.2f}x |")
 
 
 def main():

@@ -158,7 +158,7 @@ fn classify(
     changed: &[Attr],
     expected: Option<&Entry>,
     actual: Option<&Entry>,
-    contents: (Sides<'_>, Sides<'_>),
+    contents: (SideContent<'_>, SideContent<'_>),
     rules: &Rules,
 ) -> (Severity, String) {
     let before_mode = expected.map_or(0, |e| e.mode);
@@ -219,7 +219,7 @@ fn has_caps(e: &Entry) -> bool {
 
 /// One side's content, redacted: `None` when the path is absent, `Some(None)` when its content
 /// is not captured.
-type Sides<'a> = Option<Option<&'a [u8]>>;
+type SideContent<'a> = Option<Option<&'a [u8]>>;
 
 /// Whether two contents mean the same: equal once comment lines, blank lines and whitespace
 /// runs are ignored. Only decidable when both contents are known.
@@ -246,8 +246,8 @@ fn meaningful_lines(content: &[u8]) -> impl Iterator<Item = Vec<&[u8]>> {
 
 fn content_diff(
     path: &Path,
-    old: Sides<'_>,
-    new: Sides<'_>,
+    old: SideContent<'_>,
+    new: SideContent<'_>,
     kind: DriftKind,
     changed: &[Attr],
 ) -> Option<String> {

@@ -37,6 +37,11 @@ Environment (all optional):
     SYNTH_N=200000      entries of the synthetic tree (0 skips footprint (b))
     HOST=1              footprint (a) on this machine's `/` (0 skips it)
     SPACING_MS=5        pause between latency edits
+    LAT_KIB=0           pad each latency file to about this many KiB of config lines (0: the
+                        two-line files); their content is captured, so every event diffs it
+    LAT_SECRETS=0       1: the latency files also hold secrets (a password, a URL with
+                        credentials, a token), unchanged by the edits: the cost of redaction
+                        (issue 12) on every diff
     DW_BIN=PATH         agent binary (default: $CARGO_TARGET_DIR/release/driftwatch-agent, else
                         target/release/driftwatch-agent)
     WORK=DIR            scratch directory (default: a fresh /tmp/dw-bench-XXXX, removed at the end)
@@ -73,6 +78,8 @@ IDLE_SECONDS = float(os.environ.get("IDLE_SECONDS", "60"))
 SYNTH_N = int(os.environ.get("SYNTH_N", "200000"))
 HOST = os.environ.get("HOST", "1") != "0"
 SPACING_MS = float(os.environ.get("SPACING_MS", "5"))
+LAT_KIB = float(os.environ.get("LAT_KIB", "0"))
+LAT_SECRETS = os.environ.get("LAT_SECRETS", "0") == "1"
 EDIT_TIMEOUT_S = 5.0
 LAT_FILES = 50
 SETTLE_S = 5.0
@@ -339,7 +346,18 @@ def verdict(ok):
 
 def content(i, v):
     # Same length for both variants: an in-place rewrite is a single write, no truncation.
-    return f"# app config {i:02d}\nsetting_{i:02d} = {'alpha' if v == 0 else 'bravo'}\n".encode()
+    head = f"# app config {i:02d}\n"
+    if LAT_SECRETS:
+        head += ("password = correct-horse-battery-staple\n"
+                 "upstream = https://app:s3cr3t@db.internal:5432/app\n"
+                 "api_token: 9f86d081884c7d659a2feaa0c55ad015\n")
+    pad, n = [], 0
+    while len(head) + sum(map(len, pad)) < LAT_KIB * 1024:
+        pad.append(f"# section {n}\n[s{n}]\nmax_connections = {100 + n}\nlog_path = /var/log/app/w{n}.log\n"
+                   f"timeout_ms = 2500 ; upstream reads\nuser = app\nenabled = true\n")
+        n += 1
+    # The edited setting is last: the diff's hunk holds its 3 lines of context.
+    return (head + "".join(pad) + f"setting_{i:02d} = {'alpha' if v == 0 else 'bravo'}\n").encode()
 
 
 def bench_latency(work):
@@ -762,7 +780,8 @@ def main():
     t_start = time.monotonic()
     say("# driftwatch-agent daemon benchmark")
     say()
-    say(f"- command: `N={N} STORM_FILES={STORM_FILES} IDLE_SECONDS={IDLE_SECONDS:g} SYNTH_N={SYNTH_N} "
+    lat = (f"LAT_KIB={LAT_KIB:g} " if LAT_KIB else "") + ("LAT_SECRETS=1 " if LAT_SECRETS else "")
+    say(f"- command: `{lat}N={N} STORM_FILES={STORM_FILES} IDLE_SECONDS={IDLE_SECONDS:g} SYNTH_N={SYNTH_N} "
         f"python3 bench/daemon.py`")
     say(f"- binary: `{DW}` ({version}, built {time.strftime('%Y-%m-%d %H:%M', time.localtime(os.path.getmtime(DW)))}); "
         f"{iwv[0] if iwv else 'inotifywait'}; kernel {kernel}; {os.cpu_count()} cores; "

@@ -166,7 +166,12 @@ fn the_collector_s_store_knows_no_api_and_queries_know_no_ingest() {
     // Who is calling is decided before any room, from the store's tokens only.
     assert_room(
         "collector/src/access",
-        &["crate::ingest", "crate::query", "crate::iac", "crate::server"],
+        &[
+            "crate::ingest",
+            "crate::query",
+            "crate::iac",
+            "crate::server",
+        ],
     );
 }
 

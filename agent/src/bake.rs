@@ -6,6 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 use driftwatch_proto::baseline::{self, Baseline, BaselineId, Header};
 use ed25519_dalek::SigningKey;
 
+use crate::evaluate::redact;
 use crate::packages;
 use crate::rules::Rules;
 use crate::scan::{self, ScanError, ScanOptions, ScanStats};
@@ -46,6 +47,17 @@ pub fn build(
         throttle: None,
         cancel: None,
     });
+    let mut entries = scan.entries;
+    // A baseline travels widely: secret values in captured content are baked to `[redacted]`.
+    for entry in &mut entries {
+        if let Some(baked) = entry
+            .content
+            .as_deref()
+            .and_then(|c| redact::bake(c, rules))
+        {
+            entry.content = Some(baked);
+        }
+    }
     let inventory = packages::read_inventory(root);
     let mut errors = scan.errors;
     errors.extend(inventory.errors.iter().map(|e| ScanError {
@@ -65,7 +77,7 @@ pub fn build(
             package_sources: inventory.sources.clone(),
             scanned_root: root.to_path_buf(),
         },
-        entries: scan.entries,
+        entries,
         packages: inventory.packages,
     };
     baseline.normalize();

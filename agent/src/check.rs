@@ -5,7 +5,7 @@ use std::path::Path;
 use driftwatch_proto::baseline::LoadedBaseline;
 
 use crate::evaluate::baseline::{BaselineRulesError, ImageInfo, baseline_rules};
-use crate::evaluate::{self, compare::compare_with_baseline};
+use crate::evaluate::{self, RedactKey, compare::compare_with_baseline};
 use crate::packages;
 use crate::report::{Report, Summary};
 use crate::scan::{ScanError, ScanOptions};
@@ -24,12 +24,13 @@ pub enum CheckError {
     NotADirectory(String),
 }
 
-/// Compares the filesystem under `root` with the baseline.
+/// Compares the filesystem under `root` with the baseline; `key` tags redacted secret values.
 pub fn check(
     loaded: &LoadedBaseline,
     root: &Path,
     full_hash: bool,
     progress: bool,
+    key: &RedactKey,
 ) -> Result<Report, CheckError> {
     let rules = baseline_rules(loaded)?;
     let meta = std::fs::metadata(root).map_err(|source| CheckError::Root {
@@ -54,6 +55,7 @@ pub fn check(
             cancel: None,
         },
         baseline,
+        key,
     );
     let inventory = packages::read_inventory(root);
     let mut errors = compared.errors;
@@ -79,14 +81,19 @@ pub fn check(
     Ok(report)
 }
 
-/// What changed between two baselines, classified with the newer one's rules.
-pub fn diff_baselines(old: &LoadedBaseline, new: &LoadedBaseline) -> Result<Report, CheckError> {
+/// What changed between two baselines, classified with the newer one's rules. Their secret
+/// values are baked (`[redacted]`): a changed secret shows only as changed content.
+pub fn diff_baselines(
+    old: &LoadedBaseline,
+    new: &LoadedBaseline,
+    key: &RedactKey,
+) -> Result<Report, CheckError> {
     let rules = baseline_rules(new)?;
     let mut report = Report {
         baseline_id: old.id.to_hex(),
         image: ImageInfo::of(old),
         root: new.baseline.header.scanned_root.clone(),
-        drift: evaluate::compare_sets(&old.baseline.entries, &new.baseline.entries, &rules),
+        drift: evaluate::compare_sets(&old.baseline.entries, &new.baseline.entries, &rules, key),
         packages: packages::diff(&old.baseline.packages, &new.baseline.packages),
         errors: Vec::new(),
         summary: Summary {

@@ -14,6 +14,7 @@ use driftwatch_proto::text::{count, display_path};
 use crate::bake::{self, ImageLabel};
 use crate::check;
 use crate::config::{AgentConfig, Overrides};
+use crate::evaluate::RedactKey;
 use crate::evaluate::baseline::{ImageInfo, baseline_rules, rfc3339};
 use crate::fsutil;
 use crate::report::Report;
@@ -153,6 +154,10 @@ struct CheckArgs {
     /// Refuse the baseline unless it is signed by this key (PEM, or 64 hex digits).
     #[arg(long, value_name = "FILE")]
     public_key: Option<PathBuf>,
+    /// The agent's state directory, whose `redact.key` tags redacted secrets as the daemon's
+    /// diffs do (created when missing). Without it, tags are comparable within one output only.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -207,14 +212,20 @@ fn run(cli: Cli) -> Result<u8> {
                 fsutil::load_baseline(&old, None)?,
                 fsutil::load_baseline(&new, None)?,
             );
-            let report = check::diff_baselines(&old, &new)?;
+            // Baselines made before redaction hold clear values: tag them for this output only.
+            let key = RedactKey::ephemeral()?;
+            let report = check::diff_baselines(&old, &new, &key)?;
             print_report(&report, json, "Baseline diff")
         }
         Command::Baseline(BaselineCommand::Keygen { out }) => keygen(&out),
         Command::Check(args) => {
             let loaded = fsutil::load_baseline(&args.baseline, args.public_key.as_deref())?;
             let progress = !args.json && std::io::stderr().is_terminal();
-            let report = check::check(&loaded, &args.root, args.full_hash, progress)?;
+            let key = match &args.state_dir {
+                Some(dir) => RedactKey::load_or_create(dir)?,
+                None => RedactKey::ephemeral()?,
+            };
+            let report = check::check(&loaded, &args.root, args.full_hash, progress, &key)?;
             print_report(&report, args.json, "Check")
         }
         Command::Run(overrides) => {

@@ -9,6 +9,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use regex::bytes::{Regex, RegexBuilder};
 use serde::Deserialize;
 
 /// The default rules, identical to `packaging/rules.toml`.
@@ -84,6 +85,10 @@ struct ContentSection {
     /// Globs of secret files: never captured.
     #[serde(default)]
     deny: Vec<String>,
+    /// Regexes of secrets inside captured content: the named group `value`, or the whole
+    /// match, is redacted.
+    #[serde(default)]
+    redact: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -120,6 +125,7 @@ pub struct Rules {
     exclude: GlobSet,
     content_include: GlobSet,
     content_deny: GlobSet,
+    redact: Vec<Regex>,
     max_content: u64,
     attributes: Vec<(GlobSet, AttrSet)>,
     new_executable: GlobSet,
@@ -238,9 +244,11 @@ impl Rules {
             max_size: None,
             include: vec![],
             deny: vec![],
+            redact: vec![],
         });
         let content_include = problems.globs("content.include", &content.include);
         let content_deny = problems.globs("content.deny", &content.deny);
+        let redact = problems.regexes("content.redact", &content.redact);
         let attributes = attributes
             .iter()
             .enumerate()
@@ -286,6 +294,7 @@ impl Rules {
             exclude,
             content_include,
             content_deny,
+            redact,
             max_content: content.max_size.unwrap_or(DEFAULT_MAX_CONTENT),
             attributes,
             new_executable,
@@ -321,6 +330,12 @@ impl Rules {
     /// Whether the content of a regular file at `path` of `size` bytes should be captured.
     pub fn captures_content(&self, path: &Path, size: u64) -> bool {
         size <= self.max_content && self.content_include.is_match(path) && !self.is_secret(path)
+    }
+
+    /// The rules' own patterns of secrets inside captured content (the built-in ones are
+    /// `evaluate::redact`'s).
+    pub fn redact_patterns(&self) -> &[Regex] {
+        &self.redact
     }
 
     /// The largest file whose content is captured.
@@ -399,6 +414,34 @@ impl Problems {
             .enumerate()
             .filter_map(|(i, item)| self.section(&format!("{key}[{i}]"), item))
             .collect()
+    }
+
+    /// Compiles the redaction regexes (`^` and `$` match at line ends).
+    fn regexes(&mut self, key: &str, patterns: &[String]) -> Vec<Regex> {
+        let mut out = Vec::new();
+        for (i, pattern) in patterns.iter().enumerate() {
+            match RegexBuilder::new(pattern)
+                .multi_line(true)
+                .size_limit(1 << 20)
+                .build()
+            {
+                Ok(re) if re.is_match(b"") => self.push(
+                    format!("{key}[{i}]"),
+                    format!(
+                        "pattern {pattern:?} matches the empty string, so it would redact nothing"
+                    ),
+                ),
+                Ok(re) => out.push(re),
+                Err(e) => self.push(
+                    format!("{key}[{i}]"),
+                    format!(
+                        "bad regex {pattern:?}: {}",
+                        e.to_string().trim_end().replace('\n', "\n    ")
+                    ),
+                ),
+            }
+        }
+        out
     }
 
     /// Compiles globs; each pattern matches the path itself and everything below it.
@@ -558,6 +601,45 @@ extra = true
             "{shown}"
         );
         assert!(shown.contains("rules.toml: severity[0]"), "{shown}");
+    }
+
+    #[test]
+    fn secret_bearing_files_are_never_captured() {
+        let rules = Rules::builtin();
+        for p in [
+            "/etc/mysql/debian.cnf",
+            "/etc/postfix/sasl_passwd",
+            "/etc/apt/auth.conf",
+            "/etc/apt/auth.conf.d/90-artifactory.conf",
+            "/etc/kubernetes/admin.conf",
+            "/etc/docker/key.json",
+            "/etc/wpa_supplicant/wpa_supplicant-wlan0.conf",
+            "/etc/wpa_supplicant.conf",
+            "/etc/sssd/sssd.conf",
+        ] {
+            assert!(rules.is_secret(Path::new(p)), "{p} must be a secret");
+        }
+        assert!(rules.captures_content(Path::new("/etc/mysql/my.cnf"), 100));
+        assert!(rules.captures_content(Path::new("/etc/ssl/certs/site.crt"), 100));
+    }
+
+    #[test]
+    fn bad_redaction_patterns_are_reported_with_their_keys() {
+        let text = "version = 1\n[scan]\npaths = [\"/etc\"]\n[content]\n\
+                    redact = ['ok=(?P<value>\\S+)', 'bad(', 'x*']\n";
+        let err = Rules::parse(text, "r.toml").unwrap_err();
+        let shown = err.to_string();
+        assert_eq!(err.problems.len(), 2, "{shown}");
+        assert!(
+            shown.contains("r.toml: content.redact[1]: bad regex \"bad(\""),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("content.redact[2]: pattern \"x*\" matches the empty string"),
+            "{shown}"
+        );
+        let rules = Rules::parse(&text.replace(", 'bad(', 'x*'", ""), "r.toml").unwrap();
+        assert_eq!(rules.redact_patterns().len(), 1);
     }
 
     #[test]

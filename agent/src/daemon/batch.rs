@@ -12,6 +12,7 @@ use anyhow::{Context as _, Result};
 use futures_util::FutureExt as _;
 
 use super::Session;
+use crate::evaluate::RedactKey;
 use crate::evaluate::baseline::Entries;
 use crate::evaluate::{self, FileDrift};
 use crate::fsutil::{host_path, root_path};
@@ -180,12 +181,13 @@ impl Session {
     /// busy host.
     pub(super) fn evaluate_paths(&self, paths: Vec<PathBuf>) -> Vec<Evaluation> {
         let (entries, rules, root) = (&self.entries, &self.rules, &self.config.root);
+        let key = &self.redact_key;
         tokio::task::block_in_place(|| {
             paths
                 .into_iter()
                 .map(|path| {
                     self.shared.metrics.evaluations.inc();
-                    let result = evaluate_path(root, rules, entries, &path);
+                    let result = evaluate_path(root, rules, key, entries, &path);
                     (path, result)
                 })
                 .collect()
@@ -197,6 +199,7 @@ impl Session {
 fn evaluate_path(
     root: &Path,
     rules: &Rules,
+    key: &RedactKey,
     entries: &Entries,
     path: &Path,
 ) -> Result<Option<FileDrift>, ScanError> {
@@ -210,5 +213,6 @@ fn evaluate_path(
         expected.as_ref(),
         actual.as_ref(),
         rules,
+        key,
     ))
 }

@@ -52,6 +52,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{AgentConfig, Overrides};
 use crate::errors::error_chain;
+use crate::evaluate::RedactKey;
 use crate::evaluate::baseline::{Entries, baseline_rules};
 use crate::fsutil::host_path;
 use crate::ledger::{Ledger, now_rfc3339};
@@ -130,6 +131,8 @@ struct Session {
     baseline: Arc<LoadedBaseline>,
     entries: Arc<Entries>,
     rules: Arc<Rules>,
+    /// Tags the secret values redacted in diffs (`redact.key` in the state directory).
+    redact_key: Arc<RedactKey>,
     ledger: Ledger,
     /// The ledger's sequence number when it was last saved.
     saved_seq: u64,
@@ -168,6 +171,7 @@ impl Session {
         let (baseline, entries, rules) = (Arc::new(baseline), Arc::new(entries), Arc::new(rules));
         create_private_dir(&config.state_dir)?;
         tighten_state_files(&config);
+        let redact_key = Arc::new(RedactKey::load_or_create(&config.state_dir)?);
         let spool_is_new = !config.spool_dir().exists();
         let (spool, recovery) = Spool::open(SpoolConfig {
             dir: config.spool_dir(),
@@ -251,6 +255,7 @@ impl Session {
             baseline,
             entries,
             rules,
+            redact_key,
             ledger,
             saved_seq,
             spool: Arc::new(Mutex::new(spool)),

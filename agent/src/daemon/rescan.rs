@@ -36,10 +36,11 @@ impl Session {
         if let Some(old) = self.rescan.take() {
             old.cancel.store(true, Ordering::Relaxed);
         }
-        let (entries, rules, root) = (
+        let (entries, rules, root, key) = (
             self.entries.clone(),
             self.rules.clone(),
             self.config.root.clone(),
+            self.redact_key.clone(),
         );
         let (pool, throttle) = (self.pool.clone(), self.throttle.clone());
         let cancel = Arc::new(AtomicBool::new(false));
@@ -56,7 +57,7 @@ impl Session {
                     throttle: throttled.then_some(&*throttle),
                     cancel: Some(&flag),
                 };
-                compare_with_baseline(opts, &*entries)
+                compare_with_baseline(opts, &*entries, &key)
             })
         });
         self.rescan = Some(Rescan {

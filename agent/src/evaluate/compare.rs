@@ -11,7 +11,7 @@ use std::path::Path;
 
 use driftwatch_proto::baseline::{Baseline, Entry, FileKind};
 
-use super::FileDrift;
+use super::{FileDrift, RedactKey};
 use crate::scan::{self, ScanError, ScanOptions, ScanStats};
 
 /// The outcome of comparing a root with a baseline.
@@ -65,6 +65,7 @@ impl Recorded for Baseline {
 pub fn compare_with_baseline<B: Recorded + ?Sized>(
     opts: ScanOptions<'_>,
     baseline: &B,
+    key: &RedactKey,
 ) -> Comparison {
     let rules = opts.rules;
     let mut out = Comparison::default();
@@ -94,6 +95,7 @@ pub fn compare_with_baseline<B: Recorded + ?Sized>(
             expected.as_deref(),
             Some(&entry),
             rules,
+            key,
         ));
     });
     let failed = scan::hash_all(
@@ -116,6 +118,7 @@ pub fn compare_with_baseline<B: Recorded + ?Sized>(
             expected.as_deref(),
             Some(entry),
             rules,
+            key,
         ));
     }
     drop(pending);
@@ -127,7 +130,7 @@ pub fn compare_with_baseline<B: Recorded + ?Sized>(
         }
         let expected = baseline.entry(i);
         out.items
-            .extend(super::compare(&path, Some(&expected), None, rules));
+            .extend(super::compare(&path, Some(&expected), None, rules, key));
     }
     out.items.sort_unstable_by(|a, b| {
         a.path

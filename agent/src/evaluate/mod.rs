@@ -8,6 +8,8 @@
 //!
 //! - [`mod@compare`]: the whole-root comparison (`check`, the daemon's rescans).
 //! - [`baseline`]: the baseline's entries, held compact for the daemon's life.
+//! - [`redact`]: secret values in captured content, replaced before a baseline is baked or a
+//!   diff is made; the host's [`RedactKey`].
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -20,18 +22,23 @@ use crate::rules::{Attr, Rules, Severity};
 
 pub mod baseline;
 pub mod compare;
+pub mod redact;
+
+pub use redact::RedactKey;
 
 const SETUID: u32 = 0o4000;
 const SETGID: u32 = 0o2000;
 const ANY_EXEC: u32 = 0o111;
 const CAPABILITY_XATTR: &str = "security.capability";
 
-/// Compares the expected and actual state of one path. `None` means no drift.
+/// Compares the expected and actual state of one path. `None` means no drift. Secret values in
+/// captured content are redacted (`key` tags the current ones) before they reach the diff.
 pub fn compare(
     path: &Path,
     expected: Option<&Entry>,
     actual: Option<&Entry>,
     rules: &Rules,
+    key: &RedactKey,
 ) -> Option<FileDrift> {
     let (kind, changed) = match (expected, actual) {
         (None, None) => return None,
@@ -45,8 +52,28 @@ pub fn compare(
             (DriftKind::Modified, changed)
         }
     };
-    let diff = content_diff(path, expected, actual, kind, &changed);
-    let (severity, reason) = classify(path, kind, &changed, expected, actual, rules);
+    // Content is read (diff, cosmetic check) only when it may have changed: only then is it
+    // worth redacting.
+    let content_matters = kind != DriftKind::Modified
+        || changed
+            .iter()
+            .any(|c| matches!(c, Attr::Content | Attr::Size));
+    let (old, new) = if content_matters {
+        redact::prepare(
+            expected.and_then(|e| e.content.as_deref().map(|c| (c, e.sha256))),
+            actual.and_then(|a| a.content.as_deref()),
+            rules,
+            key,
+        )
+    } else {
+        (None, None)
+    };
+    // Each side: `None` when the path is absent there, `Some(None)` when its content is not
+    // captured.
+    let old = expected.map(|_| old.as_deref());
+    let new = actual.map(|_| new.as_deref());
+    let diff = content_diff(path, old, new, kind, &changed);
+    let (severity, reason) = classify(path, kind, &changed, expected, actual, (old, new), rules);
     Some(FileDrift {
         path: path.to_path_buf(),
         kind,
@@ -60,7 +87,12 @@ pub fn compare(
 }
 
 /// Merge-joins two entry lists sorted by path bytes.
-pub fn compare_sets(expected: &[Entry], actual: &[Entry], rules: &Rules) -> Vec<FileDrift> {
+pub fn compare_sets(
+    expected: &[Entry],
+    actual: &[Entry],
+    rules: &Rules,
+    key: &RedactKey,
+) -> Vec<FileDrift> {
     let mut out = Vec::new();
     let (mut i, mut j) = (0, 0);
     while i < expected.len() || j < actual.len() {
@@ -89,7 +121,7 @@ pub fn compare_sets(expected: &[Entry], actual: &[Entry], rules: &Rules) -> Vec<
             }
         };
         let path = e.or(a).map(|x| x.path.as_path()).expect("one side present");
-        out.extend(compare(path, e, a, rules));
+        out.extend(compare(path, e, a, rules, key));
     }
     out
 }
@@ -126,6 +158,7 @@ fn classify(
     changed: &[Attr],
     expected: Option<&Entry>,
     actual: Option<&Entry>,
+    contents: (SideContent<'_>, SideContent<'_>),
     rules: &Rules,
 ) -> (Severity, String) {
     let before_mode = expected.map_or(0, |e| e.mode);
@@ -163,7 +196,7 @@ fn classify(
         && changed
             .iter()
             .all(|c| matches!(c, Attr::Content | Attr::Size))
-        && is_cosmetic(expected, actual)
+        && is_cosmetic(contents.0.flatten(), contents.1.flatten())
     {
         return (
             Severity::Cosmetic,
@@ -184,13 +217,14 @@ fn has_caps(e: &Entry) -> bool {
     e.xattrs.iter().any(|x| x.name == CAPABILITY_XATTR)
 }
 
+/// One side's content, redacted: `None` when the path is absent, `Some(None)` when its content
+/// is not captured.
+type SideContent<'a> = Option<Option<&'a [u8]>>;
+
 /// Whether two contents mean the same: equal once comment lines, blank lines and whitespace
 /// runs are ignored. Only decidable when both contents are known.
-fn is_cosmetic(expected: Option<&Entry>, actual: Option<&Entry>) -> bool {
-    match (
-        expected.and_then(|e| e.content.as_deref()),
-        actual.and_then(|a| a.content.as_deref()),
-    ) {
+fn is_cosmetic(old: Option<&[u8]>, new: Option<&[u8]>) -> bool {
+    match (old, new) {
         (Some(x), Some(y)) => meaningful_lines(x).eq(meaningful_lines(y)),
         _ => false,
     }
@@ -212,16 +246,14 @@ fn meaningful_lines(content: &[u8]) -> impl Iterator<Item = Vec<&[u8]>> {
 
 fn content_diff(
     path: &Path,
-    expected: Option<&Entry>,
-    actual: Option<&Entry>,
+    old: SideContent<'_>,
+    new: SideContent<'_>,
     kind: DriftKind,
     changed: &[Attr],
 ) -> Option<String> {
     if kind == DriftKind::Modified && !changed.contains(&Attr::Content) {
         return None;
     }
-    let old = expected.map(|e| e.content.as_deref());
-    let new = actual.map(|a| a.content.as_deref());
     let (old, new) = match (old, new) {
         (Some(Some(o)), Some(Some(n))) => (o, n),
         (None, Some(Some(n))) => (&b""[..], n),
@@ -241,6 +273,10 @@ fn content_diff(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn key() -> RedactKey {
+        RedactKey::from_bytes([9; 32])
+    }
 
     fn file(path: &str, mode: u32, content: &[u8]) -> Entry {
         use sha2::Digest;
@@ -270,7 +306,7 @@ mod tests {
         b.mtime_ns = 99;
         b.ctime_ns = 99;
         b.inode = 7;
-        assert_eq!(compare(&a.path, Some(&a), Some(&b), &rules), None);
+        assert_eq!(compare(&a.path, Some(&a), Some(&b), &rules, &key()), None);
     }
 
     #[test]
@@ -282,7 +318,7 @@ mod tests {
             0o644,
             b"# hello there\n\nPermitRootLogin    no  \n",
         );
-        let item = compare(&a.path, Some(&a), Some(&b), &rules).unwrap();
+        let item = compare(&a.path, Some(&a), Some(&b), &rules, &key()).unwrap();
         assert_eq!(item.severity, Severity::Cosmetic);
         assert!(item.diff.unwrap().contains("+# hello there"));
         let c = file(
@@ -290,7 +326,7 @@ mod tests {
             0o644,
             b"# hi\nPermitRootLogin yes\n",
         );
-        let item = compare(&a.path, Some(&a), Some(&c), &rules).unwrap();
+        let item = compare(&a.path, Some(&a), Some(&c), &rules, &key()).unwrap();
         assert_eq!(item.severity, Severity::Security);
         assert_eq!(item.changed, vec![Attr::Size, Attr::Content]);
     }
@@ -300,20 +336,52 @@ mod tests {
         let rules = Rules::builtin();
         let a = file("/opt/tool", 0o755, b"x");
         let b = file("/opt/tool", 0o4755, b"x");
-        let item = compare(&a.path, Some(&a), Some(&b), &rules).unwrap();
+        let item = compare(&a.path, Some(&a), Some(&b), &rules, &key()).unwrap();
         assert_eq!(
             (item.severity, item.changed),
             (Severity::Security, vec![Attr::Mode])
         );
         let new = file("/usr/local/bin/backdoor", 0o755, b"#!/bin/sh\n");
-        let item = compare(&new.path, None, Some(&new), &rules).unwrap();
+        let item = compare(&new.path, None, Some(&new), &rules, &key()).unwrap();
         assert_eq!(
             (item.kind, item.severity),
             (DriftKind::Added, Severity::Security)
         );
         let data = file("/usr/local/share/x", 0o644, b"data");
-        let item = compare(&data.path, None, Some(&data), &rules).unwrap();
+        let item = compare(&data.path, None, Some(&data), &rules, &key()).unwrap();
         assert_eq!(item.severity, Severity::Behavioral);
+    }
+
+    #[test]
+    fn secrets_reach_no_diff_and_do_not_spoil_cosmetic_edits() {
+        let rules = Rules::builtin();
+        let original = b"# db\npassword = hunter2\nport = 1\n";
+        let mut old = file("/etc/app/db.conf", 0o644, original);
+        old.content = redact::bake(original, &rules);
+        // A comment edit beside an unchanged secret is cosmetic, and the secret is not shown.
+        let new = file(
+            "/etc/app/db.conf",
+            0o644,
+            b"# the db\npassword = hunter2\nport = 1\n",
+        );
+        let item = compare(&old.path, Some(&old), Some(&new), &rules, &key()).unwrap();
+        assert_eq!(item.severity, Severity::Cosmetic);
+        let diff = item.diff.unwrap();
+        assert!(diff.contains(" password = [redacted]\n"), "{diff}");
+        // A changed secret is a changed line, its value tagged.
+        let new = file(
+            "/etc/app/db.conf",
+            0o644,
+            b"# db\npassword = hunter3\nport = 1\n",
+        );
+        let item = compare(&old.path, Some(&old), Some(&new), &rules, &key()).unwrap();
+        assert_eq!(item.severity, Severity::Behavioral);
+        let diff = item.diff.unwrap();
+        assert!(
+            diff.contains("-password = [redacted]\n+password = [redacted "),
+            "{diff}"
+        );
+        assert!(!diff.contains("hunter"), "{diff}");
     }
 
     #[test]
@@ -329,7 +397,7 @@ mod tests {
             file("/etc/c", 0o644, b"1"),
             file("/etc/d", 0o644, b"1"),
         ];
-        let items = compare_sets(&old, &new, &rules);
+        let items = compare_sets(&old, &new, &rules, &key());
         let got: Vec<(String, DriftKind)> = items
             .iter()
             .map(|i| (i.path.display().to_string(), i.kind))

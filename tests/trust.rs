@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use driftwatch_tests::{Collector, TestDir, make_pki, wait_for};
+use driftwatch_tests::{Agent, Collector, TestDir, make_pki, wait_for};
 
 const SETTLE: Duration = Duration::from_secs(30);
 
@@ -118,16 +118,23 @@ fn wait_host_has(c: &Collector, p: &impl Fn(&str) -> String, host: &str, path: &
     );
 }
 
-#[test]
-fn agents_and_operators_speak_mtls_and_a_peer_without_a_certificate_is_refused() {
-    let t = TestDir::new();
+/// The sample tree baked, an mTLS collector, and host i-0tls's agent streaming to it with its
+/// own certificate, once the collector shows that host's `/etc/motd` edit.
+fn mtls_fleet(t: &TestDir) -> (impl Fn(&str) -> String + use<>, Collector, Agent) {
     t.populate();
     let b = t.baseline();
     let p = fleet_pki(&t.path().join("pki"));
-    let c = mtls_collector(&t, &p);
-    let _agent = t.start_agent(&b, &agent_config(&t, &c, "i-0tls", &p, "agent"));
+    let c = mtls_collector(t, &p);
+    let agent = t.start_agent(&b, &agent_config(t, &c, "i-0tls", &p, "agent"));
     t.write_by_rename("/etc/motd", "over mTLS\n");
     wait_host_has(&c, &p, "i-0tls", "/etc/motd");
+    (p, c, agent)
+}
+
+#[test]
+fn agents_and_operators_speak_mtls_and_a_peer_without_a_certificate_is_refused() {
+    let t = TestDir::new();
+    let (p, c, _agent) = mtls_fleet(&t);
     // Without a client certificate the handshake fails; without the CA the server is not
     // trusted. Both are errors that say so, never an answer.
     let no_cert = cli_as(&c, &p, "").args(["hosts"]).stderr_with_code(1);
@@ -139,13 +146,7 @@ fn agents_and_operators_speak_mtls_and_a_peer_without_a_certificate_is_refused()
 #[test]
 fn a_spoofing_agent_is_refused_and_the_real_hosts_drift_is_untouched() {
     let t = TestDir::new();
-    t.populate();
-    let b = t.baseline();
-    let p = fleet_pki(&t.path().join("pki"));
-    let c = mtls_collector(&t, &p);
-    let _real = t.start_agent(&b, &agent_config(&t, &c, "i-0tls", &p, "agent"));
-    t.write_by_rename("/etc/motd", "the real host's drift\n");
-    wait_host_has(&c, &p, "i-0tls", "/etc/motd");
+    let (p, c, _real) = mtls_fleet(&t);
 
     // A second agent, holding the certificate of host i-0spoof, says it is i-0tls: on its
     // own, undrifted tree, its snapshot would wipe i-0tls's drift.
@@ -199,19 +200,7 @@ fn a_spoofing_agent_is_refused_and_the_real_hosts_drift_is_untouched() {
 #[test]
 fn each_certificate_gets_exactly_its_rights_over_grpc_and_http() {
     let t = TestDir::new();
-    t.populate();
-    let b = t.baseline();
-    let p = fleet_pki(&t.path().join("pki"));
-    let c = mtls_collector(&t, &p);
-    let _agent = t.start_agent(&b, &agent_config(&t, &c, "i-0tls", &p, "agent"));
-    wait_for(SETTLE, || {
-        cli_as(&c, &p, "reader")
-            .args(["hosts", "--json"])
-            .output()
-            .stdout
-            .windows(6)
-            .any(|w| w == b"i-0tls")
-    });
+    let (p, c, _agent) = mtls_fleet(&t);
 
     // An agent's certificate opens its agent stream and nothing else.
     let denied = cli_as(&c, &p, "agent").args(["hosts"]).stderr_with_code(1);

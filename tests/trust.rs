@@ -398,14 +398,29 @@ fn operator_tokens_get_exactly_their_rights_and_a_revoked_one_is_refused() {
     // A token from nowhere, and a malformed header.
     let forged = format!("dwt_{}", "A".repeat(43));
     let unknown = as_token(&forged).args(["hosts"]).stderr_with_code(1);
-    assert!(unknown.contains("unknown or revoked"), "{unknown}");
+    assert!(unknown.contains("unknown, expired or revoked"), "{unknown}");
     assert_eq!(curl_token(&c, "not-ours", "/api/v1/hosts").0, 401);
+
+    // Expired: refused once its time is up.
+    let out = token_cmd(
+        &c,
+        &[
+            "create", "--name", "brief", "--role", "reader", "--ttl", "1s",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", driftwatch_tests::describe(&out));
+    let brief = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    std::thread::sleep(Duration::from_millis(1500));
+    let expired = as_token(&brief).args(["hosts"]).stderr_with_code(1);
+    assert!(expired.contains("unknown, expired or revoked"), "{expired}");
 
     // Revoked: refused from the next call on.
     let out = token_cmd(&c, &["revoke", "dashboards"]).output().unwrap();
     assert!(out.status.success(), "{}", driftwatch_tests::describe(&out));
     let revoked = as_token(&reader).args(["hosts"]).stderr_with_code(1);
-    assert!(revoked.contains("unknown or revoked"), "{revoked}");
+    assert!(revoked.contains("unknown, expired or revoked"), "{revoked}");
     assert_eq!(curl_token(&c, &reader, "/api/v1/hosts").0, 401);
     let again = token_cmd(&c, &["revoke", "dashboards"]).output().unwrap();
     assert_eq!(again.status.code(), Some(1));
@@ -430,7 +445,8 @@ fn operator_tokens_get_exactly_their_rights_and_a_revoked_one_is_refused() {
         [
             ("dashboards", "reader", true),
             ("ci", "operator", false),
-            ("ana", "admin", false)
+            ("ana", "admin", false),
+            ("brief", "reader", false)
         ]
     );
     let mut stored = Vec::new();
@@ -469,7 +485,7 @@ fn on_loopback_nothing_is_asked_but_a_bad_token_is_still_refused() {
         .env("DRIFTWATCH_TOKEN", format!("dwt_{}", "B".repeat(43)))
         .args(["hosts"])
         .stderr_with_code(1);
-    assert!(bad.contains("unknown or revoked"), "{bad}");
+    assert!(bad.contains("unknown, expired or revoked"), "{bad}");
     // The token file under the user's config directory is read.
     let config = t.path().join("config");
     std::fs::create_dir_all(config.join("driftwatch")).unwrap();
@@ -482,5 +498,8 @@ fn on_loopback_nothing_is_asked_but_a_bad_token_is_still_refused() {
         .env("XDG_CONFIG_HOME", &config)
         .args(["hosts"])
         .stderr_with_code(1);
-    assert!(from_file.contains("unknown or revoked"), "{from_file}");
+    assert!(
+        from_file.contains("unknown, expired or revoked"),
+        "{from_file}"
+    );
 }

@@ -178,13 +178,14 @@ impl Access {
                 token::bearer(value).map_err(|e| Refusal::Unauthenticated(e.to_string()))?;
             let hash = token::hash(secret);
             let store = self.store.clone();
-            return match blocking(move || store.token(&hash)).await {
+            let now = crate::store::now_millis();
+            return match blocking(move || store.token(&hash, now)).await {
                 Ok(Some(t)) => Ok(Caller::Operator {
                     name: t.name,
                     role: t.role,
                 }),
                 Ok(None) => Err(Refusal::Unauthenticated(format!(
-                    "the token is unknown or revoked: {GET_A_TOKEN}"
+                    "the token is unknown, expired or revoked: {GET_A_TOKEN}"
                 ))),
                 Err(e) => Err(Refusal::Unavailable(crate::status::store_message(&e))),
             };

@@ -48,6 +48,9 @@ enum TokenCommand {
         /// reader: every query and watch; operator: also IaC imports; admin: also tokens.
         #[arg(long, value_parser = parse_role)]
         role: Role,
+        /// How long it is accepted (e.g. 90d, 12h); without it, until revoked.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<std::time::Duration>,
         #[command(flatten)]
         db: Database,
     },
@@ -149,7 +152,12 @@ async fn serve(options: ServeOptions) -> anyhow::Result<()> {
 
 fn tokens(command: TokenCommand) -> anyhow::Result<()> {
     match command {
-        TokenCommand::Create { name, role, db } => {
+        TokenCommand::Create {
+            name,
+            role,
+            ttl,
+            db,
+        } => {
             if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
                 anyhow::bail!(
                     "a token name is 1 to 128 characters, none of them control characters"
@@ -158,11 +166,15 @@ fn tokens(command: TokenCommand) -> anyhow::Result<()> {
             let store = server::open_database(&db.database)?;
             let (secret, sha256) =
                 token::generate().map_err(|e| anyhow::anyhow!("drawing a random token: {e}"))?;
+            let now = store::now_millis();
+            let expires_at = ttl
+                .map(|ttl| now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)));
             store.create_token(&NewToken {
                 name: name.clone(),
                 role,
                 sha256,
-                created_at: store::now_millis(),
+                created_at: now,
+                expires_at,
             })?;
             eprintln!(
                 "Token {name:?} ({role}) created. It is shown once, here; the collector keeps only its hash."
@@ -178,6 +190,7 @@ fn tokens(command: TokenCommand) -> anyhow::Result<()> {
                         "name": t.name,
                         "role": t.role.as_str(),
                         "created_at": store::rfc3339(t.created_at),
+                        "expires_at": t.expires_at.map(store::rfc3339),
                         "revoked_at": t.revoked_at.map(store::rfc3339),
                     })
                 })
@@ -187,16 +200,19 @@ fn tokens(command: TokenCommand) -> anyhow::Result<()> {
             } else if tokens.is_empty() {
                 shell::print_str("No tokens.\n")?;
             } else {
-                let mut text = format!("{:<24} {:<9} {:<25} REVOKED\n", "NAME", "ROLE", "CREATED");
+                let when = |t: Option<i64>| t.map(store::rfc3339).unwrap_or_else(|| "-".into());
+                let mut text = format!(
+                    "{:<24} {:<9} {:<25} {:<25} REVOKED\n",
+                    "NAME", "ROLE", "CREATED", "EXPIRES"
+                );
                 for t in &tokens {
                     text += &format!(
-                        "{:<24} {:<9} {:<25} {}\n",
+                        "{:<24} {:<9} {:<25} {:<25} {}\n",
                         t.name,
                         t.role,
                         store::rfc3339(t.created_at),
-                        t.revoked_at
-                            .map(store::rfc3339)
-                            .unwrap_or_else(|| "-".into())
+                        when(t.expires_at),
+                        when(t.revoked_at)
                     );
                 }
                 shell::print_str(&text)?;

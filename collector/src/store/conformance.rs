@@ -66,6 +66,7 @@ macro_rules! conformance_tests {
             manifest_imports_add_and_update_images,
             host_facts_carry_the_hello_identity_and_the_generation_moves,
             tokens_are_found_by_hash_until_revoked,
+            a_token_expires,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -57,6 +57,8 @@ pub struct NewToken {
     pub role: Role,
     pub sha256: [u8; 32],
     pub created_at: Millis,
+    /// When it stops being accepted (never if `None`).
+    pub expires_at: Option<Millis>,
 }
 
 /// A stored token (never its secret).
@@ -65,5 +67,6 @@ pub struct OperatorToken {
     pub name: String,
     pub role: Role,
     pub created_at: Millis,
+    pub expires_at: Option<Millis>,
     pub revoked_at: Option<Millis>,
 }

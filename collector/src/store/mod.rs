@@ -262,8 +262,8 @@ pub trait Store: Send + Sync + 'static {
     /// Revokes the unrevoked token of this name: whether there was one.
     fn revoke_token(&self, name: &str, now: Millis) -> Result<bool>;
 
-    /// The unrevoked token whose secret has this SHA-256.
-    fn token(&self, sha256: &[u8; 32]) -> Result<Option<OperatorToken>>;
+    /// The token whose secret has this SHA-256, unless revoked or expired at `now`.
+    fn token(&self, sha256: &[u8; 32], now: Millis) -> Result<Option<OperatorToken>>;
 
     /// Worst drift first, then most items, then by identity.
     fn list_hosts(&self, query: &HostQuery) -> Result<Vec<ListedHost>>;

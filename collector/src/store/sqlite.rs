@@ -452,8 +452,10 @@ impl Store for SqliteStore {
         })
     }
 
-    fn token(&self, sha256: &[u8; 32]) -> Result<Option<OperatorToken>> {
-        self.read("looking up a token", |tx| credentials::find(tx, sha256))
+    fn token(&self, sha256: &[u8; 32], now: Millis) -> Result<Option<OperatorToken>> {
+        self.read("looking up a token", |tx| {
+            credentials::find(tx, sha256, now)
+        })
     }
 
     fn find_host(&self, name: &str) -> Result<Option<String>> {

@@ -13,6 +13,7 @@ CREATE TABLE tokens (
     role       TEXT NOT NULL CHECK (role IN ('reader', 'operator', 'admin')),
     sha256     BLOB NOT NULL UNIQUE,
     created_at INTEGER NOT NULL,
+    expires_at INTEGER,
     revoked_at INTEGER
 );
 -- One live token per name; revoked ones stay, for the record.
@@ -34,12 +35,14 @@ pub(super) fn create(conn: &Connection, token: &NewToken) -> Result<()> {
         )));
     }
     conn.execute(
-        "INSERT INTO tokens (name, role, sha256, created_at) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO tokens (name, role, sha256, created_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
         params![
             token.name,
             token.role.as_str(),
             token.sha256.as_slice(),
-            token.created_at
+            token.created_at,
+            token.expires_at
         ],
     )
     .context("storing a token")?;
@@ -47,9 +50,11 @@ pub(super) fn create(conn: &Connection, token: &NewToken) -> Result<()> {
 }
 
 pub(super) fn list(conn: &Connection) -> rusqlite::Result<Vec<OperatorToken>> {
-    conn.prepare_cached("SELECT name, role, created_at, revoked_at FROM tokens ORDER BY id")?
-        .query_map([], token)?
-        .collect()
+    conn.prepare_cached(
+        "SELECT name, role, created_at, expires_at, revoked_at FROM tokens ORDER BY id",
+    )?
+    .query_map([], token)?
+    .collect()
 }
 
 pub(super) fn revoke(conn: &Connection, name: &str, now: Millis) -> Result<bool> {
@@ -65,12 +70,13 @@ pub(super) fn revoke(conn: &Connection, name: &str, now: Millis) -> Result<bool>
 pub(super) fn find(
     conn: &Connection,
     sha256: &[u8; 32],
+    now: Millis,
 ) -> rusqlite::Result<Option<OperatorToken>> {
     conn.prepare_cached(
-        "SELECT name, role, created_at, revoked_at FROM tokens
-         WHERE sha256 = ?1 AND revoked_at IS NULL",
+        "SELECT name, role, created_at, expires_at, revoked_at FROM tokens
+         WHERE sha256 = ?1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)",
     )?
-    .query_row([sha256.as_slice()], token)
+    .query_row(params![sha256.as_slice(), now], token)
     .optional()
 }
 
@@ -82,6 +88,7 @@ fn token(r: &Row<'_>) -> rusqlite::Result<OperatorToken> {
             rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, Box::new(e))
         })?,
         created_at: r.get(2)?,
-        revoked_at: r.get(3)?,
+        expires_at: r.get(3)?,
+        revoked_at: r.get(4)?,
     })
 }

@@ -392,9 +392,14 @@ fn operator_tokens_get_exactly_their_rights_and_a_revoked_one_is_refused() {
         denied.contains("has role reader") && denied.contains("needs role operator"),
         "{denied}"
     );
-    // An operator and an admin import.
+    // An operator and an admin import, and each import records who made it.
     import(&operator).ok();
+    let status = as_token(&reader).args(["iac", "status"]).ok();
+    assert!(status.contains("by ci (operator)"), "{status}");
     import(&admin).ok();
+    let (code, body) = curl_token(&c, &reader, "/api/v1/iac/status");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains(r#""imported_by":"ana (admin)""#), "{body}");
     // A token from nowhere, and a malformed header.
     let forged = format!("dwt_{}", "A".repeat(43));
     let unknown = as_token(&forged).args(["hosts"]).stderr_with_code(1);

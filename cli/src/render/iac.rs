@@ -36,8 +36,13 @@ fn coverage_lines(c: &v1::Coverage) -> [String; 2] {
 }
 
 fn state_line(s: &v1::StateInfo) -> String {
+    let by = if s.imported_by.is_empty() {
+        String::new()
+    } else {
+        format!(" by {}", s.imported_by)
+    };
     format!(
-        "{} ({}{}, from {}, imported {})",
+        "{} ({}{}, from {}, imported {}{by})",
         s.name,
         s.serial
             .map(|n| format!("serial {n}, "))

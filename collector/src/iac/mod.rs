@@ -39,6 +39,8 @@ pub fn state_import(r: v1::ImportStateRequest) -> StateImport {
             })
             .collect(),
         ignored_instances: r.ignored_instances,
+        // Set by whoever takes the import in: the query service or a followed source.
+        imported_by: String::new(),
     }
 }
 

@@ -17,6 +17,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::{import, tfstate};
 use crate::metrics::Metrics;
+use crate::store::StateImport;
 use crate::store::{self, Store};
 
 /// Where a followed state lives.
@@ -256,7 +257,11 @@ fn poll<S: Store + ?Sized>(
     let request = import::state_request(summary, &source.name, &source.to_string());
     import::validate_state(&request)?;
     let serial = request.serial;
-    let outcome = store.import_state(&super::state_import(request), store::now_millis())?;
+    let import = StateImport {
+        imported_by: format!("state source {source}"),
+        ..super::state_import(request)
+    };
+    let outcome = store.import_state(&import, store::now_millis())?;
     followed.imported = Some(digest);
     Ok(Some(import::state_summary(
         &source.name,

@@ -11,9 +11,10 @@ use tonic::{Request, Status};
 
 use super::listing::Row;
 use super::{Queries, QueryError, filter};
+use crate::access::Caller;
 use crate::iac::correlate::{Correlation, HostFacts, Matching};
 use crate::iac::import;
-use crate::store::{self, Store};
+use crate::store::{self, StateImport, Store};
 
 fn ghost_after(text: &str, default: Duration) -> Result<Duration, QueryError> {
     if text.is_empty() {
@@ -132,16 +133,21 @@ impl<S: Store> Queries<S> {
         })
     }
 
+    /// Stores a state `by` a caller (recorded with it, shown by `iac status`).
     pub async fn import_state(
         &self,
         r: v1::ImportStateRequest,
+        by: &Caller,
     ) -> Result<v1::ImportResult, QueryError> {
         import::validate_state(&r).map_err(|e| QueryError::BadRequest(e.to_string()))?;
         let now = store::now_millis();
         // What the answer and the log need; the request itself (every resource) moves to the
         // store call.
         let (name, source, serial) = (r.name.clone(), r.source.clone(), r.serial);
-        let import = crate::iac::state_import(r);
+        let import = StateImport {
+            imported_by: by.to_string(),
+            ..crate::iac::state_import(r)
+        };
         let outcome = self
             .run(move |s| s.import_state(&import, now))
             .await
@@ -152,7 +158,7 @@ impl<S: Store> Queries<S> {
             .inc();
         tracing::info!(
             state = %name, %source, resources = outcome.stored,
-            replaced = outcome.replaced, "Imported a Terraform state."
+            replaced = outcome.replaced, by = %by, "Imported a Terraform state."
         );
         Ok(v1::ImportResult {
             summary: import::state_summary(&name, serial, outcome.stored, outcome.replaced),
@@ -164,6 +170,7 @@ impl<S: Store> Queries<S> {
     pub async fn import_manifest(
         &self,
         r: v1::ImportManifestRequest,
+        by: &Caller,
     ) -> Result<v1::ImportResult, QueryError> {
         import::validate_manifest(&r).map_err(|e| QueryError::BadRequest(e.to_string()))?;
         let now = store::now_millis();
@@ -178,7 +185,7 @@ impl<S: Store> Queries<S> {
             .get_or_create(&crate::metrics::KindLabel { kind: "manifest" })
             .inc();
         tracing::info!(
-            %source, images = outcome.stored, replaced = outcome.replaced,
+            %source, images = outcome.stored, replaced = outcome.replaced, by = %by,
             "Imported a Packer manifest."
         );
         Ok(v1::ImportResult {
@@ -231,6 +238,7 @@ fn state_info(s: &store::StateInfo) -> v1::StateInfo {
         terraform_version: s.terraform_version.clone(),
         imported_at: store::rfc3339(s.imported_at),
         resources: s.resources,
+        imported_by: s.imported_by.clone(),
     }
 }
 
@@ -349,6 +357,14 @@ fn report_groups(fleet: &Fleet, causes: Vec<v1::Cause>) -> Vec<v1::ReportGroup> 
     out
 }
 
+/// Who made a request: what the access check found (every request passes it).
+fn caller<T>(r: &Request<T>) -> Caller {
+    r.extensions()
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or(Caller::Anonymous)
+}
+
 /// The gRPC face.
 pub struct IacService<S>(pub Queries<S>);
 
@@ -358,8 +374,9 @@ impl<S: Store> v1::iac_server::Iac for IacService<S> {
         &self,
         r: Request<v1::ImportStateRequest>,
     ) -> Result<tonic::Response<v1::ImportResult>, Status> {
+        let by = caller(&r);
         Ok(tonic::Response::new(
-            self.0.import_state(r.into_inner()).await?,
+            self.0.import_state(r.into_inner(), &by).await?,
         ))
     }
 
@@ -367,8 +384,9 @@ impl<S: Store> v1::iac_server::Iac for IacService<S> {
         &self,
         r: Request<v1::ImportManifestRequest>,
     ) -> Result<tonic::Response<v1::ImportResult>, Status> {
+        let by = caller(&r);
         Ok(tonic::Response::new(
-            self.0.import_manifest(r.into_inner()).await?,
+            self.0.import_manifest(r.into_inner(), &by).await?,
         ))
     }
 

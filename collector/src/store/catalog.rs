@@ -47,6 +47,8 @@ pub struct StateImport {
     pub resources: Vec<Resource>,
     /// Instances of other resource types, skipped.
     pub ignored_instances: u64,
+    /// Who imported it: the caller the access check named, or the state source.
+    pub imported_by: String,
 }
 
 /// One image a Packer build produced.
@@ -83,6 +85,7 @@ pub struct StateInfo {
     /// How many resources it holds.
     pub resources: u64,
     pub imported_at: Millis,
+    pub imported_by: String,
 }
 
 /// Everything imported: states (with their resources) and the image catalog.

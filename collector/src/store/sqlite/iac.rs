@@ -38,12 +38,13 @@ pub(super) fn import_state(tx: &Connection, r: &StateImport, now: Millis) -> Res
         .context(WHAT)?;
     tx.execute(
         "INSERT INTO iac_states (name, source, kind, lineage, serial, terraform_version,
-             imported_at, ignored_instances)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             imported_at, ignored_instances, imported_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
          ON CONFLICT (name) DO UPDATE SET source = excluded.source, kind = excluded.kind,
              lineage = excluded.lineage, serial = excluded.serial,
              terraform_version = excluded.terraform_version,
-             imported_at = excluded.imported_at, ignored_instances = excluded.ignored_instances",
+             imported_at = excluded.imported_at, ignored_instances = excluded.ignored_instances,
+             imported_by = excluded.imported_by",
         params![
             r.name,
             r.source,
@@ -52,7 +53,8 @@ pub(super) fn import_state(tx: &Connection, r: &StateImport, now: Millis) -> Res
             r.serial.map(|s| s as i64),
             r.terraform_version,
             now,
-            r.ignored_instances as i64
+            r.ignored_instances as i64,
+            r.imported_by
         ],
     )
     .context(WHAT)?;
@@ -169,7 +171,8 @@ pub(super) fn iac(conn: &Connection) -> rusqlite::Result<IacData> {
     }
     let states = conn
         .prepare_cached(
-            "SELECT name, source, kind, lineage, serial, terraform_version, imported_at
+            "SELECT name, source, kind, lineage, serial, terraform_version, imported_at,
+                 imported_by
              FROM iac_states ORDER BY name",
         )?
         .query_map([], |row| {
@@ -183,6 +186,7 @@ pub(super) fn iac(conn: &Connection) -> rusqlite::Result<IacData> {
                 serial: row.get::<_, Option<i64>>(4)?.map(to_u64),
                 terraform_version: row.get(5)?,
                 imported_at: row.get(6)?,
+                imported_by: row.get(7)?,
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;

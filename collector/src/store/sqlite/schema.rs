@@ -21,7 +21,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     Migration::Sql(SCHEMA_V2),
     Migration::Code(items_encoded),
     Migration::Sql(super::credentials::SCHEMA_V4),
+    Migration::Sql(SCHEMA_V5),
 ];
+
+/// Version 5: who imported each state (earlier imports: unknown, '').
+const SCHEMA_V5: &str = "ALTER TABLE iac_states ADD COLUMN imported_by TEXT NOT NULL DEFAULT '';";
 
 const SCHEMA_V1: &str = "
 CREATE TABLE hosts (

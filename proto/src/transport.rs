@@ -113,7 +113,7 @@ impl Diagnosis {
                 format!("the collector's certificate was refused: {reason}")
             }
             Diagnosis::ClientCertRequired => format!(
-                "the collector requires a client certificate (mTLS): pass {}",
+                "the collector requires a client certificate (mTLS): give {}",
                 s.cert_setting
             ),
             Diagnosis::ClientCertRefused { reason } => format!(
@@ -123,7 +123,7 @@ impl Diagnosis {
             ),
             Diagnosis::ClientCertProbablyRequired => format!(
                 "the collector closed the connection right after the TLS handshake; no client \
-                 certificate was presented, and the collector may require one (mTLS): pass {}",
+                 certificate was presented, and the collector may require one (mTLS): give {}",
                 s.cert_setting
             ),
             Diagnosis::ClientCertProbablyRefused => format!(
@@ -313,7 +313,7 @@ mod tests {
             ),
             (
                 rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired),
-                "requires a client certificate (mTLS): pass --cert and --key",
+                "requires a client certificate (mTLS): give --cert and --key",
             ),
             (
                 rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType),

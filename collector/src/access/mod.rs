@@ -57,6 +57,17 @@ impl fmt::Display for Caller {
     }
 }
 
+impl Caller {
+    /// Who made `request`: what the access check found (every request passes it first).
+    pub fn of<T>(request: &tonic::Request<T>) -> Caller {
+        request
+            .extensions()
+            .get::<Caller>()
+            .cloned()
+            .unwrap_or(Caller::Anonymous)
+    }
+}
+
 /// What a call needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Need {

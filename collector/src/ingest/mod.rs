@@ -112,8 +112,8 @@ impl<S: Store> v1::ingest_server::Ingest for IngestService<S> {
             .map(|a| a.to_string())
             .unwrap_or_else(|| "unknown".into());
         // Put there by the access check; an agent's certificate binds the stream to its host.
-        let bound = match request.extensions().get::<Caller>() {
-            Some(Caller::Agent { host }) => Some(host.clone()),
+        let bound = match Caller::of(&request) {
+            Caller::Agent { host } => Some(host),
             _ => None,
         };
         let inbound = request.into_inner();

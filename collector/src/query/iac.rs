@@ -357,14 +357,6 @@ fn report_groups(fleet: &Fleet, causes: Vec<v1::Cause>) -> Vec<v1::ReportGroup> 
     out
 }
 
-/// Who made a request: what the access check found (every request passes it).
-fn caller<T>(r: &Request<T>) -> Caller {
-    r.extensions()
-        .get::<Caller>()
-        .cloned()
-        .unwrap_or(Caller::Anonymous)
-}
-
 /// The gRPC face.
 pub struct IacService<S>(pub Queries<S>);
 
@@ -374,7 +366,7 @@ impl<S: Store> v1::iac_server::Iac for IacService<S> {
         &self,
         r: Request<v1::ImportStateRequest>,
     ) -> Result<tonic::Response<v1::ImportResult>, Status> {
-        let by = caller(&r);
+        let by = Caller::of(&r);
         Ok(tonic::Response::new(
             self.0.import_state(r.into_inner(), &by).await?,
         ))
@@ -384,7 +376,7 @@ impl<S: Store> v1::iac_server::Iac for IacService<S> {
         &self,
         r: Request<v1::ImportManifestRequest>,
     ) -> Result<tonic::Response<v1::ImportResult>, Status> {
-        let by = caller(&r);
+        let by = Caller::of(&r);
         Ok(tonic::Response::new(
             self.0.import_manifest(r.into_inner(), &by).await?,
         ))

@@ -23,6 +23,9 @@ const JSON_MESSAGES: &[&str] = &[
     "IacStatus",
     "ReportGroup",
     "IacReport",
+    "JoinToken",
+    "EnrolledHost",
+    "Certificate",
 ];
 
 /// Fields holding drift items, serialized as `check --json` writes items.
@@ -46,6 +49,7 @@ fn main() {
             "driftwatch/v1/agent.proto",
             "driftwatch/v1/fleet.proto",
             "driftwatch/v1/iac.proto",
+            "driftwatch/v1/enroll.proto",
         ],
         ["proto"],
     )

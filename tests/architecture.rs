@@ -144,6 +144,7 @@ fn the_collector_s_store_knows_no_api_and_queries_know_no_ingest() {
             "crate::server",
             "crate::status",
             "crate::access",
+            "crate::enroll",
             "v1::Host",
             "v1::Import",
             "v1::IacResource",
@@ -163,6 +164,16 @@ fn the_collector_s_store_knows_no_api_and_queries_know_no_ingest() {
         &["crate::query", "crate::ingest", "crate::server"],
     );
     assert_room("collector/src/query", &["crate::ingest", "crate::server"]);
+    // The fleet CA signs and records; it serves nobody's queries and reads no stream.
+    assert_room(
+        "collector/src/enroll",
+        &[
+            "crate::ingest",
+            "crate::query",
+            "crate::iac",
+            "crate::server",
+        ],
+    );
     // Who is calling is decided before any room, from the store's tokens only.
     assert_room(
         "collector/src/access",
@@ -171,6 +182,7 @@ fn the_collector_s_store_knows_no_api_and_queries_know_no_ingest() {
             "crate::query",
             "crate::iac",
             "crate::server",
+            "crate::enroll",
         ],
     );
 }

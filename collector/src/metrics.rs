@@ -28,6 +28,8 @@ pub struct Metrics {
     pub rejected: Family<ReasonLabel, Counter>,
     pub calls_refused: Family<ReasonLabel, Counter>,
     pub identity_refused: Counter,
+    pub certificates_issued: Family<KindLabel, Counter>,
+    pub enrollments_refused: Family<ReasonLabel, Counter>,
     pub commits: Counter,
     pub commit_seconds: Histogram,
     pub writes_per_commit: Histogram,
@@ -62,6 +64,8 @@ impl Default for Metrics {
             rejected: Family::default(),
             calls_refused: Family::default(),
             identity_refused: Counter::default(),
+            certificates_issued: Family::default(),
+            enrollments_refused: Family::default(),
             commits: Counter::default(),
             commit_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             writes_per_commit: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
@@ -126,6 +130,16 @@ impl Default for Metrics {
             "identity_refused",
             "Agent hellos refused because they name another host than the client certificate.",
             m.identity_refused.clone(),
+        );
+        r.register(
+            "certificates_issued",
+            "Certificates the fleet CA signed, by kind: enroll (with a join token) or renew.",
+            m.certificates_issued.clone(),
+        );
+        r.register(
+            "enrollments_refused",
+            "Enrollments and renewals refused, by reason.",
+            m.enrollments_refused.clone(),
         );
         r.register(
             "commits",

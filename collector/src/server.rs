@@ -77,6 +77,17 @@ pub struct ServeOptions {
     /// CA (PEM) that client certificates must chain to: requires mTLS from every client.
     #[arg(long, requires = "tls_cert")]
     pub client_ca: Option<PathBuf>,
+    /// The fleet CA's certificate (PEM): hosts enroll with a join token and get a client
+    /// certificate signed by it (`driftwatch enroll token create`). Needs --tls-cert.
+    #[arg(long, requires_all = ["enroll_ca_key", "tls_cert"])]
+    pub enroll_ca_cert: Option<PathBuf>,
+    /// The fleet CA's private key (PEM; keep it 0600).
+    #[arg(long, requires = "enroll_ca_cert")]
+    pub enroll_ca_key: Option<PathBuf>,
+    /// How long a certificate issued by enrollment is valid; agents renew it when two
+    /// thirds of it have passed.
+    #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+    pub enroll_cert_validity: Duration,
     /// Allow plaintext on a non-loopback address (agents' drift and diffs travel in clear).
     #[arg(long)]
     pub insecure: bool,
@@ -130,6 +141,9 @@ impl Default for ServeOptions {
             tls_cert: None,
             tls_key: None,
             client_ca: None,
+            enroll_ca_cert: None,
+            enroll_ca_key: None,
+            enroll_cert_validity: crate::enroll::authority::DEFAULT_VALIDITY,
             require_auth: false,
             insecure: false,
             silent_after: Duration::from_secs(30),
@@ -197,7 +211,25 @@ pub fn open_database(url: &str) -> Result<SqliteStore> {
 impl ServeOptions {
     /// Whether operators must present a credential.
     pub fn requires_auth(&self) -> bool {
-        self.require_auth || self.client_ca.is_some() || !self.listen.ip().is_loopback()
+        self.require_auth || self.mtls() || !self.listen.ip().is_loopback()
+    }
+
+    /// Whether agents present client certificates: from `--client-ca`, or issued by the
+    /// enrollment CA.
+    pub fn mtls(&self) -> bool {
+        self.client_ca.is_some() || self.enroll_ca_cert.is_some()
+    }
+
+    /// The fleet CA, when the collector enrolls hosts.
+    pub fn authority(&self) -> Result<Option<crate::enroll::Authority>> {
+        match (&self.enroll_ca_cert, &self.enroll_ca_key) {
+            (Some(cert), Some(key)) => Ok(Some(crate::enroll::Authority::load(
+                cert,
+                key,
+                self.enroll_cert_validity,
+            )?)),
+            _ => Ok(None),
+        }
     }
 }
 
@@ -257,6 +289,7 @@ async fn serve_with<S: Store>(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<()> {
+    let authority = options.authority()?.map(Arc::new);
     let metrics = Arc::new(Metrics::default());
     // Committed events, for `Watch`; slow followers are told after this many.
     let feed = Feed::new(FEED_BUFFER);
@@ -329,12 +362,20 @@ async fn serve_with<S: Store>(
             driftwatch_proto::v1::iac_server::IacServer::new(IacService(queries))
                 .max_decoding_message_size(options.max_import_bytes),
         )
+        .add_service(
+            crate::enroll::EnrollmentService::new(
+                store.clone(),
+                authority.clone(),
+                metrics.clone(),
+            )
+            .into_server(),
+        )
         .add_service(health)
         .add_service(reflection)
         .add_service(reflection_alpha);
     // Every call, gRPC or HTTP, passes the access check first.
     let access = Arc::new(Access {
-        mtls: options.client_ca.is_some(),
+        mtls: options.mtls(),
         require_auth: options.requires_auth(),
         store: store.clone(),
         metrics: metrics.clone(),
@@ -353,12 +394,17 @@ async fn serve_with<S: Store>(
         .tcp_nodelay(true);
     let scheme = if let (Some(cert), Some(key)) = (&options.tls_cert, &options.tls_key) {
         server = server
-            .tls_config(tls_config(cert, key, options.client_ca.as_deref())?)
+            .tls_config(tls_config(
+                cert,
+                key,
+                options.client_ca.as_deref(),
+                authority.as_deref(),
+            )?)
             .context("configuring TLS")?;
-        if options.client_ca.is_some() {
-            "https (mTLS)"
-        } else {
-            "https"
+        match (&authority, options.client_ca.is_some()) {
+            (Some(_), _) => "https (mTLS, enrollment)",
+            (None, true) => "https (mTLS)",
+            (None, false) => "https",
         }
     } else {
         "http"
@@ -397,17 +443,32 @@ async fn metrics_page(
     )
 }
 
+/// The server's TLS: its identity, and the CAs client certificates chain to — `--client-ca`
+/// and the enrollment CA. With enrollment a client may connect without a certificate (to
+/// enroll): the access check then asks for one wherever it is needed.
 fn tls_config(
     cert: &Path,
     key: &Path,
     client_ca: Option<&Path>,
+    authority: Option<&crate::enroll::Authority>,
 ) -> Result<tonic::transport::ServerTlsConfig> {
     let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
     let mut config = tonic::transport::ServerTlsConfig::new().identity(
         tonic::transport::Identity::from_pem(read(cert)?, read(key)?),
     );
-    if let Some(ca) = client_ca {
-        config = config.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
+    let mut roots = match client_ca {
+        Some(ca) => read(ca)?,
+        None => Vec::new(),
+    };
+    if let Some(authority) = authority {
+        if !roots.is_empty() && !roots.ends_with(b"\n") {
+            roots.push(b'\n');
+        }
+        roots.extend_from_slice(authority.ca_pem().as_bytes());
+        config = config.client_auth_optional(true);
+    }
+    if !roots.is_empty() {
+        config = config.client_ca_root(tonic::transport::Certificate::from_pem(roots));
     }
     Ok(config)
 }

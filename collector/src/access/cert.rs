@@ -36,10 +36,30 @@ pub enum CertError {
     },
 }
 
+/// A verified leaf certificate, read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Named {
+    pub caller: Caller,
+    /// Its serial number, lowercase hex (as the enrollment records those it issued).
+    pub serial: String,
+}
+
 /// The caller `der` (a verified leaf certificate) names.
 pub fn caller(der: &[u8]) -> Result<Caller, CertError> {
+    read(der).map(|named| named.caller)
+}
+
+/// The caller `der` (a verified leaf certificate) names, and its serial.
+pub fn read(der: &[u8]) -> Result<Named, CertError> {
     let (_, cert) =
         X509Certificate::from_der(der).map_err(|e| CertError::Unreadable(e.to_string()))?;
+    Ok(Named {
+        caller: named(&cert)?,
+        serial: hex::encode(cert.raw_serial()),
+    })
+}
+
+fn named(cert: &X509Certificate<'_>) -> Result<Caller, CertError> {
     let mut named = Vec::new();
     let mut uris = Vec::new();
     let san = cert
@@ -57,7 +77,7 @@ pub fn caller(der: &[u8]) -> Result<Caller, CertError> {
                 source,
             })?;
             named.push(Caller::Operator {
-                name: common_name(&cert).unwrap_or("operator").to_owned(),
+                name: common_name(cert).unwrap_or("operator").to_owned(),
                 role,
             });
         } else {
@@ -66,7 +86,7 @@ pub fn caller(der: &[u8]) -> Result<Caller, CertError> {
         uris.push(*uri);
     }
     match named.len() {
-        0 => common_name(&cert)
+        0 => common_name(cert)
             .filter(|cn| !cn.is_empty())
             .map(|cn| Caller::Agent { host: cn.into() })
             .ok_or(CertError::Unnamed),

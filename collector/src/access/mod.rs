@@ -11,10 +11,14 @@
 //!
 //! | what is called                                   | who may                          |
 //! |--------------------------------------------------|----------------------------------|
-//! | `Ingest/Stream`                                  | agents (bound to their host)     |
+//! | `Ingest/Stream`, `Enrollment/Renew`              | agents (bound to their host)     |
 //! | `Iac/ImportState`, `Iac/ImportManifest`          | operators with role `operator`+  |
+//! | join tokens, enrolled hosts (`Enrollment/…`)     | operators with role `admin`      |
 //! | every other query, `Watch`, `/api/v1`, `/metrics`| operators with role `reader`+    |
-//! | health, reflection, `/healthz`                   | anyone                           |
+//! | health, reflection, `/healthz`, `Enrollment/Enroll` (the join token is its credential) | anyone |
+//!
+//! A certificate the fleet CA issued (enrollment) and an admin revoked is refused here, at
+//! the next call it makes.
 //!
 //! A refusal is `UNAUTHENTICATED` / HTTP 401 when no credential was presented and one is
 //! needed, `PERMISSION_DENIED` / HTTP 403 when the credential does not allow the call; each
@@ -72,22 +76,36 @@ impl Caller {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Need {
     Nothing,
-    AgentStream,
+    /// A host's own calls: its stream, its certificate's renewal.
+    Agent,
     Role(Role),
 }
 
+/// The serial (lowercase hex) of the client certificate a call presented, for handlers that
+/// need more than the [`Caller`] (a renewal).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientSerial(pub String);
+
 /// What the request path asks for.
 pub fn need(path: &str) -> Need {
-    const OPEN: [&str; 4] = [
+    const OPEN: [&str; 5] = [
         "/grpc.health.v1.Health/",
         "/grpc.reflection.v1.ServerReflection/",
         "/grpc.reflection.v1alpha.ServerReflection/",
         "/healthz",
+        "/driftwatch.v1.Enrollment/Enroll",
     ];
-    if OPEN.iter().any(|p| path.starts_with(p)) {
+    if OPEN
+        .iter()
+        .any(|p| path == *p || (p.ends_with('/') && path.starts_with(p)))
+    {
         Need::Nothing
-    } else if path.starts_with("/driftwatch.v1.Ingest/") {
-        Need::AgentStream
+    } else if path.starts_with("/driftwatch.v1.Ingest/")
+        || path == "/driftwatch.v1.Enrollment/Renew"
+    {
+        Need::Agent
+    } else if path.starts_with("/driftwatch.v1.Enrollment/") {
+        Need::Role(Role::Admin)
     } else if path.starts_with("/driftwatch.v1.Iac/Import") {
         Need::Role(Role::Operator)
     } else {
@@ -108,7 +126,8 @@ pub enum Refusal {
 
 /// How the port is guarded.
 pub struct Access {
-    /// Clients present certificates from the fleet's CA (`--client-ca`).
+    /// Clients present certificates from the fleet's CA (`--client-ca`, or the enrollment
+    /// CA: then a client may connect without one, to enroll).
     pub mtls: bool,
     /// Operators must present a credential (off loopback, mTLS, or `--require-auth`).
     pub require_auth: bool,
@@ -128,12 +147,12 @@ impl Access {
     pub fn decide(&self, caller: &Caller, need: Need) -> Result<(), Refusal> {
         match (need, caller) {
             (Need::Nothing, _) => Ok(()),
-            (Need::AgentStream, Caller::Agent { .. }) => Ok(()),
-            (Need::AgentStream, Caller::Anonymous) if !self.mtls => Ok(()),
-            (Need::AgentStream, Caller::Anonymous) => Err(Refusal::Unauthenticated(
+            (Need::Agent, Caller::Agent { .. }) => Ok(()),
+            (Need::Agent, Caller::Anonymous) if !self.mtls => Ok(()),
+            (Need::Agent, Caller::Anonymous) => Err(Refusal::Unauthenticated(
                 "the agent stream needs a client certificate for the host".into(),
             )),
-            (Need::AgentStream, Caller::Operator { name, .. }) => Err(Refusal::Denied(format!(
+            (Need::Agent, Caller::Operator { name, .. }) => Err(Refusal::Denied(format!(
                 "{name} presented an operator certificate: only an agent's certificate opens \
                  an agent stream"
             ))),
@@ -182,8 +201,9 @@ impl Presented {
 }
 
 impl Access {
-    /// The caller: its bearer token, else its TLS client certificate.
-    async fn caller(&self, presented: Presented) -> Result<Caller, Refusal> {
+    /// The caller: its bearer token, else its TLS client certificate (and that
+    /// certificate's serial).
+    async fn caller(&self, presented: Presented) -> Result<(Caller, Option<String>), Refusal> {
         if let Some(value) = &presented.authorization {
             let secret =
                 token::bearer(value).map_err(|e| Refusal::Unauthenticated(e.to_string()))?;
@@ -191,20 +211,48 @@ impl Access {
             let store = self.store.clone();
             let now = crate::store::now_millis();
             return match blocking(move || store.token(&hash, now)).await {
-                Ok(Some(t)) => Ok(Caller::Operator {
-                    name: t.name,
-                    role: t.role,
-                }),
+                Ok(Some(t)) => Ok((
+                    Caller::Operator {
+                        name: t.name,
+                        role: t.role,
+                    },
+                    None,
+                )),
                 Ok(None) => Err(Refusal::Unauthenticated(format!(
                     "the token is unknown, expired or revoked: {GET_A_TOKEN}"
                 ))),
                 Err(e) => Err(Refusal::Unavailable(crate::status::store_message(&e))),
             };
         }
-        match &presented.leaf {
-            None => Ok(Caller::Anonymous),
-            Some(leaf) => cert::caller(leaf)
-                .map_err(|e| Refusal::Unauthenticated(format!("client certificate: {e}"))),
+        let Some(leaf) = &presented.leaf else {
+            return Ok((Caller::Anonymous, None));
+        };
+        let named = cert::read(leaf)
+            .map_err(|e| Refusal::Unauthenticated(format!("client certificate: {e}")))?;
+        if let Caller::Agent { host } = &named.caller {
+            self.not_revoked(host, &named.serial).await?;
+        }
+        Ok((named.caller, Some(named.serial)))
+    }
+
+    /// Refuses a certificate the fleet CA issued and an admin revoked since.
+    async fn not_revoked(&self, host: &str, serial: &str) -> Result<(), Refusal> {
+        let store = self.store.clone();
+        let key = serial.to_owned();
+        let issued = blocking(move || store.certificate(&key))
+            .await
+            .map_err(|e| Refusal::Unavailable(crate::status::store_message(&e)))?;
+        match issued {
+            Some(c) if c.revoked_at.is_some() => Err(Refusal::Unauthenticated(format!(
+                "the certificate of host {host} (serial {serial}) was revoked at {}{}: the host \
+                 must enroll again (remove its certificate, <state directory>/enroll/host.crt, \
+                 and give its agent a new join token)",
+                crate::store::rfc3339(c.revoked_at.unwrap_or_default()),
+                c.revoked_by
+                    .map(|by| format!(" by {by}"))
+                    .unwrap_or_default(),
+            ))),
+            _ => Ok(()),
         }
     }
 }
@@ -228,10 +276,17 @@ pub async fn guard(
     let decided = access
         .caller(Presented::of(&request))
         .await
-        .and_then(|caller| access.decide(&caller, need(&path)).map(|()| caller));
+        .and_then(|(caller, serial)| {
+            access
+                .decide(&caller, need(&path))
+                .map(|()| (caller, serial))
+        });
     match decided {
-        Ok(caller) => {
+        Ok((caller, serial)) => {
             request.extensions_mut().insert(caller);
+            if let Some(serial) = serial {
+                request.extensions_mut().insert(ClientSerial(serial));
+            }
             next.run(request).await
         }
         Err(refusal) => {
@@ -300,7 +355,7 @@ mod tests {
 
     #[test]
     fn paths_need_what_the_table_says() {
-        assert_eq!(need("/driftwatch.v1.Ingest/Stream"), Need::AgentStream);
+        assert_eq!(need("/driftwatch.v1.Ingest/Stream"), Need::Agent);
         assert_eq!(
             need("/driftwatch.v1.Iac/ImportState"),
             Need::Role(Role::Operator)
@@ -316,19 +371,30 @@ mod tests {
         assert_eq!(need("/anything/else"), Need::Role(Role::Reader));
         assert_eq!(need("/grpc.health.v1.Health/Check"), Need::Nothing);
         assert_eq!(need("/healthz"), Need::Nothing);
+        assert_eq!(need("/driftwatch.v1.Enrollment/Enroll"), Need::Nothing);
+        assert_eq!(
+            need("/driftwatch.v1.Enrollment/EnrollX"),
+            Need::Role(Role::Admin)
+        );
+        assert_eq!(need("/driftwatch.v1.Enrollment/Renew"), Need::Agent);
+        assert_eq!(
+            need("/driftwatch.v1.Enrollment/CreateJoinToken"),
+            Need::Role(Role::Admin)
+        );
+        assert_eq!(need("/healthzz"), Need::Role(Role::Reader));
     }
 
     #[test]
     fn an_agent_certificate_opens_the_agent_stream_only() {
         let a = access(true);
         let agent = Caller::Agent { host: "i-1".into() };
-        assert_eq!(a.decide(&agent, Need::AgentStream), Ok(()));
+        assert_eq!(a.decide(&agent, Need::Agent), Ok(()));
         assert!(matches!(
             a.decide(&agent, Need::Role(Role::Reader)),
             Err(Refusal::Denied(m)) if m.contains("i-1")
         ));
         assert!(matches!(
-            a.decide(&operator(Role::Admin), Need::AgentStream),
+            a.decide(&operator(Role::Admin), Need::Agent),
             Err(Refusal::Denied(_))
         ));
         assert_eq!(a.decide(&agent, Need::Nothing), Ok(()));
@@ -362,7 +428,7 @@ mod tests {
             Ok(())
         );
         assert_eq!(
-            access(false).decide(&Caller::Anonymous, Need::AgentStream),
+            access(false).decide(&Caller::Anonymous, Need::Agent),
             Ok(())
         );
         assert!(matches!(

@@ -1,4 +1,4 @@
-//! Operators' bearer tokens: `dwt_` and 43 characters of base64url over 32 random bytes.
+//! Bearer tokens: operators' (`dwt_`) and join tokens (`dwj_`), each its prefix and 43 characters of base64url over 32 random bytes.
 //! The collector keeps only their SHA-256: 256 bits of entropy need no salt or slow hash
 //! (NIST SP 800-63B §5.1.2.2), and looking one up by its hash leaks nothing through timing.
 
@@ -7,14 +7,21 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest as _, Sha256};
 
-/// What every token starts with (so secret scanners and people recognise one).
+/// What every operator token starts with (so secret scanners and people recognise one).
 pub const PREFIX: &str = "dwt_";
+/// What every join token (enrollment) starts with.
+pub const JOIN_PREFIX: &str = "dwj_";
 
-/// A new token: its secret (shown once) and the hash to store.
+/// A new operator token: its secret (shown once) and the hash to store.
 pub fn generate() -> Result<(String, [u8; 32]), getrandom::Error> {
+    generate_with(PREFIX)
+}
+
+/// A new token with this prefix: its secret (shown once) and the hash to store.
+pub fn generate_with(prefix: &str) -> Result<(String, [u8; 32]), getrandom::Error> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes)?;
-    let secret = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
+    let secret = format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes));
     let hash = hash(&secret);
     Ok((secret, hash))
 }

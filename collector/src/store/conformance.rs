@@ -31,11 +31,13 @@ use super::{
 };
 
 mod credentials;
+mod enrollment;
 mod iac;
 mod queries;
 mod writes;
 
 pub use credentials::*;
+pub use enrollment::*;
 pub use iac::*;
 pub use queries::*;
 pub use writes::*;
@@ -67,6 +69,9 @@ macro_rules! conformance_tests {
             host_facts_carry_the_hello_identity_and_the_generation_moves,
             tokens_are_found_by_hash_until_revoked,
             a_token_expires,
+            a_join_token_enrolls_as_many_hosts_as_it_allows_until_it_expires,
+            a_token_for_an_image_enrolls_only_hosts_of_that_image,
+            an_identity_is_bound_to_its_key_until_revoked,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -27,6 +27,7 @@ use tokio::sync::broadcast;
 
 pub mod catalog;
 pub mod credentials;
+pub mod enrollment;
 pub mod item;
 pub mod listed;
 pub mod model;
@@ -38,6 +39,9 @@ pub mod conformance;
 pub use catalog::{HostFacts, IacData, Image, ManifestImport, Resource, StateImport, StateInfo};
 pub use credentials::{NewToken, OperatorToken, Role, UnknownRole};
 pub use driftwatch_proto::drift::Transition;
+pub use enrollment::{
+    EnrollRefusal, EnrolledHost, Enrollment, Issued, IssuedCertificate, JoinToken, NewJoinToken,
+};
 pub use item::{ItemError, ItemRecord, Severity, SubjectKind};
 pub use listed::{Found, HostStatus, ListedHost, ReportedHost};
 pub use model::{Cause, HistoryEntry, HostDetail, HostIdentity, PathSummary, Source};
@@ -264,6 +268,43 @@ pub trait Store: Send + Sync + 'static {
 
     /// The token whose secret has this SHA-256, unless revoked or expired at `now`.
     fn token(&self, sha256: &[u8; 32], now: Millis) -> Result<Option<OperatorToken>>;
+
+    /// Stores a join token; refused if an unrevoked join token has its name.
+    fn create_join_token(&self, token: &NewJoinToken) -> Result<()>;
+
+    /// Every join token, revoked ones too, oldest first.
+    fn join_tokens(&self) -> Result<Vec<JoinToken>>;
+
+    /// Revokes the unrevoked join token of this name: whether there was one.
+    fn revoke_join_token(&self, name: &str, now: Millis) -> Result<bool>;
+
+    /// Enrolls a host, in one transaction: the token must be live (not revoked, not expired
+    /// at the certificate's issue time, uses left, the host's image if it names one) and the
+    /// identity free or bound to the same key; then a use is spent, the identity bound to the
+    /// key and the certificate recorded. Returns the token's name.
+    fn enroll(
+        &self,
+        enrollment: &Enrollment<'_>,
+    ) -> Result<std::result::Result<String, EnrollRefusal>>;
+
+    /// Records a renewed certificate: `presented` (the serial of the certificate the host
+    /// authenticated with) must be a live certificate of the host, and the new one must
+    /// certify the key the host enrolled with.
+    fn renew(
+        &self,
+        presented: &str,
+        certificate: &Issued,
+    ) -> Result<std::result::Result<(), EnrollRefusal>>;
+
+    /// Enrolled hosts, by host id, with their newest live certificate.
+    fn enrolled(&self) -> Result<Vec<EnrolledHost>>;
+
+    /// Revokes every certificate issued to the host and frees its identity: whether it was
+    /// enrolled, and how many certificates this revoked.
+    fn revoke_host(&self, host: &str, by: &str, now: Millis) -> Result<(bool, u32)>;
+
+    /// The certificate issued with this serial (lowercase hex), if this collector issued it.
+    fn certificate(&self, serial: &str) -> Result<Option<IssuedCertificate>>;
 
     /// Worst drift first, then most items, then by identity.
     fn list_hosts(&self, query: &HostQuery) -> Result<Vec<ListedHost>>;

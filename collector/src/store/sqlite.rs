@@ -29,7 +29,7 @@
 //! opened, with one warning. The server creates the database's directory 0700 when it is
 //! missing ([`create_private_dir`]); an existing directory is left as it is.
 //!
-//! # Schema (version 3; [`schema::MIGRATIONS`], counted by `PRAGMA user_version`)
+//! # Schema (version 6; [`schema::MIGRATIONS`], counted by `PRAGMA user_version`)
 //!
 //! - `hosts`: one row per host identity: what its hello said, where its stream stands
 //!   (`stream_id`, `last_seq`), first and last seen, and its current items' aggregates cached
@@ -50,6 +50,11 @@
 //!   only); `images`: the Packer image catalog, one row per (region, image id).
 //! - Version 3 replaced the items' JSON text (`json`) with their encoding (`item`), converting
 //!   every row of `items` and `events`.
+//! - `tokens` (version 4): operators' bearer tokens, by the SHA-256 of their secret; version 5
+//!   records who imported each state.
+//! - `join_tokens`, `enrollments`, `certificates` (version 6): enrollment — join tokens by
+//!   hash with their uses, each enrolled host bound to its key, every certificate the fleet CA
+//!   issued by serial, with its revocation.
 //!
 //! Invariants every write keeps:
 //! - a host's cached aggregates are those of its `items` rows;
@@ -72,8 +77,9 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, Row, Transaction, TransactionBehavior};
 
 use super::{
-    Applied, Cause, HistoryEntry, HistoryQuery, HostDetail, HostFacts, HostInfo, HostQuery,
-    IacData, ImportOutcome, ItemFilter, ListedHost, ManifestImport, Millis, NewToken,
+    Applied, Cause, EnrollRefusal, EnrolledHost, Enrollment, HistoryEntry, HistoryQuery,
+    HostDetail, HostFacts, HostInfo, HostQuery, IacData, ImportOutcome, Issued, IssuedCertificate,
+    ItemFilter, JoinToken, ListedHost, ManifestImport, Millis, NewJoinToken, NewToken,
     OperatorToken, PathSummary, Result, Severity, StateImport, Store, StoreError, StreamState,
     Write,
 };
@@ -81,6 +87,7 @@ use driftwatch_proto::drift::set_digest;
 
 mod checkpoint;
 mod credentials;
+mod enrollment;
 mod hosts;
 mod iac;
 mod query;
@@ -455,6 +462,54 @@ impl Store for SqliteStore {
     fn token(&self, sha256: &[u8; 32], now: Millis) -> Result<Option<OperatorToken>> {
         self.read("looking up a token", |tx| {
             credentials::find(tx, sha256, now)
+        })
+    }
+
+    fn create_join_token(&self, token: &NewJoinToken) -> Result<()> {
+        self.write(true, "storing a join token", &[], |tx| {
+            enrollment::create_token(tx, token)
+        })
+    }
+
+    fn join_tokens(&self) -> Result<Vec<JoinToken>> {
+        self.read("listing join tokens", enrollment::tokens)
+    }
+
+    fn revoke_join_token(&self, name: &str, now: Millis) -> Result<bool> {
+        self.write(true, "revoking a join token", &[], |tx| {
+            enrollment::revoke_token(tx, name, now)
+        })
+    }
+
+    fn enroll(&self, e: &Enrollment<'_>) -> Result<std::result::Result<String, EnrollRefusal>> {
+        self.write(true, "enrolling a host", &[], |tx| {
+            enrollment::enroll(tx, e)
+        })
+    }
+
+    fn renew(
+        &self,
+        presented: &str,
+        certificate: &Issued,
+    ) -> Result<std::result::Result<(), EnrollRefusal>> {
+        self.write(true, "renewing a certificate", &[], |tx| {
+            enrollment::renew(tx, presented, certificate)
+        })
+    }
+
+    fn enrolled(&self) -> Result<Vec<EnrolledHost>> {
+        self.read("listing enrolled hosts", enrollment::enrolled)
+    }
+
+    fn revoke_host(&self, host: &str, by: &str, now: Millis) -> Result<(bool, u32)> {
+        self.write(true, "revoking a host", &[], |tx| {
+            enrollment::revoke_host(tx, host, by, now)
+        })
+    }
+
+    fn certificate(&self, serial: &str) -> Result<Option<IssuedCertificate>> {
+        self.read("looking up a certificate", |tx| {
+            enrollment::certificate(tx, serial)
         })
     }
 

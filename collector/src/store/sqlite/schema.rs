@@ -22,6 +22,7 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     Migration::Code(items_encoded),
     Migration::Sql(super::credentials::SCHEMA_V4),
     Migration::Sql(SCHEMA_V5),
+    Migration::Sql(super::enrollment::SCHEMA_V6),
 ];
 
 /// Version 5: who imported each state (earlier imports: unknown, '').

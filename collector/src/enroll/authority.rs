@@ -302,7 +302,7 @@ mod tests {
 
     #[test]
     fn only_a_ca_with_its_own_key_signs() {
-        let (ca_pem, ca_key) = ca();
+        let (ca_pem, _) = ca();
         let (_, other_key) = ca();
         let e = Authority::from_pem(&ca_pem, &other_key, DEFAULT_VALIDITY).unwrap_err();
         assert!(e.to_string().contains("not the certificate's key"), "{e}");

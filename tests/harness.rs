@@ -611,6 +611,28 @@ pub struct Collector {
 }
 
 impl Collector {
+    /// `driftwatch-collector token ARGS` against this collector's database.
+    pub fn token_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin("driftwatch-collector"));
+        cmd.arg("token").args(args).arg("--database").arg(format!(
+            "sqlite://{}",
+            self.dir.join("collector.db").display()
+        ));
+        cmd
+    }
+
+    /// A new operator token (`dwt_…`) with this name and role.
+    pub fn create_token(&self, name: &str, role: &str) -> String {
+        let out = self
+            .token_command(&["create", "--name", name, "--role", role])
+            .output()
+            .expect("token create runs");
+        assert!(out.status.success(), "{}", describe(&out));
+        let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        assert!(token.starts_with("dwt_"), "{token}");
+        token
+    }
+
     /// Starts a collector keeping its data in `dir` (created if missing).
     pub fn start(dir: &Path) -> Collector {
         Collector::start_with_env(dir, &[])

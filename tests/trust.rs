@@ -313,26 +313,6 @@ fn a_superseded_stream_cannot_silence_the_live_agent() {
     );
 }
 
-/// `driftwatch-collector token …` against a collector's database.
-fn token_cmd(c: &Collector, args: &[&str]) -> Command {
-    let mut cmd = Command::new(driftwatch_tests::bin("driftwatch-collector"));
-    cmd.arg("token")
-        .args(args)
-        .arg("--database")
-        .arg(format!("sqlite://{}", c.dir.join("collector.db").display()));
-    cmd
-}
-
-fn create_token(c: &Collector, name: &str, role: &str) -> String {
-    let out = token_cmd(c, &["create", "--name", name, "--role", role])
-        .output()
-        .expect("token create runs");
-    assert!(out.status.success(), "{}", driftwatch_tests::describe(&out));
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    assert!(token.starts_with("dwt_"), "{token}");
-    token
-}
-
 /// `curl` GET with a bearer token ("" for none): (HTTP status, body).
 fn curl_token(c: &Collector, token: &str, path: &str) -> (u16, String) {
     let mut cmd = Command::new("curl");
@@ -356,9 +336,9 @@ fn curl_token(c: &Collector, token: &str, path: &str) -> (u16, String) {
 fn operator_tokens_get_exactly_their_rights_and_a_revoked_one_is_refused() {
     let t = TestDir::new();
     let c = Collector::start_with_args(&t.path().join("collector"), &["--require-auth"]);
-    let reader = create_token(&c, "dashboards", "reader");
-    let operator = create_token(&c, "ci", "operator");
-    let admin = create_token(&c, "ana", "admin");
+    let reader = c.create_token("dashboards", "reader");
+    let operator = c.create_token("ci", "operator");
+    let admin = c.create_token("ana", "admin");
     let as_token = |token: &str| c.cli().env("DRIFTWATCH_TOKEN", token);
     let state = write_state(t.path());
     let import = |token: &str| {
@@ -407,14 +387,12 @@ fn operator_tokens_get_exactly_their_rights_and_a_revoked_one_is_refused() {
     assert_eq!(curl_token(&c, "not-ours", "/api/v1/hosts").0, 401);
 
     // Expired: refused once its time is up.
-    let out = token_cmd(
-        &c,
-        &[
+    let out = c
+        .token_command(&[
             "create", "--name", "brief", "--role", "reader", "--ttl", "1s",
-        ],
-    )
-    .output()
-    .unwrap();
+        ])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", driftwatch_tests::describe(&out));
     let brief = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     std::thread::sleep(Duration::from_millis(1500));
@@ -422,16 +400,16 @@ fn operator_tokens_get_exactly_their_rights_and_a_revoked_one_is_refused() {
     assert!(expired.contains("unknown, expired or revoked"), "{expired}");
 
     // Revoked: refused from the next call on.
-    let out = token_cmd(&c, &["revoke", "dashboards"]).output().unwrap();
+    let out = c.token_command(&["revoke", "dashboards"]).output().unwrap();
     assert!(out.status.success(), "{}", driftwatch_tests::describe(&out));
     let revoked = as_token(&reader).args(["hosts"]).stderr_with_code(1);
     assert!(revoked.contains("unknown, expired or revoked"), "{revoked}");
     assert_eq!(curl_token(&c, &reader, "/api/v1/hosts").0, 401);
-    let again = token_cmd(&c, &["revoke", "dashboards"]).output().unwrap();
+    let again = c.token_command(&["revoke", "dashboards"]).output().unwrap();
     assert_eq!(again.status.code(), Some(1));
 
     // Listed without secrets; the database holds only hashes.
-    let out = token_cmd(&c, &["list", "--json"]).output().unwrap();
+    let out = c.token_command(&["list", "--json"]).output().unwrap();
     let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let names: Vec<(&str, &str, bool)> = listed
         .as_array()
@@ -470,7 +448,8 @@ fn operator_tokens_get_exactly_their_rights_and_a_revoked_one_is_refused() {
     }
     assert!(!String::from_utf8_lossy(&out.stdout).contains("dwt_"));
     // A bad role is a usage error.
-    let bad = token_cmd(&c, &["create", "--name", "x", "--role", "root"])
+    let bad = c
+        .token_command(&["create", "--name", "x", "--role", "root"])
         .output()
         .unwrap();
     assert_eq!(bad.status.code(), Some(1));
@@ -494,7 +473,7 @@ fn on_loopback_nothing_is_asked_but_a_bad_token_is_still_refused() {
     // The token file under the user's config directory is read.
     let config = t.path().join("config");
     std::fs::create_dir_all(config.join("driftwatch")).unwrap();
-    let good = create_token(&c, "file", "reader");
+    let good = c.create_token("file", "reader");
     std::fs::write(config.join("driftwatch/token"), format!("{good}\n")).unwrap();
     c.cli().env("XDG_CONFIG_HOME", &config).args(["hosts"]).ok();
     std::fs::write(config.join("driftwatch/token"), "dwt_nope\n").unwrap();

@@ -31,6 +31,9 @@
 //!
 //! [spool]
 //! max_size = "64MiB"
+//!
+//! [enroll]                 # optional: the collector issues this host's certificate
+//! token_file = "/etc/driftwatch/join-token"  # dwj_… (driftwatch enroll token create)
 //! ```
 
 use std::net::SocketAddr;
@@ -70,6 +73,11 @@ pub struct Overrides {
     /// PEM private key of --collector-cert.
     #[arg(long, value_name = "FILE")]
     pub collector_key: Option<PathBuf>,
+    /// Enroll with the collector's fleet CA using the join token in this file: the host's key
+    /// is made here and its certificate issued by the collector (instead of
+    /// --collector-cert/--collector-key).
+    #[arg(long, value_name = "FILE")]
+    pub enroll_token_file: Option<PathBuf>,
     /// Heartbeat interval towards the collector, e.g. "5s".
     #[arg(long, value_name = "DURATION")]
     pub heartbeat: Option<String>,
@@ -120,6 +128,15 @@ struct FileConfig {
     watch: WatchSection,
     #[serde(default)]
     spool: SpoolSection,
+    #[serde(default)]
+    enroll: EnrollSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnrollSection {
+    /// The join token (`dwj_…`) the host enrolls with when it has no certificate.
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -245,6 +262,8 @@ pub struct CollectorConfig {
     /// Names the host; checked at load (a malformed file is a configuration error).
     pub identity_file: Option<PathBuf>,
     pub metadata_service: bool,
+    /// Enrollment (`[enroll]`): the host's certificate comes from the collector.
+    pub enroll: Option<crate::ship::enroll::EnrollConfig>,
 }
 
 impl CollectorConfig {
@@ -350,7 +369,38 @@ impl AgentConfig {
                 );
             }
         }
-        let collector = collector(&mut bad, overrides, file.collector);
+        let token_file = overrides
+            .enroll_token_file
+            .clone()
+            .or(file.enroll.token_file);
+        let mut collector = collector(&mut bad, overrides, file.collector);
+        if let Some(token_file) = token_file {
+            match collector.as_mut() {
+                None => bad(
+                    "enroll.token_file",
+                    "enrollment needs a collector: set collector.url (https://) and collector.ca"
+                        .into(),
+                ),
+                Some(c) if !c.is_tls() => bad(
+                    "enroll.token_file",
+                    "enrollment needs an https:// collector.url (the collector's fleet CA \
+                     issues TLS client certificates)"
+                        .into(),
+                ),
+                Some(c) if c.cert.is_some() || c.key.is_some() => bad(
+                    "enroll.token_file",
+                    "enrollment issues this host's certificate: remove collector.cert and \
+                     collector.key, or the enrollment"
+                        .into(),
+                ),
+                Some(c) => {
+                    c.enroll = Some(crate::ship::enroll::EnrollConfig {
+                        token_file,
+                        dir: state_dir.join(crate::ship::enroll::DIR),
+                    })
+                }
+            }
+        }
         let rescan_interval = duration(
             &mut bad,
             "rescan.interval",
@@ -552,6 +602,7 @@ fn collector(
         heartbeat,
         identity_file,
         metadata_service,
+        enroll: None,
     })
 }
 

@@ -20,6 +20,7 @@ use driftwatch_shell::{self as shell, Printed, print, print_json};
 use tokio_stream::StreamExt as _;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
+mod enroll;
 mod iac;
 pub mod render;
 #[cfg(feature = "up")]
@@ -154,6 +155,11 @@ pub enum Command {
     },
     /// The reconciliation report: drift grouped by IaC resource and image, flags, ghosts.
     Report(iac::ReportArgs),
+    /// Enrollment (role admin): join tokens for agents, enrolled hosts, revocation.
+    Enroll {
+        #[command(subcommand)]
+        command: enroll::EnrollCommand,
+    },
     /// Try it: a collector and an agent for this machine, in one process.
     #[cfg(feature = "up")]
     Up(crate::up::UpArgs),
@@ -259,6 +265,7 @@ async fn run(cli: Cli) -> Result<i32> {
             command: iac::IacCommand::Status { ghost_after, json },
         } => iac::status(channel, ghost_after, json, rpc).await,
         Command::Report(args) => iac::report(channel, args, rpc).await,
+        Command::Enroll { command } => enroll::run(channel, command, rpc).await,
         Command::Hosts(args) => {
             // A filter lists the hosts it finds drift on, not every host with nothing found.
             let FilterArgs {

@@ -10,8 +10,10 @@ use driftwatch_proto::text::{count, display_path};
 use driftwatch_proto::v1;
 use serde_json::Value;
 
+mod enroll;
 mod iac;
 
+pub use enroll::{enrolled, join_tokens};
 pub use iac::{iac_status, report_markdown};
 
 /// Writes rows as columns padded to their widest cell.

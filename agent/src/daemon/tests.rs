@@ -71,6 +71,7 @@ impl Host {
                 heartbeat: Duration::from_millis(100),
                 identity_file: None,
                 metadata_service: false,
+                enroll: None,
             }),
             listen: None,
             status_socket: None,

@@ -44,6 +44,7 @@
 //! acknowledgement of what it sent, so a clean restart does not resend it.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -123,6 +124,8 @@ pub enum UplinkError {
     Timeout(&'static str),
     #[error("the host identity: {0}")]
     Identity(#[from] identity::IdentityError),
+    #[error("enrollment: {0}")]
+    Enroll(#[from] enroll::EnrollError),
     #[error("reading the spool")]
     Spool(#[from] SpoolError),
     /// The daemon side went away (shutdown): not a failure.
@@ -194,6 +197,15 @@ pub fn describe(error: &UplinkError, collector: &CollectorConfig, connecting: bo
 /// certificate for mTLS) when the URL is https. Reads and parses the PEM files, so a bad one
 /// is reported by `validate` and at start, not at the first connection.
 pub fn endpoint(c: &CollectorConfig) -> Result<Endpoint, UplinkError> {
+    endpoint_with(c, None)
+}
+
+/// [`endpoint`], presenting the host's enrolled certificate when given (instead of
+/// `collector.cert` and `collector.key`).
+pub fn endpoint_with(
+    c: &CollectorConfig,
+    enrolled: Option<&enroll::Credentials>,
+) -> Result<Endpoint, UplinkError> {
     let invalid = |source| UplinkError::Endpoint {
         url: c.url.clone(),
         source,
@@ -221,7 +233,9 @@ pub fn endpoint(c: &CollectorConfig) -> Result<Endpoint, UplinkError> {
         if let Some(ca) = &c.ca {
             tls = tls.ca_certificate(Certificate::from_pem(read("collector.ca", ca)?));
         }
-        if let (Some(cert), Some(key)) = (&c.cert, &c.key) {
+        if let Some(enrolled) = enrolled {
+            tls = tls.identity(Identity::from_pem(&enrolled.cert_pem, &enrolled.key_pem));
+        } else if let (Some(cert), Some(key)) = (&c.cert, &c.key) {
             tls = tls.identity(Identity::from_pem(
                 read("collector.cert", cert)?,
                 read("collector.key", key)?,
@@ -359,6 +373,16 @@ impl Link {
                 ..CollectorStatus::default()
             });
         }
+        // Wakes the renewal when the uplink enrolled (a new certificate to renew in time).
+        let enrolled = Arc::new(tokio::sync::Notify::new());
+        if let Some(enrolling) = settings.collector.enroll.clone() {
+            tokio::spawn(enroll::renewal(
+                enrolling,
+                settings.collector.clone(),
+                enrolled.clone(),
+                cancel.clone(),
+            ));
+        }
         let uplink = Uplink {
             settings,
             endpoint,
@@ -367,6 +391,7 @@ impl Link {
             acked: acked_tx,
             requests: requests_tx,
             shared,
+            enrolled,
             cancel: cancel.clone(),
         };
         Ok(Link {
@@ -450,6 +475,7 @@ pub fn new_stream_id() -> std::io::Result<String> {
     Ok(hex::encode(bytes))
 }
 
+pub mod enroll;
 pub mod identity;
 mod stream;
 use stream::Uplink;

@@ -29,6 +29,8 @@ pub(super) struct Uplink {
     pub(super) acked: watch::Sender<u64>,
     pub(super) requests: mpsc::Sender<SnapshotRequest>,
     pub(super) shared: Shared,
+    /// Told when this uplink enrolled the host (the renewal then plans the next renewal).
+    pub(super) enrolled: std::sync::Arc<tokio::sync::Notify>,
     pub(super) cancel: CancellationToken,
 }
 
@@ -115,9 +117,24 @@ impl Uplink {
             }
         };
         let url = self.settings.collector.url.clone();
+        // An enrolled host presents the certificate enrollment gave it (enrolling first if it
+        // has none): read at every connection, so a renewed one is used from the next.
+        let endpoint = match &self.settings.collector.enroll {
+            None => self.endpoint.clone(),
+            Some(enrolling) => {
+                let credentials = tokio::select! {
+                    _ = self.cancel.cancelled() => return Ok(End::Cancelled),
+                    c = super::enroll::ensure(enrolling, &self.settings.collector, &id, &self.settings.image_name) => c?,
+                };
+                if credentials.fresh {
+                    self.enrolled.notify_one();
+                }
+                super::endpoint_with(&self.settings.collector, Some(&credentials))?
+            }
+        };
         let channel = tokio::select! {
             _ = self.cancel.cancelled() => return Ok(End::Cancelled),
-            c = self.endpoint.connect() => c.map_err(|source| UplinkError::Connect { url: url.clone(), source })?,
+            c = endpoint.connect() => c.map_err(|source| UplinkError::Connect { url: url.clone(), source })?,
         };
         let mut client = IngestClient::new(channel);
         let hello = self.hello(&id).await?;

@@ -419,6 +419,7 @@ impl Agent {
                 heartbeat: o.heartbeat,
                 identity_file: None,
                 metadata_service: false,
+                enroll: None,
             },
             identity: identity::Sources {
                 root: root.clone(),

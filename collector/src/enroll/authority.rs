@@ -23,9 +23,11 @@ use crate::store::{Issued, Millis};
 
 /// How long an issued certificate is valid unless told otherwise (`--enroll-cert-validity`).
 pub const DEFAULT_VALIDITY: Duration = Duration::from_secs(30 * 24 * 3600);
-/// How far back a certificate's validity starts: a host whose clock is behind the
-/// collector's still accepts it at once.
+/// How far back a certificate's validity starts (a tenth of the validity at most): a host
+/// whose clock is behind the collector's still accepts it at once.
 const BACKDATE: Duration = Duration::from_secs(5 * 60);
+/// The shortest validity: agents renew a third before the end, and need time to.
+pub const MIN_VALIDITY: Duration = Duration::from_secs(30);
 /// The longest host id a certificate names (as the agent stream's hello).
 const MAX_HOST_ID: usize = 512;
 
@@ -89,8 +91,8 @@ impl Authority {
     }
 
     pub fn from_pem(ca_pem: &str, key_pem: &str, validity: Duration) -> Result<Authority> {
-        if validity < Duration::from_secs(60) {
-            bail!("a certificate validity under a minute leaves no time to renew");
+        if validity < MIN_VALIDITY {
+            bail!("a certificate validity under {MIN_VALIDITY:?} leaves no time to renew");
         }
         let key = KeyPair::from_pem(key_pem)
             .map_err(|e| anyhow::anyhow!("the key is not a PEM private key rcgen can sign with (ECDSA P-256/P-384, Ed25519 or RSA): {e}"))?;
@@ -140,7 +142,7 @@ impl Authority {
         params.use_authority_key_identifier_extension = true;
         let start = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(now) * 1_000_000)
             .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-        params.not_before = start - BACKDATE;
+        params.not_before = start - BACKDATE.min(self.validity / 10);
         params.not_after = start + self.validity;
         let serial = random_serial();
         params.serial_number = Some(SerialNumber::from_slice(&serial));

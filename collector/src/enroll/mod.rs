@@ -143,19 +143,22 @@ impl<S: Store> Enrollment for EnrollmentService<S> {
                 token::JOIN_PREFIX
             )));
         }
-        if r.image_id.len() > 256 || r.image_id.chars().any(char::is_control) {
-            return Err(Status::invalid_argument(
-                "image_id is longer than 256 bytes or holds control characters",
-            ));
+        for (name, value) in [("image_id", &r.image_id), ("image_name", &r.image_name)] {
+            if value.len() > 256 || value.chars().any(char::is_control) {
+                return Err(Status::invalid_argument(format!(
+                    "{name} is longer than 256 bytes or holds control characters"
+                )));
+            }
         }
         let signed = sign(authority, &r.csr_pem)?;
         let hash = token::hash(secret);
-        let (issued, image) = (signed.issued.clone(), r.image_id);
+        let issued = signed.issued.clone();
         let decided = self
             .store(move |s| {
                 s.enroll(&Enrolling {
                     token_sha256: &hash,
-                    image: &image,
+                    image_id: &r.image_id,
+                    image_name: &r.image_name,
                     certificate: &issued,
                 })
             })

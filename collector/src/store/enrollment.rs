@@ -53,8 +53,10 @@ pub struct Issued {
 #[derive(Clone, Debug)]
 pub struct Enrollment<'a> {
     pub token_sha256: &'a [u8; 32],
-    /// The image the host reports ("" when it reports none).
-    pub image: &'a str,
+    /// The cloud image the host runs and the image name of its baseline ("" when unknown):
+    /// a token for an image enrolls hosts where either is that image.
+    pub image_id: &'a str,
+    pub image_name: &'a str,
     pub certificate: &'a Issued,
 }
 
@@ -94,7 +96,7 @@ pub enum EnrollRefusal {
     )]
     TokenExpired(String),
     #[error(
-        "the join token {name:?} was used {uses} times, all it allows; ask an admin for a new one"
+        "the join token {name:?} has no uses left (it allowed {uses}); ask an admin for a new one"
     )]
     TokenUsedUp { name: String, uses: u32 },
     #[error(

@@ -34,7 +34,8 @@ fn enroll(
     store
         .enroll(&Enrollment {
             token_sha256: &[secret; 32],
-            image,
+            image_id: image,
+            image_name: "",
             certificate: cert,
         })
         .unwrap()
@@ -126,7 +127,17 @@ pub fn a_token_for_an_image_enrolls_only_hosts_of_that_image(store: &dyn Store) 
         enroll(store, 1, "ami-web", &issued("i-1", 1, "01", T0)),
         Ok("web".into())
     );
-    assert_eq!(store.join_tokens().unwrap()[0].used, 1);
+    // The image name the baseline was baked for counts too.
+    let by_name = store
+        .enroll(&Enrollment {
+            token_sha256: &[1; 32],
+            image_id: "ami-0123",
+            image_name: "ami-web",
+            certificate: &issued("i-2", 2, "02", T0),
+        })
+        .unwrap();
+    assert_eq!(by_name, Ok("web".into()));
+    assert_eq!(store.join_tokens().unwrap()[0].used, 2);
 }
 
 pub fn an_identity_is_bound_to_its_key_until_revoked(store: &dyn Store) {

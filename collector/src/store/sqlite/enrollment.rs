@@ -138,11 +138,18 @@ pub(super) fn enroll(
             uses: t.uses,
         }));
     }
-    if let Some(image) = t.image.filter(|image| image != e.image) {
+    if let Some(image) = t
+        .image
+        .filter(|image| image != e.image_id && image != e.image_name)
+    {
+        let reported: Vec<&str> = [e.image_id, e.image_name]
+            .into_iter()
+            .filter(|i| !i.is_empty())
+            .collect();
         return Ok(Err(EnrollRefusal::WrongImage {
             name: t.name,
             image,
-            reported: e.image.to_owned(),
+            reported: reported.join(" / "),
         }));
     }
     let bound: Option<Vec<u8>> = conn

@@ -27,11 +27,18 @@ ratio.
      database alone, no server). Target: p99 < 50 ms.
   4. The access check (with 3): the same fleet queried anonymously and with a reader token
      (`driftwatch-collector token create`), alternating, two runs each.
+  5. Enrollment rate — a collector with a fleet CA (`--enroll-ca-cert/--enroll-ca-key`, TLS)
+     and one join token; `loadgen enroll` makes ENROLL keys and CSRs (untimed: each host makes
+     its own), then enrolls them CONCURRENCY at a time, each on its own TLS connection, as
+     agents do; certificates issued per second (signed, recorded, fsynced). Peer: the hand-made
+     PKI's loop, `openssl x509 -req -CA … -copy_extensions copy` over the same CSRs, one
+     process per certificate (ENROLL_PEER of them).
 
 Usage (as root, from the repository; builds the release binaries first):
     python3 bench/collector.py
 Environment: N=1000 AGENTS=5000 SENDERS=200 BATCH=50 SECONDS=30 HOSTS=10000 ITEMS=50
-    SAMPLES=200 SECTIONS=1,2,3 (add 4 for the access check's cost, run after 3)
+    SAMPLES=200 SECTIONS=1,2,3 (add 4 for the access check's cost, run after 3; 5 for
+    enrollment) ENROLL=2000 CONCURRENCY=16 ENROLL_PEER=200
     KEEP=1 (keep the scratch directory) NO_BUILD=1 (use the
     release binaries as they are)
 Smoke run: N=50 AGENTS=200 SENDERS=20 SECONDS=5 HOSTS=500 SAMPLES=20 python3 bench/collector.py
@@ -68,6 +75,9 @@ HOSTS = int(os.environ.get("HOSTS", "10000"))
 ITEMS = int(os.environ.get("ITEMS", "50"))
 SAMPLES = int(os.environ.get("SAMPLES", "200"))
 SECTIONS = set(os.environ.get("SECTIONS", "1,2,3").split(","))
+ENROLL = int(os.environ.get("ENROLL", "2000"))
+CONCURRENCY = int(os.environ.get("CONCURRENCY", "16"))
+ENROLL_PEER = int(os.environ.get("ENROLL_PEER", "200"))
 say, log = d.say, d.log
 
 
@@ -81,25 +91,28 @@ def free_port():
 
 
 class Collector:
-    def __init__(self, work, name):
-        """A collector on `work/name` (reopening the database a previous one left there)."""
+    def __init__(self, work, name, extra=(), ca=None):
+        """A collector on `work/name` (reopening the database a previous one left there);
+        with `ca`, it serves TLS (`extra` names its certificate) and `ca` verifies it."""
         self.dir = os.path.join(work, name)
         os.makedirs(self.dir, exist_ok=True)
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if ca else 'http'}://127.0.0.1:{self.port}"
         self.db = os.path.join(self.dir, "collector.db")
         self.log = open(os.path.join(self.dir, "collector.log"), "wb")
         cmd = [COLLECTOR, "serve", "--listen", f"127.0.0.1:{self.port}",
-               "--database", f"sqlite://{self.db}"]
+               "--database", f"sqlite://{self.db}", *extra]
         log("$ " + " ".join(cmd))
         env = dict(os.environ, RUST_LOG="warn")
         self.p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log, env=env)
         d.PROCS.append(self.p)
         deadline = time.monotonic() + 30
+        import ssl
         import urllib.request
+        context = ssl.create_default_context(cafile=ca) if ca else None
         while time.monotonic() < deadline:
             try:
-                urllib.request.urlopen(self.url + "/healthz", timeout=1).read()
+                urllib.request.urlopen(self.url + "/healthz", timeout=1, context=context).read()
                 return
             except OSError:
                 time.sleep(0.05)
@@ -383,6 +396,62 @@ def bench_access(work):
         say(f"| {label} | {fmt('anonymous')} | {fmt('token')} | {p50[1] / max(p50[0], 1e-9):.2f}x |")
 
 
+def make_pki(dir):
+    """A P-256 CA and a server certificate for 127.0.0.1, with openssl."""
+    os.makedirs(dir, exist_ok=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    d.run(["openssl", "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+           "-subj", "/CN=bench CA", "-addext", "basicConstraints=critical,CA:TRUE",
+           "-addext", "keyUsage=critical,keyCertSign,cRLSign"], cwd=dir, check=True,
+          capture_output=True)
+    d.run(["openssl", "req", *ec, "-keyout", "server.key", "-out", "server.csr",
+           "-subj", "/CN=server"], cwd=dir, check=True, capture_output=True)
+    with open(os.path.join(dir, "server.ext"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    d.run(["openssl", "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+           "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "server.ext"],
+          cwd=dir, check=True, capture_output=True)
+
+
+def bench_enroll(work):
+    """Section 5: certificates issued per second by enrollment, vs openssl signing the same
+    CSRs one process each (a hand-made PKI's loop)."""
+    say("")
+    say("## 5. Enrollment rate: certificates issued per second")
+    pki = os.path.join(work, "pki")
+    make_pki(pki)
+    p = lambda f: os.path.join(pki, f)  # noqa: E731
+    c = Collector(work, "c-enroll", ["--tls-cert", p("server.pem"), "--tls-key", p("server.key"),
+                                     "--enroll-ca-cert", p("ca.pem"), "--enroll-ca-key",
+                                     p("ca.key")], ca=p("ca.pem"))
+    admin = d.run([COLLECTOR, "token", "create", "--name", "bench", "--role", "admin",
+                   "--database", f"sqlite://{c.db}"], capture_output=True, text=True,
+                  check=True).stdout.strip()
+    join = d.run([CLI, "--collector", c.url, "--ca", p("ca.pem"), "--token", admin, "enroll",
+                  "token", "create", "--uses", str(ENROLL), "--ttl", "1h"],
+                 capture_output=True, text=True, check=True).stdout.strip()
+    csrs = os.path.join(work, "csrs")
+    os.makedirs(csrs, exist_ok=True)
+    r = loadgen(c, "enroll", "--hosts", str(ENROLL), "--concurrency", str(CONCURRENCY),
+                "--token", join, "--ca", p("ca.pem"), "--csr-dir", csrs)
+    c.stop()
+    with open(os.path.join(work, "client.ext"), "w") as f:
+        f.write("extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n")
+    started = time.monotonic()
+    for i in range(ENROLL_PEER):
+        d.run(["openssl", "x509", "-req", "-in", os.path.join(csrs, f"csr-{i}.pem"), "-CA",
+               p("ca.pem"), "-CAkey", p("ca.key"), "-set_serial", str(1000 + i), "-days", "30",
+               "-copy_extensions", "copy", "-extfile", os.path.join(work, "client.ext"),
+               "-out", os.path.join(csrs, f"cert-{i}.pem")], check=True, capture_output=True)
+    peer = ENROLL_PEER / (time.monotonic() - started)
+    say(f"- driftwatch: {r['issued']} enrollments, {CONCURRENCY} at a time, each on its own TLS "
+        f"connection: {r['per_second']:.0f} certificates/s ({r['seconds']:.2f} s); load average "
+        f"{d.loadavg()}")
+    say(f"- peer (openssl x509 -req, one process per certificate, {ENROLL_PEER}): "
+        f"{peer:.0f} certificates/s")
+    say(f"- ratio driftwatch / peer: {r['per_second'] / max(peer, 1e-9):.1f}x")
+
+
 def main():
     if os.environ.get("NO_BUILD") != "1":
         d.run(["cargo", "build", "--release", "-p", "driftwatch-agent", "-p",
@@ -397,6 +466,8 @@ def main():
             bench_ingest(work)
         if "3" in SECTIONS:
             bench_queries(work)
+        if "5" in SECTIONS:
+            bench_enroll(work)
     finally:
         for p in d.PROCS:
             d.stop_proc(p)

@@ -7,6 +7,9 @@
 //!
 //! `populate` + `query`: fills a collector with H hosts × I drift items, then measures fleet
 //! query latency through the gRPC API.
+//!
+//! `enroll`: N hosts enroll over TLS with one join token (keys and CSRs made beforehand, as
+//! each host makes its own), C at a time; reports certificates issued per second.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -60,6 +63,22 @@ enum Cmd {
         #[arg(long, default_value_t = 200)]
         parallel: usize,
     },
+    /// Enrollment rate: HOSTS enrollments with one join token, CONCURRENCY at a time.
+    Enroll {
+        #[arg(long, default_value_t = 1000)]
+        hosts: usize,
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// The join token (with at least HOSTS uses).
+        #[arg(long)]
+        token: String,
+        /// The CA that verifies the collector.
+        #[arg(long)]
+        ca: std::path::PathBuf,
+        /// Also write the CSRs to this directory (csr-N.pem), for the peer to sign.
+        #[arg(long)]
+        csr_dir: Option<std::path::PathBuf>,
+    },
     /// Query latency, p50/p99, per query kind.
     Query {
         #[arg(long, default_value_t = 200)]
@@ -103,7 +122,102 @@ async fn main() -> Result<()> {
             hosts,
             token,
         } => query(&cli.collector, samples, hosts, token).await,
+        Cmd::Enroll {
+            hosts,
+            concurrency,
+            ref token,
+            ref ca,
+            ref csr_dir,
+        } => {
+            enroll(
+                &cli.collector,
+                hosts,
+                concurrency,
+                token,
+                ca,
+                csr_dir.as_deref(),
+            )
+            .await
+        }
     }
+}
+
+/// Enrolls `hosts` hosts, `concurrency` at a time, each on its own TLS connection (as agents
+/// do); prints the rate of certificates issued.
+async fn enroll(
+    url: &str,
+    hosts: usize,
+    concurrency: usize,
+    token: &str,
+    ca: &std::path::Path,
+    csr_dir: Option<&std::path::Path>,
+) -> Result<()> {
+    use rcgen::{CertificateParams, KeyPair, SanType};
+    let started = Instant::now();
+    let mut csrs = Vec::with_capacity(hosts);
+    for i in 0..hosts {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = vec![SanType::URI(
+            format!("driftwatch:host:enroll-{i}").try_into()?,
+        )];
+        let pem = params.serialize_request(&key)?.pem()?;
+        if let Some(dir) = csr_dir {
+            std::fs::write(dir.join(format!("csr-{i}.pem")), &pem)?;
+        }
+        csrs.push(pem);
+    }
+    let made = started.elapsed();
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(std::fs::read(ca)?));
+    let endpoint = Endpoint::from_shared(url.to_string())?
+        .connect_timeout(Duration::from_secs(30))
+        .tls_config(tls)?;
+    let queue = Arc::new(std::sync::Mutex::new(csrs));
+    let issued = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (queue, issued, endpoint, token) = (
+            queue.clone(),
+            issued.clone(),
+            endpoint.clone(),
+            token.to_owned(),
+        );
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let Some(csr_pem) = queue.lock().unwrap().pop() else {
+                    return Ok::<_, anyhow::Error>(());
+                };
+                // A host enrolls once, on a connection of its own.
+                let mut client =
+                    v1::enrollment_client::EnrollmentClient::new(endpoint.connect().await?);
+                client
+                    .enroll(v1::EnrollRequest {
+                        join_token: token.clone(),
+                        csr_pem,
+                        ..Default::default()
+                    })
+                    .await?;
+                issued.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let n = issued.load(Ordering::Relaxed);
+    println!(
+        "{}",
+        serde_json::json!({
+            "issued": n,
+            "seconds": elapsed,
+            "per_second": n as f64 / elapsed,
+            "csr_seconds": made.as_secs_f64(),
+        })
+    );
+    Ok(())
 }
 
 /// A realistic drift item: a config file edited (with a diff) on `host`.

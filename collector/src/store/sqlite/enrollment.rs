@@ -152,14 +152,7 @@ pub(super) fn enroll(
             reported: reported.join(" / "),
         }));
     }
-    let bound: Option<Vec<u8>> = conn
-        .query_row(
-            "SELECT key_sha256 FROM enrollments WHERE host = ?1",
-            [&cert.host],
-            |r| r.get(0),
-        )
-        .optional()
-        .context("looking up an enrollment")?;
+    let bound = bound_key(conn, &cert.host)?;
     if bound.as_deref().is_some_and(|k| k != cert.key_sha256) {
         return Ok(Err(EnrollRefusal::IdentityTaken(cert.host.clone())));
     }
@@ -199,14 +192,7 @@ pub(super) fn renew(
             |r| r.get(0),
         )
         .context("looking up a certificate")?;
-    let bound: Option<Vec<u8>> = conn
-        .query_row(
-            "SELECT key_sha256 FROM enrollments WHERE host = ?1",
-            [&cert.host],
-            |r| r.get(0),
-        )
-        .optional()
-        .context("looking up an enrollment")?;
+    let bound = bound_key(conn, &cert.host)?;
     match bound {
         Some(key) if live && key == cert.key_sha256 => {}
         Some(_) if live => return Ok(Err(EnrollRefusal::KeyChanged(cert.host.clone()))),
@@ -214,6 +200,17 @@ pub(super) fn renew(
     }
     record(conn, cert)?;
     Ok(Ok(()))
+}
+
+/// The SHA-256 of the key the host enrolled with, if it is enrolled.
+fn bound_key(conn: &Connection, host: &str) -> Result<Option<Vec<u8>>> {
+    conn.query_row(
+        "SELECT key_sha256 FROM enrollments WHERE host = ?1",
+        [host],
+        |r| r.get(0),
+    )
+    .optional()
+    .context("looking up an enrollment")
 }
 
 fn record(conn: &Connection, cert: &Issued) -> Result<()> {

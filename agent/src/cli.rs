@@ -586,17 +586,18 @@ fn status_human(out: &mut dyn Write, v: &serde_json::Value) -> std::io::Result<(
         if let Some(path) = item["path"].as_str() {
             writeln!(
                 out,
-                "  {:<10} {:<8} {path}",
+                "  {:<10} {:<8} {}",
                 item["severity"].as_str().unwrap_or("?"),
-                item["kind"].as_str().unwrap_or("?")
+                item["kind"].as_str().unwrap_or("?"),
+                driftwatch_proto::text::terminal(path)
             )?;
         } else {
             writeln!(
                 out,
                 "  package    {:<8} {} {}",
                 item["kind"].as_str().unwrap_or("?"),
-                item["name"].as_str().unwrap_or("?"),
-                item["actual_version"].as_str().unwrap_or("")
+                driftwatch_proto::text::terminal(item["name"].as_str().unwrap_or("?")),
+                driftwatch_proto::text::terminal(item["actual_version"].as_str().unwrap_or(""))
             )?;
         }
     }

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use driftwatch_proto::text::display_path;
+use driftwatch_proto::text::{display_path, terminal};
 use serde::Serialize;
 
 use crate::evaluate::baseline::ImageInfo;
@@ -60,7 +60,7 @@ impl Report {
         let s = &self.summary;
         let image = match (self.image.name.as_str(), self.image.version.as_str()) {
             ("", "") => String::from("unnamed image"),
-            (n, v) => format!("image {n} {v}").trim_end().to_owned(),
+            (n, v) => terminal(format!("image {n} {v}").trim_end()).into_owned(),
         };
         let _ = writeln!(
             out,
@@ -120,6 +120,7 @@ impl Report {
                     p.expected_version.as_ref().unwrap_or(&none),
                     p.actual_version.as_ref().unwrap_or(&none),
                 );
+                let (name, old, new) = (terminal(&name), terminal(old), terminal(new));
                 let _ = match p.kind {
                     PackageChange::Installed => writeln!(out, "  + {name} {new} installed"),
                     PackageChange::Removed => writeln!(out, "  - {name} {old} removed"),
@@ -139,7 +140,7 @@ impl Report {
                 }
             );
             for e in &self.errors {
-                let _ = writeln!(out, "  ! {e}");
+                let _ = writeln!(out, "  ! {}", terminal(&e.to_string()));
             }
         }
         out
@@ -157,10 +158,16 @@ fn render_item(out: &mut String, item: &FileDrift) {
         DriftKind::Removed => ("-", "removed".to_owned()),
         DriftKind::Modified => ("~", describe_changes(item)),
     };
-    let _ = writeln!(out, "  {sign} {path}  {what}  [{}]", item.reason);
+    let _ = writeln!(
+        out,
+        "  {sign} {}  {}  [{}]",
+        terminal(&path),
+        terminal(&what),
+        terminal(&item.reason)
+    );
     if let Some(diff) = &item.diff {
         for line in diff.lines() {
-            let _ = writeln!(out, "      {line}");
+            let _ = writeln!(out, "      {}", terminal(line));
         }
     }
 }

@@ -2,11 +2,15 @@
 //! writes to the `out` it is given (the CLI's locked, buffered stdout, see
 //! `driftwatch_shell`) and passes its errors on: a reader that went away ends the
 //! output there.
+//!
+//! Every string that came from a host or an import (paths, diff lines, names, versions) goes
+//! through [`t`] (`driftwatch_proto::text::terminal`): a forged file name or an ESC sequence in
+//! a file is shown, never acted on by the terminal. `--json` output is exact instead.
 
 use std::io::{self, IsTerminal as _, Write};
 
 use driftwatch_proto::drift::{Attr, DriftItem, FileDrift};
-use driftwatch_proto::text::{count, display_path};
+use driftwatch_proto::text::{count, display_path, terminal as t};
 use driftwatch_proto::v1;
 use serde_json::Value;
 
@@ -18,6 +22,11 @@ pub use iac::{iac_status, report_markdown};
 
 /// Writes rows as columns padded to their widest cell.
 fn table(out: &mut dyn Write, header: &[&str], rows: &[Vec<String>]) -> io::Result<()> {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|cell| t(cell).into_owned()).collect())
+        .collect();
+    let rows = &rows;
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -111,15 +120,18 @@ pub fn hosts(out: &mut dyn Write, hosts: &[v1::Host], total: u64) -> io::Result<
 
 pub fn host(out: &mut dyn Write, detail: &v1::HostDetail) -> io::Result<()> {
     let h = detail.host.clone().unwrap_or_default();
-    writeln!(out, "Host      {} ({})", h.host, dash(&h.hostname))?;
-    writeln!(out, "Status    {}, last seen {}", h.status, h.last_seen)?;
-    writeln!(out, "Image     {} {}", dash(&h.image), h.image_id)?;
-    writeln!(out, "Baseline  {}", dash(&h.baseline_id))?;
+    writeln!(out, "Host      {} ({})", t(&h.host), t(&dash(&h.hostname)))?;
+    writeln!(out, "Status    {}, last seen {}", h.status, t(&h.last_seen))?;
+    writeln!(out, "Image     {} {}", t(&dash(&h.image)), t(&h.image_id))?;
+    writeln!(out, "Baseline  {}", t(&dash(&h.baseline_id)))?;
     match &h.iac {
         Some(l) => writeln!(
             out,
             "IaC       {} in state {} ({} confidence: {})",
-            l.address, l.state, l.confidence, l.correlation_path
+            t(&l.address),
+            t(&l.state),
+            l.confidence,
+            t(&l.correlation_path)
         )?,
         None => writeln!(out, "IaC       -")?,
     }
@@ -127,14 +139,14 @@ pub fn host(out: &mut dyn Write, detail: &v1::HostDetail) -> io::Result<()> {
         writeln!(
             out,
             "Flags     {} (`driftwatch iac status` says why)",
-            h.flags.join(", ")
+            t(&h.flags.join(", "))
         )?;
     }
     writeln!(
         out,
         "Agent     {} (identity from {})",
-        dash(&h.agent_version),
-        dash(&h.identity_source)
+        t(&dash(&h.agent_version)),
+        t(&dash(&h.identity_source))
     )?;
     writeln!(out)?;
     if detail.drift.is_empty() {
@@ -170,7 +182,7 @@ fn item(out: &mut dyn Write, item: &v1::DriftItem) -> io::Result<()> {
                 "  [{}] {} {}{}",
                 f.severity,
                 f.kind.as_str(),
-                display_path(&f.path),
+                t(&display_path(&f.path)),
                 if changed.is_empty() {
                     String::new()
                 } else {
@@ -178,10 +190,10 @@ fn item(out: &mut dyn Write, item: &v1::DriftItem) -> io::Result<()> {
                 }
             )?;
             if !f.reason.is_empty() {
-                writeln!(out, "      {}", f.reason)?;
+                writeln!(out, "      {}", t(&f.reason))?;
             }
             for (attr, expected, actual) in attribute_changes(&f) {
-                writeln!(out, "      {attr}: {expected} -> {actual}")?;
+                writeln!(out, "      {attr}: {} -> {}", t(&expected), t(&actual))?;
             }
             if let Some(diff) = &f.diff {
                 let color = std::io::stdout().is_terminal();
@@ -191,7 +203,7 @@ fn item(out: &mut dyn Write, item: &v1::DriftItem) -> io::Result<()> {
                         Some(b'-') if color && !line.starts_with("---") => ("\x1b[31m", "\x1b[0m"),
                         _ => ("", ""),
                     };
-                    writeln!(out, "      {pre}{line}{post}")?;
+                    writeln!(out, "      {pre}{}{post}", t(line))?;
                 }
             }
             Ok(())
@@ -200,10 +212,10 @@ fn item(out: &mut dyn Write, item: &v1::DriftItem) -> io::Result<()> {
             out,
             "  [package] {} {}:{} ({} -> {})",
             p.kind.as_str(),
-            p.name,
-            p.arch,
-            p.expected_version.as_deref().unwrap_or("-"),
-            p.actual_version.as_deref().unwrap_or("-")
+            t(&p.name),
+            t(&p.arch),
+            t(p.expected_version.as_deref().unwrap_or("-")),
+            t(p.actual_version.as_deref().unwrap_or("-"))
         ),
     }
 }
@@ -254,10 +266,10 @@ pub fn causes(out: &mut dyn Write, causes: &[v1::Cause]) -> io::Result<()> {
             count(c.host_count, "host", "hosts"),
             c.severity,
             c.kind,
-            c.path,
+            t(&c.path),
             c.changed.join(", ")
         )?;
-        writeln!(out, "  cause {}: {}", c.cause, c.hosts.join(", "))?;
+        writeln!(out, "  cause {}: {}", t(&c.cause), t(&c.hosts.join(", ")))?;
     }
     Ok(())
 }
@@ -286,15 +298,15 @@ pub fn event_line(e: &v1::HistoryEvent) -> String {
         {
             String::new()
         }
-        _ => format!("  (observed {})", e.observed_at),
+        _ => format!("  (observed {})", t(&e.observed_at)),
     };
     format!(
         "{}  {:<20} {:<9} {:<10} {}{observed}{}",
-        e.received_at,
-        e.host,
-        e.event,
-        e.severity,
-        e.path,
+        t(&e.received_at),
+        t(&e.host),
+        t(&e.event),
+        t(&e.severity),
+        t(&e.path),
         if e.source == "snapshot" {
             "  (from a snapshot)"
         } else {

@@ -177,6 +177,11 @@ pub enum StateError {
     #[error("a version 4 state without `{field}`: not a complete Terraform state")]
     Incomplete { field: &'static str },
     #[error(
+        "the state's serial {0} is out of range (Terraform's serials count writes, at most \
+         9223372036854775807): not a state driftwatch can order"
+    )]
+    SerialOutOfRange(u64),
+    #[error(
         "not a Terraform state: no top-level `version` (raw state) or `format_version` \
          (`terraform show -json`)"
     )]
@@ -225,8 +230,12 @@ pub fn parse_state_limited<R: Read>(reader: R, max_bytes: u64) -> Result<StateSu
         return Err(StateError::NotAState);
     };
     if kind == StateKind::Raw {
-        if top.serial.is_none() {
-            return Err(StateError::Incomplete { field: "serial" });
+        match top.serial {
+            None => return Err(StateError::Incomplete { field: "serial" }),
+            Some(serial) if i64::try_from(serial).is_err() => {
+                return Err(StateError::SerialOutOfRange(serial));
+            }
+            Some(_) => {}
         }
         if top.lineage.is_none() {
             return Err(StateError::Incomplete { field: "lineage" });

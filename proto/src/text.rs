@@ -79,6 +79,42 @@ pub mod path_text {
     }
 }
 
+/// Text that came from a host (a path, a diff line, a hostname) made safe to print on a
+/// terminal: control characters are shown as escapes instead of acting — `\n`, `\r`, `\t`,
+/// `\e` (escape), `\xNN` for the other C0 controls and DEL, `\u{NN}` for C1 controls and for
+/// the invisible characters that reorder or hide text (bidirectional overrides and isolates,
+/// zero-width marks) — the way `ls -b` and git quote names. A forged name cannot break a line,
+/// move the cursor, recolour or retitle the terminal. Everything else is kept; paths from
+/// [`display_path`] already show a backslash as `\\`, so their escapes stay unambiguous.
+/// JSON output never goes through this: it is exact.
+pub fn terminal(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(needs_escape) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\x1b' => out.push_str("\\e"),
+            c if (c as u32) < 0x20 || c == '\x7f' => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c if needs_escape(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+}
+
 /// A count with its noun, for people: `1 host`, `2 hosts`, `0 hosts`.
 pub fn count(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
@@ -93,6 +129,21 @@ mod tests {
         assert_eq!(count(1, "entry", "entries"), "1 entry");
         assert_eq!(count(0, "host", "hosts"), "0 hosts");
         assert_eq!(count(2, "host", "hosts"), "2 hosts");
+    }
+
+    #[test]
+    fn control_characters_are_shown_not_acted_on() {
+        assert_eq!(terminal("/etc/häst"), "/etc/häst");
+        assert!(matches!(terminal("plain"), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(
+            terminal("/tmp/x\n[security] removed /etc/sudoers"),
+            "/tmp/x\\n[security] removed /etc/sudoers"
+        );
+        assert_eq!(
+            terminal("\x1b]0;pwned\x07\x1b[31mred\r\t\x7f\u{9b}"),
+            "\\e]0;pwned\\x07\\e[31mred\\r\\t\\x7f\\u{9b}"
+        );
+        assert_eq!(terminal("abc\u{202e}fdp.exe"), "abc\\u{202e}fdp.exe");
     }
 
     #[test]

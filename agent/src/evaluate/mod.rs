@@ -261,7 +261,9 @@ fn content_diff(
         _ => return None,
     };
     let (old, new) = (String::from_utf8_lossy(old), String::from_utf8_lossy(new));
+    // A diff is lines: a name with a newline would break its header into lines of its own.
     let shown = escape_bytes(path.as_os_str().as_bytes());
+    let shown = driftwatch_proto::text::terminal(&shown);
     let diff = similar::TextDiff::from_lines(old.as_ref(), new.as_ref())
         .unified_diff()
         .context_radius(3)

@@ -70,7 +70,7 @@ pub fn iac_status(out: &mut dyn Write, s: &v1::IacStatus) -> io::Result<()> {
     } else {
         writeln!(out, "States:")?;
         for state in &s.states {
-            writeln!(out, "  {}", state_line(state))?;
+            writeln!(out, "  {}", super::t(&state_line(state)))?;
         }
     }
     writeln!(
@@ -131,6 +131,11 @@ fn cell(text: &str) -> String {
     text.replace('|', "\\|").replace(['\n', '\r'], " ")
 }
 
+/// A line of the report's text from a host: newlines shown, not followed.
+fn inline(text: &str) -> String {
+    text.replace('\n', "\\n")
+}
+
 /// A fence longer than any backtick run in `text`.
 fn fence(text: &str) -> String {
     let mut longest = 0;
@@ -154,8 +159,8 @@ fn cause_markdown(out: &mut String, c: &v1::Cause, everywhere: &HashMap<&str, Ve
         .clone()
         .and_then(|item| DriftItem::try_from(item).ok());
     let subject = match item {
-        Some(DriftItem::Package(_)) => format!("package {}", c.path),
-        _ => c.path.clone(),
+        Some(DriftItem::Package(_)) => format!("package {}", inline(&c.path)),
+        _ => inline(&c.path),
     };
     let _ = writeln!(
         out,
@@ -180,19 +185,19 @@ fn cause_markdown(out: &mut String, c: &v1::Cause, everywhere: &HashMap<&str, Ve
         })
         .unwrap_or_default();
     if elsewhere.is_empty() {
-        let _ = writeln!(out, "Hosts: {}\n", c.hosts.join(", "));
+        let _ = writeln!(out, "Hosts: {}\n", inline(&c.hosts.join(", ")));
     } else {
         let _ = writeln!(
             out,
             "Hosts: {} (the same change on {} elsewhere in this report: {})\n",
-            c.hosts.join(", "),
+            inline(&c.hosts.join(", ")),
             count(elsewhere.len() as u64, "more host", "more hosts"),
-            elsewhere.join(", ")
+            inline(&elsewhere.join(", "))
         );
     }
     match &item {
         Some(DriftItem::File(f)) => {
-            let _ = writeln!(out, "{}\n", f.reason);
+            let _ = writeln!(out, "{}\n", inline(&f.reason));
             for (attr, expected, actual) in attribute_changes(f) {
                 let _ = writeln!(out, "- {attr}: {expected} → {actual}");
             }
@@ -317,7 +322,8 @@ pub fn report_markdown(r: &v1::IacReport) -> String {
         }
         out.push('\n');
     }
-    out
+    // Every line of it made safe for a terminal (it is printed on one by default).
+    out.split('\n').map(super::t).collect::<Vec<_>>().join("\n")
 }
 
 #[cfg(test)]

@@ -110,7 +110,10 @@ pub fn parse_since(text: &str, now: store::Millis) -> Result<Option<store::Milli
         return Ok(None);
     }
     if let Ok(d) = humantime::parse_duration(text) {
-        return Ok(Some(now - d.as_millis() as store::Millis));
+        // A duration longer than the epoch is older than every event: everything, not a
+        // wrapped-around time in the future that nothing is newer than.
+        let back = store::Millis::try_from(d.as_millis()).unwrap_or(store::Millis::MAX);
+        return Ok(Some(now.saturating_sub(back)));
     }
     store::parse_rfc3339(text).map(Some).ok_or_else(|| {
         QueryError::BadRequest(format!(
@@ -398,5 +401,24 @@ impl<S: Store> grpc::fleet_server::Fleet for FleetService<S> {
     ) -> Result<tonic::Response<WatchStream>, Status> {
         let stream = self.0.watch(r.into_inner())?;
         Ok(tonic::Response::new(Box::pin(stream)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_takes_durations_of_any_length_and_times() {
+        let now = 1_700_000_000_000;
+        assert_eq!(parse_since("", now).unwrap(), None);
+        assert_eq!(parse_since("1s", now).unwrap(), Some(now - 1000));
+        // Longer than the epoch, or than i64 milliseconds: everything.
+        for huge in ["100000y", "580000000y", "18446744073709551615s"] {
+            let since = parse_since(huge, now).unwrap().unwrap();
+            assert!(since < 0, "{huge}: {since}");
+        }
+        assert_eq!(parse_since("2023-11-14T22:13:20Z", now).unwrap(), Some(now));
+        assert!(parse_since("soon", now).is_err());
     }
 }

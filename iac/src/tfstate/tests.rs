@@ -584,6 +584,10 @@ fn not_a_state() {
             br#"{"version": 4, "lineage": "l", "resources": []}"#,
             "Incomplete",
         ),
+        (
+            br#"{"version": 4, "serial": 9223372036854775808, "lineage": "l", "resources": []}"#,
+            "SerialOutOfRange(9223372036854775808)",
+        ),
         (br#"[1, 2]"#, "Shape"),
     ] {
         let err = parse_state(input).unwrap_err();

@@ -83,6 +83,13 @@ pub fn a_state_import_replaces_the_previous_one_and_refuses_older_serials(store:
         }
     }
     assert_eq!(addresses(store), [("prod".into(), "aws_instance.c".into())]);
+    // A serial past i64 is refused, not wrapped into a negative that every state is newer than.
+    let huge = state("prod", "L1", 1 << 63, &["aws_instance.z"]);
+    match import_state(store, &huge, T0 + 2) {
+        Err(StoreError::Rejected(m)) => assert!(m.contains("out of range"), "{m}"),
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    assert_eq!(addresses(store), [("prod".into(), "aws_instance.c".into())]);
     // The same serial again is fine (a re-import), and so is another lineage.
     import_state(store, &state("prod", "L1", 6, &["aws_instance.c"]), T0 + 3).unwrap();
     import_state(

@@ -12,6 +12,14 @@ use crate::store::{
 
 pub(super) fn import_state(tx: &Connection, r: &StateImport, now: Millis) -> Result<ImportOutcome> {
     const WHAT: &str = "importing a state";
+    // Serials are stored as SQL integers; one past i64 would wrap to a negative and make every
+    // stored state look newer.
+    if let Some(serial) = r.serial.filter(|s| i64::try_from(*s).is_err()) {
+        return Err(StoreError::Rejected(format!(
+            "the state's serial {serial} is out of range (at most {})",
+            i64::MAX
+        )));
+    }
     if let Some(serial) = r.serial
         && !r.lineage.is_empty()
     {

@@ -243,18 +243,25 @@ impl Access {
             .await
             .map_err(|e| Refusal::Unavailable(crate::status::store_message(&e)))?;
         match issued {
-            Some(c) if c.revoked_at.is_some() => Err(Refusal::Unauthenticated(format!(
-                "the certificate of host {host} (serial {serial}) was revoked at {}{}: the host \
-                 must enroll again (remove its certificate, <state directory>/enroll/host.crt, \
-                 and give its agent a new join token)",
-                crate::store::rfc3339(c.revoked_at.unwrap_or_default()),
-                c.revoked_by
-                    .map(|by| format!(" by {by}"))
-                    .unwrap_or_default(),
-            ))),
+            Some(c) if c.revoked_at.is_some() => Err(Refusal::Unauthenticated(revoked(host, &c))),
             _ => Ok(()),
         }
     }
+}
+
+/// What a host whose certificate was revoked is told.
+pub fn revoked(host: &str, c: &crate::store::IssuedCertificate) -> String {
+    format!(
+        "the certificate of host {host} (serial {}) was revoked at {}{}: the host must enroll \
+         again (remove its certificate, <state directory>/enroll/host.crt, and give its agent a \
+         new join token)",
+        c.serial,
+        crate::store::rfc3339(c.revoked_at.unwrap_or_default()),
+        c.revoked_by
+            .as_ref()
+            .map(|by| format!(" by {by}"))
+            .unwrap_or_default(),
+    )
 }
 
 fn is_grpc(request: &Request) -> bool {

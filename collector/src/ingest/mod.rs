@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::access::Caller;
+use crate::access::{Caller, ClientSerial};
 use crate::metrics::Metrics;
 use crate::status;
 use crate::store::{
@@ -116,6 +116,10 @@ impl<S: Store> v1::ingest_server::Ingest for IngestService<S> {
             Caller::Agent { host } => Some(host),
             _ => None,
         };
+        let certificate = bound
+            .as_ref()
+            .and(request.extensions().get::<ClientSerial>())
+            .map(|ClientSerial(serial)| serial.clone());
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
         let conn = Connection {
@@ -126,6 +130,7 @@ impl<S: Store> v1::ingest_server::Ingest for IngestService<S> {
             tx,
             peer,
             bound,
+            certificate,
             host: String::new(),
             stream_id: String::new(),
             last_seq: 0,
@@ -154,6 +159,9 @@ struct Connection<S> {
     peer: String,
     /// The host the client certificate names: the only one this stream may speak for.
     bound: Option<String>,
+    /// That certificate's serial while it may be one the fleet CA issued (enrollment): its
+    /// revocation ends the stream at the next heartbeat. `None` once it is known not to be.
+    certificate: Option<String>,
     host: String,
     stream_id: String,
     /// The last sequence number stored for this stream.
@@ -413,6 +421,27 @@ impl<S: Store> Connection<S> {
         .await
     }
 
+    /// Ends the stream of a host whose enrolled certificate an admin revoked since it
+    /// connected (the access check refuses it at its next connection).
+    async fn not_revoked(&mut self) -> Result<(), End> {
+        let Some(serial) = self.certificate.clone() else {
+            return Ok(());
+        };
+        let store = self.store.clone();
+        match blocking(move || store.certificate(&serial)).await? {
+            // Not issued by enrollment (a hand-made PKI's): nothing to follow.
+            None => self.certificate = None,
+            Some(c) if c.revoked_at.is_some() => {
+                let message = crate::access::revoked(&self.host, &c);
+                tracing::warn!(host = %self.host, peer = %self.peer, "Ending the stream of a revoked certificate.");
+                self.metrics.reject("revoked");
+                return Err(End(Status::unauthenticated(message)));
+            }
+            Some(_) => {}
+        }
+        Ok(())
+    }
+
     async fn heartbeat(&mut self, hb: v1::Heartbeat) -> Result<(), End> {
         let now = tokio::time::Instant::now();
         // last_seen is kept to within a third of the silence threshold, not per heartbeat.
@@ -426,6 +455,7 @@ impl<S: Store> Connection<S> {
             });
             self.last_seen_written = Some(now);
         }
+        self.not_revoked().await?;
         // Anti-entropy, on every heartbeat: at the same sequence number the agent's set and
         // ours must agree, and the stored set must be this stream's. A snapshot asked for and
         // not yet received is asked again only after `snapshot_interval`.

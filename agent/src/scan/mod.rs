@@ -185,22 +185,9 @@ pub fn scan_one(
     reference: Option<&Entry>,
     max_inline: u64,
 ) -> Result<Option<Entry>, ScanError> {
-    let host = host_path(root, path);
-    let meta = match std::fs::symlink_metadata(&host) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(ScanError {
-                path: path.to_path_buf(),
-                error: io_message(&e),
-            });
-        }
+    let Some((host, mut entry)) = lstat_entry(root, path)? else {
+        return Ok(None);
     };
-    let mut errors = Vec::new();
-    let mut entry = entry_from_metadata(path.to_path_buf(), &host, &meta, &mut errors);
-    if let Some(e) = errors.pop() {
-        return Err(e);
-    }
     if entry.kind == FileKind::Regular {
         if reuse(&mut entry, reference) || entry.size > max_inline {
             return Ok(Some(entry));
@@ -236,22 +223,11 @@ pub fn hash_one(
     throttle: Option<&Throttle>,
     cancel: &AtomicBool,
 ) -> Result<Option<Entry>, ScanError> {
-    let host = host_path(root, path);
-    let meta = match std::fs::symlink_metadata(&host) {
-        Ok(m) if m.is_file() => m,
-        Ok(_) => return Ok(None),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(ScanError {
-                path: path.to_path_buf(),
-                error: io_message(&e),
-            });
-        }
+    let Some((host, mut entry)) = lstat_entry(root, path)? else {
+        return Ok(None);
     };
-    let mut errors = Vec::new();
-    let mut entry = entry_from_metadata(path.to_path_buf(), &host, &meta, &mut errors);
-    if let Some(e) = errors.pop() {
-        return Err(e);
+    if entry.kind != FileKind::Regular {
+        return Ok(None);
     }
     let mut buf = vec![0; HASH_BUFFER];
     let control = HashControl {
@@ -276,6 +252,28 @@ pub fn hash_one(
             path: path.to_path_buf(),
             error: e.to_string(),
         }),
+    }
+}
+
+/// One path's `lstat` as an entry (a regular file not hashed yet), with its host path;
+/// `Ok(None)` when it does not exist.
+fn lstat_entry(root: &Path, path: &Path) -> Result<Option<(PathBuf, Entry)>, ScanError> {
+    let host = host_path(root, path);
+    let meta = match std::fs::symlink_metadata(&host) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(ScanError {
+                path: path.to_path_buf(),
+                error: io_message(&e),
+            });
+        }
+    };
+    let mut errors = Vec::new();
+    let entry = entry_from_metadata(path.to_path_buf(), &host, &meta, &mut errors);
+    match errors.pop() {
+        Some(e) => Err(e),
+        None => Ok(Some((host, entry))),
     }
 }
 

@@ -192,7 +192,9 @@ impl Session {
                     self.shared.metrics.evaluations.inc();
                     let (result, unhashed) =
                         evaluate_path(root, rules, key, entries, &path, max_inline);
-                    if unhashed && !self.hasher.submit(&path) {
+                    if !unhashed {
+                        self.hasher.forget(&path);
+                    } else if !self.hasher.submit(&path) {
                         self.shared.metrics.background_hashes_dropped.inc();
                         tracing::debug!(path = %path.display(), "Background hash queue full; the hash waits for the next rescan.");
                     }

@@ -109,6 +109,19 @@ impl Hasher {
         true
     }
 
+    /// Drops `path` from the queue and stops a hash of it in progress: it is gone, or no
+    /// longer needs a background hash (deleted files would otherwise be read to the end
+    /// through the open descriptor).
+    pub(super) fn forget(&self, path: &Path) {
+        let mut state = self.queue.lock();
+        state.waiting.remove(path);
+        if let Some((running, cancel)) = &state.running
+            && running == path
+        {
+            cancel.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// Whether a hash of `path` is waiting: a result for it that arrives meanwhile is stale.
     pub(super) fn is_waiting(&self, path: &Path) -> bool {
         self.queue.lock().waiting.contains_key(path)
@@ -268,5 +281,17 @@ mod tests {
         assert!(!h.submit(Path::new("/data/one-too-many")));
         // Already queued: still accepted (its start moves).
         assert!(h.submit(path));
+        // Forgotten (deleted, say): out of the queue, and the hash in progress stops.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let running = loop {
+            if let Some((p, cancel)) = h.queue.lock().running.clone() {
+                break (p, cancel);
+            }
+            assert!(Instant::now() < deadline, "no hash started");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        h.forget(&running.0);
+        assert!(running.1.load(Ordering::Relaxed));
+        assert!(!h.is_waiting(&running.0));
     }
 }

@@ -9,7 +9,8 @@
 //!
 //! - A path is hashed once it has been quiet for [`SETTLE`]: every change to it (the session
 //!   submits it again on each event) pushes its start back, and stops a hash in progress, so a
-//!   file still being written is hashed once, when it settles.
+//!   file still being written is hashed once, when it settles. A path evaluated again without
+//!   needing a background hash (deleted, small again) leaves the queue, and its hash stops.
 //! - The queue is bounded ([`MAX_QUEUED`] paths); a path that does not fit is dropped and
 //!   counted (`driftwatch_agent_background_hashes_dropped_total`): its drift keeps the hash
 //!   pending until the next rescan hashes it.

@@ -127,21 +127,20 @@ impl Watcher {
         if self.tops.iter().any(|t| t == dir) && !self.settle_top(dir) {
             return 0;
         }
-        let start = host_path(&self.root, dir);
+        let root = self.root.clone();
         let mut failed = 0;
-        let walk = walkdir::WalkDir::new(&start)
+        let walk = walkdir::WalkDir::new(host_path(&root, dir))
             .follow_links(false)
             .follow_root_links(false)
             .into_iter()
             .filter_entry(|e| {
-                e.file_type().is_dir() && !rules.is_excluded(&root_path(&self.root, e.path()))
+                e.file_type().is_dir() && !rules.is_excluded(&root_path(&root, e.path()))
             });
-        let dirs: Vec<PathBuf> = walk
-            .filter_map(Result::ok)
-            .map(|e| root_path(&self.root, e.path()))
-            .collect();
-        for d in dirs {
-            if !self.add_dir(&d) {
+        // Each directory is watched as the walk reaches it, before its entries are read: a
+        // directory made in it meanwhile (a tree being created as it is found) is either
+        // listed by the walk or reported by the watch.
+        for d in walk.filter_map(Result::ok) {
+            if !self.add_dir(&root_path(&root, d.path())) {
                 failed += 1;
             }
         }

@@ -44,6 +44,11 @@ impl Session {
     /// where larger batches mean fewer spool syncs. Either way, at most [`MAX_BATCH_WAIT`]
     /// and [`MAX_BATCH_PATHS`].
     pub(super) async fn handle_changes(&mut self, first: Vec<Change>) -> Result<()> {
+        // Events that concern nothing (another name in a pending tree's ancestor, a watch the
+        // kernel dropped): no batch, no status refresh.
+        if first.is_empty() {
+            return Ok(());
+        }
         let result = self.handle_batch(first).await;
         self.last_batch_end = Some(tokio::time::Instant::now());
         result

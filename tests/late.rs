@@ -233,3 +233,38 @@ fn a_huge_sparse_file_holds_up_no_other_event_and_its_hash_follows() {
     );
     assert_eq!(agent.status()["hashes_pending"], 0);
 }
+
+#[test]
+fn a_touched_large_file_is_reported_with_its_hash_pending_then_resolved_by_the_hash() {
+    let t = TestDir::new();
+    t.populate();
+    // Above the 64 MiB default: hashed in the background once it changes.
+    let big = fs::File::create(t.at("/usr/bin/big")).unwrap();
+    big.set_len(100 << 20).unwrap();
+    drop(big);
+    let b = t.baseline();
+    let agent = t.start_agent(&b, "[hashing]\nrate = \"0\"\n");
+    agent.assert_quiet(QUIET);
+    let mut c = Consumer::default();
+    // Same content, new mtime: content may have changed until the hash says it did not.
+    fs::File::options()
+        .write(true)
+        .open(t.at("/usr/bin/big"))
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() + Duration::from_secs(60))
+        .unwrap();
+    agent.wait_view(&mut c, "the touched file, hash pending", PROMPT, |v| {
+        v.get("/usr/bin/big").is_some_and(|i| {
+            i["kind"] == "modified"
+                && strings(&i["changed"]) == ["content"]
+                && i["actual"]["sha256"].is_null()
+        })
+    });
+    agent.wait_view(
+        &mut c,
+        "the hash resolving it",
+        Duration::from_secs(120),
+        |v| !v.contains_key("/usr/bin/big"),
+    );
+    agent.assert_quiet(QUIET);
+}

@@ -254,6 +254,14 @@ mod tests {
         .unwrap()
     }
 
+    /// A watcher over `root` that watches the recorded `paths`.
+    fn watching(root: &Path, paths: &[&str]) -> (Watcher, Rules) {
+        let rules = rules(paths);
+        let mut w = Watcher::new(root, None).unwrap();
+        w.watch_recorded(&rules);
+        (w, rules)
+    }
+
     /// Waits (bounded) for the watcher's next changes.
     async fn next(w: &mut Watcher) -> Vec<Change> {
         tokio::time::timeout(std::time::Duration::from_secs(5), w.next())
@@ -288,9 +296,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         std::fs::create_dir(root.join("etc")).unwrap();
-        let rules = rules(&["/etc", "/usr/local/bin"]);
-        let mut w = Watcher::new(root, None).unwrap();
-        w.watch_recorded(&rules);
+        let (mut w, rules) = watching(root, &["/etc", "/usr/local/bin"]);
         assert_eq!(w.watched(), 1);
         let pending: Vec<&Path> = w.pending().collect();
         assert_eq!(pending, [Path::new("/usr/local/bin")]);
@@ -319,9 +325,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         std::fs::create_dir_all(root.join("root/.ssh")).unwrap();
-        let rules = rules(&["/root/.ssh"]);
-        let mut w = Watcher::new(root, None).unwrap();
-        w.watch_recorded(&rules);
+        let (mut w, _) = watching(root, &["/root/.ssh"]);
         assert_eq!((w.watched(), w.pending_count()), (1, 0));
         std::fs::remove_dir(root.join("root/.ssh")).unwrap();
         let got = next(&mut w).await;
@@ -366,9 +370,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         std::fs::create_dir(root.join("root")).unwrap();
-        let rules = rules(&["/root/.ssh", "/root/.config"]);
-        let mut w = Watcher::new(root, None).unwrap();
-        w.watch_recorded(&rules);
+        let (mut w, _) = watching(root, &["/root/.ssh", "/root/.config"]);
         assert_eq!(w.pending_count(), 2);
         assert_eq!(w.anchor_wds.len(), 1, "both wait at /root, with one watch");
         std::fs::remove_dir(root.join("root")).unwrap();

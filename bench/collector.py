@@ -142,13 +142,7 @@ def bench_e2e(work):
     base = os.path.join(work, "e2e")
     root = os.path.join(base, "root")
     app = os.path.join(root, "etc", "app")
-    os.makedirs(app)
-    files = []
-    for i in range(d.LAT_FILES):
-        p = os.path.join(app, f"f{i:02d}.conf")
-        with open(p, "wb") as f:
-            f.write(d.content(i, 0))
-        files.append(p)
+    files = d.latency_files(app)
     bl = os.path.join(base, "b.dwb")
     d.DW = AGENT
     d.build_baseline(root, bl)

@@ -360,11 +360,8 @@ def content(i, v):
     return (head + "".join(pad) + f"setting_{i:02d} = {'alpha' if v == 0 else 'bravo'}\n").encode()
 
 
-def bench_latency(work):
-    say("## 1. Detection latency (write → event), agent vs `inotifywait -m -r`")
-    base = os.path.join(work, "lat")
-    root = os.path.join(base, "root")
-    app = os.path.join(root, "etc", "app")
+def latency_files(app):
+    """Makes the LAT_FILES edited files in `app` (variant 0 each); returns their paths."""
     os.makedirs(app)
     files = []
     for i in range(LAT_FILES):
@@ -372,6 +369,15 @@ def bench_latency(work):
         with open(p, "wb") as f:
             f.write(content(i, 0))
         files.append(p)
+    return files
+
+
+def bench_latency(work):
+    say("## 1. Detection latency (write → event), agent vs `inotifywait -m -r`")
+    base = os.path.join(work, "lat")
+    root = os.path.join(base, "root")
+    app = os.path.join(root, "etc", "app")
+    files = latency_files(app)
     bl = os.path.join(base, "b.dwb")
     build_baseline(root, bl)
 

@@ -457,6 +457,30 @@ impl Agent {
         out
     }
 
+    /// Applies events to `consumer` until its view satisfies `done`; returns how long that
+    /// took. Panics after `timeout`, naming `what` and showing the view and the log.
+    pub fn wait_view(
+        &self,
+        consumer: &mut Consumer,
+        what: &str,
+        timeout: std::time::Duration,
+        done: impl Fn(&std::collections::BTreeMap<String, serde_json::Value>) -> bool,
+    ) -> std::time::Duration {
+        let start = std::time::Instant::now();
+        while !done(&consumer.view) {
+            let left = timeout.saturating_sub(start.elapsed());
+            match self.events.recv_timeout(left) {
+                Ok(e) => consumer.apply(&[e]),
+                Err(_) => panic!(
+                    "waited {timeout:?} for {what}; view: {:#?}\nlog:\n{}",
+                    consumer.view,
+                    self.log_text()
+                ),
+            }
+        }
+        start.elapsed()
+    }
+
     /// Collects events until none arrives for `quiet`.
     pub fn drain(&self, quiet: std::time::Duration) -> Vec<serde_json::Value> {
         let mut out = Vec::new();

@@ -542,14 +542,21 @@ fn status_human(out: &mut dyn Write, v: &serde_json::Value) -> std::io::Result<(
     let c = &v["coverage"];
     writeln!(
         out,
-        "coverage   {} watched, {} ({:.1}%)",
+        "coverage   {} watched, {} ({:.1}%){}",
         c["watched_dirs"],
         count(
             c["unwatched_dirs"].as_u64().unwrap_or(0),
             "unwatched directory",
             "unwatched directories"
         ),
-        c["ratio"].as_f64().unwrap_or(0.0) * 100.0
+        c["ratio"].as_f64().unwrap_or(0.0) * 100.0,
+        match c["pending_dirs"].as_u64().unwrap_or(0) {
+            0 => String::new(),
+            n => format!(
+                ", {} not there yet",
+                count(n, "recorded tree", "recorded trees")
+            ),
+        }
     )?;
     if let Some(r) = v["last_rescan"].as_object() {
         writeln!(

@@ -23,7 +23,8 @@
 //! degraded_interval = "5m" # rescan of directories inotify could not watch
 //!
 //! [hashing]
-//! rate = "64MiB"           # bytes per second for rescans; "0" = unlimited
+//! rate = "64MiB"           # bytes per second for rescans and background hashes; "0" = unlimited
+//! background_above = "64MiB" # larger changed files are hashed off the event path
 //!
 //! [watch]
 //! coalesce = "1ms"         # quiet time that ends a burst while a file is mid-write
@@ -153,8 +154,11 @@ struct RescanSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct HashingSection {
-    /// Bytes per second for rescans.
+    /// Bytes per second for rescans and background hashes.
     rate: Option<String>,
+    /// A changed regular file larger than this is hashed in the background: its event is
+    /// emitted at once with the hash pending, the hash follows in a second event.
+    background_above: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -243,6 +247,8 @@ pub struct AgentConfig {
     pub degraded_interval: Duration,
     /// Bytes per second; 0 = unlimited.
     pub hash_rate: u64,
+    /// Changed regular files larger than this are hashed in the background.
+    pub hash_background_above: u64,
     pub coalesce: Duration,
     pub max_watches: Option<u64>,
     pub spool_max_bytes: u64,
@@ -425,6 +431,15 @@ impl AgentConfig {
             overrides.hash_rate.clone().or(file.hashing.rate),
             64 << 20,
         );
+        let hash_background_above = size(
+            &mut bad,
+            "hashing.background_above",
+            file.hashing.background_above,
+            64 << 20,
+        );
+        if hash_background_above < 1 << 20 {
+            bad("hashing.background_above", "must be at least 1MiB".into());
+        }
         let spool_max_bytes = size(&mut bad, "spool.max_size", file.spool.max_size, 64 << 20);
         if spool_max_bytes < 1 << 20 {
             bad("spool.max_size", "must be at least 1MiB".into());
@@ -448,6 +463,7 @@ impl AgentConfig {
             full_hash_every,
             degraded_interval,
             hash_rate,
+            hash_background_above,
             coalesce,
             max_watches: file.watch.max_watches.filter(|n| *n > 0),
             spool_max_bytes,

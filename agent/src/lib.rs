@@ -10,7 +10,8 @@
 //!
 //! The daemon drives the whole path; `check` and `baseline build` use its first rooms only.
 //!
-//! - [`watch`]: inotify watches over the recorded trees (the events).
+//! - [`watch`]: inotify watches over the recorded trees (the events), and over the nearest
+//!   existing ancestors of those that are not there yet.
 //! - [`scan`]: walking and hashing a root into baseline entries, nothing more;
 //!   [`scan::throttle`] keeps background hashing polite.
 //! - [`packages`]: the package inventory (dpkg, rpm, apk) and its diff.
@@ -24,7 +25,8 @@
 //! - [`ship`]: the stream to the collector (hello, batches, heartbeats, snapshots, acks,
 //!   reconnects), and who the stream says this host is ([`ship::identity`]).
 //! - [`daemon`]: `run`; batches events, is the single writer to ledger and spool, publishes
-//!   the status, rescans, and starts the shipping; one select loop joins them.
+//!   the status, rescans, hashes large files off the event path, and starts the shipping; one
+//!   select loop joins them.
 //!
 //! Read by all of them:
 //!

@@ -58,11 +58,17 @@ pub struct Metrics {
     pub overflows: Counter,
     pub watched_dirs: Gauge,
     pub unwatched_dirs: Gauge,
+    /// Recorded trees that are not directories (yet), watched for from an ancestor.
+    pub pending_dirs: Gauge,
     pub coverage: Gauge<f64, AtomicU64>,
     pub queue_depth: Gauge,
     pub spool_bytes: Gauge,
     pub spool_unacked: Gauge,
     pub hashed_bytes: Counter,
+    /// Large files waiting to be hashed (or being hashed) off the event path.
+    pub background_hashes: Gauge,
+    /// Large files not queued for a background hash (the queue was full).
+    pub background_hashes_dropped: Counter,
     pub evaluations: Counter,
     pub evaluation_errors: Counter,
     pub drift_items: Family<SeverityLabel, Gauge>,
@@ -84,11 +90,14 @@ impl Default for Metrics {
             overflows: Counter::default(),
             watched_dirs: Gauge::default(),
             unwatched_dirs: Gauge::default(),
+            pending_dirs: Gauge::default(),
             coverage: Gauge::default(),
             queue_depth: Gauge::default(),
             spool_bytes: Gauge::default(),
             spool_unacked: Gauge::default(),
             hashed_bytes: Counter::default(),
+            background_hashes: Gauge::default(),
+            background_hashes_dropped: Counter::default(),
             evaluations: Counter::default(),
             evaluation_errors: Counter::default(),
             drift_items: Family::default(),
@@ -125,6 +134,11 @@ impl Default for Metrics {
             m.unwatched_dirs.clone(),
         );
         registry.register(
+            "pending_directories",
+            "Recorded trees that do not exist (yet), watched for from their nearest existing ancestor",
+            m.pending_dirs.clone(),
+        );
+        registry.register(
             "coverage_ratio",
             "Watched directories / directories to watch",
             m.coverage.clone(),
@@ -148,6 +162,16 @@ impl Default for Metrics {
             "hashed_bytes",
             "Bytes hashed by rescans",
             m.hashed_bytes.clone(),
+        );
+        registry.register(
+            "background_hashes",
+            "Large files waiting to be hashed, or being hashed, off the event path",
+            m.background_hashes.clone(),
+        );
+        registry.register(
+            "background_hashes_dropped",
+            "Large files left with their hash pending until the next rescan (the queue was full)",
+            m.background_hashes_dropped.clone(),
         );
         registry.register(
             "evaluations",
@@ -211,6 +235,12 @@ pub struct Coverage {
     pub ratio: f64,
     /// Up to 20 unwatched directories, for the operator.
     pub unwatched_sample: Vec<String>,
+    /// Recorded trees that are not directories (missing, deleted, or something else in
+    /// their place): watched for from their nearest existing ancestor, and watched as trees
+    /// once they appear. Not counted in `ratio`: nothing of them exists to watch yet.
+    pub pending_dirs: usize,
+    /// Up to 20 pending trees.
+    pub pending_sample: Vec<String>,
 }
 
 /// The last rescan.
@@ -268,6 +298,9 @@ pub struct Status {
     pub last_rescan: Option<RescanInfo>,
     pub spool: SpoolInfo,
     pub evaluation_errors: u64,
+    /// Large files whose hash is being computed off the event path (their drift says "hash
+    /// pending" until it is done).
+    pub hashes_pending: usize,
     /// `None` when standalone.
     pub collector: Option<CollectorStatus>,
     pub drift: Vec<DriftItem>,

@@ -9,9 +9,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
+use driftwatch_proto::baseline::FileKind;
 use futures_util::FutureExt as _;
 
 use super::Session;
+use super::hasher::HashDone;
 use crate::evaluate::RedactKey;
 use crate::evaluate::baseline::Entries;
 use crate::evaluate::{self, FileDrift};
@@ -42,6 +44,11 @@ impl Session {
     /// where larger batches mean fewer spool syncs. Either way, at most [`MAX_BATCH_WAIT`]
     /// and [`MAX_BATCH_PATHS`].
     pub(super) async fn handle_changes(&mut self, first: Vec<Change>) -> Result<()> {
+        // Events that concern nothing (another name in a pending tree's ancestor, a watch the
+        // kernel dropped): no batch, no status refresh.
+        if first.is_empty() {
+            return Ok(());
+        }
         let result = self.handle_batch(first).await;
         self.last_batch_end = Some(tokio::time::Instant::now());
         result
@@ -178,41 +185,104 @@ impl Session {
     /// Evaluates paths. Hashing never runs on an async worker: `block_in_place` first hands
     /// this worker's other tasks to another thread. Unlike a round trip through the blocking
     /// pool, this costs the event no thread wake-ups, each of which can take milliseconds on a
-    /// busy host.
+    /// busy host. Files above `hashing.background_above` are not hashed here: their drift says
+    /// the hash is pending, and they go to the background hasher.
     pub(super) fn evaluate_paths(&self, paths: Vec<PathBuf>) -> Vec<Evaluation> {
         let (entries, rules, root) = (&self.entries, &self.rules, &self.config.root);
-        let key = &self.redact_key;
+        let (key, max_inline) = (&self.redact_key, self.config.hash_background_above);
         tokio::task::block_in_place(|| {
             paths
                 .into_iter()
                 .map(|path| {
                     self.shared.metrics.evaluations.inc();
-                    let result = evaluate_path(root, rules, key, entries, &path);
+                    let (result, unhashed) =
+                        evaluate_path(root, rules, key, entries, &path, max_inline);
+                    if !unhashed {
+                        self.hasher.forget(&path);
+                    } else if !self.hasher.submit(&path) {
+                        self.shared.metrics.background_hashes_dropped.inc();
+                        tracing::debug!(path = %path.display(), "Background hash queue full; the hash waits for the next rescan.");
+                    }
                     (path, result)
                 })
                 .collect()
         })
     }
+
+    /// A background hash is done: the path is evaluated again with it, unless it changed
+    /// since (then a newer hash is on its way, or its metadata says what it is now).
+    pub(super) async fn apply_hash(&mut self, done: HashDone) -> Result<()> {
+        let HashDone { path, result } = done;
+        if self.hasher.is_waiting(&path) || !self.rules.in_scope(&path) {
+            return Ok(());
+        }
+        let result = match result {
+            // The fast path against the hashed entry: its hash if the file is still the one
+            // hashed; never hashes (`max_inline` 0).
+            Ok(hashed) => {
+                match scan::scan_one(&self.config.root, &self.rules, &path, Some(&hashed), 0) {
+                    Ok(Some(now)) if now.sha256.is_some() => {
+                        let expected = self.entries.get(&path);
+                        Ok(evaluate::compare(
+                            &path,
+                            expected.as_ref(),
+                            Some(&now),
+                            &self.rules,
+                            &self.redact_key,
+                        ))
+                    }
+                    // Changed again or gone: its own events tell.
+                    Ok(_) => return Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        if let Some(rescan) = self.rescan.as_mut() {
+            rescan.touched.insert(path.clone());
+        }
+        self.apply_evaluations(vec![(path, result)]).await
+    }
 }
 
-/// Evaluates one path against the baseline.
+/// Evaluates one path against the baseline; true beside it when its hash is left to the
+/// background hasher (a regular file above `max_inline` bytes that changed).
 fn evaluate_path(
     root: &Path,
     rules: &Rules,
     key: &RedactKey,
     entries: &Entries,
     path: &Path,
-) -> Result<Option<FileDrift>, ScanError> {
+    max_inline: u64,
+) -> (Result<Option<FileDrift>, ScanError>, bool) {
     if !rules.in_scope(path) {
-        return Ok(None);
+        return (Ok(None), false);
     }
     let expected = entries.get(path);
-    let actual = scan::scan_one(root, rules, path, expected.as_ref(), false)?;
-    Ok(evaluate::compare(
-        path,
-        expected.as_ref(),
-        actual.as_ref(),
-        rules,
-        key,
-    ))
+    let actual = match scan::scan_one(root, rules, path, expected.as_ref(), max_inline) {
+        Ok(actual) => actual,
+        Err(e) => return (Err(e), false),
+    };
+    match &actual {
+        Some(a) if a.kind == FileKind::Regular && a.sha256.is_none() => (
+            Ok(evaluate::compare_unhashed(
+                path,
+                expected.as_ref(),
+                a,
+                rules,
+                key,
+            )),
+            true,
+        ),
+        _ => (
+            Ok(evaluate::compare(
+                path,
+                expected.as_ref(),
+                actual.as_ref(),
+                rules,
+                key,
+            )),
+            false,
+        ),
+    }
 }

@@ -15,6 +15,8 @@
 //! - `writer.rs`: the single writer to ledger and spool (transitions, spool appends, printing
 //!   when standalone, checkpoints, compaction);
 //! - `status.rs`: status publishing (metrics, `/status`, the head the shipper watches);
+//! - `hasher.rs`: large files hashed off the event path (a bounded queue, one low-priority
+//!   thread), their results evaluated again here;
 //! - `rescan.rs`: whole comparisons (the root, unwatched directories, the package inventory);
 //! - `link.rs`: the daemon's side of shipping (starting the uplink, acknowledgements,
 //!   snapshots, the stream id).
@@ -65,10 +67,12 @@ use crate::telemetry::{self, Shared};
 use crate::watch::Watcher;
 
 mod batch;
+mod hasher;
 mod link;
 mod rescan;
 mod status;
 mod writer;
+use hasher::Hasher;
 use link::{next_link_event, stream_id};
 use rescan::{Rescan, wait_rescan};
 
@@ -144,6 +148,8 @@ struct Session {
     shared: Shared,
     pool: Arc<rayon::ThreadPool>,
     throttle: Arc<Throttle>,
+    /// Large files' hashes, off the event path.
+    hasher: Hasher,
     periodic_rescans: u64,
     /// Highest sequence number printed (standalone mode).
     printed_seq: u64,
@@ -249,8 +255,12 @@ impl Session {
             tracing::info!(socket = %path.display(), "Status socket up (mode 0600).");
         }
 
+        let throttle = Arc::new(Throttle::new(config.hash_rate));
+        let hasher = Hasher::start(config.root.clone(), rules.clone(), throttle.clone())
+            .context("starting the hashing thread")?;
         let mut session = Session {
-            throttle: Arc::new(Throttle::new(config.hash_rate)),
+            throttle,
+            hasher,
             config,
             baseline,
             entries,
@@ -279,12 +289,7 @@ impl Session {
         }
         // Watch first, then compare: a change during the comparison is seen by both, never by
         // neither.
-        let trees: Vec<PathBuf> = session.rules.paths().to_vec();
-        for tree in &trees {
-            if !session.rules.is_excluded(tree) && host_path(&session.config.root, tree).is_dir() {
-                session.watcher.add_tree(&session.rules, tree);
-            }
-        }
+        session.watcher.watch_recorded(&session.rules);
         session.rescan("startup", false).await?;
         session.check_packages().await?;
         if session.config.collector.is_some() {
@@ -297,6 +302,7 @@ impl Session {
             drift = session.ledger.len(),
             watched = session.watcher.watched(),
             unwatched = session.watcher.unwatched().len(),
+            pending = session.watcher.pending_count(),
             "Watching."
         );
         Ok(session)
@@ -346,6 +352,7 @@ impl Session {
                     self.check_packages().await
                 }
                 done = wait_rescan(&mut self.rescan) => self.finish_rescan(done).await,
+                done = self.hasher.next() => self.apply_hash(done).await,
                 event = next_link_event(&mut self.link) => self.handle_link(event),
                 _ = rescan_timer.tick() => {
                     if self.rescan.is_none() {
@@ -355,7 +362,7 @@ impl Session {
                     }
                     Ok(())
                 }
-                _ = degraded_timer.tick(), if !self.watcher.unwatched().is_empty() => self.rescan_unwatched().await,
+                _ = degraded_timer.tick(), if self.watcher.degraded() => self.rescan_unwatched().await,
             };
             if let Err(e) = result {
                 return SessionEnd::Failed(e);

@@ -25,7 +25,10 @@ impl Session {
         };
         m.watched_dirs.set(watched as i64);
         m.unwatched_dirs.set(unwatched.len() as i64);
+        m.pending_dirs.set(self.watcher.pending_count() as i64);
         m.coverage.set(ratio);
+        let hashes_pending = self.hasher.backlog();
+        m.background_hashes.set(hashes_pending as i64);
         let (spool_info, head) = {
             let spool = self.spool();
             let info = SpoolInfo {
@@ -58,7 +61,7 @@ impl Session {
                 .set(by_severity[s as usize]);
         }
         let mut status = self.shared.status.lock().unwrap_or_else(|e| e.into_inner());
-        status.state = if unwatched.is_empty() {
+        status.state = if !self.watcher.degraded() {
             "watching"
         } else {
             "degraded"
@@ -72,9 +75,12 @@ impl Session {
             unwatched_dirs: unwatched.len(),
             ratio,
             unwatched_sample: unwatched.iter().take(20).map(|p| display_path(p)).collect(),
+            pending_dirs: self.watcher.pending_count(),
+            pending_sample: self.watcher.pending().take(20).map(display_path).collect(),
         };
         status.spool = spool_info;
         status.evaluation_errors = self.errors;
+        status.hashes_pending = hashes_pending;
     }
 
     /// What the uplink needs to know: the ledger's seq, digest and size, the spool's end.

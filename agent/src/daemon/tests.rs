@@ -79,6 +79,7 @@ impl Host {
             full_hash_every: 4,
             degraded_interval: Duration::from_secs(3600),
             hash_rate: 0,
+            hash_background_above: 64 << 20,
             coalesce: Duration::from_millis(1),
             max_watches: None,
             spool_max_bytes,

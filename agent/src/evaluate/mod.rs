@@ -40,12 +40,42 @@ pub fn compare(
     rules: &Rules,
     key: &RedactKey,
 ) -> Option<FileDrift> {
+    compare_inner(path, expected, actual, rules, key, false)
+}
+
+/// [`compare()`] for a regular file whose hash is still being computed (`actual.sha256` is
+/// `None`): a large file is hashed off the event path, and its change reported before the
+/// hash is known. Its content counts as changed (the caller only gets here when its
+/// metadata no longer matches the baseline's), so the drift names `content` with no actual
+/// hash, and the reason says the hash is pending; a follow-up evaluation with the hash
+/// replaces it (or resolves it, if the content turns out unchanged).
+pub fn compare_unhashed(
+    path: &Path,
+    expected: Option<&Entry>,
+    actual: &Entry,
+    rules: &Rules,
+    key: &RedactKey,
+) -> Option<FileDrift> {
+    compare_inner(path, expected, Some(actual), rules, key, true)
+}
+
+/// What the reason of a drift item whose hash is pending ends with.
+pub const HASH_PENDING: &str = "; hash pending";
+
+fn compare_inner(
+    path: &Path,
+    expected: Option<&Entry>,
+    actual: Option<&Entry>,
+    rules: &Rules,
+    key: &RedactKey,
+    hash_pending: bool,
+) -> Option<FileDrift> {
     let (kind, changed) = match (expected, actual) {
         (None, None) => return None,
         (None, Some(_)) => (DriftKind::Added, Vec::new()),
         (Some(_), None) => (DriftKind::Removed, Vec::new()),
         (Some(e), Some(a)) => {
-            let changed = changed_attrs(e, a, rules.attributes(path));
+            let changed = changed_attrs(e, a, rules.attributes(path), hash_pending);
             if changed.is_empty() {
                 return None;
             }
@@ -73,7 +103,11 @@ pub fn compare(
     let old = expected.map(|_| old.as_deref());
     let new = actual.map(|_| new.as_deref());
     let diff = content_diff(path, old, new, kind, &changed);
-    let (severity, reason) = classify(path, kind, &changed, expected, actual, (old, new), rules);
+    let (severity, mut reason) =
+        classify(path, kind, &changed, expected, actual, (old, new), rules);
+    if hash_pending {
+        reason.push_str(HASH_PENDING);
+    }
     Some(FileDrift {
         path: path.to_path_buf(),
         kind,
@@ -126,7 +160,12 @@ pub fn compare_sets(
     out
 }
 
-fn changed_attrs(e: &Entry, a: &Entry, check: crate::rules::AttrSet) -> Vec<Attr> {
+fn changed_attrs(
+    e: &Entry,
+    a: &Entry,
+    check: crate::rules::AttrSet,
+    hash_pending: bool,
+) -> Vec<Attr> {
     let mut changed = Vec::new();
     let mut note = |attr: Attr, differs: bool| {
         if differs && check.contains(attr) {
@@ -142,9 +181,10 @@ fn changed_attrs(e: &Entry, a: &Entry, check: crate::rules::AttrSet) -> Vec<Attr
     note(Attr::Group, e.gid != a.gid);
     note(Attr::Size, e.size != a.size);
     // An unreadable file has no hash: that is an error reported elsewhere, not content drift.
+    // One whose hash is pending may have any content.
     let content_differs = match (e.sha256, a.sha256) {
         (Some(x), Some(y)) => x != y,
-        _ => false,
+        _ => hash_pending,
     };
     note(Attr::Content, content_differs);
     note(Attr::Target, e.target != a.target || e.rdev != a.rdev);
@@ -384,6 +424,41 @@ mod tests {
             "{diff}"
         );
         assert!(!diff.contains("hunter"), "{diff}");
+    }
+
+    #[test]
+    fn a_pending_hash_is_changed_content_until_the_hash_says_otherwise() {
+        let rules = Rules::builtin();
+        let old = file("/usr/bin/big", 0o755, b"same");
+        let mut now = old.clone();
+        now.sha256 = None;
+        now.mtime_ns = 5;
+        let item = compare_unhashed(&old.path, Some(&old), &now, &rules, &key()).unwrap();
+        assert_eq!(
+            (item.kind, item.changed.clone()),
+            (DriftKind::Modified, vec![Attr::Content])
+        );
+        assert!(item.reason.ends_with(HASH_PENDING), "{}", item.reason);
+        assert_eq!(item.actual.unwrap().sha256, None);
+        assert_eq!(item.diff, None);
+        // The hash arrives: the same content is no drift.
+        now.sha256 = old.sha256;
+        assert_eq!(
+            compare(&old.path, Some(&old), Some(&now), &rules, &key()),
+            None
+        );
+        // A new large file: added, classified as any new file, its hash pending.
+        let mut new = file("/usr/bin/new", 0o755, b"");
+        new.sha256 = None;
+        let item = compare_unhashed(&new.path, None, &new, &rules, &key()).unwrap();
+        assert_eq!(
+            (item.kind, item.severity),
+            (DriftKind::Added, Severity::Security)
+        );
+        assert_eq!(
+            item.reason,
+            format!("new executable in a system path{HASH_PENDING}")
+        );
     }
 
     #[test]

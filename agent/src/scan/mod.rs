@@ -173,40 +173,28 @@ pub fn walk(opts: ScanOptions<'_>, errors: &mut Vec<ScanError>, mut f: impl FnMu
 }
 
 /// Records one path (not its children). `Ok(None)` when it does not exist.
+///
+/// A regular file larger than `max_inline` bytes whose metadata does not match `reference`
+/// (the fast path) is not hashed here: it comes back without a hash (`sha256: None`, which a
+/// successful hash never leaves), for the caller to hash off its own path ([`hash_one`]).
+/// `u64::MAX` hashes every file; 0 hashes none (only the fast path's hash is taken).
 pub fn scan_one(
     root: &Path,
     rules: &Rules,
     path: &Path,
     reference: Option<&Entry>,
-    full_hash: bool,
+    max_inline: u64,
 ) -> Result<Option<Entry>, ScanError> {
-    let host = host_path(root, path);
-    let meta = match std::fs::symlink_metadata(&host) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(ScanError {
-                path: path.to_path_buf(),
-                error: io_message(&e),
-            });
-        }
+    let Some((host, mut entry)) = lstat_entry(root, path)? else {
+        return Ok(None);
     };
-    let mut errors = Vec::new();
-    let mut entry = entry_from_metadata(path.to_path_buf(), &host, &meta, &mut errors);
-    if let Some(e) = errors.pop() {
-        return Err(e);
-    }
     if entry.kind == FileKind::Regular {
-        if !full_hash && reuse(&mut entry, reference) {
+        if reuse(&mut entry, reference) || entry.size > max_inline {
             return Ok(Some(entry));
         }
         let mut buf = vec![0; HASH_BUFFER];
-        match hash_file(
-            &host,
-            rules.captures_content(path, entry.size),
-            &mut buf,
-            None,
-        ) {
+        let capture = rules.captures_content(path, entry.size);
+        match hash_file(&host, capture, &mut buf, HashControl::INLINE) {
             Ok(hashed) => {
                 apply_hash(&mut entry, hashed);
                 entry.xattrs = read_xattrs(&host);
@@ -221,6 +209,72 @@ pub fn scan_one(
         }
     }
     Ok(Some(entry))
+}
+
+/// Hashes the regular file at `path` once, in the background: rate-limited by `throttle`,
+/// read in 256 KiB chunks, and stopped between two chunks when `cancel` is set. The
+/// entry it returns holds the metadata the hash is of. `Ok(None)`: nothing to report, because
+/// the file vanished, is no longer a regular file, changed while it was hashed, or the hash
+/// was cancelled; each of these follows a change the caller hears about anyway.
+pub fn hash_one(
+    root: &Path,
+    rules: &Rules,
+    path: &Path,
+    throttle: Option<&Throttle>,
+    cancel: &AtomicBool,
+) -> Result<Option<Entry>, ScanError> {
+    let Some((host, mut entry)) = lstat_entry(root, path)? else {
+        return Ok(None);
+    };
+    if entry.kind != FileKind::Regular {
+        return Ok(None);
+    }
+    let mut buf = vec![0; HASH_BUFFER];
+    let control = HashControl {
+        throttle,
+        cancel: Some(cancel),
+        attempts: 1,
+    };
+    match hash_file(
+        &host,
+        rules.captures_content(path, entry.size),
+        &mut buf,
+        control,
+    ) {
+        Ok(hashed) if hashed.changing => Ok(None),
+        Ok(hashed) => {
+            apply_hash(&mut entry, hashed);
+            entry.xattrs = read_xattrs(&host);
+            Ok(Some(entry))
+        }
+        Err(HashError::Vanished | HashError::NotRegular | HashError::Cancelled) => Ok(None),
+        Err(e) => Err(ScanError {
+            path: path.to_path_buf(),
+            error: e.to_string(),
+        }),
+    }
+}
+
+/// One path's `lstat` as an entry (a regular file not hashed yet), with its host path;
+/// `Ok(None)` when it does not exist.
+fn lstat_entry(root: &Path, path: &Path) -> Result<Option<(PathBuf, Entry)>, ScanError> {
+    let host = host_path(root, path);
+    let meta = match std::fs::symlink_metadata(&host) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(ScanError {
+                path: path.to_path_buf(),
+                error: io_message(&e),
+            });
+        }
+    };
+    let mut errors = Vec::new();
+    let entry = entry_from_metadata(path.to_path_buf(), &host, &meta, &mut errors);
+    match errors.pop() {
+        Some(e) => Err(e),
+        None => Ok(Some((host, entry))),
+    }
 }
 
 /// Sorts entries by path bytes: the baseline's canonical order.
@@ -383,7 +437,12 @@ pub fn hash_all(
                 }
                 let host = host_path(opts.root, &entry.path);
                 let capture = opts.rules.captures_content(&entry.path, entry.size);
-                let result = hash_file(&host, capture, buf, opts.throttle);
+                let control = HashControl {
+                    throttle: opts.throttle,
+                    cancel: opts.cancel,
+                    attempts: HASH_ATTEMPTS,
+                };
+                let result = hash_file(&host, capture, buf, control);
                 bar.inc(entry.size);
                 let result = result.map(|hashed| {
                     hashed_files.fetch_add(1, Ordering::Relaxed);
@@ -396,6 +455,8 @@ pub fn hash_all(
                 match result {
                     Ok(false) => None,
                     Ok(true) => Some((entry.path.clone(), HashError::KeptChanging)),
+                    // The scan's result is discarded anyway.
+                    Err(HashError::Cancelled) => None,
                     Err(e) => Some((entry.path.clone(), e)),
                 }
             },
@@ -438,6 +499,8 @@ enum HashError {
     NotRegular,
     #[error("kept changing while being hashed; recorded the last hash")]
     KeptChanging,
+    #[error("hashing cancelled")]
+    Cancelled,
     #[error("{0}")]
     Io(io::Error),
 }
@@ -461,15 +524,34 @@ fn apply_hash(entry: &mut Entry, hashed: Hashed) {
     entry.ctime_ns = hashed.ctime_ns;
 }
 
+/// How one file is hashed: at what rate, until when, how many times.
+#[derive(Clone, Copy)]
+struct HashControl<'a> {
+    throttle: Option<&'a Throttle>,
+    /// Checked between two chunks.
+    cancel: Option<&'a AtomicBool>,
+    /// Tries while the file changes underneath (at least 1).
+    attempts: usize,
+}
+
+impl HashControl<'_> {
+    /// On the event path: full speed, to the end.
+    const INLINE: HashControl<'static> = HashControl {
+        throttle: None,
+        cancel: None,
+        attempts: HASH_ATTEMPTS,
+    };
+}
+
 /// Hashes a regular file, streaming; retries when the file changes underneath.
 fn hash_file(
     host: &Path,
     capture: bool,
     buf: &mut [u8],
-    throttle: Option<&Throttle>,
+    control: HashControl<'_>,
 ) -> Result<Hashed, HashError> {
     let mut last = None;
-    for _ in 0..HASH_ATTEMPTS {
+    for _ in 0..control.attempts.max(1) {
         let file = open_regular(host)?;
         let before = file.metadata()?;
         if !before.file_type().is_file() {
@@ -488,8 +570,11 @@ fn hash_file(
             };
             hasher.update(&buf[..n]);
             bytes += n as u64;
-            if let Some(t) = throttle {
+            if let Some(t) = control.throttle {
                 t.consume(n as u64);
+            }
+            if control.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                return Err(HashError::Cancelled);
             }
             if let Some(c) = content.as_mut() {
                 if c.len() + n > MAX_CAPTURE || buf[..n].contains(&0) {
@@ -518,7 +603,9 @@ fn hash_file(
             return Ok(hashed);
         }
         last = Some(hashed);
-        std::thread::sleep(Duration::from_millis(10));
+        if control.attempts > 1 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
     Ok(last.expect("at least one attempt"))
 }

@@ -11,6 +11,10 @@
 //! (the caller rescans), and a directory that cannot get a watch (the `max_user_watches`
 //! limit, or the configured `max_watches`) is kept in [`Watcher::unwatched`] for periodic
 //! rescans and reported as degraded coverage.
+//!
+//! A recorded tree that is not a directory (missing at start, deleted, replaced by a symlink)
+//! is *pending* ([`late`]): watched for from its nearest existing ancestor, with a watch that
+//! only looks for the next path component, and watched as a tree the moment it appears.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsString;
@@ -24,6 +28,8 @@ use inotify::{EventMask, EventStream, Inotify, WatchDescriptor, WatchMask, Watch
 
 use crate::fsutil::{host_path, root_path};
 use crate::rules::Rules;
+
+mod late;
 
 const MASK: WatchMask = WatchMask::CREATE
     .union(WatchMask::DELETE)
@@ -78,6 +84,17 @@ pub struct Watcher {
     unwatched: BTreeSet<PathBuf>,
     max: Option<u64>,
     limit_logged: bool,
+    /// The recorded trees' tops (the rules' paths, not excluded).
+    tops: Vec<PathBuf>,
+    /// Tops that are not directories, each with the ancestor it waits at (`None`: no watch
+    /// could be placed; retried with the unwatched directories).
+    pending: BTreeMap<PathBuf, Option<Arc<Path>>>,
+    /// The ancestors pending tops wait at, by watch and by path.
+    anchors: HashMap<WatchDescriptor, Arc<Path>>,
+    anchor_wds: BTreeMap<Arc<Path>, WatchDescriptor>,
+    /// Changes found while placing watches (a pending tree that had appeared meanwhile),
+    /// handed out by the next [`Watcher::next`].
+    ready: Vec<Change>,
 }
 
 impl Watcher {
@@ -95,27 +112,35 @@ impl Watcher {
             unwatched: BTreeSet::new(),
             max,
             limit_logged: false,
+            tops: Vec::new(),
+            pending: BTreeMap::new(),
+            anchors: HashMap::new(),
+            anchor_wds: BTreeMap::new(),
+            ready: Vec::new(),
         })
     }
 
     /// Watches `dir` (inside the root) and every directory below it the rules keep. Returns
-    /// how many directories could not be watched.
+    /// how many directories could not be watched. A recorded tree's top that is not a
+    /// directory becomes pending instead.
     pub fn add_tree(&mut self, rules: &Rules, dir: &Path) -> usize {
-        let start = host_path(&self.root, dir);
+        if self.tops.iter().any(|t| t == dir) && !self.settle_top(dir) {
+            return 0;
+        }
+        let root = self.root.clone();
         let mut failed = 0;
-        let walk = walkdir::WalkDir::new(&start)
+        let walk = walkdir::WalkDir::new(host_path(&root, dir))
             .follow_links(false)
             .follow_root_links(false)
             .into_iter()
             .filter_entry(|e| {
-                e.file_type().is_dir() && !rules.is_excluded(&root_path(&self.root, e.path()))
+                e.file_type().is_dir() && !rules.is_excluded(&root_path(&root, e.path()))
             });
-        let dirs: Vec<PathBuf> = walk
-            .filter_map(Result::ok)
-            .map(|e| root_path(&self.root, e.path()))
-            .collect();
-        for d in dirs {
-            if !self.add_dir(&d) {
+        // Each directory is watched as the walk reaches it, before its entries are read: a
+        // directory made in it meanwhile (a tree being created as it is found) is either
+        // listed by the walk or reported by the watch.
+        for d in walk.filter_map(Result::ok) {
+            if !self.add_dir(&root_path(&root, d.path())) {
                 failed += 1;
             }
         }
@@ -163,7 +188,8 @@ impl Watcher {
         }
     }
 
-    /// Drops the watches on `dir` and below (it was deleted or moved away).
+    /// Drops the watches on `dir` and below (it was deleted or moved away); a recorded tree's
+    /// top among them becomes pending.
     pub fn remove_tree(&mut self, dir: &Path) {
         let doomed: Vec<Arc<Path>> = self
             .by_path
@@ -186,6 +212,15 @@ impl Watcher {
         for p in gone {
             self.unwatched.remove(&p);
         }
+        let tops: Vec<PathBuf> = self
+            .tops
+            .iter()
+            .filter(|t| t.starts_with(dir))
+            .cloned()
+            .collect();
+        for top in tops {
+            self.pend(&top);
+        }
     }
 
     /// Watches a directory outside the recorded trees (a package database's), by host path.
@@ -200,8 +235,16 @@ impl Watcher {
         &self.unwatched
     }
 
-    /// Tries again to watch the unwatched directories (the limit may have been raised).
+    /// Whether some directories have no watch, or some pending trees no ancestor watch: then
+    /// only periodic rescans cover them.
+    pub fn degraded(&self) -> bool {
+        !self.unwatched.is_empty() || self.pending.values().any(Option::is_none)
+    }
+
+    /// Tries again to watch the unwatched directories and to place the missing ancestor
+    /// watches (the limit may have been raised).
     pub fn retry_unwatched(&mut self) {
+        self.retry_pending();
         let dirs: Vec<PathBuf> = self.unwatched.iter().cloned().collect();
         self.limit_logged = false;
         for d in dirs {
@@ -216,13 +259,19 @@ impl Watcher {
         self.by_path.len()
     }
 
-    /// Waits for the next batch of changes from the kernel.
+    /// Waits for the next batch of changes from the kernel (or returns at once the changes
+    /// found while placing watches).
     pub async fn next(&mut self) -> io::Result<Vec<Change>> {
+        if !self.ready.is_empty() {
+            return Ok(std::mem::take(&mut self.ready));
+        }
         let event = match self.stream.next().await {
             Some(e) => e?,
             None => return Err(io::Error::other("inotify stream ended")),
         };
-        Ok(self.translate(event))
+        let mut changes = self.translate(event);
+        changes.append(&mut self.ready);
+        Ok(changes)
     }
 
     fn translate(&mut self, event: inotify::EventOwned) -> Vec<Change> {
@@ -238,6 +287,17 @@ impl Watcher {
                 None => Vec::new(),
             };
         }
+        // An ancestor of a pending tree may also be a watched directory (the same watch).
+        let mut out = if self.anchors.contains_key(&event.wd) {
+            self.anchor_event(&event)
+        } else {
+            Vec::new()
+        };
+        out.extend(self.tree_event(event));
+        out
+    }
+
+    fn tree_event(&mut self, event: inotify::EventOwned) -> Vec<Change> {
         let Some(dir) = self.by_wd.get(&event.wd).cloned() else {
             return Vec::new();
         };
@@ -251,16 +311,7 @@ impl Watcher {
         }
         let dir = dir.to_path_buf();
         let is_dir = event.mask.contains(EventMask::ISDIR);
-        let gone = event
-            .mask
-            .intersects(EventMask::DELETE | EventMask::MOVED_FROM);
-        let step = if event.mask.contains(EventMask::MODIFY) {
-            Step::Writing
-        } else if event.mask.contains(EventMask::CREATE) && !is_dir {
-            Step::Created
-        } else {
-            Step::Done
-        };
+        let (gone, step) = gone_and_step(event.mask);
         match event.name {
             Some(name) => vec![Change::Path {
                 path: dir.join(name),
@@ -291,4 +342,17 @@ impl Watcher {
             None => Vec::new(),
         }
     }
+}
+
+/// Whether an event says its path went away, and whether more of the same change may follow.
+fn gone_and_step(mask: EventMask) -> (bool, Step) {
+    let gone = mask.intersects(EventMask::DELETE | EventMask::MOVED_FROM);
+    let step = if mask.contains(EventMask::MODIFY) {
+        Step::Writing
+    } else if mask.contains(EventMask::CREATE) && !mask.contains(EventMask::ISDIR) {
+        Step::Created
+    } else {
+        Step::Done
+    };
+    (gone, step)
 }

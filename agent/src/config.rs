@@ -414,6 +414,11 @@ impl AgentConfig {
         self.state_dir.join("ledger.pb")
     }
 
+    /// Where damaged state files are moved aside (`STATE/quarantine`).
+    pub fn quarantine_dir(&self) -> PathBuf {
+        self.state_dir.join("quarantine")
+    }
+
     /// Where agents before 0.2 kept the ledger (as JSON); converted once at start.
     pub fn legacy_ledger_path(&self) -> PathBuf {
         self.state_dir.join("ledger.json")

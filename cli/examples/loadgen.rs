@@ -254,6 +254,7 @@ async fn agent(
                     seq,
                     digest: vec![0; 32],
                     items: 0,
+                    ..Default::default()
                 })),
             })
             .await?;

@@ -249,6 +249,10 @@ pub struct Head {
     /// The spool's last sequence number: records up to it can be read. Lower than `seq` only
     /// after the ledger's numbering jumped for a snapshot.
     pub spool_last: u64,
+    /// Why the spool is not durable ("unavailable: disk full"), "" while it is (heartbeats).
+    pub spool_problem: String,
+    /// Corrupt spool files quarantined at start (heartbeats).
+    pub quarantined: u64,
 }
 
 impl Head {
@@ -258,6 +262,11 @@ impl Head {
             digest: ledger.digest(),
             items: ledger.len() as u64,
             spool_last: spool.last_seq().unwrap_or(0),
+            spool_problem: spool
+                .unavailable()
+                .map(|why| format!("unavailable: {why}"))
+                .unwrap_or_default(),
+            quarantined: spool.quarantined(),
         }
     }
 }

@@ -253,7 +253,8 @@ async fn damaged_state_files_are_quarantined_and_the_collector_gets_a_snapshot()
             .find(|p| p.extension().is_some_and(|e| e == "seg"))
             .unwrap()
     };
-    let cases: Vec<(Box<dyn Fn()>, &str, u64)> = vec![
+    type Damage<'a> = Box<dyn Fn() + 'a>;
+    let cases: Vec<(Damage, &str, u64)> = vec![
         (
             Box::new(|| std::fs::write(host.state().join("ledger.pb"), b"DWLG\0\0\0\0xx").unwrap()),
             "ledger.pb is damaged (checksum mismatch); moved it to ",

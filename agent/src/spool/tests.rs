@@ -714,23 +714,16 @@ fn a_corrupt_file_is_quarantined_and_the_rest_opens() {
         quarantine: Some(quarantine.path().to_path_buf()),
         ..config(dir, SMALL)
     };
-    // (what is damaged, what it says, the records that remain)
+    // (the byte of the second segment flipped, what is wrong); records 4 to 6 are lost.
     let second = files[1].file_name().unwrap().to_owned();
-    let cases: Vec<(Box<dyn Fn(&Path)>, &str, Vec<u64>)> = vec![
-        (
-            Box::new(|d: &Path| flip(&d.join(&second), HEADER_LEN + 20)),
-            "checksum mismatch at byte 8",
-            vec![1, 2, 3, 7, 8, 9, 10, 11, 12],
-        ),
-        (
-            Box::new(|d: &Path| flip(&d.join(&second), 0)),
-            "not a spool segment (bad magic) at byte 0",
-            vec![1, 2, 3, 7, 8, 9, 10, 11, 12],
-        ),
+    let cases = [
+        (HEADER_LEN + 20, "checksum mismatch at byte 8"),
+        (0, "not a spool segment (bad magic) at byte 0"),
     ];
-    for (damage, problem, left) in cases {
+    let left = [1, 2, 3, 7, 8, 9, 10, 11, 12];
+    for (at, problem) in cases {
         let copy = copy_dir(dir.path());
-        damage(copy.path());
+        flip(&copy.path().join(&second), at);
         let (spool, recovery) = Spool::open(with_quarantine(copy.path())).unwrap();
         assert_eq!(recovery.quarantined.len(), 1);
         let q = &recovery.quarantined[0];

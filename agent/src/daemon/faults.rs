@@ -37,8 +37,10 @@ pub(super) fn open_spool(
     })
     .with_context(|| format!("opening the spool in {}", config.spool_dir().display()))?;
     for q in &recovery.quarantined {
+        let message = q.message(resync(config));
+        tracing::error!("{message}");
         metrics.spool_quarantined.inc();
-        faults.push(q.message());
+        faults.push(message);
     }
     Ok((spool, recovery))
 }
@@ -62,10 +64,10 @@ pub(super) fn load_ledger(
                 })?;
                 let message = format!(
                     "Ledger {} is damaged ({what}); moved it to {}; the drift set is rebuilt \
-                     from a full comparison with the baseline, and the collector gets a \
-                     snapshot (new stream).",
+                     from a full comparison with the baseline, and {} (new stream).",
                     display_path(&path),
-                    display_path(&moved_to)
+                    display_path(&moved_to),
+                    resync(config)
                 );
                 tracing::error!("{message}");
                 metrics.state_quarantined.inc();
@@ -81,16 +83,25 @@ pub(super) fn load_ledger(
     )
 }
 
+/// How consumers catch up after state was lost: what the messages above end with.
+fn resync(config: &AgentConfig) -> &'static str {
+    if config.collector.is_some() {
+        "the collector gets a snapshot instead"
+    } else {
+        "the start-up comparison emits the current drift again"
+    }
+}
+
 /// Moves a malformed `stream-id` aside; the caller starts a new stream.
-pub(super) fn quarantine_stream_id(path: &Path, what: &str, quarantine_dir: &Path) -> String {
-    let action = match quarantine(path, quarantine_dir) {
+pub(super) fn quarantine_stream_id(path: &Path, what: &str, config: &AgentConfig) -> String {
+    let action = match quarantine(path, &config.quarantine_dir()) {
         Ok(to) => format!("moved it to {}", display_path(&to)),
         Err(error) => format!("could not move it aside ({error})"),
     };
     let message = format!(
-        "Stream id file {} is damaged ({what}); {action}; starting a new stream (the collector \
-         gets a snapshot).",
-        display_path(path)
+        "Stream id file {} is damaged ({what}); {action}; starting a new stream ({}).",
+        display_path(path),
+        resync(config)
     );
     tracing::error!("{message}");
     message

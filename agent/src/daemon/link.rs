@@ -102,7 +102,7 @@ pub(super) fn stream_id(
                 }
                 _ => {
                     let what = "not 32 hex digits";
-                    faults.push(quarantine_stream_id(&path, what, &config.quarantine_dir()));
+                    faults.push(quarantine_stream_id(&path, what, config));
                     metrics.state_quarantined.inc();
                     None
                 }
@@ -110,11 +110,7 @@ pub(super) fn stream_id(
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-            faults.push(quarantine_stream_id(
-                &path,
-                &e.to_string(),
-                &config.quarantine_dir(),
-            ));
+            faults.push(quarantine_stream_id(&path, &e.to_string(), config));
             metrics.state_quarantined.inc();
             None
         }

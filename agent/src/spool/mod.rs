@@ -197,15 +197,16 @@ pub struct Quarantined {
 }
 
 impl Quarantined {
-    /// What happened, for the log and the status: the file, what is wrong, what was done.
-    pub fn message(&self) -> String {
+    /// What happened, for the log and the status: the file, what is wrong, what was done, and
+    /// `then`, how the caller re-syncs ("the collector gets a snapshot instead").
+    pub fn message(&self, then: &str) -> String {
         let what = if self.path.file_name() == Some(std::ffi::OsStr::new(ACK_FILE)) {
             "Spool ack file"
         } else {
             "Spool segment"
         };
         format!(
-            "{what} {} is corrupt ({}); moved it to {}; the collector gets a snapshot instead.",
+            "{what} {} is corrupt ({}); moved it to {}; {then}.",
             display_path(&self.path),
             self.problem,
             display_path(&self.moved_to)
@@ -352,13 +353,11 @@ impl Spool {
                     let dir = config.quarantine.as_deref().expect("checked");
                     let moved_to = crate::fsutil::quarantine(&path, dir)
                         .map_err(io_err("move to quarantine", &path))?;
-                    let q = Quarantined {
+                    quarantined.push(Quarantined {
                         path,
                         moved_to,
                         problem: format!("{reason} at byte {offset}"),
-                    };
-                    tracing::error!("{}", q.message());
-                    quarantined.push(q);
+                    });
                 }
                 Err(e) => return Err(e),
             }

@@ -730,12 +730,12 @@ fn a_corrupt_file_is_quarantined_and_the_rest_opens() {
         assert_eq!(q.path, copy.path().join(&second));
         assert_eq!(q.problem, problem);
         assert!(q.moved_to.starts_with(quarantine.path()) && q.moved_to.exists());
-        let message = q.message();
+        let message = q.message("the collector gets a snapshot instead");
         assert!(
             message.starts_with("Spool segment ") && message.contains(problem),
             "{message}"
         );
-        assert!(message.ends_with("the collector gets a snapshot instead."));
+        assert!(message.ends_with("; the collector gets a snapshot instead."));
         assert_eq!(all(&spool), left);
         assert_eq!(spool.quarantined(), 1);
     }
@@ -749,7 +749,7 @@ fn a_corrupt_file_is_quarantined_and_the_rest_opens() {
     let (spool, recovery) = Spool::open(with_quarantine(copy.path())).unwrap();
     assert!(
         recovery.quarantined[0]
-            .message()
+            .message("then")
             .starts_with("Spool ack file ")
     );
     assert_eq!(spool.acked_seq(), 0);

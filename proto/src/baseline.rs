@@ -14,6 +14,8 @@
 //! signature covers `"driftwatch-baseline-v1\0" || id`, so it binds the whole content.
 //!
 //! # Invariants checked on every read
+//! - the file is at most [`MAX_FILE_BYTES`], and its magic and announced length are checked
+//!   ([`check_header`]) before a reader reads the rest;
 //! - magic and format version are known;
 //! - the payload decompresses (bounded, see [`MAX_PAYLOAD_BYTES`]) and hashes to
 //!   `payload_sha256` (a truncated or edited file is refused, never half-read);

@@ -93,29 +93,23 @@ pub(super) fn stream_id(
     faults: &mut Vec<String>,
 ) -> Result<(String, bool)> {
     let path = config.state_dir.join("stream-id");
+    // Ok(None): no file; Err: what is wrong with it.
     let stored = match crate::fsutil::read_bounded(&path, 4096) {
-        Ok(bytes) => {
-            let id = std::str::from_utf8(&bytes).map(str::trim);
-            match id {
-                Ok(id) if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) => {
-                    Some(id.to_owned())
-                }
-                _ => {
-                    let what = "not 32 hex digits";
-                    faults.push(quarantine_stream_id(&path, what, config));
-                    metrics.state_quarantined.inc();
-                    None
-                }
+        Ok(bytes) => match std::str::from_utf8(&bytes).map(str::trim) {
+            Ok(id) if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                Ok(Some(id.to_owned()))
             }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-            faults.push(quarantine_stream_id(&path, &e.to_string(), config));
-            metrics.state_quarantined.inc();
-            None
-        }
+            _ => Err("not 32 hex digits".to_owned()),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Err(e.to_string()),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
+    let stored = stored.unwrap_or_else(|what| {
+        faults.push(quarantine_stream_id(&path, &what, config));
+        metrics.state_quarantined.inc();
+        None
+    });
     let reason = match (stored, fresh) {
         (None, _) => "no stream yet",
         (Some(_), Some(fresh)) => fresh,

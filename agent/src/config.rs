@@ -285,8 +285,7 @@ impl AgentConfig {
         let file: FileConfig = match &overrides.config {
             None => FileConfig::default(),
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| fail("", format!("cannot read: {e}")))?;
+                let text = read_text(path).map_err(|e| fail("", format!("cannot read: {e}")))?;
                 toml::from_str(&text).map_err(|e| fail("", e.to_string().trim_end().to_owned()))?
             }
         };
@@ -510,7 +509,7 @@ fn collector(
             bad(&key, "only used with an https:// collector.url".into());
             continue;
         }
-        match std::fs::read(path) {
+        match crate::fsutil::read_bounded(path, MAX_FILE_BYTES) {
             Err(e) => bad(&key, format!("cannot read {}: {e}", path.display())),
             Ok(bytes) if !bytes.windows(11).any(|w| w == b"-----BEGIN ") => {
                 bad(&key, format!("{} is not a PEM file", path.display()))
@@ -589,6 +588,16 @@ fn size(bad: &mut impl FnMut(&str, String), key: &str, value: Option<String>, de
         bad(key, e.to_string());
         default
     })
+}
+
+/// The largest configuration file (or PEM file it names) read; a larger one is refused, as is
+/// one that is not a regular file (`--config /dev/zero`).
+const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// A configuration file's text, bounded (see [`MAX_FILE_BYTES`]).
+fn read_text(path: &Path) -> std::io::Result<String> {
+    let bytes = crate::fsutil::read_bounded(path, MAX_FILE_BYTES)?;
+    String::from_utf8(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
 /// A size that does not parse.

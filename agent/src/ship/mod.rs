@@ -211,7 +211,8 @@ pub fn endpoint(c: &CollectorConfig) -> Result<Endpoint, UplinkError> {
         .map_err(invalid)?;
     if c.is_tls() {
         let read = |what, path: &Path| {
-            std::fs::read(path).map_err(|source| UplinkError::ReadFile {
+            // PEM files of a few KiB: any size is not read whole.
+            crate::fsutil::read_bounded(path, 1 << 20).map_err(|source| UplinkError::ReadFile {
                 what,
                 path: path.to_path_buf(),
                 source,

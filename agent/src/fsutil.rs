@@ -109,31 +109,44 @@ fn too_large(size: u64, max: u64) -> io::Error {
 
 /// Moves a damaged state file aside, into `quarantine_dir` (created 0700), named after the
 /// file and the time (`ledger.pb.20261203T161500.123Z`), so an operator can inspect it and
-/// the agent can start afresh without it. Returns where it went. Renaming needs no space, so
-/// this works on a full disk (the quarantine directory lives in the same state directory).
+/// the agent can start afresh without it. Returns where it went. A rename needs no data
+/// blocks; should the quarantine directory still find no room (a full disk), the file is
+/// renamed where it is instead (`ledger.pb.corrupt.20261203T161500.123Z`), which no reader of
+/// the state directory takes for its own.
 pub fn quarantine(path: &Path, quarantine_dir: &Path) -> io::Result<PathBuf> {
     use std::os::unix::fs::DirBuilderExt as _;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(quarantine_dir)?;
     let name = path
         .file_name()
-        .ok_or_else(|| io::Error::other(format!("{}: not a file path", path.display())))?;
+        .ok_or_else(|| io::Error::other(format!("{}: not a file path", path.display())))?
+        .to_string_lossy()
+        .into_owned();
     let stamp = humantime::format_rfc3339_millis(std::time::SystemTime::now())
         .to_string()
         .replace([':', '-'], "");
-    let mut dest = quarantine_dir.join(format!("{}.{stamp}", name.to_string_lossy()));
-    let mut n = 1;
-    while dest.exists() {
-        dest = quarantine_dir.join(format!("{}.{stamp}.{n}", name.to_string_lossy()));
-        n += 1;
+    let move_to = |dir: &Path, name: String| -> io::Result<PathBuf> {
+        let mut dest = dir.join(&name);
+        let mut n = 1;
+        while dest.exists() {
+            dest = dir.join(format!("{name}.{n}"));
+            n += 1;
+        }
+        std::fs::rename(path, &dest)?;
+        if let Ok(dir) = std::fs::File::open(dir) {
+            let _ = dir.sync_all();
+        }
+        Ok(dest)
+    };
+    let moved = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(quarantine_dir)
+        .and_then(|()| move_to(quarantine_dir, format!("{name}.{stamp}")));
+    match (moved, path.parent()) {
+        (Err(error), Some(here)) if is_storage_full(&error) => {
+            move_to(here, format!("{name}.corrupt.{stamp}"))
+        }
+        (moved, _) => moved,
     }
-    std::fs::rename(path, &dest)?;
-    if let Ok(dir) = std::fs::File::open(quarantine_dir) {
-        let _ = dir.sync_all();
-    }
-    Ok(dest)
 }
 
 /// Why a baseline file cannot be used. Each names the file it concerns; the message of its

@@ -260,9 +260,19 @@ impl Session {
             tracing::info!(%bound, "Metrics listener up.");
         }
         if let Some(path) = &config.status_socket {
-            telemetry::serve_status(path, shared.clone(), cancel.clone())
-                .with_context(|| format!("creating the status socket {}", path.display()))?;
-            tracing::info!(socket = %path.display(), "Status socket up (mode 0600).");
+            match telemetry::serve_status(path, shared.clone(), cancel.clone()) {
+                Ok(()) => tracing::info!(socket = %path.display(), "Status socket up (mode 0600)."),
+                // A full disk may have no room for the socket's inode: watching matters more.
+                Err(error) if crate::fsutil::is_storage_full(&error) => {
+                    tracing::warn!(socket = %path.display(), %error,
+                        "Cannot create the status socket: the disk is full. Running without it \
+                         until the next start (metrics are still served).");
+                }
+                Err(error) => {
+                    return Err(error)
+                        .with_context(|| format!("creating the status socket {}", path.display()));
+                }
+            }
         }
 
         let mut session = Session {

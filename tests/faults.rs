@@ -98,7 +98,7 @@ fn flip(path: &Path, at: u64) {
 
 #[test]
 fn a_flipped_byte_mid_segment_is_quarantined_and_the_collector_gets_a_snapshot() {
-    let (_t, _c, agent) = survives(
+    let (_t, c, agent) = survives(
         // Inside the first record's payload: later records check out, so it is damage.
         |state| flip(&segment(state), 8 + 16 + 4),
         "is corrupt (checksum mismatch at byte 8); moved it to",
@@ -109,6 +109,12 @@ fn a_flipped_byte_mid_segment_is_quarantined_and_the_collector_gets_a_snapshot()
         "{metrics}"
     );
     assert_eq!(agent.status()["spool"]["quarantined"], 1);
+    // Heartbeats tell the collector, which logs it.
+    let said = wait_for(WAIT, || {
+        c.log_text()
+            .contains("The agent quarantined corrupt spool files")
+    });
+    assert!(said, "collector log:\n{}", c.log_text());
 }
 
 #[test]

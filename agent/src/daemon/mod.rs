@@ -349,6 +349,8 @@ impl Session {
             self.config.degraded_interval,
         );
         let mut storage_timer = tokio::time::interval(faults::RETRY_INTERVAL);
+        // Ticks missed while the disk had room are not made up in a burst once it fills.
+        storage_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
         let mut watchdog_timer =
             tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));

@@ -493,7 +493,9 @@ impl<S: Store> Connection<S> {
             if problem.is_empty() {
                 tracing::info!(host = %self.host, "The agent's spool is durable again.");
             } else {
-                tracing::warn!(host = %self.host, spool = %problem, "The agent's spool is not durable; its events still arrive, from its memory.");
+                // The agent's words: bounded and quoted in the log.
+                let spool: String = problem.chars().take(200).collect();
+                tracing::warn!(host = %self.host, ?spool, "The agent's spool is not durable; its events still arrive, from its memory.");
             }
         }
         self.spool_health = health;

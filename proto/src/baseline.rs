@@ -40,9 +40,9 @@ pub const FORMAT_VERSION: u32 = 1;
 /// Upper bound on the decompressed payload, so a hostile file cannot exhaust memory.
 pub const MAX_PAYLOAD_BYTES: u64 = 4 << 30;
 /// Upper bound on a baseline file: its header is checked and its size compared with this
-/// before it is read whole. A baseline of a million files compresses to tens of MiB; 1 GiB
-/// leaves room for images far larger while bounding what a wrong path (`/dev/zero`, a disk
-/// image) costs.
+/// before it is read whole. 200,000 files make a 7.7 MiB baseline (`docs/BENCHMARKS.md`);
+/// 1 GiB leaves room for images far larger while bounding what a wrong path (`/dev/zero`, a
+/// disk image) costs.
 pub const MAX_FILE_BYTES: u64 = 1 << 30;
 /// The magic bytes and the envelope length that start every baseline file.
 pub const HEADER_LEN: usize = MAGIC.len() + 8;

@@ -72,7 +72,9 @@
 //! file) into the quarantine directory under a timestamped name, reports it in
 //! [`Recovery::quarantined`], and opens the rest. The records of a quarantined segment are
 //! gone: the caller must re-sync its consumer from its own state (the daemon starts a new
-//! stream, which makes the collector ask for a snapshot).
+//! stream, which makes the collector ask for a snapshot). Their numbers are not given out
+//! again: the last seq is raised to the highest one the damaged segment's record headers
+//! still show (walked without checksums; a damaged length field ends the walk early).
 //!
 //! # A full disk
 //!
@@ -334,12 +336,18 @@ impl Spool {
     /// or, with a quarantine directory configured, the damaged file is moved there and
     /// reported in [`Recovery::quarantined`].
     pub fn open(config: SpoolConfig) -> Result<(Spool, Recovery), SpoolError> {
-        let mut quarantined = Vec::new();
+        let mut quarantined: Vec<Quarantined> = Vec::new();
         // Each round moves one file out of the directory, so this ends.
         loop {
             match Spool::open_checked(config.clone()) {
                 Ok((mut spool, mut recovery)) => {
+                    // Numbers a quarantined segment held may have reached a consumer: never
+                    // reuse them for other events.
+                    for q in &quarantined {
+                        spool.last = spool.last.max(highest_seq_readable(&q.moved_to));
+                    }
                     spool.quarantined = quarantined.len() as u64;
+                    recovery.last_seq = spool.last_seq();
                     recovery.quarantined = quarantined;
                     return Ok((spool, recovery));
                 }
@@ -931,6 +939,30 @@ impl Spool {
             self.segments.remove(0);
         }
     }
+}
+
+/// The highest seq in the record headers of a damaged segment, walked without checking
+/// checksums until a length field does not fit; 0 when none is readable (bad magic, not a
+/// segment). A lower bound of what the segment held, to number after.
+fn highest_seq_readable(path: &Path) -> u64 {
+    let Ok(file) = File::open(path) else { return 0 };
+    let len = file.metadata().map_or(0, |m| m.len());
+    let mut h = [0; HEADER_LEN as usize];
+    if file.read_exact_at(&mut h, 0).is_err() || parse_header(&h).is_err() {
+        return 0;
+    }
+    let (mut at, mut highest) = (HEADER_LEN, 0);
+    let mut r = [0; RECORD_HEADER as usize];
+    while at + RECORD_HEADER <= len && file.read_exact_at(&mut r, at).is_ok() {
+        let size = u32::from_le_bytes(r[..4].try_into().expect("4 bytes"));
+        let seq = u64::from_le_bytes(r[8..].try_into().expect("8 bytes"));
+        if r == [0; RECORD_HEADER as usize] || size as usize > MAX_RECORD {
+            break;
+        }
+        highest = highest.max(seq);
+        at += RECORD_HEADER + u64::from(size);
+    }
+    highest
 }
 
 /// Whether a spool error is a write that failed for want of space.

@@ -739,6 +739,13 @@ fn a_corrupt_file_is_quarantined_and_the_rest_opens() {
         assert_eq!(all(&spool), left);
         assert_eq!(spool.quarantined(), 1);
     }
+    // The last segment quarantined: its numbers are not given out again.
+    let copy = copy_dir(dir.path());
+    let last = files.last().unwrap().file_name().unwrap();
+    flip(&copy.path().join(last), HEADER_LEN + 20);
+    let (spool, recovery) = Spool::open(with_quarantine(copy.path())).unwrap();
+    assert_eq!(all(&spool), (1..=9).collect::<Vec<_>>());
+    assert_eq!((spool.last_seq(), recovery.last_seq), (Some(12), Some(12)));
     // A damaged ack file goes too: every record is unacked again.
     let copy = copy_dir(dir.path());
     {

@@ -108,6 +108,7 @@ impl AgentStream {
             seq,
             digest,
             items,
+            ..Default::default()
         }))
         .await;
     }

@@ -574,6 +574,16 @@ fn status_human(out: &mut dyn Write, v: &serde_json::Value) -> std::io::Result<(
         v["spool"]["unacked"],
         count(v["spool"]["bytes"].as_u64().unwrap_or(0), "byte", "bytes")
     )?;
+    if let Some(state) = v["spool"]["state"].as_str().filter(|s| *s != "durable") {
+        writeln!(
+            out,
+            "spool      {state} ({} held in memory, still sent)",
+            count(v["spool"]["held"].as_u64().unwrap_or(0), "event", "events")
+        )?;
+    }
+    for fault in v["faults"].as_array().into_iter().flatten() {
+        writeln!(out, "fault      {}", fault.as_str().unwrap_or("?"))?;
+    }
     if let Some(c) = v["collector"].as_object() {
         writeln!(
             out,

@@ -310,8 +310,7 @@ impl AgentConfig {
         let file: FileConfig = match &overrides.config {
             None => FileConfig::default(),
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| fail("", format!("cannot read: {e}")))?;
+                let text = read_text(path).map_err(|e| fail("", format!("cannot read: {e}")))?;
                 toml::from_str(&text).map_err(|e| fail("", e.to_string().trim_end().to_owned()))?
             }
         };
@@ -480,6 +479,11 @@ impl AgentConfig {
         self.state_dir.join("ledger.pb")
     }
 
+    /// Where damaged state files are moved aside (`STATE/quarantine`).
+    pub fn quarantine_dir(&self) -> PathBuf {
+        self.state_dir.join("quarantine")
+    }
+
     /// Where agents before 0.2 kept the ledger (as JSON); converted once at start.
     pub fn legacy_ledger_path(&self) -> PathBuf {
         self.state_dir.join("ledger.json")
@@ -571,7 +575,7 @@ fn collector(
             bad(&key, "only used with an https:// collector.url".into());
             continue;
         }
-        match std::fs::read(path) {
+        match crate::fsutil::read_bounded(path, MAX_FILE_BYTES) {
             Err(e) => bad(&key, format!("cannot read {}: {e}", path.display())),
             Ok(bytes) if !bytes.windows(11).any(|w| w == b"-----BEGIN ") => {
                 bad(&key, format!("{} is not a PEM file", path.display()))
@@ -651,6 +655,16 @@ fn size(bad: &mut impl FnMut(&str, String), key: &str, value: Option<String>, de
         bad(key, e.to_string());
         default
     })
+}
+
+/// The largest configuration file (or PEM file it names) read; a larger one is refused, as is
+/// one that is not a regular file (`--config /dev/zero`).
+const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// A configuration file's text, bounded (see [`MAX_FILE_BYTES`]).
+fn read_text(path: &Path) -> std::io::Result<String> {
+    let bytes = crate::fsutil::read_bounded(path, MAX_FILE_BYTES)?;
+    String::from_utf8(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
 /// A size that does not parse.

@@ -37,6 +37,9 @@ use prost::Message as _;
 const MAGIC: &[u8; 4] = b"DWLG";
 /// `LedgerState.version` this build writes and reads.
 const VERSION: u32 = 2;
+/// The largest ledger file read: a drift set of 100,000 items with diffs stays far below it.
+/// A larger file (or one that is not a regular file) is damage, never an allocation.
+pub const MAX_FILE_BYTES: u64 = 512 << 20;
 
 /// What a drift item is about.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -237,7 +240,16 @@ impl Ledger {
                 let Some(ledger) = Ledger::load(legacy)? else {
                     return Ok(Ledger::default());
                 };
-                ledger.save(path)?;
+                if let Err(error) = ledger.save(path) {
+                    if !crate::fsutil::caused_by_full_disk(&error) {
+                        return Err(error);
+                    }
+                    // The old file stays, and is converted at a start with room to spare.
+                    tracing::warn!(from = %legacy.display(), to = %path.display(),
+                        "Cannot convert the ledger to this version's format: the disk is full; \
+                         using the old file as it is.");
+                    return Ok(ledger);
+                }
                 if let Err(error) = std::fs::remove_file(legacy) {
                     tracing::warn!(path = %legacy.display(), %error, "Cannot remove the old ledger file.");
                 }
@@ -249,9 +261,15 @@ impl Ledger {
 
     /// Loads a saved ledger (either format); `None` when there is no file.
     pub fn load(path: &Path) -> Result<Option<Ledger>, LedgerError> {
-        let bytes = match std::fs::read(path) {
+        let bytes = match crate::fsutil::read_bounded(path, MAX_FILE_BYTES) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return Err(LedgerError::Corrupt {
+                    path: path.to_path_buf(),
+                    what: e.to_string(),
+                });
+            }
             Err(source) => {
                 return Err(LedgerError::Read {
                     path: path.to_path_buf(),

@@ -64,6 +64,14 @@ pub struct Metrics {
     pub queue_depth: Gauge,
     pub spool_bytes: Gauge,
     pub spool_unacked: Gauge,
+    /// 1 while the spool writes to disk, 0 while it is unavailable (disk full).
+    pub spool_available: Gauge,
+    /// Events held in memory while the spool is unavailable.
+    pub spool_held: Gauge,
+    /// Corrupt spool files moved to quarantine.
+    pub spool_quarantined: Counter,
+    /// Damaged ledger and stream-id files moved to quarantine.
+    pub state_quarantined: Counter,
     pub hashed_bytes: Counter,
     /// Large files waiting to be hashed (or being hashed) off the event path.
     pub background_hashes: Gauge,
@@ -95,6 +103,10 @@ impl Default for Metrics {
             queue_depth: Gauge::default(),
             spool_bytes: Gauge::default(),
             spool_unacked: Gauge::default(),
+            spool_available: Gauge::default(),
+            spool_held: Gauge::default(),
+            spool_quarantined: Counter::default(),
+            state_quarantined: Counter::default(),
             hashed_bytes: Counter::default(),
             background_hashes: Gauge::default(),
             background_hashes_dropped: Counter::default(),
@@ -157,6 +169,26 @@ impl Default for Metrics {
             "spool_unacked_records",
             "Spool records not yet acknowledged",
             m.spool_unacked.clone(),
+        );
+        registry.register(
+            "spool_available",
+            "1 while the spool writes to disk, 0 while it is unavailable (disk full)",
+            m.spool_available.clone(),
+        );
+        registry.register(
+            "spool_held_records",
+            "Events held in memory while the spool is unavailable",
+            m.spool_held.clone(),
+        );
+        registry.register(
+            "spool_quarantined",
+            "Corrupt spool files moved to the quarantine directory",
+            m.spool_quarantined.clone(),
+        );
+        registry.register(
+            "state_quarantined",
+            "Damaged ledger and stream-id files moved to the quarantine directory",
+            m.state_quarantined.clone(),
         );
         registry.register(
             "hashed_bytes",
@@ -257,10 +289,16 @@ pub struct RescanInfo {
 /// The spool's state.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct SpoolInfo {
+    /// `durable`, or `unavailable: disk full` (events held in memory, still sent).
+    pub state: String,
     pub bytes: u64,
     pub unacked: u64,
     pub last_seq: u64,
     pub acked_seq: u64,
+    /// Events held in memory while unavailable.
+    pub held: u64,
+    /// Corrupt spool files moved to quarantine at start.
+    pub quarantined: u64,
 }
 
 /// The uplink to the collector (collector mode only).
@@ -301,6 +339,8 @@ pub struct Status {
     /// Large files whose hash is being computed off the event path (their drift says "hash
     /// pending" until it is done).
     pub hashes_pending: usize,
+    /// Damaged state files found at start, each with what was done about it.
+    pub faults: Vec<String>,
     /// `None` when standalone.
     pub collector: Option<CollectorStatus>,
     pub drift: Vec<DriftItem>,

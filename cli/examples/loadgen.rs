@@ -368,6 +368,7 @@ async fn agent(
                     seq,
                     digest: vec![0; 32],
                     items: 0,
+                    ..Default::default()
                 })),
             })
             .await?;

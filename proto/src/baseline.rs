@@ -14,6 +14,8 @@
 //! signature covers `"driftwatch-baseline-v1\0" || id`, so it binds the whole content.
 //!
 //! # Invariants checked on every read
+//! - the file is at most [`MAX_FILE_BYTES`], and its magic and announced length are checked
+//!   ([`check_header`]) before a reader reads the rest;
 //! - magic and format version are known;
 //! - the payload decompresses (bounded, see [`MAX_PAYLOAD_BYTES`]) and hashes to
 //!   `payload_sha256` (a truncated or edited file is refused, never half-read);
@@ -37,6 +39,13 @@ pub const MAGIC: &[u8; 8] = b"DWBASE1\n";
 pub const FORMAT_VERSION: u32 = 1;
 /// Upper bound on the decompressed payload, so a hostile file cannot exhaust memory.
 pub const MAX_PAYLOAD_BYTES: u64 = 4 << 30;
+/// Upper bound on a baseline file: its header is checked and its size compared with this
+/// before it is read whole. 200,000 files make a 7.7 MiB baseline (`docs/BENCHMARKS.md`);
+/// 1 GiB leaves room for images far larger while bounding what a wrong path (`/dev/zero`, a
+/// disk image) costs.
+pub const MAX_FILE_BYTES: u64 = 1 << 30;
+/// The magic bytes and the envelope length that start every baseline file.
+pub const HEADER_LEN: usize = MAGIC.len() + 8;
 const SIGNATURE_CONTEXT: &[u8] = b"driftwatch-baseline-v1\0";
 const ZSTD_LEVEL: i32 = 9;
 
@@ -310,13 +319,15 @@ pub fn encode(baseline: &Baseline, signing_key: Option<&SigningKey>) -> (Vec<u8>
     (out, id)
 }
 
-/// Decodes and checks a baseline file's bytes (see the module docs for what is checked).
-pub fn decode(bytes: &[u8]) -> Result<LoadedBaseline, FormatError> {
-    let body = bytes.strip_prefix(MAGIC.as_slice()).ok_or_else(|| {
-        if bytes.len() < MAGIC.len() && MAGIC.starts_with(bytes) {
+/// Checks a baseline file's first bytes (up to [`HEADER_LEN`]) against the size of the whole
+/// file, before anything else is read: the magic, and an envelope length that matches the file
+/// and stays under [`MAX_FILE_BYTES`].
+pub fn check_header(head: &[u8], file_len: u64) -> Result<(), FormatError> {
+    let body = head.strip_prefix(MAGIC.as_slice()).ok_or_else(|| {
+        if head.len() < MAGIC.len() && MAGIC.starts_with(head) {
             FormatError::Corrupt("file ends inside the magic bytes".into())
-        } else if bytes.starts_with(b"DWBASE") {
-            let found = bytes.get(6).map_or(0, |b| u32::from(b.wrapping_sub(b'0')));
+        } else if head.starts_with(b"DWBASE") {
+            let found = head.get(6).map_or(0, |b| u32::from(b.wrapping_sub(b'0')));
             FormatError::UnsupportedVersion {
                 found,
                 supported: FORMAT_VERSION,
@@ -325,16 +336,28 @@ pub fn decode(bytes: &[u8]) -> Result<LoadedBaseline, FormatError> {
             FormatError::NotABaseline
         }
     })?;
-    let (length, body) = body
+    let (length, _) = body
         .split_first_chunk::<8>()
         .ok_or_else(|| FormatError::Corrupt("file ends inside the header".into()))?;
     let length = u64::from_le_bytes(*length);
-    if length != body.len() as u64 {
+    let held = file_len.saturating_sub(HEADER_LEN as u64);
+    if length != held {
         return Err(FormatError::Corrupt(format!(
-            "header announces {length} bytes of content, the file holds {} (truncated or appended to)",
-            body.len()
+            "header announces {length} bytes of content, the file holds {held} (truncated or appended to)"
         )));
     }
+    if file_len > MAX_FILE_BYTES {
+        return Err(FormatError::Corrupt(format!(
+            "the file is {file_len} bytes, over the {MAX_FILE_BYTES}-byte limit"
+        )));
+    }
+    Ok(())
+}
+
+/// Decodes and checks a baseline file's bytes (see the module docs for what is checked).
+pub fn decode(bytes: &[u8]) -> Result<LoadedBaseline, FormatError> {
+    check_header(&bytes[..bytes.len().min(HEADER_LEN)], bytes.len() as u64)?;
+    let body = &bytes[HEADER_LEN..];
     let envelope =
         pb::Envelope::decode(body).map_err(|e| FormatError::Corrupt(format!("envelope: {e}")))?;
     if envelope.format_version != FORMAT_VERSION {

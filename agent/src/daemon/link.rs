@@ -2,15 +2,16 @@
 //! acknowledgements and snapshot requests, and the stream id. (The full-spool policy is the
 //! writer's: `compact_spool` in `writer.rs`.)
 
-use std::path::Path;
-
 use anyhow::{Context as _, Result};
 use tokio_util::sync::CancellationToken;
 
 use super::Session;
+use super::faults::quarantine_stream_id;
 use super::writer::CHECKPOINT_DELAY;
+use crate::config::AgentConfig;
 use crate::ledger::Ledger;
 use crate::ship::{self, Link, LinkEvent};
+use crate::telemetry::Metrics;
 
 impl Session {
     /// Starts the uplink (after the startup comparison: the collector hears from an agent that
@@ -78,37 +79,51 @@ pub(super) async fn next_link_event(link: &mut Option<Link>) -> LinkEvent {
     }
 }
 
-/// Reads the stream id, or starts a new stream: when there is none yet, when the spool was
-/// created just now (first start, or lost), or when the ledger does not carry the same id (lost,
+/// Reads the stream id, or starts a new stream: when there is none yet (or it is damaged: it is
+/// then quarantined), when `fresh` says why the spool or ledger starts afresh (first start,
+/// lost, quarantined or rebuilt state), or when the ledger does not carry the same id (lost,
 /// reset, or written before streams existed). Returns the id and whether it is new (the ledger,
-/// which now carries it, must then be saved).
+/// which now carries it, must then be saved). On a full disk the new id is not written: the
+/// next start begins yet another stream, which costs the collector one more snapshot.
 pub(super) fn stream_id(
-    state_dir: &Path,
-    spool_is_new: bool,
+    config: &AgentConfig,
+    fresh: Option<&'static str>,
     ledger: &mut Ledger,
+    metrics: &Metrics,
+    faults: &mut Vec<String>,
 ) -> Result<(String, bool)> {
-    let path = state_dir.join("stream-id");
-    let stored = match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let id = text.trim();
-            let valid = id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit());
-            if !valid {
-                tracing::warn!(path = %path.display(), "Ignoring a malformed stream id.");
+    let path = config.state_dir.join("stream-id");
+    // Ok(None): no file; Err: what is wrong with it.
+    let stored = match crate::fsutil::read_bounded(&path, 4096) {
+        Ok(bytes) => match std::str::from_utf8(&bytes).map(str::trim) {
+            Ok(id) if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                Ok(Some(id.to_owned()))
             }
-            valid.then(|| id.to_owned())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            _ => Err("not 32 hex digits".to_owned()),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Err(e.to_string()),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    let reason = match stored {
-        None => "no stream yet",
-        Some(_) if spool_is_new => "the spool is new",
-        Some(id) if ledger.stream_id() != id => "the ledger does not continue the stream",
-        Some(id) => return Ok((id, false)),
+    let stored = stored.unwrap_or_else(|what| {
+        faults.push(quarantine_stream_id(&path, &what, config));
+        metrics.state_quarantined.inc();
+        None
+    });
+    let reason = match (stored, fresh) {
+        (None, _) => "no stream yet",
+        (Some(_), Some(fresh)) => fresh,
+        (Some(id), None) if ledger.stream_id() != id => "the ledger does not continue the stream",
+        (Some(id), None) => return Ok((id, false)),
     };
     let id = ship::new_stream_id().context("generating a stream id")?;
-    crate::fsutil::write_atomically(&path, format!("{id}\n").as_bytes(), 0o600)
-        .with_context(|| format!("writing {}", path.display()))?;
+    match crate::fsutil::write_atomically(&path, format!("{id}\n").as_bytes(), 0o600) {
+        Ok(()) => {}
+        Err(error) if crate::fsutil::is_storage_full(&error) => {
+            tracing::warn!(path = %path.display(), "Cannot save the new stream id: the disk is full.");
+        }
+        Err(error) => return Err(error).with_context(|| format!("writing {}", path.display())),
+    }
     ledger.set_stream_id(id.clone());
     tracing::info!(stream_id = %id, reason, seq = ledger.seq(), "Starting a new event stream.");
     Ok((id, true))

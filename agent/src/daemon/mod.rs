@@ -19,7 +19,9 @@
 //!   thread), their results evaluated again here;
 //! - `rescan.rs`: whole comparisons (the root, unwatched directories, the package inventory);
 //! - `link.rs`: the daemon's side of shipping (starting the uplink, acknowledgements,
-//!   snapshots, the stream id).
+//!   snapshots, the stream id);
+//! - `faults.rs`: faults degrade, never stop: damaged state files quarantined and rebuilt, a
+//!   full disk waited out with the spool unavailable.
 //!
 //! The baseline's entries are held compact ([`Entries`]) for the session's life. With a
 //! collector, the uplink task ([`crate::ship`]) reads the spool (shared behind a lock), asks
@@ -61,12 +63,13 @@ use crate::ledger::{Ledger, now_rfc3339};
 use crate::rules::Rules;
 use crate::scan::throttle::{self, Throttle};
 use crate::ship::{self, Link};
+use crate::spool::record;
 use crate::spool::shared::SharedSpool;
-use crate::spool::{Spool, SpoolConfig, record};
 use crate::telemetry::{self, Shared};
 use crate::watch::Watcher;
 
 mod batch;
+mod faults;
 mod hasher;
 mod link;
 mod rescan;
@@ -163,6 +166,8 @@ struct Session {
     package_dbs: Vec<(PathBuf, Option<&'static str>)>,
     packages_due: Option<tokio::time::Instant>,
     errors: u64,
+    /// What start-up found damaged and what it did about it (shown in the status).
+    faults: Vec<String>,
 }
 
 impl Session {
@@ -177,22 +182,28 @@ impl Session {
         let (baseline, entries, rules) = (Arc::new(baseline), Arc::new(entries), Arc::new(rules));
         create_private_dir(&config.state_dir)?;
         tighten_state_files(&config);
-        let redact_key = Arc::new(RedactKey::load_or_create(&config.state_dir)?);
+        let redact_key = match RedactKey::load_or_create(&config.state_dir) {
+            Ok(key) => key,
+            Err(error) if crate::fsutil::caused_by_full_disk(&error) => {
+                tracing::warn!(error = %error_chain(&error),
+                    "Cannot save a redaction key: the disk is full. Using one for this run only \
+                     (redaction tags in diffs change at the next start).");
+                RedactKey::ephemeral()?
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let redact_key = Arc::new(redact_key);
+        let mut faults = Vec::new();
         let spool_is_new = !config.spool_dir().exists();
-        let (spool, recovery) = Spool::open(SpoolConfig {
-            dir: config.spool_dir(),
-            max_bytes: config.spool_max_bytes,
-            segment_bytes: (config.spool_max_bytes / 16).clamp(64 << 10, 4 << 20),
-        })
-        .with_context(|| format!("opening the spool in {}", config.spool_dir().display()))?;
+        let (spool, recovery) = faults::open_spool(&config, &shared.metrics, &mut faults)?;
         if recovery.torn_bytes_dropped > 0 {
             tracing::warn!(
                 bytes = recovery.torn_bytes_dropped,
                 "Dropped a torn record at the spool's tail (crash or power loss)."
             );
         }
-        let mut ledger =
-            Ledger::load_or_upgrade(&config.ledger_path(), &config.legacy_ledger_path())?;
+        let (mut ledger, ledger_rebuilt) =
+            faults::load_ledger(&config, &shared.metrics, &mut faults)?;
         // Events appended but not yet reflected in the saved ledger (a crash in between).
         for (seq, payload) in spool.read_after(ledger.seq(), usize::MAX)? {
             match record::decode(&payload) {
@@ -203,15 +214,18 @@ impl Session {
             }
         }
         ledger.advance_seq_to(spool.last_seq().unwrap_or(0));
-        let mut saved_seq = ledger.seq();
-        let stream_id = stream_id(&config.state_dir, spool_is_new, &mut ledger)?;
-        if stream_id.1 {
-            ledger
-                .save(&config.ledger_path())
-                .context("saving the ledger")?;
-            saved_seq = ledger.seq();
-        }
-        let stream_id = stream_id.0;
+        let saved_seq = ledger.seq();
+        let fresh = if spool_is_new {
+            Some("the spool is new")
+        } else if !recovery.quarantined.is_empty() {
+            Some("spool files were quarantined")
+        } else if ledger_rebuilt {
+            Some("the ledger was rebuilt")
+        } else {
+            None
+        };
+        let (stream_id, new_stream) =
+            stream_id(&config, fresh, &mut ledger, &shared.metrics, &mut faults)?;
 
         let pool = Arc::new(
             rayon::ThreadPoolBuilder::new()
@@ -241,18 +255,30 @@ impl Session {
             let bound = telemetry::serve_metrics(addr, shared.clone(), cancel.clone())
                 .await
                 .with_context(|| format!("listening on {addr}"))?;
-            crate::fsutil::write_atomically(
-                &AgentConfig::status_addr_path(&config.state_dir),
-                bound.to_string().as_bytes(),
-                0o600,
-            )
-            .context("writing status.addr")?;
+            let addr_path = AgentConfig::status_addr_path(&config.state_dir);
+            if let Err(error) =
+                crate::fsutil::write_atomically(&addr_path, bound.to_string().as_bytes(), 0o600)
+            {
+                // Only a convenience for local tools: the listener is up all the same.
+                tracing::warn!(path = %addr_path.display(), %error,
+                    "Cannot write the metrics listener's address; the listener is up.");
+            }
             tracing::info!(%bound, "Metrics listener up.");
         }
         if let Some(path) = &config.status_socket {
-            telemetry::serve_status(path, shared.clone(), cancel.clone())
-                .with_context(|| format!("creating the status socket {}", path.display()))?;
-            tracing::info!(socket = %path.display(), "Status socket up (mode 0600).");
+            match telemetry::serve_status(path, shared.clone(), cancel.clone()) {
+                Ok(()) => tracing::info!(socket = %path.display(), "Status socket up (mode 0600)."),
+                // A full disk may have no room for the socket's inode: watching matters more.
+                Err(error) if crate::fsutil::is_storage_full(&error) => {
+                    tracing::warn!(socket = %path.display(), %error,
+                        "Cannot create the status socket: the disk is full. Running without it \
+                         until the next start (metrics are still served).");
+                }
+                Err(error) => {
+                    return Err(error)
+                        .with_context(|| format!("creating the status socket {}", path.display()));
+                }
+            }
         }
 
         let throttle = Arc::new(Throttle::new(config.hash_rate));
@@ -281,7 +307,13 @@ impl Session {
             package_dbs,
             packages_due: None,
             errors: 0,
+            faults,
         };
+        if new_stream {
+            // The new stream id must reach the saved ledger (else the next start would begin
+            // yet another stream); on a full disk it waits in memory like everything else.
+            session.save_ledger()?;
+        }
         // Standalone: anything the previous run appended but did not print. (With a collector,
         // the uplink sends whatever the collector does not have.)
         if session.config.collector.is_none() {
@@ -322,6 +354,9 @@ impl Session {
             tokio::time::Instant::now() + self.config.degraded_interval,
             self.config.degraded_interval,
         );
+        let mut storage_timer = tokio::time::interval(faults::RETRY_INTERVAL);
+        // Ticks missed while the disk had room are not made up in a burst once it fills.
+        storage_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
         let mut watchdog_timer =
             tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
@@ -363,6 +398,7 @@ impl Session {
                     Ok(())
                 }
                 _ = degraded_timer.tick(), if self.watcher.degraded() => self.rescan_unwatched().await,
+                _ = storage_timer.tick(), if self.storage_unavailable() => self.retry_storage(),
             };
             if let Err(e) = result {
                 return SessionEnd::Failed(e);
@@ -382,8 +418,12 @@ impl Session {
         // Everything printed or acknowledged is released; the ledger is saved whatever
         // happened.
         self.checkpoint()?;
-        tokio::task::block_in_place(|| self.ledger.save(&self.config.ledger_path()))
-            .context("saving the ledger")
+        if !self.save_ledger()? {
+            tracing::error!(path = %self.config.ledger_path().display(),
+                "Stopping with the ledger unsaved (disk full): the next start rebuilds the drift \
+                 set from the spool and a full comparison with the baseline.");
+        }
+        Ok(())
     }
 }
 
@@ -437,7 +477,13 @@ fn create_private_dir(dir: &Path) -> Result<()> {
 /// them): never readable by others. Each is created 0600; one left more open by an older
 /// version or by hand is tightened here, at start, with one warning. Symlinks are not
 /// followed. The baseline, which the image pipeline puts there too, is not the agent's.
-const STATE_FILES: &[&str] = &["ledger.pb", "ledger.json", "stream-id", "status.addr"];
+const STATE_FILES: &[&str] = &[
+    "ledger.pb",
+    "ledger.json",
+    "stream-id",
+    "status.addr",
+    "quarantine",
+];
 
 fn tighten_state_files(config: &AgentConfig) {
     use std::os::unix::fs::PermissionsExt as _;

@@ -32,10 +32,16 @@ impl Session {
         let (spool_info, head) = {
             let spool = self.spool();
             let info = SpoolInfo {
+                state: match spool.unavailable() {
+                    Some(why) => format!("unavailable: {why}"),
+                    None => "durable".into(),
+                },
                 bytes: spool.size_bytes(),
                 unacked: spool.unacked_count(),
                 last_seq: spool.last_seq().unwrap_or(0),
                 acked_seq: spool.acked_seq(),
+                held: spool.held().0,
+                quarantined: spool.quarantined(),
             };
             (
                 info,
@@ -47,6 +53,9 @@ impl Session {
         }
         m.spool_bytes.set(spool_info.bytes as i64);
         m.spool_unacked.set(spool_info.unacked as i64);
+        m.spool_available
+            .set(i64::from(spool_info.state == "durable"));
+        m.spool_held.set(spool_info.held as i64);
         let mut by_severity = [0i64; 3];
         for item in self.ledger.items() {
             if let DriftItem::File(d) = item {
@@ -81,6 +90,7 @@ impl Session {
         status.spool = spool_info;
         status.evaluation_errors = self.errors;
         status.hashes_pending = hashes_pending;
+        status.faults.clone_from(&self.faults);
     }
 
     /// What the uplink needs to know: the ledger's seq, digest and size, the spool's end.

@@ -231,3 +231,72 @@ async fn a_spool_filled_while_the_collector_is_away_is_compacted_and_a_snapshot_
     .await;
     assert_eq!(fake.get(|s| s.violations.clone()), Vec::<String>::new());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_state_files_are_quarantined_and_the_collector_gets_a_snapshot() {
+    let fake = Fake::default();
+    let addr = fake.serve().await;
+    let host = Host::new();
+    let shared = shared();
+    let config = host.config(&format!("http://{addr}"), 1 << 20);
+    run_session(config.clone(), &shared, async {
+        host.write("/etc/motd", "Changed\n");
+        fake.wait("the event", |s| s.last_seq == 1).await;
+        host.write("/etc/app.conf", "a = 2\n");
+        fake.wait("the second event", |s| s.last_seq == 2).await;
+    })
+    .await;
+    let first_stream = stream_id_file(&host.state());
+    // (what is damaged, what the status says, spool files quarantined)
+    let segment = || {
+        std::fs::read_dir(host.state().join("spool"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "seg"))
+            .unwrap()
+    };
+    type Damage<'a> = Box<dyn Fn() + 'a>;
+    let cases: Vec<(Damage, &str, u64)> = vec![
+        (
+            Box::new(|| std::fs::write(host.state().join("ledger.pb"), b"DWLG\0\0\0\0xx").unwrap()),
+            "ledger.pb is damaged (checksum mismatch); moved it to ",
+            0,
+        ),
+        (
+            Box::new(|| std::fs::write(segment(), b"NOTASEGMENT").unwrap()),
+            "is corrupt (not a spool segment (bad magic) at byte 0); moved it to ",
+            1,
+        ),
+        (
+            Box::new(|| std::fs::write(host.state().join("stream-id"), b"\xff\xfe").unwrap()),
+            "stream-id is damaged (not 32 hex digits); moved it to ",
+            0,
+        ),
+    ];
+    let mut streams = vec![first_stream];
+    for (damage, says, quarantined) in cases {
+        damage();
+        let snapshots = fake.get(|s| s.snapshots.len());
+        let shared = self::shared();
+        run_session(config.clone(), &shared, async {
+            fake.wait("a snapshot", |s| s.snapshots.len() > snapshots)
+                .await;
+            fake.wait("the drift set", |s| {
+                s.set.contains_key("path:/etc/motd") && s.set.contains_key("path:/etc/app.conf")
+            })
+            .await;
+            let st = status(&shared);
+            assert_eq!(st.faults.len(), 1, "{:?}", st.faults);
+            assert!(st.faults[0].contains(says), "{:?}", st.faults);
+            assert_eq!(st.spool.quarantined, quarantined);
+            assert_eq!(st.drift_count, 2);
+        })
+        .await;
+        let stream = stream_id_file(&host.state());
+        assert!(!streams.contains(&stream), "a new stream after: {says}");
+        streams.push(stream);
+    }
+    let quarantine = host.state().join("quarantine");
+    assert_eq!(std::fs::read_dir(quarantine).unwrap().count(), 3);
+    assert_eq!(fake.get(|s| s.violations.clone()), Vec::<String>::new());
+}

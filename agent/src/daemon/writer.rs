@@ -147,14 +147,11 @@ impl Session {
         if !releasable && self.ledger.seq() == self.saved_seq {
             return Ok(());
         }
-        tokio::task::block_in_place(|| -> Result<()> {
-            self.ledger
-                .save(&self.config.ledger_path())
-                .context("saving the ledger")?;
-            self.saved_seq = self.ledger.seq();
-            shared::release(&mut self.spool(), done).context("acknowledging spool records")?;
-            Ok(())
-        })?;
+        // On a full disk the ledger stays in memory, and so do the acknowledgements (the
+        // spool is then unavailable): the disk keeps a consistent older state.
+        self.save_ledger()?;
+        tokio::task::block_in_place(|| shared::release(&mut self.spool(), done))
+            .context("acknowledging spool records")?;
         self.publish_status();
         Ok(())
     }
@@ -164,11 +161,8 @@ impl Session {
     /// brought up to date from the records and gets a snapshot of the current drift set: the
     /// current state survives, the intermediate transitions do not.
     fn compact_spool(&mut self) -> Result<()> {
+        self.save_ledger()?;
         tokio::task::block_in_place(|| -> Result<()> {
-            self.ledger
-                .save(&self.config.ledger_path())
-                .context("saving the ledger")?;
-            self.saved_seq = self.ledger.seq();
             let dropped = self.spool().compact(&[]).context("compacting the spool")?;
             tracing::error!(
                 dropped,

@@ -37,6 +37,8 @@ const KEY_FILE: &str = "host.key";
 const CERT_FILE: &str = "host.crt";
 /// The URI prefix naming a host in its certificate (as the collector reads it).
 const HOST_URI: &str = "driftwatch:host:";
+/// The host key and certificate are a few hundred bytes; a larger file is not read whole.
+const PEM_MAX_BYTES: u64 = 1 << 20;
 /// A join token file larger than this is not a join token.
 const MAX_TOKEN_BYTES: u64 = 4096;
 
@@ -276,11 +278,14 @@ where
 /// The host key: read, or generated and stored 0600 (in a 0700 directory) the first time.
 fn host_key(config: &EnrollConfig) -> Result<KeyPair, EnrollError> {
     let path = config.key_path();
-    match std::fs::read_to_string(&path) {
-        Ok(pem) => KeyPair::from_pem(&pem).map_err(|e| EnrollError::Key {
-            path,
-            message: e.to_string(),
-        }),
+    // PEM files of a few hundred bytes: any size is not read whole.
+    match crate::fsutil::read_bounded(&path, PEM_MAX_BYTES) {
+        Ok(pem) => {
+            KeyPair::from_pem(&String::from_utf8_lossy(&pem)).map_err(|e| EnrollError::Key {
+                path,
+                message: e.to_string(),
+            })
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             private_dir(&config.dir)?;
             let key = KeyPair::generate().map_err(|e| EnrollError::Key {
@@ -321,7 +326,7 @@ fn private_dir(dir: &Path) -> Result<(), EnrollError> {
 /// The stored certificate, if any, read (it must certify `key`).
 fn stored(config: &EnrollConfig, key: &KeyPair) -> Result<Option<Credentials>, EnrollError> {
     let path = config.cert_path();
-    let pem = match std::fs::read(&path) {
+    let pem = match crate::fsutil::read_bounded(&path, PEM_MAX_BYTES) {
         Ok(pem) => pem,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => {

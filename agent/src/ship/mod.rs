@@ -223,7 +223,8 @@ pub fn endpoint_with(
         .map_err(invalid)?;
     if c.is_tls() {
         let read = |what, path: &Path| {
-            std::fs::read(path).map_err(|source| UplinkError::ReadFile {
+            // PEM files of a few KiB: any size is not read whole.
+            crate::fsutil::read_bounded(path, 1 << 20).map_err(|source| UplinkError::ReadFile {
                 what,
                 path: path.to_path_buf(),
                 source,
@@ -263,6 +264,10 @@ pub struct Head {
     /// The spool's last sequence number: records up to it can be read. Lower than `seq` only
     /// after the ledger's numbering jumped for a snapshot.
     pub spool_last: u64,
+    /// Why the spool is not durable ("unavailable: disk full"), "" while it is (heartbeats).
+    pub spool_problem: String,
+    /// Corrupt spool files quarantined at start (heartbeats).
+    pub quarantined: u64,
 }
 
 impl Head {
@@ -272,6 +277,11 @@ impl Head {
             digest: ledger.digest(),
             items: ledger.len() as u64,
             spool_last: spool.last_seq().unwrap_or(0),
+            spool_problem: spool
+                .unavailable()
+                .map(|why| format!("unavailable: {why}"))
+                .unwrap_or_default(),
+            quarantined: spool.quarantined(),
         }
     }
 }

@@ -360,7 +360,13 @@ impl Uplink {
                 }
                 _ = s.heartbeat.tick(), if sending => {
                     let head = self.head.borrow().clone();
-                    let beat = v1::Heartbeat { seq: head.seq, digest: head.digest.to_vec(), items: head.items };
+                    let beat = v1::Heartbeat {
+                        seq: head.seq,
+                        digest: head.digest.to_vec(),
+                        items: head.items,
+                        spool_problem: head.spool_problem,
+                        spool_quarantined: head.quarantined,
+                    };
                     // A full queue means messages are flowing, which keeps the stream alive.
                     let _ = s.tx.try_send(message(agent_message::Body::Heartbeat(beat)));
                 }
@@ -446,7 +452,15 @@ enum Read {
 /// Reads the next batch after `after`: contiguous from `after + 1`, stopping before a gap or
 /// a record that does not decode (which the next read then reports as [`Read::Gap`]).
 fn read_events(spool: &SharedSpool, after: u64) -> Result<Read, SpoolError> {
-    let records = lock(spool).read_batch(after, MAX_BATCH_EVENTS, MAX_BATCH_BYTES)?;
+    let records = match lock(spool).read_batch(after, MAX_BATCH_EVENTS, MAX_BATCH_BYTES) {
+        Ok(records) => records,
+        // Damaged since it was opened: the snapshot moves the cursor past it.
+        Err(error @ SpoolError::Corrupt { .. }) => {
+            tracing::error!(error = %error, "The spool is damaged; the collector gets a snapshot instead.");
+            return Ok(Read::Gap(error.to_string()));
+        }
+        Err(error) => return Err(error),
+    };
     let mut events = Vec::with_capacity(records.len());
     let mut problem = None;
     for (seq, payload) in &records {

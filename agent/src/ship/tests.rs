@@ -953,6 +953,41 @@ async fn a_gap_in_the_spool_is_bridged_by_a_snapshot_even_if_the_collector_does_
 }
 
 #[tokio::test]
+async fn a_record_damaged_after_the_spool_was_opened_is_bridged_by_a_snapshot() {
+    // The collector's address, with nobody listening yet.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let spool_dir = dir.path().join("state/spool");
+    let agent = Agent::start(AgentOptions {
+        before: changes(&["/etc/a", "/etc/b"], Some("0600")),
+        state_dir: Some(dir),
+        ..options(addr)
+    })
+    .await;
+    // The last byte of record 2 goes bad on disk.
+    let segment = std::fs::read_dir(&spool_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "seg"))
+        .unwrap();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let last = bytes.iter().rposition(|&b| b != 0).unwrap();
+    bytes[last] ^= 0x5a;
+    std::fs::write(&segment, &bytes).unwrap();
+    // Not a reconnect loop on a read error: the collector gets the set as a snapshot.
+    let fake = Fake::default();
+    fake.serve_at(addr).await;
+    fake.wait("a snapshot", |s| !s.snapshots.is_empty()).await;
+    fake.wait("the set", |s| s.set.len() == 2).await;
+    assert_eq!(fake.get(|s| s.violations.clone()), Vec::<String>::new());
+    assert_eq!(fake.get(Store::digest), agent.inspect().await.digest);
+    agent.stop().await;
+}
+
+#[tokio::test]
 async fn acks_beyond_what_was_sent_release_nothing_more() {
     let fake = Fake::default();
     let addr = fake.serve().await;

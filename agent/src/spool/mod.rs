@@ -65,6 +65,30 @@
 //!   `max_bytes` bound. The files take up to two segments more (the free space of the last
 //!   one, and the spare), plus whatever a last batch writes past the preallocated end.
 //!
+//! # Quarantine
+//!
+//! With [`SpoolConfig::quarantine`] set (the daemon sets `<state>/quarantine`), [`Spool::open`]
+//! does not stop at [`SpoolError::Corrupt`]: it moves the damaged file (a segment, or the ack
+//! file) into the quarantine directory under a timestamped name, reports it in
+//! [`Recovery::quarantined`], and opens the rest. The records of a quarantined segment are
+//! gone: the caller must re-sync its consumer from its own state (the daemon starts a new
+//! stream, which makes the collector ask for a snapshot). Their numbers are not given out
+//! again: the last seq is raised to the highest one the damaged segment's record headers
+//! still show (walked without checksums; a damaged length field ends the walk early).
+//!
+//! # A full disk
+//!
+//! When an append fails because the disk is full (`ENOSPC`, `EDQUOT`), the batch is undone on
+//! disk as any failed append, then held in memory instead, and the spool is *unavailable*
+//! ([`Spool::unavailable`]) until [`Spool::resume`] writes the held records out. Meanwhile
+//! appends go to memory, reads return the records on disk then those in memory, and
+//! acknowledgements are kept in memory (the ack file is not written, and no segment is
+//! deleted: what is on disk stays as it was, consistent with the ledger saved with it). Held
+//! records count towards `max_bytes`; a compaction while unavailable drops the held records
+//! (the caller sends a snapshot instead). A crash while unavailable loses the held records,
+//! which were never promised durable; the daemon's startup comparison and the collector's
+//! anti-entropy bring the collector back to the truth.
+//!
 //! # fsync policy
 //!
 //! [`Spool::append`] writes the whole batch, then fdatasyncs once (plus the directory when the
@@ -130,6 +154,8 @@ pub struct SpoolConfig {
     /// A new segment file is started once the current one reaches this size; segments are
     /// preallocated (zero-filled) to it.
     pub segment_bytes: u64,
+    /// Where [`Spool::open`] moves a corrupt file; `None`: a corrupt file is an error.
+    pub quarantine: Option<PathBuf>,
 }
 
 impl SpoolConfig {
@@ -139,6 +165,7 @@ impl SpoolConfig {
             dir: dir.into(),
             max_bytes: DEFAULT_MAX_BYTES,
             segment_bytes: DEFAULT_SEGMENT_BYTES,
+            quarantine: None,
         }
     }
 }
@@ -158,6 +185,35 @@ pub struct Recovery {
     pub last_seq: Option<u64>,
     /// The acked seq (0 when nothing was acked).
     pub acked: u64,
+    /// Corrupt files moved into the quarantine directory.
+    pub quarantined: Vec<Quarantined>,
+}
+
+/// A spool file [`Spool::open`] found corrupt and moved aside.
+#[derive(Debug, Clone)]
+pub struct Quarantined {
+    pub path: PathBuf,
+    pub moved_to: PathBuf,
+    /// What is wrong with it: "checksum mismatch at byte 8917".
+    pub problem: String,
+}
+
+impl Quarantined {
+    /// What happened, for the log and the status: the file, what is wrong, what was done, and
+    /// `then`, how the caller re-syncs ("the collector gets a snapshot instead").
+    pub fn message(&self, then: &str) -> String {
+        let what = if self.path.file_name() == Some(std::ffi::OsStr::new(ACK_FILE)) {
+            "Spool ack file"
+        } else {
+            "Spool segment"
+        };
+        format!(
+            "{what} {} is corrupt ({}); moved it to {}; {then}.",
+            display_path(&self.path),
+            self.problem,
+            display_path(&self.moved_to)
+        )
+    }
 }
 
 /// A spool failure. Nothing is changed on disk by a failed call, except as noted.
@@ -253,6 +309,15 @@ pub struct Spool {
     poisoned: bool,
     /// The thread preparing the spare segment, if one was started since the last rollover.
     spare: Option<JoinHandle<()>>,
+    /// Records appended while the disk was full, in order, all after the records on disk.
+    held: std::collections::VecDeque<(u64, Vec<u8>)>,
+    held_bytes: u64,
+    /// Why the spool cannot write ("disk full"), while it cannot.
+    unavailable: Option<String>,
+    /// `acked` is ahead of the ack file (acknowledged while unavailable).
+    ack_pending: bool,
+    /// Files moved to quarantine by [`Spool::open`].
+    quarantined: u64,
 }
 
 impl Drop for Spool {
@@ -267,8 +332,47 @@ impl Drop for Spool {
 impl Spool {
     /// Opens (or creates) the spool, checking every record and recovering from a crash: a torn
     /// tail of the last segment is truncated away and reported, an interrupted compaction is
-    /// finished, released segments are deleted. Damage elsewhere is [`SpoolError::Corrupt`].
+    /// finished, released segments are deleted. Damage elsewhere is [`SpoolError::Corrupt`],
+    /// or, with a quarantine directory configured, the damaged file is moved there and
+    /// reported in [`Recovery::quarantined`].
     pub fn open(config: SpoolConfig) -> Result<(Spool, Recovery), SpoolError> {
+        let mut quarantined: Vec<Quarantined> = Vec::new();
+        // Each round moves one file out of the directory, so this ends.
+        loop {
+            match Spool::open_checked(config.clone()) {
+                Ok((mut spool, mut recovery)) => {
+                    // Numbers a quarantined segment held may have reached a consumer: never
+                    // reuse them for other events.
+                    for q in &quarantined {
+                        spool.last = spool.last.max(highest_seq_readable(&q.moved_to));
+                    }
+                    spool.quarantined = quarantined.len() as u64;
+                    recovery.last_seq = spool.last_seq();
+                    recovery.quarantined = quarantined;
+                    return Ok((spool, recovery));
+                }
+                Err(SpoolError::Corrupt {
+                    path,
+                    offset,
+                    reason,
+                }) if config.quarantine.is_some()
+                    && path.parent() == Some(config.dir.as_path()) =>
+                {
+                    let dir = config.quarantine.as_deref().expect("checked");
+                    let moved_to = crate::fsutil::quarantine(&path, dir)
+                        .map_err(io_err("move to quarantine", &path))?;
+                    quarantined.push(Quarantined {
+                        path,
+                        moved_to,
+                        problem: format!("{reason} at byte {offset}"),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn open_checked(config: SpoolConfig) -> Result<(Spool, Recovery), SpoolError> {
         let dir = config.dir.clone();
         fs::DirBuilder::new()
             .recursive(true)
@@ -307,6 +411,11 @@ impl Spool {
             last: ack_last.max(prev).max(named),
             poisoned: false,
             spare: None,
+            held: Default::default(),
+            held_bytes: 0,
+            unavailable: None,
+            ack_pending: false,
+            quarantined: 0,
         };
         spool.prepare_spare();
         spool.release();
@@ -326,17 +435,98 @@ impl Spool {
         let Some(&(last, _)) = records.last() else {
             return Ok(());
         };
-        let saved = (self.segments.len(), self.segments.last().cloned());
-        match self.write_batch(records) {
-            Ok(()) => {
-                self.last = last;
-                Ok(())
-            }
-            Err(error) => {
-                self.rollback(saved);
-                Err(error)
+        if self.unavailable.is_none() {
+            match self.write_undoably(records) {
+                Ok(()) => {
+                    self.last = last;
+                    return Ok(());
+                }
+                Err(error) if !is_full_disk(&error) => return Err(error),
+                Err(error) => self.become_unavailable(&error),
             }
         }
+        for &(seq, payload) in records {
+            self.held_bytes += RECORD_HEADER + payload.len() as u64;
+            self.held.push_back((seq, payload.to_vec()));
+        }
+        self.last = last;
+        Ok(())
+    }
+
+    /// Writes a batch to disk, all or nothing.
+    fn write_undoably(&mut self, records: &[(u64, &[u8])]) -> Result<(), SpoolError> {
+        let saved = (self.segments.len(), self.segments.last().cloned());
+        let written = self.write_batch(records);
+        if written.is_err() {
+            self.rollback(saved);
+        }
+        written
+    }
+
+    /// Why the spool cannot write ("disk full"); `None` while it is durable.
+    pub fn unavailable(&self) -> Option<&str> {
+        self.unavailable.as_deref()
+    }
+
+    /// Records held in memory while unavailable, and their bytes.
+    pub fn held(&self) -> (u64, u64) {
+        (self.held.len() as u64, self.held_bytes)
+    }
+
+    /// Files moved to quarantine when the spool was opened.
+    pub fn quarantined(&self) -> u64 {
+        self.quarantined
+    }
+
+    /// A write failed for want of space: the spool holds what comes next in memory.
+    fn become_unavailable(&mut self, error: &SpoolError) {
+        let cause = std::error::Error::source(error).map(ToString::to_string);
+        warn!(%error, cause = cause.unwrap_or_default(),
+            "Spool unavailable: disk full. Events are held in memory (and still sent) until \
+             space returns.");
+        self.set_unavailable("disk full");
+    }
+
+    /// Marks the spool unavailable (the caller hit a full disk writing beside it): from now on
+    /// acknowledgements stay in memory until [`Spool::resume`].
+    pub fn set_unavailable(&mut self, reason: &str) {
+        self.unavailable.get_or_insert_with(|| reason.to_owned());
+    }
+
+    /// While unavailable: tries to make the spool durable again, writing the held records and
+    /// the acknowledged seq. Returns whether it is durable now; a disk still full is `Ok(false)`.
+    /// The caller saves its own state (the ledger) first, as before any acknowledgement.
+    pub fn resume(&mut self) -> Result<bool, SpoolError> {
+        if self.unavailable.is_none() {
+            return Ok(true);
+        }
+        self.check_usable()?;
+        let held = std::mem::take(&mut self.held);
+        let records: Vec<(u64, &[u8])> = held.iter().map(|(s, p)| (*s, p.as_slice())).collect();
+        let written = self.write_undoably(&records);
+        drop(records);
+        self.held = held;
+        let written = written.and_then(|()| {
+            if self.ack_pending {
+                write_ack(&self.config.dir, self.acked, self.last)?;
+            }
+            Ok(())
+        });
+        match written {
+            Ok(()) => {}
+            Err(error) if is_full_disk(&error) => return Ok(false),
+            Err(error) => return Err(error),
+        }
+        info!(
+            records = self.held.len(),
+            "Disk space is back: the spool is durable again."
+        );
+        self.held.clear();
+        self.held_bytes = 0;
+        self.ack_pending = false;
+        self.unavailable = None;
+        self.release();
+        Ok(true)
     }
 
     /// Releases every record with seq <= `upto`, durably, and deletes the segments that hold
@@ -371,10 +561,23 @@ impl Spool {
             }
             break;
         }
-        write_ack(&self.config.dir, upto, self.last)?;
+        if self.unavailable.is_none() {
+            match write_ack(&self.config.dir, upto, self.last) {
+                Ok(()) => {}
+                Err(error) if is_full_disk(&error) => self.set_unavailable("disk full"),
+                Err(error) => return Err(error),
+            }
+        }
+        self.ack_pending = self.unavailable.is_some();
         self.acked = upto;
         self.segments = segments;
-        self.release();
+        while self.held.front().is_some_and(|(seq, _)| *seq <= upto) {
+            let (_, payload) = self.held.pop_front().expect("checked");
+            self.held_bytes -= RECORD_HEADER + payload.len() as u64;
+        }
+        if !self.ack_pending {
+            self.release();
+        }
         Ok(())
     }
 
@@ -416,6 +619,13 @@ impl Spool {
                 }
             }
         }
+        for (seq, payload) in self.held.iter().filter(|(seq, _)| *seq > after) {
+            if full(&out, bytes) {
+                break;
+            }
+            bytes += payload.len();
+            out.push((*seq, payload.clone()));
+        }
         Ok(out)
     }
 
@@ -423,7 +633,7 @@ impl Spool {
     /// this is the first record written since, which tells a receiver what was dropped.)
     pub fn first_unacked_seq(&self) -> Result<Option<u64>, SpoolError> {
         let Some(seg) = self.segments.iter().find(|s| s.acked_records < s.records) else {
-            return Ok(None);
+            return Ok(self.held.front().map(|(seq, _)| *seq));
         };
         if seg.acked_records == 0 {
             return Ok(seg.first_seq);
@@ -448,7 +658,8 @@ impl Spool {
         self.segments
             .iter()
             .map(|s| s.records - s.acked_records)
-            .sum()
+            .sum::<u64>()
+            + self.held.len() as u64
     }
 
     /// Bytes used in the segment files: headers and records, not the zero padding of
@@ -460,15 +671,38 @@ impl Spool {
     /// True when the spool's used bytes have reached its bound: the caller must then
     /// [`Spool::compact`].
     pub fn is_full(&self) -> bool {
-        self.size_bytes() >= self.config.max_bytes
+        self.size_bytes() + self.held_bytes >= self.config.max_bytes
     }
 
     /// Atomically replaces every unacked record with `records` (one snapshot of the caller's
     /// current state; seqs above [`Spool::last_seq`]). The snapshot segment is complete on disk
     /// before anything older is deleted. Returns how many unacked records were dropped.
+    ///
+    /// While the spool is unavailable (disk full) it drops the records held in memory only,
+    /// and holds `records` there instead.
     pub fn compact(&mut self, records: &[(u64, &[u8])]) -> Result<u64, SpoolError> {
         self.check_usable()?;
         self.validate(records)?;
+        if self.unavailable.is_none() {
+            match self.compact_on_disk(records) {
+                Err(error) if is_full_disk(&error) => self.become_unavailable(&error),
+                done => return done,
+            }
+        }
+        let dropped = self.held.len() as u64;
+        self.held.clear();
+        self.held_bytes = 0;
+        self.append(records)?;
+        info!(
+            dropped,
+            kept = records.len(),
+            "Dropped the events held in memory (disk full)."
+        );
+        Ok(dropped)
+    }
+
+    /// [`Spool::compact`] while the spool is durable.
+    fn compact_on_disk(&mut self, records: &[(u64, &[u8])]) -> Result<u64, SpoolError> {
         let name = match records.first() {
             Some(&(seq, _)) => seq,
             None => self.last.checked_add(1).ok_or(SpoolError::SeqOrder {
@@ -496,8 +730,16 @@ impl Spool {
         let old = std::mem::replace(&mut self.segments, vec![snapshot]);
         self.last = records.last().map_or(self.last, |&(seq, _)| seq);
         // The snapshot already carries the new last seq (by its name, when empty); writing it
-        // to the ack file too keeps it once the snapshot segment is released.
-        write_ack(&dir, self.acked, self.last)?;
+        // to the ack file too keeps it once the snapshot segment is released. On a full disk
+        // the snapshot alone carries it until the spool resumes.
+        match write_ack(&dir, self.acked, self.last) {
+            Ok(()) => {}
+            Err(error) if is_full_disk(&error) => {
+                self.set_unavailable("disk full");
+                self.ack_pending = true;
+            }
+            Err(error) => return Err(error),
+        }
         for seg in old.iter().filter(|s| s.name != name) {
             if let Err(error) = fs::remove_file(&seg.path) {
                 warn!(path = %display_path(&seg.path), %error,
@@ -606,7 +848,11 @@ impl Spool {
                 if error.kind() != io::ErrorKind::NotFound {
                     warn!(path = %display_path(&spare), %error, "Failed to use the spare segment.");
                 }
-                create_zeroed(path, self.config.segment_bytes).map_err(io_err("create", path))?
+                create_zeroed(path, self.config.segment_bytes).map_err(|error| {
+                    // A part-written file must not stay behind (on a full disk, say).
+                    let _ = fs::remove_file(path);
+                    io_err("create", path)(error)
+                })?
             }
         };
         let len = file.metadata().map_err(io_err("read", path))?.len();
@@ -693,6 +939,35 @@ impl Spool {
             self.segments.remove(0);
         }
     }
+}
+
+/// The highest seq in the record headers of a damaged segment, walked without checking
+/// checksums until a length field does not fit; 0 when none is readable (bad magic, not a
+/// segment). A lower bound of what the segment held, to number after.
+fn highest_seq_readable(path: &Path) -> u64 {
+    let Ok(file) = File::open(path) else { return 0 };
+    let len = file.metadata().map_or(0, |m| m.len());
+    let mut h = [0; HEADER_LEN as usize];
+    if file.read_exact_at(&mut h, 0).is_err() || parse_header(&h).is_err() {
+        return 0;
+    }
+    let (mut at, mut highest) = (HEADER_LEN, 0);
+    let mut r = [0; RECORD_HEADER as usize];
+    while at + RECORD_HEADER <= len && file.read_exact_at(&mut r, at).is_ok() {
+        let size = u32::from_le_bytes(r[..4].try_into().expect("4 bytes"));
+        let seq = u64::from_le_bytes(r[8..].try_into().expect("8 bytes"));
+        if r == [0; RECORD_HEADER as usize] || size as usize > MAX_RECORD {
+            break;
+        }
+        highest = highest.max(seq);
+        at += RECORD_HEADER + u64::from(size);
+    }
+    highest
+}
+
+/// Whether a spool error is a write that failed for want of space.
+fn is_full_disk(error: &SpoolError) -> bool {
+    matches!(error, SpoolError::Io { source, .. } if crate::fsutil::is_storage_full(source))
 }
 
 fn segment_path(dir: &Path, name: u64) -> PathBuf {
@@ -1037,9 +1312,16 @@ fn create_zeroed(path: &Path, len: u64) -> io::Result<File> {
 /// Reads the ack file: (acked, last); (0, 0) when there is none yet.
 fn read_ack(dir: &Path) -> Result<(u64, u64), SpoolError> {
     let path = dir.join(ACK_FILE);
-    let bytes = match fs::read(&path) {
+    let bytes = match crate::fsutil::read_bounded(&path, ACK_LEN as u64) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((0, 0)),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            return Err(SpoolError::Corrupt {
+                path,
+                offset: 0,
+                reason: format!("not a spool ack file: {e}"),
+            });
+        }
         Err(e) => return Err(io_err("read", &path)(e)),
     };
     let corrupt = |reason: &str| SpoolError::Corrupt {

@@ -703,3 +703,117 @@ fn batches_are_bounded_and_the_first_unacked_seq_is_known() {
     assert_eq!(spool.first_unacked_seq().unwrap(), Some(26));
     assert_eq!(spool.last_seq(), Some(27));
 }
+
+#[test]
+fn a_corrupt_file_is_quarantined_and_the_rest_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    pristine(dir.path());
+    let files = segment_files(dir.path());
+    let quarantine = tempfile::tempdir().unwrap();
+    let with_quarantine = |dir: &Path| SpoolConfig {
+        quarantine: Some(quarantine.path().to_path_buf()),
+        ..config(dir, SMALL)
+    };
+    // (the byte of the second segment flipped, what is wrong); records 4 to 6 are lost.
+    let second = files[1].file_name().unwrap().to_owned();
+    let cases = [
+        (HEADER_LEN + 20, "checksum mismatch at byte 8"),
+        (0, "not a spool segment (bad magic) at byte 0"),
+    ];
+    let left = [1, 2, 3, 7, 8, 9, 10, 11, 12];
+    for (at, problem) in cases {
+        let copy = copy_dir(dir.path());
+        flip(&copy.path().join(&second), at);
+        let (spool, recovery) = Spool::open(with_quarantine(copy.path())).unwrap();
+        assert_eq!(recovery.quarantined.len(), 1);
+        let q = &recovery.quarantined[0];
+        assert_eq!(q.path, copy.path().join(&second));
+        assert_eq!(q.problem, problem);
+        assert!(q.moved_to.starts_with(quarantine.path()) && q.moved_to.exists());
+        let message = q.message("the collector gets a snapshot instead");
+        assert!(
+            message.starts_with("Spool segment ") && message.contains(problem),
+            "{message}"
+        );
+        assert!(message.ends_with("; the collector gets a snapshot instead."));
+        assert_eq!(all(&spool), left);
+        assert_eq!(spool.quarantined(), 1);
+    }
+    // The last segment quarantined: its numbers are not given out again.
+    let copy = copy_dir(dir.path());
+    let last = files.last().unwrap().file_name().unwrap();
+    flip(&copy.path().join(last), HEADER_LEN + 20);
+    let (spool, recovery) = Spool::open(with_quarantine(copy.path())).unwrap();
+    assert_eq!(all(&spool), (1..=9).collect::<Vec<_>>());
+    assert_eq!((spool.last_seq(), recovery.last_seq), (Some(12), Some(12)));
+    // A damaged ack file goes too: every record is unacked again.
+    let copy = copy_dir(dir.path());
+    {
+        let (mut spool, _) = open(copy.path(), SMALL);
+        spool.ack(2).unwrap();
+    }
+    fs::write(copy.path().join(ACK_FILE), b"garbage").unwrap();
+    let (spool, recovery) = Spool::open(with_quarantine(copy.path())).unwrap();
+    assert!(
+        recovery.quarantined[0]
+            .message("then")
+            .starts_with("Spool ack file ")
+    );
+    assert_eq!(spool.acked_seq(), 0);
+    // An ack file of any size is refused before it is read.
+    fs::write(copy.path().join(ACK_FILE), vec![0; 1 << 20]).unwrap();
+    drop(spool);
+    let err = Spool::open(config(copy.path(), SMALL)).unwrap_err();
+    assert!(err.to_string().contains("over the 28-byte limit"), "{err}");
+}
+
+#[test]
+fn an_unavailable_spool_holds_records_in_memory_until_it_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut spool, _) = open(dir.path(), PADDED);
+    append_range(&mut spool, 1..=3);
+    spool.set_unavailable("disk full");
+    append_range(&mut spool, 4..=6);
+    assert_eq!(spool.unavailable(), Some("disk full"));
+    assert_eq!(spool.held().0, 3);
+    assert_eq!(all(&spool), (1..=6).collect::<Vec<_>>());
+    assert_eq!(spool.unacked_count(), 6);
+    // Acknowledgements are kept in memory: the ack file and the segments stay as they were.
+    spool.ack(4).unwrap();
+    assert_eq!(spool.held().0, 2);
+    assert_eq!(spool.first_unacked_seq().unwrap(), Some(5));
+    assert_eq!(read_ack(dir.path()).unwrap(), (0, 0));
+    // Only what was acknowledged is missing after a crash now; the disk is consistent.
+    {
+        let copy = copy_dir(dir.path());
+        let (crashed, _) = open(copy.path(), PADDED);
+        assert_eq!(all(&crashed), [1, 2, 3]);
+    }
+    assert!(spool.resume().unwrap());
+    assert_eq!(spool.unavailable(), None);
+    assert_eq!(spool.held(), (0, 0));
+    drop(spool);
+    let (spool, recovery) = open(dir.path(), PADDED);
+    assert_eq!(all(&spool), [5, 6]);
+    assert_eq!((recovery.acked, recovery.last_seq), (4, Some(6)));
+}
+
+#[test]
+fn compacting_an_unavailable_spool_drops_the_held_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut spool, _) = Spool::open(SpoolConfig {
+        max_bytes: 300,
+        ..config(dir.path(), PADDED)
+    })
+    .unwrap();
+    append_range(&mut spool, 1..=2);
+    spool.set_unavailable("disk full");
+    append_range(&mut spool, 3..=9);
+    assert!(spool.is_full());
+    assert_eq!(spool.compact(&[]).unwrap(), 7);
+    assert!(!spool.is_full());
+    assert_eq!(all(&spool), [1, 2]);
+    assert_eq!(spool.last_seq(), Some(9));
+    append_range(&mut spool, 10..=10);
+    assert_eq!(all(&spool), [1, 2, 10]);
+}

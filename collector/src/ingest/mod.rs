@@ -136,6 +136,7 @@ impl<S: Store> v1::ingest_server::Ingest for IngestService<S> {
             last_seq: 0,
             snapshot_asked: None,
             last_seen_written: None,
+            spool_health: Default::default(),
             shutdown: self.shutdown.clone(),
         };
         self.metrics.streams.inc();
@@ -169,6 +170,9 @@ struct Connection<S> {
     /// When a snapshot was last asked for, until it arrives.
     snapshot_asked: Option<tokio::time::Instant>,
     last_seen_written: Option<tokio::time::Instant>,
+    /// The agent's spool health as its last heartbeat told it (problem, quarantined files):
+    /// logged when it changes.
+    spool_health: (String, u64),
     /// The collector is stopping: end the stream between messages.
     shutdown: CancellationToken,
 }
@@ -443,6 +447,7 @@ impl<S: Store> Connection<S> {
     }
 
     async fn heartbeat(&mut self, hb: v1::Heartbeat) -> Result<(), End> {
+        self.note_spool_health(&hb);
         let now = tokio::time::Instant::now();
         // last_seen is kept to within a third of the silence threshold, not per heartbeat.
         if self
@@ -501,6 +506,29 @@ impl<S: Store> Connection<S> {
             v1::SnapshotRequest { reason },
         ))
         .await
+    }
+
+    /// Logs what an agent's heartbeat says about its spool, when it changes: a spool that is
+    /// not durable (a full disk on the host), corrupt spool files it quarantined.
+    fn note_spool_health(&mut self, hb: &v1::Heartbeat) {
+        let health = (hb.spool_problem.clone(), hb.spool_quarantined);
+        if health == self.spool_health {
+            return;
+        }
+        let (problem, quarantined) = &health;
+        if *quarantined > self.spool_health.1 {
+            tracing::warn!(host = %self.host, quarantined, "The agent quarantined corrupt spool files at its start and re-synced by snapshot.");
+        }
+        if *problem != self.spool_health.0 {
+            if problem.is_empty() {
+                tracing::info!(host = %self.host, "The agent's spool is durable again.");
+            } else {
+                // The agent's words: bounded and quoted in the log.
+                let spool: String = problem.chars().take(200).collect();
+                tracing::warn!(host = %self.host, ?spool, "The agent's spool is not durable; its events still arrive, from its memory.");
+            }
+        }
+        self.spool_health = health;
     }
 
     async fn snapshot_chunk(

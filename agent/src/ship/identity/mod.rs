@@ -155,15 +155,21 @@ pub struct Sources {
     pub metadata_service: Option<SocketAddr>,
 }
 
+/// The largest identity file (or cloud-init instance data) read: cloud-init's is a few KiB
+/// plus the user data, which cloud providers cap at 16 KiB to 64 KiB.
+const MAX_INSTANCE_DATA: u64 = 16 << 20;
+
 /// Reads and checks a configured identity file (cloud-init's instance-data.json shape).
 ///
 /// Besides cloud-init's keys, an identity file may carry a `driftwatch` object with what
 /// cloud-init's instance data does not hold, for machines (and tests) without a metadata
 /// service: `user_data_sha1` (string) and `tags` (object of strings), added to the identity.
 pub fn read_identity_file(path: &Path) -> Result<HostIdentity, IdentityError> {
-    let bytes = std::fs::read(path).map_err(|source| IdentityError::Read {
-        path: path.to_path_buf(),
-        source,
+    let bytes = crate::fsutil::read_bounded(path, MAX_INSTANCE_DATA).map_err(|source| {
+        IdentityError::Read {
+            path: path.to_path_buf(),
+            source,
+        }
     })?;
     let malformed = |source| IdentityError::Malformed {
         path: path.to_path_buf(),
@@ -336,7 +342,7 @@ pub async fn resolve(sources: &Sources) -> Result<HostIdentity, IdentityError> {
 /// cloud-init's instance data under the root, if usable.
 fn from_cloud_init(root: &Path) -> Option<HostIdentity> {
     let path = crate::fsutil::host_path(root, Path::new(CLOUD_INIT_INSTANCE_DATA));
-    let bytes = match std::fs::read(&path) {
+    let bytes = match crate::fsutil::read_bounded(&path, MAX_INSTANCE_DATA) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
         Err(error) => {

@@ -25,12 +25,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::broadcast;
 
+pub mod aggregates;
 pub mod catalog;
 pub mod credentials;
 pub mod enrollment;
 pub mod item;
 pub mod listed;
 pub mod model;
+pub mod postgres;
 pub mod sqlite;
 
 #[cfg(test)]

@@ -1,0 +1,164 @@
+//! The conformance suite against a real PostgreSQL 15: one throwaway server per test process
+//! ([`server`]), one fresh database per test ([`fresh_store`]).
+//!
+//! The server is Debian's `postgresql-15` (`tests/setup.sh` installs it), started with
+//! `initdb`/`pg_ctl` as the `postgres` user when the tests run as root (initdb refuses root),
+//! on a free port, with its socket directory under /tmp (socket paths are short), trust
+//! authentication on 127.0.0.1 only and `fsync=off`. A watcher process (it cannot signal a root process, so it polls /proc) stops it and removes
+//! its directory once this test process has exited. `DRIFTWATCH_TEST_POSTGRES=URL` (a
+//! database the tests may create databases with) uses an existing server instead.
+
+use std::ops::Deref;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::Path;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::*;
+use crate::store::conformance::{self, T0, info};
+
+/// Where Debian puts PostgreSQL 15's server programs (not on PATH).
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// A store on a database of its own.
+struct TestStore {
+    store: PgStore,
+}
+
+impl Deref for TestStore {
+    type Target = PgStore;
+
+    fn deref(&self) -> &PgStore {
+        &self.store
+    }
+}
+
+/// The URL of the test server's `postgres` database, without the database name.
+fn server() -> &'static str {
+    static SERVER: OnceLock<String> = OnceLock::new();
+    SERVER.get_or_init(|| match std::env::var("DRIFTWATCH_TEST_POSTGRES") {
+        Ok(url) => url.trim_end_matches('/').to_owned(),
+        Err(_) => start_server(),
+    })
+}
+
+fn start_server() -> String {
+    let initdb = Path::new(PG_BIN).join("initdb");
+    assert!(
+        initdb.exists(),
+        "{} is missing: the PostgreSQL tests need Debian's postgresql-15 (run tests/setup.sh as \
+         root), or DRIFTWATCH_TEST_POSTGRES=postgres://USER@HOST:PORT naming a server",
+        initdb.display()
+    );
+    let root = std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false);
+    let mut last = String::new();
+    for _ in 0..3 {
+        let port = free_port();
+        // As one script, run as postgres when root: a directory it owns, the cluster, the
+        // server, and a watcher that stops it when this process is gone.
+        let script = format!(
+            r#"set -e
+dir=$(mktemp -d /tmp/dwpg.XXXXXX)
+mkdir "$dir/s"
+{PG_BIN}/initdb -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 -N >"$dir/initdb.log" 2>&1
+{PG_BIN}/pg_ctl -D "$dir/data" -l "$dir/server.log" -w -o "-p {port} -k $dir/s -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" start >/dev/null
+nohup sh -c 'while [ -d /proc/{pid} ]; do sleep 1; done; {PG_BIN}/pg_ctl -D "$1/data" -m immediate -w stop; rm -rf "$1"' watcher "$dir" >/dev/null 2>&1 &
+echo "$dir"
+"#,
+            pid = std::process::id(),
+        );
+        let output = if root {
+            Command::new("runuser")
+                .args(["-u", "postgres", "--", "sh", "-c", &script])
+                .current_dir("/tmp")
+                .output()
+        } else {
+            Command::new("sh").args(["-c", &script]).output()
+        }
+        .expect("running initdb and pg_ctl");
+        if output.status.success() {
+            return format!("postgres://postgres@127.0.0.1:{port}");
+        }
+        last = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    panic!("could not start a throwaway PostgreSQL: {last}");
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("its address").port()
+}
+
+/// A store on a new, empty database of the test server.
+fn fresh_store() -> TestStore {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let server = server();
+    let name = format!(
+        "dw_test_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut admin = postgres::Client::connect(&format!("{server}/postgres"), postgres::NoTls)
+        .expect("connecting to the test server");
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .expect("creating a test database");
+    drop(admin);
+    TestStore {
+        store: PgStore::open(&format!("{server}/{name}"), None).expect("opening the store"),
+    }
+}
+
+conformance::conformance_tests!(fresh_store());
+
+#[test]
+fn migrating_twice_applies_nothing_the_second_time() {
+    let store = fresh_store();
+    let url = format!(
+        "{}/{}",
+        server(),
+        store.database().rsplit('/').next().unwrap()
+    );
+    assert_eq!(PgStore::migrate(&url, None).unwrap(), 0);
+    store.hello(&info("i-1", "web-1"), T0).unwrap();
+}
+
+#[test]
+fn collectors_opening_one_new_database_together_migrate_it_once() {
+    let store = fresh_store();
+    let name = store.database().rsplit('/').next().unwrap().to_owned();
+    drop(store);
+    // A database nobody migrated yet: several collectors open it at once.
+    let mut admin =
+        postgres::Client::connect(&format!("{}/postgres", server()), postgres::NoTls).unwrap();
+    let fresh = format!("{name}_race");
+    admin
+        .batch_execute(&format!("CREATE DATABASE {fresh}"))
+        .unwrap();
+    let url = format!("{}/{fresh}", server());
+    let applied: Vec<usize> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| PgStore::migrate(&url, None).unwrap()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(applied.iter().sum::<usize>(), schema::MIGRATIONS.len());
+}
+
+#[test]
+fn a_server_that_is_down_is_a_clear_error_at_open() {
+    let port = free_port();
+    let err = PgStore::open(&format!("postgres://dw@127.0.0.1:{port}/fleet"), None).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("cannot connect to the database postgres://dw@127.0.0.1"),
+        "{text}"
+    );
+}

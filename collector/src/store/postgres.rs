@@ -161,7 +161,7 @@ impl PgStore {
                 .spawn(move || {
                     let mut client = config.connect(tls).map_err(|e| {
                         StoreError::Database(format!(
-                            "cannot connect to the database {shown}: {}",
+                            "cannot connect to the PostgreSQL database {shown}: {}",
                             connect::describe(&e)
                         ))
                     })?;

@@ -142,8 +142,8 @@ fn is_local(host: &Host) -> bool {
     }
 }
 
-/// The URL with any password replaced by `***`.
-fn hide_password(url: &str) -> String {
+/// The URL with any password replaced by `***` (for logs; any database URL).
+pub fn hide_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };

@@ -196,6 +196,9 @@ pub(super) fn migrate(client: &mut Client) -> Result<usize> {
         .context("starting the schema migration")?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .context("waiting for the migration lock")?;
+    // Without the server's "already exists, skipping" notice at every start.
+    tx.batch_execute("SET LOCAL client_min_messages = warning")
+        .context("starting the schema migration")?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS schema_version (
              one     BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one),

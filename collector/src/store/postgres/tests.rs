@@ -158,7 +158,7 @@ fn a_server_that_is_down_is_a_clear_error_at_open() {
     let err = PgStore::open(&format!("postgres://dw@127.0.0.1:{port}/fleet"), None).unwrap_err();
     let text = err.to_string();
     assert!(
-        text.contains("cannot connect to the database postgres://dw@127.0.0.1"),
+        text.contains("cannot connect to the PostgreSQL database postgres://dw@127.0.0.1"),
         "{text}"
     );
 }

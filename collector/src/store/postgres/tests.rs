@@ -16,7 +16,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::*;
-use crate::store::conformance::{self, T0, info};
+use crate::store::conformance::{self, T0, apply1, batch, drifted, hosts, info, item};
+use crate::store::{HistoryQuery, HostQuery};
 
 /// Where Debian puts PostgreSQL 15's server programs (not on PATH).
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
@@ -161,4 +162,62 @@ fn a_server_that_is_down_is_a_clear_error_at_open() {
         text.contains("cannot connect to the PostgreSQL database postgres://dw@127.0.0.1"),
         "{text}"
     );
+}
+
+/// A second store on the same database: another collector sharing it.
+fn second(store: &PgStore) -> PgStore {
+    let name = store.database().rsplit('/').next().unwrap();
+    PgStore::open(&format!("{}/{name}", server()), None).unwrap()
+}
+
+#[test]
+fn collectors_sharing_a_database_see_each_other_s_writes_at_once() {
+    let a = fresh_store();
+    let b = second(&a);
+    let before = b.generation();
+    a.hello(&info("i-1", "web-1"), T0).unwrap();
+    assert_ne!(
+        b.generation(),
+        before,
+        "a hello through A moves B's generation"
+    );
+    let x = item("/etc/x.conf", "security", "bb");
+    apply1(&*a, batch("i-1", "s1", vec![drifted(1, &x)], T0 + 1_000)).unwrap();
+    let query = HostQuery {
+        now: T0 + 2_000,
+        silent_after: conformance::SILENT_AFTER,
+        ..Default::default()
+    };
+    let listed = hosts(&b, &query);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].drift_count, 1);
+    // B continues the stream where A left it.
+    let applied = apply1(&b, batch("i-1", "s1", vec![drifted(1, &x)], T0 + 3_000)).unwrap();
+    assert_eq!((applied.last_seq, applied.events), (1, 0));
+}
+
+#[test]
+fn one_batch_applied_through_two_collectors_at_once_is_stored_once() {
+    let a = fresh_store();
+    let b = second(&a);
+    a.hello(&info("i-1", "web-1"), T0).unwrap();
+    let events: Vec<_> = (1..=50)
+        .map(|seq| drifted(seq, &item(&format!("/etc/f{seq}"), "behavioral", "bb")))
+        .collect();
+    let write = batch("i-1", "s1", events, T0 + 1_000);
+    let stored: Vec<u64> = std::thread::scope(|scope| {
+        let stores: [&PgStore; 2] = [&a, &b];
+        let handles: Vec<_> = stores
+            .into_iter()
+            .map(|store| {
+                let write = write.clone();
+                scope.spawn(move || apply1(store, write).unwrap().events)
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    // One of them stored the batch; the other found it stored (a replay).
+    assert_eq!(stored.iter().sum::<u64>(), 50, "{stored:?}");
+    assert_eq!(a.history(&HistoryQuery::default()).unwrap().len(), 50);
+    assert_eq!(a.digest("i-1").unwrap().unwrap().0.last_seq, 50);
 }

@@ -10,7 +10,7 @@
 
 use std::ops::Deref;
 use std::os::unix::fs::MetadataExt as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -35,16 +35,59 @@ impl Deref for TestStore {
     }
 }
 
-/// The URL of the test server's `postgres` database, without the database name.
+/// The test server: its URL without a database name, and the CA its TLS certificate chains
+/// to (None for a server from `DRIFTWATCH_TEST_POSTGRES`).
+struct Server {
+    url: String,
+    ca: Option<PathBuf>,
+}
+
 fn server() -> &'static str {
-    static SERVER: OnceLock<String> = OnceLock::new();
+    &test_server().url
+}
+
+fn test_server() -> &'static Server {
+    static SERVER: OnceLock<Server> = OnceLock::new();
     SERVER.get_or_init(|| match std::env::var("DRIFTWATCH_TEST_POSTGRES") {
-        Ok(url) => url.trim_end_matches('/').to_owned(),
+        Ok(url) => Server {
+            url: url.trim_end_matches('/').to_owned(),
+            ca: None,
+        },
         Err(_) => start_server(),
     })
 }
 
-fn start_server() -> String {
+/// A CA and a certificate for `localhost` and 127.0.0.1 signed by it, as PEM files in a
+/// directory the `postgres` user can read.
+fn tls_files() -> tempfile::TempDir {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::default();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    for (name, pem) in [
+        ("ca.pem", ca_pem),
+        ("server.crt", leaf.pem()),
+        ("server.key", key.serialize_pem()),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, pem).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    dir
+}
+
+fn start_server() -> Server {
     let initdb = Path::new(PG_BIN).join("initdb");
     assert!(
         initdb.exists(),
@@ -55,20 +98,25 @@ fn start_server() -> String {
     let root = std::fs::metadata("/proc/self")
         .map(|m| m.uid() == 0)
         .unwrap_or(false);
+    let tls = tls_files();
     let mut last = String::new();
     for _ in 0..3 {
         let port = free_port();
-        // As one script, run as postgres when root: a directory it owns, the cluster, the
-        // server, and a watcher that stops it when this process is gone.
+        // As one script, run as postgres when root: a directory it owns, the cluster (with
+        // TLS: the key must be the server's and 0600), the server, and a watcher that stops
+        // it when this process is gone.
         let script = format!(
             r#"set -e
 dir=$(mktemp -d /tmp/dwpg.XXXXXX)
 mkdir "$dir/s"
+cp {tls}/ca.pem {tls}/server.crt {tls}/server.key "$dir/"
+chmod 600 "$dir/server.key"
 {PG_BIN}/initdb -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 -N >"$dir/initdb.log" 2>&1
-{PG_BIN}/pg_ctl -D "$dir/data" -l "$dir/server.log" -w -o "-p {port} -k $dir/s -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" start >/dev/null
+{PG_BIN}/pg_ctl -D "$dir/data" -l "$dir/server.log" -w -o "-p {port} -k $dir/s -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 -c ssl=on -c ssl_cert_file=$dir/server.crt -c ssl_key_file=$dir/server.key" start >/dev/null
 nohup sh -c 'while [ -d /proc/{pid} ]; do sleep 1; done; {PG_BIN}/pg_ctl -D "$1/data" -m immediate -w stop; rm -rf "$1"' watcher "$dir" >/dev/null 2>&1 &
 echo "$dir"
 "#,
+            tls = tls.path().display(),
             pid = std::process::id(),
         );
         let output = if root {
@@ -81,7 +129,11 @@ echo "$dir"
         }
         .expect("running initdb and pg_ctl");
         if output.status.success() {
-            return format!("postgres://postgres@127.0.0.1:{port}");
+            let dir = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+            return Server {
+                url: format!("postgres://postgres@127.0.0.1:{port}"),
+                ca: Some(Path::new(&dir).join("ca.pem")),
+            };
         }
         last = format!(
             "{}{}",
@@ -220,4 +272,48 @@ fn one_batch_applied_through_two_collectors_at_once_is_stored_once() {
     assert_eq!(stored.iter().sum::<u64>(), 50, "{stored:?}");
     assert_eq!(a.history(&HistoryQuery::default()).unwrap().len(), 50);
     assert_eq!(a.digest("i-1").unwrap().unwrap().0.last_seq, 50);
+}
+
+/// Whether the store's connections are encrypted (`pg_stat_ssl`).
+fn encrypted(store: &PgStore) -> bool {
+    store
+        .conn("test")
+        .unwrap()
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn tls_require_encrypts_and_verify_full_checks_the_certificate() {
+    let Some(ca) = &test_server().ca else {
+        eprintln!("DRIFTWATCH_TEST_POSTGRES names the server: its TLS setup is unknown, skipped");
+        return;
+    };
+    let store = fresh_store();
+    let name = store.database().rsplit('/').next().unwrap().to_owned();
+    assert!(!encrypted(&store), "127.0.0.1 without sslmode: plaintext");
+    for host in ["127.0.0.1", "localhost"] {
+        let url = format!(
+            "{}/{name}?sslmode=verify-full&sslrootcert={}",
+            server().replace("127.0.0.1", host),
+            ca.display()
+        );
+        let verified = PgStore::open(&url, None).unwrap();
+        assert!(encrypted(&verified), "{url}");
+        verified.hello(&info("i-1", "web-1"), T0).unwrap();
+    }
+    let required = PgStore::open(&format!("{}/{name}?sslmode=require", server()), None).unwrap();
+    assert!(encrypted(&required));
+    // The test CA is none of the Web PKI's roots.
+    let err = PgStore::open(&format!("{}/{name}?sslmode=verify-full", server()), None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cannot connect") && err.contains("certificate"),
+        "{err}"
+    );
 }

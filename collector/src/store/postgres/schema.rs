@@ -196,22 +196,30 @@ pub(super) fn migrate(client: &mut Client) -> Result<usize> {
         .context("starting the schema migration")?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .context("waiting for the migration lock")?;
-    // Without the server's "already exists, skipping" notice at every start.
-    tx.batch_execute("SET LOCAL client_min_messages = warning")
-        .context("starting the schema migration")?;
-    tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS schema_version (
-             one     BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one),
-             version BIGINT NOT NULL
-         )",
-    )
-    .context("creating schema_version")?;
+    // Checked before any DDL: a collector whose role may only read and write the tables
+    // (the schema migrated beforehand with `migrate` by its owner) starts on a current schema.
+    let exists: bool = tx
+        .query_one("SELECT to_regclass('schema_version') IS NOT NULL", &[])
+        .context("looking for schema_version")?
+        .get(0);
+    if !exists {
+        tx.batch_execute(
+            "CREATE TABLE schema_version (
+                 one     BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one),
+                 version BIGINT NOT NULL
+             )",
+        )
+        .context("creating schema_version")?;
+    }
     let found: i64 = tx
         .query_opt("SELECT version FROM schema_version", &[])
         .context("reading the schema version")?
         .map_or(0, |row| row.get(0));
     if found > supported {
         return Err(StoreError::NewerSchema { found, supported });
+    }
+    if found == supported {
+        return Ok(0);
     }
     for (version, sql) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
         tx.batch_execute(sql)

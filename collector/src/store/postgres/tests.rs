@@ -35,6 +35,11 @@ impl Deref for TestStore {
     }
 }
 
+/// The group whose members' connections need a password (scram-sha-256; every other role
+/// is trusted).
+const PASSWORD_ROLE: &str = "dw_password";
+const PASSWORD: &str = "correct horse";
+
 /// The test server: its URL without a database name, and the CA its TLS certificate chains
 /// to (None for a server from `DRIFTWATCH_TEST_POSTGRES`).
 struct Server {
@@ -112,7 +117,9 @@ mkdir "$dir/s"
 cp {tls}/ca.pem {tls}/server.crt {tls}/server.key "$dir/"
 chmod 600 "$dir/server.key"
 {PG_BIN}/initdb -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 -N >"$dir/initdb.log" 2>&1
+sed -i '1i host all +dw_password 127.0.0.1/32 scram-sha-256' "$dir/data/pg_hba.conf"
 {PG_BIN}/pg_ctl -D "$dir/data" -l "$dir/server.log" -w -o "-p {port} -k $dir/s -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 -c ssl=on -c ssl_cert_file=$dir/server.crt -c ssl_key_file=$dir/server.key" start >/dev/null
+{PG_BIN}/psql -X -q -h 127.0.0.1 -p {port} -U postgres -d postgres -c "CREATE ROLE dw_password NOLOGIN"
 nohup sh -c 'while [ -d /proc/{pid} ]; do sleep 1; done; {PG_BIN}/pg_ctl -D "$1/data" -m immediate -w stop; rm -rf "$1"' watcher "$dir" >/dev/null 2>&1 &
 echo "$dir"
 "#,
@@ -316,4 +323,41 @@ fn tls_require_encrypts_and_verify_full_checks_the_certificate() {
         err.contains("cannot connect") && err.contains("certificate"),
         "{err}"
     );
+}
+
+#[test]
+fn a_password_comes_from_the_url_or_the_password_file() {
+    if test_server().ca.is_none() {
+        eprintln!(
+            "DRIFTWATCH_TEST_POSTGRES names the server: its authentication is unknown, skipped"
+        );
+        return;
+    }
+    let store = fresh_store();
+    let name = store.database().rsplit('/').next().unwrap().to_owned();
+    let mut admin = store.conn("test").unwrap();
+    // Roles are the server's: one per test database, so tests do not race on it.
+    let role = format!("{PASSWORD_ROLE}_{name}");
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN PASSWORD '{PASSWORD}' IN ROLE {PASSWORD_ROLE};
+             GRANT ALL ON ALL TABLES IN SCHEMA public TO {role};
+             GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role};"
+        ))
+        .unwrap();
+    drop(admin);
+    let host = server().trim_start_matches("postgres://postgres@");
+    let with = |password: &str| {
+        format!(
+            "postgres://{role}:{}@{host}/{name}",
+            password.replace(' ', "%20")
+        )
+    };
+    let from_url = PgStore::open(&with(PASSWORD), None).unwrap();
+    from_url.hello(&info("i-1", "web-1"), T0).unwrap();
+    // The password file's wins over the URL's.
+    let from_file = PgStore::open(&with("wrong"), Some(PASSWORD)).unwrap();
+    from_file.hello(&info("i-2", "web-2"), T0).unwrap();
+    let err = PgStore::open(&with("wrong"), None).unwrap_err().to_string();
+    assert!(err.contains("password authentication failed"), "{err}");
 }

@@ -4,7 +4,9 @@
 use std::fs;
 use std::time::Duration;
 
-use driftwatch_tests::{Collector, TestDir, assert_history_consistent, drift_paths, history};
+use driftwatch_tests::{
+    Collector, TestDir, assert_history_consistent, drift_paths, history, postgres_database,
+};
 
 const SETTLE: Duration = Duration::from_secs(30);
 
@@ -278,9 +280,35 @@ fn bad_input_gets_a_clear_error() {
     assert!(err.contains("without TLS"), "{err}");
     let err = t
         .cmd("driftwatch-collector")
-        .args(["serve", "--database", "postgres://nowhere/db"])
+        .args(["serve", "--database", "postgres://nowhere.invalid/db"])
         .stderr_with_code(1);
-    assert!(err.contains("PostgreSQL"), "{err}");
+    // A PostgreSQL server that cannot be reached is said so at start, not retried forever.
+    assert!(
+        err.contains("cannot connect to the PostgreSQL database postgres://nowhere.invalid/db"),
+        "{err}"
+    );
+}
+
+/// The whole path on PostgreSQL: an agent streams into a collector on a real PostgreSQL 15,
+/// the collector dies (kill -9) and restarts, and every transition is stored exactly once.
+#[test]
+fn on_postgresql_edits_arrive_exactly_once_across_a_collector_kill_9() {
+    let t = TestDir::new();
+    t.populate();
+    let b = t.baseline();
+    let mut c = Collector::start_on(&t.path().join("collector"), &postgres_database());
+    let _agent = t.start_agent(&b, &t.collector_config(&c, "i-pg"));
+    c.wait_host_paths("i-pg", SETTLE, |p| p.is_empty());
+    t.write_by_rename("/etc/ssh/sshd_config", "# sshd\nPermitRootLogin yes\n");
+    c.wait_host_paths("i-pg", SETTLE, |p| p == ["/etc/ssh/sshd_config"]);
+    c.kill9();
+    t.write_by_rename("/etc/motd", "changed\n");
+    c.restart();
+    let (_, report) = t.check_json(&b, &[]);
+    let expected = drift_paths(&report);
+    assert_eq!(expected.len(), 2, "{expected:?}");
+    c.wait_host_paths("i-pg", SETTLE, |p| p == expected);
+    assert_history_consistent(&c, "i-pg", &expected);
 }
 
 /// The Python interpreter with grpcio, grpcio-reflection and grpcio-health-checking (`.ci/run`

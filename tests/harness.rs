@@ -632,16 +632,18 @@ pub struct Collector {
     pub log: PathBuf,
     env: Vec<(String, String)>,
     args: Vec<String>,
+    /// `--database`: `sqlite://DIR/collector.db` unless started with [`Collector::start_on`].
+    pub database: String,
 }
 
 impl Collector {
     /// `driftwatch-collector token ARGS` against this collector's database.
     pub fn token_command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(bin("driftwatch-collector"));
-        cmd.arg("token").args(args).arg("--database").arg(format!(
-            "sqlite://{}",
-            self.dir.join("collector.db").display()
-        ));
+        cmd.arg("token")
+            .args(args)
+            .arg("--database")
+            .arg(&self.database);
         cmd
     }
 
@@ -673,7 +675,21 @@ impl Collector {
         Collector::start_with(dir, env, &[])
     }
 
+    /// Starts a collector on `database` (a `postgres://` URL), keeping its log in `dir`.
+    pub fn start_on(dir: &Path, database: &str) -> Collector {
+        Collector::start_full(dir, &[], &[], Some(database))
+    }
+
     fn start_with(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Collector {
+        Collector::start_full(dir, env, args, None)
+    }
+
+    fn start_full(
+        dir: &Path,
+        env: &[(&str, &str)],
+        args: &[&str],
+        database: Option<&str>,
+    ) -> Collector {
         fs::create_dir_all(dir).expect("collector dir");
         let port = free_port();
         let scheme = if args.contains(&"--tls-cert") {
@@ -692,6 +708,10 @@ impl Collector {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             args: args.iter().map(|a| a.to_string()).collect(),
+            database: database.map_or_else(
+                || format!("sqlite://{}", dir.join("collector.db").display()),
+                str::to_owned,
+            ),
         };
         c.restart();
         c
@@ -708,10 +728,7 @@ impl Collector {
         let child = Command::new(bin("driftwatch-collector"))
             .args(["serve", "--listen", &format!("127.0.0.1:{}", self.port)])
             .arg("--database")
-            .arg(format!(
-                "sqlite://{}",
-                self.dir.join("collector.db").display()
-            ))
+            .arg(&self.database)
             .args(
                 [("--heartbeat", "1s"), ("--silent-after", "5s")]
                     .into_iter()
@@ -1187,4 +1204,57 @@ pub fn make_pki(dir: &Path, clients: &[(&str, &str)]) {
             &ext,
         ]);
     }
+}
+
+/// A new, empty database on a throwaway PostgreSQL 15 started once per test process (as the
+/// collector's store tests start theirs: `initdb`/`pg_ctl` from Debian's `postgresql-15`, as
+/// user `postgres` when root, trust on 127.0.0.1, stopped by a watcher once this process is
+/// gone): its `postgres://` URL.
+pub fn postgres_database() -> String {
+    static SERVER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let server = SERVER.get_or_init(start_postgres);
+    let name = format!(
+        "dw_e2e_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let out = Command::new("psql")
+        .args(["-X", "-q", "-d", &format!("{server}/postgres"), "-c"])
+        .arg(format!("CREATE DATABASE {name}"))
+        .output()
+        .expect("psql runs");
+    assert!(out.status.success(), "{}", describe(&out));
+    format!("{server}/{name}")
+}
+
+fn start_postgres() -> String {
+    const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+    assert!(
+        Path::new(PG_BIN).join("initdb").exists(),
+        "PostgreSQL 15 is missing: run tests/setup.sh as root"
+    );
+    let root = is_root();
+    let port = free_port();
+    let script = format!(
+        r#"set -e
+dir=$(mktemp -d /tmp/dwpg.XXXXXX)
+mkdir "$dir/s"
+{PG_BIN}/initdb -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 -N >"$dir/initdb.log" 2>&1
+{PG_BIN}/pg_ctl -D "$dir/data" -l "$dir/server.log" -w -o "-p {port} -k $dir/s -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null
+nohup sh -c 'while [ -d /proc/{pid} ]; do sleep 1; done; {PG_BIN}/pg_ctl -D "$1/data" -m immediate -w stop; rm -rf "$1"' watcher "$dir" >/dev/null 2>&1 &
+"#,
+        pid = std::process::id(),
+    );
+    let out = if root {
+        Command::new("runuser")
+            .args(["-u", "postgres", "--", "sh", "-c", &script])
+            .current_dir("/tmp")
+            .output()
+    } else {
+        Command::new("sh").args(["-c", &script]).output()
+    }
+    .expect("initdb and pg_ctl run");
+    assert!(out.status.success(), "{}", describe(&out));
+    format!("postgres://postgres@127.0.0.1:{port}")
 }

@@ -12,6 +12,9 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v curl >/dev/null || need+=(curl)
 command -v protoc >/dev/null || need+=(protobuf-compiler)
 command -v python3 >/dev/null || need+=(python3)
+# PostgreSQL 15 (Debian 12's default): the store conformance suite runs against a throwaway
+# server it starts with initdb/pg_ctl (collector/src/store/postgres/tests.rs).
+[ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql)
 # python3-venv: the stock gRPC client test (grpcio from PyPI, below).
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then

@@ -9,7 +9,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
@@ -65,7 +64,7 @@ pub async fn run(args: UpArgs) -> Result<i32> {
         database: format!("sqlite://{}", data_dir.join("collector.db").display()),
         ..ServeOptions::default()
     };
-    let store = Arc::new(server::open_database(&options.database)?);
+    let store = server::open_database(&options.database, None)?;
     let listener = server::bind(&options)
         .await
         .context("is another collector running? (choose another address with --listen)")?;

@@ -32,6 +32,7 @@ use crate::ingest::writer::Writer;
 use crate::ingest::{IngestService, Limits};
 use crate::metrics::Metrics;
 use crate::query::{FleetService, IacService, Queries};
+use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Feed, Store};
 
@@ -65,9 +66,14 @@ pub struct ServeOptions {
     /// Address for gRPC and HTTP (both on one port).
     #[arg(long, default_value = DEFAULT_LISTEN, env = "DRIFTWATCH_LISTEN")]
     pub listen: SocketAddr,
-    /// `sqlite://PATH` (relative to the working directory, or `sqlite:///abs/path`).
+    /// `sqlite://PATH` (relative to the working directory, or `sqlite:///abs/path`), or
+    /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?sslmode=disable|require|verify-full]`
+    /// (several collectors may share one PostgreSQL database).
     #[arg(long, default_value = DEFAULT_DATABASE, env = "DRIFTWATCH_DATABASE")]
     pub database: String,
+    /// A file holding the PostgreSQL password (one line); else the URL's, else PGPASSWORD.
+    #[arg(long, env = "DRIFTWATCH_DATABASE_PASSWORD_FILE")]
+    pub database_password_file: Option<PathBuf>,
     /// Server certificate chain (PEM); with --tls-key, serves TLS.
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -138,6 +144,7 @@ impl Default for ServeOptions {
         ServeOptions {
             listen: DEFAULT_LISTEN.parse().expect("valid default"),
             database: DEFAULT_DATABASE.into(),
+            database_password_file: None,
             tls_cert: None,
             tls_key: None,
             client_ca: None,
@@ -185,27 +192,96 @@ impl StopSignals {
     }
 }
 
-/// Opens the database a URL names.
-pub fn open_database(url: &str) -> Result<SqliteStore> {
+/// An open database: SQLite (the default, embedded) or PostgreSQL (shared by collectors).
+#[derive(Clone, Debug)]
+pub enum Database {
+    Sqlite(Arc<SqliteStore>),
+    Postgres(Arc<PgStore>),
+}
+
+impl std::ops::Deref for Database {
+    type Target = dyn Store;
+
+    fn deref(&self) -> &(dyn Store + 'static) {
+        match self {
+            Database::Sqlite(store) => store.as_ref(),
+            Database::Postgres(store) => store.as_ref(),
+        }
+    }
+}
+
+/// What a database URL names.
+enum Url {
+    Sqlite(PathBuf),
+    Postgres,
+}
+
+fn parse_database_url(url: &str) -> Result<Url> {
     let path = if let Some(rest) = url.strip_prefix("sqlite://") {
         PathBuf::from(rest)
     } else if let Some(rest) = url.strip_prefix("sqlite:") {
         PathBuf::from(rest)
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        bail!("PostgreSQL is not supported by this collector yet; use sqlite://PATH");
+        return Ok(Url::Postgres);
     } else if url.contains("://") {
-        bail!("unknown database URL {url:?}: expected sqlite://PATH");
+        bail!("unknown database URL {url:?}: expected sqlite://PATH or postgres://USER@HOST/DB");
     } else {
         PathBuf::from(url)
     };
     if path.as_os_str().is_empty() {
         bail!("database URL {url:?} names no file");
     }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        crate::store::sqlite::create_private_dir(dir)
-            .with_context(|| format!("creating the database directory {}", dir.display()))?;
+    Ok(Url::Sqlite(path))
+}
+
+/// The password `--database-password-file` holds (its first line).
+fn read_password(file: Option<&Path>) -> Result<Option<String>> {
+    let Some(file) = file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("reading the database password file {}", file.display()))?;
+    if text.len() > 4096 {
+        bail!(
+            "the database password file {} is longer than a password (4 KiB)",
+            file.display()
+        );
     }
-    SqliteStore::open(&path).with_context(|| format!("opening the database {}", path.display()))
+    Ok(Some(text.lines().next().unwrap_or("").to_owned()))
+}
+
+/// Opens the database a URL names, bringing its schema up to date. PostgreSQL's password
+/// comes from `password_file` if given, else from the URL, else from `PGPASSWORD`.
+pub fn open_database(url: &str, password_file: Option<&Path>) -> Result<Database> {
+    match parse_database_url(url)? {
+        Url::Sqlite(path) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                crate::store::sqlite::create_private_dir(dir).with_context(|| {
+                    format!("creating the database directory {}", dir.display())
+                })?;
+            }
+            let store = SqliteStore::open(&path)
+                .with_context(|| format!("opening the database {}", path.display()))?;
+            Ok(Database::Sqlite(Arc::new(store)))
+        }
+        Url::Postgres => {
+            let password = read_password(password_file)?;
+            let store = PgStore::open(url, password.as_deref())?;
+            Ok(Database::Postgres(Arc::new(store)))
+        }
+    }
+}
+
+/// Brings the database's schema up to date and nothing else (`driftwatch-collector
+/// migrate`): how many schema versions this applied, when the backend counts them.
+pub fn migrate_database(url: &str, password_file: Option<&Path>) -> Result<Option<usize>> {
+    match parse_database_url(url)? {
+        Url::Sqlite(_) => open_database(url, password_file).map(|_| None),
+        Url::Postgres => {
+            let password = read_password(password_file)?;
+            Ok(Some(PgStore::migrate(url, password.as_deref())?))
+        }
+    }
 }
 
 impl ServeOptions {
@@ -276,11 +352,14 @@ pub use crate::status::SHUTTING_DOWN;
 /// acknowledged, and agents send it again.
 pub async fn serve(
     options: ServeOptions,
-    store: Arc<SqliteStore>,
+    store: Database,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    serve_with(options, store, listener, shutdown).await
+    match store {
+        Database::Sqlite(store) => serve_with(options, store, listener, shutdown).await,
+        Database::Postgres(store) => serve_with(options, store, listener, shutdown).await,
+    }
 }
 
 async fn serve_with<S: Store>(
@@ -410,7 +489,8 @@ async fn serve_with<S: Store>(
         "http"
     };
     let local = listener.local_addr()?;
-    tracing::info!(listen = %local, scheme, database = %options.database, "Collector serving.");
+    let database = crate::store::postgres::connect::hide_password(&options.database);
+    tracing::info!(listen = %local, scheme, %database, "Collector serving.");
     metrics.up.set(1.0);
     let incoming = LimitedIncoming::new(listener, options.max_connections, metrics.clone());
     // Returns once cancelled and every connection is closed: agents' streams and watches

@@ -1,13 +1,14 @@
-//! `driftwatch-collector serve`, and the operator tokens it accepts (`token create|list|revoke`,
-//! run on the collector's host against its database).
+//! `driftwatch-collector serve`, the operator tokens it accepts (`token create|list|revoke`,
+//! run on the collector's host against its database), and `migrate` (the database's schema
+//! brought up to date alone, for pipelines that migrate before they deploy).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use driftwatch_collector::access::token;
 use driftwatch_collector::server::{self, DEFAULT_DATABASE, ServeOptions};
-use driftwatch_collector::store::{self, NewToken, Role, Store as _};
+use driftwatch_collector::store::{self, NewToken, Role};
 use driftwatch_shell as shell;
 use tokio_util::sync::CancellationToken;
 
@@ -36,6 +37,12 @@ enum Command {
     /// Operators' bearer tokens: each has a name and a role (reader, operator, admin).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Bring the database's schema up to date, then exit (`serve` does it too, at start;
+    /// collectors sharing a PostgreSQL database take turns under an advisory lock).
+    Migrate {
+        #[command(flatten)]
+        db: Database,
+    },
 }
 
 #[derive(Subcommand)]
@@ -73,9 +80,19 @@ enum TokenCommand {
 
 #[derive(Args)]
 struct Database {
-    /// The collector's database (`sqlite://PATH`), as `serve --database`.
+    /// The collector's database (`sqlite://PATH` or `postgres://USER@HOST/DB`), as
+    /// `serve --database`.
     #[arg(long, default_value = DEFAULT_DATABASE, env = "DRIFTWATCH_DATABASE")]
     database: String,
+    /// A file holding the PostgreSQL password, as `serve --database-password-file`.
+    #[arg(long, env = "DRIFTWATCH_DATABASE_PASSWORD_FILE")]
+    database_password_file: Option<PathBuf>,
+}
+
+impl Database {
+    fn open(&self) -> anyhow::Result<server::Database> {
+        server::open_database(&self.database, self.database_password_file.as_deref())
+    }
 }
 
 fn parse_role(text: &str) -> Result<Role, String> {
@@ -87,6 +104,15 @@ fn main() -> ExitCode {
     shell::init_logging("info");
     let options = match cli.command {
         Command::Serve(options) => *options,
+        Command::Migrate { db } => {
+            return match migrate(&db) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Token(command) => {
             return match tokens(command) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -118,7 +144,8 @@ fn main() -> ExitCode {
 
 /// Serves until SIGTERM or SIGINT, then stops within `--shutdown-timeout`.
 async fn serve(options: ServeOptions) -> anyhow::Result<()> {
-    let store = Arc::new(server::open_database(&options.database)?);
+    let store =
+        server::open_database(&options.database, options.database_password_file.as_deref())?;
     let listener = server::bind(&options).await?;
     let deadline = options.shutdown_timeout;
     let mut signals = server::StopSignals::new()?;
@@ -150,6 +177,15 @@ async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn migrate(db: &Database) -> anyhow::Result<()> {
+    match server::migrate_database(&db.database, db.database_password_file.as_deref())? {
+        Some(0) => eprintln!("The database schema is up to date."),
+        Some(n) => eprintln!("The database schema is up to date (migrations applied: {n})."),
+        None => eprintln!("The database schema is up to date."),
+    }
+    Ok(())
+}
+
 fn tokens(command: TokenCommand) -> anyhow::Result<()> {
     match command {
         TokenCommand::Create {
@@ -163,7 +199,7 @@ fn tokens(command: TokenCommand) -> anyhow::Result<()> {
                     "a token name is 1 to 128 characters, none of them control characters"
                 );
             }
-            let store = server::open_database(&db.database)?;
+            let store = db.open()?;
             let (secret, sha256) =
                 token::generate().map_err(|e| anyhow::anyhow!("drawing a random token: {e}"))?;
             let now = store::now_millis();
@@ -182,7 +218,7 @@ fn tokens(command: TokenCommand) -> anyhow::Result<()> {
             shell::print_str(&format!("{secret}\n"))?;
         }
         TokenCommand::List { json, db } => {
-            let tokens = server::open_database(&db.database)?.tokens()?;
+            let tokens = db.open()?.tokens()?;
             let rows: Vec<serde_json::Value> = tokens
                 .iter()
                 .map(|t| {
@@ -219,7 +255,7 @@ fn tokens(command: TokenCommand) -> anyhow::Result<()> {
             }
         }
         TokenCommand::Revoke { name, db } => {
-            let store = server::open_database(&db.database)?;
+            let store = db.open()?;
             if !store.revoke_token(&name, store::now_millis())? {
                 anyhow::bail!(
                     "no live token is named {name:?} (`driftwatch-collector token list` shows them)"

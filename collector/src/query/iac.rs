@@ -96,7 +96,8 @@ impl Cache {
 impl<S: Store> Queries<S> {
     /// The snapshot: the cached one while the store's generation holds.
     async fn snapshot(&self) -> Result<Arc<Snapshot>, QueryError> {
-        let generation = self.store.generation();
+        // On a blocking thread like every store call: PostgreSQL's generation is a query.
+        let generation = self.run(|s| Ok(s.generation())).await?;
         if let Some((g, snapshot)) = self.iac_cache.lock().as_ref()
             && *g == generation
         {

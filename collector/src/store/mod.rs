@@ -1,15 +1,15 @@
 //! Storage: hosts, their current drift, the full event history, and the baselines seen.
 //!
-//! One trait, [`Store`], with one implementation per database (SQLite now, PostgreSQL next);
-//! every implementation must pass the conformance suite in [`conformance`]. The trait is
-//! synchronous and the server calls it from blocking threads ([`blocking`]): SQLite is, and a
-//! PostgreSQL backend fits it with the synchronous `postgres` client and a connection pool
-//! sized like the blocking pool. It is written for that second backend: every method is one
-//! short transaction, it speaks the store's own types only (no API message, no SQL type), and
-//! what must hold across collector processes — idempotence by (host, stream, sequence), the
-//! host's stream state — lives in the data, not in this process's memory. (The in-memory
-//! listing mirror and [`Store::generation`] are per process: a backend shared by replicas keeps
-//! them from the database instead.)
+//! One trait, [`Store`], with one implementation per database ([`sqlite`], the default, and
+//! [`postgres`], which collectors can share); every implementation must pass the conformance
+//! suite in [`conformance`]. The trait is synchronous and the server calls it from blocking
+//! threads ([`blocking`]) — every call, [`Store::generation`] included: PostgreSQL's
+//! synchronous client must not run on an async worker. Every method is one short
+//! transaction, it speaks the store's own types only (no API message, no SQL type), and what
+//! must hold across collector processes — idempotence by (host, stream, sequence), the host's
+//! stream state — lives in the data, not in this process's memory. (SQLite's in-memory
+//! listing mirror and its [`Store::generation`] are per process; PostgreSQL's come from the
+//! database.)
 //!
 //! Writes come in groups ([`Store::apply`]): the server's single writer takes every batch that
 //! is waiting, applies each atomically (a batch is all or nothing) inside one transaction and
@@ -25,12 +25,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::broadcast;
 
+pub mod aggregates;
 pub mod catalog;
 pub mod credentials;
 pub mod enrollment;
 pub mod item;
 pub mod listed;
 pub mod model;
+pub mod postgres;
 pub mod sqlite;
 
 #[cfg(test)]

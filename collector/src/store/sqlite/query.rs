@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rusqlite::types::{Type, Value};
 use rusqlite::{Connection, OptionalExtension as _, Row, params_from_iter};
 
-use super::hosts::{Drift, HOST_COLUMNS, HostRow};
+use super::hosts::{Drift, HOST_COLUMNS, HostRow, read_row};
 use super::{severity_at, to_u64};
 use crate::store::{
     Cause, HistoryEntry, HistoryQuery, HostDetail, HostQuery, ItemFilter, PathSummary, Severity,
@@ -77,7 +77,7 @@ pub(super) fn get_host(
     host: &str,
     query: &HostQuery,
 ) -> rusqlite::Result<Option<HostDetail>> {
-    let Some(row) = find(conn, host, HOST_COLUMNS, HostRow::read)? else {
+    let Some(row) = find(conn, host, HOST_COLUMNS, read_row)? else {
         return Ok(None);
     };
     let mut stmt = conn.prepare_cached(

@@ -1,0 +1,236 @@
+//! The tables (see the parent module's docs) and their migrations.
+//!
+//! PostgreSQL's schema counts its own versions in `schema_version`: its version 1 is SQLite's
+//! version 6 (every table, with the same columns, keys and checks). Migrations run in one
+//! transaction that first takes a transaction-level advisory lock ([`MIGRATION_LOCK`]), so
+//! collectors starting together on one database migrate it once: the second waits for the
+//! first to commit, then finds the schema current.
+
+use postgres::Client;
+
+use super::Context as _;
+use crate::store::{Result, StoreError};
+
+/// The advisory lock key migrations hold ("driftwat" in ASCII): one key for every
+/// driftwatch database on a server (a migration of another database waits a moment, no more).
+pub(super) const MIGRATION_LOCK: i64 = 0x6472_6966_7477_6174;
+
+/// Schema migrations, applied in order; `schema_version` counts those applied. Never edit one
+/// that has shipped: add the next.
+pub(super) const MIGRATIONS: &[&str] = &[SCHEMA_V1];
+
+/// Text that is compared, sorted or ranged is `COLLATE "C"` (byte order, as SQLite compares
+/// text and as the queries' prefix ranges assume), whatever the database's default collation.
+const SCHEMA_V1: &str = r#"
+CREATE TABLE hosts (
+    host              TEXT COLLATE "C" PRIMARY KEY,
+    hostname          TEXT COLLATE "C" NOT NULL DEFAULT '',
+    identity_source   TEXT NOT NULL DEFAULT '',
+    cloud             TEXT NOT NULL DEFAULT '',
+    region            TEXT NOT NULL DEFAULT '',
+    availability_zone TEXT NOT NULL DEFAULT '',
+    instance_id       TEXT NOT NULL DEFAULT '',
+    image_id          TEXT NOT NULL DEFAULT '',
+    private_ip        TEXT NOT NULL DEFAULT '',
+    machine_id_hash   TEXT NOT NULL DEFAULT '',
+    user_data_sha1    TEXT NOT NULL DEFAULT '',
+    account_id        TEXT NOT NULL DEFAULT '',
+    tags              TEXT NOT NULL DEFAULT '{}',
+    agent_version     TEXT NOT NULL DEFAULT '',
+    baseline_id       TEXT NOT NULL DEFAULT '',
+    image_name        TEXT NOT NULL DEFAULT '',
+    image_version     TEXT NOT NULL DEFAULT '',
+    boot_id           TEXT NOT NULL DEFAULT '',
+    stream_id         TEXT NOT NULL DEFAULT '',
+    last_seq          BIGINT NOT NULL DEFAULT 0 CHECK (last_seq >= 0),
+    first_seen        BIGINT NOT NULL,
+    last_seen         BIGINT NOT NULL,
+    n_security        BIGINT NOT NULL DEFAULT 0,
+    n_behavioral      BIGINT NOT NULL DEFAULT 0,
+    n_cosmetic        BIGINT NOT NULL DEFAULT 0,
+    since_security    BIGINT,
+    since_behavioral  BIGINT,
+    since_cosmetic    BIGINT
+);
+CREATE INDEX hosts_hostname ON hosts (hostname);
+
+CREATE TABLE items (
+    host         TEXT COLLATE "C" NOT NULL REFERENCES hosts (host),
+    subject      TEXT COLLATE "C" NOT NULL,
+    subject_kind TEXT NOT NULL,
+    kind         TEXT NOT NULL,
+    severity     BIGINT NOT NULL CHECK (severity BETWEEN 0 AND 2),
+    cause        TEXT COLLATE "C" NOT NULL,
+    changed      TEXT NOT NULL,
+    observed_at  BIGINT NOT NULL,
+    sha256       BYTEA NOT NULL,
+    item         BYTEA NOT NULL,
+    PRIMARY KEY (host, subject)
+);
+CREATE INDEX items_subject ON items (subject, severity, host, observed_at, cause);
+
+CREATE TABLE events (
+    id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    host        TEXT COLLATE "C" NOT NULL REFERENCES hosts (host),
+    stream_id   TEXT NOT NULL,
+    seq         BIGINT CHECK (seq > 0),
+    transition  TEXT NOT NULL CHECK (transition IN ('drifted', 'changed', 'resolved')),
+    observed_at BIGINT NOT NULL,
+    received_at BIGINT NOT NULL,
+    subject     TEXT COLLATE "C" NOT NULL,
+    severity    BIGINT NOT NULL CHECK (severity BETWEEN 0 AND 2),
+    source      TEXT NOT NULL CHECK (source IN ('stream', 'snapshot')),
+    item        BYTEA NOT NULL,
+    UNIQUE (host, stream_id, seq)
+);
+CREATE INDEX events_host_received ON events (host, received_at);
+CREATE INDEX events_received ON events (received_at);
+
+CREATE TABLE baselines (
+    baseline_id   TEXT COLLATE "C" PRIMARY KEY,
+    image_name    TEXT NOT NULL DEFAULT '',
+    image_version TEXT NOT NULL DEFAULT '',
+    first_seen    BIGINT NOT NULL,
+    last_seen     BIGINT NOT NULL
+);
+
+CREATE TABLE iac_states (
+    name              TEXT COLLATE "C" PRIMARY KEY,
+    source            TEXT NOT NULL,
+    kind              TEXT NOT NULL CHECK (kind IN ('state', 'show_json')),
+    lineage           TEXT NOT NULL DEFAULT '',
+    serial            BIGINT,
+    terraform_version TEXT NOT NULL DEFAULT '',
+    imported_at       BIGINT NOT NULL,
+    ignored_instances BIGINT NOT NULL DEFAULT 0,
+    imported_by       TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX iac_states_lineage ON iac_states (lineage, serial);
+
+CREATE TABLE iac_resources (
+    state          TEXT COLLATE "C" NOT NULL REFERENCES iac_states (name),
+    address        TEXT COLLATE "C" NOT NULL,
+    type           TEXT NOT NULL,
+    role           TEXT NOT NULL CHECK (role IN ('instance', 'group', 'template')),
+    key            TEXT NOT NULL,
+    name           TEXT NOT NULL,
+    image_id       TEXT NOT NULL,
+    private_ip     TEXT NOT NULL,
+    private_dns    TEXT NOT NULL,
+    user_data_sha1 TEXT NOT NULL,
+    status         TEXT NOT NULL,
+    template       TEXT NOT NULL,
+    location       TEXT NOT NULL,
+    PRIMARY KEY (state, address)
+);
+
+CREATE TABLE images (
+    region       TEXT COLLATE "C" NOT NULL,
+    image_id     TEXT COLLATE "C" NOT NULL,
+    build        TEXT NOT NULL,
+    builder_type TEXT NOT NULL,
+    run_uuid     TEXT NOT NULL,
+    build_time   BIGINT NOT NULL,
+    baseline_id  TEXT NOT NULL,
+    source       TEXT NOT NULL,
+    imported_at  BIGINT NOT NULL,
+    PRIMARY KEY (region, image_id)
+);
+
+CREATE TABLE tokens (
+    id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name       TEXT NOT NULL,
+    role       TEXT NOT NULL CHECK (role IN ('reader', 'operator', 'admin')),
+    sha256     BYTEA NOT NULL UNIQUE,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT,
+    revoked_at BIGINT
+);
+CREATE UNIQUE INDEX tokens_live_name ON tokens (name) WHERE revoked_at IS NULL;
+
+CREATE TABLE join_tokens (
+    id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name       TEXT NOT NULL,
+    sha256     BYTEA NOT NULL UNIQUE,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    uses       BIGINT NOT NULL CHECK (uses > 0),
+    used       BIGINT NOT NULL DEFAULT 0,
+    image      TEXT,
+    created_by TEXT NOT NULL,
+    revoked_at BIGINT
+);
+CREATE UNIQUE INDEX join_tokens_live_name ON join_tokens (name) WHERE revoked_at IS NULL;
+
+CREATE TABLE enrollments (
+    host        TEXT COLLATE "C" PRIMARY KEY,
+    key_sha256  BYTEA NOT NULL,
+    token       TEXT NOT NULL,
+    enrolled_at BIGINT NOT NULL
+);
+
+-- `id` orders certificates issued in the same millisecond (SQLite's rowid).
+CREATE TABLE certificates (
+    id         BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE,
+    serial     TEXT COLLATE "C" PRIMARY KEY,
+    host       TEXT COLLATE "C" NOT NULL,
+    key_sha256 BYTEA NOT NULL,
+    issued_at  BIGINT NOT NULL,
+    not_after  BIGINT NOT NULL,
+    revoked_at BIGINT,
+    revoked_by TEXT
+);
+CREATE INDEX certificates_host ON certificates (host, issued_at);
+
+-- Store::generation: advanced after every committed hello and import, by every collector
+-- sharing the database.
+CREATE SEQUENCE generation;
+"#;
+
+/// Brings the schema up to date under [`MIGRATION_LOCK`], refusing one newer than
+/// [`MIGRATIONS`] knows. Returns the versions it applied.
+pub(super) fn migrate(client: &mut Client) -> Result<usize> {
+    let supported = MIGRATIONS.len() as i64;
+    let mut tx = client
+        .transaction()
+        .context("starting the schema migration")?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .context("waiting for the migration lock")?;
+    // Checked before any DDL: a collector whose role may only read and write the tables
+    // (the schema migrated beforehand with `migrate` by its owner) starts on a current schema.
+    let exists: bool = tx
+        .query_one("SELECT to_regclass('schema_version') IS NOT NULL", &[])
+        .context("looking for schema_version")?
+        .get(0);
+    if !exists {
+        tx.batch_execute(
+            "CREATE TABLE schema_version (
+                 one     BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one),
+                 version BIGINT NOT NULL
+             )",
+        )
+        .context("creating schema_version")?;
+    }
+    let found: i64 = tx
+        .query_opt("SELECT version FROM schema_version", &[])
+        .context("reading the schema version")?
+        .map_or(0, |row| row.get(0));
+    if found > supported {
+        return Err(StoreError::NewerSchema { found, supported });
+    }
+    if found == supported {
+        return Ok(0);
+    }
+    for (version, sql) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
+        tx.batch_execute(sql)
+            .with_context(|| format!("migrating the schema to version {}", version + 1))?;
+    }
+    tx.execute(
+        "INSERT INTO schema_version (version) VALUES ($1)
+         ON CONFLICT (one) DO UPDATE SET version = excluded.version",
+        &[&supported],
+    )
+    .context("recording the schema version")?;
+    tx.commit().context("committing the schema migration")?;
+    Ok((supported - found.max(0)) as usize)
+}

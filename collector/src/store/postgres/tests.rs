@@ -1,0 +1,363 @@
+//! The conformance suite against a real PostgreSQL 15: one throwaway server per test process
+//! ([`server`]), one fresh database per test ([`fresh_store`]).
+//!
+//! The server is Debian's `postgresql-15` (`tests/setup.sh` installs it), started with
+//! `initdb`/`pg_ctl` as the `postgres` user when the tests run as root (initdb refuses root),
+//! on a free port, with its socket directory under /tmp (socket paths are short), trust
+//! authentication on 127.0.0.1 only and `fsync=off`. A watcher process (it cannot signal a root process, so it polls /proc) stops it and removes
+//! its directory once this test process has exited. `DRIFTWATCH_TEST_POSTGRES=URL` (a
+//! database the tests may create databases with) uses an existing server instead.
+
+use std::ops::Deref;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::*;
+use crate::store::conformance::{self, T0, apply1, batch, drifted, hosts, info, item};
+use crate::store::{HistoryQuery, HostQuery};
+
+/// Where Debian puts PostgreSQL 15's server programs (not on PATH).
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// A store on a database of its own.
+struct TestStore {
+    store: PgStore,
+}
+
+impl Deref for TestStore {
+    type Target = PgStore;
+
+    fn deref(&self) -> &PgStore {
+        &self.store
+    }
+}
+
+/// The group whose members' connections need a password (scram-sha-256; every other role
+/// is trusted).
+const PASSWORD_ROLE: &str = "dw_password";
+const PASSWORD: &str = "correct horse";
+
+/// The test server: its URL without a database name, and the CA its TLS certificate chains
+/// to (None for a server from `DRIFTWATCH_TEST_POSTGRES`).
+struct Server {
+    url: String,
+    ca: Option<PathBuf>,
+}
+
+fn server() -> &'static str {
+    &test_server().url
+}
+
+fn test_server() -> &'static Server {
+    static SERVER: OnceLock<Server> = OnceLock::new();
+    SERVER.get_or_init(|| match std::env::var("DRIFTWATCH_TEST_POSTGRES") {
+        Ok(url) => Server {
+            url: url.trim_end_matches('/').to_owned(),
+            ca: None,
+        },
+        Err(_) => start_server(),
+    })
+}
+
+/// A CA and a certificate for `localhost` and 127.0.0.1 signed by it, as PEM files in a
+/// directory the `postgres` user can read.
+fn tls_files() -> tempfile::TempDir {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::default();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    for (name, pem) in [
+        ("ca.pem", ca_pem),
+        ("server.crt", leaf.pem()),
+        ("server.key", key.serialize_pem()),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, pem).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    dir
+}
+
+fn start_server() -> Server {
+    let initdb = Path::new(PG_BIN).join("initdb");
+    assert!(
+        initdb.exists(),
+        "{} is missing: the PostgreSQL tests need Debian's postgresql-15 (run tests/setup.sh as \
+         root), or DRIFTWATCH_TEST_POSTGRES=postgres://USER@HOST:PORT naming a server",
+        initdb.display()
+    );
+    let root = std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false);
+    let tls = tls_files();
+    let mut last = String::new();
+    for _ in 0..3 {
+        let port = free_port();
+        // As one script, run as postgres when root: a directory it owns, the cluster (with
+        // TLS: the key must be the server's and 0600), the server, and a watcher that stops
+        // it when this process is gone.
+        let script = format!(
+            r#"set -e
+dir=$(mktemp -d /tmp/dwpg.XXXXXX)
+mkdir "$dir/s"
+cp {tls}/ca.pem {tls}/server.crt {tls}/server.key "$dir/"
+chmod 600 "$dir/server.key"
+{PG_BIN}/initdb -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 -N >"$dir/initdb.log" 2>&1
+sed -i '1i host all +dw_password 127.0.0.1/32 scram-sha-256' "$dir/data/pg_hba.conf"
+{PG_BIN}/pg_ctl -D "$dir/data" -l "$dir/server.log" -w -o "-p {port} -k $dir/s -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 -c ssl=on -c ssl_cert_file=$dir/server.crt -c ssl_key_file=$dir/server.key" start >/dev/null
+{PG_BIN}/psql -X -q -h 127.0.0.1 -p {port} -U postgres -d postgres -c "CREATE ROLE dw_password NOLOGIN"
+nohup sh -c 'while [ -d /proc/{pid} ]; do sleep 1; done; {PG_BIN}/pg_ctl -D "$1/data" -m immediate -w stop; rm -rf "$1"' watcher "$dir" >/dev/null 2>&1 &
+echo "$dir"
+"#,
+            tls = tls.path().display(),
+            pid = std::process::id(),
+        );
+        let output = if root {
+            Command::new("runuser")
+                .args(["-u", "postgres", "--", "sh", "-c", &script])
+                .current_dir("/tmp")
+                .output()
+        } else {
+            Command::new("sh").args(["-c", &script]).output()
+        }
+        .expect("running initdb and pg_ctl");
+        if output.status.success() {
+            let dir = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+            return Server {
+                url: format!("postgres://postgres@127.0.0.1:{port}"),
+                ca: Some(Path::new(&dir).join("ca.pem")),
+            };
+        }
+        last = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    panic!("could not start a throwaway PostgreSQL: {last}");
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("its address").port()
+}
+
+/// A store on a new, empty database of the test server.
+fn fresh_store() -> TestStore {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let server = server();
+    let name = format!(
+        "dw_test_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut admin = postgres::Client::connect(&format!("{server}/postgres"), postgres::NoTls)
+        .expect("connecting to the test server");
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .expect("creating a test database");
+    drop(admin);
+    TestStore {
+        store: PgStore::open(&format!("{server}/{name}"), None).expect("opening the store"),
+    }
+}
+
+conformance::conformance_tests!(fresh_store());
+
+#[test]
+fn migrating_twice_applies_nothing_the_second_time() {
+    let store = fresh_store();
+    let url = format!(
+        "{}/{}",
+        server(),
+        store.database().rsplit('/').next().unwrap()
+    );
+    assert_eq!(PgStore::migrate(&url, None).unwrap(), 0);
+    store.hello(&info("i-1", "web-1"), T0).unwrap();
+}
+
+#[test]
+fn collectors_opening_one_new_database_together_migrate_it_once() {
+    let store = fresh_store();
+    let name = store.database().rsplit('/').next().unwrap().to_owned();
+    drop(store);
+    // A database nobody migrated yet: several collectors open it at once.
+    let mut admin =
+        postgres::Client::connect(&format!("{}/postgres", server()), postgres::NoTls).unwrap();
+    let fresh = format!("{name}_race");
+    admin
+        .batch_execute(&format!("CREATE DATABASE {fresh}"))
+        .unwrap();
+    let url = format!("{}/{fresh}", server());
+    let applied: Vec<usize> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| PgStore::migrate(&url, None).unwrap()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(applied.iter().sum::<usize>(), schema::MIGRATIONS.len());
+}
+
+#[test]
+fn a_server_that_is_down_is_a_clear_error_at_open() {
+    let port = free_port();
+    let err = PgStore::open(&format!("postgres://dw@127.0.0.1:{port}/fleet"), None).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("cannot connect to the PostgreSQL database postgres://dw@127.0.0.1"),
+        "{text}"
+    );
+}
+
+/// A second store on the same database: another collector sharing it.
+fn second(store: &PgStore) -> PgStore {
+    let name = store.database().rsplit('/').next().unwrap();
+    PgStore::open(&format!("{}/{name}", server()), None).unwrap()
+}
+
+#[test]
+fn collectors_sharing_a_database_see_each_other_s_writes_at_once() {
+    let a = fresh_store();
+    let b = second(&a);
+    let before = b.generation();
+    a.hello(&info("i-1", "web-1"), T0).unwrap();
+    assert_ne!(
+        b.generation(),
+        before,
+        "a hello through A moves B's generation"
+    );
+    let x = item("/etc/x.conf", "security", "bb");
+    apply1(&*a, batch("i-1", "s1", vec![drifted(1, &x)], T0 + 1_000)).unwrap();
+    let query = HostQuery {
+        now: T0 + 2_000,
+        silent_after: conformance::SILENT_AFTER,
+        ..Default::default()
+    };
+    let listed = hosts(&b, &query);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].drift_count, 1);
+    // B continues the stream where A left it.
+    let applied = apply1(&b, batch("i-1", "s1", vec![drifted(1, &x)], T0 + 3_000)).unwrap();
+    assert_eq!((applied.last_seq, applied.events), (1, 0));
+}
+
+#[test]
+fn one_batch_applied_through_two_collectors_at_once_is_stored_once() {
+    let a = fresh_store();
+    let b = second(&a);
+    a.hello(&info("i-1", "web-1"), T0).unwrap();
+    let events: Vec<_> = (1..=50)
+        .map(|seq| drifted(seq, &item(&format!("/etc/f{seq}"), "behavioral", "bb")))
+        .collect();
+    let write = batch("i-1", "s1", events, T0 + 1_000);
+    let stored: Vec<u64> = std::thread::scope(|scope| {
+        let stores: [&PgStore; 2] = [&a, &b];
+        let handles: Vec<_> = stores
+            .into_iter()
+            .map(|store| {
+                let write = write.clone();
+                scope.spawn(move || apply1(store, write).unwrap().events)
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    // One of them stored the batch; the other found it stored (a replay).
+    assert_eq!(stored.iter().sum::<u64>(), 50, "{stored:?}");
+    assert_eq!(a.history(&HistoryQuery::default()).unwrap().len(), 50);
+    assert_eq!(a.digest("i-1").unwrap().unwrap().0.last_seq, 50);
+}
+
+/// Whether the store's connections are encrypted (`pg_stat_ssl`).
+fn encrypted(store: &PgStore) -> bool {
+    store
+        .conn("test")
+        .unwrap()
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn tls_require_encrypts_and_verify_full_checks_the_certificate() {
+    let Some(ca) = &test_server().ca else {
+        eprintln!("DRIFTWATCH_TEST_POSTGRES names the server: its TLS setup is unknown, skipped");
+        return;
+    };
+    let store = fresh_store();
+    let name = store.database().rsplit('/').next().unwrap().to_owned();
+    assert!(!encrypted(&store), "127.0.0.1 without sslmode: plaintext");
+    for host in ["127.0.0.1", "localhost"] {
+        let url = format!(
+            "{}/{name}?sslmode=verify-full&sslrootcert={}",
+            server().replace("127.0.0.1", host),
+            ca.display()
+        );
+        let verified = PgStore::open(&url, None).unwrap();
+        assert!(encrypted(&verified), "{url}");
+        verified.hello(&info("i-1", "web-1"), T0).unwrap();
+    }
+    let required = PgStore::open(&format!("{}/{name}?sslmode=require", server()), None).unwrap();
+    assert!(encrypted(&required));
+    // The test CA is none of the Web PKI's roots.
+    let err = PgStore::open(&format!("{}/{name}?sslmode=verify-full", server()), None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cannot connect") && err.contains("certificate"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_password_comes_from_the_url_or_the_password_file() {
+    if test_server().ca.is_none() {
+        eprintln!(
+            "DRIFTWATCH_TEST_POSTGRES names the server: its authentication is unknown, skipped"
+        );
+        return;
+    }
+    let store = fresh_store();
+    let name = store.database().rsplit('/').next().unwrap().to_owned();
+    let mut admin = store.conn("test").unwrap();
+    // Roles are the server's: one per test database, so tests do not race on it.
+    let role = format!("{PASSWORD_ROLE}_{name}");
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN PASSWORD '{PASSWORD}' IN ROLE {PASSWORD_ROLE};
+             GRANT ALL ON ALL TABLES IN SCHEMA public TO {role};
+             GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role};"
+        ))
+        .unwrap();
+    drop(admin);
+    let host = server().trim_start_matches("postgres://postgres@");
+    let with = |password: &str| {
+        format!(
+            "postgres://{role}:{}@{host}/{name}",
+            password.replace(' ', "%20")
+        )
+    };
+    let from_url = PgStore::open(&with(PASSWORD), None).unwrap();
+    from_url.hello(&info("i-1", "web-1"), T0).unwrap();
+    // The password file's wins over the URL's.
+    let from_file = PgStore::open(&with("wrong"), Some(PASSWORD)).unwrap();
+    from_file.hello(&info("i-2", "web-2"), T0).unwrap();
+    let err = PgStore::open(&with("wrong"), None).unwrap_err().to_string();
+    assert!(err.contains("password authentication failed"), "{err}");
+}

@@ -60,6 +60,41 @@ pub struct Enrollment<'a> {
     pub certificate: &'a Issued,
 }
 
+impl Enrollment<'_> {
+    /// Whether `token` (the one this enrollment presents, as stored) admits it: not revoked,
+    /// not expired when the certificate is issued, uses left, and the host's image if it names
+    /// one. Both backends decide with this, inside their transaction. Returns the token's name.
+    pub fn admitted_by(&self, t: JoinToken) -> Result<String, EnrollRefusal> {
+        if t.revoked_at.is_some() {
+            return Err(EnrollRefusal::TokenRevoked(t.name));
+        }
+        if t.expires_at <= self.certificate.issued_at {
+            return Err(EnrollRefusal::TokenExpired(t.name));
+        }
+        if t.used >= t.uses {
+            return Err(EnrollRefusal::TokenUsedUp {
+                name: t.name,
+                uses: t.uses,
+            });
+        }
+        if let Some(image) = t
+            .image
+            .filter(|image| image != self.image_id && image != self.image_name)
+        {
+            let reported: Vec<&str> = [self.image_id, self.image_name]
+                .into_iter()
+                .filter(|i| !i.is_empty())
+                .collect();
+            return Err(EnrollRefusal::WrongImage {
+                name: t.name,
+                image,
+                reported: reported.join(" / "),
+            });
+        }
+        Ok(t.name)
+    }
+}
+
 /// A host enrolled, and its newest certificate.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EnrolledHost {

@@ -94,32 +94,10 @@ pub(super) fn enroll(
     let Some(t) = found else {
         return Ok(Err(EnrollRefusal::UnknownToken));
     };
-    if t.revoked_at.is_some() {
-        return Ok(Err(EnrollRefusal::TokenRevoked(t.name)));
-    }
-    if t.expires_at <= cert.issued_at {
-        return Ok(Err(EnrollRefusal::TokenExpired(t.name)));
-    }
-    if t.used >= t.uses {
-        return Ok(Err(EnrollRefusal::TokenUsedUp {
-            name: t.name,
-            uses: t.uses,
-        }));
-    }
-    if let Some(image) = t
-        .image
-        .filter(|image| image != e.image_id && image != e.image_name)
-    {
-        let reported: Vec<&str> = [e.image_id, e.image_name]
-            .into_iter()
-            .filter(|i| !i.is_empty())
-            .collect();
-        return Ok(Err(EnrollRefusal::WrongImage {
-            name: t.name,
-            image,
-            reported: reported.join(" / "),
-        }));
-    }
+    let name = match e.admitted_by(t) {
+        Ok(name) => name,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
     let bound = bound_key(tx, &cert.host)?;
     if bound.as_deref().is_some_and(|k| k != cert.key_sha256) {
         return Ok(Err(EnrollRefusal::IdentityTaken(cert.host.clone())));
@@ -135,12 +113,12 @@ pub(super) fn enroll(
         &[
             &cert.host,
             &cert.key_sha256.as_slice(),
-            &t.name,
+            &name,
             &cert.issued_at,
         ],
     )?;
     record(tx, cert)?;
-    Ok(Ok(t.name))
+    Ok(Ok(name))
 }
 
 /// A renewal: the certificate presented must be a live one of the host, and the new one

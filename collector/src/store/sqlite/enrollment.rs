@@ -126,32 +126,10 @@ pub(super) fn enroll(
     let Some(t) = found else {
         return Ok(Err(EnrollRefusal::UnknownToken));
     };
-    if t.revoked_at.is_some() {
-        return Ok(Err(EnrollRefusal::TokenRevoked(t.name)));
-    }
-    if t.expires_at <= cert.issued_at {
-        return Ok(Err(EnrollRefusal::TokenExpired(t.name)));
-    }
-    if t.used >= t.uses {
-        return Ok(Err(EnrollRefusal::TokenUsedUp {
-            name: t.name,
-            uses: t.uses,
-        }));
-    }
-    if let Some(image) = t
-        .image
-        .filter(|image| image != e.image_id && image != e.image_name)
-    {
-        let reported: Vec<&str> = [e.image_id, e.image_name]
-            .into_iter()
-            .filter(|i| !i.is_empty())
-            .collect();
-        return Ok(Err(EnrollRefusal::WrongImage {
-            name: t.name,
-            image,
-            reported: reported.join(" / "),
-        }));
-    }
+    let name = match e.admitted_by(t) {
+        Ok(name) => name,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
     let bound = bound_key(conn, &cert.host)?;
     if bound.as_deref().is_some_and(|k| k != cert.key_sha256) {
         return Ok(Err(EnrollRefusal::IdentityTaken(cert.host.clone())));
@@ -165,16 +143,11 @@ pub(super) fn enroll(
     conn.execute(
         "INSERT INTO enrollments (host, key_sha256, token, enrolled_at) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (host) DO NOTHING",
-        params![
-            cert.host,
-            cert.key_sha256.as_slice(),
-            t.name,
-            cert.issued_at
-        ],
+        params![cert.host, cert.key_sha256.as_slice(), name, cert.issued_at],
     )
     .context("recording an enrollment")?;
     record(conn, cert)?;
-    Ok(Ok(t.name))
+    Ok(Ok(name))
 }
 
 /// A renewal: the certificate presented must be a live one of the host, and the new one

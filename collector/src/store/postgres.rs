@@ -34,8 +34,10 @@
 //!   another collector committed is listed at once.
 //! - [`Store::generation`] is a database sequence advanced after every committed hello and
 //!   import, so it moves for writes made through any collector.
-//! - Durability is the server's (`synchronous_commit`): a commit returns once PostgreSQL has
-//!   flushed it, which is what acknowledging a batch requires.
+//! - Durability is the server's: `apply` and every other write commit with the server's
+//!   `synchronous_commit` (on by default: flushed before the commit returns, which
+//!   acknowledging a batch requires); hellos commit with it off, as SQLite commits them
+//!   without an fsync (`write::hello`).
 //!
 //! Modules: `connect` (URL, password, TLS), `schema` (tables, migrations), `write` (hellos
 //! and groups of writes), `query` (fleet queries), `credentials`, `enrollment`, `iac`.

@@ -286,6 +286,7 @@ fn encrypted(store: &PgStore) -> bool {
     store
         .conn("test")
         .unwrap()
+        .client
         .query_one(
             "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
             &[],
@@ -339,6 +340,7 @@ fn a_password_comes_from_the_url_or_the_password_file() {
     // Roles are the server's: one per test database, so tests do not race on it.
     let role = format!("{PASSWORD_ROLE}_{name}");
     admin
+        .client
         .batch_execute(&format!(
             "CREATE ROLE {role} LOGIN PASSWORD '{PASSWORD}' IN ROLE {PASSWORD_ROLE};
              GRANT ALL ON ALL TABLES IN SCHEMA public TO {role};

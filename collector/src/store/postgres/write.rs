@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use postgres::Transaction;
+use super::tx::Tx;
 
 use super::{severity, to_u64};
 use crate::store::{
@@ -22,7 +22,7 @@ use crate::store::{
 ///
 /// The hosts the group writes to are locked first, in identity order, so two collectors
 /// applying groups that share hosts wait for each other instead of deadlocking.
-pub(super) fn apply(tx: &mut Transaction<'_>, writes: &[Write]) -> Result<Vec<Result<Applied>>> {
+pub(super) fn apply(tx: &mut Tx<'_>, writes: &[Write]) -> Result<Vec<Result<Applied>>> {
     let mut hosts: Vec<&str> = writes.iter().map(Write::host).collect();
     hosts.sort_unstable();
     hosts.dedup();
@@ -47,7 +47,7 @@ pub(super) fn apply(tx: &mut Transaction<'_>, writes: &[Write]) -> Result<Vec<Re
     Ok(results)
 }
 
-fn apply_one(tx: &mut Transaction<'_>, write: &Write) -> Result<Applied> {
+fn apply_one(tx: &mut Tx<'_>, write: &Write) -> Result<Applied> {
     match write {
         Write::Batch {
             host,
@@ -84,7 +84,7 @@ fn apply_one(tx: &mut Transaction<'_>, write: &Write) -> Result<Applied> {
 /// hellos without an fsync: nothing is acknowledged on the strength of a hello, a lost one is
 /// repeated at reconnection, and the next durable commit flushes it anyway. A reconnection
 /// storm of thousands of agents then costs no flush per hello.
-pub(super) fn hello(tx: &mut Transaction<'_>, info: &HostInfo, now: Millis) -> Result<StreamState> {
+pub(super) fn hello(tx: &mut Tx<'_>, info: &HostInfo, now: Millis) -> Result<StreamState> {
     tx.batch_execute("SET LOCAL synchronous_commit = off")?;
     let id = &info.identity;
     // Sorted, so equal tag sets are equal text.
@@ -166,7 +166,7 @@ pub(super) fn hello(tx: &mut Transaction<'_>, info: &HostInfo, now: Millis) -> R
 }
 
 fn apply_batch(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_>,
     host: &str,
     stream_id: &str,
     events: &[EventRecord],
@@ -243,7 +243,7 @@ fn apply_batch(
 }
 
 fn apply_snapshot(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_>,
     host: &str,
     stream_id: &str,
     seq: u64,
@@ -342,7 +342,7 @@ fn unknown_host(host: &str) -> StoreError {
     StoreError::Rejected(format!("unknown host {host}: it must say hello first"))
 }
 
-pub(super) fn stream_state(tx: &mut Transaction<'_>, host: &str) -> Result<Option<StreamState>> {
+pub(super) fn stream_state(tx: &mut Tx<'_>, host: &str) -> Result<Option<StreamState>> {
     Ok(tx
         .query_opt(
             "SELECT stream_id, last_seq FROM hosts WHERE host = $1",
@@ -354,7 +354,7 @@ pub(super) fn stream_state(tx: &mut Transaction<'_>, host: &str) -> Result<Optio
         }))
 }
 
-fn touch(tx: &mut Transaction<'_>, host: &str, at: Millis) -> Result<()> {
+fn touch(tx: &mut Tx<'_>, host: &str, at: Millis) -> Result<()> {
     tx.execute(
         "UPDATE hosts SET last_seen = GREATEST(last_seen, $2) WHERE host = $1",
         &[&host, &at],
@@ -369,7 +369,7 @@ struct Current {
     observed_at: Millis,
 }
 
-fn current(tx: &mut Transaction<'_>, host: &str, subject: &str) -> Result<Option<Current>> {
+fn current(tx: &mut Tx<'_>, host: &str, subject: &str) -> Result<Option<Current>> {
     tx.query_opt(
         "SELECT sha256, severity, observed_at FROM items WHERE host = $1 AND subject = $2",
         &[&host, &subject],
@@ -386,7 +386,7 @@ fn current(tx: &mut Transaction<'_>, host: &str, subject: &str) -> Result<Option
 
 /// Removes a current item; returns its severity, `observed_at` and encoding if there was one.
 fn delete_item(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_>,
     host: &str,
     subject: &str,
 ) -> Result<Option<(Severity, Millis, Vec<u8>)>> {
@@ -413,7 +413,7 @@ struct HistoryRow<'a> {
     source: &'static str,
 }
 
-fn insert_event(tx: &mut Transaction<'_>, row: &HistoryRow<'_>) -> Result<()> {
+fn insert_event(tx: &mut Tx<'_>, row: &HistoryRow<'_>) -> Result<()> {
     tx.execute(
         "INSERT INTO events (host, stream_id, seq, transition, observed_at, received_at,
              subject, severity, source, item)
@@ -446,7 +446,7 @@ struct HostState {
 
 impl HostState {
     /// Reads and locks the host's row; an unknown host is rejected.
-    fn read(tx: &mut Transaction<'_>, host: &str) -> Result<HostState> {
+    fn read(tx: &mut Tx<'_>, host: &str) -> Result<HostState> {
         let r = tx
             .query_opt(
                 "SELECT stream_id, last_seq, n_security, n_behavioral, n_cosmetic,
@@ -468,7 +468,7 @@ impl HostState {
     /// keeps its `observed_at`.
     fn upsert(
         &mut self,
-        tx: &mut Transaction<'_>,
+        tx: &mut Tx<'_>,
         host: &str,
         item: &ItemRecord,
         old: Option<Current>,
@@ -531,7 +531,7 @@ impl HostState {
     }
 
     /// Writes the row back, with `last_seen` at least `seen`.
-    fn save(&mut self, tx: &mut Transaction<'_>, host: &str, seen: Millis) -> Result<()> {
+    fn save(&mut self, tx: &mut Tx<'_>, host: &str, seen: Millis) -> Result<()> {
         for severity in Severity::ALL {
             let i = severity as usize;
             if self.counts[i] <= 0 {

@@ -255,7 +255,25 @@ impl Store for PgStore {
     }
 
     fn apply(&self, writes: &[Write]) -> Result<Vec<Result<Applied>>> {
-        self.write("applying writes", |tx| write::apply(tx, writes))
+        const WHAT: &str = "applying writes";
+        let mut conn = self.conn(WHAT)?;
+        let mut tx = conn.transaction().context(WHAT)?;
+        write::lock_hosts(&mut tx, writes).map_err(|e| prefixed(WHAT, e))?;
+        if let Some(results) =
+            write::apply_unguarded(&mut tx, writes).map_err(|e| prefixed(WHAT, e))?
+        {
+            tx.commit().context("applying writes: committing")?;
+            return Ok(results);
+        }
+        // A write failed with a database error: undo the group, and apply it again with each
+        // write under a savepoint, so that only the failed one is undone.
+        tx.rollback()
+            .context("applying writes: rolling back a group")?;
+        let mut tx = conn.transaction().context(WHAT)?;
+        write::lock_hosts(&mut tx, writes).map_err(|e| prefixed(WHAT, e))?;
+        let results = write::apply_guarded(&mut tx, writes).map_err(|e| prefixed(WHAT, e))?;
+        tx.commit().context("applying writes: committing")?;
+        Ok(results)
     }
 
     fn digest(&self, host: &str) -> Result<Option<(StreamState, [u8; 32])>> {

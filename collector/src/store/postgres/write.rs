@@ -1,5 +1,5 @@
 //! Writes: [`hello`] in a transaction of its own; a group's writes in one transaction, each
-//! under a savepoint ([`apply`]), as SQLite's `write` does them.
+//! atomically ([`apply_unguarded`], else [`apply_guarded`]), as SQLite's `write` does them.
 //!
 //! A write reads its host's row once, `FOR UPDATE` ([`HostState`]): collectors sharing the
 //! database serialize their writes to one host there, and a write sees the stream state the
@@ -16,13 +16,9 @@ use crate::store::{
     Transition, Write,
 };
 
-/// Applies a group's writes, each under a savepoint: one that fails (rejected, or a database
-/// error) is undone alone and reported in its slot, the others stand. PostgreSQL aborts the
-/// whole transaction on any failed statement, so unlike SQLite there is no cheaper path.
-///
-/// The hosts the group writes to are locked first, in identity order, so two collectors
-/// applying groups that share hosts wait for each other instead of deadlocking.
-pub(super) fn apply(tx: &mut Tx<'_>, writes: &[Write]) -> Result<Vec<Result<Applied>>> {
+/// Locks the hosts a group writes to, in identity order, so two collectors applying groups
+/// that share hosts wait for each other instead of deadlocking.
+pub(super) fn lock_hosts(tx: &mut Tx<'_>, writes: &[Write]) -> Result<()> {
     let mut hosts: Vec<&str> = writes.iter().map(Write::host).collect();
     hosts.sort_unstable();
     hosts.dedup();
@@ -30,6 +26,36 @@ pub(super) fn apply(tx: &mut Tx<'_>, writes: &[Write]) -> Result<Vec<Result<Appl
         "SELECT 1 FROM hosts WHERE host = ANY($1) ORDER BY host FOR UPDATE",
         &[&hosts],
     )?;
+    Ok(())
+}
+
+/// Applies a group's writes without savepoints, as long as none fails with a database error;
+/// `None` when one does (PostgreSQL then refuses the rest of the transaction: the caller
+/// rolls the group back and uses [`apply_guarded`]).
+///
+/// As in SQLite's `write::apply_unguarded`, a savepoint per write would only serve to undo a
+/// write that failed after modifying something, and writes check everything (the host, the
+/// stream, the sequence numbers, the snapshot's subjects) before their first modification: a
+/// rejection leaves nothing to undo (the host row's lock aside). Savepoints cost two round
+/// trips per write; a database error is rare enough to pay for the group twice.
+pub(super) fn apply_unguarded(
+    tx: &mut Tx<'_>,
+    writes: &[Write],
+) -> Result<Option<Vec<Result<Applied>>>> {
+    let mut results = Vec::with_capacity(writes.len());
+    for one in writes {
+        match apply_one(tx, one) {
+            Ok(applied) => results.push(Ok(applied)),
+            Err(StoreError::Rejected(m)) => results.push(Err(StoreError::Rejected(m))),
+            Err(_) => return Ok(None),
+        }
+    }
+    Ok(Some(results))
+}
+
+/// Applies a group's writes, each under a savepoint: one that fails (rejected, or a database
+/// error) is undone alone and reported in its slot, the others stand.
+pub(super) fn apply_guarded(tx: &mut Tx<'_>, writes: &[Write]) -> Result<Vec<Result<Applied>>> {
     let mut results = Vec::with_capacity(writes.len());
     for one in writes {
         let mut savepoint = tx.savepoint("write")?;

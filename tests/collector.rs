@@ -296,7 +296,19 @@ fn on_postgresql_edits_arrive_exactly_once_across_a_collector_kill_9() {
     let t = TestDir::new();
     t.populate();
     let b = t.baseline();
-    let mut c = Collector::start_on(&t.path().join("collector"), &postgres_database());
+    let database = postgres_database();
+    // `migrate` alone first (as a deploy pipeline would), then again: nothing left to do.
+    let migrate = |expected: &str| {
+        let out = std::process::Command::new(driftwatch_tests::bin("driftwatch-collector"))
+            .args(["migrate", "--database", &database])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && err.contains(expected), "{err}");
+    };
+    migrate("migrations applied: 1");
+    migrate("The database schema is up to date.\n");
+    let mut c = Collector::start_on(&t.path().join("collector"), &database);
     let _agent = t.start_agent(&b, &t.collector_config(&c, "i-pg"));
     c.wait_host_paths("i-pg", SETTLE, |p| p.is_empty());
     t.write_by_rename("/etc/ssh/sshd_config", "# sshd\nPermitRootLogin yes\n");

@@ -707,3 +707,38 @@ impl AsyncWrite for LimitedStream {
         self.inner.is_write_vectored()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls_name_a_backend() {
+        assert!(matches!(
+            parse_database_url("sqlite://data/c.db"),
+            Ok(Url::Sqlite(p)) if p == Path::new("data/c.db")
+        ));
+        assert!(matches!(parse_database_url("c.db"), Ok(Url::Sqlite(_))));
+        assert!(matches!(
+            parse_database_url("postgresql://dw@db/fleet"),
+            Ok(Url::Postgres)
+        ));
+        assert!(parse_database_url("mysql://db/fleet").is_err());
+        assert!(parse_database_url("sqlite://").is_err());
+    }
+
+    #[test]
+    fn the_password_file_s_first_line_is_the_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret with spaces\nignored\n").unwrap();
+        assert_eq!(
+            read_password(Some(&file)).unwrap().as_deref(),
+            Some("s3cret with spaces")
+        );
+        assert_eq!(read_password(None).unwrap(), None);
+        std::fs::write(&file, "x".repeat(5000)).unwrap();
+        assert!(read_password(Some(&file)).is_err());
+        assert!(read_password(Some(&dir.path().join("missing"))).is_err());
+    }
+}

@@ -5,7 +5,8 @@
 //! The [`Store`] trait is synchronous and the server calls it from blocking threads, so this
 //! backend uses the synchronous [`postgres`] client (a blocking shell over tokio-postgres,
 //! each connection driven by its own small runtime while a call waits) in an [`r2d2`] pool
-//! (`r2d2_postgres`), both from tokio-postgres's maintainers. The methods read like SQLite's:
+//! (connections keeping their prepared statements, `tx`), both from tokio-postgres's
+//! maintainers. The methods read like SQLite's:
 //! plain transactions, no futures, no runtime handle to carry. tokio-postgres with
 //! deadpool-postgres would have every call go through `Handle::block_on` to the same effect.
 //! sqlx is out: its optional SQLite driver clashes with rusqlite's `links = "sqlite3"`.
@@ -34,20 +35,20 @@
 //!   another collector committed is listed at once.
 //! - [`Store::generation`] is a database sequence advanced after every committed hello and
 //!   import, so it moves for writes made through any collector.
-//! - Durability is the server's (`synchronous_commit`): a commit returns once PostgreSQL has
-//!   flushed it, which is what acknowledging a batch requires.
+//! - Durability is the server's: `apply` and every other write commit with the server's
+//!   `synchronous_commit` (on by default: flushed before the commit returns, which
+//!   acknowledging a batch requires); hellos commit with it off, as SQLite commits them
+//!   without an fsync (`write::hello`).
 //!
-//! Modules: `connect` (URL, password, TLS), `schema` (tables, migrations), `write` (hellos
+//! Modules: `connect` (URL, password, TLS), `tx` (pooled connections, transactions with
+//! prepared statements), `schema` (tables, migrations), `write` (hellos
 //! and groups of writes), `query` (fleet queries), `credentials`, `enrollment`, `iac`.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use postgres::{IsolationLevel, Transaction};
-use r2d2_postgres::PostgresConnectionManager;
-use r2d2_postgres::r2d2::{Pool, PooledConnection};
-use tokio_postgres_rustls::MakeRustlsConnect;
+use r2d2::{Pool, PooledConnection};
 
 use super::{
     Applied, Cause, EnrollRefusal, EnrolledHost, Enrollment, HistoryEntry, HistoryQuery,
@@ -66,7 +67,10 @@ mod query;
 mod schema;
 #[cfg(test)]
 mod tests;
+mod tx;
 mod write;
+
+use tx::{Manager, Tx};
 
 pub use connect::SslMode;
 
@@ -75,8 +79,6 @@ pub use connect::SslMode;
 const POOL_SIZE: u32 = 16;
 /// How long a connection attempt (and a wait for a free pooled connection) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-type Manager = PostgresConnectionManager<MakeRustlsConnect>;
 
 /// The [`Store`] on a PostgreSQL database.
 pub struct PgStore {
@@ -120,7 +122,10 @@ impl PgStore {
     pub fn open(url: &str, password: Option<&str>) -> Result<PgStore> {
         let target =
             Self::first_connection(url, password, |client| schema::migrate(client).map(drop))?;
-        let manager = PostgresConnectionManager::new(target.config, target.tls);
+        let manager = Manager {
+            config: target.config,
+            tls: target.tls,
+        };
         let pool = Pool::builder()
             .max_size(POOL_SIZE)
             .min_idle(Some(1))
@@ -191,20 +196,15 @@ impl PgStore {
     }
 
     /// Runs `f` in a read-only transaction that sees one snapshot of the database.
-    fn read<T>(&self, what: &str, f: impl FnOnce(&mut Transaction<'_>) -> Result<T>) -> Result<T> {
+    fn read<T>(&self, what: &str, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.conn(what)?;
-        let mut tx = conn
-            .build_transaction()
-            .read_only(true)
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .start()
-            .context(what)?;
+        let mut tx = conn.read_transaction().context(what)?;
         // Dropping the transaction rolls it back: a read has nothing to commit.
         f(&mut tx).map_err(|e| prefixed(what, e))
     }
 
     /// Runs `f` in a write transaction and commits.
-    fn write<T>(&self, what: &str, f: impl FnOnce(&mut Transaction<'_>) -> Result<T>) -> Result<T> {
+    fn write<T>(&self, what: &str, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.conn(what)?;
         let mut tx = conn.transaction().context(what)?;
         let out = f(&mut tx).map_err(|e| prefixed(what, e))?;
@@ -217,7 +217,7 @@ impl PgStore {
     fn advance_generation(&self) {
         let advanced = self
             .conn("advancing the generation")
-            .and_then(|mut conn| Ok(conn.execute("SELECT nextval('generation')", &[])?));
+            .and_then(|mut conn| Ok(conn.client.execute("SELECT nextval('generation')", &[])?));
         if let Err(error) = advanced {
             tracing::warn!(%error, "Could not advance the store's generation.");
         }
@@ -255,7 +255,25 @@ impl Store for PgStore {
     }
 
     fn apply(&self, writes: &[Write]) -> Result<Vec<Result<Applied>>> {
-        self.write("applying writes", |tx| write::apply(tx, writes))
+        const WHAT: &str = "applying writes";
+        let mut conn = self.conn(WHAT)?;
+        let mut tx = conn.transaction().context(WHAT)?;
+        write::lock_hosts(&mut tx, writes).map_err(|e| prefixed(WHAT, e))?;
+        if let Some(results) =
+            write::apply_unguarded(&mut tx, writes).map_err(|e| prefixed(WHAT, e))?
+        {
+            tx.commit().context("applying writes: committing")?;
+            return Ok(results);
+        }
+        // A write failed with a database error: undo the group, and apply it again with each
+        // write under a savepoint, so that only the failed one is undone.
+        tx.rollback()
+            .context("applying writes: rolling back a group")?;
+        let mut tx = conn.transaction().context(WHAT)?;
+        write::lock_hosts(&mut tx, writes).map_err(|e| prefixed(WHAT, e))?;
+        let results = write::apply_guarded(&mut tx, writes).map_err(|e| prefixed(WHAT, e))?;
+        tx.commit().context("applying writes: committing")?;
+        Ok(results)
     }
 
     fn digest(&self, host: &str) -> Result<Option<(StreamState, [u8; 32])>> {
@@ -400,6 +418,7 @@ impl Store for PgStore {
     fn generation(&self) -> u64 {
         let read = self.conn("reading the generation").and_then(|mut conn| {
             Ok(conn
+                .client
                 .query_one(
                     "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM generation",
                     &[],

@@ -1,10 +1,12 @@
 //! Operator tokens: the `tokens` table.
 
-use postgres::{Row, Transaction};
+use postgres::Row;
+
+use super::tx::Tx;
 
 use crate::store::{Millis, NewToken, OperatorToken, Result, Role, StoreError};
 
-pub(super) fn create(tx: &mut Transaction<'_>, token: &NewToken) -> Result<()> {
+pub(super) fn create(tx: &mut Tx<'_>, token: &NewToken) -> Result<()> {
     let live: bool = tx
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM tokens WHERE name = $1 AND revoked_at IS NULL)",
@@ -31,7 +33,7 @@ pub(super) fn create(tx: &mut Transaction<'_>, token: &NewToken) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn list(tx: &mut Transaction<'_>) -> Result<Vec<OperatorToken>> {
+pub(super) fn list(tx: &mut Tx<'_>) -> Result<Vec<OperatorToken>> {
     tx.query(
         "SELECT name, role, created_at, expires_at, revoked_at FROM tokens ORDER BY id",
         &[],
@@ -41,7 +43,7 @@ pub(super) fn list(tx: &mut Transaction<'_>) -> Result<Vec<OperatorToken>> {
     .collect()
 }
 
-pub(super) fn revoke(tx: &mut Transaction<'_>, name: &str, now: Millis) -> Result<bool> {
+pub(super) fn revoke(tx: &mut Tx<'_>, name: &str, now: Millis) -> Result<bool> {
     let n = tx.execute(
         "UPDATE tokens SET revoked_at = $2 WHERE name = $1 AND revoked_at IS NULL",
         &[&name, &now],
@@ -50,7 +52,7 @@ pub(super) fn revoke(tx: &mut Transaction<'_>, name: &str, now: Millis) -> Resul
 }
 
 pub(super) fn find(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_>,
     sha256: &[u8; 32],
     now: Millis,
 ) -> Result<Option<OperatorToken>> {

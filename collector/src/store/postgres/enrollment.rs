@@ -1,6 +1,8 @@
 //! Enrollment: the `join_tokens`, `enrollments` and `certificates` tables.
 
-use postgres::{Row, Transaction};
+use postgres::Row;
+
+use super::tx::Tx;
 
 use crate::store::enrollment::{
     EnrollRefusal, EnrolledHost, Enrollment, Issued, IssuedCertificate, JoinToken, NewJoinToken,
@@ -12,7 +14,7 @@ fn count(v: i64) -> u32 {
     u32::try_from(v).unwrap_or(0)
 }
 
-pub(super) fn create_token(tx: &mut Transaction<'_>, token: &NewJoinToken) -> Result<()> {
+pub(super) fn create_token(tx: &mut Tx<'_>, token: &NewJoinToken) -> Result<()> {
     let live: bool = tx
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM join_tokens WHERE name = $1 AND revoked_at IS NULL)",
@@ -57,7 +59,7 @@ fn token(r: &Row) -> JoinToken {
     }
 }
 
-pub(super) fn tokens(tx: &mut Transaction<'_>) -> Result<Vec<JoinToken>> {
+pub(super) fn tokens(tx: &mut Tx<'_>) -> Result<Vec<JoinToken>> {
     Ok(tx
         .query(
             &format!("SELECT {TOKEN_COLUMNS} FROM join_tokens ORDER BY id"),
@@ -68,7 +70,7 @@ pub(super) fn tokens(tx: &mut Transaction<'_>) -> Result<Vec<JoinToken>> {
         .collect())
 }
 
-pub(super) fn revoke_token(tx: &mut Transaction<'_>, name: &str, now: Millis) -> Result<bool> {
+pub(super) fn revoke_token(tx: &mut Tx<'_>, name: &str, now: Millis) -> Result<bool> {
     let n = tx.execute(
         "UPDATE join_tokens SET revoked_at = $2 WHERE name = $1 AND revoked_at IS NULL",
         &[&name, &now],
@@ -80,7 +82,7 @@ pub(super) fn revoke_token(tx: &mut Transaction<'_>, name: &str, now: Millis) ->
 /// to the key and records the certificate. The token's row is locked (`FOR UPDATE`), so
 /// collectors sharing the database cannot spend its last use twice.
 pub(super) fn enroll(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_>,
     e: &Enrollment<'_>,
 ) -> Result<std::result::Result<String, EnrollRefusal>> {
     let cert = e.certificate;
@@ -124,7 +126,7 @@ pub(super) fn enroll(
 /// A renewal: the certificate presented must be a live one of the host, and the new one
 /// certifies the same key.
 pub(super) fn renew(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_>,
     presented: &str,
     cert: &Issued,
 ) -> Result<std::result::Result<(), EnrollRefusal>> {
@@ -146,7 +148,7 @@ pub(super) fn renew(
 }
 
 /// The SHA-256 of the key the host enrolled with, if it is enrolled.
-fn bound_key(tx: &mut Transaction<'_>, host: &str) -> Result<Option<Vec<u8>>> {
+fn bound_key(tx: &mut Tx<'_>, host: &str) -> Result<Option<Vec<u8>>> {
     Ok(tx
         .query_opt(
             "SELECT key_sha256 FROM enrollments WHERE host = $1",
@@ -155,7 +157,7 @@ fn bound_key(tx: &mut Transaction<'_>, host: &str) -> Result<Option<Vec<u8>>> {
         .map(|r| r.get(0)))
 }
 
-fn record(tx: &mut Transaction<'_>, cert: &Issued) -> Result<()> {
+fn record(tx: &mut Tx<'_>, cert: &Issued) -> Result<()> {
     tx.execute(
         "INSERT INTO certificates (serial, host, key_sha256, issued_at, not_after)
          VALUES ($1, $2, $3, $4, $5)",
@@ -170,7 +172,7 @@ fn record(tx: &mut Transaction<'_>, cert: &Issued) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn enrolled(tx: &mut Transaction<'_>) -> Result<Vec<EnrolledHost>> {
+pub(super) fn enrolled(tx: &mut Tx<'_>) -> Result<Vec<EnrolledHost>> {
     Ok(tx
         .query(
             "SELECT e.host, e.enrolled_at, e.token, e.key_sha256, c.serial, c.not_after,
@@ -200,7 +202,7 @@ pub(super) fn enrolled(tx: &mut Transaction<'_>) -> Result<Vec<EnrolledHost>> {
 
 /// Revokes every live certificate of the host and frees its identity.
 pub(super) fn revoke_host(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_>,
     host: &str,
     by: &str,
     now: Millis,
@@ -214,10 +216,7 @@ pub(super) fn revoke_host(
     Ok((enrolled > 0, u32::try_from(revoked).unwrap_or(u32::MAX)))
 }
 
-pub(super) fn certificate(
-    tx: &mut Transaction<'_>,
-    serial: &str,
-) -> Result<Option<IssuedCertificate>> {
+pub(super) fn certificate(tx: &mut Tx<'_>, serial: &str) -> Result<Option<IssuedCertificate>> {
     Ok(tx
         .query_opt(
             "SELECT host, serial, issued_at, not_after, revoked_at, revoked_by

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use postgres::Transaction;
+use super::tx::Tx;
 
 use super::to_u64;
 use crate::store::{
@@ -10,11 +10,7 @@ use crate::store::{
     StateImport, StateInfo, StoreError,
 };
 
-pub(super) fn import_state(
-    tx: &mut Transaction<'_>,
-    r: &StateImport,
-    now: Millis,
-) -> Result<ImportOutcome> {
+pub(super) fn import_state(tx: &mut Tx<'_>, r: &StateImport, now: Millis) -> Result<ImportOutcome> {
     if let Some(serial) = r.serial.filter(|s| i64::try_from(*s).is_err()) {
         return Err(StoreError::Rejected(format!(
             "the state's serial {serial} is out of range (at most {})",
@@ -67,14 +63,13 @@ pub(super) fn import_state(
             &r.imported_by,
         ],
     )?;
-    let insert = tx.prepare(
+    const INSERT: &str =
         "INSERT INTO iac_resources (state, address, type, role, key, name, image_id,
              private_ip, private_dns, user_data_sha1, status, template, location)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-    )?;
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
     for res in &r.resources {
         tx.execute(
-            &insert,
+            INSERT,
             &[
                 &r.name,
                 &res.address,
@@ -106,12 +101,12 @@ pub(super) fn import_state(
 }
 
 pub(super) fn import_manifest(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_>,
     r: &ManifestImport,
     now: Millis,
 ) -> Result<ImportOutcome> {
     // `xmax = 0` tells an inserted row from an updated one.
-    let upsert = tx.prepare(
+    const UPSERT: &str =
         "INSERT INTO images (region, image_id, build, builder_type, run_uuid, build_time,
              baseline_id, source, imported_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
@@ -121,13 +116,12 @@ pub(super) fn import_manifest(
              baseline_id = CASE WHEN excluded.baseline_id = '' THEN images.baseline_id
                                 ELSE excluded.baseline_id END,
              source = excluded.source, imported_at = excluded.imported_at
-         RETURNING xmax = 0",
-    )?;
+         RETURNING xmax = 0";
     let mut outcome = ImportOutcome::default();
     for image in &r.images {
         let inserted: bool = tx
             .query_one(
-                &upsert,
+                UPSERT,
                 &[
                     &image.region,
                     &image.image_id,
@@ -149,7 +143,7 @@ pub(super) fn import_manifest(
     Ok(outcome)
 }
 
-pub(super) fn iac(tx: &mut Transaction<'_>) -> Result<IacData> {
+pub(super) fn iac(tx: &mut Tx<'_>) -> Result<IacData> {
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
     let resources: Vec<(String, Resource)> = tx
         .query(
@@ -229,7 +223,7 @@ pub(super) fn iac(tx: &mut Transaction<'_>) -> Result<IacData> {
     })
 }
 
-pub(super) fn host_facts(tx: &mut Transaction<'_>) -> Result<Vec<HostFacts>> {
+pub(super) fn host_facts(tx: &mut Tx<'_>) -> Result<Vec<HostFacts>> {
     Ok(tx
         .query(
             "SELECT host, hostname, instance_id, image_id, region, private_ip, machine_id_hash,
@@ -256,7 +250,7 @@ pub(super) fn host_facts(tx: &mut Transaction<'_>) -> Result<Vec<HostFacts>> {
 }
 
 /// When each host was last heard from.
-pub(super) fn last_seen(tx: &mut Transaction<'_>) -> Result<Vec<(String, Millis)>> {
+pub(super) fn last_seen(tx: &mut Tx<'_>) -> Result<Vec<(String, Millis)>> {
     Ok(tx
         .query("SELECT host, last_seen FROM hosts ORDER BY host", &[])?
         .iter()

@@ -6,8 +6,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use postgres::Transaction;
 use postgres::types::ToSql;
+
+use super::tx::Tx;
 
 use super::{severity, to_u64};
 use crate::store::aggregates::{Drift, HostRow, join_image, listing};
@@ -41,7 +42,7 @@ fn host_row(r: &postgres::Row) -> HostRow {
     )
 }
 
-pub(super) fn list_hosts(tx: &mut Transaction<'_>, query: &HostQuery) -> Result<Vec<ListedHost>> {
+pub(super) fn list_hosts(tx: &mut Tx<'_>, query: &HostQuery) -> Result<Vec<ListedHost>> {
     let rows: Vec<Arc<HostRow>> = tx
         .query(
             &format!("SELECT {HOST_COLUMNS} FROM hosts ORDER BY host"),
@@ -59,7 +60,7 @@ pub(super) fn list_hosts(tx: &mut Transaction<'_>, query: &HostQuery) -> Result<
 
 /// The drift of each of `hosts` as a filter with a path counts it.
 fn drift_by_path(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_>,
     filter: &ItemFilter,
     hosts: &[Arc<HostRow>],
 ) -> Result<Vec<Drift>> {
@@ -86,7 +87,7 @@ fn drift_by_path(
 }
 
 /// The host `name` names: the host with that identity, else the one host with that hostname.
-fn find_row(tx: &mut Transaction<'_>, name: &str) -> Result<Option<HostRow>> {
+fn find_row(tx: &mut Tx<'_>, name: &str) -> Result<Option<HostRow>> {
     if name.is_empty() {
         return Ok(None);
     }
@@ -106,12 +107,12 @@ fn find_row(tx: &mut Transaction<'_>, name: &str) -> Result<Option<HostRow>> {
     })
 }
 
-pub(super) fn find(tx: &mut Transaction<'_>, name: &str) -> Result<Option<String>> {
+pub(super) fn find(tx: &mut Tx<'_>, name: &str) -> Result<Option<String>> {
     Ok(find_row(tx, name)?.map(|row| row.host().to_owned()))
 }
 
 pub(super) fn get_host(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_>,
     host: &str,
     query: &HostQuery,
 ) -> Result<Option<HostDetail>> {
@@ -139,7 +140,7 @@ pub(super) fn get_host(
 }
 
 pub(super) fn list_paths(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_>,
     filter: &ItemFilter,
     limit: usize,
 ) -> Result<Vec<PathSummary>> {
@@ -171,7 +172,7 @@ pub(super) fn list_paths(
 }
 
 pub(super) fn list_causes(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_>,
     filter: &ItemFilter,
     min_hosts: usize,
     limit: usize,
@@ -242,7 +243,7 @@ pub(super) fn list_causes(
     Ok(causes)
 }
 
-pub(super) fn history(tx: &mut Transaction<'_>, query: &HistoryQuery) -> Result<Vec<HistoryEntry>> {
+pub(super) fn history(tx: &mut Tx<'_>, query: &HistoryQuery) -> Result<Vec<HistoryEntry>> {
     let mut conditions = Conditions::of(&query.filter);
     if !query.host.is_empty() {
         conditions.push("host =", query.host.clone());
@@ -254,7 +255,7 @@ pub(super) fn history(tx: &mut Transaction<'_>, query: &HistoryQuery) -> Result<
     // received in the same millisecond as they were stored. Without a glob, SQL has the whole
     // filter and can apply the limit itself.
     let limit = match (&query.filter.path, query.limit) {
-        (None, n) if n > 0 => format!(" LIMIT {n}"),
+        (None, n) if n > 0 => format!(" LIMIT {}", conditions.bind(n as i64)),
         _ => String::new(),
     };
     let sql = format!(
@@ -326,8 +327,14 @@ impl Conditions {
 
     /// `test` is a column and an operator; the value is bound after it.
     fn push(&mut self, test: &str, value: impl ToSql + Sync + 'static) {
+        let placeholder = self.bind(value);
+        self.sql.push(format!("{test} {placeholder}"));
+    }
+
+    /// Binds a value (for after the conditions): its placeholder.
+    fn bind(&mut self, value: impl ToSql + Sync + 'static) -> String {
         self.values.push(Box::new(value));
-        self.sql.push(format!("{test} ${}", self.values.len()));
+        format!("${}", self.values.len())
     }
 
     fn where_sql(&self) -> String {

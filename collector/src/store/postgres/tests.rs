@@ -286,6 +286,7 @@ fn encrypted(store: &PgStore) -> bool {
     store
         .conn("test")
         .unwrap()
+        .client
         .query_one(
             "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
             &[],
@@ -339,6 +340,7 @@ fn a_password_comes_from_the_url_or_the_password_file() {
     // Roles are the server's: one per test database, so tests do not race on it.
     let role = format!("{PASSWORD_ROLE}_{name}");
     admin
+        .client
         .batch_execute(&format!(
             "CREATE ROLE {role} LOGIN PASSWORD '{PASSWORD}' IN ROLE {PASSWORD_ROLE};
              GRANT ALL ON ALL TABLES IN SCHEMA public TO {role};
@@ -360,4 +362,53 @@ fn a_password_comes_from_the_url_or_the_password_file() {
     from_file.hello(&info("i-2", "web-2"), T0).unwrap();
     let err = PgStore::open(&with("wrong"), None).unwrap_err().to_string();
     assert!(err.contains("password authentication failed"), "{err}");
+}
+
+#[test]
+fn a_write_failing_with_a_database_error_is_undone_alone() {
+    use crate::store::conformance::{batch, drifted, item};
+    let store = fresh_store();
+    for host in ["i-1", "i-2", "i-3"] {
+        store.hello(&info(host, host), T0).unwrap();
+    }
+    // PostgreSQL text cannot hold NUL: storing this item fails in the database, after the
+    // write has stored its event (so the group is applied again under savepoints).
+    let results = store
+        .apply(&[
+            batch(
+                "i-1",
+                "s1",
+                vec![drifted(1, &item("/etc/a", "security", "x"))],
+                T0,
+            ),
+            batch(
+                "i-2",
+                "s1",
+                vec![
+                    drifted(1, &item("/etc/b", "security", "x")),
+                    drifted(2, &item("/etc/b\0c", "security", "x")),
+                ],
+                T0,
+            ),
+            batch(
+                "i-3",
+                "s1",
+                vec![drifted(1, &item("/etc/c", "security", "x"))],
+                T0,
+            ),
+        ])
+        .unwrap();
+    assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+    assert!(
+        matches!(&results[1], Err(StoreError::Database(_))),
+        "{results:?}"
+    );
+    let hosts: Vec<String> = store
+        .history(&HistoryQuery::default())
+        .unwrap()
+        .into_iter()
+        .map(|e| e.host)
+        .collect();
+    assert_eq!(hosts, ["i-1", "i-3"]);
+    assert_eq!(store.digest("i-2").unwrap().unwrap().0.last_seq, 0);
 }

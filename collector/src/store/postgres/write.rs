@@ -1,5 +1,5 @@
 //! Writes: [`hello`] in a transaction of its own; a group's writes in one transaction, each
-//! under a savepoint ([`apply`]), as SQLite's `write` does them.
+//! atomically ([`apply_unguarded`], else [`apply_guarded`]), as SQLite's `write` does them.
 //!
 //! A write reads its host's row once, `FOR UPDATE` ([`HostState`]): collectors sharing the
 //! database serialize their writes to one host there, and a write sees the stream state the
@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use postgres::Transaction;
+use super::tx::Tx;
 
 use super::{severity, to_u64};
 use crate::store::{
@@ -16,13 +16,9 @@ use crate::store::{
     Transition, Write,
 };
 
-/// Applies a group's writes, each under a savepoint: one that fails (rejected, or a database
-/// error) is undone alone and reported in its slot, the others stand. PostgreSQL aborts the
-/// whole transaction on any failed statement, so unlike SQLite there is no cheaper path.
-///
-/// The hosts the group writes to are locked first, in identity order, so two collectors
-/// applying groups that share hosts wait for each other instead of deadlocking.
-pub(super) fn apply(tx: &mut Transaction<'_>, writes: &[Write]) -> Result<Vec<Result<Applied>>> {
+/// Locks the hosts a group writes to, in identity order, so two collectors applying groups
+/// that share hosts wait for each other instead of deadlocking.
+pub(super) fn lock_hosts(tx: &mut Tx<'_>, writes: &[Write]) -> Result<()> {
     let mut hosts: Vec<&str> = writes.iter().map(Write::host).collect();
     hosts.sort_unstable();
     hosts.dedup();
@@ -30,6 +26,36 @@ pub(super) fn apply(tx: &mut Transaction<'_>, writes: &[Write]) -> Result<Vec<Re
         "SELECT 1 FROM hosts WHERE host = ANY($1) ORDER BY host FOR UPDATE",
         &[&hosts],
     )?;
+    Ok(())
+}
+
+/// Applies a group's writes without savepoints, as long as none fails with a database error;
+/// `None` when one does (PostgreSQL then refuses the rest of the transaction: the caller
+/// rolls the group back and uses [`apply_guarded`]).
+///
+/// As in SQLite's `write::apply_unguarded`, a savepoint per write would only serve to undo a
+/// write that failed after modifying something, and writes check everything (the host, the
+/// stream, the sequence numbers, the snapshot's subjects) before their first modification: a
+/// rejection leaves nothing to undo (the host row's lock aside). Savepoints cost two round
+/// trips per write; a database error is rare enough to pay for the group twice.
+pub(super) fn apply_unguarded(
+    tx: &mut Tx<'_>,
+    writes: &[Write],
+) -> Result<Option<Vec<Result<Applied>>>> {
+    let mut results = Vec::with_capacity(writes.len());
+    for one in writes {
+        match apply_one(tx, one) {
+            Ok(applied) => results.push(Ok(applied)),
+            Err(StoreError::Rejected(m)) => results.push(Err(StoreError::Rejected(m))),
+            Err(_) => return Ok(None),
+        }
+    }
+    Ok(Some(results))
+}
+
+/// Applies a group's writes, each under a savepoint: one that fails (rejected, or a database
+/// error) is undone alone and reported in its slot, the others stand.
+pub(super) fn apply_guarded(tx: &mut Tx<'_>, writes: &[Write]) -> Result<Vec<Result<Applied>>> {
     let mut results = Vec::with_capacity(writes.len());
     for one in writes {
         let mut savepoint = tx.savepoint("write")?;
@@ -47,7 +73,7 @@ pub(super) fn apply(tx: &mut Transaction<'_>, writes: &[Write]) -> Result<Vec<Re
     Ok(results)
 }
 
-fn apply_one(tx: &mut Transaction<'_>, write: &Write) -> Result<Applied> {
+fn apply_one(tx: &mut Tx<'_>, write: &Write) -> Result<Applied> {
     match write {
         Write::Batch {
             host,
@@ -79,7 +105,13 @@ fn apply_one(tx: &mut Transaction<'_>, write: &Write) -> Result<Applied> {
 }
 
 /// Creates or updates the host (and its baseline) a hello describes.
-pub(super) fn hello(tx: &mut Transaction<'_>, info: &HostInfo, now: Millis) -> Result<StreamState> {
+///
+/// Committed without waiting for the WAL flush (`synchronous_commit = off`), as SQLite commits
+/// hellos without an fsync: nothing is acknowledged on the strength of a hello, a lost one is
+/// repeated at reconnection, and the next durable commit flushes it anyway. A reconnection
+/// storm of thousands of agents then costs no flush per hello.
+pub(super) fn hello(tx: &mut Tx<'_>, info: &HostInfo, now: Millis) -> Result<StreamState> {
+    tx.batch_execute("SET LOCAL synchronous_commit = off")?;
     let id = &info.identity;
     // Sorted, so equal tag sets are equal text.
     let tags = serde_json::to_string(&id.tags.iter().collect::<BTreeMap<_, _>>())
@@ -160,7 +192,7 @@ pub(super) fn hello(tx: &mut Transaction<'_>, info: &HostInfo, now: Millis) -> R
 }
 
 fn apply_batch(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_>,
     host: &str,
     stream_id: &str,
     events: &[EventRecord],
@@ -237,7 +269,7 @@ fn apply_batch(
 }
 
 fn apply_snapshot(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_>,
     host: &str,
     stream_id: &str,
     seq: u64,
@@ -336,7 +368,7 @@ fn unknown_host(host: &str) -> StoreError {
     StoreError::Rejected(format!("unknown host {host}: it must say hello first"))
 }
 
-pub(super) fn stream_state(tx: &mut Transaction<'_>, host: &str) -> Result<Option<StreamState>> {
+pub(super) fn stream_state(tx: &mut Tx<'_>, host: &str) -> Result<Option<StreamState>> {
     Ok(tx
         .query_opt(
             "SELECT stream_id, last_seq FROM hosts WHERE host = $1",
@@ -348,7 +380,7 @@ pub(super) fn stream_state(tx: &mut Transaction<'_>, host: &str) -> Result<Optio
         }))
 }
 
-fn touch(tx: &mut Transaction<'_>, host: &str, at: Millis) -> Result<()> {
+fn touch(tx: &mut Tx<'_>, host: &str, at: Millis) -> Result<()> {
     tx.execute(
         "UPDATE hosts SET last_seen = GREATEST(last_seen, $2) WHERE host = $1",
         &[&host, &at],
@@ -363,7 +395,7 @@ struct Current {
     observed_at: Millis,
 }
 
-fn current(tx: &mut Transaction<'_>, host: &str, subject: &str) -> Result<Option<Current>> {
+fn current(tx: &mut Tx<'_>, host: &str, subject: &str) -> Result<Option<Current>> {
     tx.query_opt(
         "SELECT sha256, severity, observed_at FROM items WHERE host = $1 AND subject = $2",
         &[&host, &subject],
@@ -380,7 +412,7 @@ fn current(tx: &mut Transaction<'_>, host: &str, subject: &str) -> Result<Option
 
 /// Removes a current item; returns its severity, `observed_at` and encoding if there was one.
 fn delete_item(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_>,
     host: &str,
     subject: &str,
 ) -> Result<Option<(Severity, Millis, Vec<u8>)>> {
@@ -407,7 +439,7 @@ struct HistoryRow<'a> {
     source: &'static str,
 }
 
-fn insert_event(tx: &mut Transaction<'_>, row: &HistoryRow<'_>) -> Result<()> {
+fn insert_event(tx: &mut Tx<'_>, row: &HistoryRow<'_>) -> Result<()> {
     tx.execute(
         "INSERT INTO events (host, stream_id, seq, transition, observed_at, received_at,
              subject, severity, source, item)
@@ -440,7 +472,7 @@ struct HostState {
 
 impl HostState {
     /// Reads and locks the host's row; an unknown host is rejected.
-    fn read(tx: &mut Transaction<'_>, host: &str) -> Result<HostState> {
+    fn read(tx: &mut Tx<'_>, host: &str) -> Result<HostState> {
         let r = tx
             .query_opt(
                 "SELECT stream_id, last_seq, n_security, n_behavioral, n_cosmetic,
@@ -462,7 +494,7 @@ impl HostState {
     /// keeps its `observed_at`.
     fn upsert(
         &mut self,
-        tx: &mut Transaction<'_>,
+        tx: &mut Tx<'_>,
         host: &str,
         item: &ItemRecord,
         old: Option<Current>,
@@ -525,7 +557,7 @@ impl HostState {
     }
 
     /// Writes the row back, with `last_seen` at least `seen`.
-    fn save(&mut self, tx: &mut Transaction<'_>, host: &str, seen: Millis) -> Result<()> {
+    fn save(&mut self, tx: &mut Tx<'_>, host: &str, seen: Millis) -> Result<()> {
         for severity in Severity::ALL {
             let i = severity as usize;
             if self.counts[i] <= 0 {

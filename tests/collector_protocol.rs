@@ -814,6 +814,47 @@ async fn a_replayed_batch_is_acked_again_and_stored_once() {
     });
 }
 
+/// A flapping network: the host's old connection is still open when its new one says hello.
+/// The old one ends at its next heartbeat (ABORTED, naming the host), its writes meanwhile
+/// are stored once, and the new one carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_connection_of_the_same_host_replaces_the_older_one() {
+    let t = TestDir::new();
+    let c = Collector::start(&t.path().join("collector"));
+    let host = "i-flapping";
+    let all = drifted(1..=6);
+
+    let mut old = AgentStream::open(&c).await;
+    old.resume(host, 0..=0, 0).await;
+    old.batch(all[..2].to_vec()).await;
+    old.expect_ack(2).await;
+    let mut new = AgentStream::open(&c).await;
+    new.resume(host, 1..=2, 2).await;
+    // The old connection still delivers what it had in flight: stored once, acked.
+    old.batch(all[..4].to_vec()).await;
+    old.expect_ack(4).await;
+    new.batch(all[2..6].to_vec()).await;
+    new.expect_ack(6).await;
+    old.heartbeat(4, Vec::new(), 4).await;
+    let status = old
+        .expect_end(Code::Aborted, &["newer connection", host])
+        .await;
+    assert_logged(&c, &status);
+    // The newer one is the host's stream: it carries on, with nothing asked of it.
+    new.batch(all[5..6].to_vec()).await;
+    new.expect_ack(6).await;
+    new.heartbeat(6, digest(all.iter().map(|e| e.item.as_ref().unwrap())), 6)
+        .await;
+    new.batch(all[5..6].to_vec()).await;
+    new.expect_ack(6).await;
+    assert_holds(&c, host, &all);
+    wait_metric(
+        &c,
+        "driftwatch_collector_rejected_total{reason=\"replaced\"}",
+        |v| v == 1.0,
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // 8: many connections, and the connection limit.
 

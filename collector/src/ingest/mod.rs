@@ -134,6 +134,7 @@ impl<S: Store> v1::ingest_server::Ingest for IngestService<S> {
             host: String::new(),
             stream_id: String::new(),
             last_seq: 0,
+            connection: 0,
             snapshot_asked: None,
             last_seen_written: None,
             spool_health: Default::default(),
@@ -167,6 +168,8 @@ struct Connection<S> {
     stream_id: String,
     /// The last sequence number stored for this stream.
     last_seq: u64,
+    /// The number the store gave this stream's hello ([`StreamState::connection`]).
+    connection: u64,
     /// When a snapshot was last asked for, until it arrives.
     snapshot_asked: Option<tokio::time::Instant>,
     last_seen_written: Option<tokio::time::Instant>,
@@ -359,6 +362,7 @@ impl<S: Store> Connection<S> {
         let state = blocking(move || store.hello(&info, store::now_millis())).await?;
         let (welcome_seq, snapshot) =
             resume(&state, &hello.stream_id, hello.last_seq, hello.oldest_seq);
+        self.connection = state.connection;
         self.last_seq = if state.stream_id == self.stream_id {
             state.last_seq
         } else {
@@ -461,6 +465,22 @@ impl<S: Store> Connection<S> {
             self.last_seen_written = Some(now);
         }
         self.not_revoked().await?;
+        let store = self.store.clone();
+        let host = self.host.clone();
+        let Some((state, digest)) = blocking(move || store.digest(&host)).await? else {
+            return Ok(());
+        };
+        if state.connection > self.connection {
+            // The host said hello again since, here or through another collector sharing the
+            // database (a flapping network, a half-open connection the agent gave up on): one
+            // live stream per host, the newest. Its writes were idempotent all along.
+            self.metrics.reject("replaced");
+            tracing::info!(host = %self.host, peer = %self.peer, "A newer connection of this host replaced this stream; ending it.");
+            return Err(End(Status::aborted(format!(
+                "a newer connection of host {} replaced this stream",
+                self.host
+            ))));
+        }
         // Anti-entropy, on every heartbeat: at the same sequence number the agent's set and
         // ours must agree, and the stored set must be this stream's. A snapshot asked for and
         // not yet received is asked again only after `snapshot_interval`.
@@ -470,11 +490,6 @@ impl<S: Store> Connection<S> {
         {
             return Ok(());
         }
-        let store = self.store.clone();
-        let host = self.host.clone();
-        let Some((state, digest)) = blocking(move || store.digest(&host)).await? else {
-            return Ok(());
-        };
         if state.stream_id.is_empty() {
             // The host has stored nothing yet: there is no set to compare with.
             return Ok(());
@@ -706,6 +721,7 @@ mod tests {
 
     fn state(stream: &str, last: u64) -> StreamState {
         StreamState {
+            connection: 1,
             stream_id: stream.into(),
             last_seq: last,
         }

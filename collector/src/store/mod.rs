@@ -107,6 +107,10 @@ pub struct StreamState {
     pub stream_id: String,
     /// The last sequence number stored (0: none).
     pub last_seq: u64,
+    /// The connection that speaks for the host: every hello takes the next number, through
+    /// whichever collector sharing the database it arrives, so a stream that finds a higher
+    /// number than its own hello's knows a newer connection of its host replaced it.
+    pub connection: u64,
 }
 
 /// One event of a batch, validated (see [`ItemRecord::from_wire`]).

@@ -7,7 +7,10 @@ use super::*;
 pub fn hello_creates_then_updates_the_host(store: &dyn Store) {
     assert_eq!(
         store.hello(&info("i-1", "web-1"), T0).unwrap(),
-        StreamState::default()
+        StreamState {
+            connection: 1,
+            ..StreamState::default()
+        }
     );
     let listed = hosts(store, &host_query(T0, false, ItemFilter::default()));
     assert_eq!(
@@ -52,7 +55,8 @@ pub fn hello_creates_then_updates_the_host(store: &dyn Store) {
         store.hello(&again, T0 + 7_000).unwrap(),
         StreamState {
             stream_id: "s1".into(),
-            last_seq: 1
+            last_seq: 1,
+            connection: 3
         },
         "a hello reports where the stream stands"
     );
@@ -184,7 +188,10 @@ pub fn a_rejected_write_does_not_affect_the_others(store: &dyn Store) {
     assert!(drift_of(store, "i-2").is_empty());
     assert_eq!(
         store.digest("i-2").unwrap().unwrap().0,
-        StreamState::default()
+        StreamState {
+            connection: 1,
+            ..StreamState::default()
+        }
     );
     assert_eq!(all_history(store).len(), 2);
     assert_eq!(
@@ -320,7 +327,8 @@ pub fn a_snapshot_replaces_the_set_and_records_the_differences(store: &dyn Store
         state,
         StreamState {
             stream_id: "s2".into(),
-            last_seq: 7
+            last_seq: 7,
+            connection: 1
         }
     );
     assert_eq!(digest, set_digest([a.sha256, b2.sha256, d.sha256]));
@@ -384,7 +392,8 @@ pub fn a_snapshot_replaces_the_set_and_records_the_differences(store: &dyn Store
         (
             StreamState {
                 stream_id: "s3".into(),
-                last_seq: 2
+                last_seq: 2,
+                connection: 1
             },
             set_digest([])
         )
@@ -396,7 +405,10 @@ pub fn the_digest_follows_the_current_set(store: &dyn Store) {
     store.hello(&info("i-1", "web-1"), T0).unwrap();
     assert_eq!(
         store.digest("i-1").unwrap(),
-        Some((StreamState::default(), set_digest([])))
+        Some((StreamState {
+            connection: 1,
+            ..StreamState::default()
+        }, set_digest([])))
     );
     let a = item("/etc/a.conf", "behavioral", "bb");
     let a2 = item("/etc/a.conf", "behavioral", "cc");
@@ -411,7 +423,8 @@ pub fn the_digest_follows_the_current_set(store: &dyn Store) {
         state,
         StreamState {
             stream_id: "s1".into(),
-            last_seq: 2
+            last_seq: 2,
+            connection: 1
         }
     );
     assert_eq!(first, set_digest([a.sha256, b.sha256]));
@@ -446,7 +459,8 @@ pub fn a_batch_of_another_stream_is_rejected(store: &dyn Store) {
         store.digest("i-1").unwrap().unwrap().0,
         StreamState {
             stream_id: "s1".into(),
-            last_seq: 1
+            last_seq: 1,
+            connection: 1
         }
     );
     assert_eq!(all_history(store).len(), 1);
@@ -458,7 +472,8 @@ pub fn a_batch_of_another_stream_is_rejected(store: &dyn Store) {
         store.digest("i-2").unwrap().unwrap().0,
         StreamState {
             stream_id: "s9".into(),
-            last_seq: 1
+            last_seq: 1,
+            connection: 1
         }
     );
 }

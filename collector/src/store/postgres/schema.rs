@@ -1,7 +1,8 @@
 //! The tables (see the parent module's docs) and their migrations.
 //!
 //! PostgreSQL's schema counts its own versions in `schema_version`: its version 1 is SQLite's
-//! version 6 (every table, with the same columns, keys and checks). Migrations run in one
+//! version 6 (every table, with the same columns, keys and checks), its version 2 SQLite's
+//! version 7 and what only a shared database needs. Migrations run in one
 //! transaction that first takes a transaction-level advisory lock ([`MIGRATION_LOCK`]), so
 //! collectors starting together on one database migrate it once: the second waits for the
 //! first to commit, then finds the schema current.
@@ -17,7 +18,19 @@ pub(super) const MIGRATION_LOCK: i64 = 0x6472_6966_7477_6174;
 
 /// Schema migrations, applied in order; `schema_version` counts those applied. Never edit one
 /// that has shipped: add the next.
-pub(super) const MIGRATIONS: &[&str] = &[SCHEMA_V1];
+pub(super) const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
+
+/// Version 2: collectors sharing the database.
+/// - `hosts.connection`: the number of the host's newest connection (SQLite's version 7).
+/// - `events.tx`: the transaction that stored the event, so every collector can follow what
+///   every other commits, in commit-safe order (see `feed`): the `events` rows of
+///   transactions below the oldest one still running are final, whatever order they
+///   committed in. (Rows stored before this version get the migration's.)
+const SCHEMA_V2: &str = r#"
+ALTER TABLE hosts ADD COLUMN connection BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE events ADD COLUMN tx xid8 NOT NULL DEFAULT pg_current_xact_id();
+CREATE INDEX events_tx ON events (tx, id);
+"#;
 
 /// Text that is compared, sorted or ranged is `COLLATE "C"` (byte order, as SQLite compares
 /// text and as the queries' prefix ranges assume), whatever the database's default collation.

@@ -120,9 +120,9 @@ pub(super) fn hello(tx: &mut Tx<'_>, info: &HostInfo, now: Millis) -> Result<Str
         "INSERT INTO hosts (host, hostname, identity_source, cloud, region,
              availability_zone, instance_id, image_id, private_ip, machine_id_hash,
              user_data_sha1, account_id, tags, agent_version, baseline_id,
-             image_name, image_version, boot_id, first_seen, last_seen)
+             image_name, image_version, boot_id, first_seen, last_seen, connection)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
-             $16, $17, $18, $19, $19)
+             $16, $17, $18, $19, $19, 1)
          ON CONFLICT (host) DO UPDATE SET
              hostname = excluded.hostname,
              identity_source = excluded.identity_source,
@@ -141,8 +141,9 @@ pub(super) fn hello(tx: &mut Tx<'_>, info: &HostInfo, now: Millis) -> Result<Str
              image_name = excluded.image_name,
              image_version = excluded.image_version,
              boot_id = excluded.boot_id,
-             last_seen = GREATEST(hosts.last_seen, excluded.last_seen)
-         RETURNING stream_id, last_seq",
+             last_seen = GREATEST(hosts.last_seen, excluded.last_seen),
+             connection = hosts.connection + 1
+         RETURNING stream_id, last_seq, connection",
         &[
             &info.host,
             &id.hostname,
@@ -168,6 +169,7 @@ pub(super) fn hello(tx: &mut Tx<'_>, info: &HostInfo, now: Millis) -> Result<Str
     let state = StreamState {
         stream_id: row.get(0),
         last_seq: to_u64(row.get(1)),
+        connection: to_u64(row.get(2)),
     };
     if !info.baseline_id.is_empty() {
         tx.execute(
@@ -371,12 +373,13 @@ fn unknown_host(host: &str) -> StoreError {
 pub(super) fn stream_state(tx: &mut Tx<'_>, host: &str) -> Result<Option<StreamState>> {
     Ok(tx
         .query_opt(
-            "SELECT stream_id, last_seq FROM hosts WHERE host = $1",
+            "SELECT stream_id, last_seq, connection FROM hosts WHERE host = $1",
             &[&host],
         )?
         .map(|r| StreamState {
             stream_id: r.get(0),
             last_seq: to_u64(r.get(1)),
+            connection: to_u64(r.get(2)),
         }))
 }
 

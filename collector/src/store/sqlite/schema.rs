@@ -23,7 +23,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     Migration::Sql(super::credentials::SCHEMA_V4),
     Migration::Sql(SCHEMA_V5),
     Migration::Sql(super::enrollment::SCHEMA_V6),
+    Migration::Sql(SCHEMA_V7),
 ];
+
+/// Version 7: the number of the host's newest connection ([`crate::store::StreamState`]).
+const SCHEMA_V7: &str = "ALTER TABLE hosts ADD COLUMN connection INTEGER NOT NULL DEFAULT 0;";
 
 /// Version 5: who imported each state (earlier imports: unknown, '').
 const SCHEMA_V5: &str = "ALTER TABLE iac_states ADD COLUMN imported_by TEXT NOT NULL DEFAULT '';";

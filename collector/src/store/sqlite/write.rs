@@ -118,9 +118,9 @@ pub(super) fn hello(conn: &Connection, info: &HostInfo, now: Millis) -> Result<S
             "INSERT INTO hosts (host, hostname, identity_source, cloud, region,
                  availability_zone, instance_id, image_id, private_ip, machine_id_hash,
                  user_data_sha1, account_id, tags, agent_version, baseline_id,
-                 image_name, image_version, boot_id, first_seen, last_seen)
+                 image_name, image_version, boot_id, first_seen, last_seen, connection)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
-                 ?16, ?17, ?18, ?19, ?19)
+                 ?16, ?17, ?18, ?19, ?19, 1)
              ON CONFLICT (host) DO UPDATE SET
                  hostname = excluded.hostname,
                  identity_source = excluded.identity_source,
@@ -139,8 +139,9 @@ pub(super) fn hello(conn: &Connection, info: &HostInfo, now: Millis) -> Result<S
                  image_name = excluded.image_name,
                  image_version = excluded.image_version,
                  boot_id = excluded.boot_id,
-                 last_seen = max(hosts.last_seen, excluded.last_seen)
-             RETURNING stream_id, last_seq",
+                 last_seen = max(hosts.last_seen, excluded.last_seen),
+                 connection = hosts.connection + 1
+             RETURNING stream_id, last_seq, connection",
         )
         .and_then(|mut stmt| {
             stmt.query_row(
@@ -169,6 +170,7 @@ pub(super) fn hello(conn: &Connection, info: &HostInfo, now: Millis) -> Result<S
                     Ok(StreamState {
                         stream_id: r.get(0)?,
                         last_seq: to_u64(r.get(1)?),
+                        connection: to_u64(r.get(2)?),
                     })
                 },
             )
@@ -381,11 +383,12 @@ fn unknown_host(host: &str) -> StoreError {
 }
 
 pub(super) fn stream_state(conn: &Connection, host: &str) -> rusqlite::Result<Option<StreamState>> {
-    conn.prepare_cached("SELECT stream_id, last_seq FROM hosts WHERE host = ?1")?
+    conn.prepare_cached("SELECT stream_id, last_seq, connection FROM hosts WHERE host = ?1")?
         .query_row([host], |r| {
             Ok(StreamState {
                 stream_id: r.get(0)?,
                 last_seq: to_u64(r.get(1)?),
+                connection: to_u64(r.get(2)?),
             })
         })
         .optional()

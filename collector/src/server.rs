@@ -372,7 +372,12 @@ async fn serve_with<S: Store>(
     let metrics = Arc::new(Metrics::default());
     // Committed events, for `Watch`; slow followers are told after this many.
     let feed = Feed::new(FEED_BUFFER);
-    let (writer, writer_thread) = Writer::start(store.clone(), feed.clone(), metrics.clone());
+    let (writer, writer_thread) = Writer::start(
+        store.clone(),
+        feed.clone(),
+        shutdown.clone(),
+        metrics.clone(),
+    );
     // The task of every agent stream, waited for once the connections are closed.
     let streams = TaskTracker::new();
     let limits = Limits {

@@ -123,7 +123,11 @@ struct Followed {
     last_error: Option<String>,
 }
 
-/// Follows `sources`, polling every `every`, on a thread of its own.
+/// How often a collector that does not hold the sources' lease checks whether it got it.
+const STANDBY_CHECK: Duration = Duration::from_secs(1);
+
+/// Follows `sources`, polling every `every`, on a thread of its own, while this collector
+/// holds their lease ([`Store::lease`]).
 pub fn follow<S: Store>(
     sources: Vec<StateSource>,
     every: Duration,
@@ -144,7 +148,14 @@ pub fn follow<S: Store>(
         .name("state-sources".into())
         .spawn(move || {
             let mut state: Vec<Followed> = sources.iter().map(|_| Followed::default()).collect();
+            // One collector of those sharing a database follows the sources; the others stand
+            // by and take over within a second or two of its end.
+            let lease = store.lease("state-sources");
             loop {
+                if !lease.held() {
+                    std::thread::sleep(every.min(STANDBY_CHECK));
+                    continue;
+                }
                 for (source, followed) in sources.iter().zip(&mut state) {
                     let outcome = poll(source, followed, &agent, max_bytes, &*store);
                     match outcome {

@@ -7,7 +7,9 @@
 //! that wrote in the meantime, so throughput grows with the number of agents instead of being
 //! capped by the disk's sync rate, and nothing is acknowledged before it is durable.
 //!
-//! Committed events are published on the live [`Feed`], which the query side follows.
+//! Committed events are published on the live [`Feed`], which the query side follows: by the
+//! writer itself, unless the store follows the database's commits (PostgreSQL shared by
+//! several collectors: [`Store::follow_commits`]).
 //!
 //! The thread stops once every [`Writer`] handle is dropped and the queue is drained: every
 //! write queued by then is committed and answered ([`WriterThread::stopped`]).
@@ -16,6 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::store::{Applied, Feed, HistoryEntry, Source, Store, StoreError, Write};
@@ -51,6 +54,7 @@ impl Writer {
     pub fn start<S: Store>(
         store: Arc<S>,
         feed: Feed,
+        stop: CancellationToken,
         metrics: Arc<Metrics>,
     ) -> (Writer, WriterThread) {
         let (queue, rx) = mpsc::channel(QUEUE);
@@ -59,10 +63,13 @@ impl Writer {
             metrics: metrics.clone(),
         };
         let (done, stopped) = oneshot::channel();
+        // A database other collectors write too feeds `feed` itself, with every collector's
+        // commits (this one's among them).
+        let feed = (!store.follow_commits(&feed, stop)).then_some(feed);
         std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || {
-                run(store.as_ref(), rx, &feed, &metrics);
+                run(store.as_ref(), rx, feed.as_ref(), &metrics);
                 let _ = done.send(());
             })
             .expect("spawn the writer thread");
@@ -94,7 +101,7 @@ impl Writer {
 fn run<S: Store>(
     store: &S,
     mut rx: mpsc::Receiver<(Write, Option<Reply>)>,
-    feed: &Feed,
+    feed: Option<&Feed>,
     metrics: &Metrics,
 ) {
     // Test hook: die between a commit and its acknowledgements, as a crash there would.
@@ -155,8 +162,9 @@ fn run<S: Store>(
     }
 }
 
-/// Publishes a committed batch's new events (a replay's skipped ones are its first).
-fn publish(write: &Write, applied: &Applied, feed: &Feed, metrics: &Metrics) {
+/// Counts a committed batch's new events (a replay's skipped ones are its first), and
+/// publishes them on `feed` if the writer feeds it.
+fn publish(write: &Write, applied: &Applied, feed: Option<&Feed>, metrics: &Metrics) {
     let Write::Batch {
         host,
         events: batch,
@@ -170,9 +178,9 @@ fn publish(write: &Write, applied: &Applied, feed: &Feed, metrics: &Metrics) {
     metrics.batches.inc();
     metrics.events_stored.inc_by(new as u64);
     metrics.events_replayed.inc_by((batch.len() - new) as u64);
-    if !feed.is_followed() {
+    let Some(feed) = feed.filter(|f| f.is_followed()) else {
         return;
-    }
+    };
     for e in &batch[batch.len() - new..] {
         feed.publish(HistoryEntry {
             host: host.clone(),

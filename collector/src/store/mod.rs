@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 
 pub mod aggregates;
 pub mod catalog;
@@ -359,6 +360,36 @@ pub trait Store: Send + Sync + 'static {
     /// import), so a correlation computed at one value can be reused while it holds. Read it
     /// before reading the data.
     fn generation(&self) -> u64;
+
+    /// Starts publishing on `feed` every event any collector sharing the database commits
+    /// (until `stop`), and returns true. A database only this process writes returns false:
+    /// the group writer publishes what it commits.
+    fn follow_commits(&self, _feed: &Feed, _stop: CancellationToken) -> bool {
+        false
+    }
+
+    /// A standing candidacy for fleet-wide work `name` that must run on one collector at a
+    /// time (following a state source): [`Lease::held`] says whether this process holds it
+    /// now. A database only this process writes grants it at once, for good.
+    fn lease(&self, _name: &str) -> Box<dyn Lease> {
+        Box::new(Sole)
+    }
+}
+
+/// See [`Store::lease`]. Dropping it gives the lease up.
+pub trait Lease: Send {
+    /// Whether this process holds the lease now: true until the connection holding it is
+    /// lost (then another collector may take it, and this one campaigns again).
+    fn held(&self) -> bool;
+}
+
+/// The lease of a collector that is alone on its database.
+struct Sole;
+
+impl Lease for Sole {
+    fn held(&self) -> bool {
+        true
+    }
 }
 
 /// The live feed: every transition as it is committed, for whoever follows it (`Watch`). The

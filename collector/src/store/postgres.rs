@@ -49,6 +49,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use r2d2::{Pool, PooledConnection};
+use tokio_util::sync::CancellationToken;
 
 use super::{
     Applied, Cause, EnrollRefusal, EnrolledHost, Enrollment, HistoryEntry, HistoryQuery,
@@ -62,7 +63,9 @@ use driftwatch_proto::drift::set_digest;
 pub mod connect;
 mod credentials;
 mod enrollment;
+mod feed;
 mod iac;
+mod lease;
 mod query;
 mod schema;
 #[cfg(test)]
@@ -84,6 +87,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct PgStore {
     /// Always `Some` until dropped (see `Drop`).
     pool: Option<Pool<Manager>>,
+    /// For connections outside the pool (the feed's, leases').
+    manager: Manager,
     /// The database URL without its password.
     shown: String,
     /// Failed reads of the generation, to answer a value no earlier read gave.
@@ -130,9 +135,10 @@ impl PgStore {
             .max_size(POOL_SIZE)
             .min_idle(Some(1))
             .connection_timeout(CONNECT_TIMEOUT)
-            .build_unchecked(manager);
+            .build_unchecked(manager.clone());
         Ok(PgStore {
             pool: Some(pool),
+            manager,
             shown: target.shown,
             generation_failures: AtomicU64::new(0),
         })
@@ -224,6 +230,16 @@ impl PgStore {
     }
 }
 
+/// Wakes every collector's feed ([`feed`]) when the group stored events: delivered at
+/// commit, and never for a group rolled back.
+fn notify_followers(tx: &mut Tx<'_>, results: &[Result<Applied>]) -> Result<()> {
+    if results.iter().flatten().any(|a| a.events > 0) {
+        tx.batch_execute(&format!("NOTIFY {}", feed::CHANNEL))
+            .context("applying writes: notifying the other collectors")?;
+    }
+    Ok(())
+}
+
 fn prefixed(what: &str, e: StoreError) -> StoreError {
     match e {
         StoreError::Database(detail) => StoreError::Database(format!("{what}: {detail}")),
@@ -262,6 +278,7 @@ impl Store for PgStore {
         if let Some(results) =
             write::apply_unguarded(&mut tx, writes).map_err(|e| prefixed(WHAT, e))?
         {
+            notify_followers(&mut tx, &results)?;
             tx.commit().context("applying writes: committing")?;
             return Ok(results);
         }
@@ -272,6 +289,7 @@ impl Store for PgStore {
         let mut tx = conn.transaction().context(WHAT)?;
         write::lock_hosts(&mut tx, writes).map_err(|e| prefixed(WHAT, e))?;
         let results = write::apply_guarded(&mut tx, writes).map_err(|e| prefixed(WHAT, e))?;
+        notify_followers(&mut tx, &results)?;
         tx.commit().context("applying writes: committing")?;
         Ok(results)
     }
@@ -433,6 +451,22 @@ impl Store for PgStore {
                 (1 << 63) | self.generation_failures.fetch_add(1, Ordering::Relaxed)
             }
         }
+    }
+
+    fn follow_commits(&self, feed: &super::Feed, stop: CancellationToken) -> bool {
+        let (manager, feed) = (self.manager.clone(), feed.clone());
+        let spawned = std::thread::Builder::new()
+            .name("pg-feed".into())
+            .spawn(move || feed::follow(manager, feed, stop));
+        if let Err(error) = spawned {
+            // The feed then has no source: `watch` shows nothing, which the log explains.
+            tracing::error!(%error, "Cannot start following the database's commits.");
+        }
+        true
+    }
+
+    fn lease(&self, name: &str) -> Box<dyn super::Lease> {
+        Box::new(lease::campaign(self.manager.clone(), name))
     }
 }
 

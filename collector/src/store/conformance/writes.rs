@@ -405,10 +405,13 @@ pub fn the_digest_follows_the_current_set(store: &dyn Store) {
     store.hello(&info("i-1", "web-1"), T0).unwrap();
     assert_eq!(
         store.digest("i-1").unwrap(),
-        Some((StreamState {
-            connection: 1,
-            ..StreamState::default()
-        }, set_digest([])))
+        Some((
+            StreamState {
+                connection: 1,
+                ..StreamState::default()
+            },
+            set_digest([])
+        ))
     );
     let a = item("/etc/a.conf", "behavioral", "bb");
     let a2 = item("/etc/a.conf", "behavioral", "cc");

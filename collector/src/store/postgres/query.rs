@@ -259,35 +259,43 @@ pub(super) fn history(tx: &mut Tx<'_>, query: &HistoryQuery) -> Result<Vec<Histo
         _ => String::new(),
     };
     let sql = format!(
-        "SELECT host, seq, transition, observed_at, received_at, subject, severity, item, source
-         FROM events{} ORDER BY received_at DESC, id DESC{limit}",
+        "SELECT {HISTORY_COLUMNS} FROM events{} ORDER BY received_at DESC, id DESC{limit}",
         conditions.where_sql()
     );
     let mut events = Vec::new();
     for row in tx.query(&sql, &conditions.params())? {
-        let severity = severity(row.get(6))?;
-        if !query.filter.matches(row.get(5), severity) {
+        let entry = history_entry(&row)?;
+        if !query.filter.matches(&entry.subject, entry.severity) {
             continue;
         }
-        let transition: &str = row.get(2);
-        let source: &str = row.get(8);
-        events.push(HistoryEntry {
-            host: row.get(0),
-            seq: row.get::<_, Option<i64>>(1).map_or(0, to_u64),
-            transition: Transition::parse(transition).ok_or_else(|| unknown(transition))?,
-            observed_at: row.get(3),
-            received_at: row.get(4),
-            subject: row.get(5),
-            severity,
-            item: row.get(7),
-            source: Source::parse(source).ok_or_else(|| unknown(source))?,
-        });
+        events.push(entry);
         if events.len() == query.limit {
             break;
         }
     }
     events.reverse();
     Ok(events)
+}
+
+/// The `events` columns of a [`HistoryEntry`], in the order [`history_entry`] reads them.
+pub(super) const HISTORY_COLUMNS: &str =
+    "host, seq, transition, observed_at, received_at, subject, severity, item, source";
+
+/// A row whose first columns are [`HISTORY_COLUMNS`].
+pub(super) fn history_entry(row: &postgres::Row) -> Result<HistoryEntry> {
+    let transition: &str = row.get(2);
+    let source: &str = row.get(8);
+    Ok(HistoryEntry {
+        host: row.get(0),
+        seq: row.get::<_, Option<i64>>(1).map_or(0, to_u64),
+        transition: Transition::parse(transition).ok_or_else(|| unknown(transition))?,
+        observed_at: row.get(3),
+        received_at: row.get(4),
+        subject: row.get(5),
+        severity: severity(row.get(6))?,
+        item: row.get(7),
+        source: Source::parse(source).ok_or_else(|| unknown(source))?,
+    })
 }
 
 fn unknown(value: &str) -> StoreError {

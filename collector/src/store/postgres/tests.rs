@@ -412,3 +412,110 @@ fn a_write_failing_with_a_database_error_is_undone_alone() {
     assert_eq!(hosts, ["i-1", "i-3"]);
     assert_eq!(store.digest("i-2").unwrap().unwrap().0.last_seq, 0);
 }
+
+/// Waits up to 10 s for `f` to give something.
+fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(value) = f() {
+            return value;
+        }
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn every_collector_s_feed_gets_the_events_committed_through_any_in_commit_safe_order() {
+    let a = fresh_store();
+    let b = second(&a);
+    let feed = crate::store::Feed::new(100);
+    let mut followed = feed.subscribe();
+    let stop = CancellationToken::new();
+    assert!(b.follow_commits(&feed, stop.clone()));
+    // The follower starts at "now": give it a moment to place its cursor.
+    std::thread::sleep(Duration::from_millis(800));
+    a.hello(&info("i-1", "web-1"), T0).unwrap();
+    let x = item("/etc/x.conf", "security", "bb");
+    apply1(&*a, batch("i-1", "s1", vec![drifted(1, &x)], T0 + 1_000)).unwrap();
+    let first = eventually("A's event in B's feed", || followed.try_recv().ok());
+    assert_eq!((first.host.as_str(), first.seq), ("i-1", 1));
+
+    // A transaction that took its id first and commits last: B's feed holds back what
+    // committed after it began until it ends, then gives both, oldest transaction first.
+    let name = a.database().rsplit('/').next().unwrap().to_owned();
+    let mut slow = postgres::Client::connect(&format!("{}/{name}", server()), postgres::NoTls)
+        .expect("connecting");
+    // (Another host's event: one of i-1 would hold its row against the batch's FOR UPDATE.)
+    a.hello(&info("i-2", "web-2"), T0).unwrap();
+    let mut tx = slow.transaction().unwrap();
+    tx.execute(
+        "INSERT INTO events (host, stream_id, seq, transition, observed_at, received_at,
+             subject, severity, source, item)
+         VALUES ('i-2', 'other', 1, 'drifted', 0, 0, '/etc/slow', 0, 'stream', '\\x')",
+        &[],
+    )
+    .unwrap();
+    let y = item("/etc/y.conf", "security", "bb");
+    apply1(&*a, batch("i-1", "s1", vec![drifted(2, &y)], T0 + 2_000)).unwrap();
+    std::thread::sleep(Duration::from_millis(1_500));
+    assert!(
+        followed.try_recv().is_err(),
+        "nothing is published while an older transaction may still commit events"
+    );
+    tx.commit().unwrap();
+    let subjects: Vec<String> = (0..2)
+        .map(|_| {
+            eventually("both events", || followed.try_recv().ok())
+                .subject
+                .clone()
+        })
+        .collect();
+    assert_eq!(subjects, ["/etc/slow", "/etc/y.conf"]);
+    stop.cancel();
+    drop(slow);
+}
+
+#[test]
+fn a_lease_is_held_by_one_collector_at_a_time_and_moves_when_it_goes() {
+    let a = fresh_store();
+    let b = second(&a);
+    let on_a = a.lease("state-sources");
+    eventually("A holds the lease", || on_a.held().then_some(()));
+    let on_b = b.lease("state-sources");
+    let other = b.lease("another");
+    eventually("B holds another lease", || other.held().then_some(()));
+    std::thread::sleep(Duration::from_millis(2_500));
+    assert!(on_a.held() && !on_b.held(), "one holder at a time");
+    drop(on_a);
+    eventually("B takes the lease once A gave it up", || {
+        on_b.held().then_some(())
+    });
+    // A collector whose connection is cut loses it too (a killed collector's kernel closes
+    // its connections; here the server ends the session).
+    let mut admin = postgres::Client::connect(&format!("{}/postgres", server()), postgres::NoTls)
+        .expect("connecting");
+    let on_a = a.lease("state-sources");
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks
+             WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()
+               AND objid = ($1::bigint & 4294967295)::oid",
+            &[&lease_key_of("state-sources")],
+        )
+        .unwrap();
+    eventually("B notices it lost the lease", || {
+        (!on_b.held()).then_some(())
+    });
+    eventually("the lease is held again, by one of them", || {
+        (on_a.held() || on_b.held()).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(2_500));
+    assert!(on_a.held() != on_b.held(), "one holder at a time");
+}
+
+fn lease_key_of(name: &str) -> i64 {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(format!("driftwatch lease {name}"));
+    i64::from_be_bytes(digest[..8].try_into().unwrap())
+}

@@ -47,10 +47,19 @@ impl Conn {
     }
 }
 
-/// Opens [`Conn`]s for the pool.
+/// Opens [`Conn`]s for the pool, and connections of their own for whoever needs one (the
+/// feed's LISTEN, leases).
+#[derive(Clone)]
 pub struct Manager {
     pub config: Config,
     pub tls: MakeRustlsConnect,
+}
+
+impl Manager {
+    /// A connection outside the pool.
+    pub fn client(&self) -> Result<Client, Error> {
+        self.config.connect(self.tls.clone())
+    }
 }
 
 impl r2d2::ManageConnection for Manager {
@@ -59,7 +68,7 @@ impl r2d2::ManageConnection for Manager {
 
     fn connect(&self) -> Result<Conn, Error> {
         Ok(Conn {
-            client: self.config.connect(self.tls.clone())?,
+            client: self.client()?,
             statements: HashMap::new(),
         })
     }

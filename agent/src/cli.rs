@@ -267,7 +267,7 @@ fn run(cli: Cli) -> Result<u8> {
                     Some(c) => writeln!(
                         out,
                         "collector {} ({}, heartbeat {}, identity from {})",
-                        c.url,
+                        c.urls.join(", "),
                         match (c.is_tls(), c.cert.is_some()) {
                             (false, _) => "no TLS",
                             (true, false) => "TLS",

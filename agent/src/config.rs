@@ -9,7 +9,7 @@
 //! status_socket = "/var/lib/driftwatch/agent.sock" # status with drift and diffs, mode 0600; "" turns it off
 //!
 //! [collector]              # optional: without a url, standalone (JSON lines on stdout)
-//! url = "https://collector.internal:7470"
+//! url = "https://collector.internal:7470"  # or a list: replicas, tried in turn on failure
 //! ca = "/etc/driftwatch/collector-ca.pem"    # verifies the collector (https)
 //! cert = "/etc/driftwatch/agent.pem"         # client certificate (mTLS), with key
 //! key = "/etc/driftwatch/agent.key"
@@ -61,9 +61,10 @@ pub struct Overrides {
     /// Refuse baselines not signed by this key.
     #[arg(long, value_name = "FILE")]
     pub public_key: Option<PathBuf>,
-    /// The collector's URL (http:// or https://); without it the agent runs standalone, and ""
-    /// forces standalone whatever the file says.
-    #[arg(long, value_name = "URL")]
+    /// The collector's URL (http:// or https://), or several separated by commas (replicas
+    /// sharing one database: the agent fails over to the next when one goes away); without
+    /// it the agent runs standalone, and "" forces standalone whatever the file says.
+    #[arg(long, value_name = "URL[,URL…]")]
     pub collector: Option<String>,
     /// PEM CA certificate(s) that verify an https:// collector.
     #[arg(long, value_name = "FILE")]
@@ -171,6 +172,43 @@ struct WatchSection {
     max_watches: Option<u64>,
 }
 
+/// `url = "https://a"`, `url = "https://a,https://b"` or `url = ["https://a", "https://b"]`.
+#[derive(Debug)]
+struct UrlList(Vec<String>);
+
+impl UrlList {
+    /// URLs given as one string, separated by commas.
+    fn split(text: &str) -> Vec<String> {
+        text.split(',').map(|u| u.trim().to_owned()).collect()
+    }
+}
+
+impl<'de> Deserialize<'de> for UrlList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = UrlList;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a URL, or a list of URLs")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(UrlList(UrlList::split(v)))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut urls = Vec::new();
+                while let Some(url) = seq.next_element::<String>()? {
+                    urls.push(url);
+                }
+                Ok(UrlList(urls))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
 /// `collector = "https://…"` is short for `[collector] url = "https://…"`.
 #[derive(Debug)]
 enum CollectorSetting {
@@ -205,8 +243,8 @@ impl<'de> Deserialize<'de> for CollectorSetting {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CollectorSection {
-    /// The collector's URL, http:// or https://.
-    url: Option<String>,
+    /// The collector's URL, http:// or https://, or several (replicas).
+    url: Option<UrlList>,
     /// PEM CA certificate(s) that verify the collector (https only).
     ca: Option<PathBuf>,
     /// PEM client certificate for mTLS (with `key`).
@@ -257,8 +295,9 @@ pub struct AgentConfig {
 /// The validated `[collector]` section.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CollectorConfig {
-    /// http:// or https://, checked.
-    pub url: String,
+    /// The collector's URLs, http:// or https:// (all alike), checked; never empty. The
+    /// first is the one in use: the uplink rotates the list when it fails over.
+    pub urls: Vec<String>,
     /// PEM CA certificate(s); required with https (this build trusts no system roots).
     pub ca: Option<PathBuf>,
     /// Client certificate and key (mTLS); both or neither.
@@ -273,8 +312,19 @@ pub struct CollectorConfig {
 }
 
 impl CollectorConfig {
+    /// The URL in use (the first).
+    pub fn url(&self) -> &str {
+        &self.urls[0]
+    }
+
     pub fn is_tls(&self) -> bool {
-        self.url.starts_with("https://")
+        self.url().starts_with("https://")
+    }
+
+    /// Moves on to the next URL (the one in use goes last); false when there is only one.
+    pub fn fail_over(&mut self) -> bool {
+        self.urls.rotate_left(1);
+        self.urls.len() > 1
     }
 }
 
@@ -513,23 +563,24 @@ fn collector(
     let section = match file {
         None => CollectorSection::default(),
         Some(CollectorSetting::Url(url)) => CollectorSection {
-            url: Some(url),
+            url: Some(UrlList(UrlList::split(&url))),
             ..CollectorSection::default()
         },
         Some(CollectorSetting::Section(s)) => s,
     };
-    let url = overrides
+    let urls = overrides
         .collector
-        .clone()
-        .or(section.url)
-        .filter(|u| !u.is_empty());
+        .as_deref()
+        .map(UrlList::split)
+        .or(section.url.map(|l| l.0))
+        .filter(|urls| urls.iter().any(|u| !u.is_empty()));
     let ca = overrides.collector_ca.clone().or(section.ca);
     let cert = overrides.collector_cert.clone().or(section.cert);
     let key = overrides.collector_key.clone().or(section.key);
     let identity_file = overrides.identity_file.clone().or(section.identity_file);
     let heartbeat_text = overrides.heartbeat.clone().or(section.heartbeat);
     let metadata_service = overrides.metadata_service || section.metadata_service.unwrap_or(false);
-    let Some(url) = url else {
+    let Some(urls) = urls else {
         let set: Vec<&str> = [
             ("ca", ca.is_some()),
             ("cert", cert.is_some()),
@@ -553,20 +604,30 @@ fn collector(
         }
         return None;
     };
-    let tls = url.starts_with("https://");
-    if !(tls || url.starts_with("http://")) {
-        bad(
-            "collector.url",
-            format!("{url:?} must start with http:// or https://"),
-        );
-    } else if let Err(e) = url.parse::<tonic::codegen::http::Uri>() {
-        bad("collector.url", format!("{url:?} is not a URL: {e}"));
-    } else if url
-        .trim_start_matches("https://")
-        .trim_start_matches("http://")
-        .is_empty()
-    {
-        bad("collector.url", format!("{url:?} has no host"));
+    let tls = urls[0].starts_with("https://");
+    for url in &urls {
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            bad(
+                "collector.url",
+                format!("{url:?} must start with http:// or https://"),
+            );
+        } else if let Err(e) = url.parse::<tonic::codegen::http::Uri>() {
+            bad("collector.url", format!("{url:?} is not a URL: {e}"));
+        } else if url
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .is_empty()
+        {
+            bad("collector.url", format!("{url:?} has no host"));
+        } else if url.starts_with("https://") != tls {
+            bad(
+                "collector.url",
+                format!(
+                    "{url:?}: the collector's URLs must all be https:// or all http:// (one \
+                     collector.ca and client certificate serve them all)"
+                ),
+            );
+        }
     }
     for (name, path) in [("ca", &ca), ("cert", &cert), ("key", &key)] {
         let Some(path) = path else { continue };
@@ -615,7 +676,7 @@ fn collector(
         bad("collector.identity_file", e.to_string());
     }
     Some(CollectorConfig {
-        url,
+        urls,
         ca,
         cert,
         key,
@@ -779,7 +840,7 @@ mod tests {
         )
         .unwrap();
         let collector = c.collector.unwrap();
-        assert_eq!(collector.url, "http://127.0.0.1:7470");
+        assert_eq!(collector.url(), "http://127.0.0.1:7470");
         assert_eq!(collector.heartbeat, DEFAULT_HEARTBEAT);
         assert!(!collector.metadata_service);
         // The section, with flags winning; `--collector ""` forces standalone.
@@ -798,7 +859,7 @@ mod tests {
         .collector
         .unwrap();
         assert_eq!(
-            (c.url.as_str(), c.heartbeat),
+            (c.url(), c.heartbeat),
             ("http://b:2", Duration::from_millis(250))
         );
         assert!(c.metadata_service);
@@ -904,6 +965,56 @@ mod tests {
     }
 
     #[test]
+    fn several_collector_urls_are_replicas_tried_in_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let urls = |c: &AgentConfig| c.collector.as_ref().unwrap().urls.clone();
+        let listed = load_text(
+            dir.path(),
+            "[collector]\nurl = [\"http://a:1\", \"http://b:2\"]\n",
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(urls(&listed), ["http://a:1", "http://b:2"]);
+        let flag = load_text(
+            dir.path(),
+            "collector = \"http://x:1\"\n",
+            Overrides {
+                collector: Some("http://a:1, http://b:2".into()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(urls(&flag), ["http://a:1", "http://b:2"]);
+        let mut collector = flag.collector.unwrap();
+        assert!(collector.fail_over());
+        assert_eq!(collector.url(), "http://b:2");
+        assert!(collector.fail_over());
+        assert_eq!(collector.url(), "http://a:1");
+        // One CA and one client certificate serve every URL: the schemes must agree.
+        let e = load_text(
+            dir.path(),
+            "[collector]\nurl = \"http://a:1,https://b:2\"\n",
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(problem_keys(&e), ["collector.url"]);
+        assert!(
+            e.to_string().contains("all be https:// or all http://"),
+            "{e}"
+        );
+        let e = load_text(
+            dir.path(),
+            "[collector]\nurl = [\"http://a:1\", \"b:2\"]\n",
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("\"b:2\" must start with http://"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn the_packaged_config_parses_with_and_without_its_collector_section() {
         let text = include_str!("../../packaging/agent.toml");
         toml::from_str::<FileConfig>(text).unwrap();
@@ -930,7 +1041,10 @@ mod tests {
         let Some(CollectorSetting::Section(c)) = file.collector else {
             panic!("no [collector] section in {uncommented}");
         };
-        assert_eq!(c.url.as_deref(), Some("https://collector.internal:7470"));
+        assert_eq!(
+            c.url.map(|l| l.0),
+            Some(vec!["https://collector.internal:7470".to_owned()])
+        );
         assert!(c.ca.is_some() && c.cert.is_some() && c.key.is_some() && c.identity_file.is_some());
         assert_eq!(
             (c.heartbeat.as_deref(), c.metadata_service),

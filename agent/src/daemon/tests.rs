@@ -64,7 +64,7 @@ impl Host {
             state_dir: self.state(),
             public_key: None,
             collector: Some(CollectorConfig {
-                url: collector.into(),
+                urls: vec![collector.into()],
                 ca: None,
                 cert: None,
                 key: None,

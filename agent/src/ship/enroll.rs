@@ -190,7 +190,7 @@ pub async fn renewal(
                 let due = current.renew_at();
                 match due.duration_since(SystemTime::now()) {
                     Ok(wait) if failures == 0 => wait,
-                    _ => match renew(&config, &collector, &key, &current).await {
+                    _ => match renew_anywhere(&config, &collector, &key, &current).await {
                         Ok(renewed) => {
                             failures = 0;
                             tracing::info!(host = %renewed.host, serial = %renewed.serial, not_after = %humantime::format_rfc3339_seconds(renewed.not_after), "Renewed the host certificate.");
@@ -225,6 +225,23 @@ pub async fn renewal(
             _ = tokio::time::sleep(wait.max(Duration::from_secs(1))) => {}
         }
     }
+}
+
+/// [`renew`] with the first collector URL that answers (replicas).
+async fn renew_anywhere(
+    config: &EnrollConfig,
+    collector: &CollectorConfig,
+    key: &KeyPair,
+    current: &Credentials,
+) -> Result<Credentials, EnrollError> {
+    let mut collector = collector.clone();
+    for _ in 1..collector.urls.len() {
+        match renew(config, &collector, key, current).await {
+            Err(EnrollError::Connect { .. }) => collector.fail_over(),
+            result => return result,
+        };
+    }
+    renew(config, &collector, key, current).await
 }
 
 async fn renew(
@@ -262,7 +279,7 @@ where
         .connect()
         .await
         .map_err(|source| EnrollError::Connect {
-            url: collector.url.clone(),
+            url: collector.url().to_owned(),
             source,
         })?;
     f(EnrollmentClient::new(channel))

@@ -181,7 +181,7 @@ pub fn describe(error: &UplinkError, collector: &CollectorConfig, connecting: bo
     }
     let ca = collector.ca.as_ref().map(|p| p.display().to_string());
     let settings = Settings {
-        url: &collector.url,
+        url: collector.url(),
         ca: ca.as_deref(),
         client_cert: collector.cert.is_some(),
         ca_setting: "collector.ca",
@@ -207,10 +207,10 @@ pub fn endpoint_with(
     enrolled: Option<&enroll::Credentials>,
 ) -> Result<Endpoint, UplinkError> {
     let invalid = |source| UplinkError::Endpoint {
-        url: c.url.clone(),
+        url: c.url().to_owned(),
         source,
     };
-    let mut endpoint = Endpoint::from_shared(c.url.clone())
+    let mut endpoint = Endpoint::from_shared(c.url().to_owned())
         .map_err(invalid)?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
@@ -245,7 +245,7 @@ pub fn endpoint_with(
         endpoint = endpoint
             .tls_config(tls)
             .map_err(|source| UplinkError::Tls {
-                url: c.url.clone(),
+                url: c.url().to_owned(),
                 source,
             })?;
     }
@@ -369,15 +369,22 @@ impl Link {
         shared: Shared,
         cancel: CancellationToken,
     ) -> Result<Link, UplinkError> {
-        let endpoint = endpoint(&settings.collector)?;
-        warn_if_cleartext(&settings.collector.url);
+        // One endpoint per URL, in the list's order (rotated with it on failover); each
+        // built now, so a bad one is a configuration error at start.
+        let mut endpoints = Vec::with_capacity(settings.collector.urls.len());
+        let mut collector = settings.collector.clone();
+        for _ in 0..collector.urls.len() {
+            endpoints.push(endpoint(&collector)?);
+            warn_if_cleartext(collector.url());
+            collector.fail_over();
+        }
         let (head_tx, head_rx) = watch::channel(head);
         let (acked_tx, acked_rx) = watch::channel(0);
         let (requests_tx, requests_rx) = mpsc::channel(1);
         {
             let mut status = shared.status.lock().unwrap_or_else(|e| e.into_inner());
             status.collector = Some(CollectorStatus {
-                url: settings.collector.url.clone(),
+                url: settings.collector.url().to_owned(),
                 state: "connecting".into(),
                 stream_id: settings.stream_id.clone(),
                 ..CollectorStatus::default()
@@ -395,7 +402,7 @@ impl Link {
         }
         let uplink = Uplink {
             settings,
-            endpoint,
+            endpoints,
             spool,
             head: head_rx,
             acked: acked_tx,

@@ -23,7 +23,9 @@ use crate::telemetry::{CollectorStatus, Shared};
 /// The uplink task's state across connections.
 pub(super) struct Uplink {
     pub(super) settings: Settings,
-    pub(super) endpoint: Endpoint,
+    /// An endpoint per collector URL, in the order of `settings.collector.urls` (the first in
+    /// use).
+    pub(super) endpoints: Vec<Endpoint>,
     pub(super) spool: SharedSpool,
     pub(super) head: watch::Receiver<Head>,
     pub(super) acked: watch::Sender<u64>,
@@ -65,7 +67,7 @@ impl Uplink {
                 Err(error) => {
                     let text =
                         super::describe(&error, &self.settings.collector, connected_at.is_none());
-                    let url = &self.settings.collector.url;
+                    let url = self.settings.collector.url();
                     if connected_at.is_some() {
                         tracing::warn!(url, error = %text, "Lost the collector; reconnecting.");
                     } else if last_failure.as_deref() != Some(text.as_str()) {
@@ -79,6 +81,15 @@ impl Uplink {
             }
             if connected_at.is_some_and(|t: Instant| t.elapsed() >= STABLE_AFTER) {
                 backoff = Backoff::default();
+            }
+            // Replicas: the next connection goes to the next URL (a replica that died or
+            // cannot be reached), after the same backoff.
+            if self.settings.collector.fail_over() {
+                self.endpoints.rotate_left(1);
+                let url = self.settings.collector.url().to_owned();
+                tracing::info!(url, "Failing over to the next collector.");
+                last_failure = None;
+                self.status(|s| s.url = url);
             }
             tokio::select! {
                 _ = self.cancel.cancelled() => return,
@@ -116,11 +127,11 @@ impl Uplink {
                 identity.insert(resolved).clone()
             }
         };
-        let url = self.settings.collector.url.clone();
+        let url = self.settings.collector.url().to_owned();
         // An enrolled host presents the certificate enrollment gave it (enrolling first if it
         // has none): read at every connection, so a renewed one is used from the next.
         let endpoint = match &self.settings.collector.enroll {
-            None => self.endpoint.clone(),
+            None => self.endpoints[0].clone(),
             Some(enrolling) => {
                 let credentials = tokio::select! {
                     _ = self.cancel.cancelled() => return Ok(End::Cancelled),

@@ -412,7 +412,7 @@ impl Agent {
         };
         let settings = Settings {
             collector: CollectorConfig {
-                url: o.url,
+                urls: vec![o.url],
                 ca: None,
                 cert: None,
                 key: None,

@@ -680,6 +680,11 @@ impl Collector {
         Collector::start_full(dir, &[], &[], Some(database))
     }
 
+    /// [`start_on`](Self::start_on) with extra `serve` flags.
+    pub fn start_on_with_args(dir: &Path, database: &str, args: &[&str]) -> Collector {
+        Collector::start_full(dir, &[], args, Some(database))
+    }
+
     fn start_with(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Collector {
         Collector::start_full(dir, env, args, None)
     }

@@ -41,6 +41,14 @@ pub struct Metrics {
     pub state_source_imports: Counter,
     pub state_source_errors: Counter,
     pub up: Gauge<f64, AtomicU64>,
+    /// The database pool's connections by state (busy, idle), set at each scrape.
+    pub store_connections: Family<StateLabel, Gauge>,
+    pub store_connections_max: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -77,8 +85,20 @@ impl Default for Metrics {
             state_source_imports: Counter::default(),
             state_source_errors: Counter::default(),
             up: Gauge::default(),
+            store_connections: Family::default(),
+            store_connections_max: Gauge::default(),
         };
         let r = &mut registry;
+        r.register(
+            "store_connections",
+            "Connections of the database pool, by state: busy or idle (PostgreSQL).",
+            m.store_connections.clone(),
+        );
+        r.register(
+            "store_connections_max",
+            "The most connections the database pool opens (PostgreSQL).",
+            m.store_connections_max.clone(),
+        );
         r.register(
             "agent_streams",
             "Agent streams open now.",
@@ -190,6 +210,18 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Sets the pool gauges from the store's pool as it is now.
+    pub fn pool(&self, state: crate::store::PoolState) {
+        let busy = state.open.saturating_sub(state.idle);
+        self.store_connections
+            .get_or_create(&StateLabel { state: "busy" })
+            .set(busy.into());
+        self.store_connections
+            .get_or_create(&StateLabel { state: "idle" })
+            .set(state.idle.into());
+        self.store_connections_max.set(state.max.into());
+    }
+
     pub fn reject(&self, reason: &'static str) {
         self.rejected.get_or_create(&ReasonLabel { reason }).inc();
     }

@@ -427,9 +427,9 @@ async fn serve_with<S: Store>(
 
     let http = crate::query::json_api(queries.clone()).merge(
         axum::Router::new()
-            .route("/metrics", axum::routing::get(metrics_page))
-            .route("/healthz", axum::routing::get(|| async { "ok\n" }))
-            .with_state(metrics.clone()),
+            .route("/metrics", axum::routing::get(metrics_page::<S>))
+            .route("/healthz", axum::routing::get(healthz::<S>))
+            .with_state((metrics.clone(), store.clone())),
     );
     let mut routes = tonic::service::Routes::from(http);
     routes = routes
@@ -515,9 +515,29 @@ async fn serve_with<S: Store>(
     Ok(())
 }
 
-async fn metrics_page(
-    axum::extract::State(metrics): axum::extract::State<Arc<Metrics>>,
+/// `/healthz`: 200 "ok" while the database answers, 503 saying it does not otherwise (the
+/// details in the log).
+async fn healthz<S: Store>(
+    axum::extract::State((_, store)): axum::extract::State<(Arc<Metrics>, Arc<S>)>,
 ) -> impl IntoResponse {
+    match crate::store::blocking(move || store.check()).await {
+        Ok(()) => (StatusCode::OK, "ok\n".to_owned()),
+        Err(error) => {
+            tracing::warn!(%error, "Health check: the database does not answer.");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the collector's database does not answer; its log has the details\n".to_owned(),
+            )
+        }
+    }
+}
+
+async fn metrics_page<S: Store>(
+    axum::extract::State((metrics, store)): axum::extract::State<(Arc<Metrics>, Arc<S>)>,
+) -> impl IntoResponse {
+    if let Some(pool) = store.pool() {
+        metrics.pool(pool);
+    }
     (
         StatusCode::OK,
         [(

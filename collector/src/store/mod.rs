@@ -361,6 +361,14 @@ pub trait Store: Send + Sync + 'static {
     /// before reading the data.
     fn generation(&self) -> u64;
 
+    /// Whether the database answers now (`/healthz`): one trivial statement.
+    fn check(&self) -> Result<()>;
+
+    /// The connection pool as it is now, for a database reached over connections.
+    fn pool(&self) -> Option<PoolState> {
+        None
+    }
+
     /// Starts publishing on `feed` every event any collector sharing the database commits
     /// (until `stop`), and returns true. A database only this process writes returns false:
     /// the group writer publishes what it commits.
@@ -374,6 +382,16 @@ pub trait Store: Send + Sync + 'static {
     fn lease(&self, _name: &str) -> Box<dyn Lease> {
         Box::new(Sole)
     }
+}
+
+/// A connection pool's state ([`Store::pool`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolState {
+    /// Connections open, busy or idle.
+    pub open: u32,
+    pub idle: u32,
+    /// The most it opens.
+    pub max: u32,
 }
 
 /// See [`Store::lease`]. Dropping it gives the lease up.

@@ -453,6 +453,24 @@ impl Store for PgStore {
         }
     }
 
+    fn check(&self) -> Result<()> {
+        let mut conn = self.conn("checking the database")?;
+        conn.client
+            .simple_query("")
+            .context("checking the database")?;
+        Ok(())
+    }
+
+    fn pool(&self) -> Option<super::PoolState> {
+        let pool = self.pool.as_ref()?;
+        let state = pool.state();
+        Some(super::PoolState {
+            open: state.connections,
+            idle: state.idle_connections,
+            max: pool.max_size(),
+        })
+    }
+
     fn follow_commits(&self, feed: &super::Feed, stop: CancellationToken) -> bool {
         let (manager, feed) = (self.manager.clone(), feed.clone());
         let spawned = std::thread::Builder::new()

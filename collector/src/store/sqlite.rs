@@ -573,6 +573,12 @@ impl Store for SqliteStore {
     fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
+
+    fn check(&self) -> Result<()> {
+        self.read("checking the database", |tx| {
+            tx.query_row("PRAGMA user_version", [], |_| Ok(()))
+        })
+    }
 }
 
 fn severity_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<Severity> {

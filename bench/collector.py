@@ -33,12 +33,17 @@ ratio.
      agents do; certificates issued per second (signed, recorded, fsynced). Peer: the hand-made
      PKI's loop, `openssl x509 -req -CA … -copy_extensions copy` over the same CSRs, one
      process per certificate (ENROLL_PEER of them).
+  6. PostgreSQL (issue 14) — on a throwaway PostgreSQL 15 with default durability: the ingest
+     of 2 on SQLite, on PostgreSQL through one collector and through two replicas (loadgen's
+     agents split between them); the queries of 3 on both backends; failover: a real agent
+     with both replicas' URLs, the one it streams to killed -9 ROUNDS times (default 10), time
+     until an edit made right after the kill is stored through the other.
 
 Usage (as root, from the repository; builds the release binaries first):
     python3 bench/collector.py
 Environment: N=1000 AGENTS=5000 SENDERS=200 BATCH=50 SECONDS=30 HOSTS=10000 ITEMS=50
     SAMPLES=200 SECTIONS=1,2,3 (add 4 for the access check's cost, run after 3; 5 for
-    enrollment) ENROLL=2000 CONCURRENCY=16 ENROLL_PEER=200
+    enrollment; 6 for PostgreSQL) ROUNDS=10 ENROLL=2000 CONCURRENCY=16 ENROLL_PEER=200
     KEEP=1 (keep the scratch directory) NO_BUILD=1 (use the
     release binaries as they are)
 Smoke run: N=50 AGENTS=200 SENDERS=20 SECONDS=5 HOSTS=500 SAMPLES=20 python3 bench/collector.py
@@ -91,17 +96,19 @@ def free_port():
 
 
 class Collector:
-    def __init__(self, work, name, extra=(), ca=None):
+    def __init__(self, work, name, extra=(), ca=None, database=None, port=None):
         """A collector on `work/name` (reopening the database a previous one left there);
-        with `ca`, it serves TLS (`extra` names its certificate) and `ca` verifies it."""
+        with `ca`, it serves TLS (`extra` names its certificate) and `ca` verifies it; with
+        `database` (a postgres:// URL), on that database instead of SQLite; with `port`, on
+        that port (a restarted replica)."""
         self.dir = os.path.join(work, name)
         os.makedirs(self.dir, exist_ok=True)
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"{'https' if ca else 'http'}://127.0.0.1:{self.port}"
         self.db = os.path.join(self.dir, "collector.db")
-        self.log = open(os.path.join(self.dir, "collector.log"), "wb")
+        self.log = open(os.path.join(self.dir, "collector.log"), "ab")
         cmd = [COLLECTOR, "serve", "--listen", f"127.0.0.1:{self.port}",
-               "--database", f"sqlite://{self.db}", *extra]
+               "--database", database or f"sqlite://{self.db}", *extra]
         log("$ " + " ".join(cmd))
         env = dict(os.environ, RUST_LOG="warn")
         self.p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log, env=env)
@@ -122,8 +129,11 @@ class Collector:
         d.stop_proc(self.p)
 
 
-def loadgen(collector, *args):
-    cmd = [LOADGEN, "--collector", collector.url, "--collector-pid", str(collector.p.pid), *args]
+def loadgen(collector, *args, urls=None):
+    """`loadgen` against `collector` (its memory reported), or against every URL of `urls`
+    (replicas; the first collector's memory reported)."""
+    cmd = [LOADGEN, "--collector", urls or collector.url, "--collector-pid",
+           str(collector.p.pid), *args]
     r = d.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"loadgen failed:\n{r.stderr[-3000:]}")
@@ -446,6 +456,181 @@ def bench_enroll(work):
     say(f"- ratio driftwatch / peer: {r['per_second'] / max(peer, 1e-9):.1f}x")
 
 
+class Postgres:
+    """A throwaway PostgreSQL 15 (Debian's, as `tests/setup.sh` installs it), started as the
+    tests start theirs (initdb and pg_ctl as the postgres user, a private port and socket
+    directory), with the server's default durability: fsync on, synchronous_commit on (every
+    acknowledged batch flushed, as SQLite's synchronous=FULL)."""
+
+    BIN = "/usr/lib/postgresql/15/bin"
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="dwpg-bench-", dir="/tmp")
+        self.port = free_port()
+        os.makedirs(os.path.join(self.dir, "s"))
+        d.run(["chown", "-R", "postgres", self.dir], check=True)
+        self.as_postgres([f"{self.BIN}/initdb", "-D", f"{self.dir}/data", "-U", "postgres",
+                          "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"])
+        self.as_postgres([f"{self.BIN}/pg_ctl", "-D", f"{self.dir}/data", "-l",
+                          f"{self.dir}/server.log", "-w", "-o",
+                          f"-p {self.port} -k {self.dir}/s -c listen_addresses=127.0.0.1 "
+                          "-c max_connections=300", "start"])
+        self.url = f"postgres://postgres@127.0.0.1:{self.port}"
+
+    def as_postgres(self, cmd):
+        r = d.run(["runuser", "-u", "postgres", "--", *cmd], capture_output=True, text=True,
+                  cwd="/tmp")
+        if r.returncode != 0:
+            raise RuntimeError(f"{cmd[0]} failed:\n{r.stdout}{r.stderr}")
+
+    def database(self, name):
+        d.run(["psql", "-X", "-q", "-d", f"{self.url}/postgres", "-c",
+               f"CREATE DATABASE {name}"], check=True)
+        return f"{self.url}/{name}"
+
+    def stop(self):
+        self.as_postgres([f"{self.BIN}/pg_ctl", "-D", f"{self.dir}/data", "-m", "fast", "-w",
+                          "stop"])
+        import shutil
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def ingest_args():
+    return ("ingest", "--agents", str(AGENTS), "--senders", str(SENDERS), "--batch",
+            str(BATCH), "--duration", f"{SECONDS}s")
+
+
+def bench_postgres(work):
+    say("## 6. PostgreSQL: ingest with one and two replicas, fleet queries, failover")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    pg = Postgres()
+    try:
+        # Ingest: the same load on SQLite, PostgreSQL through one collector, and through two
+        # replicas (agents split between them).
+        c = Collector(work, "c6-sqlite")
+        sqlite = loadgen(c, *ingest_args())
+        c.stop()
+        c = Collector(work, "c6-pg1", database=pg.database("ingest1"))
+        one = loadgen(c, *ingest_args())
+        c.stop()
+        db = pg.database("ingest2")
+        a = Collector(work, "c6-pg2a", database=db)
+        b = Collector(work, "c6-pg2b", database=db)
+        two = loadgen(a, *ingest_args(), urls=f"{a.url},{b.url}")
+        a.stop()
+        b.stop()
+        say(f"- {AGENTS} agents, {SENDERS} sending batches of {BATCH}, {SECONDS} s steady "
+            f"state each; load average {d.loadavg()}")
+        say("")
+        say("| | events/s | agents held | failed | collector peak RSS MiB |")
+        say("|---|---|---|---|---|")
+        for label, r in (("SQLite, one collector", sqlite),
+                         ("PostgreSQL, one collector", one),
+                         ("PostgreSQL, two replicas (RSS: one of them)", two)):
+            say(f"| {label} | {r['events_per_second']:,.0f} | {r['connected']} | "
+                f"{r['failed_agents']} | {r['collector_peak_rss_mib']:.0f} |")
+        say("")
+        ratio = two["events_per_second"] / max(sqlite["events_per_second"], 1)
+        say(f"- two replicas on PostgreSQL / one collector on SQLite: {ratio:.2f}x; target "
+            f">= 1x: {d.verdict(ratio >= 1)}")
+
+        # Fleet queries: the same fleet on each backend.
+        results = {}
+        for backend in ("sqlite", "postgres"):
+            database = pg.database("queries") if backend == "postgres" else None
+            c = Collector(work, f"c6-q-{backend}", database=database)
+            loadgen(c, "populate", "--hosts", str(HOSTS), "--items", str(ITEMS))
+            if backend == "sqlite":
+                settle(c.p.pid, c.db)
+            else:
+                time.sleep(5)
+            results[backend] = loadgen(c, "query", "--samples", str(SAMPLES), "--hosts",
+                                       str(HOSTS))
+            c.stop()
+        say("")
+        say(f"Fleet queries, {HOSTS:,} hosts x {ITEMS} items, {SAMPLES} samples each:")
+        say("")
+        say("| query | SQLite p50 ms | p99 ms | PostgreSQL p50 ms | p99 ms | p99 ratio PG / SQLite |")
+        say("|---|---|---|---|---|---|")
+        for name in ("hosts_diverged", "hosts_diverged_security", "host", "paths_glob"):
+            s, p = results["sqlite"][name], results["postgres"][name]
+            say(f"| `{name}` | {s['p50_ms']:.1f} | {s['p99_ms']:.1f} | {p['p50_ms']:.1f} | "
+                f"{p['p99_ms']:.1f} | {p['p99_ms'] / max(s['p99_ms'], 0.001):.2f}x |")
+
+        bench_failover(work, pg)
+    finally:
+        pg.stop()
+
+
+def bench_failover(work, pg):
+    """Kills (-9) the replica a real agent streams to, edits a file at once, and times until
+    that edit is stored through the other replica (read back with `driftwatch host`);
+    restarts the killed one on its port, and goes the other way. ROUNDS times."""
+    rounds = int(os.environ.get("ROUNDS", "10"))
+    base = os.path.join(work, "failover")
+    root = os.path.join(base, "root")
+    app = os.path.join(root, "etc", "app")
+    os.makedirs(app)
+    for i in range(3):
+        with open(os.path.join(app, f"seed{i}.conf"), "w") as f:
+            f.write("seed\n")
+    bl = os.path.join(base, "b.dwb")
+    d.DW = AGENT
+    d.build_baseline(root, bl)
+    identity = os.path.join(base, "identity.json")
+    with open(identity, "w") as f:
+        json.dump({"v1": {"instance_id": "i-failover", "local_hostname": "failover"}}, f)
+    db = pg.database("failover")
+    reps = [Collector(work, "c6-fa", database=db), Collector(work, "c6-fb", database=db)]
+    agent = d.Agent(bl, root, os.path.join(base, "state"), os.path.join(base, "agent.log"),
+                    extra=["--collector", f"{reps[0].url},{reps[1].url}", "--identity-file",
+                           identity, "--heartbeat", "1s"])
+    agent.wait_ready()
+
+    def stored(c, path):
+        r = subprocess.run([CLI, "--collector", c.url, "host", "i-failover", "--json"],
+                           capture_output=True, text=True)
+        return r.returncode == 0 and path in r.stdout
+
+    # Settle on the first replica.
+    deadline = time.monotonic() + 60
+    while not stored(reps[1], "\"/etc/app\"") and time.monotonic() < deadline:
+        with open(os.path.join(app, "warm.conf"), "w") as f:
+            f.write("warm\n")
+        time.sleep(0.2)
+    times = []
+    on = 0
+    for k in range(rounds):
+        name = f"after-kill-{k}.conf"
+        victim, survivor = reps[on], reps[1 - on]
+        os.kill(victim.p.pid, 9)
+        victim.p.wait()
+        t0 = time.monotonic()
+        with open(os.path.join(app, name), "w") as f:
+            f.write(f"round = {k}\n")
+        while not stored(survivor, name):
+            if time.monotonic() - t0 > 60:
+                raise RuntimeError(f"round {k}: the edit never reached the survivor")
+            time.sleep(0.01)
+        times.append(time.monotonic() - t0)
+        # The killed replica comes back on its port; the agent stays where it is.
+        reps[on] = Collector(work, "c6-fa" if on == 0 else "c6-fb", database=db,
+                             port=victim.port)
+        on = 1 - on
+        time.sleep(2)
+    agent.stop()
+    for c in reps:
+        c.stop()
+    times.sort()
+    say("")
+    say(f"Failover, {rounds} rounds (kill -9 the replica the agent streams to, edit at once, "
+        f"until `driftwatch host` on the other shows the edit; polled every 10 ms):")
+    say("")
+    say(f"- median {times[len(times) // 2] * 1000:.0f} ms, worst {times[-1] * 1000:.0f} ms "
+        f"(the agent's first reconnection waits its backoff, 200 ms ±20 %)")
+
+
 def main():
     if os.environ.get("NO_BUILD") != "1":
         d.run(["cargo", "build", "--release", "-p", "driftwatch-agent", "-p",
@@ -462,6 +647,8 @@ def main():
             bench_queries(work)
         if "5" in SECTIONS:
             bench_enroll(work)
+        if "6" in SECTIONS:
+            bench_postgres(work)
     finally:
         for p in d.PROCS:
             d.stop_proc(p)

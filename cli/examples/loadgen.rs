@@ -28,6 +28,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 struct Cli {
+    /// The collector's URL; for `ingest`, several separated by commas (replicas): agent i
+    /// connects to the i-th modulo their number.
     #[arg(long, default_value = "http://127.0.0.1:7470")]
     collector: String,
     /// The collector's pid, to report its memory.
@@ -430,9 +432,10 @@ async fn ingest(
     let ramp = Duration::from_secs((agents as u64 / 500).max(2));
     let stop = Instant::now() + ramp + duration;
     let mut tasks = tokio::task::JoinSet::new();
+    let urls: Vec<&str> = cli.collector.split(',').collect();
     for i in 0..agents {
         tasks.spawn(agent(
-            cli.collector.clone(),
+            urls[i % urls.len()].to_owned(),
             i,
             format!("{prefix}-{i:05}"),
             i < senders,

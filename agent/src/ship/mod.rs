@@ -38,7 +38,8 @@
 //!
 //! Connect, hello, welcome; then events, heartbeats and snapshots until the stream fails or
 //! ends, then reconnect after a jittered exponential backoff ([`BACKOFF_MIN`] doubling to
-//! [`BACKOFF_MAX`], ±20 %), reset once a connection stayed up [`STABLE_AFTER`]. A failure is
+//! [`BACKOFF_MAX`], ±20 %), reset once a connection stayed up [`STABLE_AFTER`]; with several
+//! collector URLs (replicas sharing a database) each new connection goes to the next. A failure is
 //! logged when the state changes (connected → failing, or a different error), not on every
 //! retry. On shutdown the uplink stops sending and waits up to [`DRAIN_DEADLINE`] for the
 //! acknowledgement of what it sent, so a clean restart does not resend it.

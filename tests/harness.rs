@@ -1216,24 +1216,82 @@ pub fn make_pki(dir: &Path, clients: &[(&str, &str)]) {
 /// user `postgres` when root, trust on 127.0.0.1, stopped by a watcher once this process is
 /// gone): its `postgres://` URL.
 pub fn postgres_database() -> String {
-    static SERVER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let server = SERVER.get_or_init(start_postgres);
-    let name = format!(
-        "dw_e2e_{}_{}",
-        std::process::id(),
-        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    );
-    let out = Command::new("psql")
-        .args(["-X", "-q", "-d", &format!("{server}/postgres"), "-c"])
-        .arg(format!("CREATE DATABASE {name}"))
-        .output()
-        .expect("psql runs");
-    assert!(out.status.success(), "{}", describe(&out));
-    format!("{server}/{name}")
+    static SERVER: std::sync::OnceLock<Postgres> = std::sync::OnceLock::new();
+    SERVER.get_or_init(Postgres::start).database()
 }
 
-fn start_postgres() -> String {
+/// A throwaway PostgreSQL 15 server of this test process (stopped and removed once the
+/// process exits).
+pub struct Postgres {
+    /// Without a database name.
+    pub url: String,
+    /// Its directory (`data/`, `server.log`).
+    dir: String,
+}
+
+impl Postgres {
+    /// Starts a new server (see [`postgres_database`] for one shared by a test process).
+    pub fn start() -> Postgres {
+        let (url, dir) = start_postgres();
+        Postgres { url, dir }
+    }
+
+    /// A new, empty database on it: its URL.
+    pub fn database(&self) -> String {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let name = format!(
+            "dw_e2e_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let out = Command::new("psql")
+            .args(["-X", "-q", "-d", &format!("{}/postgres", self.url), "-c"])
+            .arg(format!("CREATE DATABASE {name}"))
+            .output()
+            .expect("psql runs");
+        assert!(out.status.success(), "{}", describe(&out));
+        format!("{}/{name}", self.url)
+    }
+
+    /// Stops the server (`pg_ctl stop -m immediate`: as if it crashed).
+    pub fn stop(&self) {
+        self.pg_ctl(&["-m", "immediate", "-w", "stop"]);
+    }
+
+    /// Starts it again on the same port.
+    pub fn restart(&self) {
+        let port = self.url.rsplit(':').next().expect("a port");
+        let options = format!(
+            "-p {port} -k {}/s -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.dir
+        );
+        self.pg_ctl(&["-w", "-o", &options, "start"]);
+    }
+
+    fn pg_ctl(&self, args: &[&str]) {
+        let mut cmd = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", PG_CTL]);
+            c
+        } else {
+            Command::new(PG_CTL)
+        };
+        let out = cmd
+            .args(["-D", &format!("{}/data", self.dir), "-l"])
+            .arg(format!("{}/server.log", self.dir))
+            .args(args)
+            .current_dir("/tmp")
+            .stdout(std::process::Stdio::null())
+            .output()
+            .expect("pg_ctl runs");
+        assert!(out.status.success(), "{}", describe(&out));
+    }
+}
+
+const PG_CTL: &str = "/usr/lib/postgresql/15/bin/pg_ctl";
+
+/// Starts a server: its URL and directory.
+fn start_postgres() -> (String, String) {
     const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
     assert!(
         Path::new(PG_BIN).join("initdb").exists(),
@@ -1248,6 +1306,7 @@ mkdir "$dir/s"
 {PG_BIN}/initdb -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 -N >"$dir/initdb.log" 2>&1
 {PG_BIN}/pg_ctl -D "$dir/data" -l "$dir/server.log" -w -o "-p {port} -k $dir/s -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null
 nohup sh -c 'while [ -d /proc/{pid} ]; do sleep 1; done; {PG_BIN}/pg_ctl -D "$1/data" -m immediate -w stop; rm -rf "$1"' watcher "$dir" >/dev/null 2>&1 &
+echo "$dir"
 "#,
         pid = std::process::id(),
     );
@@ -1261,5 +1320,6 @@ nohup sh -c 'while [ -d /proc/{pid} ]; do sleep 1; done; {PG_BIN}/pg_ctl -D "$1/
     }
     .expect("initdb and pg_ctl run");
     assert!(out.status.success(), "{}", describe(&out));
-    format!("postgres://postgres@127.0.0.1:{port}")
+    let dir = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (format!("postgres://postgres@127.0.0.1:{port}"), dir)
 }

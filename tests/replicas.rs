@@ -8,8 +8,8 @@ use std::fs;
 use std::time::{Duration, Instant};
 
 use driftwatch_tests::{
-    Collector, TestDir, WatchClient, assert_history_consistent, drift_paths, postgres_database,
-    wait_for,
+    Collector, Postgres, TestDir, WatchClient, assert_history_consistent, drift_paths,
+    postgres_database, wait_for,
 };
 
 const SETTLE: Duration = Duration::from_secs(60);
@@ -118,4 +118,59 @@ fn two_replicas_on_one_postgresql_lose_and_duplicate_nothing_when_one_is_killed(
         "{}",
         second.log_text()
     );
+}
+
+/// Part 4: PostgreSQL stopped under a running collector (as a crash would). `/healthz` says so,
+/// agents' streams end with UNAVAILABLE and nothing is acknowledged; once the server is back
+/// the collector reconnects by itself and every edit made meanwhile arrives, once.
+#[test]
+fn postgresql_going_away_is_unavailable_and_everything_arrives_once_it_is_back() {
+    let t = TestDir::new();
+    t.populate();
+    let b = t.baseline();
+    // A server of its own: this test stops it.
+    let pg = Postgres::start();
+    let c = Collector::start_on(&t.path().join("collector"), &pg.database());
+    let agent = t.start_agent(&b, &t.collector_config(&c, "i-pg-down"));
+    c.wait_host_paths("i-pg-down", SETTLE, |p| p.is_empty());
+    assert_eq!(c.get("/healthz"), (200, "ok\n".to_owned()));
+
+    pg.stop();
+    assert!(
+        wait_for(SETTLE, || c.get("/healthz").0 == 503),
+        "healthz: {:?}",
+        c.get("/healthz")
+    );
+    assert!(c.get("/healthz").1.contains("database does not answer"));
+    t.write(
+        "/etc/app/while-down.conf",
+        "written = while the database was down\n",
+    );
+    t.write_by_rename("/etc/ssh/sshd_config", "# sshd\nPermitRootLogin yes\n");
+    // The agent's batch meets a database that is gone: its stream ends UNAVAILABLE and it
+    // keeps the events in its spool.
+    assert!(
+        wait_for(SETTLE, || agent.log_text().contains("database failed")),
+        "agent log:\n{}\ncollector log:\n{}",
+        agent.log_text(),
+        c.log_text()
+    );
+    let out = c.cli().args(["hosts", "--json"]).output();
+    assert!(!out.status.success(), "a query without a database fails");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("database"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    pg.restart();
+    assert!(wait_for(SETTLE, || c.get("/healthz").0 == 200));
+    let (_, report) = t.check_json(&b, &[]);
+    let expected = drift_paths(&report);
+    assert!(
+        expected.contains(&"/etc/app/while-down.conf".to_owned()),
+        "{expected:?}"
+    );
+    c.wait_host_paths("i-pg-down", SETTLE, |p| p == expected);
+    assert_history_consistent(&c, "i-pg-down", &expected);
 }

@@ -286,7 +286,8 @@ fn drift_lost_from_the_store_is_restored_within_a_few_heartbeats() {
 }
 
 /// A second agent with the same identity replaces the host's drift set and goes away: the
-/// live agent's next heartbeats put its own set back.
+/// live agent's older stream is ended at its next heartbeat (the newest connection of a host
+/// is its stream), and it reconnects and puts its own set back.
 #[test]
 fn a_superseded_stream_cannot_silence_the_live_agent() {
     let t = TestDir::new();
@@ -307,7 +308,7 @@ fn a_superseded_stream_cannot_silence_the_live_agent() {
     c.wait_host_paths("i-0live", Duration::from_secs(15), |p| p == ["/etc/motd"]);
     assert!(
         c.log_text()
-            .contains("another stream replaced this host's drift set"),
+            .contains("a newer connection of host i-0live replaced this stream"),
         "{}",
         c.log_text()
     );

@@ -41,12 +41,15 @@ fn state_line(s: &v1::StateInfo) -> String {
     } else {
         format!(" by {}", s.imported_by)
     };
+    let serial = match s.serial {
+        Some(n) => format!("serial {n}"),
+        // `terraform show -json` carries no serial (nor lineage): say so rather than omit it.
+        None if s.kind == "show_json" => "no serial: a `terraform show -json` export".into(),
+        None => "no serial".into(),
+    };
     format!(
-        "{} ({}{}, from {}, imported {}{by})",
+        "{} ({serial}, {}, from {}, imported {}{by})",
         s.name,
-        s.serial
-            .map(|n| format!("serial {n}, "))
-            .unwrap_or_default(),
         count(s.resources, "resource", "resources"),
         dash(&s.source),
         s.imported_at
@@ -54,10 +57,17 @@ fn state_line(s: &v1::StateInfo) -> String {
 }
 
 fn iac_cell(link: Option<&v1::IacLink>) -> String {
+    let also = |l: &v1::IacLink| {
+        if l.also.is_empty() {
+            String::new()
+        } else {
+            format!(" (+{} in other states)", l.also.len())
+        }
+    };
     match link {
         None => "-".into(),
-        Some(l) if l.confidence == "high" => l.address.clone(),
-        Some(l) => format!("{} ({} confidence)", l.address, l.confidence),
+        Some(l) if l.confidence == "high" => format!("{}{}", l.address, also(l)),
+        Some(l) => format!("{} ({} confidence){}", l.address, l.confidence, also(l)),
     }
 }
 
@@ -362,6 +372,7 @@ mod tests {
                     state: "prod".into(),
                     instance_id: "i-9".into(),
                     reason: "no agent".into(),
+                    also: vec![],
                 }],
                 flag_counts: [("ghost".to_owned(), 1)].into(),
                 ..Default::default()

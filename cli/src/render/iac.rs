@@ -340,6 +340,33 @@ pub fn report_markdown(r: &v1::IacReport) -> String {
 mod tests {
     use super::*;
 
+    /// A `terraform show -json` export carries no serial: the line says so. One resource is
+    /// "1 resource".
+    #[test]
+    fn state_lines_say_no_serial_and_count_in_the_singular() {
+        let shown = v1::StateInfo {
+            name: "web".into(),
+            kind: "show_json".into(),
+            serial: None,
+            resources: 1,
+            source: "plan.json".into(),
+            imported_at: "2026-11-22T10:00:00.000Z".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            state_line(&shown),
+            "web (no serial: a `terraform show -json` export, 1 resource, from plan.json, \
+             imported 2026-11-22T10:00:00.000Z)"
+        );
+        let raw = v1::StateInfo {
+            kind: "state".into(),
+            serial: Some(4),
+            resources: 2,
+            ..shown
+        };
+        assert!(state_line(&raw).starts_with("web (serial 4, 2 resources,"));
+    }
+
     #[test]
     fn the_markdown_report_has_causes_diffs_flags_and_ghosts() {
         let facts = |mode| serde_json::json!({"type": "file", "mode": mode, "owner": 0, "group": 0, "size": 9});

@@ -533,6 +533,10 @@ const THREE_CLOUDS: &str = r#"{"version": 4, "terraform_version": "1.9.5", "seri
        "location": "westeurope", "private_ip_address": "10.0.0.4",
        "source_image_id": "/subscriptions/8a1c3e5f-0000-4b2d-9c1e-2f3a4b5c6d7e/resourceGroups/rg-images/providers/Microsoft.Compute/images/web-20240601",
        "admin_password": "SECRET-admin-password"}}]},
+    {"mode": "managed", "type": "aws_instance", "name": "legacy",
+     "provider": "provider[\"registry.terraform.io/hashicorp/aws\"]",
+     "instances": [{"schema_version": 1, "attributes": {"id": "i-legacy", "ami": "ami-old",
+       "instance_state": "running", "private_ip": "172.31.5.5"}}]},
     {"mode": "managed", "type": "aws_launch_configuration", "name": "old",
      "provider": "provider[\"registry.terraform.io/hashicorp/aws\"]",
      "instances": [{"schema_version": 0, "attributes": {"id": "old-lc-1", "name": "old-lc-1",
@@ -629,7 +633,7 @@ fn every_cloud_reports_its_image_and_weak_evidence_never_claims_a_resource() {
         .arg(&state_file)
         .ok();
     assert!(
-        out.contains("clouds-lineage") && out.contains("5 resources"),
+        out.contains("clouds-lineage") && out.contains("6 resources"),
         "{out}"
     );
     let manifest = t.path().join("packer-manifest.json");
@@ -689,6 +693,14 @@ fn every_cloud_reports_its_image_and_weak_evidence_never_claims_a_resource() {
                 "ds": {"meta_data": {"ami-id": "ami-old", "local-ipv4": "10.0.0.4"}}}"#,
             "24",
         ),
+        // A host off the clouds in AWS's default VPC range, at the address of an instance
+        // nobody reports: a possible match, never an owner.
+        cloud_host(
+            &c,
+            &baked,
+            r#"{"v1": {"instance_id": "rack-7"}, "ds": {"meta_data": {"local-ipv4": "172.31.5.5"}}}"#,
+            "26",
+        ),
         // A member of the launch configuration's group, on another image.
         host(
             &c,
@@ -705,6 +717,7 @@ fn every_cloud_reports_its_image_and_weak_evidence_never_claims_a_resource() {
         "4567890123456789013",
         azure_host,
         "i-aws-at-10-0-0-4",
+        "rack-7",
         "i-lc-member",
     ] {
         c.wait_host_paths(h, SETTLE, |p| p.is_empty());
@@ -721,6 +734,7 @@ fn every_cloud_reports_its_image_and_weak_evidence_never_claims_a_resource() {
             "i-aws-at-10-0-0-4",
             vec!["unmanaged", "image_not_in_catalog"],
         ),
+        ("rack-7", vec!["unmanaged"]),
         (
             "i-lc-member",
             vec!["image_differs_from_state", "image_not_in_catalog"],
@@ -731,12 +745,35 @@ fn every_cloud_reports_its_image_and_weak_evidence_never_claims_a_resource() {
     .collect();
     assert_eq!(flags_by_host(&status), expected, "{out}");
     assert!(!out.contains("SECRET"), "{out}");
-    // Two states, one set of machines: no ghost for the copy, three instances covered.
-    assert_eq!(status["ghosts"], serde_json::json!([]), "{out}");
+    // Two states, one set of machines: no ghost for the copies, three instances covered; the
+    // instance the rack host only shares an address with stays a ghost, listed once.
+    let ghosts = status["ghosts"].as_array().unwrap();
+    assert_eq!(ghosts.len(), 1, "{out}");
+    assert_eq!(ghosts[0]["address"], "aws_instance.legacy");
+    assert_eq!(ghosts[0]["also"].as_array().unwrap().len(), 1, "{out}");
     assert_eq!(
         status["coverage"],
-        serde_json::json!({"reporting_hosts": 5, "correlated_hosts": 4,
-                           "state_instances": 3, "covered_instances": 3})
+        serde_json::json!({"reporting_hosts": 6, "correlated_hosts": 4,
+                           "state_instances": 4, "covered_instances": 3})
+    );
+    let rack = status["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == "rack-7")
+        .unwrap();
+    assert_eq!(rack["iac"], serde_json::Value::Null, "{rack}");
+    assert_eq!(
+        rack["candidates"][0]["address"], "aws_instance.legacy",
+        "{rack}"
+    );
+    assert_eq!(rack["candidates"][0]["confidence"], "candidate", "{rack}");
+    assert!(
+        rack["flags"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("possible match: aws_instance.legacy"),
+        "{rack}"
     );
     assert_eq!(status["catalog_images"], 2);
     // The AWS host at the Azure VM's address holds nothing and is offered nothing.
@@ -761,6 +798,10 @@ fn every_cloud_reports_its_image_and_weak_evidence_never_claims_a_resource() {
     assert_eq!(gce["flags"], serde_json::json!([]), "{gce}");
     assert_eq!(gce["iac"]["confidence"], "high");
     assert_eq!(gce["iac"]["also"].as_array().unwrap().len(), 1, "{gce}");
+    assert_eq!(
+        by_host["rack-7"]["candidates"][0]["address"],
+        "aws_instance.legacy"
+    );
     assert!(
         by_host["i-lc-member"]["iac"]["correlation_path"]
             .as_str()
@@ -772,5 +813,10 @@ fn every_cloud_reports_its_image_and_weak_evidence_never_claims_a_resource() {
 
     // States are listed honestly: two, each with its serial.
     let text = c.cli().args(["iac", "status"]).ok();
-    assert!(text.contains("clouds (serial 3, 5 resources"), "{text}");
+    assert!(text.contains("clouds (serial 3, 6 resources"), "{text}");
+    let detail = c.cli().args(["host", "rack-7"]).ok();
+    assert!(
+        detail.contains("Possible  aws_instance.legacy in state clouds"),
+        "{detail}"
+    );
 }

@@ -317,12 +317,16 @@ fn strong_match(host: &HostFacts, iac: &IacData, index: &Index<'_>) -> Option<Ma
     if !host.instance_id.is_empty() {
         let id = host.instance_id.to_ascii_lowercase();
         // Keyed by the resource's cloud: a host that names no cloud may be any of them.
-        let found = match cloud {
-            Some(c) => index.machine_by_key.get(&(Some(c), id.clone())).copied(),
-            None => ["aws", "gce", "azure"]
-                .into_iter()
-                .find_map(|c| index.machine_by_key.get(&(Some(c), id.clone())).copied()),
+        let clouds: &[Option<&'static str>] = match cloud {
+            Some("aws") => &[Some("aws"), None],
+            Some("gce") => &[Some("gce"), None],
+            // `host_cloud` names only aws, gce and azure.
+            Some(_) => &[Some("azure"), None],
+            None => &[Some("aws"), Some("gce"), Some("azure"), None],
         };
+        let found = clouds
+            .iter()
+            .find_map(|&c| index.machine_by_key.get(&(c, id.clone())).copied());
         if let Some(m) = found {
             let machine = &index.machines[m];
             let i = machine.primary();
@@ -478,8 +482,9 @@ struct Expected {
 struct Matched {
     /// Every flag but `ghost`.
     verdict: HostVerdict,
-    /// The matched resource, when IaC expects it to run: (address, state, status).
-    expected_up: Option<(String, String, String)>,
+    /// The matched resource, when IaC expects it to run: (address, state, and what to add
+    /// when its state records no power state).
+    expected_up: Option<(String, String, &'static str)>,
     /// What listings show of `verdict`: a `v1::Host` with only `iac`, `flags` (names) and
     /// `candidates` set, encoded.
     listed: Arc<[u8]>,
@@ -493,7 +498,7 @@ impl Matched {
         last_seen: Millis,
         now: Millis,
         ghost_after: Duration,
-    ) -> Option<&(String, String, String)> {
+    ) -> Option<&(String, String, &'static str)> {
         let expected = self.expected_up.as_ref()?;
         (last_seen < now - ghost_after.as_millis() as Millis).then_some(expected)
     }
@@ -559,10 +564,16 @@ impl Matching {
                 Some(m) => {
                     let resource = &iac.resources[m.resource].1;
                     if !expected_down(&resource.status) {
+                        // Groups record no status by nature; instances may (azurerm VMs).
+                        let unknown = resource.role == role::INSTANCE && resource.status.is_empty();
                         out.expected_up = Some((
                             resource.address.clone(),
                             m.link.state.clone(),
-                            resource.status.clone(),
+                            if unknown {
+                                " (which records no power state)"
+                            } else {
+                                ""
+                            },
                         ));
                     }
                     if let Some(e) = m.expected {
@@ -669,12 +680,7 @@ impl Matching {
     ) -> Option<HostVerdict> {
         let matched = self.hosts.get(host)?;
         let mut verdict = matched.verdict.clone();
-        if let Some((address, state, status)) = matched.ghost_since(last_seen, now, ghost_after) {
-            let recorded = if status.is_empty() {
-                " (which records no power state)"
-            } else {
-                ""
-            };
+        if let Some((address, state, recorded)) = matched.ghost_since(last_seen, now, ghost_after) {
             verdict.flags.insert(
                 0,
                 v1::Flag {

@@ -521,6 +521,29 @@ fn a_vm_without_a_recorded_power_state_is_not_said_to_run() {
     );
 }
 
+/// A group records no status by nature: its silent member's ghost reason does not blame the
+/// state for it.
+#[test]
+fn a_silent_group_member_is_a_ghost_without_a_power_state_note() {
+    let group = (
+        "prod".to_owned(),
+        Resource {
+            address: "aws_autoscaling_group.web".into(),
+            resource_type: "aws_autoscaling_group".into(),
+            role: role::GROUP.into(),
+            key: "web-asg".into(),
+            ..Default::default()
+        },
+    );
+    let mut member = host("i-a");
+    member.tags.insert(ASG_TAG.into(), "web-asg".into());
+    member.last_seen = NOW - 60 * MIN;
+    let c = correlate(&[member], &data(vec![group]), NOW, DEFAULT_GHOST_AFTER);
+    let ghost = &c.hosts["i-a"].flags[0];
+    assert_eq!(ghost.flag, "ghost");
+    assert!(!ghost.reason.contains("power state"), "{}", ghost.reason);
+}
+
 /// `terraform show -json` carries no serial: reasons say so instead of leaving it out.
 #[test]
 fn a_show_json_state_is_said_to_have_no_serial() {

@@ -119,12 +119,13 @@ pub fn state_request(summary: StateSummary, name: &str, source: &str) -> v1::Imp
     }
 }
 
-/// What an import of a state stored, for people: `imported state "prod" (serial 42): 12
-/// resources (3 replaced)`.
+/// What an import of a state stored, for people: `imported state "prod", serial 42: 12
+/// resources (3 replaced)`; a state without a serial (`terraform show -json` carries none)
+/// says so.
 pub fn state_summary(name: &str, serial: Option<u64>, stored: u64, replaced: u64) -> String {
     format!(
-        "imported state {name:?}{}: {} ({replaced} replaced)",
-        serial.map(|s| format!(", serial {s}")).unwrap_or_default(),
+        "imported state {name:?}, {}: {} ({replaced} replaced)",
+        serial.map_or_else(|| "no serial".to_owned(), |s| format!("serial {s}")),
         count(stored, "resource", "resources"),
     )
 }
@@ -464,6 +465,18 @@ mod tests {
         assert!(
             err.contains("no cloud images") && err.contains("1 build "),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn summaries_say_the_serial_or_that_there_is_none() {
+        assert_eq!(
+            state_summary("web", Some(42), 1, 0),
+            "imported state \"web\", serial 42: 1 resource (0 replaced)"
+        );
+        assert_eq!(
+            state_summary("plan", None, 3, 1),
+            "imported state \"plan\", no serial: 3 resources (1 replaced)"
         );
     }
 

@@ -89,6 +89,24 @@ fn host(
     )
 }
 
+/// Once every host reported a clean tree: `iac status --json`, as text and parsed.
+fn settled_status(c: &Collector, hosts: &[&str]) -> (String, serde_json::Value) {
+    for h in hosts {
+        c.wait_host_paths(h, SETTLE, |p| p.is_empty());
+    }
+    let out = c.cli().args(["iac", "status", "--json"]).ok();
+    let status = serde_json::from_str(&out).unwrap();
+    (out, status)
+}
+
+/// Host → its flags, as `flags_by_host` gives them.
+fn expect_flags(expected: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
+    expected
+        .iter()
+        .map(|(h, f)| ((*h).to_owned(), f.iter().map(|f| (*f).to_owned()).collect()))
+        .collect()
+}
+
 fn flags_by_host(status: &serde_json::Value) -> BTreeMap<String, Vec<String>> {
     status["hosts"]
         .as_array()
@@ -177,36 +195,28 @@ fn imported_state_and_manifest_flag_exactly_the_hosts_that_disagree() {
         host(&c, &rebaked, "i-tampered", "ami-good", &ud, "16"),
         host(&c, &baked, "i-twin", "ami-good", &ud, "16"),
     ];
-    for h in [
-        "i-match",
-        "i-wrongami",
-        "i-unmanaged",
-        "i-asg-1",
-        "i-userdata",
-        "i-tampered",
-        "i-twin",
-    ] {
-        c.wait_host_paths(h, SETTLE, |p| p.is_empty());
-    }
-
-    let out = c.cli().args(["iac", "status", "--json"]).ok();
-    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let expected: BTreeMap<String, Vec<String>> = [
+    let (out, status) = settled_status(
+        &c,
+        &[
+            "i-match",
+            "i-wrongami",
+            "i-unmanaged",
+            "i-asg-1",
+            "i-userdata",
+            "i-tampered",
+            "i-twin",
+        ],
+    );
+    let expected = expect_flags(&[
         (
             "i-wrongami",
-            vec!["image_differs_from_state", "image_not_in_catalog"],
+            &["image_differs_from_state", "image_not_in_catalog"],
         ),
-        ("i-unmanaged", vec!["unmanaged"]),
-        ("i-userdata", vec!["userdata_mismatch"]),
-        (
-            "i-tampered",
-            vec!["baseline_mismatch", "duplicate_machine_id"],
-        ),
-        ("i-twin", vec!["duplicate_machine_id"]),
-    ]
-    .into_iter()
-    .map(|(h, f)| (h.to_owned(), f.into_iter().map(str::to_owned).collect()))
-    .collect();
+        ("i-unmanaged", &["unmanaged"]),
+        ("i-userdata", &["userdata_mismatch"]),
+        ("i-tampered", &["baseline_mismatch", "duplicate_machine_id"]),
+        ("i-twin", &["duplicate_machine_id"]),
+    ]);
     assert_eq!(flags_by_host(&status), expected, "{out}");
     let ghosts: Vec<&str> = status["ghosts"]
         .as_array()
@@ -712,37 +722,30 @@ fn every_cloud_reports_its_image_and_weak_evidence_never_claims_a_resource() {
         ),
     ];
     let azure_host = "1E5B5C3A-0000-0000-0000-000000000001";
-    for h in [
-        "4567890123456789012",
-        "4567890123456789013",
-        azure_host,
-        "i-aws-at-10-0-0-4",
-        "rack-7",
-        "i-lc-member",
-    ] {
-        c.wait_host_paths(h, SETTLE, |p| p.is_empty());
-    }
-    let out = c.cli().args(["iac", "status", "--json"]).ok();
-    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let expected: BTreeMap<String, Vec<String>> = [
+    let (out, status) = settled_status(
+        &c,
+        &[
+            "4567890123456789012",
+            "4567890123456789013",
+            azure_host,
+            "i-aws-at-10-0-0-4",
+            "rack-7",
+            "i-lc-member",
+        ],
+    );
+    let expected = expect_flags(&[
         (
             "4567890123456789013",
-            vec!["image_differs_from_state", "image_not_in_catalog"],
+            &["image_differs_from_state", "image_not_in_catalog"],
         ),
-        (azure_host, vec!["baseline_mismatch"]),
-        (
-            "i-aws-at-10-0-0-4",
-            vec!["unmanaged", "image_not_in_catalog"],
-        ),
-        ("rack-7", vec!["unmanaged"]),
+        (azure_host, &["baseline_mismatch"]),
+        ("i-aws-at-10-0-0-4", &["unmanaged", "image_not_in_catalog"]),
+        ("rack-7", &["unmanaged"]),
         (
             "i-lc-member",
-            vec!["image_differs_from_state", "image_not_in_catalog"],
+            &["image_differs_from_state", "image_not_in_catalog"],
         ),
-    ]
-    .into_iter()
-    .map(|(h, f)| (h.to_owned(), f.into_iter().map(str::to_owned).collect()))
-    .collect();
+    ]);
     assert_eq!(flags_by_host(&status), expected, "{out}");
     assert!(!out.contains("SECRET"), "{out}");
     // Two states, one set of machines: no ghost for the copies, three instances covered; the

@@ -14,6 +14,7 @@ const JSON_MESSAGES: &[&str] = &[
     "HistoryResponse",
     "HistoryEvent",
     "IacLink",
+    "IacPlace",
     "ImportResult",
     "Flag",
     "FlaggedHost",
@@ -66,6 +67,18 @@ fn main() {
             builder.message_attribute(format!(".driftwatch.v1.{m}"), "#[derive(serde::Serialize)]");
     }
     builder = builder.field_attribute(".driftwatch.v1.HostDetail.host", "#[serde(flatten)]");
+    // Lists added in 0.3, left out of JSON when empty: answers without them read as before.
+    for field in [
+        "IacLink.also",
+        "Ghost.also",
+        "Host.candidates",
+        "FlaggedHost.candidates",
+    ] {
+        builder = builder.field_attribute(
+            format!(".driftwatch.v1.{field}"),
+            "#[serde(skip_serializing_if = \"Vec::is_empty\")]",
+        );
+    }
     for (field, with) in DRIFT_ITEM_FIELDS {
         builder = builder.field_attribute(
             format!(".driftwatch.v1.{field}"),

@@ -76,27 +76,35 @@ fn host(
     extension: &str,
     machine_id: &str,
 ) -> Host {
-    let dir = TestDir::new();
-    dir.populate();
-    // /etc/machine-id is excluded from drift by the default rules: it legitimately differs.
-    dir.write("/etc/machine-id", format!("{machine_id}\n"));
-    let identity = dir.path().join("identity.json");
-    fs::write(
-        &identity,
-        format!(
+    cloud_host(
+        c,
+        baseline,
+        &format!(
             r#"{{"v1": {{"instance_id": "{instance_id}", "cloud_name": "aws", "region": "eu-west-1",
                  "local_hostname": "{instance_id}.internal"}},
                 "ds": {{"meta_data": {{"ami-id": "{ami}"}}}},
                 "driftwatch": {{{extension}}}}}"#
         ),
+        machine_id,
     )
-    .unwrap();
-    let config = format!(
-        "[collector]\nurl = {:?}\nheartbeat = \"1s\"\nidentity_file = {:?}\n",
-        c.url, identity
-    );
-    let agent = dir.start_agent(baseline, &config);
-    Host { dir, _agent: agent }
+}
+
+/// Once every host reported a clean tree: `iac status --json`, as text and parsed.
+fn settled_status(c: &Collector, hosts: &[&str]) -> (String, serde_json::Value) {
+    for h in hosts {
+        c.wait_host_paths(h, SETTLE, |p| p.is_empty());
+    }
+    let out = c.cli().args(["iac", "status", "--json"]).ok();
+    let status = serde_json::from_str(&out).unwrap();
+    (out, status)
+}
+
+/// Host → its flags, as `flags_by_host` gives them.
+fn expect_flags(expected: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
+    expected
+        .iter()
+        .map(|(h, f)| ((*h).to_owned(), f.iter().map(|f| (*f).to_owned()).collect()))
+        .collect()
 }
 
 fn flags_by_host(status: &serde_json::Value) -> BTreeMap<String, Vec<String>> {
@@ -116,16 +124,43 @@ fn flags_by_host(status: &serde_json::Value) -> BTreeMap<String, Vec<String>> {
         .collect()
 }
 
-#[test]
-fn imported_state_and_manifest_flag_exactly_the_hosts_that_disagree() {
+/// A collector, the image's baseline and a re-baked one (another build of the same tree:
+/// another baseline id, as a re-baked image would have).
+struct Setup {
+    t: TestDir,
+    _other: TestDir,
+    baked: std::path::PathBuf,
+    rebaked: std::path::PathBuf,
+    c: Collector,
+}
+
+fn setup() -> Setup {
     let t = TestDir::new();
     t.populate();
     let baked = t.baseline();
-    // Another build of the same tree: another baseline id, as a re-baked image would have.
     let other = TestDir::new();
     other.populate();
     let rebaked = other.baseline();
     let c = Collector::start(&t.path().join("collector"));
+    Setup {
+        t,
+        _other: other,
+        baked,
+        rebaked,
+        c,
+    }
+}
+
+#[test]
+fn imported_state_and_manifest_flag_exactly_the_hosts_that_disagree() {
+    // `_other` holds the re-baked tree (and its baseline) until the test ends.
+    let Setup {
+        t,
+        _other,
+        baked,
+        rebaked,
+        c,
+    } = setup();
 
     let state_file = t.path().join("terraform.tfstate");
     fs::write(&state_file, state(7)).unwrap();
@@ -160,36 +195,28 @@ fn imported_state_and_manifest_flag_exactly_the_hosts_that_disagree() {
         host(&c, &rebaked, "i-tampered", "ami-good", &ud, "16"),
         host(&c, &baked, "i-twin", "ami-good", &ud, "16"),
     ];
-    for h in [
-        "i-match",
-        "i-wrongami",
-        "i-unmanaged",
-        "i-asg-1",
-        "i-userdata",
-        "i-tampered",
-        "i-twin",
-    ] {
-        c.wait_host_paths(h, SETTLE, |p| p.is_empty());
-    }
-
-    let out = c.cli().args(["iac", "status", "--json"]).ok();
-    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let expected: BTreeMap<String, Vec<String>> = [
+    let (out, status) = settled_status(
+        &c,
+        &[
+            "i-match",
+            "i-wrongami",
+            "i-unmanaged",
+            "i-asg-1",
+            "i-userdata",
+            "i-tampered",
+            "i-twin",
+        ],
+    );
+    let expected = expect_flags(&[
         (
             "i-wrongami",
-            vec!["image_differs_from_state", "image_not_in_catalog"],
+            &["image_differs_from_state", "image_not_in_catalog"],
         ),
-        ("i-unmanaged", vec!["unmanaged"]),
-        ("i-userdata", vec!["userdata_mismatch"]),
-        (
-            "i-tampered",
-            vec!["baseline_mismatch", "duplicate_machine_id"],
-        ),
-        ("i-twin", vec!["duplicate_machine_id"]),
-    ]
-    .into_iter()
-    .map(|(h, f)| (h.to_owned(), f.into_iter().map(str::to_owned).collect()))
-    .collect();
+        ("i-unmanaged", &["unmanaged"]),
+        ("i-userdata", &["userdata_mismatch"]),
+        ("i-tampered", &["baseline_mismatch", "duplicate_machine_id"]),
+        ("i-twin", &["duplicate_machine_id"]),
+    ]);
     assert_eq!(flags_by_host(&status), expected, "{out}");
     let ghosts: Vec<&str> = status["ghosts"]
         .as_array()
@@ -407,6 +434,8 @@ fn the_collector_follows_a_state_file_and_keeps_the_last_good_import() {
     assert_eq!(serial(&c), 4);
     let log = c.log_text();
     assert_eq!(log.matches("truncated").count(), 1, "{log}");
+    let line = log.lines().find(|l| l.contains("truncated")).unwrap();
+    assert!(line.contains("keeping the last import"), "{line}");
     assert_eq!(log.matches("older than the one stored").count(), 1, "{log}");
     assert!(!log.contains("SECRET"), "{log}");
     fs::write(&state_file, state(5)).unwrap();
@@ -477,4 +506,320 @@ fn the_collector_polls_a_state_over_http() {
     std::thread::sleep(Duration::from_millis(600));
     let log = c.log_text();
     assert_eq!(log.matches("holds no state yet").count(), 1, "{log}");
+    // Nothing was ever imported from it: nothing is kept, and the log does not pretend so.
+    let line = log
+        .lines()
+        .find(|l| l.contains("holds no state yet"))
+        .unwrap();
+    assert!(
+        line.contains("nothing imported from it yet") && !line.contains("keeping the last"),
+        "{line}"
+    );
+}
+
+/// A state with one machine of each cloud and an autoscaling group built from a launch
+/// configuration; the clouds' own spellings of image ids.
+const THREE_CLOUDS: &str = r#"{"version": 4, "terraform_version": "1.9.5", "serial": 3,
+  "lineage": "clouds-lineage", "outputs": {},
+  "resources": [
+    {"mode": "managed", "type": "google_compute_instance", "name": "web",
+     "provider": "provider[\"registry.terraform.io/hashicorp/google\"]",
+     "instances": [{"schema_version": 6, "attributes": {"instance_id": "4567890123456789012",
+       "name": "web-1", "zone": "europe-west1-b", "current_status": "RUNNING",
+       "boot_disk": [{"initialize_params": [{"image": "https://www.googleapis.com/compute/v1/projects/acme-images/global/images/web-20240501"}],
+                      "disk_encryption_key_raw": "SECRET-disk-key"}],
+       "network_interface": [{"network_ip": "10.132.0.7"}]}}]},
+    {"mode": "managed", "type": "google_compute_instance", "name": "api",
+     "provider": "provider[\"registry.terraform.io/hashicorp/google\"]",
+     "instances": [{"schema_version": 6, "attributes": {"instance_id": "4567890123456789013",
+       "name": "api-1", "zone": "europe-west1-b", "current_status": "RUNNING",
+       "boot_disk": [{"initialize_params": [{"image": "https://www.googleapis.com/compute/v1/projects/acme-images/global/images/web-20240501"}]}],
+       "network_interface": [{"network_ip": "10.132.0.8"}]}}]},
+    {"mode": "managed", "type": "azurerm_linux_virtual_machine", "name": "web",
+     "provider": "provider[\"registry.terraform.io/hashicorp/azurerm\"]",
+     "instances": [{"schema_version": 0, "attributes": {
+       "id": "/subscriptions/8a1c3e5f-0000-4b2d-9c1e-2f3a4b5c6d7e/resourceGroups/rg-web/providers/Microsoft.Compute/virtualMachines/web-vm-1",
+       "virtual_machine_id": "3c5a5b1e-1d9f-2b4e-8c7a-6d5e4f3a2b1c", "name": "web-vm-1",
+       "location": "westeurope", "private_ip_address": "10.0.0.4",
+       "source_image_id": "/subscriptions/8a1c3e5f-0000-4b2d-9c1e-2f3a4b5c6d7e/resourceGroups/rg-images/providers/Microsoft.Compute/images/web-20240601",
+       "admin_password": "SECRET-admin-password"}}]},
+    {"mode": "managed", "type": "aws_instance", "name": "legacy",
+     "provider": "provider[\"registry.terraform.io/hashicorp/aws\"]",
+     "instances": [{"schema_version": 1, "attributes": {"id": "i-legacy", "ami": "ami-old",
+       "instance_state": "running", "private_ip": "172.31.5.5"}}]},
+    {"mode": "managed", "type": "aws_launch_configuration", "name": "old",
+     "provider": "provider[\"registry.terraform.io/hashicorp/aws\"]",
+     "instances": [{"schema_version": 0, "attributes": {"id": "old-lc-1", "name": "old-lc-1",
+       "image_id": "ami-old"}}]},
+    {"mode": "managed", "type": "aws_autoscaling_group", "name": "old",
+     "provider": "provider[\"registry.terraform.io/hashicorp/aws\"]",
+     "instances": [{"schema_version": 1, "attributes": {"id": "old-asg", "name": "old-asg",
+       "launch_configuration": "old-lc-1", "min_size": 1, "max_size": 2}}]}
+  ]}"#;
+
+/// Cloud images of each cloud, and artifacts of two qemu builds and a docker build, which are
+/// not cloud images.
+const THREE_CLOUDS_MANIFEST: &str = r#"{"builds": [
+  {"name": "gce-web", "builder_type": "googlecompute", "build_time": 1714557600,
+   "artifact_id": "web-20240501", "packer_run_uuid": "run-1", "custom_data": null},
+  {"name": "azure-web", "builder_type": "azure-arm", "build_time": 1717236300,
+   "artifact_id": "/subscriptions/8a1c3e5f-0000-4b2d-9c1e-2f3a4b5c6d7e/resourceGroups/rg-images/providers/Microsoft.Compute/images/web-20240601",
+   "packer_run_uuid": "run-1", "custom_data": {}},
+  {"name": "local-a", "builder_type": "qemu", "build_time": 1717236400, "artifact_id": "VM",
+   "packer_run_uuid": "run-1"},
+  {"name": "local-b", "builder_type": "qemu", "build_time": 1717236500, "artifact_id": "VM",
+   "packer_run_uuid": "run-1"},
+  {"name": "container", "builder_type": "docker", "build_time": 1717236600,
+   "artifact_id": "sha256:9b2a1d0c8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b",
+   "packer_run_uuid": "run-1"}
+], "last_run_uuid": "run-1"}"#;
+
+/// One agent whose identity file is `identity` (cloud-init's instance data of its cloud).
+fn cloud_host(c: &Collector, baseline: &Path, identity: &str, machine_id: &str) -> Host {
+    let dir = TestDir::new();
+    dir.populate();
+    // /etc/machine-id is excluded from drift by the default rules: it legitimately differs.
+    dir.write("/etc/machine-id", format!("{machine_id}\n"));
+    let file = dir.path().join("identity.json");
+    fs::write(&file, identity).unwrap();
+    let config = format!(
+        "[collector]\nurl = {:?}\nheartbeat = \"1s\"\nidentity_file = {:?}\n",
+        c.url, file
+    );
+    let agent = dir.start_agent(baseline, &config);
+    Host { dir, _agent: agent }
+}
+
+/// GCE's instance data (no image in it: the metadata server has it, or, here, the identity
+/// file's `driftwatch.image_id`).
+fn gce_identity(id: &str, image: &str) -> String {
+    format!(
+        r#"{{"v1": {{"cloud_name": "gce", "instance_id": "{id}", "region": "europe-west1",
+             "availability_zone": "europe-west1-b", "local_hostname": "gce-{id}"}},
+            "ds": {{"meta_data": {{"instance-id": "{id}", "availability-zone": "europe-west1-b",
+                                  "local-hostname": "gce-{id}.c.acme.internal"}}}},
+            "driftwatch": {{"image_id": "{image}"}}}}"#
+    )
+}
+
+/// Azure's instance data: cloud-init's instance id is the SMBIOS UUID; IMDS's answer is under
+/// `ds.meta_data.imds`, with the vmId Terraform records and the image reference.
+fn azure_identity(smbios: &str, vm_id: &str, ip: &str, image: &str) -> String {
+    format!(
+        r#"{{"v1": {{"cloud_name": "azure", "instance_id": "{smbios}", "region": "westeurope",
+             "local_hostname": "az-{vm_id}"}},
+            "ds": {{"meta_data": {{"instance-id": "{smbios}", "imds": {{
+              "compute": {{"vmId": "{vm_id}", "location": "westeurope",
+                          "storageProfile": {{"imageReference": {{"id": "{image}",
+                            "publisher": "", "offer": "", "sku": "", "version": ""}}}}}},
+              "network": {{"interface": [{{"ipv4": {{"ipAddress": [{{"privateIpAddress": "{ip}"}}]}}}}]}}}}}}}}}}"#
+    )
+}
+
+/// Issue 15: image checks on all three clouds, weak evidence that claims nothing, one
+/// instance in two imported states, launch configurations, and Packer artifacts that are not
+/// cloud images.
+#[test]
+fn every_cloud_reports_its_image_and_weak_evidence_never_claims_a_resource() {
+    // `_other` holds the re-baked tree (and its baseline) until the test ends.
+    let Setup {
+        t,
+        _other,
+        baked,
+        rebaked,
+        c,
+    } = setup();
+
+    let state_file = t.path().join("clouds.tfstate");
+    fs::write(&state_file, THREE_CLOUDS).unwrap();
+    // The same state under a name and under its lineage: one set of machines.
+    c.cli()
+        .args(["iac", "import", "--name", "clouds", "--terraform-state"])
+        .arg(&state_file)
+        .ok();
+    let out = c
+        .cli()
+        .args(["iac", "import", "--terraform-state"])
+        .arg(&state_file)
+        .ok();
+    assert!(
+        out.contains("clouds-lineage") && out.contains("6 resources"),
+        "{out}"
+    );
+    let manifest = t.path().join("packer-manifest.json");
+    fs::write(&manifest, THREE_CLOUDS_MANIFEST).unwrap();
+    let out = c
+        .cli()
+        .args(["iac", "import", "--packer-manifest"])
+        .arg(&manifest)
+        .arg("--baseline")
+        .arg(&baked)
+        .output();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("imported 2 images"), "{stdout}");
+    assert!(
+        stderr.contains("local-a")
+            && stderr.contains("container")
+            && stderr.contains("not a cloud image"),
+        "{stderr}"
+    );
+
+    let gce_image = "projects/acme-images/global/images/web-20240501";
+    let arm = "/subscriptions/8A1C3E5F-0000-4B2D-9C1E-2F3A4B5C6D7E/resourceGroups/RG-IMAGES/providers/Microsoft.Compute/images/web-20240601";
+    let _hosts = [
+        cloud_host(
+            &c,
+            &baked,
+            &gce_identity("4567890123456789012", gce_image),
+            "21",
+        ),
+        cloud_host(
+            &c,
+            &rebaked,
+            &gce_identity(
+                "4567890123456789013",
+                "projects/acme-images/global/images/rogue",
+            ),
+            "22",
+        ),
+        cloud_host(
+            &c,
+            &rebaked,
+            &azure_identity(
+                "1E5B5C3A-0000-0000-0000-000000000001",
+                "3c5a5b1e-1d9f-2b4e-8c7a-6d5e4f3a2b1c",
+                "10.0.0.4",
+                arm,
+            ),
+            "23",
+        ),
+        // An AWS host at the Azure VM's address (10.0.0.4, Azure's first subnet address).
+        cloud_host(
+            &c,
+            &baked,
+            r#"{"v1": {"cloud_name": "aws", "instance_id": "i-aws-at-10-0-0-4", "region": "eu-west-1"},
+                "ds": {"meta_data": {"ami-id": "ami-old", "local-ipv4": "10.0.0.4"}}}"#,
+            "24",
+        ),
+        // A host off the clouds in AWS's default VPC range, at the address of an instance
+        // nobody reports: a possible match, never an owner.
+        cloud_host(
+            &c,
+            &baked,
+            r#"{"v1": {"instance_id": "rack-7"}, "ds": {"meta_data": {"local-ipv4": "172.31.5.5"}}}"#,
+            "26",
+        ),
+        // A member of the launch configuration's group, on another image.
+        host(
+            &c,
+            &baked,
+            "i-lc-member",
+            "ami-new",
+            r#""tags": {"aws:autoscaling:groupName": "old-asg"}"#,
+            "25",
+        ),
+    ];
+    let azure_host = "1E5B5C3A-0000-0000-0000-000000000001";
+    let (out, status) = settled_status(
+        &c,
+        &[
+            "4567890123456789012",
+            "4567890123456789013",
+            azure_host,
+            "i-aws-at-10-0-0-4",
+            "rack-7",
+            "i-lc-member",
+        ],
+    );
+    let expected = expect_flags(&[
+        (
+            "4567890123456789013",
+            &["image_differs_from_state", "image_not_in_catalog"],
+        ),
+        (azure_host, &["baseline_mismatch"]),
+        ("i-aws-at-10-0-0-4", &["unmanaged", "image_not_in_catalog"]),
+        ("rack-7", &["unmanaged"]),
+        (
+            "i-lc-member",
+            &["image_differs_from_state", "image_not_in_catalog"],
+        ),
+    ]);
+    assert_eq!(flags_by_host(&status), expected, "{out}");
+    assert!(!out.contains("SECRET"), "{out}");
+    // Two states, one set of machines: no ghost for the copies, three instances covered; the
+    // instance the rack host only shares an address with stays a ghost, listed once.
+    let ghosts = status["ghosts"].as_array().unwrap();
+    assert_eq!(ghosts.len(), 1, "{out}");
+    assert_eq!(ghosts[0]["address"], "aws_instance.legacy");
+    assert_eq!(ghosts[0]["also"].as_array().unwrap().len(), 1, "{out}");
+    assert_eq!(
+        status["coverage"],
+        serde_json::json!({"reporting_hosts": 6, "correlated_hosts": 4,
+                           "state_instances": 4, "covered_instances": 3})
+    );
+    let rack = status["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == "rack-7")
+        .unwrap();
+    assert_eq!(rack["iac"], serde_json::Value::Null, "{rack}");
+    assert_eq!(
+        rack["candidates"][0]["address"], "aws_instance.legacy",
+        "{rack}"
+    );
+    assert_eq!(rack["candidates"][0]["confidence"], "candidate", "{rack}");
+    assert!(
+        rack["flags"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("possible match: aws_instance.legacy"),
+        "{rack}"
+    );
+    assert_eq!(status["catalog_images"], 2);
+    // The AWS host at the Azure VM's address holds nothing and is offered nothing.
+    let aws = status["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == "i-aws-at-10-0-0-4")
+        .unwrap();
+    assert_eq!(aws["iac"], serde_json::Value::Null, "{aws}");
+    assert!(aws.get("candidates").is_none(), "{aws}");
+
+    let listed = c.hosts();
+    let by_host: BTreeMap<&str, &serde_json::Value> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["host"].as_str().unwrap(), h))
+        .collect();
+    let gce = &by_host["4567890123456789012"];
+    assert_eq!(gce["image_id"], gce_image);
+    assert_eq!(gce["flags"], serde_json::json!([]), "{gce}");
+    assert_eq!(gce["iac"]["confidence"], "high");
+    assert_eq!(gce["iac"]["also"].as_array().unwrap().len(), 1, "{gce}");
+    assert_eq!(
+        by_host["rack-7"]["candidates"][0]["address"],
+        "aws_instance.legacy"
+    );
+    assert!(
+        by_host["i-lc-member"]["iac"]["correlation_path"]
+            .as_str()
+            .unwrap()
+            .contains("launch configuration aws_launch_configuration.old"),
+        "{}",
+        by_host["i-lc-member"]
+    );
+
+    // States are listed honestly: two, each with its serial.
+    let text = c.cli().args(["iac", "status"]).ok();
+    assert!(text.contains("clouds (serial 3, 6 resources"), "{text}");
+    let detail = c.cli().args(["host", "rack-7"]).ok();
+    assert!(
+        detail.contains("Possible  aws_instance.legacy in state clouds"),
+        "{detail}"
+    );
 }

@@ -120,6 +120,12 @@ pub async fn import(
         let shown = path.display().to_string();
         let manifest = packer::parse_manifest_limited(open(path)?, max)
             .with_context(|| format!("cannot import {shown}"))?;
+        for build in manifest.not_cloud_images() {
+            eprintln!(
+                "warning: {shown}: build {:?} ({}) made {:?}, not a cloud image: skipped",
+                build.name, build.builder_type, build.artifact_id
+            );
+        }
         let baseline = match &args.baseline {
             Some(file) => Some(baseline_id(file)?),
             None => None,

@@ -125,15 +125,34 @@ pub fn host(out: &mut dyn Write, detail: &v1::HostDetail) -> io::Result<()> {
     writeln!(out, "Image     {} {}", t(&dash(&h.image)), t(&h.image_id))?;
     writeln!(out, "Baseline  {}", t(&dash(&h.baseline_id)))?;
     match &h.iac {
-        Some(l) => writeln!(
-            out,
-            "IaC       {} in state {} ({} confidence: {})",
-            t(&l.address),
-            t(&l.state),
-            l.confidence,
-            t(&l.correlation_path)
-        )?,
+        Some(l) => {
+            writeln!(
+                out,
+                "IaC       {} in state {} ({} confidence: {})",
+                t(&l.address),
+                t(&l.state),
+                l.confidence,
+                t(&l.correlation_path)
+            )?;
+            for p in &l.also {
+                writeln!(
+                    out,
+                    "          also {} in state {}",
+                    t(&p.address),
+                    t(&p.state)
+                )?;
+            }
+        }
         None => writeln!(out, "IaC       -")?,
+    }
+    for c in &h.candidates {
+        writeln!(
+            out,
+            "Possible  {} in state {} ({}; not trusted)",
+            t(&c.address),
+            t(&c.state),
+            t(&c.correlation_path)
+        )?;
     }
     if !h.flags.is_empty() {
         writeln!(

@@ -61,6 +61,14 @@ pub fn state_request(summary: StateSummary, name: &str, source: &str) -> v1::Imp
                     out.image_id = t.image_id.unwrap_or_default();
                     out.user_data_sha1 = t.user_data_sha1.unwrap_or_default();
                 }
+                ResourceKind::AwsLaunchConfiguration(c) => {
+                    // A group template like a launch template; its groups name it by name.
+                    out.role = role::TEMPLATE.into();
+                    out.key = c.name.unwrap_or_default();
+                    out.name = out.key.clone();
+                    out.image_id = c.image_id.unwrap_or_default();
+                    out.user_data_sha1 = c.user_data_sha1.unwrap_or_default();
+                }
                 ResourceKind::AwsAutoscalingGroup(g) => {
                     out.role = role::GROUP.into();
                     out.key = g.name.unwrap_or_default();
@@ -68,6 +76,7 @@ pub fn state_request(summary: StateSummary, name: &str, source: &str) -> v1::Imp
                     out.template = g
                         .launch_template
                         .and_then(|t| t.id.or(t.name))
+                        .or(g.launch_configuration)
                         .unwrap_or_default();
                 }
                 ResourceKind::GoogleComputeInstance(g) => {
@@ -110,12 +119,13 @@ pub fn state_request(summary: StateSummary, name: &str, source: &str) -> v1::Imp
     }
 }
 
-/// What an import of a state stored, for people: `imported state "prod" (serial 42): 12
-/// resources (3 replaced)`.
+/// What an import of a state stored, for people: `imported state "prod", serial 42: 12
+/// resources (3 replaced)`; a state without a serial (`terraform show -json` carries none)
+/// says so.
 pub fn state_summary(name: &str, serial: Option<u64>, stored: u64, replaced: u64) -> String {
     format!(
-        "imported state {name:?}{}: {} ({replaced} replaced)",
-        serial.map(|s| format!(", serial {s}")).unwrap_or_default(),
+        "imported state {name:?}, {}: {} ({replaced} replaced)",
+        serial.map_or_else(|| "no serial".to_owned(), |s| format!("serial {s}")),
         count(stored, "resource", "resources"),
     )
 }
@@ -146,6 +156,13 @@ pub enum ManifestImportError {
     },
     #[error("the manifest has no builds with images to import")]
     NoImages,
+    /// Every build's artifact is something other than a cloud image (qemu's `VM`, a docker
+    /// digest): nothing a host can report.
+    #[error(
+        "the manifest has no cloud images to import (AMIs, GCE images, Azure images): its {0} \
+         of other builders (qemu, docker, ...) produce no image a host reports"
+    )]
+    NoCloudImages(String),
 }
 
 /// The request importing a manifest's images. `baseline` (the id of the baseline file given
@@ -176,7 +193,7 @@ pub fn manifest_request(
             (None, Some(given)) if in_last_run => given.to_owned(),
             (None, _) => String::new(),
         };
-        for artifact in &build.artifacts {
+        for artifact in build.cloud_images() {
             images.push(v1::PackerImage {
                 region: artifact.region.clone().unwrap_or_default(),
                 image_id: artifact.image_id.clone(),
@@ -189,6 +206,12 @@ pub fn manifest_request(
         }
     }
     if images.is_empty() {
+        let others = manifest.not_cloud_images().count() as u64;
+        if others > 0 {
+            return Err(ManifestImportError::NoCloudImages(count(
+                others, "build", "builds",
+            )));
+        }
         return Err(ManifestImportError::NoImages);
     }
     Ok(v1::ImportManifestRequest {
@@ -382,6 +405,78 @@ mod tests {
             req.resources
                 .iter()
                 .all(|r| !r.r#type.starts_with("random"))
+        );
+    }
+
+    /// A group built from a launch configuration names it as its template; the configuration
+    /// is a template with its image and user data (issue 15).
+    #[test]
+    fn launch_configurations_are_group_templates() {
+        let state = r#"{"version": 4, "serial": 1, "lineage": "l", "resources": [
+          {"mode": "managed", "type": "aws_launch_configuration", "name": "old",
+           "instances": [{"attributes": {"id": "old-lc-1", "name": "old-lc-1",
+             "image_id": "ami-old", "user_data": "07c0f3b9d9e2ad71e6a5f8ead981296085701773",
+             "root_block_device": [{"kms_key_id": "SECRET"}]}}]},
+          {"mode": "managed", "type": "aws_autoscaling_group", "name": "old",
+           "instances": [{"attributes": {"id": "old-asg", "name": "old-asg",
+             "launch_configuration": "old-lc-1"}}]}]}"#;
+        let summary = tfstate::parse_state(state.as_bytes()).unwrap();
+        let req = state_request(summary, "s", "s.tfstate");
+        validate_state(&req).unwrap();
+        let find = |ty: &str| req.resources.iter().find(|r| r.r#type == ty).unwrap();
+        let lc = find("aws_launch_configuration");
+        assert_eq!(
+            (lc.role.as_str(), lc.key.as_str(), lc.image_id.as_str()),
+            ("template", "old-lc-1", "ami-old")
+        );
+        assert_eq!(
+            lc.user_data_sha1,
+            "07c0f3b9d9e2ad71e6a5f8ead981296085701773"
+        );
+        let asg = find("aws_autoscaling_group");
+        assert_eq!(
+            (asg.role.as_str(), asg.template.as_str()),
+            ("group", "old-lc-1")
+        );
+    }
+
+    /// qemu's `VM` and a docker digest are not cloud images: not imported, and two qemu builds
+    /// no longer collapse into one catalog row (issue 15).
+    #[test]
+    fn artifacts_that_are_not_cloud_images_are_skipped() {
+        let manifest = r#"{"builds": [
+          {"name": "a", "builder_type": "qemu", "artifact_id": "VM", "packer_run_uuid": "r"},
+          {"name": "b", "builder_type": "qemu", "artifact_id": "VM", "packer_run_uuid": "r"},
+          {"name": "d", "builder_type": "docker", "artifact_id": "sha256:9b2a", "packer_run_uuid": "r"},
+          {"name": "g", "builder_type": "googlecompute", "artifact_id": "web-1", "packer_run_uuid": "r"}
+        ], "last_run_uuid": "r"}"#;
+        let m = packer::parse_manifest(manifest.as_bytes()).unwrap();
+        let req = manifest_request(&m, "m.json", None).unwrap();
+        let ids: Vec<&str> = req.images.iter().map(|i| i.image_id.as_str()).collect();
+        assert_eq!(ids, ["web-1"]);
+        let skipped: Vec<&str> = m.not_cloud_images().map(|b| b.name.as_str()).collect();
+        assert_eq!(skipped, ["a", "b", "d"]);
+        let only_local = r#"{"builds": [
+          {"name": "a", "builder_type": "qemu", "artifact_id": "VM"}]}"#;
+        let m = packer::parse_manifest(only_local.as_bytes()).unwrap();
+        let err = manifest_request(&m, "m.json", None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no cloud images") && err.contains("1 build "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn summaries_say_the_serial_or_that_there_is_none() {
+        assert_eq!(
+            state_summary("web", Some(42), 1, 0),
+            "imported state \"web\", serial 42: 1 resource (0 replaced)"
+        );
+        assert_eq!(
+            state_summary("plan", None, 3, 1),
+            "imported state \"plan\", no serial: 3 resources (1 replaced)"
         );
     }
 

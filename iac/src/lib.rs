@@ -11,6 +11,8 @@
 //!   [`packer::PackerManifest`]: which build produced which image, in which region, in which run,
 //!   and which baseline it baked.
 //!
+//! - [`image`]: image ids as each cloud spells them, reduced to one key for comparison; which
+//!   Packer artifacts are cloud images at all.
 //! - [`import`]: both turned into the `driftwatch.v1` import requests (allow-listed fields
 //!   only), and the collector's checks of a request as received.
 //!
@@ -40,6 +42,7 @@ use std::io::{self, BufReader, Read};
 use serde::de::DeserializeSeed;
 
 mod digest;
+pub mod image;
 pub mod import;
 pub(crate) mod lenient;
 pub mod packer;

@@ -72,6 +72,14 @@ pub struct Artifact {
 }
 
 impl PackerBuild {
+    /// The artifacts that are cloud images a host can run and report (see
+    /// [`crate::image::is_cloud_image`]); qemu's `VM` or a docker digest is not one.
+    pub fn cloud_images(&self) -> impl Iterator<Item = &Artifact> {
+        self.artifacts
+            .iter()
+            .filter(|a| crate::image::is_cloud_image(&self.builder_type, &a.image_id))
+    }
+
     /// The baseline baked into this build, from `custom_data` ([`BASELINE_ID_KEYS`]).
     pub fn baseline_id(&self) -> Option<&str> {
         BASELINE_ID_KEYS
@@ -88,6 +96,13 @@ impl PackerManifest {
         self.builds
             .iter()
             .filter(|b| b.packer_run_uuid.is_some() && b.packer_run_uuid == self.last_run_uuid)
+    }
+
+    /// Builds whose artifacts include something other than a cloud image (skipped on import).
+    pub fn not_cloud_images(&self) -> impl Iterator<Item = &PackerBuild> {
+        self.builds
+            .iter()
+            .filter(|b| b.cloud_images().count() < b.artifacts.len())
     }
 
     /// The most recent build that produced `image_id` (in any region), with that artifact.

@@ -41,8 +41,8 @@ mod tests;
 
 use read::{Object, Sink, TopVisitor};
 pub use resources::{
-    AsgTag, AwsAutoscalingGroup, AwsInstance, AwsLaunchTemplate, AzureImageReference, AzureLinuxVm,
-    GoogleComputeInstance, LaunchTemplateRef, ResourceKind,
+    AsgTag, AwsAutoscalingGroup, AwsInstance, AwsLaunchConfiguration, AwsLaunchTemplate,
+    AzureImageReference, AzureLinuxVm, GoogleComputeInstance, LaunchTemplateRef, ResourceKind,
 };
 
 /// The largest state read by default. States of hundreds of megabytes exist (tens of thousands

@@ -41,12 +41,15 @@ fn state_line(s: &v1::StateInfo) -> String {
     } else {
         format!(" by {}", s.imported_by)
     };
+    let serial = match s.serial {
+        Some(n) => format!("serial {n}"),
+        // `terraform show -json` carries no serial (nor lineage): say so rather than omit it.
+        None if s.kind == "show_json" => "no serial: a `terraform show -json` export".into(),
+        None => "no serial".into(),
+    };
     format!(
-        "{} ({}{}, from {}, imported {}{by})",
+        "{} ({serial}, {}, from {}, imported {}{by})",
         s.name,
-        s.serial
-            .map(|n| format!("serial {n}, "))
-            .unwrap_or_default(),
         count(s.resources, "resource", "resources"),
         dash(&s.source),
         s.imported_at
@@ -54,10 +57,17 @@ fn state_line(s: &v1::StateInfo) -> String {
 }
 
 fn iac_cell(link: Option<&v1::IacLink>) -> String {
+    let also = |l: &v1::IacLink| {
+        if l.also.is_empty() {
+            String::new()
+        } else {
+            format!(" (+{} in other states)", l.also.len())
+        }
+    };
     match link {
         None => "-".into(),
-        Some(l) if l.confidence == "high" => l.address.clone(),
-        Some(l) => format!("{} ({} confidence)", l.address, l.confidence),
+        Some(l) if l.confidence == "high" => format!("{}{}", l.address, also(l)),
+        Some(l) => format!("{} ({} confidence){}", l.address, l.confidence, also(l)),
     }
 }
 
@@ -330,6 +340,33 @@ pub fn report_markdown(r: &v1::IacReport) -> String {
 mod tests {
     use super::*;
 
+    /// A `terraform show -json` export carries no serial: the line says so. One resource is
+    /// "1 resource".
+    #[test]
+    fn state_lines_say_no_serial_and_count_in_the_singular() {
+        let shown = v1::StateInfo {
+            name: "web".into(),
+            kind: "show_json".into(),
+            serial: None,
+            resources: 1,
+            source: "plan.json".into(),
+            imported_at: "2026-11-22T10:00:00.000Z".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            state_line(&shown),
+            "web (no serial: a `terraform show -json` export, 1 resource, from plan.json, \
+             imported 2026-11-22T10:00:00.000Z)"
+        );
+        let raw = v1::StateInfo {
+            kind: "state".into(),
+            serial: Some(4),
+            resources: 2,
+            ..shown
+        };
+        assert!(state_line(&raw).starts_with("web (serial 4, 2 resources,"));
+    }
+
     #[test]
     fn the_markdown_report_has_causes_diffs_flags_and_ghosts() {
         let facts = |mode| serde_json::json!({"type": "file", "mode": mode, "owner": 0, "group": 0, "size": 9});
@@ -362,6 +399,7 @@ mod tests {
                     state: "prod".into(),
                     instance_id: "i-9".into(),
                     reason: "no agent".into(),
+                    also: vec![],
                 }],
                 flag_counts: [("ghost".to_owned(), 1)].into(),
                 ..Default::default()

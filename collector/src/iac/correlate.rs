@@ -1,14 +1,24 @@
 //! Correlation: which IaC resource owns each reporting host, and what disagrees between what
 //! the host reports, what the state records and what the image catalog says.
 //!
-//! A host is matched, in order, on:
-//! 1. its cloud instance id = an instance resource's id (EC2 `id`, GCE `instance_id`, Azure
-//!    `virtual_machine_id`, compared case-insensitively): confidence `high`;
+//! A match is a chain of evidence with a confidence, and weak evidence never overrides strong:
+//! 1. the host's cloud instance id = an instance resource's id (EC2 `id`, GCE `instance_id`,
+//!    Azure `virtual_machine_id`, compared case-insensitively, within the host's cloud):
+//!    confidence `high`;
 //! 2. its `aws:autoscaling:groupName` tag = an `aws_autoscaling_group`'s name (members of a
 //!    group are never in state): `high`; the expected image and user data then come from the
-//!    launch template the host's `aws:ec2launchtemplate:id` tag names, else the group's;
-//! 3. its private IP, else its host name = an instance's private IP or private DNS name: `low`
-//!    (addresses are reused, so this is shown, never trusted for the image checks).
+//!    launch template the host's `aws:ec2launchtemplate:id` tag names, else the group's
+//!    launch template or launch configuration;
+//! 3. only when neither holds: its private IP or host name = an instance's private IP or DNS
+//!    name. That is a *candidate*, never an owner (default private ranges repeat in every
+//!    account): the host stays `unmanaged`, with "possible match: …" in the reason, and is not
+//!    covered. A candidate is never in another cloud than the host reports, never a resource
+//!    another host holds by id, never one whose id contradicts the host's.
+//!
+//! Resources are machines by their cloud id across every imported state: one instance in two
+//! states is one machine with both addresses (`IacLink.also`, `Ghost.also`), covered or a
+//! ghost once. Image ids are compared as [`driftwatch_iac::image`] reduces them, so GCE and
+//! Azure spellings of one image match.
 //!
 //! Everything here is computed from what the store holds, at query time: nothing in it is
 //! stored, so an import or a hello is reflected by the next query.
@@ -23,6 +33,7 @@ use prost::Message as _;
 
 pub use crate::store::{HostFacts, IacData, Image, Resource, StateInfo};
 use crate::store::{Millis, rfc3339};
+use driftwatch_iac::image::{cloud_of_type, host_cloud, image_key, same_image};
 
 /// The flag names (`hosts --json`'s `flags`, `iac status`).
 pub mod flag {
@@ -47,7 +58,10 @@ pub const DEFAULT_GHOST_AFTER: Duration = Duration::from_secs(15 * 60);
 /// The verdict on one host.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct HostVerdict {
+    /// The owner, by strong evidence only.
     pub iac: Option<v1::IacLink>,
+    /// Possible matches by address or name alone, for a host no resource holds.
+    pub candidates: Vec<v1::IacLink>,
     pub flags: Vec<v1::Flag>,
     /// The Packer build that produced the host's image, when the catalog knows it.
     pub image_build: Option<String>,
@@ -118,54 +132,107 @@ fn push(flags: &mut Vec<v1::Flag>, name: &str, reason: String) {
     });
 }
 
+/// One machine: an instance resource identified by its cloud id across every imported state
+/// it appears in (one instance imported twice, under two names or in two overlapping states,
+/// is one machine with two places).
+#[derive(Debug)]
+struct Machine {
+    /// Indices into `iac.resources`: the place in the most recently imported state first.
+    places: Vec<usize>,
+    cloud: Option<&'static str>,
+}
+
+impl Machine {
+    fn primary(&self) -> usize {
+        self.places[0]
+    }
+}
+
 struct Index<'a> {
     states: HashMap<&'a str, &'a StateInfo>,
-    instances_by_key: HashMap<String, Vec<usize>>,
-    instances_by_ip: HashMap<&'a str, Vec<usize>>,
-    instances_by_dns: HashMap<String, Vec<usize>>,
+    machines: Vec<Machine>,
+    /// (cloud, lowercased cloud id) → machine.
+    machine_by_key: HashMap<(Option<&'static str>, String), usize>,
+    /// Address → (machine, the place that has the address).
+    machines_by_ip: HashMap<&'a str, Vec<(usize, usize)>>,
+    machines_by_dns: HashMap<String, Vec<(usize, usize)>>,
     groups: HashMap<&'a str, usize>,
     templates: HashMap<&'a str, usize>,
-    images: HashMap<&'a str, Vec<&'a Image>>,
+    /// Catalog images by [`image_key`].
+    images: HashMap<String, Vec<&'a Image>>,
+}
+
+fn push_unique(list: &mut Vec<(usize, usize)>, m: (usize, usize)) {
+    if !list.contains(&m) {
+        list.push(m);
+    }
 }
 
 impl<'a> Index<'a> {
     fn new(iac: &'a IacData) -> Self {
+        let states: HashMap<&str, &StateInfo> =
+            iac.states.iter().map(|s| (s.name.as_str(), s)).collect();
         let mut index = Index {
-            states: iac.states.iter().map(|s| (s.name.as_str(), s)).collect(),
-            instances_by_key: HashMap::new(),
-            instances_by_ip: HashMap::new(),
-            instances_by_dns: HashMap::new(),
+            states,
+            machines: Vec::new(),
+            machine_by_key: HashMap::new(),
+            machines_by_ip: HashMap::new(),
+            machines_by_dns: HashMap::new(),
             groups: HashMap::new(),
             templates: HashMap::new(),
             images: HashMap::new(),
         };
-        for (i, (_, r)) in iac.resources.iter().enumerate() {
+        // Newest import first, so a machine's first place is its most recent record.
+        let imported = |state: &str| index.states.get(state).map_or(0, |s| s.imported_at);
+        let mut order: Vec<usize> = (0..iac.resources.len()).collect();
+        order.sort_by(|&a, &b| {
+            let (sa, sb) = (&iac.resources[a].0, &iac.resources[b].0);
+            imported(sb)
+                .cmp(&imported(sa))
+                .then_with(|| sa.cmp(sb))
+                .then_with(|| a.cmp(&b))
+        });
+        for i in order {
+            let r = &iac.resources[i].1;
             match r.role.as_str() {
                 role::INSTANCE => {
-                    if !r.key.is_empty() {
-                        index
-                            .instances_by_key
-                            .entry(r.key.to_ascii_lowercase())
-                            .or_default()
-                            .push(i);
-                    }
+                    let cloud = cloud_of_type(&r.resource_type);
+                    let key = (cloud, r.key.to_ascii_lowercase());
+                    let m = match index.machine_by_key.get(&key) {
+                        Some(&m) if !r.key.is_empty() => {
+                            index.machines[m].places.push(i);
+                            m
+                        }
+                        _ => {
+                            index.machines.push(Machine {
+                                places: vec![i],
+                                cloud,
+                            });
+                            let m = index.machines.len() - 1;
+                            if !r.key.is_empty() {
+                                index.machine_by_key.insert(key, m);
+                            }
+                            m
+                        }
+                    };
                     if !r.private_ip.is_empty() {
-                        index
-                            .instances_by_ip
-                            .entry(r.private_ip.as_str())
-                            .or_default()
-                            .push(i);
+                        push_unique(
+                            index
+                                .machines_by_ip
+                                .entry(r.private_ip.as_str())
+                                .or_default(),
+                            (m, i),
+                        );
                     }
                     if !r.private_dns.is_empty() {
                         let dns = r.private_dns.to_ascii_lowercase();
                         if let Some((short, _)) = dns.split_once('.') {
-                            index
-                                .instances_by_dns
-                                .entry(short.to_owned())
-                                .or_default()
-                                .push(i);
+                            push_unique(
+                                index.machines_by_dns.entry(short.to_owned()).or_default(),
+                                (m, i),
+                            );
                         }
-                        index.instances_by_dns.entry(dns).or_default().push(i);
+                        push_unique(index.machines_by_dns.entry(dns).or_default(), (m, i));
                     }
                 }
                 role::GROUP => {
@@ -181,11 +248,9 @@ impl<'a> Index<'a> {
             }
         }
         for image in &iac.images {
-            index
-                .images
-                .entry(image.image_id.as_str())
-                .or_default()
-                .push(image);
+            if let Some(key) = image_key(&image.image_id) {
+                index.images.entry(key).or_default().push(image);
+            }
         }
         index
     }
@@ -193,7 +258,7 @@ impl<'a> Index<'a> {
     /// The catalog entry for a host's image: the one of its region when the image is
     /// regional, else the most recent build.
     fn image(&self, host: &HostFacts) -> Option<&'a Image> {
-        let builds = self.images.get(host.image_id.as_str())?;
+        let builds = self.images.get(&image_key(&host.image_id)?)?;
         builds
             .iter()
             .copied()
@@ -203,38 +268,83 @@ impl<'a> Index<'a> {
     }
 }
 
-/// What a match tells: the owning resource and what to expect of the host.
+/// Whether a host that reports `host` as its cloud can be a resource of `resource`'s cloud:
+/// never across two known clouds.
+fn same_cloud(host: Option<&str>, resource: Option<&str>) -> bool {
+    match (host, resource) {
+        (Some(h), Some(r)) => h == r,
+        _ => true,
+    }
+}
+
+/// What strong evidence tells: the owning resource and what to expect of the host.
 struct Match {
+    /// The group, or the machine's primary place.
     resource: usize,
+    machine: Option<usize>,
     link: v1::IacLink,
     /// The resource whose image and user data the host should have (the instance, or the
-    /// group's launch template); `None` for low-confidence matches.
+    /// group's launch template or configuration).
     expected: Option<usize>,
 }
 
-fn match_host(host: &HostFacts, iac: &IacData, index: &Index<'_>) -> Option<Match> {
-    let link = |i: usize, confidence: &str, path: String| v1::IacLink {
+fn link(iac: &IacData, i: usize, confidence: &str, path: String) -> v1::IacLink {
+    v1::IacLink {
         address: iac.resources[i].1.address.clone(),
         state: iac.resources[i].0.clone(),
         confidence: confidence.to_owned(),
         correlation_path: path,
-    };
-    if !host.instance_id.is_empty()
-        && let Some(&i) = index
-            .instances_by_key
-            .get(&host.instance_id.to_ascii_lowercase())
-            .and_then(|v| v.first())
-    {
-        let r = &iac.resources[i].1;
-        let path = format!("instance_id {} = {}", host.instance_id, r.address);
-        return Some(Match {
-            resource: i,
-            link: link(i, "high", path),
-            expected: Some(i),
-        });
+        also: Vec::new(),
+    }
+}
+
+/// A machine's places but `shown`, the one a link or ghost names.
+fn places_but(iac: &IacData, machine: &Machine, shown: usize) -> Vec<v1::IacPlace> {
+    machine
+        .places
+        .iter()
+        .filter(|&&i| i != shown)
+        .map(|&i| v1::IacPlace {
+            state: iac.resources[i].0.clone(),
+            address: iac.resources[i].1.address.clone(),
+        })
+        .collect()
+}
+
+/// Strong evidence only: the cloud instance id, or the autoscaling group's tag.
+fn strong_match(host: &HostFacts, iac: &IacData, index: &Index<'_>) -> Option<Match> {
+    let cloud = host_cloud(&host.cloud);
+    if !host.instance_id.is_empty() {
+        let id = host.instance_id.to_ascii_lowercase();
+        // Keyed by the resource's cloud: a host that names no cloud may be any of them.
+        let clouds: &[Option<&'static str>] = match cloud {
+            Some("aws") => &[Some("aws"), None],
+            Some("gce") => &[Some("gce"), None],
+            // `host_cloud` names only aws, gce and azure.
+            Some(_) => &[Some("azure"), None],
+            None => &[Some("aws"), Some("gce"), Some("azure"), None],
+        };
+        let found = clouds
+            .iter()
+            .find_map(|&c| index.machine_by_key.get(&(c, id.clone())).copied());
+        if let Some(m) = found {
+            let machine = &index.machines[m];
+            let i = machine.primary();
+            let r = &iac.resources[i].1;
+            let path = format!("instance_id {} = {}", host.instance_id, r.address);
+            let mut link = link(iac, i, "high", path);
+            link.also = places_but(iac, machine, machine.primary());
+            return Some(Match {
+                resource: i,
+                machine: Some(m),
+                link,
+                expected: Some(i),
+            });
+        }
     }
     if let Some(group) = host.tags.get(ASG_TAG)
         && let Some(&i) = index.groups.get(group.as_str())
+        && same_cloud(cloud, cloud_of_type(&iac.resources[i].1.resource_type))
     {
         let r = &iac.resources[i].1;
         let template = host
@@ -245,52 +355,91 @@ fn match_host(host: &HostFacts, iac: &IacData, index: &Index<'_>) -> Option<Matc
             .copied();
         let mut path = format!("tag {ASG_TAG}={group} = {}", r.address);
         if let Some(t) = template {
-            path.push_str(&format!(
-                " (launch template {})",
-                iac.resources[t].1.address
-            ));
+            let t = &iac.resources[t].1;
+            let kind = if t.resource_type == "aws_launch_configuration" {
+                "launch configuration"
+            } else {
+                "launch template"
+            };
+            path.push_str(&format!(" ({kind} {})", t.address));
         }
         return Some(Match {
             resource: i,
-            link: link(i, "high", path),
+            machine: None,
+            link: link(iac, i, "high", path),
             expected: template,
         });
     }
-    let unique = |v: Option<&Vec<usize>>| match v.map(Vec::as_slice) {
-        Some([one]) => Some(*one),
-        _ => None,
-    };
-    if !host.private_ip.is_empty()
-        && let Some(i) = unique(index.instances_by_ip.get(host.private_ip.as_str()))
-    {
-        let path = format!(
-            "private_ip {} = {} (addresses are reused: low confidence)",
-            host.private_ip, iac.resources[i].1.address
-        );
-        return Some(Match {
-            resource: i,
-            link: link(i, "low", path),
-            expected: None,
-        });
-    }
-    if !host.hostname.is_empty()
-        && let Some(i) = unique(
-            index
-                .instances_by_dns
-                .get(&host.hostname.to_ascii_lowercase()),
-        )
-    {
-        let path = format!(
-            "hostname {} = {} private_dns (names are reused: low confidence)",
-            host.hostname, iac.resources[i].1.address
-        );
-        return Some(Match {
-            resource: i,
-            link: link(i, "low", path),
-            expected: None,
-        });
-    }
     None
+}
+
+/// Most candidates listed for one host.
+const MAX_CANDIDATES: usize = 5;
+
+/// Weak evidence: instances that share the host's private IP or host name, in a cloud the
+/// host can be in, that no host holds by its id, and whose id does not contradict the host's.
+/// Never an owner: listed as possible matches of an unmanaged host.
+fn candidates(
+    host: &HostFacts,
+    iac: &IacData,
+    index: &Index<'_>,
+    held: &HashMap<usize, Vec<String>>,
+) -> Vec<v1::IacLink> {
+    let cloud = host_cloud(&host.cloud);
+    let mut out: Vec<(usize, v1::IacLink)> = Vec::new();
+    let mut consider = |(m, i): (usize, usize), path: String| {
+        let machine = &index.machines[m];
+        if out.iter().any(|(seen, _)| *seen == m)
+            || held.contains_key(&m)
+            || !same_cloud(cloud, machine.cloud)
+        {
+            return;
+        }
+        let r = &iac.resources[i].1;
+        // A host with a cloud id of the same cloud as the resource is not that resource when
+        // the ids differ, whatever the addresses say.
+        if cloud.is_some()
+            && cloud == machine.cloud
+            && !host.instance_id.is_empty()
+            && !r.key.is_empty()
+            && !r.key.eq_ignore_ascii_case(&host.instance_id)
+        {
+            return;
+        }
+        let mut link = link(iac, i, "candidate", path);
+        link.also = places_but(iac, machine, i);
+        out.push((m, link));
+    };
+    let by_ip = (!host.private_ip.is_empty())
+        .then(|| index.machines_by_ip.get(host.private_ip.as_str()))
+        .flatten();
+    let by_name = (!host.hostname.is_empty())
+        .then(|| {
+            index
+                .machines_by_dns
+                .get(&host.hostname.to_ascii_lowercase())
+        })
+        .flatten();
+    for &(m, i) in by_ip.into_iter().flatten() {
+        let address = &iac.resources[i].1.address;
+        let why = "addresses repeat across networks: not proof";
+        consider(
+            (m, i),
+            format!("private_ip {} = {address} ({why})", host.private_ip),
+        );
+    }
+    for &(m, i) in by_name.into_iter().flatten() {
+        let address = &iac.resources[i].1.address;
+        let why = "names repeat: not proof";
+        consider(
+            (m, i),
+            format!("hostname {} = {address} private_dns ({why})", host.hostname),
+        );
+    }
+    out.into_iter()
+        .take(MAX_CANDIDATES)
+        .map(|(_, l)| l)
+        .collect()
 }
 
 /// Correlates every host with the imported IaC, as of `now`.
@@ -315,19 +464,29 @@ pub fn correlate(
 pub struct Matching {
     iac: IacData,
     hosts: HashMap<String, Matched>,
-    /// Instance resources expected to run (by index into `iac.resources`), with the hosts
-    /// matched to them.
-    instances: Vec<(usize, Vec<String>)>,
+    /// Machines (instances by cloud id, across states) expected to run, with the hosts that
+    /// hold them by strong evidence.
+    machines: Vec<Expected>,
+}
+
+/// A machine IaC expects to run (or whose power state it does not record).
+#[derive(Debug)]
+struct Expected {
+    /// Its place in the most recent import.
+    resource: usize,
+    also: Vec<v1::IacPlace>,
+    owners: Vec<String>,
 }
 
 #[derive(Debug, Default)]
 struct Matched {
     /// Every flag but `ghost`.
     verdict: HostVerdict,
-    /// The matched resource, when IaC expects it to run: (address, state).
-    expected_up: Option<(String, String)>,
-    /// What listings show of `verdict`: a `v1::Host` with only `iac` and `flags` (names)
-    /// set, encoded.
+    /// The matched resource, when IaC expects it to run: (address, state, and what to add
+    /// when its state records no power state).
+    expected_up: Option<(String, String, &'static str)>,
+    /// What listings show of `verdict`: a `v1::Host` with only `iac`, `flags` (names) and
+    /// `candidates` set, encoded.
     listed: Arc<[u8]>,
 }
 
@@ -339,7 +498,7 @@ impl Matched {
         last_seen: Millis,
         now: Millis,
         ghost_after: Duration,
-    ) -> Option<&(String, String)> {
+    ) -> Option<&(String, String, &'static str)> {
         let expected = self.expected_up.as_ref()?;
         (last_seen < now - ghost_after.as_millis() as Millis).then_some(expected)
     }
@@ -348,10 +507,19 @@ impl Matched {
 /// What a host listing shows of one host's verdict.
 #[derive(Clone, Debug)]
 pub struct Listed {
-    /// `iac` and `flags` but `ghost`, as a `v1::Host` encoding.
+    /// `iac`, `flags` but `ghost`, and `candidates`, as a `v1::Host` encoding.
     pub encoded: Arc<[u8]>,
     /// Whether the host is a ghost now (the flag goes first).
     pub ghost: bool,
+}
+
+/// "runs", or what the state says instead when it records no power state.
+fn runs(r: &Resource) -> &'static str {
+    if r.status.is_empty() {
+        "is in state (which records no power state: it may be stopped or deallocated)"
+    } else {
+        "runs"
+    }
 }
 
 impl Matching {
@@ -366,37 +534,47 @@ impl Matching {
                     .push(h.host.as_str());
             }
         }
-        let mut owners: HashMap<usize, Vec<String>> = HashMap::new();
+        // Strong evidence first, for every host: a machine held by id is nobody's candidate.
+        let strong: Vec<Option<Match>> = hosts
+            .iter()
+            .map(|h| strong_match(h, &iac, &index))
+            .collect();
+        let mut held: HashMap<usize, Vec<String>> = HashMap::new();
+        for (h, m) in hosts.iter().zip(&strong) {
+            if let Some(machine) = m.as_ref().and_then(|m| m.machine) {
+                held.entry(machine).or_default().push(h.host.clone());
+            }
+        }
         let mut matched_hosts = HashMap::with_capacity(hosts.len());
-        for h in hosts {
+        for (h, matched) in hosts.iter().zip(strong) {
             let mut out = Matched::default();
             let verdict = &mut out.verdict;
-            let matched = match_host(h, &iac, &index);
             let catalog = (!h.image_id.is_empty()).then(|| index.image(h)).flatten();
             verdict.image_build = catalog.map(|b| b.build.clone());
             match &matched {
-                None if !iac.states.is_empty() => push(
-                    &mut verdict.flags,
-                    flag::UNMANAGED,
-                    format!(
-                        "no resource in the {} matches this host's instance id ({}), \
-                         autoscaling group tag, private IP or host name",
-                        count(iac.states.len() as u64, "imported state", "imported states"),
-                        if h.instance_id.is_empty() {
-                            "none reported"
-                        } else {
-                            &h.instance_id
-                        }
-                    ),
-                ),
+                None if !iac.states.is_empty() => {
+                    verdict.candidates = candidates(h, &iac, &index, &held);
+                    push(
+                        &mut verdict.flags,
+                        flag::UNMANAGED,
+                        unmanaged_reason(h, iac.states.len(), &verdict.candidates),
+                    );
+                }
                 None => {}
                 Some(m) => {
                     let resource = &iac.resources[m.resource].1;
-                    if resource.role == role::INSTANCE {
-                        owners.entry(m.resource).or_default().push(h.host.clone());
-                    }
                     if !expected_down(&resource.status) {
-                        out.expected_up = Some((resource.address.clone(), m.link.state.clone()));
+                        // Groups record no status by nature; instances may (azurerm VMs).
+                        let unknown = resource.role == role::INSTANCE && resource.status.is_empty();
+                        out.expected_up = Some((
+                            resource.address.clone(),
+                            m.link.state.clone(),
+                            if unknown {
+                                " (which records no power state)"
+                            } else {
+                                ""
+                            },
+                        ));
                     }
                     if let Some(e) = m.expected {
                         expectations(&mut verdict.flags, h, &iac.resources[e], &index);
@@ -409,10 +587,9 @@ impl Matching {
                     flag::IMAGE_NOT_IN_CATALOG,
                     format!(
                         "the host runs image {}, which no imported Packer manifest lists ({} \
-                         images known): built outside the pipeline, or its manifest was not \
-                         imported",
+                         known): built outside the pipeline, or its manifest was not imported",
                         h.image_id,
-                        iac.images.len()
+                        count(iac.images.len() as u64, "image", "images"),
                     ),
                 );
             }
@@ -462,23 +639,28 @@ impl Matching {
             out.listed = v1::Host {
                 iac: out.verdict.iac.clone(),
                 flags: out.verdict.flag_names(),
+                candidates: out.verdict.candidates.clone(),
                 ..v1::Host::default()
             }
             .encode_to_vec()
             .into();
             matched_hosts.insert(h.host.clone(), out);
         }
-        let instances = iac
-            .resources
+        let machines = index
+            .machines
             .iter()
             .enumerate()
-            .filter(|(_, (_, r))| r.role == role::INSTANCE && !expected_down(&r.status))
-            .map(|(i, _)| (i, owners.remove(&i).unwrap_or_default()))
+            .filter(|(_, m)| !expected_down(&iac.resources[m.primary()].1.status))
+            .map(|(i, m)| Expected {
+                resource: m.primary(),
+                also: places_but(&iac, m, m.primary()),
+                owners: held.remove(&i).unwrap_or_default(),
+            })
             .collect();
         Matching {
             iac,
             hosts: matched_hosts,
-            instances,
+            machines,
         }
     }
 
@@ -498,13 +680,14 @@ impl Matching {
     ) -> Option<HostVerdict> {
         let matched = self.hosts.get(host)?;
         let mut verdict = matched.verdict.clone();
-        if let Some((address, state)) = matched.ghost_since(last_seen, now, ghost_after) {
+        if let Some((address, state, recorded)) = matched.ghost_since(last_seen, now, ghost_after) {
             verdict.flags.insert(
                 0,
                 v1::Flag {
                     flag: flag::GHOST.to_owned(),
                     reason: format!(
-                        "{address} is in state {state} but this host last reported {} (at {})",
+                        "{address} is in state {state}{recorded} but this host last reported \
+                         {} (at {})",
                         ago(now, last_seen),
                         rfc3339(last_seen)
                     ),
@@ -551,29 +734,42 @@ impl Matching {
             .values()
             .filter(|m| m.verdict.iac.is_some())
             .count() as u64;
-        for (i, owners) in &self.instances {
-            let (state, r) = &self.iac.resources[*i];
+        for machine in &self.machines {
+            let (state, r) = &self.iac.resources[machine.resource];
             out.coverage.state_instances += 1;
             // The owner heard from last.
-            let newest = owners
+            let newest = machine
+                .owners
                 .iter()
                 .filter_map(|h| Some((h, last_seen(h)?)))
                 .max_by_key(|(_, seen)| *seen);
+            let elsewhere = if machine.also.is_empty() {
+                String::new()
+            } else {
+                let list: Vec<String> = machine
+                    .also
+                    .iter()
+                    .map(|p| format!("{} in state {}", p.address, p.state))
+                    .collect();
+                format!(" (also {})", list.join(", "))
+            };
             let reason = match newest {
                 Some((_, seen)) if seen >= stale_before => {
                     out.coverage.covered_instances += 1;
                     continue;
                 }
                 Some((host, seen)) => format!(
-                    "state {state} says {} runs{}; its host {host} last reported {}",
+                    "state {state} says {}{elsewhere} {}{}; its host {host} last reported {}",
                     r.address,
+                    runs(r),
                     status_suffix(r),
                     ago(now, seen)
                 ),
                 None => format!(
-                    "state {state} says {} ({}) runs{}; no agent reports for it",
+                    "state {state} says {} ({}){elsewhere} {}{}; no agent reports for it",
                     r.address,
                     if r.key.is_empty() { "no id" } else { &r.key },
+                    runs(r),
                     status_suffix(r)
                 ),
             };
@@ -582,10 +778,37 @@ impl Matching {
                 state: state.clone(),
                 instance_id: r.key.clone(),
                 reason,
+                also: machine.also.clone(),
             });
         }
         out
     }
+}
+
+/// Why a host no resource holds is unmanaged, with its possible matches.
+fn unmanaged_reason(h: &HostFacts, states: usize, candidates: &[v1::IacLink]) -> String {
+    let mut reason = format!(
+        "no resource in the {} matches this host's instance id ({}) or autoscaling group tag",
+        count(states as u64, "imported state", "imported states"),
+        if h.instance_id.is_empty() {
+            "none reported"
+        } else {
+            &h.instance_id
+        }
+    );
+    if !candidates.is_empty() {
+        let list: Vec<String> = candidates
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} in state {} ({})",
+                    c.address, c.state, c.correlation_path
+                )
+            })
+            .collect();
+        reason.push_str(&format!("; possible match: {}", list.join("; ")));
+    }
+    reason
 }
 
 fn status_suffix(r: &Resource) -> String {
@@ -605,15 +828,21 @@ fn expectations(
 ) {
     let origin = || match index.states.get(state.as_str()) {
         Some(s) => {
-            let serial = s.serial.map_or(String::new(), |n| format!("serial {n}, "));
+            let serial = match s.serial {
+                Some(n) => format!("serial {n}"),
+                None if s.kind == "show_json" => {
+                    "no serial: `terraform show -json` carries none".to_owned()
+                }
+                None => "no serial".to_owned(),
+            };
             format!(
-                "state {state} ({serial}imported {})",
+                "state {state} ({serial}, imported {})",
                 rfc3339(s.imported_at)
             )
         }
         None => format!("state {state}"),
     };
-    if !r.image_id.is_empty() && !h.image_id.is_empty() && r.image_id != h.image_id {
+    if same_image(&r.image_id, &h.image_id) == Some(false) {
         let caveat = if r.role == role::TEMPLATE {
             "instances launched before the template changed keep their image"
         } else {

@@ -44,13 +44,17 @@ pub fn state_import(r: v1::ImportStateRequest) -> StateImport {
     }
 }
 
-/// A manifest import as received (after `import::validate_manifest`), as the store keeps it.
-pub fn manifest_import(r: v1::ImportManifestRequest) -> ManifestImport {
-    ManifestImport {
+/// A manifest import as received (after `import::validate_manifest`), as the store keeps it,
+/// and how many of its artifacts were skipped as not cloud images (qemu's `VM`, a docker
+/// digest: a client older than this collector sends them).
+pub fn manifest_import(r: v1::ImportManifestRequest) -> (ManifestImport, u64) {
+    let sent = r.images.len() as u64;
+    let import = ManifestImport {
         source: r.source,
         images: r
             .images
             .into_iter()
+            .filter(|i| driftwatch_iac::image::is_cloud_image(&i.builder_type, &i.image_id))
             .map(|i| Image {
                 region: i.region,
                 image_id: i.image_id,
@@ -61,5 +65,7 @@ pub fn manifest_import(r: v1::ImportManifestRequest) -> ManifestImport {
                 baseline_id: i.baseline_id,
             })
             .collect(),
-    }
+    };
+    let skipped = sent - import.images.len() as u64;
+    (import, skipped)
 }

@@ -169,10 +169,17 @@ pub fn follow<S: Store>(
                             metrics.state_source_errors.inc();
                             let error = error.to_string();
                             if followed.last_error.as_ref() != Some(&error) {
-                                tracing::warn!(
-                                    source = %source, %error,
-                                    "Cannot import the state source; keeping the last import."
-                                );
+                                if has_import(source, followed, &*store) {
+                                    tracing::warn!(
+                                        source = %source, %error,
+                                        "Cannot import the state source; keeping the last import."
+                                    );
+                                } else {
+                                    tracing::warn!(
+                                        source = %source, %error,
+                                        "Cannot import the state source; nothing imported from it yet."
+                                    );
+                                }
                                 followed.last_error = Some(error);
                             }
                         }
@@ -184,6 +191,15 @@ pub fn follow<S: Store>(
     if let Err(e) = spawned {
         tracing::error!(error = %e, "Cannot start the state-source thread.");
     }
+}
+
+/// Whether a state is stored under the source's name: imported by this collector, or before
+/// it started (then the failure keeps it; otherwise there is nothing to keep).
+fn has_import<S: Store + ?Sized>(source: &StateSource, followed: &Followed, store: &S) -> bool {
+    followed.imported.is_some()
+        || store
+            .iac()
+            .is_ok_and(|iac| iac.states.iter().any(|s| s.name == source.name))
 }
 
 /// Why one poll of a source imported nothing.

@@ -75,6 +75,7 @@ impl IacColumns {
         if let Some(verdict) = matching.verdict(&host.host, last_seen, now, self.ghost_after) {
             host.flags = verdict.flag_names();
             host.iac = verdict.iac;
+            host.candidates = verdict.candidates;
         }
     }
 }
@@ -176,7 +177,7 @@ impl<S: Store> Queries<S> {
         import::validate_manifest(&r).map_err(|e| QueryError::BadRequest(e.to_string()))?;
         let now = store::now_millis();
         let source = r.source.clone();
-        let import = crate::iac::manifest_import(r);
+        let (import, skipped) = crate::iac::manifest_import(r);
         let outcome = self
             .run(move |s| s.import_manifest(&import, now))
             .await
@@ -189,9 +190,18 @@ impl<S: Store> Queries<S> {
             %source, images = outcome.stored, replaced = outcome.replaced, by = %by,
             "Imported a Packer manifest."
         );
+        let skipped = if skipped == 0 {
+            String::new()
+        } else {
+            format!(
+                "; skipped {} that {} not cloud images",
+                count(skipped, "artifact", "artifacts"),
+                if skipped == 1 { "is" } else { "are" }
+            )
+        };
         Ok(v1::ImportResult {
             summary: format!(
-                "imported {} from {source} ({} already known, updated)",
+                "imported {} from {source} ({} already known, updated){skipped}",
                 count(outcome.stored, "image", "images"),
                 outcome.replaced
             ),
@@ -263,6 +273,7 @@ fn status(fleet: &Fleet) -> v1::IacStatus {
                 image_id: h.image_id.clone(),
                 iac: verdict.iac.clone(),
                 flags: verdict.flags.clone(),
+                candidates: verdict.candidates.clone(),
             })
         })
         .collect();

@@ -102,6 +102,9 @@ pub struct IacData {
 pub struct HostFacts {
     pub host: String,
     pub hostname: String,
+    /// The cloud the host says it runs on (cloud-init's `cloud_name`: aws, gce, azure; "" off
+    /// the clouds or unknown).
+    pub cloud: String,
     pub instance_id: String,
     pub image_id: String,
     pub region: String,

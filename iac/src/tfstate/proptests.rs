@@ -140,6 +140,7 @@ enum Keys {
 enum Ty {
     Ec2,
     Lt,
+    Lc,
     Asg,
     Gce,
     Azure,
@@ -180,6 +181,7 @@ enum Status {
 enum Attrs {
     Ec2(Ec2),
     Lt(Lt),
+    Lc(Lc),
     Asg(Asg),
     Gce(Gce),
     Azure(Azure),
@@ -304,6 +306,15 @@ struct Lt {
 }
 
 #[derive(Clone, Debug)]
+struct Lc {
+    id: Str,
+    name: Str,
+    image_id: Str,
+    user_data: UserData,
+    user_data_base64: B64,
+}
+
+#[derive(Clone, Debug)]
 struct AsgTagModel {
     key: String,
     value: String,
@@ -315,6 +326,7 @@ struct Asg {
     id: Str,
     name: Str,
     launch_template: List<LtSpec>,
+    launch_configuration: Str,
     mixed_instances_policy: List<LtSpec>,
     min_size: Num,
     max_size: Num,
@@ -377,6 +389,7 @@ fn ty() -> impl Strategy<Value = Ty> {
     prop_oneof![
         Just(Ty::Ec2),
         Just(Ty::Lt),
+        Just(Ty::Lc),
         Just(Ty::Asg),
         Just(Ty::Gce),
         Just(Ty::Azure),
@@ -460,6 +473,7 @@ fn attrs(ty: Ty) -> BoxedStrategy<Attrs> {
     match ty {
         Ty::Ec2 => ec2().prop_map(Attrs::Ec2).boxed(),
         Ty::Lt => lt().prop_map(Attrs::Lt).boxed(),
+        Ty::Lc => lc().prop_map(Attrs::Lc).boxed(),
         Ty::Asg => asg().prop_map(Attrs::Asg).boxed(),
         Ty::Gce => gce().prop_map(Attrs::Gce).boxed(),
         Ty::Azure => azure().prop_map(Attrs::Azure).boxed(),
@@ -467,6 +481,7 @@ fn attrs(ty: Ty) -> BoxedStrategy<Attrs> {
         Ty::Unknown(_) => prop_oneof![
             ec2().prop_map(Attrs::Ec2),
             lt().prop_map(Attrs::Lt),
+            lc().prop_map(Attrs::Lc),
             asg().prop_map(Attrs::Asg),
             gce().prop_map(Attrs::Gce),
             azure().prop_map(Attrs::Azure),
@@ -618,6 +633,18 @@ prop_compose! {
     }
 }
 
+prop_compose! {
+    fn lc()(
+        id in string(word()),
+        name in string(word()),
+        image_id in string("ami-[0-9a-f]{8,17}"),
+        user_data in user_data(),
+        user_data_base64 in base64_data(),
+    ) -> Lc {
+        Lc { id, name, image_id, user_data, user_data_base64 }
+    }
+}
+
 fn asg_tag() -> impl Strategy<Value = AsgTagModel> {
     (
         "[A-Za-z][A-Za-z0-9:_-]{0,8}",
@@ -636,6 +663,7 @@ prop_compose! {
         id in string(word()),
         name in string(word()),
         launch_template in list(lt_spec(), 1),
+        launch_configuration in string(word()),
         mixed_instances_policy in list(lt_spec(), 1),
         min_size in number(),
         max_size in number(),
@@ -643,8 +671,8 @@ prop_compose! {
         tag in list(asg_tag(), 3),
         legacy_tags in list(asg_tag(), 2),
     ) -> Asg {
-        Asg { id, name, launch_template, mixed_instances_policy, min_size, max_size,
-              desired_capacity, tag, legacy_tags }
+        Asg { id, name, launch_template, launch_configuration, mixed_instances_policy, min_size,
+              max_size, desired_capacity, tag, legacy_tags }
     }
 }
 

@@ -63,6 +63,17 @@ pub struct AwsLaunchTemplate {
     pub user_data_sha1: Option<String>,
 }
 
+/// An EC2 launch configuration (`aws_launch_configuration`): the older kind of group template.
+/// Instances launched from one carry no tag naming it; their group names it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AwsLaunchConfiguration {
+    /// Its name (the provider's `id` is the name too).
+    pub name: Option<String>,
+    pub image_id: Option<String>,
+    /// Hex SHA-1 of the user data, as for `aws_instance` (see [`AwsInstance::user_data_sha1`]).
+    pub user_data_sha1: Option<String>,
+}
+
 /// An autoscaling group (`aws_autoscaling_group`). Its instances are never in state; they are
 /// recognised by the `aws:autoscaling:groupName` tag they carry.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -70,6 +81,8 @@ pub struct AwsAutoscalingGroup {
     pub name: Option<String>,
     /// From `launch_template`, or from `mixed_instances_policy` when that is used instead.
     pub launch_template: Option<LaunchTemplateRef>,
+    /// The launch configuration's name, for a group built from one instead of a template.
+    pub launch_configuration: Option<String>,
     pub min_size: Option<u64>,
     pub max_size: Option<u64>,
     pub desired_capacity: Option<u64>,
@@ -151,6 +164,7 @@ impl fmt::Display for AzureImageReference {
 pub enum ResourceKind {
     AwsInstance(AwsInstance),
     AwsLaunchTemplate(AwsLaunchTemplate),
+    AwsLaunchConfiguration(AwsLaunchConfiguration),
     AwsAutoscalingGroup(AwsAutoscalingGroup),
     GoogleComputeInstance(GoogleComputeInstance),
     AzureLinuxVm(AzureLinuxVm),
@@ -164,7 +178,9 @@ impl ResourceKind {
             ResourceKind::AwsInstance(r) => r.id.as_deref(),
             ResourceKind::GoogleComputeInstance(r) => r.instance_id.as_deref(),
             ResourceKind::AzureLinuxVm(r) => r.virtual_machine_id.as_deref(),
-            ResourceKind::AwsLaunchTemplate(_) | ResourceKind::AwsAutoscalingGroup(_) => None,
+            ResourceKind::AwsLaunchTemplate(_)
+            | ResourceKind::AwsLaunchConfiguration(_)
+            | ResourceKind::AwsAutoscalingGroup(_) => None,
         }
     }
 
@@ -173,6 +189,7 @@ impl ResourceKind {
         match self {
             ResourceKind::AwsInstance(r) => r.ami.as_deref(),
             ResourceKind::AwsLaunchTemplate(r) => r.image_id.as_deref(),
+            ResourceKind::AwsLaunchConfiguration(r) => r.image_id.as_deref(),
             ResourceKind::GoogleComputeInstance(r) => r.boot_image.as_deref(),
             ResourceKind::AzureLinuxVm(r) => r.source_image_id.as_deref(),
             ResourceKind::AwsAutoscalingGroup(_) => None,
@@ -185,7 +202,9 @@ impl ResourceKind {
             ResourceKind::AwsInstance(r) => r.private_ip.as_deref(),
             ResourceKind::GoogleComputeInstance(r) => r.network_ip.as_deref(),
             ResourceKind::AzureLinuxVm(r) => r.private_ip_address.as_deref(),
-            ResourceKind::AwsLaunchTemplate(_) | ResourceKind::AwsAutoscalingGroup(_) => None,
+            ResourceKind::AwsLaunchTemplate(_)
+            | ResourceKind::AwsLaunchConfiguration(_)
+            | ResourceKind::AwsAutoscalingGroup(_) => None,
         }
     }
 }
@@ -195,6 +214,7 @@ impl ResourceKind {
 pub(super) enum KnownType {
     AwsInstance,
     AwsLaunchTemplate,
+    AwsLaunchConfiguration,
     AwsAutoscalingGroup,
     GoogleComputeInstance,
     AzurermLinuxVirtualMachine,
@@ -205,6 +225,7 @@ impl KnownType {
         Some(match name {
             "aws_instance" => KnownType::AwsInstance,
             "aws_launch_template" => KnownType::AwsLaunchTemplate,
+            "aws_launch_configuration" => KnownType::AwsLaunchConfiguration,
             "aws_autoscaling_group" => KnownType::AwsAutoscalingGroup,
             "google_compute_instance" => KnownType::GoogleComputeInstance,
             "azurerm_linux_virtual_machine" => KnownType::AzurermLinuxVirtualMachine,
@@ -223,6 +244,9 @@ impl<'de> DeserializeSeed<'de> for AttrsSeed {
         Ok(match self.0 {
             KnownType::AwsInstance => Field::deserialize(d)?.map(RawAttrs::AwsInstance),
             KnownType::AwsLaunchTemplate => Field::deserialize(d)?.map(RawAttrs::AwsLaunchTemplate),
+            KnownType::AwsLaunchConfiguration => {
+                Field::deserialize(d)?.map(RawAttrs::AwsLaunchConfiguration)
+            }
             KnownType::AwsAutoscalingGroup => {
                 Field::deserialize(d)?.map(RawAttrs::AwsAutoscalingGroup)
             }
@@ -240,6 +264,7 @@ impl<'de> DeserializeSeed<'de> for AttrsSeed {
 pub(super) enum RawAttrs {
     AwsInstance(AwsInstanceRaw),
     AwsLaunchTemplate(AwsLaunchTemplateRaw),
+    AwsLaunchConfiguration(AwsLaunchConfigurationRaw),
     AwsAutoscalingGroup(AwsAutoscalingGroupRaw),
     GoogleComputeInstance(GoogleComputeInstanceRaw),
     AzureLinuxVm(AzureLinuxVmRaw),
@@ -251,6 +276,9 @@ impl RawAttrs {
         match kind {
             KnownType::AwsInstance => RawAttrs::AwsInstance(Default::default()),
             KnownType::AwsLaunchTemplate => RawAttrs::AwsLaunchTemplate(Default::default()),
+            KnownType::AwsLaunchConfiguration => {
+                RawAttrs::AwsLaunchConfiguration(Default::default())
+            }
             KnownType::AwsAutoscalingGroup => RawAttrs::AwsAutoscalingGroup(Default::default()),
             KnownType::GoogleComputeInstance => RawAttrs::GoogleComputeInstance(Default::default()),
             KnownType::AzurermLinuxVirtualMachine => RawAttrs::AzureLinuxVm(Default::default()),
@@ -261,6 +289,9 @@ impl RawAttrs {
         match self {
             RawAttrs::AwsInstance(r) => ResourceKind::AwsInstance(r.convert(notes)),
             RawAttrs::AwsLaunchTemplate(r) => ResourceKind::AwsLaunchTemplate(r.convert(notes)),
+            RawAttrs::AwsLaunchConfiguration(r) => {
+                ResourceKind::AwsLaunchConfiguration(r.convert(notes))
+            }
             RawAttrs::AwsAutoscalingGroup(r) => ResourceKind::AwsAutoscalingGroup(r.convert(notes)),
             RawAttrs::GoogleComputeInstance(r) => {
                 ResourceKind::GoogleComputeInstance(r.convert(notes))
@@ -341,10 +372,21 @@ pub(super) struct AwsLaunchTemplateRaw {
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
+pub(super) struct AwsLaunchConfigurationRaw {
+    id: Field<String>,
+    name: Field<String>,
+    image_id: Field<String>,
+    user_data: Field<UserData>,
+    user_data_base64: Field<UserDataBase64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
 pub(super) struct AwsAutoscalingGroupRaw {
     id: Field<String>,
     name: Field<String>,
     launch_template: List<LaunchTemplateSpecRaw>,
+    launch_configuration: Field<String>,
     mixed_instances_policy: List<MixedInstancesPolicyRaw>,
     min_size: Field<u64>,
     max_size: Field<u64>,
@@ -442,6 +484,7 @@ lenient_block!(
     AwsInstanceRaw,
     LaunchTemplateSpecRaw,
     AwsLaunchTemplateRaw,
+    AwsLaunchConfigurationRaw,
     AwsAutoscalingGroupRaw,
     MixedInstancesPolicyRaw,
     MixedLaunchTemplateRaw,
@@ -504,6 +547,22 @@ impl AwsLaunchTemplateRaw {
     }
 }
 
+impl AwsLaunchConfigurationRaw {
+    fn convert(self, notes: &mut Notes<'_>) -> AwsLaunchConfiguration {
+        let user_data = notes.take("user_data", self.user_data).map(|d| d.0);
+        let user_data_base64 = notes
+            .take("user_data_base64", self.user_data_base64)
+            .map(|d| d.0);
+        let id = notes.take("id", self.id);
+        AwsLaunchConfiguration {
+            // The provider's id is the name; older states may lack `name`.
+            name: notes.take("name", self.name).or(id),
+            image_id: notes.take("image_id", self.image_id),
+            user_data_sha1: user_data.or(user_data_base64),
+        }
+    }
+}
+
 impl AwsAutoscalingGroupRaw {
     fn convert(self, notes: &mut Notes<'_>) -> AwsAutoscalingGroup {
         let direct = notes
@@ -544,6 +603,7 @@ impl AwsAutoscalingGroupRaw {
             // The group's id is its name; older states may lack `name`.
             name: notes.take("name", self.name).or(id),
             launch_template: direct.or(mixed),
+            launch_configuration: notes.take("launch_configuration", self.launch_configuration),
             min_size: notes.take("min_size", self.min_size),
             max_size: notes.take("max_size", self.max_size),
             desired_capacity: notes.take("desired_capacity", self.desired_capacity),

@@ -237,6 +237,7 @@ fn launch_template_and_autoscaling_group() {
                 name: Some("web-20240501".into()),
                 version: Some("$Latest".into()),
             }),
+            launch_configuration: None,
             min_size: Some(2),
             max_size: Some(6),
             desired_capacity: Some(3),

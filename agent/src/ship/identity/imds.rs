@@ -1,5 +1,7 @@
-//! The EC2 instance metadata service (IMDSv2: a token PUT, then GETs), over the agent's HTTP
-//! client.
+//! The clouds' instance metadata services, over the agent's HTTP client: EC2's (IMDSv2: a
+//! token PUT, then GETs), GCE's metadata server (`Metadata-Flavor: Google`) and Azure's IMDS
+//! (`Metadata: true`). All three answer on 169.254.169.254; which one is asked follows the
+//! cloud the identity source named (EC2's when none did).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -19,14 +21,28 @@ const IMDS_ATTEMPTS: u32 = 3;
 /// Largest metadata response read (user data is at most 16 KiB).
 const IMDS_MAX_RESPONSE: usize = 1 << 20;
 
-/// Asks EC2's instance metadata service (IMDSv2, falling back to v1 when the token is refused)
-/// who this instance is. Retries a little while the service does not answer at all: right
-/// after boot the network may not be up yet, and falling through would name the host by its
-/// machine-id instead of its instance id.
-pub(super) async fn query_imds(addr: SocketAddr) -> Result<HostIdentity, ImdsError> {
+/// Asks the metadata service of `cloud` (cloud-init's `cloud_name`: `gce`, `azure`; anything
+/// else is EC2's) who this instance is.
+pub(super) async fn query_metadata(
+    addr: SocketAddr,
+    cloud: &str,
+) -> Result<HostIdentity, ImdsError> {
+    match cloud.to_ascii_lowercase().as_str() {
+        "gce" => retrying(addr, || query_gce_once(addr)).await,
+        "azure" | "azure-china" => retrying(addr, || query_azure_once(addr)).await,
+        _ => query_imds(addr).await,
+    }
+}
+
+/// Retries a query while the service does not answer at all (see [`query_imds`]).
+async fn retrying<F, Fut>(addr: SocketAddr, query: F) -> Result<HostIdentity, ImdsError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<HostIdentity, ImdsError>>,
+{
     let mut attempt = 1;
     loop {
-        match query_imds_once(addr).await {
+        match query().await {
             Err(ImdsError::Unreachable(e)) if attempt < IMDS_ATTEMPTS => {
                 tracing::debug!(%addr, error = %e, attempt, "Metadata service did not answer; retrying.");
                 tokio::time::sleep(Duration::from_millis(500) * attempt).await;
@@ -35,6 +51,92 @@ pub(super) async fn query_imds(addr: SocketAddr) -> Result<HostIdentity, ImdsErr
             result => return result,
         }
     }
+}
+
+/// GCE's metadata server: the numeric instance id, the image
+/// (`projects/P/global/images/NAME`), zone, host name and first internal IP.
+async fn query_gce_once(addr: SocketAddr) -> Result<HostIdentity, ImdsError> {
+    const FLAVOR: (&str, &str) = ("Metadata-Flavor", "Google");
+    let get = |key: &str| {
+        let path = format!("/computeMetadata/v1/instance/{key}");
+        async move {
+            match http_request(addr, Method::GET, &path, &[FLAVOR]).await {
+                Ok((StatusCode::OK, body)) => Ok(String::from_utf8_lossy(&body).trim().to_owned()),
+                Ok((StatusCode::NOT_FOUND, _)) => Ok(String::new()),
+                Ok((status, _)) => Err(ImdsError::Refused { path, status }),
+                Err(e) => Err(ImdsError::Unreachable(e)),
+            }
+        }
+    };
+    let instance_id = get("id").await?;
+    if instance_id.is_empty() {
+        return Err(ImdsError::NoInstanceId);
+    }
+    // `projects/123/zones/europe-west1-b`: the zone is the last part, its region the zone
+    // without its letter.
+    let zone = get("zone")
+        .await?
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let region = zone
+        .rsplit_once('-')
+        .map(|(region, _)| region.to_owned())
+        .unwrap_or_default();
+    Ok(HostIdentity {
+        host: instance_id.clone(),
+        source: source::IMDS.into(),
+        cloud: "gce".into(),
+        instance_id,
+        image_id: get("image").await?,
+        region,
+        availability_zone: zone,
+        hostname: get("hostname").await?,
+        private_ip: get("network-interfaces/0/ip").await?,
+        ..HostIdentity::default()
+    })
+}
+
+/// Azure's IMDS: one JSON document (`/metadata/instance`), read as cloud-init keeps it under
+/// `ds.meta_data.imds` (see [`super::azure_compute`]).
+async fn query_azure_once(addr: SocketAddr) -> Result<HostIdentity, ImdsError> {
+    let path = "/metadata/instance?api-version=2021-02-01".to_owned();
+    let body = match http_request(addr, Method::GET, &path, &[("Metadata", "true")]).await {
+        Ok((StatusCode::OK, body)) => body,
+        Ok((status, _)) => return Err(ImdsError::Refused { path, status }),
+        Err(e) => return Err(ImdsError::Unreachable(e)),
+    };
+    let doc: Value = serde_json::from_slice(&body).map_err(|_| ImdsError::NoInstanceId)?;
+    let mut id = HostIdentity {
+        source: source::IMDS.into(),
+        cloud: "azure".into(),
+        ..HostIdentity::default()
+    };
+    let compute = doc.get("compute").ok_or(ImdsError::NoInstanceId)?;
+    super::azure_compute(&mut id, compute);
+    if id.instance_id.is_empty() {
+        return Err(ImdsError::NoInstanceId);
+    }
+    id.host = id.instance_id.clone();
+    id.hostname = compute
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    id.private_ip = doc
+        .get("network")
+        .and_then(super::azure_private_ip)
+        .unwrap_or_default();
+    Ok(id)
+}
+
+/// Asks EC2's instance metadata service (IMDSv2, falling back to v1 when the token is refused)
+/// who this instance is. Retries a little while the service does not answer at all: right
+/// after boot the network may not be up yet, and falling through would name the host by its
+/// machine-id instead of its instance id.
+async fn query_imds(addr: SocketAddr) -> Result<HostIdentity, ImdsError> {
+    retrying(addr, || query_imds_once(addr)).await
 }
 
 /// Why the metadata service named no instance.

@@ -163,7 +163,8 @@ const MAX_INSTANCE_DATA: u64 = 16 << 20;
 ///
 /// Besides cloud-init's keys, an identity file may carry a `driftwatch` object with what
 /// cloud-init's instance data does not hold, for machines (and tests) without a metadata
-/// service: `user_data_sha1` (string) and `tags` (object of strings), added to the identity.
+/// service: `user_data_sha1` (string), `tags` (object of strings) and `image_id` (string: GCE's
+/// instance data has no image), added to the identity.
 pub fn read_identity_file(path: &Path) -> Result<HostIdentity, IdentityError> {
     let bytes = crate::fsutil::read_bounded(path, MAX_INSTANCE_DATA).map_err(|source| {
         IdentityError::Read {
@@ -189,6 +190,8 @@ fn add_extension(identity: &mut HostIdentity, bytes: &[u8]) -> Result<(), Instan
         user_data_sha1: String,
         #[serde(default)]
         tags: BTreeMap<String, String>,
+        #[serde(default)]
+        image_id: String,
     }
     #[derive(serde::Deserialize)]
     struct File {
@@ -204,16 +207,30 @@ fn add_extension(identity: &mut HostIdentity, bytes: &[u8]) -> Result<(), Instan
             identity.user_data_sha1 = sha1;
         }
         identity.tags.extend(ext.tags);
+        let image = ext.image_id.trim();
+        if !image.is_empty() {
+            identity.image_id = image.to_owned();
+        }
     }
     Ok(())
 }
 
 /// Parses cloud-init's instance-data.json: `v1.instance_id` (required), `v1.cloud_name`,
 /// `v1.region`, `v1.availability_zone`, `v1.local_hostname`; from the raw datasource metadata
-/// (`ds.meta_data`, EC2's keys) the image id, private IP and instance tags; the account id
-/// from `ds.dynamic.instance-identity.document`. The `v1` keys are checked strictly (they are
-/// cloud-init's stable interface); the datasource's raw data is taken when it has the expected
-/// shape and ignored otherwise.
+/// (`ds.meta_data`) what each cloud's datasource keeps there:
+///
+/// - EC2: `ami-id` (the image), `local-ipv4`, instance tags (cloud-init writes these keys with
+///   dashes or, in some releases, underscores: both are read), and the account id from
+///   `ds.dynamic.instance-identity.document`;
+/// - Azure: the instance metadata service's answer under `imds`: `compute.vmId` (the instance
+///   id Terraform records as `virtual_machine_id`; cloud-init's own `instance_id` is the
+///   SMBIOS UUID, which may differ from it in byte order, so it stays the host key only),
+///   `compute.storageProfile.imageReference` (a gallery or managed image's `id`, else
+///   `publisher:offer:sku:version`), `compute.tagsList`, the first private IP;
+/// - GCE: nothing more; the image comes from the metadata server (see [`resolve`]).
+///
+/// The `v1` keys are checked strictly (they are cloud-init's stable interface); the
+/// datasource's raw data is taken when it has the expected shape and ignored otherwise.
 pub fn parse_instance_data(bytes: &[u8]) -> Result<HostIdentity, InstanceDataError> {
     let doc: Value = serde_json::from_slice(bytes).map_err(InstanceDataError::NotJson)?;
     let Some(top) = doc.as_object() else {
@@ -252,26 +269,122 @@ pub fn parse_instance_data(bytes: &[u8]) -> Result<HostIdentity, InstanceDataErr
     };
     let ds = top.get("ds");
     let meta = ds.and_then(|d| d.get("meta_data"));
-    let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_owned();
-    identity.image_id = text(meta.and_then(|m| m.get("ami-id")));
-    identity.private_ip = text(meta.and_then(|m| m.get("local-ipv4")));
-    if let Some(Value::Object(tags)) = meta
-        .and_then(|m| m.get("tags"))
-        .and_then(|t| t.get("instance"))
-    {
+    // A datasource key, with dashes or with underscores.
+    let key = |v: Option<&Value>, dashed: &str| -> Option<Value> {
+        let v = v?;
+        v.get(dashed)
+            .or_else(|| v.get(dashed.replace('-', "_")))
+            .cloned()
+    };
+    let text = |v: Option<Value>| {
+        v.as_ref()
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    };
+    identity.image_id = text(key(meta, "ami-id"));
+    identity.private_ip = text(key(meta, "local-ipv4"));
+    if let Some(Value::Object(tags)) = key(meta, "tags").and_then(|t| t.get("instance").cloned()) {
         for (k, v) in tags {
             if let Some(v) = v.as_str() {
-                identity.tags.insert(k.clone(), v.to_owned());
+                identity.tags.insert(k, v.to_owned());
             }
         }
     }
+    let dynamic = key(ds, "dynamic");
     identity.account_id = text(
-        ds.and_then(|d| d.get("dynamic"))
-            .and_then(|d| d.get("instance-identity"))
-            .and_then(|d| d.get("document"))
-            .and_then(|d| d.get("accountId")),
+        key(dynamic.as_ref(), "instance-identity")
+            .and_then(|d| d.get("document").cloned())
+            .and_then(|d| d.get("accountId").cloned()),
     );
+    if let Some(compute) = meta
+        .and_then(|m| m.get("imds"))
+        .and_then(|i| i.get("compute"))
+    {
+        azure_compute(&mut identity, compute);
+        if let Some(ip) = meta
+            .and_then(|m| m.get("imds"))
+            .and_then(|i| i.get("network"))
+            .and_then(azure_private_ip)
+        {
+            identity.private_ip = ip;
+        }
+    }
     Ok(identity)
+}
+
+/// What Azure's instance metadata (`compute`) says of the VM: its `vmId` as the instance id,
+/// its image, tags, location and subscription. Fields of other shapes are ignored.
+pub(super) fn azure_compute(identity: &mut HostIdentity, compute: &Value) {
+    let text = |key: &str| str_at(compute, key);
+    let vm_id = text("vmId");
+    if !vm_id.is_empty() {
+        identity.instance_id = vm_id;
+    }
+    if identity.region.is_empty() {
+        identity.region = text("location");
+    }
+    if identity.account_id.is_empty() {
+        identity.account_id = text("subscriptionId");
+    }
+    if let Some(image) = compute
+        .get("storageProfile")
+        .and_then(|p| p.get("imageReference"))
+    {
+        let part = |key: &str| str_at(image, key);
+        let id = part("id");
+        identity.image_id = if !id.is_empty() {
+            id
+        } else if !part("publisher").is_empty() {
+            // `exactVersion` (newer API versions) is what runs; `version` may be `latest`.
+            let version = Some(part("exactVersion"))
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| part("version"));
+            format!(
+                "{}:{}:{}:{version}",
+                part("publisher"),
+                part("offer"),
+                part("sku")
+            )
+        } else {
+            String::new()
+        };
+    }
+    if let Some(Value::Array(tags)) = compute.get("tagsList") {
+        for tag in tags {
+            if let (Some(k), Some(v)) = (
+                tag.get("name").and_then(Value::as_str),
+                tag.get("value").and_then(Value::as_str),
+            ) {
+                identity.tags.insert(k.to_owned(), v.to_owned());
+            }
+        }
+    }
+}
+
+/// A string field of a JSON object, trimmed; "" when absent or not a string.
+fn str_at(object: &Value, key: &str) -> String {
+    object
+        .get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+/// The first private IPv4 address of Azure's instance metadata (`network`).
+pub(super) fn azure_private_ip(network: &Value) -> Option<String> {
+    network
+        .get("interface")?
+        .get(0)?
+        .get("ipv4")?
+        .get("ipAddress")?
+        .get(0)?
+        .get("privateIpAddress")?
+        .as_str()
+        .map(str::to_owned)
+        .filter(|ip| !ip.is_empty())
 }
 
 /// cloud-init's placeholder when no cloud datasource was found: not an identity.
@@ -293,7 +406,11 @@ pub async fn resolve(sources: &Sources) -> Result<HostIdentity, IdentityError> {
         None => from_cloud_init(&root),
     };
     if let Some(addr) = sources.metadata_service {
-        match query_imds(addr).await {
+        let cloud = identity
+            .as_ref()
+            .map(|id| id.cloud.clone())
+            .unwrap_or_default();
+        match query_metadata(addr, &cloud).await {
             Ok(imds) => match &mut identity {
                 Some(id) if !id.instance_id.is_empty() && id.instance_id != imds.instance_id => {
                     tracing::warn!(
@@ -407,7 +524,7 @@ pub fn boot_id() -> String {
 }
 
 mod imds;
-use imds::query_imds;
+use imds::query_metadata;
 
 #[cfg(test)]
 mod tests;

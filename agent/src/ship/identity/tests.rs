@@ -212,9 +212,12 @@ async fn fake_imds(
             let token_ok = request
                 .to_ascii_lowercase()
                 .contains("x-aws-ec2-metadata-token: tok");
+            let flavor = request
+                .to_ascii_lowercase()
+                .contains("metadata-flavor: google");
             seen.lock()
                 .unwrap()
-                .push(format!("{first} token={token_ok}"));
+                .push(format!("{first} flavor={flavor} token={token_ok}"));
             let (status, body) = if first.starts_with("PUT /latest/api/token") {
                 (token_status, "tok".to_owned())
             } else if token_status == 200 && !token_ok {
@@ -384,4 +387,183 @@ async fn an_unreachable_metadata_service_falls_through_quickly() {
     .unwrap();
     assert_eq!(id.source, "machine_id");
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+const AZURE: &str = include_str!("testdata/azure-instance-data.json");
+const GCE: &str = include_str!("testdata/gce-instance-data.json");
+
+/// Azure's instance data carries IMDS under `ds.meta_data.imds`: the VM id Terraform records
+/// (not cloud-init's SMBIOS UUID, which stays the host key), the gallery image, the address.
+#[tokio::test]
+async fn azure_instance_data_gives_the_vm_id_and_the_image() {
+    let root = root_with(&[(CLOUD_INIT_INSTANCE_DATA, AZURE)]);
+    let id = resolve(&sources(root.path())).await.unwrap();
+    assert_eq!(id.host, "1E5B5C3A-9F1D-4E2B-8C7A-6D5E4F3A2B1C");
+    assert_eq!(id.instance_id, "3c5a5b1e-1d9f-2b4e-8c7a-6d5e4f3a2b1c");
+    assert_eq!(id.cloud, "azure");
+    assert!(
+        id.image_id
+            .ends_with("/galleries/web_gallery/images/web/versions/2024.6.1"),
+        "{}",
+        id.image_id
+    );
+    assert_eq!(id.private_ip, "10.0.0.4");
+    assert_eq!(id.region, "westeurope");
+    assert_eq!(id.tags["team"], "web");
+    assert_eq!(id.account_id, "8a1c3e5f-0000-4b2d-9c1e-2f3a4b5c6d7e");
+
+    // A marketplace image: publisher:offer:sku and the exact version that runs.
+    let marketplace = AZURE.replace(
+        r#""id": "/subscriptions/8a1c3e5f-0000-4b2d-9c1e-2f3a4b5c6d7e/resourceGroups/RG-IMAGES/providers/Microsoft.Compute/galleries/web_gallery/images/web/versions/2024.6.1",
+              "offer": "",
+              "publisher": "",
+              "sku": "",
+              "version": """#,
+        r#""id": "", "offer": "ubuntu-24_04-lts", "publisher": "Canonical", "sku": "server",
+              "version": "latest", "exactVersion": "24.04.202510010""#,
+    );
+    assert_ne!(marketplace, AZURE);
+    let id = parse_instance_data(marketplace.as_bytes()).unwrap();
+    assert_eq!(
+        id.image_id,
+        "Canonical:ubuntu-24_04-lts:server:24.04.202510010"
+    );
+}
+
+/// cloud-init's GCE instance data holds no image: the metadata server gives it.
+#[tokio::test]
+async fn gce_gets_its_image_from_the_metadata_server() {
+    let root = root_with(&[(CLOUD_INIT_INSTANCE_DATA, GCE)]);
+    let id = resolve(&sources(root.path())).await.unwrap();
+    assert_eq!(
+        (id.host.as_str(), id.cloud.as_str(), id.image_id.as_str()),
+        ("4567890123456789012", "gce", "")
+    );
+    let (addr, log) = fake_imds(
+        404,
+        vec![
+            ("/computeMetadata/v1/instance/id", "4567890123456789012"),
+            (
+                "/computeMetadata/v1/instance/image",
+                "projects/acme-images/global/images/web-20240501",
+            ),
+            (
+                "/computeMetadata/v1/instance/zone",
+                "projects/123456/zones/europe-west1-b",
+            ),
+            (
+                "/computeMetadata/v1/instance/network-interfaces/0/ip",
+                "10.132.0.7",
+            ),
+        ],
+    )
+    .await;
+    let id = resolve(&Sources {
+        metadata_service: Some(addr),
+        ..sources(root.path())
+    })
+    .await
+    .unwrap();
+    assert_eq!(id.source, "cloud_init");
+    assert_eq!(
+        id.image_id,
+        "projects/acme-images/global/images/web-20240501"
+    );
+    assert_eq!(id.private_ip, "10.132.0.7");
+    let log = log.lock().unwrap().clone();
+    assert!(
+        log.iter()
+            .all(|l| l.starts_with("GET /computeMetadata/v1/")),
+        "only GCE's server is asked, the GCE way: {log:?}"
+    );
+
+    // Without cloud-init, the metadata server alone names the host.
+    let bare = root_with(&[]);
+    let (addr, _) = fake_imds(
+        404,
+        vec![
+            ("/computeMetadata/v1/instance/id", "99"),
+            (
+                "/computeMetadata/v1/instance/image",
+                "projects/p/global/images/x",
+            ),
+            (
+                "/computeMetadata/v1/instance/zone",
+                "projects/1/zones/us-east1-c",
+            ),
+        ],
+    )
+    .await;
+    let gce = imds::query_metadata(addr, "gce").await.unwrap();
+    assert_eq!(
+        (
+            gce.host.as_str(),
+            gce.image_id.as_str(),
+            gce.region.as_str()
+        ),
+        ("99", "projects/p/global/images/x", "us-east1")
+    );
+    drop(bare);
+}
+
+#[tokio::test]
+async fn azure_imds_names_the_vm() {
+    let imds = r#"{"compute": {"vmId": "vm-42", "name": "web-2", "location": "northeurope",
+        "storageProfile": {"imageReference": {"id": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/images/web-1"}}},
+        "network": {"interface": [{"ipv4": {"ipAddress": [{"privateIpAddress": "10.1.0.4"}]}}]}}"#;
+    let (addr, _) = fake_imds(
+        404,
+        vec![("/metadata/instance?api-version=2021-02-01", imds)],
+    )
+    .await;
+    let id = imds::query_metadata(addr, "azure").await.unwrap();
+    assert_eq!(
+        (id.host.as_str(), id.instance_id.as_str()),
+        ("vm-42", "vm-42")
+    );
+    assert!(id.image_id.ends_with("/images/web-1"), "{}", id.image_id);
+    assert_eq!(
+        (
+            id.private_ip.as_str(),
+            id.region.as_str(),
+            id.hostname.as_str()
+        ),
+        ("10.1.0.4", "northeurope", "web-2")
+    );
+}
+
+/// Some cloud-init releases write EC2's datasource keys with underscores.
+#[test]
+fn ec2_keys_with_underscores_are_read_too() {
+    let underscored = EC2
+        .replace("ami-id", "ami_id")
+        .replace("local-ipv4", "local_ipv4")
+        .replace("instance-identity", "instance_identity");
+    let id = parse_instance_data(underscored.as_bytes()).unwrap();
+    assert_eq!(
+        (
+            id.image_id.as_str(),
+            id.private_ip.as_str(),
+            id.account_id.as_str()
+        ),
+        ("ami-0abc", "10.0.0.5", "123456789012")
+    );
+}
+
+/// An identity file may name the image for a machine without a metadata service.
+#[test]
+fn the_identity_file_extension_names_the_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("identity.json");
+    let with_image = GCE.replacen(
+        "{",
+        r#"{"driftwatch": {"image_id": "projects/acme-images/global/images/web-20240501"},"#,
+        1,
+    );
+    std::fs::write(&path, with_image).unwrap();
+    let id = read_identity_file(&path).unwrap();
+    assert_eq!(
+        id.image_id,
+        "projects/acme-images/global/images/web-20240501"
+    );
 }

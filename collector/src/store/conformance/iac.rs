@@ -41,7 +41,7 @@ fn import_manifest(
     r: &v1::ImportManifestRequest,
     now: Millis,
 ) -> Result<super::super::ImportOutcome> {
-    store.import_manifest(&crate::iac::manifest_import(r.clone()), now)
+    store.import_manifest(&crate::iac::manifest_import(r.clone()).0, now)
 }
 
 fn addresses(store: &dyn Store) -> Vec<(String, String)> {
@@ -150,7 +150,7 @@ pub fn manifest_imports_add_and_update_images(store: &dyn Store) {
         ],
         ..Default::default()
     };
-    assert_eq!(images, crate::iac::manifest_import(expected).images);
+    assert_eq!(images, crate::iac::manifest_import(expected).0.images);
 }
 
 pub fn host_facts_carry_the_hello_identity_and_the_generation_moves(store: &dyn Store) {
@@ -160,6 +160,7 @@ pub fn host_facts_carry_the_hello_identity_and_the_generation_moves(store: &dyn 
     hello.identity.machine_id_hash = "mh".into();
     hello.identity.user_data_sha1 = "ud".into();
     hello.identity.region = "eu-west-1".into();
+    hello.identity.cloud = "aws".into();
     hello
         .identity
         .tags
@@ -182,6 +183,7 @@ pub fn host_facts_carry_the_hello_identity_and_the_generation_moves(store: &dyn 
     assert_eq!(f.machine_id_hash, "mh");
     assert_eq!(f.user_data_sha1, "ud");
     assert_eq!(f.region, "eu-west-1");
+    assert_eq!(f.cloud, "aws", "correlation never matches across clouds");
     assert_eq!(f.tags["aws:autoscaling:groupName"], "web-asg");
     assert_eq!(f.baseline_id, "b1");
     assert_eq!(f.last_seen, T0);

@@ -32,6 +32,7 @@ pub fn hello_creates_then_updates_the_host(store: &dyn Store) {
             last_seq: 0,
             iac: None,
             flags: vec![],
+            candidates: vec![],
         }]
     );
 

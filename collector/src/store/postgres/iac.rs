@@ -227,7 +227,7 @@ pub(super) fn host_facts(tx: &mut Tx<'_>) -> Result<Vec<HostFacts>> {
     Ok(tx
         .query(
             "SELECT host, hostname, instance_id, image_id, region, private_ip, machine_id_hash,
-                 user_data_sha1, tags, baseline_id, last_seen
+                 user_data_sha1, tags, baseline_id, last_seen, cloud
              FROM hosts ORDER BY host",
             &[],
         )?
@@ -245,6 +245,7 @@ pub(super) fn host_facts(tx: &mut Tx<'_>) -> Result<Vec<HostFacts>> {
             tags: serde_json::from_str(row.get(8)).unwrap_or_default(),
             baseline_id: row.get(9),
             last_seen: row.get(10),
+            cloud: row.get(11),
         })
         .collect())
 }

@@ -225,7 +225,7 @@ pub(super) fn iac(conn: &Connection) -> rusqlite::Result<IacData> {
 pub(super) fn host_facts(conn: &Connection) -> rusqlite::Result<Vec<HostFacts>> {
     conn.prepare_cached(
         "SELECT host, hostname, instance_id, image_id, region, private_ip, machine_id_hash,
-             user_data_sha1, tags, baseline_id, last_seen
+             user_data_sha1, tags, baseline_id, last_seen, cloud
          FROM hosts ORDER BY host",
     )?
     .query_map([], |row| {
@@ -243,6 +243,7 @@ pub(super) fn host_facts(conn: &Connection) -> rusqlite::Result<Vec<HostFacts>> 
             tags: serde_json::from_str(&tags).unwrap_or_default(),
             baseline_id: row.get(9)?,
             last_seen: row.get(10)?,
+            cloud: row.get(11)?,
         })
     })?
     .collect()

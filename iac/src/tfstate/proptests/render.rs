@@ -367,7 +367,7 @@ fn module_address(path: &[Segment]) -> Option<String> {
 
 fn source(ty: Ty) -> &'static str {
     match ty {
-        Ty::Ec2 | Ty::Lt | Ty::Asg => "registry.terraform.io/hashicorp/aws",
+        Ty::Ec2 | Ty::Lt | Ty::Lc | Ty::Asg => "registry.terraform.io/hashicorp/aws",
         Ty::Gce => "registry.terraform.io/hashicorp/google",
         Ty::Azure => "registry.terraform.io/hashicorp/azurerm",
         Ty::Unknown(_) => "registry.opentofu.org/hashicorp/random",
@@ -378,6 +378,7 @@ fn type_name(ty: Ty) -> &'static str {
     match ty {
         Ty::Ec2 => "aws_instance",
         Ty::Lt => "aws_launch_template",
+        Ty::Lc => "aws_launch_configuration",
         Ty::Asg => "aws_autoscaling_group",
         Ty::Gce => "google_compute_instance",
         Ty::Azure => "azurerm_linux_virtual_machine",

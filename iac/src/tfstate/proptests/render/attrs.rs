@@ -70,6 +70,19 @@ impl Cx {
                     user_data_sha1: self.base64_data(&mut f, "user_data", &m.user_data),
                 })
             }
+            Attrs::Lc(m) => {
+                let user_data = self.user_data(&mut f, &m.user_data);
+                let user_data_base64 =
+                    self.base64_data(&mut f, "user_data_base64", &m.user_data_base64);
+                self.plant(&mut f, &["root_block_device", "security_groups"]);
+                let id = self.string(&mut f, "id", &m.id);
+                let name = self.string(&mut f, "name", &m.name);
+                ResourceKind::AwsLaunchConfiguration(AwsLaunchConfiguration {
+                    name: name.or(id),
+                    image_id: self.string(&mut f, "image_id", &m.image_id),
+                    user_data_sha1: user_data.or(user_data_base64),
+                })
+            }
             Attrs::Asg(m) => {
                 let id = self.string(&mut f, "id", &m.id);
                 let name = self.string(&mut f, "name", &m.name);
@@ -132,9 +145,12 @@ impl Cx {
                     (json, asg_tag_want(t))
                 }));
                 self.plant(&mut f, &["initial_lifecycle_hook", "warm_pool", "arn"]);
+                let launch_configuration =
+                    self.string(&mut f, "launch_configuration", &m.launch_configuration);
                 ResourceKind::AwsAutoscalingGroup(AwsAutoscalingGroup {
                     name: name.or(id),
                     launch_template: direct.or(mixed),
+                    launch_configuration,
                     min_size: self.number(&mut f, "min_size", &m.min_size),
                     max_size: self.number(&mut f, "max_size", &m.max_size),
                     desired_capacity: self.number(&mut f, "desired_capacity", &m.desired_capacity),

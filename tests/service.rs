@@ -164,3 +164,93 @@ fn collector_validate_accepts_what_serve_would_and_lists_every_problem() {
         .stderr_with_code(1);
     assert!(stderr.contains("--listen 10.0.0.1:7470"), "{stderr}");
 }
+
+#[test]
+fn agent_pings_the_watchdog_through_a_long_rescan_and_stops_in_the_middle_of_it() {
+    // packaging/systemd/driftwatch-agent.service (WatchdogSec=60, TimeoutStopSec=15s) relies
+    // on both: rescans hash on their own thread while the main loop keeps pinging, and a stop
+    // cancels a rescan instead of waiting for it.
+    let t = TestDir::new();
+    let big: Vec<u8> = (0..30u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    t.write("/etc/big.bin", &big);
+    let baseline = t.baseline();
+    let config = t.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "baseline = {baseline:?}\nroot = {:?}\nstate_dir = {:?}\nlisten = \"\"\n\
+             [rescan]\ninterval = \"1s\"\nfull_hash_every = 1\n\
+             [hashing]\nrate = \"3MiB\"\n",
+            t.root(),
+            t.path().join("state"),
+        ),
+    )
+    .unwrap();
+    let notify = t.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&notify).expect("bind the notify socket");
+    let log = t.path().join("agent.log");
+    let mut child = Command::new(bin("driftwatch-agent"))
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &notify)
+        .env("WATCHDOG_USEC", "1000000")
+        .env_remove("WATCHDOG_PID")
+        .env("DRIFTWATCH_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("start driftwatch-agent run");
+    wait_message(&socket, Duration::from_secs(30), "READY=1", &log, |m| {
+        m == "READY=1"
+    });
+    let read_at_ready = rchar(child.id());
+    // The first periodic rescan starts a second after READY=1 and hashes 30 MiB at 3 MiB/s:
+    // about ten seconds. Through five of them, a ping every half second.
+    let until = Instant::now() + Duration::from_secs(6);
+    let mut last = Instant::now();
+    let mut longest = Duration::ZERO;
+    while let Some(message) = next_message(&socket, until) {
+        if message == "WATCHDOG=1" {
+            longest = longest.max(last.elapsed());
+            last = Instant::now();
+        }
+    }
+    longest = longest.max(last.elapsed());
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    // The rescan was reading the file all along (the startup comparison trusted its
+    // metadata and read nothing of it), and has not finished.
+    let read = rchar(child.id()) - read_at_ready;
+    assert!(read > 4 << 20, "read {read} bytes; log:\n{}", log_text());
+    assert!(
+        !log_text().contains("kind=\"full_hash\""),
+        "the full-hash rescan ended before the stop; log:\n{}",
+        log_text()
+    );
+    assert!(
+        longest < Duration::from_millis(1500),
+        "no watchdog ping for {longest:?} during the rescan; log:\n{}",
+        log_text()
+    );
+    let (status, took) = terminate(&mut child, Duration::from_secs(15), &log_text);
+    assert!(status.success(), "exit {status}; log:\n{}", log_text());
+    assert!(
+        took < Duration::from_secs(5),
+        "stopping mid-rescan took {took:?}"
+    );
+    wait_message(&socket, Duration::from_secs(1), "STOPPING=1", &log, |m| {
+        m == "STOPPING=1"
+    });
+}
+
+/// Bytes a process has read so far (`rchar` in /proc/PID/io).
+fn rchar(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).expect("/proc/PID/io");
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar: "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no rchar in /proc/{pid}/io:\n{io}"))
+}

@@ -104,6 +104,23 @@ fn deb_files(deb: &Path) -> Vec<String> {
         .collect()
 }
 
+/// A member of a .deb's control archive (`conffiles`, `postinst`, …), as `dpkg-deb -I` prints it.
+fn control(deb: &Path, member: &str) -> String {
+    Cmd::system("dpkg-deb").arg("-I").arg(deb).arg(member).ok()
+}
+
+/// What both agent packages hold (each format adds its own documentation paths).
+const AGENT_FILES: &[&str] = &[
+    "/usr/bin/driftwatch-agent",
+    "/usr/lib/systemd/system/driftwatch-agent.service",
+    "/usr/lib/sysusers.d/driftwatch.conf",
+    "/usr/lib/tmpfiles.d/driftwatch-agent.conf",
+    "/etc/driftwatch/agent.toml",
+    "/etc/driftwatch/rules.toml",
+    "/usr/share/man/man1/driftwatch-agent.1.gz",
+    "/usr/share/bash-completion/completions/driftwatch-agent",
+];
+
 fn assert_contains(list: &[String], wanted: &[&str], what: &str) {
     let missing: Vec<&&str> = wanted
         .iter()
@@ -119,19 +136,12 @@ fn assert_contains(list: &[String], wanted: &[&str], what: &str) {
 fn the_agent_deb_holds_the_binary_unit_user_config_man_pages_and_completions() {
     let p = packages();
     let files = deb_files(&p.agent_deb);
+    assert_contains(&files, AGENT_FILES, "the agent .deb");
     assert_contains(
         &files,
         &[
-            "/usr/bin/driftwatch-agent",
-            "/usr/lib/systemd/system/driftwatch-agent.service",
-            "/usr/lib/sysusers.d/driftwatch.conf",
-            "/usr/lib/tmpfiles.d/driftwatch-agent.conf",
-            "/etc/driftwatch/agent.toml",
-            "/etc/driftwatch/rules.toml",
-            "/usr/share/man/man1/driftwatch-agent.1.gz",
             "/usr/share/man/man1/driftwatch-agent-baseline-build.1.gz",
             "/usr/share/man/man1/driftwatch-agent-check.1.gz",
-            "/usr/share/bash-completion/completions/driftwatch-agent",
             "/usr/share/zsh/vendor-completions/_driftwatch-agent",
             "/usr/share/fish/vendor_completions.d/driftwatch-agent.fish",
             "/usr/share/doc/driftwatch-agent/copyright",
@@ -143,21 +153,13 @@ fn the_agent_deb_holds_the_binary_unit_user_config_man_pages_and_completions() {
     assert!(info.contains("Package: driftwatch-agent"), "{info}");
     assert!(info.contains("Depends: libc6"), "{info}");
     assert!(info.contains("systemd (>= 247)"), "{info}");
-    let conffiles = Cmd::system("dpkg-deb")
-        .arg("-I")
-        .arg(&p.agent_deb)
-        .arg("conffiles")
-        .ok();
+    let conffiles = control(&p.agent_deb, "conffiles");
     assert_eq!(
         conffiles.lines().collect::<Vec<_>>(),
         ["/etc/driftwatch/agent.toml", "/etc/driftwatch/rules.toml"]
     );
     // The maintainer scripts: the user, enabled but never started, state removed on purge only.
-    let postinst = Cmd::system("dpkg-deb")
-        .arg("-I")
-        .arg(&p.agent_deb)
-        .arg("postinst")
-        .ok();
+    let postinst = control(&p.agent_deb, "postinst");
     assert!(postinst.contains("systemd-sysusers"), "{postinst}");
     assert!(
         postinst.contains("deb-systemd-helper enable driftwatch-agent.service"),
@@ -167,11 +169,7 @@ fn the_agent_deb_holds_the_binary_unit_user_config_man_pages_and_completions() {
         !postinst.contains("deb-systemd-invoke start"),
         "the agent must not start before its baseline exists:\n{postinst}"
     );
-    let postrm = Cmd::system("dpkg-deb")
-        .arg("-I")
-        .arg(&p.agent_deb)
-        .arg("postrm")
-        .ok();
+    let postrm = control(&p.agent_deb, "postrm");
     assert!(postrm.contains("rm -rf /var/lib/driftwatch"), "{postrm}");
     // The unit waits for the baseline.
     let unit = fs::read_to_string(repo().join("packaging/systemd/driftwatch-agent.service"))
@@ -202,11 +200,7 @@ fn the_collector_deb_holds_the_collector_the_cli_and_their_unit() {
         !files.iter().any(|f| f.contains("driftwatch-agent")),
         "the collector package ships nothing of the agent: {files:#?}"
     );
-    let conffiles = Cmd::system("dpkg-deb")
-        .arg("-I")
-        .arg(&p.collector_deb)
-        .arg("conffiles")
-        .ok();
+    let conffiles = control(&p.collector_deb, "conffiles");
     assert_eq!(conffiles.trim(), "/etc/driftwatch/collector.env");
 }
 
@@ -217,20 +211,7 @@ fn the_rpms_hold_the_same_files_config_marked_with_their_scriptlets() {
         .lines()
         .map(str::to_owned)
         .collect();
-    assert_contains(
-        &agent,
-        &[
-            "/usr/bin/driftwatch-agent",
-            "/usr/lib/systemd/system/driftwatch-agent.service",
-            "/usr/lib/sysusers.d/driftwatch.conf",
-            "/usr/lib/tmpfiles.d/driftwatch-agent.conf",
-            "/etc/driftwatch/agent.toml",
-            "/etc/driftwatch/rules.toml",
-            "/usr/share/man/man1/driftwatch-agent.1.gz",
-            "/usr/share/bash-completion/completions/driftwatch-agent",
-        ],
-        "the agent .rpm",
-    );
+    assert_contains(&agent, AGENT_FILES, "the agent .rpm");
     let config = run("rpm", &["-qcp"], &p.agent_rpm);
     assert_eq!(
         config.lines().collect::<Vec<_>>(),

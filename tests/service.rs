@@ -54,6 +54,26 @@ fn wait_message(
     );
 }
 
+/// Starts `command` as systemd would start a `Type=notify` service with `WatchdogSec=`:
+/// `$NOTIFY_SOCKET` and `$WATCHDOG_USEC` set, stderr (logs) to `log`.
+fn spawn_notified(
+    mut command: Command,
+    notify: &Path,
+    watchdog_usec: u64,
+    log: &Path,
+) -> std::process::Child {
+    command
+        .env("NOTIFY_SOCKET", notify)
+        .env("WATCHDOG_USEC", watchdog_usec.to_string())
+        .env_remove("WATCHDOG_PID")
+        .env("DRIFTWATCH_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log file"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {command:?}: {e}"))
+}
+
 #[test]
 fn collector_says_ready_then_pings_the_watchdog_then_stopping_on_sigterm() {
     let t = TestDir::new();
@@ -61,23 +81,16 @@ fn collector_says_ready_then_pings_the_watchdog_then_stopping_on_sigterm() {
     let socket = UnixDatagram::bind(&notify).expect("bind the notify socket");
     let port = free_port();
     let log = t.path().join("collector.log");
-    let mut child = Command::new(bin("driftwatch-collector"))
+    let mut command = Command::new(bin("driftwatch-collector"));
+    command
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .arg("--database")
         .arg(format!(
             "sqlite://{}",
             t.path().join("data/collector.db").display()
-        ))
-        .env("NOTIFY_SOCKET", &notify)
-        // As systemd sets it for WatchdogSec=400ms: a ping every 200 ms.
-        .env("WATCHDOG_USEC", "400000")
-        .env_remove("WATCHDOG_PID")
-        .env("DRIFTWATCH_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .spawn()
-        .expect("start driftwatch-collector serve");
+        ));
+    // As systemd sets it for WatchdogSec=400ms: a ping every 200 ms.
+    let mut child = spawn_notified(command, &notify, 400_000, &log);
 
     // READY=1 (only watchdog pings may come before it), and by then it answers.
     let before = wait_message(&socket, Duration::from_secs(30), "READY=1", &log, |m| {
@@ -191,19 +204,9 @@ fn agent_pings_the_watchdog_through_a_long_rescan_and_stops_in_the_middle_of_it(
     let notify = t.path().join("notify.sock");
     let socket = UnixDatagram::bind(&notify).expect("bind the notify socket");
     let log = t.path().join("agent.log");
-    let mut child = Command::new(bin("driftwatch-agent"))
-        .arg("run")
-        .arg("--config")
-        .arg(&config)
-        .env("NOTIFY_SOCKET", &notify)
-        .env("WATCHDOG_USEC", "1000000")
-        .env_remove("WATCHDOG_PID")
-        .env("DRIFTWATCH_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .spawn()
-        .expect("start driftwatch-agent run");
+    let mut command = Command::new(bin("driftwatch-agent"));
+    command.arg("run").arg("--config").arg(&config);
+    let mut child = spawn_notified(command, &notify, 1_000_000, &log);
     wait_message(&socket, Duration::from_secs(30), "READY=1", &log, |m| {
         m == "READY=1"
     });

@@ -31,7 +31,7 @@ while [ $# -gt 0 ]; do
         --out) out="$2"; shift 2 ;;
         # Quicker, larger .debs (cargo-deb's --fast compression), for tests.
         --fast) fast=(--fast); shift ;;
-        -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) echo "build-packages.sh: unknown argument $1 (see --help)" >&2; exit 1 ;;
     esac
 done

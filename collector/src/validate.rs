@@ -76,7 +76,13 @@ fn sqlite_path_problem(path: &Path) -> Option<String> {
     match std::fs::metadata(path) {
         Ok(meta) if !meta.is_file() => return Some("exists and is not a regular file".into()),
         Ok(_) => return None,
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+        // Missing, or below something that is not a directory: the ancestors say which.
+        Err(e)
+            if !matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
             return Some(format!("cannot be read: {e}"));
         }
         Err(_) => {}

@@ -20,7 +20,8 @@
 //! - [`iac`]: which IaC resource owns each host; states the collector follows itself.
 //! - [`enroll`]: the fleet CA: hosts' certificates with a join token, renewals, revocation.
 //! - [`status`]: the one place that turns errors into gRPC and HTTP statuses.
-//! - [`server`]: one port for all of it, and its lifecycle; [`metrics`].
+//! - [`server`]: one port for all of it, and its lifecycle; [`metrics`]; [`validate`]: `serve`'s
+//!   options checked without serving (the systemd unit's `ExecStartPre`).
 //!
 //! Which room may import which: `store` imports none of the others; `access` imports `store`
 //! (tokens); `ingest` imports `store` (and the `Caller` the access check hands it);
@@ -37,3 +38,4 @@ pub mod query;
 pub mod server;
 pub mod status;
 pub mod store;
+pub mod validate;

@@ -211,12 +211,12 @@ impl std::ops::Deref for Database {
 }
 
 /// What a database URL names.
-enum Url {
+pub(crate) enum Url {
     Sqlite(PathBuf),
     Postgres,
 }
 
-fn parse_database_url(url: &str) -> Result<Url> {
+pub(crate) fn parse_database_url(url: &str) -> Result<Url> {
     let path = if let Some(rest) = url.strip_prefix("sqlite://") {
         PathBuf::from(rest)
     } else if let Some(rest) = url.strip_prefix("sqlite:") {
@@ -235,7 +235,7 @@ fn parse_database_url(url: &str) -> Result<Url> {
 }
 
 /// The password `--database-password-file` holds (its first line).
-fn read_password(file: Option<&Path>) -> Result<Option<String>> {
+pub(crate) fn read_password(file: Option<&Path>) -> Result<Option<String>> {
     let Some(file) = file else {
         return Ok(None);
     };
@@ -497,6 +497,8 @@ async fn serve_with<S: Store>(
     let database = crate::store::postgres::connect::hide_password(&options.database);
     tracing::info!(listen = %local, scheme, %database, "Collector serving.");
     metrics.up.set(1.0);
+    // Under systemd (Type=notify): started. Without $NOTIFY_SOCKET this does nothing.
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     let incoming = LimitedIncoming::new(listener, options.max_connections, metrics.clone());
     // Returns once cancelled and every connection is closed: agents' streams and watches
     // end on the same cancellation.
@@ -551,7 +553,7 @@ async fn metrics_page<S: Store>(
 /// The server's TLS: its identity, and the CAs client certificates chain to — `--client-ca`
 /// and the enrollment CA. With enrollment a client may connect without a certificate (to
 /// enroll): the access check then asks for one wherever it is needed.
-fn tls_config(
+pub(crate) fn tls_config(
     cert: &Path,
     key: &Path,
     client_ca: Option<&Path>,

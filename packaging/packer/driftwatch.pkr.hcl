@@ -1,4 +1,5 @@
-# driftwatch in a Packer image pipeline: bake a signed baseline as the last provisioning step.
+# driftwatch in a Packer image pipeline: install the driftwatch-agent package, configure it,
+# and bake a signed baseline as the last provisioning step (provision.sh does all three).
 # Merge the variables, provisioners and post-processors into your own template; see README.md.
 
 packer {
@@ -20,10 +21,40 @@ variable "image_version" {
   description = "e.g. the CI pipeline's version: 2026.11.3"
 }
 
+variable "agent_package" {
+  type        = string
+  description = "The driftwatch-agent .deb on the runner (packaging/build-packages.sh writes it to dist/)."
+}
+
 variable "signing_key_file" {
   type        = string
   description = "The baseline signing key (PKCS#8 PEM from `driftwatch-agent baseline keygen`), written to a file on the CI runner from the CI secret store."
   default     = env("DRIFTWATCH_SIGNING_KEY_FILE")
+  sensitive   = true
+}
+
+variable "public_key_file" {
+  type        = string
+  description = "The signing key's public half (ci.pub); hosts refuse baselines it did not sign."
+  default     = "ci.pub"
+}
+
+variable "collector_url" {
+  type        = string
+  description = "The collector agents stream to (https://HOST:7470); empty: agents run standalone."
+  default     = ""
+}
+
+variable "collector_ca_file" {
+  type        = string
+  description = "The CA certificate (PEM) of the collector's certificate, on the runner."
+  default     = ""
+}
+
+variable "join_token_file" {
+  type        = string
+  description = "A join token (dwj_..., `driftwatch enroll token create`) on the runner: each instance enrolls with it at first start. Empty: none."
+  default     = ""
   sensitive   = true
 }
 
@@ -45,66 +76,62 @@ source "amazon-ebs" "web" {
 build {
   sources = ["source.amazon-ebs.web"]
 
-  # ... your provisioners, then driftwatch itself, before the bake: /usr/bin/driftwatch-agent,
-  # /etc/driftwatch/{agent.toml,rules.toml,ci.pub}, the unit, the `driftwatch` user
-  # (systemd-sysusers) and `systemctl enable driftwatch-agent`. All of that lands in /etc and
-  # /usr, so it must exist when the baseline is taken.
+  # ... your provisioners first: everything that changes /etc, /usr, /boot must happen before
+  # the bake below.
 
-  # The signing key goes to /dev/shm: tmpfs, so it never touches the disk that becomes the image.
+  # What provision.sh needs, uploaded to /dev/shm: a tmpfs, so none of it (the signing key
+  # above all) reaches the disk that becomes the image.
+  provisioner "file" {
+    sources = compact([
+      var.agent_package,
+      var.public_key_file,
+      var.collector_ca_file,
+    ])
+    destination = "/dev/shm/"
+  }
   provisioner "file" {
     source      = var.signing_key_file
     destination = "/dev/shm/ci.key"
   }
+  provisioner "file" {
+    # Uploads an empty file when no token is given; provision.sh is then told none.
+    content     = var.join_token_file == "" ? "" : file(var.join_token_file)
+    destination = "/dev/shm/join-token"
+  }
 
-  # The bake. Keep it last: whatever changes /etc, /usr, /boot ... after it is drift on every
-  # host started from this image.
+  # Install, configure, bake. Keep it last.
   provisioner "shell" {
-    execute_command = "sudo sh -eu '{{ .Path }}'"
-    inline = [
-      # Removes the key whatever happens below.
-      "trap 'shred -u /dev/shm/ci.key' EXIT",
-      "chmod 600 /dev/shm/ci.key",
-      # Each instance generates its own machine id at first boot (the file is excluded from the
-      # baseline by the default rules).
-      "truncate -s 0 /etc/machine-id",
-      "install -d -m 0700 /var/lib/driftwatch",
-      # --json prints the summary, baseline_id included, to the build log.
-      "driftwatch-agent baseline build --root / --config /etc/driftwatch/rules.toml --image-name '${var.image_name}' --image-version '${var.image_version}' --signing-key /dev/shm/ci.key --out /var/lib/driftwatch/baseline.dwb --json",
-      "driftwatch-agent baseline verify /var/lib/driftwatch/baseline.dwb --public-key /etc/driftwatch/ci.pub",
-      "driftwatch-agent validate --config /etc/driftwatch/agent.toml",
-      # A copy the SSH user can download (the state directory is 0700 root); tmpfs again.
-      "install -m 0644 /var/lib/driftwatch/baseline.dwb /dev/shm/baseline.dwb",
+    execute_command = "sudo env {{ .Vars }} sh -eu '{{ .Path }}'"
+    script          = "${path.root}/provision.sh"
+    environment_vars = [
+      "DRIFTWATCH_PACKAGE=/dev/shm/${basename(var.agent_package)}",
+      "DRIFTWATCH_SIGNING_KEY=/dev/shm/ci.key",
+      "DRIFTWATCH_PUBLIC_KEY=/dev/shm/${basename(var.public_key_file)}",
+      "DRIFTWATCH_IMAGE_NAME=${var.image_name}",
+      "DRIFTWATCH_IMAGE_VERSION=${var.image_version}",
+      "DRIFTWATCH_COLLECTOR_URL=${var.collector_url}",
+      "DRIFTWATCH_COLLECTOR_CA=${var.collector_ca_file == "" ? "" : "/dev/shm/${basename(var.collector_ca_file)}"}",
+      "DRIFTWATCH_JOIN_TOKEN_FILE=${var.join_token_file == "" ? "" : "/dev/shm/join-token"}",
+      "DRIFTWATCH_BASELINE_EXPORT=/dev/shm/baseline.dwb",
     ]
   }
 
+  # The baseline, for `iac import --baseline` and `baseline diff` between image versions.
   provisioner "file" {
     direction   = "download"
     source      = "/dev/shm/baseline.dwb"
     destination = "build/${source.name}/baseline.dwb"
   }
 
-  post-processors {
-    post-processor "manifest" {
-      output     = "packer-manifest.json"
-      strip_path = true
-      custom_data = {
-        image_name    = var.image_name
-        image_version = var.image_version
-        baseline_file = "build/${source.name}/baseline.dwb"
-        # Filled in by the next step: the id only exists once the VM has baked the baseline,
-        # and custom_data is evaluated on the runner before that.
-        baseline_id = ""
-      }
-    }
-
-    # Runs on the CI runner (needs driftwatch-agent and jq there).
-    post-processor "shell-local" {
-      inline = [
-        "id=$(driftwatch-agent baseline show --json 'build/${source.name}/baseline.dwb' | jq -r .baseline_id)",
-        "echo \"driftwatch baseline_id=$id\"",
-        "jq --arg id \"$id\" --arg file 'build/${source.name}/baseline.dwb' '.last_run_uuid as $run | .builds |= map(if .packer_run_uuid == $run and .custom_data.baseline_file == $file then .custom_data.baseline_id = $id else . end)' packer-manifest.json > packer-manifest.json.tmp",
-        "mv packer-manifest.json.tmp packer-manifest.json",
-      ]
+  post-processor "manifest" {
+    output     = "packer-manifest.json"
+    strip_path = true
+    custom_data = {
+      image_name    = var.image_name
+      image_version = var.image_version
+      baseline_file = "build/${source.name}/baseline.dwb"
     }
   }
+  # Then, on the runner (ci-example.sh, github-actions.yml):
+  #   driftwatch iac import --packer-manifest packer-manifest.json --baseline build/web/baseline.dwb
 }

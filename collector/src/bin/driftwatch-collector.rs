@@ -1,6 +1,11 @@
 //! `driftwatch-collector serve`, the operator tokens it accepts (`token create|list|revoke`,
-//! run on the collector's host against its database), and `migrate` (the database's schema
-//! brought up to date alone, for pipelines that migrate before they deploy).
+//! run on the collector's host against its database), `migrate` (the database's schema
+//! brought up to date alone, for pipelines that migrate before they deploy) and `validate`
+//! (`serve`'s flags checked without serving: the systemd unit's `ExecStartPre`).
+//!
+//! Under systemd (`Type=notify`, packaging/systemd/driftwatch-collector.service), `serve`
+//! says READY=1 once it accepts connections, WATCHDOG=1 every half `WatchdogSec` while its
+//! runtime runs, and STOPPING=1 when a signal starts the drain.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +42,9 @@ enum Command {
     /// Operators' bearer tokens: each has a name and a role (reader, operator, admin).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Check `serve`'s flags (the same flags, and the same environment) without serving:
+    /// every problem at once, each with its flag; exit 0 and print OK when there is none.
+    Validate(Box<ServeOptions>),
     /// Bring the database's schema up to date, then exit (`serve` does it too, at start;
     /// collectors sharing a PostgreSQL database take turns under an advisory lock).
     Migrate {
@@ -113,6 +121,22 @@ fn main() -> ExitCode {
                 }
             };
         }
+        Command::Validate(options) => {
+            let problems = driftwatch_collector::validate::problems(&options);
+            if problems.is_empty() {
+                return match shell::print_str("OK\n") {
+                    Ok(_) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ExitCode::FAILURE
+                    }
+                };
+            }
+            for problem in &problems {
+                eprintln!("error: {problem}");
+            }
+            return ExitCode::FAILURE;
+        }
         Command::Token(command) => {
             return match tokens(command) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -151,6 +175,18 @@ async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let mut signals = server::StopSignals::new()?;
     let shutdown = CancellationToken::new();
     let mut serving = tokio::spawn(server::serve(options, store, listener, shutdown.clone()));
+    // systemd's watchdog (WatchdogSec=): pinged from this runtime, so a collector whose
+    // runtime stops turning is restarted.
+    if let Some(period) = sd_notify::watchdog_enabled() {
+        tokio::spawn(async move {
+            let mut tick =
+                tokio::time::interval_at(tokio::time::Instant::now() + period / 2, period / 2);
+            loop {
+                tick.tick().await;
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            }
+        });
+    }
 
     // 1. Serve until a signal (or a failure).
     tokio::select! {
@@ -162,6 +198,7 @@ async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         deadline = %humantime::format_duration(deadline),
         "Stopping: closing agent streams and watches, committing queued writes."
     );
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     shutdown.cancel();
     // 3. Drain, within the deadline (a second signal cuts it short).
     tokio::select! {

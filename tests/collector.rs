@@ -227,6 +227,29 @@ fn two_hosts_with_the_same_edit_share_one_cause() {
         human.contains("2 hosts") && !human.contains("/etc/motd"),
         "{human}"
     );
+    // --hosts caps the names, not the count.
+    let capped: serde_json::Value = serde_json::from_str(
+        &c.cli()
+            .args(["causes", "--min-hosts", "2", "--hosts", "1", "--json"])
+            .ok(),
+    )
+    .unwrap();
+    assert_eq!(capped[0]["host_count"], 2, "{capped:#}");
+    assert_eq!(capped[0]["hosts"], serde_json::json!(["i-aaaa"]));
+    let human = c
+        .cli()
+        .args(["causes", "--min-hosts", "2", "--hosts", "1"])
+        .ok();
+    assert!(human.contains("i-aaaa and 1 more"), "{human}");
+    let (status, body) = c.get("/api/v1/causes?min_hosts=2&max_hosts=1");
+    assert_eq!(status, 200, "{body}");
+    let api: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        api["causes"][0]["hosts"],
+        serde_json::json!(["i-aaaa"]),
+        "{api:#}"
+    );
+    assert_eq!(api["causes"][0]["host_count"], 2, "{api:#}");
 
     // The listing's order (more items first) and --limit: the rest is counted, not dropped
     // silently, and --diverged still exits 2.

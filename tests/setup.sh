@@ -4,13 +4,15 @@
 set -euo pipefail
 
 # Tools the end-to-end tests call: setpriv (run as an unprivileged user), mkfifo, openssl
-# (key interoperability, certificates), curl (the JSON API over mTLS), protoc (every .proto compiles with stock protoc).
+# (key interoperability, certificates), curl (the JSON API over mTLS), protoc (every .proto compiles with stock protoc),
+# git (`driftwatch reconcile` commits to a real repository, tests/reconcile.rs).
 need=()
 command -v setpriv >/dev/null || need+=(util-linux)
 command -v mkfifo >/dev/null || need+=(coreutils)
 command -v openssl >/dev/null || need+=(openssl)
 command -v curl >/dev/null || need+=(curl)
 command -v protoc >/dev/null || need+=(protobuf-compiler)
+command -v git >/dev/null || need+=(git)
 command -v python3 >/dev/null || need+=(python3)
 # PostgreSQL 15 (Debian 12's default): the store conformance suite runs against a throwaway
 # server it starts with initdb/pg_ctl (collector/src/store/postgres/tests.rs).

@@ -6,9 +6,10 @@
 //! Output into a closed pipe (`| head`) ends quietly, with the command's own code.
 //!
 //! Modules: [`render`] (human output), `iac` (`iac import/status`, `report`; states are read
-//! here, on the operator's machine, with `driftwatch_iac`), `up` (feature `up`, on by default:
-//! a collector and an agent in this process; the only part that links the server and the
-//! agent).
+//! here, on the operator's machine, with `driftwatch_iac`), `reconcile` (drift made a commit
+//! in the configuration repository, with the git command line), `up` (feature `up`, on by
+//! default: a collector and an agent in this process; the only part that links the server and
+//! the agent).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -22,6 +23,7 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 mod enroll;
 mod iac;
+mod reconcile;
 pub mod render;
 #[cfg(feature = "up")]
 mod up;
@@ -133,6 +135,9 @@ pub enum Command {
         /// Only changes shared by at least this many hosts.
         #[arg(long, default_value_t = 1)]
         min_hosts: u32,
+        /// At most this many host names per change (the count still counts every host).
+        #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+        hosts: u32,
     },
     /// Stored drift events, oldest first: in the order the collector received them.
     History(HistoryArgs),
@@ -155,6 +160,9 @@ pub enum Command {
     },
     /// The reconciliation report: drift grouped by IaC resource and image, flags, ghosts.
     Report(iac::ReportArgs),
+    /// Turn drift of text config files into a commit on a new branch of the config repository
+    /// (never pushed). Exits 0 committed, 2 some files refused, 3 nothing to reconcile, 1 error.
+    Reconcile(reconcile::ReconcileArgs),
     /// Enrollment (role admin): join tokens for agents, enrolled hosts, revocation.
     Enroll {
         #[command(subcommand)]
@@ -266,6 +274,7 @@ async fn run(cli: Cli) -> Result<i32> {
         } => iac::status(channel, ghost_after, json, rpc).await,
         Command::Report(args) => iac::report(channel, args, rpc).await,
         Command::Enroll { command } => enroll::run(channel, command, rpc).await,
+        Command::Reconcile(args) => reconcile::run(channel, &cli.conn.collector, args, rpc).await,
         Command::Hosts(args) => {
             // A filter lists the hosts it finds drift on, not every host with nothing found.
             let FilterArgs {
@@ -324,13 +333,18 @@ async fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
-        Command::Causes { filter, min_hosts } => {
+        Command::Causes {
+            filter,
+            min_hosts,
+            hosts,
+        } => {
             let causes = client
                 .list_causes(v1::ListCausesRequest {
                     path: filter.path.unwrap_or_default(),
                     severity: filter.severity.unwrap_or_default(),
                     min_hosts,
                     limit: filter.limit,
+                    max_hosts: hosts,
                 })
                 .await
                 .map_err(rpc)?

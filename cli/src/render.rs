@@ -288,7 +288,17 @@ pub fn causes(out: &mut dyn Write, causes: &[v1::Cause]) -> io::Result<()> {
             t(&c.path),
             c.changed.join(", ")
         )?;
-        writeln!(out, "  cause {}: {}", t(&c.cause), t(&c.hosts.join(", ")))?;
+        let more = c.host_count.saturating_sub(c.hosts.len() as u64);
+        let more = match more {
+            0 => String::new(),
+            n => format!(" and {n} more"),
+        };
+        writeln!(
+            out,
+            "  cause {}: {}{more}",
+            t(&c.cause),
+            t(&c.hosts.join(", "))
+        )?;
     }
     Ok(())
 }

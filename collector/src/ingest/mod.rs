@@ -465,9 +465,19 @@ impl<S: Store> Connection<S> {
             self.last_seen_written = Some(now);
         }
         self.not_revoked().await?;
+        // A snapshot asked for and not yet received is asked again only after
+        // `snapshot_interval`: until then there is no digest to compare.
+        let pending = self
+            .snapshot_asked
+            .is_some_and(|t| now.duration_since(t) < self.limits.snapshot_interval);
         let store = self.store.clone();
         let host = self.host.clone();
-        let Some((state, digest)) = blocking(move || store.digest(&host)).await? else {
+        let Some((state, digest)) = blocking(move || match pending {
+            true => Ok(store.stream_state(&host)?.map(|state| (state, None))),
+            false => Ok(store.digest(&host)?.map(|(state, d)| (state, Some(d)))),
+        })
+        .await?
+        else {
             return Ok(());
         };
         if state.connection > self.connection {
@@ -482,14 +492,10 @@ impl<S: Store> Connection<S> {
             ))));
         }
         // Anti-entropy, on every heartbeat: at the same sequence number the agent's set and
-        // ours must agree, and the stored set must be this stream's. A snapshot asked for and
-        // not yet received is asked again only after `snapshot_interval`.
-        if self
-            .snapshot_asked
-            .is_some_and(|t| now.duration_since(t) < self.limits.snapshot_interval)
-        {
+        // ours must agree, and the stored set must be this stream's.
+        let Some(digest) = digest else {
             return Ok(());
-        }
+        };
         if state.stream_id.is_empty() {
             // The host has stored nothing yet: there is no set to compare with.
             return Ok(());

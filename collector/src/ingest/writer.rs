@@ -1,20 +1,24 @@
-//! The single writer: group commit.
+//! The writer: group commit.
 //!
-//! Every connection hands its writes (event batches, snapshots, heartbeats) to one writer
-//! thread through a bounded queue. The writer takes whatever is waiting, up to a limit, applies
-//! it in one transaction ([`Store::apply`]: each write atomic on its own), commits once, and
-//! only then answers each sender, who acknowledges to its agent. One fsync serves every agent
-//! that wrote in the meantime, so throughput grows with the number of agents instead of being
+//! Every connection hands its writes (event batches, snapshots, heartbeats) to the writer
+//! through a bounded queue. The writer takes whatever is waiting, up to a limit, applies it in
+//! one transaction ([`Store::apply`]: each write atomic on its own), commits once, and only
+//! then answers each sender, who acknowledges to its agent. One fsync serves every agent that
+//! wrote in the meantime, so throughput grows with the number of agents instead of being
 //! capped by the disk's sync rate, and nothing is acknowledged before it is durable.
+//!
+//! The writer is one thread, or [`Store::writers`] of them taking groups from the same queue
+//! in turn where the database commits concurrent transactions in parallel (PostgreSQL: a group
+//! is read and applied while another waits for its commit).
 //!
 //! Committed events are published on the live [`Feed`], which the query side follows: by the
 //! writer itself, unless the store follows the database's commits (PostgreSQL shared by
 //! several collectors: [`Store::follow_commits`]).
 //!
-//! The thread stops once every [`Writer`] handle is dropped and the queue is drained: every
+//! The threads stop once every [`Writer`] handle is dropped and the queue is drained: every
 //! write queued by then is committed and answered ([`WriterThread::stopped`]).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
@@ -37,15 +41,15 @@ pub struct Writer {
     metrics: Arc<Metrics>,
 }
 
-/// The writer thread, to wait for once every [`Writer`] is gone.
+/// The writer's threads, to wait for once every [`Writer`] is gone.
 #[derive(Debug)]
-pub struct WriterThread(oneshot::Receiver<()>);
+pub struct WriterThread(mpsc::Receiver<()>);
 
 impl WriterThread {
-    /// Returns once the thread has committed everything queued and stopped.
-    pub async fn stopped(self) {
-        // The sender is dropped when the thread ends, whether or not it sent.
-        let _ = self.0.await;
+    /// Returns once every thread has committed everything queued and stopped.
+    pub async fn stopped(mut self) {
+        // Each thread holds a sender, dropped when it ends; none sends.
+        let _ = self.0.recv().await;
     }
 }
 
@@ -62,17 +66,28 @@ impl Writer {
             queue,
             metrics: metrics.clone(),
         };
-        let (done, stopped) = oneshot::channel();
+        let (done, stopped) = mpsc::channel(1);
+        let threads = store.writers().max(1);
         // A database other collectors write too feeds `feed` itself, with every collector's
         // commits (this one's among them).
         let feed = (!store.follow_commits(&feed, stop)).then_some(feed);
-        std::thread::Builder::new()
-            .name("store-writer".into())
-            .spawn(move || {
-                run(store.as_ref(), rx, feed.as_ref(), &metrics);
-                let _ = done.send(());
-            })
-            .expect("spawn the writer thread");
+        let queue = Arc::new(Mutex::new(rx));
+        for i in 0..threads {
+            let (store, queue, feed, metrics, done) = (
+                store.clone(),
+                queue.clone(),
+                feed.clone(),
+                metrics.clone(),
+                done.clone(),
+            );
+            std::thread::Builder::new()
+                .name(format!("store-writer-{i}"))
+                .spawn(move || {
+                    run(store.as_ref(), &queue, feed.as_ref(), &metrics);
+                    drop(done);
+                })
+                .expect("spawn a writer thread");
+        }
         (writer, WriterThread(stopped))
     }
 
@@ -98,29 +113,39 @@ impl Writer {
     }
 }
 
-fn run<S: Store>(
-    store: &S,
-    mut rx: mpsc::Receiver<(Write, Option<Reply>)>,
-    feed: Option<&Feed>,
-    metrics: &Metrics,
-) {
+type Queue = Mutex<mpsc::Receiver<(Write, Option<Reply>)>>;
+
+/// Takes the next group from `queue`: what is waiting, up to [`MAX_GROUP`], once something is.
+/// False once the queue is closed and drained. Threads take groups in turn: the one holding the
+/// queue waits for the next write while the others apply theirs.
+fn next_group(queue: &Queue, writes: &mut Vec<Write>, replies: &mut Vec<Option<Reply>>) -> bool {
+    let mut rx = queue
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let Some((write, reply)) = rx.blocking_recv() else {
+        return false;
+    };
+    writes.push(write);
+    replies.push(reply);
+    while writes.len() < MAX_GROUP {
+        match rx.try_recv() {
+            Ok((write, reply)) => {
+                writes.push(write);
+                replies.push(reply);
+            }
+            Err(_) => break,
+        }
+    }
+    true
+}
+
+fn run<S: Store>(store: &S, queue: &Queue, feed: Option<&Feed>, metrics: &Metrics) {
     // Test hook: die between a commit and its acknowledgements, as a crash there would.
     let exit_after_commit =
         std::env::var("DRIFTWATCH_FAILPOINT").is_ok_and(|f| f == "exit-after-commit");
     let mut writes = Vec::with_capacity(MAX_GROUP);
     let mut replies = Vec::with_capacity(MAX_GROUP);
-    while let Some((write, reply)) = rx.blocking_recv() {
-        writes.push(write);
-        replies.push(reply);
-        while writes.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok((write, reply)) => {
-                    writes.push(write);
-                    replies.push(reply);
-                }
-                Err(_) => break,
-            }
-        }
+    while next_group(queue, &mut writes, &mut replies) {
         metrics.write_queue.dec_by(writes.len() as i64);
         let started = Instant::now();
         let results = store.apply(&writes);

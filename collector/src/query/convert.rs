@@ -36,7 +36,13 @@ pub fn path_summary(p: &PathSummary) -> v1::PathSummary {
     }
 }
 
-pub fn cause(c: Cause) -> Result<v1::Cause, StoreError> {
+/// A cause, with at most `max_hosts` of its host names (0: every one) and the count of all.
+pub fn cause(c: Cause, max_hosts: usize) -> Result<v1::Cause, StoreError> {
+    let host_count = c.hosts.len() as u64;
+    let mut hosts = c.hosts;
+    if max_hosts > 0 {
+        hosts.truncate(max_hosts);
+    }
     Ok(v1::Cause {
         example: Some(item(&c.example)?),
         cause: c.cause,
@@ -44,8 +50,8 @@ pub fn cause(c: Cause) -> Result<v1::Cause, StoreError> {
         kind: c.kind,
         severity: c.severity.as_str().to_owned(),
         changed: c.changed,
-        host_count: c.hosts.len() as u64,
-        hosts: c.hosts,
+        host_count,
+        hosts,
     })
 }
 

@@ -50,6 +50,7 @@ struct CausesParams {
     path: String,
     min_hosts: u32,
     limit: u32,
+    max_hosts: u32,
 }
 
 #[derive(Deserialize, Default)]
@@ -124,6 +125,7 @@ async fn api_causes<S: Store>(
         severity: p.severity,
         min_hosts: p.min_hosts,
         limit: p.limit,
+        max_hosts: p.max_hosts,
     };
     Ok(Json(q.list_causes(r).await?))
 }

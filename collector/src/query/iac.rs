@@ -226,7 +226,7 @@ impl<S: Store> Queries<S> {
             .run(move |s| {
                 s.list_causes(&item_filter, 1, 0)?
                     .into_iter()
-                    .map(super::convert::cause)
+                    .map(|c| super::convert::cause(c, 0))
                     .collect()
             })
             .await?;

@@ -257,11 +257,12 @@ impl<S: Store> Queries<S> {
     ) -> Result<v1::ListCausesResponse, QueryError> {
         let filter = filter(&r.severity, &r.path)?;
         let (min_hosts, limit) = (r.min_hosts.max(1) as usize, limit(r.limit));
+        let max_hosts = r.max_hosts as usize;
         let causes = self
             .run(move |s| {
                 s.list_causes(&filter, min_hosts, limit)?
                     .into_iter()
-                    .map(convert::cause)
+                    .map(|c| convert::cause(c, max_hosts))
                     .collect()
             })
             .await?;

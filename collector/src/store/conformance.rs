@@ -12,7 +12,7 @@
 //!
 //! Times are fixed (from [`T0`]), never the clock: every assertion is exact.
 //!
-//! Cases live in `writes`, `queries` and `iac`; a new case is a public function there and its name
+//! Cases live in `writes`, `model`, `queries` and `iac`; a new case is a public function there and its name
 //! in the macro.
 
 use std::time::Duration;
@@ -33,12 +33,14 @@ use super::{
 mod credentials;
 mod enrollment;
 mod iac;
+mod model;
 mod queries;
 mod writes;
 
 pub use credentials::*;
 pub use enrollment::*;
 pub use iac::*;
+pub use model::*;
 pub use queries::*;
 pub use writes::*;
 
@@ -56,6 +58,7 @@ macro_rules! conformance_tests {
             a_batch_of_another_stream_is_rejected,
             seen_updates_last_seen,
             host_aggregates_follow_every_change,
+            random_groups_keep_the_drift_set_and_its_counts_true,
             list_hosts_filters_and_sorts,
             get_host_by_identity_or_unambiguous_hostname,
             find_host_names_the_host_get_host_finds,
@@ -261,7 +264,7 @@ impl<S: Store + ?Sized> Api<'_, S> {
         self.0
             .list_causes(filter, min_hosts, limit)?
             .into_iter()
-            .map(convert::cause)
+            .map(|c| convert::cause(c, 0))
             .collect()
     }
 

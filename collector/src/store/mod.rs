@@ -260,8 +260,11 @@ pub trait Store: Send + Sync + 'static {
     /// rejected write changes nothing and does not affect the others.
     fn apply(&self, writes: &[Write]) -> Result<Vec<Result<Applied>>>;
 
-    /// The host's stored sequence number and the digest of its current set (`drift.proto`'s,
-    /// over the items' canonical encodings: what agents send in heartbeats).
+    /// The host's stored stream: its id, sequence number and newest connection.
+    fn stream_state(&self, host: &str) -> Result<Option<StreamState>>;
+
+    /// [`Store::stream_state`] and the digest of the host's current set (`drift.proto`'s, over
+    /// the items' canonical encodings: what agents send in heartbeats).
     fn digest(&self, host: &str) -> Result<Option<(StreamState, [u8; 32])>>;
 
     /// Stores an operator token; refused if an unrevoked token has its name.
@@ -367,6 +370,14 @@ pub trait Store: Send + Sync + 'static {
     /// The connection pool as it is now, for a database reached over connections.
     fn pool(&self) -> Option<PoolState> {
         None
+    }
+
+    /// How many groups may be applied at once, each by a writer thread of its own. One for a
+    /// database with a single writer (SQLite); more where concurrent transactions commit in
+    /// parallel and each write locks its hosts' rows (PostgreSQL). A stream's writes stay in
+    /// order whatever the number: ingest waits for each before sending the next.
+    fn writers(&self) -> usize {
+        1
     }
 
     /// Starts publishing on `feed` every event any collector sharing the database commits

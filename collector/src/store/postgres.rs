@@ -80,6 +80,10 @@ pub use connect::SslMode;
 /// Most connections one collector opens: as many as blocking threads may call the store at
 /// once (`server::BLOCKING_THREADS`).
 const POOL_SIZE: u32 = 16;
+/// Groups applied at once, each on a connection of the pool: while one group waits for its
+/// commit to be flushed, the others are read, applied and written. Writes to one host wait for
+/// each other on the host's row, as they do across collectors.
+const WRITERS: usize = 4;
 /// How long a connection attempt (and a wait for a free pooled connection) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -274,24 +278,54 @@ impl Store for PgStore {
         const WHAT: &str = "applying writes";
         let mut conn = self.conn(WHAT)?;
         let mut tx = conn.transaction().context(WHAT)?;
-        write::lock_hosts(&mut tx, writes).map_err(|e| prefixed(WHAT, e))?;
-        if let Some(results) =
-            write::apply_unguarded(&mut tx, writes).map_err(|e| prefixed(WHAT, e))?
-        {
-            notify_followers(&mut tx, &results)?;
-            tx.commit().context("applying writes: committing")?;
-            return Ok(results);
+        match write::apply(&mut tx, writes) {
+            Ok(results) => {
+                notify_followers(&mut tx, &results)?;
+                tx.commit().context("applying writes: committing")?;
+                return Ok(results);
+            }
+            // The group's writes are checked before anything is written: a database error
+            // (lost connection, full disk, a value the server refuses) is the rare case.
+            Err(StoreError::Database(detail)) => {
+                tracing::debug!(
+                    "applying a group failed ({detail}); applying its writes one by one"
+                );
+            }
+            Err(other) => return Err(other),
         }
-        // A write failed with a database error: undo the group, and apply it again with each
-        // write under a savepoint, so that only the failed one is undone.
+        // Undo the group, and apply it again one write at a time, each under a savepoint, so
+        // that only the write that fails is undone.
         tx.rollback()
             .context("applying writes: rolling back a group")?;
         let mut tx = conn.transaction().context(WHAT)?;
         write::lock_hosts(&mut tx, writes).map_err(|e| prefixed(WHAT, e))?;
-        let results = write::apply_guarded(&mut tx, writes).map_err(|e| prefixed(WHAT, e))?;
+        let mut results = Vec::with_capacity(writes.len());
+        for one in writes {
+            let mut savepoint = tx.savepoint("write").context(WHAT)?;
+            match write::apply(&mut savepoint, std::slice::from_ref(one)) {
+                Ok(result) => {
+                    savepoint.commit().context(WHAT)?;
+                    results.extend(result);
+                }
+                Err(e) => {
+                    savepoint.rollback().context(WHAT)?;
+                    results.push(Err(prefixed(WHAT, e)));
+                }
+            }
+        }
         notify_followers(&mut tx, &results)?;
         tx.commit().context("applying writes: committing")?;
         Ok(results)
+    }
+
+    fn stream_state(&self, host: &str) -> Result<Option<StreamState>> {
+        self.read("reading a host's stream", |tx| {
+            write::stream_state(tx, host)
+        })
+    }
+
+    fn writers(&self) -> usize {
+        WRITERS
     }
 
     fn digest(&self, host: &str) -> Result<Option<(StreamState, [u8; 32])>> {

@@ -415,6 +415,12 @@ impl Store for SqliteStore {
         Ok(results)
     }
 
+    fn stream_state(&self, host: &str) -> Result<Option<StreamState>> {
+        self.read("reading a host's stream", |tx| {
+            write::stream_state(tx, host)
+        })
+    }
+
     fn digest(&self, host: &str) -> Result<Option<(StreamState, [u8; 32])>> {
         self.read("computing a host's digest", |tx| {
             let Some(state) = write::stream_state(tx, host)? else {

@@ -43,7 +43,7 @@ impl Drop for Candidacy {
 }
 
 /// The advisory lock key of a lease: "driftwatch lease NAME", hashed to 64 bits.
-fn key(name: &str) -> i64 {
+pub(super) fn key(name: &str) -> i64 {
     let digest = Sha256::digest(format!("driftwatch lease {name}"));
     i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
 }

@@ -501,7 +501,7 @@ fn a_lease_is_held_by_one_collector_at_a_time_and_moves_when_it_goes() {
             "SELECT pg_terminate_backend(pid) FROM pg_locks
              WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()
                AND objid = ($1::bigint & 4294967295)::oid",
-            &[&lease_key_of("state-sources")],
+            &[&super::lease::key("state-sources")],
         )
         .unwrap();
     eventually("B notices it lost the lease", || {
@@ -512,10 +512,4 @@ fn a_lease_is_held_by_one_collector_at_a_time_and_moves_when_it_goes() {
     });
     std::thread::sleep(Duration::from_millis(2_500));
     assert!(on_a.held() != on_b.held(), "one holder at a time");
-}
-
-fn lease_key_of(name: &str) -> i64 {
-    use sha2::Digest as _;
-    let digest = sha2::Sha256::digest(format!("driftwatch lease {name}"));
-    i64::from_be_bytes(digest[..8].try_into().unwrap())
 }

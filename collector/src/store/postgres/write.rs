@@ -1,11 +1,24 @@
-//! Writes: [`hello`] in a transaction of its own; a group's writes in one transaction, each
-//! atomically ([`apply_unguarded`], else [`apply_guarded`]), as SQLite's `write` does them.
+//! Writes: [`hello`] in a transaction of its own; a group's writes in one transaction, set-based
+//! ([`apply`]), each write atomic on its own, as SQLite's `write` applies them.
 //!
-//! A write reads its host's row once, `FOR UPDATE` ([`HostState`]): collectors sharing the
-//! database serialize their writes to one host there, and a write sees the stream state the
-//! previous one committed, whichever collector made it. The cached aggregates are kept up to
-//! date item by item, and the row saved once.
+//! The server is a round trip away, so a group is not applied statement by statement:
+//! [`apply`] reads what the group needs in three queries (the hosts' rows, locked; the current
+//! items the group's events name; every current item of the hosts it snapshots), applies every
+//! write in memory, in order (sequence checks, transitions, the cached aggregates), and writes
+//! the outcome in five: the items removed, the items stored, the history rows, the `since` of
+//! severities whose oldest item left, and the hosts' rows. A group costs the same handful of
+//! round trips whether it holds one event or twenty thousand.
+//!
+//! A write is rejected (stream mismatch, sequence gap, unknown host, a snapshot listing a path
+//! twice) before it changes anything, in memory as in the database; its slot says why and the
+//! other writes stand. A database error fails the whole call: the caller rolls back and applies
+//! each write alone under a savepoint, so only the one that fails is lost.
+//!
+//! Reading the hosts' rows `FOR UPDATE`, in identity order, serializes collectors that share the
+//! database on the hosts they both write to, without deadlock, and each write starts from the
+//! stream state the previous one committed, whichever collector made it.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::tx::Tx;
@@ -19,89 +32,680 @@ use crate::store::{
 /// Locks the hosts a group writes to, in identity order, so two collectors applying groups
 /// that share hosts wait for each other instead of deadlocking.
 pub(super) fn lock_hosts(tx: &mut Tx<'_>, writes: &[Write]) -> Result<()> {
-    let mut hosts: Vec<&str> = writes.iter().map(Write::host).collect();
-    hosts.sort_unstable();
-    hosts.dedup();
     tx.query(
         "SELECT 1 FROM hosts WHERE host = ANY($1) ORDER BY host FOR UPDATE",
-        &[&hosts],
+        &[&hosts_of(writes)],
     )?;
     Ok(())
 }
 
-/// Applies a group's writes without savepoints, as long as none fails with a database error;
-/// `None` when one does (PostgreSQL then refuses the rest of the transaction: the caller
-/// rolls the group back and uses [`apply_guarded`]).
-///
-/// As in SQLite's `write::apply_unguarded`, a savepoint per write would only serve to undo a
-/// write that failed after modifying something, and writes check everything (the host, the
-/// stream, the sequence numbers, the snapshot's subjects) before their first modification: a
-/// rejection leaves nothing to undo (the host row's lock aside). Savepoints cost two round
-/// trips per write; a database error is rare enough to pay for the group twice.
-pub(super) fn apply_unguarded(
-    tx: &mut Tx<'_>,
-    writes: &[Write],
-) -> Result<Option<Vec<Result<Applied>>>> {
-    let mut results = Vec::with_capacity(writes.len());
-    for one in writes {
-        match apply_one(tx, one) {
-            Ok(applied) => results.push(Ok(applied)),
-            Err(StoreError::Rejected(m)) => results.push(Err(StoreError::Rejected(m))),
-            Err(_) => return Ok(None),
-        }
-    }
-    Ok(Some(results))
-}
-
-/// Applies a group's writes, each under a savepoint: one that fails (rejected, or a database
-/// error) is undone alone and reported in its slot, the others stand.
-pub(super) fn apply_guarded(tx: &mut Tx<'_>, writes: &[Write]) -> Result<Vec<Result<Applied>>> {
-    let mut results = Vec::with_capacity(writes.len());
-    for one in writes {
-        let mut savepoint = tx.savepoint("write")?;
-        match apply_one(&mut savepoint, one) {
-            Ok(applied) => {
-                savepoint.commit()?;
-                results.push(Ok(applied));
-            }
-            Err(e) => {
-                savepoint.rollback()?;
-                results.push(Err(e));
-            }
-        }
-    }
+/// Applies a group's writes (see the module's docs): each write's outcome in its slot, or a
+/// database error for the whole group (nothing of it is then to be committed).
+pub(super) fn apply(tx: &mut Tx<'_>, writes: &[Write]) -> Result<Vec<Result<Applied>>> {
+    let mut group = Group::load(tx, writes)?;
+    let results = writes.iter().map(|w| group.apply(w)).collect();
+    group.store(tx)?;
     Ok(results)
 }
 
-fn apply_one(tx: &mut Tx<'_>, write: &Write) -> Result<Applied> {
-    match write {
-        Write::Batch {
-            host,
-            stream_id,
-            events,
-            received_at,
-        } => apply_batch(tx, host, stream_id, events, *received_at),
-        Write::Snapshot {
-            host,
-            stream_id,
-            seq,
-            items,
-            received_at,
-        } => apply_snapshot(tx, host, stream_id, *seq, items, *received_at),
-        Write::Seen { host, at } => {
-            let row = tx
-                .query_opt(
-                    "UPDATE hosts SET last_seen = GREATEST(last_seen, $2) WHERE host = $1
-                     RETURNING last_seq",
-                    &[host, at],
-                )?
-                .ok_or_else(|| unknown_host(host))?;
-            Ok(Applied {
-                last_seq: to_u64(row.get(0)),
-                events: 0,
+/// The distinct hosts of `writes`, sorted.
+fn hosts_of(writes: &[Write]) -> Vec<&str> {
+    let mut hosts: Vec<&str> = writes.iter().map(Write::host).collect();
+    hosts.sort_unstable();
+    hosts.dedup();
+    hosts
+}
+
+/// What a group reads, changes in memory, and then writes back.
+struct Group<'w> {
+    /// The group's hosts that exist, by identity.
+    hosts: HashMap<&'w str, HostState<'w>>,
+    /// History rows, in the order they are to be numbered.
+    events: Vec<HistoryRow<'w>>,
+}
+
+/// A host's row while the group changes it (see SQLite's `write::HostState`).
+struct HostState<'w> {
+    stream_id: Cow<'w, str>,
+    last_seq: u64,
+    last_seen: Option<Millis>,
+    aggregates: Aggregates,
+    /// The host's current items the group may touch, by subject: every one of them when the
+    /// group snapshots the host, else those its events name (absent: not current).
+    items: HashMap<Cow<'w, str>, Slot<'w>>,
+    /// A write to the host was applied: its row is written back.
+    written: bool,
+}
+
+/// A host's counts per severity and oldest `observed_at` per severity.
+struct Aggregates {
+    counts: [i64; 3],
+    since: [Option<Millis>; 3],
+    /// Severities whose oldest item left: their `since` is read again once the items are stored.
+    stale: [bool; 3],
+}
+
+/// One subject of a host: what is current now, and whether the group changed it.
+#[derive(Default)]
+struct Slot<'w> {
+    current: Option<Current<'w>>,
+    changed: bool,
+}
+
+/// A current item, as far as a write needs it.
+struct Current<'w> {
+    sha256: [u8; 32],
+    severity: Severity,
+    observed_at: Millis,
+    /// Its encoding: read only for hosts the group snapshots (a snapshot's `resolved` rows
+    /// carry the item that left).
+    encoded: Option<Cow<'w, [u8]>>,
+    /// The record a write of the group stored (what is written back).
+    record: Option<&'w ItemRecord>,
+}
+
+/// One `events` row.
+struct HistoryRow<'w> {
+    host: &'w str,
+    stream_id: &'w str,
+    seq: Option<i64>,
+    transition: Transition,
+    observed_at: Millis,
+    received_at: Millis,
+    subject: Cow<'w, str>,
+    severity: Severity,
+    item: Cow<'w, [u8]>,
+    source: &'static str,
+}
+
+impl<'w> Group<'w> {
+    /// Locks and reads the group's hosts and the current items its writes touch.
+    fn load(tx: &mut Tx<'_>, writes: &'w [Write]) -> Result<Group<'w>> {
+        let names = hosts_of(writes);
+        let mut hosts = HashMap::with_capacity(names.len());
+        for r in tx.query(
+            "SELECT host, stream_id, last_seq, n_security, n_behavioral, n_cosmetic,
+                 since_security, since_behavioral, since_cosmetic
+             FROM hosts WHERE host = ANY($1) ORDER BY host FOR UPDATE",
+            &[&names],
+        )? {
+            let name: &str = r.get(0);
+            let Ok(at) = names.binary_search(&name) else {
+                continue;
+            };
+            hosts.insert(
+                names[at],
+                HostState {
+                    stream_id: Cow::Owned(r.get(1)),
+                    last_seq: to_u64(r.get(2)),
+                    last_seen: None,
+                    aggregates: Aggregates {
+                        counts: [r.get(3), r.get(4), r.get(5)],
+                        since: [r.get(6), r.get(7), r.get(8)],
+                        stale: [false; 3],
+                    },
+                    items: HashMap::new(),
+                    written: false,
+                },
+            );
+        }
+
+        // Every current item of the hosts snapshot, with its encoding.
+        let mut whole: Vec<&str> = writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::Snapshot { host, .. } if hosts.contains_key(host.as_str()) => {
+                    Some(host.as_str())
+                }
+                _ => None,
             })
+            .collect();
+        whole.sort_unstable();
+        whole.dedup();
+        if !whole.is_empty() {
+            for r in tx.query(
+                "SELECT host, subject, sha256, severity, observed_at, item
+                 FROM items WHERE host = ANY($1)",
+                &[&whole],
+            )? {
+                let host: &str = r.get(0);
+                let mut current = current(&r)?;
+                current.encoded = Some(Cow::Owned(r.get(5)));
+                if let Some(state) = hosts.get_mut(host) {
+                    state.items.insert(
+                        Cow::Owned(r.get(1)),
+                        Slot {
+                            current: Some(current),
+                            changed: false,
+                        },
+                    );
+                }
+            }
+        }
+
+        // The current items the other hosts' events name. Every subject named gets a slot, so
+        // that a subject without one is known not to be current.
+        let mut keys: (Vec<&str>, Vec<&str>) = (Vec::new(), Vec::new());
+        for w in writes {
+            let Write::Batch { host, events, .. } = w else {
+                continue;
+            };
+            if whole.binary_search(&host.as_str()).is_ok() {
+                continue;
+            }
+            let Some(state) = hosts.get_mut(host.as_str()) else {
+                continue;
+            };
+            for e in events {
+                let subject = e.item.subject.as_str();
+                if !state.items.contains_key(subject) {
+                    state.items.insert(Cow::Borrowed(subject), Slot::default());
+                    keys.0.push(host);
+                    keys.1.push(subject);
+                }
+            }
+        }
+        if !keys.0.is_empty() {
+            for r in tx.query(
+                "SELECT i.host, i.subject, i.sha256, i.severity, i.observed_at
+                 FROM items i
+                 JOIN unnest($1::text[], $2::text[]) AS k (host, subject)
+                     ON i.host = k.host AND i.subject = k.subject",
+                &[&keys.0, &keys.1],
+            )? {
+                let (host, subject): (&str, &str) = (r.get(0), r.get(1));
+                if let Some(slot) = hosts.get_mut(host).and_then(|h| h.items.get_mut(subject)) {
+                    slot.current = Some(current(&r)?);
+                }
+            }
+        }
+        Ok(Group {
+            hosts,
+            events: Vec::new(),
+        })
+    }
+
+    /// Applies one write in memory.
+    fn apply(&mut self, write: &'w Write) -> Result<Applied> {
+        let Some(state) = self.hosts.get_mut(write.host()) else {
+            return Err(StoreError::Rejected(format!(
+                "unknown host {}: it must say hello first",
+                write.host()
+            )));
+        };
+        let applied = match write {
+            Write::Batch {
+                host,
+                stream_id,
+                events,
+                received_at,
+            } => state.batch(host, stream_id, events, *received_at, &mut self.events)?,
+            Write::Snapshot {
+                host,
+                stream_id,
+                seq,
+                items,
+                received_at,
+            } => state.snapshot(host, stream_id, *seq, items, *received_at, &mut self.events)?,
+            Write::Seen { at, .. } => {
+                state.seen(*at);
+                Applied {
+                    last_seq: state.last_seq,
+                    events: 0,
+                }
+            }
+        };
+        state.written = true;
+        Ok(applied)
+    }
+
+    /// Writes what the applied writes changed.
+    fn store(self, tx: &mut Tx<'_>) -> Result<()> {
+        let mut gone: (Vec<&str>, Vec<&str>) = (Vec::new(), Vec::new());
+        let mut stored = Stored::default();
+        for (host, state) in &self.hosts {
+            for (subject, slot) in state.items.iter().filter(|(_, s)| s.changed) {
+                match &slot.current {
+                    None => {
+                        gone.0.push(host);
+                        gone.1.push(subject);
+                    }
+                    Some(current) => stored.push(host, subject, current)?,
+                }
+            }
+        }
+        if !gone.0.is_empty() {
+            tx.execute(
+                "DELETE FROM items i
+                 USING unnest($1::text[], $2::text[]) AS k (host, subject)
+                 WHERE i.host = k.host AND i.subject = k.subject",
+                &[&gone.0, &gone.1],
+            )?;
+        }
+        if !stored.host.is_empty() {
+            stored.write(tx)?;
+        }
+        if !self.events.is_empty() {
+            insert_events(tx, &self.events)?;
+        }
+        save_hosts(tx, self.hosts)
+    }
+}
+
+fn current<'w>(r: &postgres::Row) -> Result<Current<'w>> {
+    let digest: &[u8] = r.get(2);
+    let host: &str = r.get(0);
+    let sha256 = digest
+        .try_into()
+        .map_err(|_| StoreError::Database(format!("an item of host {host} has a bad digest")))?;
+    Ok(Current {
+        sha256,
+        severity: severity(r.get(3))?,
+        observed_at: r.get(4),
+        encoded: None,
+        record: None,
+    })
+}
+
+impl<'w> HostState<'w> {
+    fn seen(&mut self, at: Millis) {
+        self.last_seen = Some(self.last_seen.map_or(at, |s| s.max(at)));
+    }
+
+    fn batch(
+        &mut self,
+        host: &'w str,
+        stream_id: &'w str,
+        events: &'w [EventRecord],
+        received_at: Millis,
+        history: &mut Vec<HistoryRow<'w>>,
+    ) -> Result<Applied> {
+        if !self.stream_id.is_empty() && self.stream_id != stream_id {
+            return Err(StoreError::Rejected(format!(
+                "stream mismatch for host {host}: the collector follows stream {:?} (up to \
+                 sequence {}), the batch is of stream {stream_id:?}; a snapshot is needed",
+                self.stream_id, self.last_seq
+            )));
+        }
+        let stored = self.last_seq;
+        let replayed = events.iter().take_while(|e| e.seq <= stored).count();
+        let new = &events[replayed..];
+        for (expected, e) in (stored + 1..).zip(new) {
+            if e.seq != expected {
+                return Err(StoreError::Rejected(format!(
+                    "sequence gap for host {host}: expected sequence number {expected}, got {} \
+                     (stored up to {stored}); nothing of this batch was stored",
+                    e.seq
+                )));
+            }
+        }
+        let last_seq = stored + new.len() as u64;
+        if i64::try_from(last_seq).is_err() {
+            return Err(StoreError::Rejected(format!(
+                "sequence number {last_seq} of host {host} is out of range"
+            )));
+        }
+        self.seen(received_at);
+        if new.is_empty() {
+            return Ok(Applied {
+                last_seq: stored,
+                events: 0,
+            });
+        }
+        for e in new {
+            history.push(HistoryRow {
+                host,
+                stream_id,
+                seq: Some(e.seq as i64),
+                transition: e.transition,
+                observed_at: e.observed_at,
+                received_at,
+                subject: Cow::Borrowed(&e.item.subject),
+                severity: e.item.severity,
+                item: Cow::Borrowed(&e.item.encoded),
+                source: "stream",
+            });
+            let slot = self
+                .items
+                .entry(Cow::Borrowed(e.item.subject.as_str()))
+                .or_default();
+            match e.transition {
+                Transition::Drifted | Transition::Changed => {
+                    self.aggregates.store(slot, &e.item, e.observed_at);
+                }
+                Transition::Resolved => {
+                    if let Some(old) = slot.current.take() {
+                        self.aggregates.removed(old.severity, old.observed_at);
+                        slot.changed = true;
+                    }
+                }
+            }
+        }
+        self.stream_id = Cow::Borrowed(stream_id);
+        self.last_seq = last_seq;
+        Ok(Applied {
+            last_seq,
+            events: new.len() as u64,
+        })
+    }
+
+    fn snapshot(
+        &mut self,
+        host: &'w str,
+        stream_id: &'w str,
+        seq: u64,
+        items: &'w [ItemRecord],
+        received_at: Millis,
+        history: &mut Vec<HistoryRow<'w>>,
+    ) -> Result<Applied> {
+        if i64::try_from(seq).is_err() {
+            return Err(StoreError::Rejected(format!(
+                "snapshot sequence number {seq} of host {host} is out of range"
+            )));
+        }
+        let mut subjects = HashSet::with_capacity(items.len());
+        for item in items {
+            if !subjects.insert(item.subject.as_str()) {
+                return Err(StoreError::Rejected(format!(
+                    "the snapshot of host {host} lists {} twice",
+                    item.subject
+                )));
+            }
+        }
+        let row = |transition, subject, severity, item| HistoryRow {
+            host,
+            stream_id,
+            seq: None,
+            transition,
+            observed_at: received_at,
+            received_at,
+            subject,
+            severity,
+            item,
+            source: "snapshot",
+        };
+        let mut written = 0;
+        for item in items {
+            let slot = self
+                .items
+                .entry(Cow::Borrowed(item.subject.as_str()))
+                .or_default();
+            let transition = match &slot.current {
+                Some(current) if current.sha256 == item.sha256 => continue,
+                Some(_) => Transition::Changed,
+                None => Transition::Drifted,
+            };
+            history.push(row(
+                transition,
+                Cow::Borrowed(&item.subject),
+                item.severity,
+                Cow::Borrowed(&item.encoded),
+            ));
+            self.aggregates.store(slot, item, received_at);
+            written += 1;
+        }
+        let mut gone: Vec<(&Cow<'w, str>, &mut Slot<'w>)> = self
+            .items
+            .iter_mut()
+            .filter(|(subject, slot)| {
+                slot.current.is_some() && !subjects.contains(subject.as_ref())
+            })
+            .collect();
+        gone.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (subject, slot) in gone {
+            let Some(old) = slot.current.take() else {
+                continue;
+            };
+            slot.changed = true;
+            self.aggregates.removed(old.severity, old.observed_at);
+            let encoded = old.encoded.ok_or_else(|| {
+                StoreError::Database(format!("{subject} was read without its item"))
+            })?;
+            history.push(row(
+                Transition::Resolved,
+                subject.clone(),
+                old.severity,
+                encoded,
+            ));
+            written += 1;
+        }
+        self.stream_id = Cow::Borrowed(stream_id);
+        self.last_seq = seq;
+        self.seen(received_at);
+        Ok(Applied {
+            last_seq: seq,
+            events: written,
+        })
+    }
+}
+
+impl Aggregates {
+    /// Makes `item` current in `slot` and counts it; an item already current keeps its
+    /// `observed_at`.
+    fn store<'w>(&mut self, slot: &mut Slot<'w>, item: &'w ItemRecord, observed_at: Millis) {
+        let observed_at = match &slot.current {
+            Some(old) => {
+                if old.severity != item.severity {
+                    self.removed(old.severity, old.observed_at);
+                    self.added(item.severity, old.observed_at);
+                }
+                old.observed_at
+            }
+            None => {
+                self.added(item.severity, observed_at);
+                observed_at
+            }
+        };
+        slot.current = Some(Current {
+            sha256: item.sha256,
+            severity: item.severity,
+            observed_at,
+            encoded: Some(Cow::Borrowed(&item.encoded)),
+            record: Some(item),
+        });
+        slot.changed = true;
+    }
+
+    fn added(&mut self, severity: Severity, observed_at: Millis) {
+        let i = severity as usize;
+        self.counts[i] += 1;
+        self.since[i] = Some(self.since[i].map_or(observed_at, |s| s.min(observed_at)));
+    }
+
+    fn removed(&mut self, severity: Severity, observed_at: Millis) {
+        let i = severity as usize;
+        self.counts[i] -= 1;
+        if self.since[i].is_none_or(|s| observed_at <= s) {
+            self.stale[i] = true;
         }
     }
+}
+
+/// The items a group stores, column by column (for one `INSERT … SELECT FROM unnest`).
+#[derive(Default)]
+struct Stored<'a> {
+    host: Vec<&'a str>,
+    subject: Vec<&'a str>,
+    subject_kind: Vec<&'static str>,
+    kind: Vec<&'static str>,
+    severity: Vec<i64>,
+    cause: Vec<&'a str>,
+    changed: Vec<String>,
+    observed_at: Vec<Millis>,
+    sha256: Vec<&'a [u8]>,
+    item: Vec<&'a [u8]>,
+}
+
+impl<'a> Stored<'a> {
+    fn push(&mut self, host: &'a str, subject: &'a str, current: &'a Current<'_>) -> Result<()> {
+        let record = current.record.ok_or_else(|| {
+            StoreError::Database(format!("{subject} of host {host} changed without a record"))
+        })?;
+        self.host.push(host);
+        self.subject.push(subject);
+        self.subject_kind.push(record.subject_kind.as_str());
+        self.kind.push(record.kind);
+        self.severity.push(record.severity.index() as i64);
+        self.cause.push(&record.cause);
+        self.changed
+            .push(serde_json::to_string(&record.changed).unwrap_or_else(|_| "[]".into()));
+        self.observed_at.push(current.observed_at);
+        self.sha256.push(&record.sha256);
+        self.item.push(&record.encoded);
+        Ok(())
+    }
+
+    fn write(&self, tx: &mut Tx<'_>) -> Result<()> {
+        tx.execute(
+            "INSERT INTO items (host, subject, subject_kind, kind, severity, cause, changed,
+                 observed_at, sha256, item)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
+                 $5::bigint[], $6::text[], $7::text[], $8::bigint[], $9::bytea[], $10::bytea[])
+             ON CONFLICT (host, subject) DO UPDATE SET
+                 subject_kind = excluded.subject_kind,
+                 kind = excluded.kind,
+                 severity = excluded.severity,
+                 cause = excluded.cause,
+                 changed = excluded.changed,
+                 observed_at = excluded.observed_at,
+                 sha256 = excluded.sha256,
+                 item = excluded.item",
+            &[
+                &self.host,
+                &self.subject,
+                &self.subject_kind,
+                &self.kind,
+                &self.severity,
+                &self.cause,
+                &self.changed,
+                &self.observed_at,
+                &self.sha256,
+                &self.item,
+            ],
+        )?;
+        Ok(())
+    }
+}
+
+/// Appends the group's history rows, numbered in order.
+fn insert_events(tx: &mut Tx<'_>, rows: &[HistoryRow<'_>]) -> Result<()> {
+    let column = |f: &dyn Fn(&HistoryRow<'_>) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
+    let host: Vec<&str> = rows.iter().map(|r| r.host).collect();
+    let stream_id: Vec<&str> = rows.iter().map(|r| r.stream_id).collect();
+    let seq: Vec<Option<i64>> = rows.iter().map(|r| r.seq).collect();
+    let transition: Vec<&str> = rows.iter().map(|r| r.transition.as_str()).collect();
+    let observed_at = column(&|r| r.observed_at);
+    let received_at = column(&|r| r.received_at);
+    let subject: Vec<&str> = rows.iter().map(|r| r.subject.as_ref()).collect();
+    let severity = column(&|r| r.severity.index() as i64);
+    let source: Vec<&str> = rows.iter().map(|r| r.source).collect();
+    let item: Vec<&[u8]> = rows.iter().map(|r| r.item.as_ref()).collect();
+    tx.execute(
+        "INSERT INTO events (host, stream_id, seq, transition, observed_at, received_at,
+             subject, severity, source, item)
+         SELECT host, stream_id, seq, transition, observed_at, received_at, subject,
+             severity, source, item
+         FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[],
+             $6::bigint[], $7::text[], $8::bigint[], $9::text[], $10::bytea[])
+             WITH ORDINALITY AS r (host, stream_id, seq, transition, observed_at, received_at,
+                 subject, severity, source, item, n)
+         ORDER BY n",
+        &[
+            &host,
+            &stream_id,
+            &seq,
+            &transition,
+            &observed_at,
+            &received_at,
+            &subject,
+            &severity,
+            &source,
+            &item,
+        ],
+    )?;
+    Ok(())
+}
+
+/// Writes back the rows of the hosts a write was applied to, their stale `since` read again
+/// from the stored items.
+fn save_hosts(tx: &mut Tx<'_>, hosts: HashMap<&str, HostState<'_>>) -> Result<()> {
+    let mut hosts: Vec<(&str, HostState<'_>)> =
+        hosts.into_iter().filter(|(_, s)| s.written).collect();
+    if hosts.is_empty() {
+        return Ok(());
+    }
+    hosts.sort_unstable_by_key(|(host, _)| *host);
+    let mut stale: (Vec<&str>, Vec<i64>) = (Vec::new(), Vec::new());
+    for (host, state) in &mut hosts {
+        let a = &mut state.aggregates;
+        for severity in Severity::ALL {
+            let i = severity as usize;
+            if a.counts[i] <= 0 {
+                a.counts[i] = 0;
+                a.since[i] = None;
+            } else if a.stale[i] {
+                stale.0.push(host);
+                stale.1.push(severity as i64);
+            }
+        }
+    }
+    if !stale.0.is_empty() {
+        let mut since = HashMap::new();
+        for r in tx.query(
+            "SELECT i.host, i.severity, min(i.observed_at)
+             FROM items i
+             JOIN unnest($1::text[], $2::bigint[]) AS k (host, severity)
+                 ON i.host = k.host AND i.severity = k.severity
+             GROUP BY i.host, i.severity",
+            &[&stale.0, &stale.1],
+        )? {
+            since.insert(
+                (r.get::<_, String>(0), r.get::<_, i64>(1)),
+                r.get::<_, Millis>(2),
+            );
+        }
+        for (host, state) in &mut hosts {
+            let a = &mut state.aggregates;
+            for severity in Severity::ALL {
+                let i = severity as usize;
+                if a.stale[i] && a.counts[i] > 0 {
+                    a.since[i] = since.get(&(host.to_string(), severity as i64)).copied();
+                }
+            }
+        }
+    }
+    let name: Vec<&str> = hosts.iter().map(|(h, _)| *h).collect();
+    let stream_id: Vec<&str> = hosts.iter().map(|(_, s)| s.stream_id.as_ref()).collect();
+    let last_seq: Vec<i64> = hosts.iter().map(|(_, s)| s.last_seq as i64).collect();
+    let seen: Vec<Option<Millis>> = hosts.iter().map(|(_, s)| s.last_seen).collect();
+    let count =
+        |i: usize| -> Vec<i64> { hosts.iter().map(|(_, s)| s.aggregates.counts[i]).collect() };
+    let since = |i: usize| -> Vec<Option<Millis>> {
+        hosts.iter().map(|(_, s)| s.aggregates.since[i]).collect()
+    };
+    tx.execute(
+        "UPDATE hosts h SET stream_id = u.stream_id, last_seq = u.last_seq,
+             last_seen = GREATEST(h.last_seen, u.seen),
+             n_security = u.n0, n_behavioral = u.n1, n_cosmetic = u.n2,
+             since_security = u.s0, since_behavioral = u.s1, since_cosmetic = u.s2
+         FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[],
+             $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[])
+             AS u (host, stream_id, last_seq, seen, n0, n1, n2, s0, s1, s2)
+         WHERE h.host = u.host",
+        &[
+            &name,
+            &stream_id,
+            &last_seq,
+            &seen,
+            &count(0),
+            &count(1),
+            &count(2),
+            &since(0),
+            &since(1),
+            &since(2),
+        ],
+    )?;
+    Ok(())
 }
 
 /// Creates or updates the host (and its baseline) a hello describes.
@@ -193,183 +797,6 @@ pub(super) fn hello(tx: &mut Tx<'_>, info: &HostInfo, now: Millis) -> Result<Str
     Ok(state)
 }
 
-fn apply_batch(
-    tx: &mut Tx<'_>,
-    host: &str,
-    stream_id: &str,
-    events: &[EventRecord],
-    received_at: Millis,
-) -> Result<Applied> {
-    let mut row = HostState::read(tx, host)?;
-    if !row.stream_id.is_empty() && row.stream_id != stream_id {
-        return Err(StoreError::Rejected(format!(
-            "stream mismatch for host {host}: the collector follows stream {:?} (up to sequence \
-             {}), the batch is of stream {stream_id:?}; a snapshot is needed",
-            row.stream_id, row.last_seq
-        )));
-    }
-    let stored = row.last_seq;
-    let replayed = events.iter().take_while(|e| e.seq <= stored).count();
-    let new = &events[replayed..];
-    for (expected, e) in (stored + 1..).zip(new) {
-        if e.seq != expected {
-            return Err(StoreError::Rejected(format!(
-                "sequence gap for host {host}: expected sequence number {expected}, got {} \
-                 (stored up to {stored}); nothing of this batch was stored",
-                e.seq
-            )));
-        }
-    }
-    if new.is_empty() {
-        touch(tx, host, received_at)?;
-        return Ok(Applied {
-            last_seq: stored,
-            events: 0,
-        });
-    }
-    let last_seq = stored + new.len() as u64;
-    if i64::try_from(last_seq).is_err() {
-        return Err(StoreError::Rejected(format!(
-            "sequence number {last_seq} of host {host} is out of range"
-        )));
-    }
-    for e in new {
-        insert_event(
-            tx,
-            &HistoryRow {
-                host,
-                stream_id,
-                seq: Some(e.seq as i64),
-                transition: e.transition,
-                observed_at: e.observed_at,
-                received_at,
-                subject: &e.item.subject,
-                severity: e.item.severity,
-                item: &e.item.encoded,
-                source: "stream",
-            },
-        )?;
-        match e.transition {
-            Transition::Drifted | Transition::Changed => {
-                let old = current(tx, host, &e.item.subject)?;
-                row.upsert(tx, host, &e.item, old, e.observed_at)?;
-            }
-            Transition::Resolved => {
-                if let Some((severity, observed_at, _)) = delete_item(tx, host, &e.item.subject)? {
-                    row.removed(severity, observed_at);
-                }
-            }
-        }
-    }
-    row.stream_id = stream_id.to_owned();
-    row.last_seq = last_seq;
-    row.save(tx, host, received_at)?;
-    Ok(Applied {
-        last_seq,
-        events: new.len() as u64,
-    })
-}
-
-fn apply_snapshot(
-    tx: &mut Tx<'_>,
-    host: &str,
-    stream_id: &str,
-    seq: u64,
-    items: &[ItemRecord],
-    received_at: Millis,
-) -> Result<Applied> {
-    let mut row = HostState::read(tx, host)?;
-    if i64::try_from(seq).is_err() {
-        return Err(StoreError::Rejected(format!(
-            "snapshot sequence number {seq} of host {host} is out of range"
-        )));
-    }
-    let mut subjects = HashSet::with_capacity(items.len());
-    for item in items {
-        if !subjects.insert(item.subject.as_str()) {
-            return Err(StoreError::Rejected(format!(
-                "the snapshot of host {host} lists {} twice",
-                item.subject
-            )));
-        }
-    }
-    let mut old: HashMap<String, Current> = HashMap::new();
-    for r in tx.query(
-        "SELECT subject, sha256, severity, observed_at FROM items WHERE host = $1",
-        &[&host],
-    )? {
-        old.insert(
-            r.get(0),
-            Current {
-                sha256: r.get(1),
-                severity: severity(r.get(2))?,
-                observed_at: r.get(3),
-            },
-        );
-    }
-    let mut written = 0;
-    for item in items {
-        let before = old.remove(&item.subject);
-        let transition = match &before {
-            Some(current) if current.sha256 == item.sha256 => continue,
-            Some(_) => Transition::Changed,
-            None => Transition::Drifted,
-        };
-        insert_event(
-            tx,
-            &HistoryRow {
-                host,
-                stream_id,
-                seq: None,
-                transition,
-                observed_at: received_at,
-                received_at,
-                subject: &item.subject,
-                severity: item.severity,
-                item: &item.encoded,
-                source: "snapshot",
-            },
-        )?;
-        row.upsert(tx, host, item, before, received_at)?;
-        written += 1;
-    }
-    let mut gone: Vec<String> = old.into_keys().collect();
-    gone.sort_unstable();
-    for subject in &gone {
-        let Some((severity, observed_at, item)) = delete_item(tx, host, subject)? else {
-            continue;
-        };
-        row.removed(severity, observed_at);
-        insert_event(
-            tx,
-            &HistoryRow {
-                host,
-                stream_id,
-                seq: None,
-                transition: Transition::Resolved,
-                observed_at: received_at,
-                received_at,
-                subject,
-                severity,
-                item: &item,
-                source: "snapshot",
-            },
-        )?;
-        written += 1;
-    }
-    row.stream_id = stream_id.to_owned();
-    row.last_seq = seq;
-    row.save(tx, host, received_at)?;
-    Ok(Applied {
-        last_seq: seq,
-        events: written,
-    })
-}
-
-fn unknown_host(host: &str) -> StoreError {
-    StoreError::Rejected(format!("unknown host {host}: it must say hello first"))
-}
-
 pub(super) fn stream_state(tx: &mut Tx<'_>, host: &str) -> Result<Option<StreamState>> {
     Ok(tx
         .query_opt(
@@ -381,218 +808,4 @@ pub(super) fn stream_state(tx: &mut Tx<'_>, host: &str) -> Result<Option<StreamS
             last_seq: to_u64(r.get(1)),
             connection: to_u64(r.get(2)),
         }))
-}
-
-fn touch(tx: &mut Tx<'_>, host: &str, at: Millis) -> Result<()> {
-    tx.execute(
-        "UPDATE hosts SET last_seen = GREATEST(last_seen, $2) WHERE host = $1",
-        &[&host, &at],
-    )?;
-    Ok(())
-}
-
-/// What a write needs of a current item before replacing it.
-struct Current {
-    sha256: Vec<u8>,
-    severity: Severity,
-    observed_at: Millis,
-}
-
-fn current(tx: &mut Tx<'_>, host: &str, subject: &str) -> Result<Option<Current>> {
-    tx.query_opt(
-        "SELECT sha256, severity, observed_at FROM items WHERE host = $1 AND subject = $2",
-        &[&host, &subject],
-    )?
-    .map(|r| {
-        Ok(Current {
-            sha256: r.get(0),
-            severity: severity(r.get(1))?,
-            observed_at: r.get(2),
-        })
-    })
-    .transpose()
-}
-
-/// Removes a current item; returns its severity, `observed_at` and encoding if there was one.
-fn delete_item(
-    tx: &mut Tx<'_>,
-    host: &str,
-    subject: &str,
-) -> Result<Option<(Severity, Millis, Vec<u8>)>> {
-    tx.query_opt(
-        "DELETE FROM items WHERE host = $1 AND subject = $2
-         RETURNING severity, observed_at, item",
-        &[&host, &subject],
-    )?
-    .map(|r| Ok((severity(r.get(0))?, r.get(1), r.get(2))))
-    .transpose()
-}
-
-/// One `events` row.
-struct HistoryRow<'a> {
-    host: &'a str,
-    stream_id: &'a str,
-    seq: Option<i64>,
-    transition: Transition,
-    observed_at: Millis,
-    received_at: Millis,
-    subject: &'a str,
-    severity: Severity,
-    item: &'a [u8],
-    source: &'static str,
-}
-
-fn insert_event(tx: &mut Tx<'_>, row: &HistoryRow<'_>) -> Result<()> {
-    tx.execute(
-        "INSERT INTO events (host, stream_id, seq, transition, observed_at, received_at,
-             subject, severity, source, item)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        &[
-            &row.host,
-            &row.stream_id,
-            &row.seq,
-            &row.transition.as_str(),
-            &row.observed_at,
-            &row.received_at,
-            &row.subject,
-            &(row.severity.index() as i64),
-            &row.source,
-            &row.item,
-        ],
-    )?;
-    Ok(())
-}
-
-/// A host's row while a write changes it (see SQLite's `write::HostState`).
-struct HostState {
-    stream_id: String,
-    last_seq: u64,
-    counts: [i64; 3],
-    since: [Option<Millis>; 3],
-    /// Severities whose oldest item left: their `since` is read again on saving.
-    stale: [bool; 3],
-}
-
-impl HostState {
-    /// Reads and locks the host's row; an unknown host is rejected.
-    fn read(tx: &mut Tx<'_>, host: &str) -> Result<HostState> {
-        let r = tx
-            .query_opt(
-                "SELECT stream_id, last_seq, n_security, n_behavioral, n_cosmetic,
-                     since_security, since_behavioral, since_cosmetic
-                 FROM hosts WHERE host = $1 FOR UPDATE",
-                &[&host],
-            )?
-            .ok_or_else(|| unknown_host(host))?;
-        Ok(HostState {
-            stream_id: r.get(0),
-            last_seq: to_u64(r.get(1)),
-            counts: [r.get(2), r.get(3), r.get(4)],
-            since: [r.get(5), r.get(6), r.get(7)],
-            stale: [false; 3],
-        })
-    }
-
-    /// Stores `item` as current (replacing `old`) and counts it; an item already current
-    /// keeps its `observed_at`.
-    fn upsert(
-        &mut self,
-        tx: &mut Tx<'_>,
-        host: &str,
-        item: &ItemRecord,
-        old: Option<Current>,
-        observed_at: Millis,
-    ) -> Result<()> {
-        let observed_at = match old {
-            Some(old) => {
-                if old.severity != item.severity {
-                    self.removed(old.severity, old.observed_at);
-                    self.added(item.severity, old.observed_at);
-                }
-                old.observed_at
-            }
-            None => {
-                self.added(item.severity, observed_at);
-                observed_at
-            }
-        };
-        let changed = serde_json::to_string(&item.changed).unwrap_or_else(|_| "[]".into());
-        tx.execute(
-            "INSERT INTO items (host, subject, subject_kind, kind, severity, cause, changed,
-                 observed_at, sha256, item)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-             ON CONFLICT (host, subject) DO UPDATE SET
-                 subject_kind = excluded.subject_kind,
-                 kind = excluded.kind,
-                 severity = excluded.severity,
-                 cause = excluded.cause,
-                 changed = excluded.changed,
-                 sha256 = excluded.sha256,
-                 item = excluded.item",
-            &[
-                &host,
-                &item.subject,
-                &item.subject_kind.as_str(),
-                &item.kind,
-                &(item.severity.index() as i64),
-                &item.cause,
-                &changed,
-                &observed_at,
-                &item.sha256.as_slice(),
-                &item.encoded,
-            ],
-        )?;
-        Ok(())
-    }
-
-    fn added(&mut self, severity: Severity, observed_at: Millis) {
-        let i = severity as usize;
-        self.counts[i] += 1;
-        self.since[i] = Some(self.since[i].map_or(observed_at, |s| s.min(observed_at)));
-    }
-
-    fn removed(&mut self, severity: Severity, observed_at: Millis) {
-        let i = severity as usize;
-        self.counts[i] -= 1;
-        if self.since[i].is_none_or(|s| observed_at <= s) {
-            self.stale[i] = true;
-        }
-    }
-
-    /// Writes the row back, with `last_seen` at least `seen`.
-    fn save(&mut self, tx: &mut Tx<'_>, host: &str, seen: Millis) -> Result<()> {
-        for severity in Severity::ALL {
-            let i = severity as usize;
-            if self.counts[i] <= 0 {
-                self.counts[i] = 0;
-                self.since[i] = None;
-            } else if self.stale[i] {
-                self.since[i] = tx
-                    .query_one(
-                        "SELECT min(observed_at) FROM items WHERE host = $1 AND severity = $2",
-                        &[&host, &(severity as i64)],
-                    )?
-                    .get(0);
-            }
-        }
-        tx.execute(
-            "UPDATE hosts SET stream_id = $2, last_seq = $3, last_seen = GREATEST(last_seen, $4),
-                 n_security = $5, n_behavioral = $6, n_cosmetic = $7,
-                 since_security = $8, since_behavioral = $9, since_cosmetic = $10
-             WHERE host = $1",
-            &[
-                &host,
-                &self.stream_id,
-                &(self.last_seq as i64),
-                &seen,
-                &self.counts[0],
-                &self.counts[1],
-                &self.counts[2],
-                &self.since[0],
-                &self.since[1],
-                &self.since[2],
-            ],
-        )?;
-        Ok(())
-    }
 }

@@ -264,6 +264,38 @@ fn prefix_upper_bounds() {
 /// The plans behind the performance targets: path filters narrow through `items_subject`
 /// and never read the table, a host's history reads its own index range in order.
 #[test]
+fn storing_an_event_builds_no_temporary_btree_and_still_checks_its_values() {
+    let store = temp_store();
+    let writer = lock(&store.writer);
+    let opcodes: Vec<String> = writer
+        .conn
+        .prepare(&format!("EXPLAIN {}", write::INSERT_EVENT))
+        .unwrap()
+        .query_map(
+            rusqlite::params!["h", "s", 1, "drifted", 0, 0, "/etc/a", 0, "stream", b""],
+            |r| r.get::<_, String>(1),
+        )
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    assert!(opcodes.iter().any(|op| op == "Insert"), "{opcodes:?}");
+    assert!(
+        !opcodes.iter().any(|op| op == "OpenEphemeral"),
+        "{opcodes:?}"
+    );
+    for (transition, source) in [("bogus", "stream"), ("drifted", "bogus")] {
+        let err = writer
+            .conn
+            .execute(
+                write::INSERT_EVENT,
+                rusqlite::params!["h", "s", 1, transition, 0, 0, "/etc/a", 0, source, b""],
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("CHECK constraint failed"), "{err}");
+    }
+}
+
+#[test]
 fn queries_use_their_indexes() {
     let store = temp_store();
     let writer = lock(&store.writer);

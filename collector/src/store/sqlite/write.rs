@@ -458,34 +458,35 @@ struct HistoryRow<'a> {
     source: &'static str,
 }
 
+/// Stores one `events` row.
+pub(super) const INSERT_EVENT: &str = "INSERT INTO events (host, stream_id, seq, transition,
+     observed_at, received_at, subject, severity, source, item)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+
 fn insert_event(conn: &Connection, row: &HistoryRow<'_>) -> Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO events (host, stream_id, seq, transition, observed_at, received_at,
-             subject, severity, source, item)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )
-    .and_then(|mut stmt| {
-        stmt.execute(params![
-            row.host,
-            row.stream_id,
-            row.seq,
-            row.transition.as_str(),
-            row.observed_at,
-            row.received_at,
-            row.subject,
-            row.severity.index() as i64,
-            row.source,
-            row.item,
-        ])
-    })
-    .with_context(|| {
-        format!(
-            "storing event {} of host {} ({})",
-            row.seq.unwrap_or(0),
-            row.host,
-            row.subject
-        )
-    })?;
+    conn.prepare_cached(INSERT_EVENT)
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                row.host,
+                row.stream_id,
+                row.seq,
+                row.transition.as_str(),
+                row.observed_at,
+                row.received_at,
+                row.subject,
+                row.severity.index() as i64,
+                row.source,
+                row.item,
+            ])
+        })
+        .with_context(|| {
+            format!(
+                "storing event {} of host {} ({})",
+                row.seq.unwrap_or(0),
+                row.host,
+                row.subject
+            )
+        })?;
     Ok(())
 }
 

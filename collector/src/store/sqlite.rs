@@ -534,9 +534,10 @@ impl Store for SqliteStore {
         filter: &ItemFilter,
         min_hosts: usize,
         limit: usize,
+        max_hosts: usize,
     ) -> Result<Vec<Cause>> {
         self.read("listing causes", |tx| {
-            query::list_causes(tx, filter, min_hosts, limit)
+            query::list_causes(tx, filter, min_hosts, limit, max_hosts)
         })
     }
 

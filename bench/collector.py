@@ -316,8 +316,9 @@ def raw_sql_times(db, samples):
                  "FROM items GROUP BY subject ORDER BY COUNT(*) DESC",
         # Every change with its host count and its first five hosts, as `causes --hosts 5`.
         "causes": "SELECT cause, COUNT(*), MIN(severity), (SELECT group_concat(host) FROM "
-                  "(SELECT host FROM items i WHERE i.cause = o.cause ORDER BY host LIMIT 5)) "
-                  "FROM items o GROUP BY cause ORDER BY COUNT(*) DESC",
+                  "(SELECT host FROM items i WHERE i.subject = o.subject AND i.cause = o.cause "
+                  "ORDER BY host LIMIT 5)) FROM items o GROUP BY subject, cause "
+                  "ORDER BY COUNT(*) DESC",
     }
     out = {}
     for name, sql in queries.items():

@@ -6,7 +6,7 @@ use driftwatch_proto::text::count;
 use driftwatch_proto::v1;
 
 use super::packer::PackerManifest;
-use super::tfstate::{ResourceKind, StateKind, StateSummary};
+use super::tfstate::{ResourceKind, StateSummary};
 
 /// Longest state name.
 pub const MAX_NAME_LEN: usize = 200;
@@ -106,11 +106,7 @@ pub fn state_request(summary: StateSummary, name: &str, source: &str) -> v1::Imp
     v1::ImportStateRequest {
         name: name.to_owned(),
         source: source.to_owned(),
-        kind: match summary.kind {
-            StateKind::Raw => "state",
-            StateKind::ShowJson => "show_json",
-        }
-        .into(),
+        kind: summary.kind.as_str().into(),
         lineage: summary.lineage.unwrap_or_default(),
         serial: summary.serial,
         terraform_version: summary.terraform_version.unwrap_or_default(),
@@ -233,7 +229,7 @@ pub enum RequestError {
     },
     #[error("{field} contains control characters")]
     ControlCharacters { field: Field },
-    #[error("unknown state kind {0:?} (expected state or show_json)")]
+    #[error("unknown state kind {0:?} (expected state, show_json, pulumi or cloudformation)")]
     UnknownKind(String),
     #[error("{count} {what} in one import (limit {MAX_IMPORT_ITEMS})")]
     TooMany { what: &'static str, count: usize },
@@ -299,7 +295,10 @@ pub fn validate_state(r: &v1::ImportStateRequest) -> Result<(), RequestError> {
     }
     check_text(|| Field::StateName, &r.name, MAX_NAME_LEN)?;
     check_text(|| Field::Source, &r.source, 4096)?;
-    if !matches!(r.kind.as_str(), "state" | "show_json") {
+    if !matches!(
+        r.kind.as_str(),
+        "state" | "show_json" | "pulumi" | "cloudformation"
+    ) {
         return Err(RequestError::UnknownKind(r.kind.clone()));
     }
     if r.resources.len() > MAX_IMPORT_ITEMS {

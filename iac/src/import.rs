@@ -116,14 +116,42 @@ pub fn state_request(summary: StateSummary, name: &str, source: &str) -> v1::Imp
 }
 
 /// What an import of a state stored, for people: `imported state "prod", serial 42: 12
-/// resources (3 replaced)`; a state without a serial (`terraform show -json` carries none)
-/// says so.
-pub fn state_summary(name: &str, serial: Option<u64>, stored: u64, replaced: u64) -> String {
+/// resources (3 replaced)`; a state without a serial (`terraform show -json`, Pulumi and
+/// CloudFormation stacks carry none) says so, and a stack says what it is (`imported pulumi
+/// stack "web/dev", no serial: …`).
+pub fn state_summary(
+    kind: &str,
+    name: &str,
+    serial: Option<u64>,
+    stored: u64,
+    replaced: u64,
+) -> String {
     format!(
-        "imported state {name:?}, {}: {} ({replaced} replaced)",
+        "imported {} {name:?}, {}: {} ({replaced} replaced)",
+        kind_noun(kind),
         serial.map_or_else(|| "no serial".to_owned(), |s| format!("serial {s}")),
         count(stored, "resource", "resources"),
     )
+}
+
+/// What a stored state of `kind` is, for people: `state`, `pulumi stack`, `cloudformation
+/// stack`.
+pub fn kind_noun(kind: &str) -> &'static str {
+    match kind {
+        "pulumi" => "pulumi stack",
+        "cloudformation" => "cloudformation stack",
+        _ => "state",
+    }
+}
+
+/// Why a stored state of `kind` has no serial, for people; `None` for kinds that have one.
+pub fn why_no_serial(kind: &str) -> Option<&'static str> {
+    match kind {
+        "show_json" => Some("a `terraform show -json` export"),
+        "pulumi" => Some("a Pulumi stack export has none"),
+        "cloudformation" => Some("CloudFormation stack resources have none"),
+        _ => None,
+    }
 }
 
 /// The name a state is stored under when none is given: its lineage (stable across writes),
@@ -470,12 +498,20 @@ mod tests {
     #[test]
     fn summaries_say_the_serial_or_that_there_is_none() {
         assert_eq!(
-            state_summary("web", Some(42), 1, 0),
+            state_summary("state", "web", Some(42), 1, 0),
             "imported state \"web\", serial 42: 1 resource (0 replaced)"
         );
         assert_eq!(
-            state_summary("plan", None, 3, 1),
+            state_summary("show_json", "plan", None, 3, 1),
             "imported state \"plan\", no serial: 3 resources (1 replaced)"
+        );
+        assert_eq!(
+            state_summary("pulumi", "web/dev", None, 2, 0),
+            "imported pulumi stack \"web/dev\", no serial: 2 resources (0 replaced)"
+        );
+        assert_eq!(
+            state_summary("cloudformation", "web", None, 1, 1),
+            "imported cloudformation stack \"web\", no serial: 1 resource (1 replaced)"
         );
     }
 

@@ -874,10 +874,21 @@ fn a_pulumi_stack_export_correlates_its_instances_and_flags_a_wrong_image() {
         .cli()
         .args(["iac", "import", "--pulumi-stack"])
         .arg(&export)
-        .ok();
+        .output();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
     assert_eq!(
-        out.trim(),
+        stdout.trim(),
         "imported pulumi stack \"web/dev\", no serial: 3 resources (0 replaced)"
+    );
+    // The secret output of an allow-listed attribute is named, never shown.
+    assert!(
+        stderr.contains("web-b: attribute `privateIp` is marked secret: not read, not stored")
+            && !stderr.contains("SECRET"),
+        "{stderr}"
     );
     // A Terraform state given as a Pulumi stack is refused, saying what it is.
     let tfstate = t.path().join("terraform.tfstate");
@@ -998,6 +1009,24 @@ fn a_cloudformation_stack_with_its_instances_flags_a_wrong_image() {
     fs::write(&resources, STACK_RESOURCES).unwrap();
     let instances = t.path().join("instances.json");
     fs::write(&instances, INSTANCES).unwrap();
+    // `--instances` goes with `--cloudformation`, `--baseline` with `--packer-manifest` only.
+    let err = c
+        .cli()
+        .args(["iac", "import", "--instances"])
+        .arg(&instances)
+        .stderr_with_code(1);
+    assert!(
+        err.contains("required arguments were not provided"),
+        "{err}"
+    );
+    let err = c
+        .cli()
+        .args(["iac", "import", "--cloudformation"])
+        .arg(&resources)
+        .arg("--baseline")
+        .arg(&baked)
+        .stderr_with_code(1);
+    assert!(err.contains("cannot be used with"), "{err}");
     // The files swapped: each says what the other is.
     let err = c
         .cli()

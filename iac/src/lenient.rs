@@ -68,8 +68,8 @@ pub(crate) trait FieldValue: Sized {
 /// (or `"plaintext"` under `--show-secrets`). Such an object is never read as a value.
 pub(crate) const PULUMI_SECRET_SIG: &str = "4dabf18193072939515e22adb298388d";
 
-/// What an unexpected object is called in warnings: a Pulumi secret says so.
-const A_SECRET: &str = "a value marked secret (never read)";
+/// What an unexpected object is called when it is a Pulumi secret (warnings say so).
+const A_SECRET: &str = "a value marked secret";
 
 /// Skips an object where a value of another kind was expected, saying what it was: an object,
 /// or a Pulumi secret. Only the keys are looked at.
@@ -278,6 +278,13 @@ impl Notes<'_> {
         match field {
             Field::Absent => None,
             Field::Value(v) => Some(v),
+            Field::Unexpected(A_SECRET) => {
+                self.warnings.push(format!(
+                    "{}: attribute `{attribute}` is marked secret: not read, not stored",
+                    self.address
+                ));
+                None
+            }
             Field::Unexpected(kind) => {
                 self.warnings.push(format!(
                     "{}: attribute `{attribute}` is {kind}, not the shape driftwatch reads; \

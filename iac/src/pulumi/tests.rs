@@ -144,8 +144,8 @@ fn secrets_never_survive_and_secret_outputs_are_named_in_warnings() {
     assert_eq!((b_kind.private_ip.as_ref(), b_kind.tags.len()), (None, 0));
     let warnings = export.summary.warnings.join("\n");
     assert!(
-        warnings.contains("web-b: attribute `privateIp` is a value marked secret")
-            && warnings.contains("web-b: attribute `tags` is a value marked secret"),
+        warnings.contains("web-b: attribute `privateIp` is marked secret: not read, not stored")
+            && warnings.contains("web-b: attribute `tags` is marked secret"),
         "{warnings}"
     );
 }

@@ -954,7 +954,12 @@ fn a_pulumi_stack_export_correlates_its_instances_and_flags_a_wrong_image() {
         "{text}"
     );
     let report = c.cli().args(["report", "--format", "json"]).ok();
-    for out in [&out, &text, &report, &listed.to_string()] {
+    let md = c.cli().args(["report", "--format", "markdown"]).ok();
+    assert!(
+        md.contains("- pulumi stack web/dev (no serial: a Pulumi stack export has none"),
+        "{md}"
+    );
+    for out in [&out, &text, &report, &md, &listed.to_string()] {
         assert!(
             !out.contains("SECRET"),
             "a secret reached the collector: {out}"

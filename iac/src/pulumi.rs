@@ -41,7 +41,7 @@
 //! update began, by the clock of whichever machine ran it. Ordering imports by a wall clock
 //! would refuse good exports after a clock step, so stacks are imported without a serial, like
 //! `terraform show -json`, and an older export imported under a stack's name replaces a newer
-//! one. `manifest.time` is kept in [`StackExport::time`] for display; the Pulumi CLI version
+//! one. `manifest.time` is returned in [`StackExport::time`] (not sent); the Pulumi CLI version
 //! (`manifest.version`) stands where a state's Terraform version does.
 
 use std::fmt;

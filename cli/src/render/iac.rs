@@ -252,7 +252,12 @@ pub fn report_markdown(r: &v1::IacReport) -> String {
         let _ = writeln!(out, "- No IaC state imported");
     }
     for s in &status.states {
-        let _ = writeln!(out, "- State {}", state_line(s));
+        // A stack's line names its kind itself ("pulumi stack web/dev (…)").
+        let prefix = match s.kind.as_str() {
+            "pulumi" | "cloudformation" => "",
+            _ => "State ",
+        };
+        let _ = writeln!(out, "- {prefix}{}", state_line(s));
     }
     if !status.flag_counts.is_empty() {
         let counts: Vec<String> = status

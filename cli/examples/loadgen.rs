@@ -572,11 +572,13 @@ async fn query(url: &str, samples: usize, hosts: usize, token: Option<String>) -
         token: Some(token.unwrap_or_default()),
     })
     .await?;
-    const KINDS: [&str; 4] = [
+    const KINDS: [&str; 6] = [
         "hosts_diverged",
         "hosts_diverged_security",
         "host",
         "paths_glob",
+        "paths",
+        "causes",
     ];
     let mut times = vec![Vec::with_capacity(samples); KINDS.len()];
     let mut rows = [0; KINDS.len()];
@@ -614,7 +616,7 @@ async fn query(url: &str, samples: usize, hosts: usize, token: Option<String>) -
                     .into_inner()
                     .drift
                     .len(),
-                _ => client
+                3 => client
                     .list_paths(v1::ListPathsRequest {
                         path: "/etc/ssh/**".into(),
                         ..Default::default()
@@ -622,6 +624,22 @@ async fn query(url: &str, samples: usize, hosts: usize, token: Option<String>) -
                     .await?
                     .into_inner()
                     .paths
+                    .len(),
+                4 => client
+                    .list_paths(v1::ListPathsRequest::default())
+                    .await?
+                    .into_inner()
+                    .paths
+                    .len(),
+                // `causes --hosts 5`: every change, five host names each.
+                _ => client
+                    .list_causes(v1::ListCausesRequest {
+                        max_hosts: 5,
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner()
+                    .causes
                     .len(),
             };
             if s >= WARM_UP {

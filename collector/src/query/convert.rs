@@ -36,13 +36,7 @@ pub fn path_summary(p: &PathSummary) -> v1::PathSummary {
     }
 }
 
-/// A cause, with at most `max_hosts` of its host names (0: every one) and the count of all.
-pub fn cause(c: Cause, max_hosts: usize) -> Result<v1::Cause, StoreError> {
-    let host_count = c.hosts.len() as u64;
-    let mut hosts = c.hosts;
-    if max_hosts > 0 {
-        hosts.truncate(max_hosts);
-    }
+pub fn cause(c: Cause) -> Result<v1::Cause, StoreError> {
     Ok(v1::Cause {
         example: Some(item(&c.example)?),
         cause: c.cause,
@@ -50,8 +44,8 @@ pub fn cause(c: Cause, max_hosts: usize) -> Result<v1::Cause, StoreError> {
         kind: c.kind,
         severity: c.severity.as_str().to_owned(),
         changed: c.changed,
-        host_count,
-        hosts,
+        host_count: c.host_count,
+        hosts: c.hosts,
     })
 }
 

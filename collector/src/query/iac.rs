@@ -225,9 +225,9 @@ impl<S: Store> Queries<S> {
             .await?;
         let causes = self
             .run(move |s| {
-                s.list_causes(&item_filter, 1, 0)?
+                s.list_causes(&item_filter, 1, 0, 0)?
                     .into_iter()
-                    .map(|c| super::convert::cause(c, 0))
+                    .map(super::convert::cause)
                     .collect()
             })
             .await?;

@@ -260,9 +260,9 @@ impl<S: Store> Queries<S> {
         let max_hosts = r.max_hosts as usize;
         let causes = self
             .run(move |s| {
-                s.list_causes(&filter, min_hosts, limit)?
+                s.list_causes(&filter, min_hosts, limit, max_hosts)?
                     .into_iter()
-                    .map(|c| convert::cause(c, max_hosts))
+                    .map(convert::cause)
                     .collect()
             })
             .await?;

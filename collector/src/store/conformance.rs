@@ -262,10 +262,20 @@ impl<S: Store + ?Sized> Api<'_, S> {
         min_hosts: usize,
         limit: usize,
     ) -> Result<Vec<v1::Cause>> {
+        self.list_causes_capped(filter, min_hosts, limit, 0)
+    }
+
+    pub fn list_causes_capped(
+        &self,
+        filter: &ItemFilter,
+        min_hosts: usize,
+        limit: usize,
+        max_hosts: usize,
+    ) -> Result<Vec<v1::Cause>> {
         self.0
-            .list_causes(filter, min_hosts, limit)?
+            .list_causes(filter, min_hosts, limit, max_hosts)?
             .into_iter()
-            .map(|c| convert::cause(c, 0))
+            .map(convert::cause)
             .collect()
     }
 

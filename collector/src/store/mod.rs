@@ -330,12 +330,14 @@ pub trait Store: Send + Sync + 'static {
     /// Paths drifted on the most hosts first.
     fn list_paths(&self, filter: &ItemFilter, limit: usize) -> Result<Vec<PathSummary>>;
 
-    /// Identical changes grouped, most hosts first.
+    /// Identical changes grouped, most hosts first, each with at most `max_hosts` host names
+    /// (0: all of them) and the count of all.
     fn list_causes(
         &self,
         filter: &ItemFilter,
         min_hosts: usize,
         limit: usize,
+        max_hosts: usize,
     ) -> Result<Vec<Cause>>;
 
     /// Stored events, oldest first: by the time they were received, then in the order they

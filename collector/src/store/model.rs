@@ -87,9 +87,12 @@ pub struct Cause {
     pub kind: String,
     pub severity: Severity,
     pub changed: Vec<String>,
-    /// Every host with the change, sorted.
+    /// The hosts with the change, sorted: all of them, or the first of them when the query
+    /// capped their number.
     pub hosts: Vec<String>,
-    /// One item of the group, encoded.
+    /// How many hosts have the change.
+    pub host_count: u64,
+    /// One item of the group, encoded: the first host's.
     pub example: Vec<u8>,
 }
 

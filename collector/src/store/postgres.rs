@@ -431,9 +431,10 @@ impl Store for PgStore {
         filter: &ItemFilter,
         min_hosts: usize,
         limit: usize,
+        max_hosts: usize,
     ) -> Result<Vec<Cause>> {
         self.read("listing causes", |tx| {
-            query::list_causes(tx, filter, min_hosts, limit)
+            query::list_causes(tx, filter, min_hosts, limit, max_hosts)
         })
     }
 

@@ -46,7 +46,7 @@
 //!   key leaves them alone).
 //! - `baselines`: every baseline id seen in a hello, with its image.
 //! - `iac_states`, `iac_resources` (version 2): imported Terraform/OpenTofu states (since
-//!   version 9 also Pulumi stack exports and CloudFormation stacks: `kind` `pulumi`,
+//!   version 10 also Pulumi stack exports and CloudFormation stacks: `kind` `pulumi`,
 //!   `cloudformation`), one row per state name and per machine-describing resource instance
 //!   (allow-listed attributes only); `images`: the Packer image catalog, one row per (region,
 //!   image id).
@@ -58,7 +58,7 @@
 //!   hash with their uses, each enrolled host bound to its key, every certificate the fleet CA
 //!   issued by serial, with its revocation.
 //! - Version 7 adds `hosts.connection`; version 8 writes `events`' checks as comparisons;
-//!   version 9 widens `iac_states.kind` (both edit the table's definition in place).
+//!   version 10 widens `iac_states.kind` (both edit the table's definition in place).
 //!
 //! Invariants every write keeps:
 //! - a host's cached aggregates are those of its `items` rows;
@@ -538,9 +538,10 @@ impl Store for SqliteStore {
         filter: &ItemFilter,
         min_hosts: usize,
         limit: usize,
+        max_hosts: usize,
     ) -> Result<Vec<Cause>> {
         self.read("listing causes", |tx| {
-            query::list_causes(tx, filter, min_hosts, limit)
+            query::list_causes(tx, filter, min_hosts, limit, max_hosts)
         })
     }
 

@@ -3,7 +3,9 @@
 //! they mean. After every group the results, each host's drift set and its cached aggregates
 //! (counts, worst severity, `drifted_since`, per severity) must be the model's, and the cached
 //! aggregates must be what the items give when counted afresh (a listing filtered by path
-//! counts the items themselves).
+//! counts the items themselves). The paths and changes listed over the case's own paths (counts
+//! kept on write where a backend keeps them) must be what the model's items give counted
+//! afresh, with every filter and with host names capped.
 
 use std::collections::BTreeMap;
 
@@ -86,7 +88,8 @@ impl Model {
     /// Turns `op` into a write, and applies it to the model: the result the store must give.
     fn write(&mut self, op: &Op) -> (Write, Result<Applied, ()>) {
         let severity = |s: u8| ["security", "behavioral", "cosmetic"][s as usize];
-        let subject = |s: usize| format!("/etc/f{s}");
+        let prefix = self.prefix.clone();
+        let subject = |s: usize| format!("/{prefix}/f{s}");
         let at = self.tick();
         match op {
             Op::Unknown => (
@@ -248,7 +251,106 @@ fn summary(host: &Host, severity: Option<Severity>) -> Summary {
     )
 }
 
+/// The model's paths and changes among items of `severity` or worse, as `paths` and `causes`
+/// list them (most hosts first; a change's hosts sorted, the first host's item its example).
+fn counted(model: &Model, severity: Option<Severity>) -> (Vec<v1::PathSummary>, Vec<v1::Cause>) {
+    struct Path {
+        hosts: u64,
+        worst: Severity,
+        first: Millis,
+        last: Millis,
+    }
+    struct Change<'a> {
+        worst: Severity,
+        /// (host, its item)
+        hosts: Vec<(String, &'a ItemRecord)>,
+    }
+    let mut paths: BTreeMap<&str, Path> = BTreeMap::new();
+    let mut changes: BTreeMap<&str, Change<'_>> = BTreeMap::new();
+    for (i, host) in model.hosts.iter().enumerate() {
+        for (subject, (sev, _, since, record)) in &host.items {
+            if severity.is_some_and(|s| *sev > s) {
+                continue;
+            }
+            let path = paths.entry(subject).or_insert(Path {
+                hosts: 0,
+                worst: *sev,
+                first: *since,
+                last: *since,
+            });
+            path.hosts += 1;
+            path.worst = path.worst.min(*sev);
+            path.first = path.first.min(*since);
+            path.last = path.last.max(*since);
+            let change = changes.entry(&record.cause).or_insert(Change {
+                worst: *sev,
+                hosts: Vec::new(),
+            });
+            change.worst = change.worst.min(*sev);
+            change.hosts.push((model.host(i), record));
+        }
+    }
+    let mut paths: Vec<v1::PathSummary> = paths
+        .into_iter()
+        .map(|(subject, p)| v1::PathSummary {
+            path: subject.to_owned(),
+            hosts: p.hosts,
+            max_severity: p.worst.as_str().to_owned(),
+            first_observed: rfc3339(p.first),
+            last_observed: rfc3339(p.last),
+        })
+        .collect();
+    paths.sort_by(|a, b| b.hosts.cmp(&a.hosts).then_with(|| a.path.cmp(&b.path)));
+    let mut causes: Vec<v1::Cause> = changes
+        .into_iter()
+        .map(|(cause, mut change)| {
+            change.hosts.sort_by(|a, b| a.0.cmp(&b.0));
+            let first = change.hosts[0].1;
+            v1::Cause {
+                cause: cause.to_owned(),
+                path: first.subject.clone(),
+                kind: first.kind.to_owned(),
+                severity: change.worst.as_str().to_owned(),
+                changed: first.changed.iter().map(|c| c.to_string()).collect(),
+                host_count: change.hosts.len() as u64,
+                hosts: change.hosts.iter().map(|(name, _)| name.clone()).collect(),
+                example: Some(wire(first)),
+            }
+        })
+        .collect();
+    causes.sort_by(|a, b| {
+        b.host_count
+            .cmp(&a.host_count)
+            .then_with(|| a.path.cmp(&b.path))
+            .then_with(|| a.cause.cmp(&b.cause))
+    });
+    (paths, causes)
+}
+
 fn check(store: &dyn Store, model: &Model) -> std::result::Result<(), TestCaseError> {
+    let glob = format!("/{}/**", model.prefix);
+    for severity in [
+        None,
+        Some(Severity::Security),
+        Some(Severity::Behavioral),
+        Some(Severity::Cosmetic),
+    ] {
+        let (paths, causes) = counted(model, severity);
+        let mine = filter(severity, Some(&glob));
+        let listed = store.api().list_paths(&mine, 0).expect("list_paths");
+        prop_assert_eq!(&listed, &paths, "paths, {:?}", severity);
+        for cap in [0, 1] {
+            let listed = store
+                .api()
+                .list_causes_capped(&mine, 0, 0, cap)
+                .expect("list_causes");
+            let mut expected = causes.clone();
+            if cap > 0 {
+                expected.iter_mut().for_each(|c| c.hosts.truncate(cap));
+            }
+            prop_assert_eq!(listed, expected, "causes capped at {}, {:?}", cap, severity);
+        }
+    }
     for severity in [
         None,
         Some(Severity::Security),

@@ -328,11 +328,21 @@ pub fn list_causes_groups_identical_changes(store: &dyn Store) {
     assert_eq!(top.changed, ["content"]);
     assert_eq!(top.host_count, 2);
     assert_eq!(top.hosts, ["i-1", "i-2"]);
-    assert!(
-        top.example == Some(wire(&same)) || top.example == Some(wire(&same_other_text)),
-        "the example is one item of the group: {:?}",
-        top.example
+    assert_eq!(
+        top.example,
+        Some(wire(&same_other_text)),
+        "the example is the first host's item"
     );
+    let capped = store
+        .api()
+        .list_causes_capped(&ItemFilter::default(), 0, 0, 1)
+        .unwrap();
+    assert_eq!(
+        (capped[0].host_count, capped[0].hosts.clone()),
+        (2, vec!["i-1".to_owned()]),
+        "a cap keeps the count and the first names"
+    );
+    assert_eq!(capped[0].example, top.example);
     let singles: BTreeSet<_> = causes[1..].iter().map(|c| c.cause.clone()).collect();
     assert_eq!(
         singles,

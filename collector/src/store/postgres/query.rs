@@ -176,6 +176,7 @@ pub(super) fn list_causes(
     filter: &ItemFilter,
     min_hosts: usize,
     limit: usize,
+    max_hosts: usize,
 ) -> Result<Vec<Cause>> {
     struct Group {
         subject: String,
@@ -221,7 +222,9 @@ pub(super) fn list_causes(
     }
     let mut causes = Vec::with_capacity(groups.len());
     for (cause, mut group) in groups {
-        // Any item of the group will do: the first one seen.
+        group.hosts.sort_unstable();
+        let host_count = group.hosts.len() as u64;
+        // The first host's item.
         let example = tx.query_one(
             "SELECT kind, changed, item FROM items WHERE host = $1 AND subject = $2",
             &[&group.hosts[0], &group.subject],
@@ -229,7 +232,9 @@ pub(super) fn list_causes(
         let changed: Vec<String> = serde_json::from_str(example.get(1)).map_err(|e| {
             StoreError::Database(format!("an item's changed attributes do not parse: {e}"))
         })?;
-        group.hosts.sort_unstable();
+        if max_hosts > 0 {
+            group.hosts.truncate(max_hosts);
+        }
         causes.push(Cause {
             cause,
             subject: group.subject,
@@ -237,6 +242,7 @@ pub(super) fn list_causes(
             severity: group.worst,
             changed,
             hosts: group.hosts,
+            host_count,
             example: example.get(2),
         });
     }

@@ -212,7 +212,7 @@ fn collectors_opening_one_new_database_together_migrate_it_once() {
     assert_eq!(applied.iter().sum::<usize>(), schema::MIGRATIONS.len());
 }
 
-/// Version 3 widens `iac_states.kind` (SQLite's version 9): a version-2 database keeps its
+/// Version 3 widens `iac_states.kind` (SQLite's version 10): a version-2 database keeps its
 /// states and takes Pulumi and CloudFormation stacks afterwards (issue 15).
 #[test]
 fn a_version_2_database_migrates_to_3_and_keeps_its_states() {

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use rusqlite::types::{Type, Value};
-use rusqlite::{Connection, OptionalExtension as _, Row, params_from_iter};
+use rusqlite::{Connection, OptionalExtension as _, Row, params, params_from_iter};
 
 use super::hosts::{Drift, HOST_COLUMNS, HostRow, read_row};
 use super::{severity_at, to_u64};
@@ -106,6 +106,47 @@ pub(super) fn list_paths(
     filter: &ItemFilter,
     limit: usize,
 ) -> rusqlite::Result<Vec<PathSummary>> {
+    let mut paths = match filter.min_severity {
+        None => counted_paths(conn, filter)?,
+        // The counts are of every severity: a severity filter counts the items themselves.
+        Some(_) => scanned_paths(conn, filter)?,
+    };
+    paths.sort_unstable_by(|a, b| b.hosts.cmp(&a.hosts).then_with(|| a.path.cmp(&b.path)));
+    if limit > 0 {
+        paths.truncate(limit);
+    }
+    Ok(paths)
+}
+
+/// Paths from `subject_counts`: one row per path, whatever the number of hosts.
+fn counted_paths(conn: &Connection, filter: &ItemFilter) -> rusqlite::Result<Vec<PathSummary>> {
+    let conditions = Conditions::of(filter);
+    let sql = format!(
+        "SELECT subject, hosts, n_security, n_behavioral, n_cosmetic, first_observed,
+                last_observed
+         FROM subject_counts{}",
+        conditions.where_sql()
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(params_from_iter(&conditions.values))?;
+    let mut glob = GlobCache::new(filter);
+    let mut paths = Vec::new();
+    while let Some(row) = rows.next()? {
+        if !glob.matches(row.get_ref(0)?.as_str()?) {
+            continue;
+        }
+        paths.push(PathSummary {
+            path: row.get(0)?,
+            hosts: to_u64(row.get(1)?),
+            max_severity: worst_counted(row, 2)?,
+            first_observed: row.get(5)?,
+            last_observed: row.get(6)?,
+        });
+    }
+    Ok(paths)
+}
+
+fn scanned_paths(conn: &Connection, filter: &ItemFilter) -> rusqlite::Result<Vec<PathSummary>> {
     let conditions = Conditions::of(filter);
     let sql = paths_sql(&conditions);
     let mut stmt = conn.prepare_cached(&sql)?;
@@ -124,11 +165,33 @@ pub(super) fn list_paths(
             last_observed: row.get(4)?,
         });
     }
-    paths.sort_unstable_by(|a, b| b.hosts.cmp(&a.hosts).then_with(|| a.path.cmp(&b.path)));
-    if limit > 0 {
-        paths.truncate(limit);
-    }
     Ok(paths)
+}
+
+/// The worst severity of counts per severity in columns `first..first + 3` (security first).
+fn worst_counted(row: &Row<'_>, first: usize) -> rusqlite::Result<Severity> {
+    for (i, severity) in [Severity::Security, Severity::Behavioral, Severity::Cosmetic]
+        .into_iter()
+        .enumerate()
+    {
+        if row.get::<_, i64>(first + i)? > 0 {
+            return Ok(severity);
+        }
+    }
+    // A counted row exists only while it counts an item.
+    Err(rusqlite::Error::IntegralValueOutOfRange(first, 0))
+}
+
+/// A change's first hosts, in order: one range of `items_subject`.
+pub(super) const CAUSE_HOSTS: &str =
+    "SELECT host FROM items WHERE subject = ?1 AND cause = ?2 ORDER BY host LIMIT ?3";
+
+/// A group of identical changes, before its host names are read.
+struct Group {
+    cause: String,
+    subject: String,
+    worst: Severity,
+    hosts: usize,
 }
 
 pub(super) fn list_causes(
@@ -136,96 +199,144 @@ pub(super) fn list_causes(
     filter: &ItemFilter,
     min_hosts: usize,
     limit: usize,
+    max_hosts: usize,
 ) -> rusqlite::Result<Vec<Cause>> {
-    struct Group {
-        subject: String,
-        worst: Severity,
-        /// Indexes into `names`: one string per host, not one per item.
-        hosts: Vec<u32>,
+    let min_hosts = min_hosts.max(1);
+    let mut groups = match filter.min_severity {
+        None => counted_causes(conn, filter, min_hosts)?,
+        // The counts are of every severity: a severity filter counts the items themselves.
+        Some(_) => return scanned_causes(conn, filter, min_hosts, limit, max_hosts),
+    };
+    groups.sort_unstable_by(|a, b| {
+        b.hosts
+            .cmp(&a.hosts)
+            .then_with(|| a.subject.cmp(&b.subject))
+            .then_with(|| a.cause.cmp(&b.cause))
+    });
+    if limit > 0 {
+        groups.truncate(limit);
     }
+    // Each group's hosts in order, from `items_subject`'s range of (subject, cause).
+    let mut hosts_of = conn.prepare_cached(CAUSE_HOSTS)?;
+    let cap = if max_hosts == 0 { -1 } else { max_hosts as i64 };
+    let mut causes = Vec::with_capacity(groups.len());
+    for group in groups {
+        let hosts = hosts_of
+            .query_map(params![group.subject, group.cause, cap], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        causes.push(cause(conn, group, hosts)?);
+    }
+    Ok(causes)
+}
+
+/// Groups from `cause_counts`: one row per change, whatever the number of hosts.
+fn counted_causes(
+    conn: &Connection,
+    filter: &ItemFilter,
+    min_hosts: usize,
+) -> rusqlite::Result<Vec<Group>> {
+    let conditions = Conditions::of(filter);
+    let sql = format!(
+        "SELECT subject, cause, hosts, n_security, n_behavioral, n_cosmetic
+         FROM cause_counts{}",
+        conditions.where_sql()
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(params_from_iter(&conditions.values))?;
+    let mut glob = GlobCache::new(filter);
+    let mut groups = Vec::new();
+    while let Some(row) = rows.next()? {
+        let hosts = row.get::<_, i64>(2)?.max(0) as usize;
+        if hosts < min_hosts || !glob.matches(row.get_ref(0)?.as_str()?) {
+            continue;
+        }
+        groups.push(Group {
+            subject: row.get(0)?,
+            cause: row.get(1)?,
+            worst: worst_counted(row, 3)?,
+            hosts,
+        });
+    }
+    Ok(groups)
+}
+
+/// Causes counted from the items a filter keeps.
+fn scanned_causes(
+    conn: &Connection,
+    filter: &ItemFilter,
+    min_hosts: usize,
+    limit: usize,
+    max_hosts: usize,
+) -> rusqlite::Result<Vec<Cause>> {
     let conditions = Conditions::of(filter);
     let sql = causes_sql(&conditions);
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut rows = stmt.query(params_from_iter(&conditions.values))?;
     let mut glob = GlobCache::new(filter);
-    let mut names: Vec<String> = Vec::new();
-    let mut ids: HashMap<String, u32> = HashMap::new();
-    let mut groups: HashMap<String, Group> = HashMap::new();
+    // Rows come by subject, then cause, then host (`items_subject`): a group's rows are
+    // consecutive and its hosts sorted.
+    let mut groups: Vec<(Group, Vec<String>)> = Vec::new();
     while let Some(row) = rows.next()? {
         let subject = row.get_ref(0)?.as_str()?;
         if !glob.matches(subject) {
             continue;
         }
         let severity = severity_at(row, 1)?;
-        let host = row.get_ref(2)?.as_str()?;
-        let host = match ids.get(host) {
-            Some(&id) => id,
-            None => {
-                let id = names.len() as u32;
-                names.push(host.to_owned());
-                ids.insert(host.to_owned(), id);
-                id
-            }
-        };
         let cause = row.get_ref(3)?.as_str()?;
-        match groups.get_mut(cause) {
-            Some(group) => {
-                group.worst = group.worst.min(severity);
-                group.hosts.push(host);
-            }
-            None => {
-                let group = Group {
-                    subject: subject.to_owned(),
-                    worst: severity,
-                    hosts: vec![host],
-                };
-                groups.insert(cause.to_owned(), group);
-            }
+        let same = groups
+            .last()
+            .is_some_and(|(g, _)| g.cause == cause && g.subject == subject);
+        if !same {
+            let group = Group {
+                cause: cause.to_owned(),
+                subject: subject.to_owned(),
+                worst: severity,
+                hosts: 0,
+            };
+            groups.push((group, Vec::new()));
+        }
+        let (group, hosts) = groups.last_mut().expect("pushed above");
+        group.worst = group.worst.min(severity);
+        group.hosts += 1;
+        if max_hosts == 0 || hosts.len() < max_hosts {
+            hosts.push(row.get(2)?);
         }
     }
-    let min_hosts = min_hosts.max(1);
-    let mut groups: Vec<(String, Group)> = groups
-        .into_iter()
-        .filter(|(_, g)| g.hosts.len() >= min_hosts)
-        .collect();
-    groups.sort_unstable_by(|(ca, a), (cb, b)| {
+    groups.retain(|(g, _)| g.hosts >= min_hosts);
+    groups.sort_unstable_by(|(a, _), (b, _)| {
         b.hosts
-            .len()
-            .cmp(&a.hosts.len())
+            .cmp(&a.hosts)
             .then_with(|| a.subject.cmp(&b.subject))
-            .then_with(|| ca.cmp(cb))
+            .then_with(|| a.cause.cmp(&b.cause))
     });
     if limit > 0 {
         groups.truncate(limit);
     }
-    let mut example = conn
-        .prepare_cached("SELECT kind, changed, item FROM items WHERE host = ?1 AND subject = ?2")?;
-    let mut causes = Vec::with_capacity(groups.len());
-    for (cause, group) in groups {
-        let mut hosts: Vec<String> = group
-            .hosts
-            .iter()
-            .map(|&id| names[id as usize].clone())
-            .collect();
-        // Any item of the group will do: the first one seen.
-        let (kind, changed, item): (String, String, Vec<u8>) = example
-            .query_row([&hosts[0], &group.subject], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })?;
-        let changed: Vec<String> = serde_json::from_str(&changed)
-            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(1, Type::Text, Box::new(e)))?;
-        hosts.sort_unstable();
-        causes.push(Cause {
-            cause,
-            subject: group.subject,
-            kind,
-            severity: group.worst,
-            changed,
-            hosts,
-            example: item,
-        });
-    }
-    Ok(causes)
+    groups
+        .into_iter()
+        .map(|(group, hosts)| cause(conn, group, hosts))
+        .collect()
+}
+
+/// The cause of `group`, with the first host's item as its example.
+fn cause(conn: &Connection, group: Group, hosts: Vec<String>) -> rusqlite::Result<Cause> {
+    let (kind, changed, item): (String, String, Vec<u8>) = conn
+        .prepare_cached("SELECT kind, changed, item FROM items WHERE host = ?1 AND subject = ?2")?
+        .query_row(params![hosts[0], group.subject], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+    let changed: Vec<String> = serde_json::from_str(&changed)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(1, Type::Text, Box::new(e)))?;
+    Ok(Cause {
+        cause: group.cause,
+        subject: group.subject,
+        kind,
+        severity: group.worst,
+        changed,
+        hosts,
+        host_count: group.hosts as u64,
+        example: item,
+    })
 }
 
 pub(super) fn history(
@@ -278,10 +389,10 @@ fn paths_sql(conditions: &Conditions) -> String {
     )
 }
 
-/// Covered by `items_subject`: grouping never reads an item.
+/// Covered by `items_subject`, in its order: grouping never reads an item.
 fn causes_sql(conditions: &Conditions) -> String {
     format!(
-        "SELECT subject, severity, host, cause FROM items{}",
+        "SELECT subject, severity, host, cause FROM items{} ORDER BY subject, cause, host",
         conditions.where_sql()
     )
 }

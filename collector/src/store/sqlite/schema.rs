@@ -25,8 +25,140 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     Migration::Sql(super::enrollment::SCHEMA_V6),
     Migration::Sql(SCHEMA_V7),
     Migration::Code(events_checks_as_comparisons),
+    Migration::Sql(SCHEMA_V9),
     Migration::Code(iac_state_kinds_pulumi_and_cloudformation),
 ];
+
+/// Version 9: counts kept on write, so `paths` and `causes` read one row per path or change
+/// instead of every item. Triggers on `items` keep them in the transaction that changes an
+/// item, whichever statement does it; a path's first and last observation are counted afresh
+/// (from `items_subject`, which has them) only when the item leaving held one of them.
+/// `items_subject` leads with `cause` after `subject`, so a change's hosts and an example item
+/// are one index range.
+const SCHEMA_V9: &str = "
+CREATE TABLE subject_counts (
+    subject        TEXT PRIMARY KEY,
+    hosts          INTEGER NOT NULL,
+    n_security     INTEGER NOT NULL,
+    n_behavioral   INTEGER NOT NULL,
+    n_cosmetic     INTEGER NOT NULL,
+    first_observed INTEGER NOT NULL,
+    last_observed  INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE cause_counts (
+    cause        TEXT PRIMARY KEY,
+    subject      TEXT NOT NULL,
+    hosts        INTEGER NOT NULL,
+    n_security   INTEGER NOT NULL,
+    n_behavioral INTEGER NOT NULL,
+    n_cosmetic   INTEGER NOT NULL
+) WITHOUT ROWID;
+
+DROP INDEX items_subject;
+CREATE INDEX items_subject ON items (subject, cause, host, severity, observed_at);
+
+INSERT INTO subject_counts
+    SELECT subject, count(*), sum(severity = 0), sum(severity = 1), sum(severity = 2),
+           min(observed_at), max(observed_at)
+    FROM items GROUP BY subject;
+INSERT INTO cause_counts
+    SELECT cause, min(subject), count(*), sum(severity = 0), sum(severity = 1),
+           sum(severity = 2)
+    FROM items GROUP BY cause;
+
+CREATE TRIGGER items_counted_in AFTER INSERT ON items BEGIN
+    INSERT INTO subject_counts
+        VALUES (NEW.subject, 1, NEW.severity = 0, NEW.severity = 1, NEW.severity = 2,
+                NEW.observed_at, NEW.observed_at)
+        ON CONFLICT (subject) DO UPDATE SET
+            hosts = hosts + 1,
+            n_security = n_security + (NEW.severity = 0),
+            n_behavioral = n_behavioral + (NEW.severity = 1),
+            n_cosmetic = n_cosmetic + (NEW.severity = 2),
+            first_observed = min(first_observed, NEW.observed_at),
+            last_observed = max(last_observed, NEW.observed_at);
+    INSERT INTO cause_counts
+        VALUES (NEW.cause, NEW.subject, 1, NEW.severity = 0, NEW.severity = 1, NEW.severity = 2)
+        ON CONFLICT (cause) DO UPDATE SET
+            hosts = hosts + 1,
+            n_security = n_security + (NEW.severity = 0),
+            n_behavioral = n_behavioral + (NEW.severity = 1),
+            n_cosmetic = n_cosmetic + (NEW.severity = 2);
+END;
+
+CREATE TRIGGER items_counted_out AFTER DELETE ON items BEGIN
+    UPDATE subject_counts SET
+        hosts = hosts - 1,
+        n_security = n_security - (OLD.severity = 0),
+        n_behavioral = n_behavioral - (OLD.severity = 1),
+        n_cosmetic = n_cosmetic - (OLD.severity = 2)
+    WHERE subject = OLD.subject;
+    DELETE FROM subject_counts WHERE subject = OLD.subject AND hosts = 0;
+    UPDATE subject_counts SET
+        first_observed = (SELECT min(observed_at) FROM items WHERE subject = OLD.subject),
+        last_observed = (SELECT max(observed_at) FROM items WHERE subject = OLD.subject)
+    WHERE subject = OLD.subject
+        AND (first_observed = OLD.observed_at OR last_observed = OLD.observed_at);
+    UPDATE cause_counts SET
+        hosts = hosts - 1,
+        n_security = n_security - (OLD.severity = 0),
+        n_behavioral = n_behavioral - (OLD.severity = 1),
+        n_cosmetic = n_cosmetic - (OLD.severity = 2)
+    WHERE cause = OLD.cause;
+    DELETE FROM cause_counts WHERE cause = OLD.cause AND hosts = 0;
+END;
+
+-- A path's item changed (ingest's upsert sets every column): its severity and observation
+-- move; the path's host count does not.
+CREATE TRIGGER items_recounted_subject AFTER UPDATE ON items
+WHEN OLD.subject = NEW.subject
+    AND (OLD.severity != NEW.severity OR OLD.observed_at != NEW.observed_at)
+BEGIN
+    UPDATE subject_counts SET
+        n_security = n_security - (OLD.severity = 0) + (NEW.severity = 0),
+        n_behavioral = n_behavioral - (OLD.severity = 1) + (NEW.severity = 1),
+        n_cosmetic = n_cosmetic - (OLD.severity = 2) + (NEW.severity = 2),
+        first_observed = min(first_observed, NEW.observed_at),
+        last_observed = max(last_observed, NEW.observed_at)
+    WHERE subject = OLD.subject;
+    UPDATE subject_counts SET
+        first_observed = (SELECT min(observed_at) FROM items WHERE subject = OLD.subject),
+        last_observed = (SELECT max(observed_at) FROM items WHERE subject = OLD.subject)
+    WHERE subject = OLD.subject
+        AND OLD.observed_at != NEW.observed_at
+        AND (first_observed = OLD.observed_at OR last_observed = OLD.observed_at);
+END;
+
+-- The item is another change now (or the same change, as serious as something else).
+CREATE TRIGGER items_recounted_cause AFTER UPDATE ON items
+WHEN OLD.subject = NEW.subject
+    AND (OLD.cause != NEW.cause OR OLD.severity != NEW.severity)
+BEGIN
+    UPDATE cause_counts SET
+        hosts = hosts - 1,
+        n_security = n_security - (OLD.severity = 0),
+        n_behavioral = n_behavioral - (OLD.severity = 1),
+        n_cosmetic = n_cosmetic - (OLD.severity = 2)
+    WHERE cause = OLD.cause;
+    DELETE FROM cause_counts WHERE cause = OLD.cause AND hosts = 0;
+    INSERT INTO cause_counts
+        VALUES (NEW.cause, NEW.subject, 1, NEW.severity = 0, NEW.severity = 1, NEW.severity = 2)
+        ON CONFLICT (cause) DO UPDATE SET
+            hosts = hosts + 1,
+            n_security = n_security + (NEW.severity = 0),
+            n_behavioral = n_behavioral + (NEW.severity = 1),
+            n_cosmetic = n_cosmetic + (NEW.severity = 2);
+END;
+
+-- Nothing changes an item's subject (it is half its key); if something ever does, the path
+-- and change counts must not go wrong silently.
+CREATE TRIGGER items_subject_fixed BEFORE UPDATE OF subject ON items
+WHEN OLD.subject != NEW.subject
+BEGIN
+    SELECT RAISE(ABORT, 'an item''s subject cannot change: delete it and insert another');
+END;
+";
 
 /// Version 8: `events`' checks on `transition` and `source` as comparisons, not `IN (…)` lists.
 /// SQLite evaluates a CHECK's `IN` list by building a temporary b-tree for every row inserted,
@@ -51,7 +183,7 @@ fn events_checks_as_comparisons(tx: &Transaction<'_>) -> Result<()> {
     )
 }
 
-/// Version 9: `iac_states.kind` also `pulumi` (`pulumi stack export`) and `cloudformation`
+/// Version 10: `iac_states.kind` also `pulumi` (`pulumi stack export`) and `cloudformation`
 /// (`aws cloudformation describe-stack-resources`). The check is widened in place, as for
 /// version 8: every stored row passes the wider check, so none needs to be checked again.
 fn iac_state_kinds_pulumi_and_cloudformation(tx: &Transaction<'_>) -> Result<()> {

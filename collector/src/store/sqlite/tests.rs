@@ -261,8 +261,6 @@ fn prefix_upper_bounds() {
     );
 }
 
-/// The plans behind the performance targets: path filters narrow through `items_subject`
-/// and never read the table, a host's history reads its own index range in order.
 #[test]
 fn storing_an_event_builds_no_temporary_btree_and_still_checks_its_values() {
     let store = temp_store();
@@ -295,6 +293,9 @@ fn storing_an_event_builds_no_temporary_btree_and_still_checks_its_values() {
     }
 }
 
+/// The plans behind the performance targets: path filters narrow through `items_subject`
+/// and never read the table (nor sort it again), a change's hosts are one range of it, a
+/// host's history reads its own index range in order.
 #[test]
 fn queries_use_their_indexes() {
     let store = temp_store();
@@ -315,10 +316,23 @@ fn queries_use_their_indexes() {
     for sql in query::item_scans(&filter) {
         let plan = plan(&sql.replace('?', "'x'"));
         assert!(
-            plan.contains("COVERING INDEX items_subject") && plan.contains("subject>"),
+            plan.contains("COVERING INDEX items_subject")
+                && plan.contains("subject>")
+                && !plan.contains("TEMP B-TREE"),
             "{sql}: {plan}"
         );
     }
+    let hosts = plan(
+        &query::CAUSE_HOSTS
+            .replace("?1", "'x'")
+            .replace("?2", "'x'")
+            .replace("?3", "5"),
+    );
+    assert!(
+        hosts.contains("COVERING INDEX items_subject (subject=? AND cause=?)")
+            && !hosts.contains("TEMP B-TREE"),
+        "{hosts}"
+    );
     let (history, _) = query::history_sql(&HistoryQuery {
         host: "i-1".into(),
         since: Some(0),
@@ -579,30 +593,57 @@ fn a_database_of_0_1_is_converted_in_place() {
             .all(|c| c.example.is_some() && c.cause.len() == 32)
     );
     drop(store);
-    let version: i64 = Connection::open(&path)
-        .unwrap()
+    let conn = Connection::open(&path).unwrap();
+    let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
     assert_eq!(version, schema::MIGRATIONS.len() as i64);
+    // Version 9 counted the converted items.
+    let rows = |sql: &str| -> Vec<Vec<rusqlite::types::Value>> {
+        let mut stmt = conn.prepare(sql).unwrap();
+        let width = stmt.column_count();
+        stmt.query_map([], |r| (0..width).map(|i| r.get(i)).collect())
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    };
+    let subjects = rows("SELECT * FROM subject_counts ORDER BY subject");
+    assert!(!subjects.is_empty());
+    assert_eq!(
+        subjects,
+        rows(
+            "SELECT subject, count(*), sum(severity = 0), sum(severity = 1), sum(severity = 2),
+                    min(observed_at), max(observed_at)
+             FROM items GROUP BY subject ORDER BY subject"
+        )
+    );
+    assert_eq!(
+        rows("SELECT * FROM cause_counts ORDER BY cause"),
+        rows(
+            "SELECT cause, min(subject), count(*), sum(severity = 0), sum(severity = 1),
+                    sum(severity = 2)
+             FROM items GROUP BY cause ORDER BY cause"
+        )
+    );
 }
 
-/// Version 9 widens `iac_states.kind`: a version-8 database keeps its states and resources,
+/// Version 10 widens `iac_states.kind`: a version-9 database keeps its states and resources,
 /// and takes Pulumi and CloudFormation stacks afterwards (issue 15).
 #[test]
-fn a_version_8_database_migrates_to_9_and_keeps_its_states() {
+fn a_version_9_database_migrates_to_10_and_keeps_its_states() {
     use driftwatch_proto::v1;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("collector.db");
     {
         let mut conn = Connection::open(&path).unwrap();
         let tx = conn.transaction().unwrap();
-        for migration in &schema::MIGRATIONS[..8] {
+        for migration in &schema::MIGRATIONS[..9] {
             match migration {
                 schema::Migration::Sql(sql) => tx.execute_batch(sql).unwrap(),
                 schema::Migration::Code(migrate) => migrate(&tx).unwrap(),
             }
         }
-        tx.pragma_update(None, "user_version", 8).unwrap();
+        tx.pragma_update(None, "user_version", 9).unwrap();
         tx.execute_batch(
             "INSERT INTO iac_states (name, source, kind, lineage, serial, imported_at)
                  VALUES ('prod', 'prod.tfstate', 'state', 'L1', 7, 1);
@@ -662,7 +703,7 @@ fn a_version_8_database_migrates_to_9_and_keeps_its_states() {
         .unwrap()
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 9);
+    assert_eq!(version, 10);
 }
 
 /// The database quotes the hosts' root-only files: its files are private from creation, and

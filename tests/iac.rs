@@ -823,3 +823,287 @@ fn every_cloud_reports_its_image_and_weak_evidence_never_claims_a_resource() {
         "{detail}"
     );
 }
+
+/// A `pulumi stack export` of two AWS instances and a GCE one, with secrets where Pulumi puts
+/// them (secret outputs, inputs, the secrets provider's state, a random password).
+const PULUMI_EXPORT: &str = r#"{"version": 3, "deployment": {
+  "manifest": {"time": "2024-06-01T10:15:30.123456789Z", "magic": "0f1e", "version": "v3.117.0"},
+  "secrets_providers": {"type": "passphrase", "state": {"salt": "v1:SECRET-salt"}},
+  "resources": [
+    {"urn": "urn:pulumi:dev::web::pulumi:pulumi:Stack::web-dev", "custom": false,
+     "type": "pulumi:pulumi:Stack",
+     "outputs": {"db": {"4dabf18193072939515e22adb298388d": "1b47061264138c4ac30d75fd1eb44270",
+                        "ciphertext": "v1:SECRET-output"}}},
+    {"urn": "urn:pulumi:dev::web::aws:ec2/instance:Instance::web-a", "custom": true,
+     "id": "i-pulumi-a", "type": "aws:ec2/instance:Instance",
+     "inputs": {"ami": "ami-good", "userData": "SECRET-input-user-data"},
+     "outputs": {"id": "i-pulumi-a", "ami": "ami-good", "instanceState": "running",
+                 "privateIp": "10.0.1.10", "tags": {"Name": "web-a"},
+                 "passwordData": "SECRET-password-data"}},
+    {"urn": "urn:pulumi:dev::web::aws:ec2/instance:Instance::web-b", "custom": true,
+     "id": "i-pulumi-b", "type": "aws:ec2/instance:Instance",
+     "outputs": {"id": "i-pulumi-b", "ami": "ami-good", "instanceState": "running",
+                 "privateIp": {"4dabf18193072939515e22adb298388d": "1b47061264138c4ac30d75fd1eb44270",
+                               "ciphertext": "v1:SECRET-ip"}}},
+    {"urn": "urn:pulumi:dev::web::gcp:compute/instance:Instance::vm", "custom": true,
+     "id": "projects/acme/zones/europe-west1-b/instances/vm", "type": "gcp:compute/instance:Instance",
+     "outputs": {"instanceId": "4567890123456789099", "name": "vm", "zone": "europe-west1-b",
+                 "bootDisk": {"diskEncryptionKeyRaw": "SECRET-disk-key",
+                   "initializeParams": {"image": "https://www.googleapis.com/compute/v1/projects/acme-images/global/images/web-20240501"}},
+                 "networkInterfaces": [{"networkIp": "10.1.0.5"}],
+                 "metadata": {"ssh-keys": "SECRET-ssh-keys"}}},
+    {"urn": "urn:pulumi:dev::web::random:index/randomPassword:RandomPassword::db", "custom": true,
+     "id": "none", "type": "random:index/randomPassword:RandomPassword",
+     "outputs": {"result": "SECRET-random"}}
+  ]}}"#;
+
+/// Issue 15: a Pulumi stack is imported under `PROJECT/STACK`, its instances are correlated
+/// with the hosts of their cloud ids (AWS and GCE), and a host on another image is flagged.
+#[test]
+fn a_pulumi_stack_export_correlates_its_instances_and_flags_a_wrong_image() {
+    let Setup {
+        t,
+        _other,
+        baked,
+        rebaked: _,
+        c,
+    } = setup();
+    let export = t.path().join("web-dev.json");
+    fs::write(&export, PULUMI_EXPORT).unwrap();
+    let out = c
+        .cli()
+        .args(["iac", "import", "--pulumi-stack"])
+        .arg(&export)
+        .output();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert_eq!(
+        stdout.trim(),
+        "imported pulumi stack \"web/dev\", no serial: 3 resources (0 replaced)"
+    );
+    // The secret output of an allow-listed attribute is named, never shown.
+    assert!(
+        stderr.contains("web-b: attribute `privateIp` is marked secret: not read, not stored")
+            && !stderr.contains("SECRET"),
+        "{stderr}"
+    );
+    // A Terraform state given as a Pulumi stack is refused, saying what it is.
+    let tfstate = t.path().join("terraform.tfstate");
+    fs::write(&tfstate, state(1)).unwrap();
+    let err = c
+        .cli()
+        .args(["iac", "import", "--pulumi-stack"])
+        .arg(&tfstate)
+        .stderr_with_code(1);
+    assert!(
+        err.contains("not a `pulumi stack export` document") && err.contains("--terraform-state"),
+        "{err}"
+    );
+
+    let gce_image = "projects/acme-images/global/images/web-20240501";
+    let _hosts = [
+        host(&c, &baked, "i-pulumi-a", "ami-good", "", "31"),
+        host(&c, &baked, "i-pulumi-b", "ami-rogue", "", "32"),
+        cloud_host(
+            &c,
+            &baked,
+            &gce_identity("4567890123456789099", gce_image),
+            "33",
+        ),
+    ];
+    let (out, status) = settled_status(&c, &["i-pulumi-a", "i-pulumi-b", "4567890123456789099"]);
+    assert_eq!(
+        flags_by_host(&status),
+        expect_flags(&[("i-pulumi-b", &["image_differs_from_state"])]),
+        "{out}"
+    );
+    assert_eq!(
+        status["coverage"],
+        serde_json::json!({"reporting_hosts": 3, "correlated_hosts": 3,
+                           "state_instances": 3, "covered_instances": 3}),
+        "{out}"
+    );
+    assert_eq!(status["states"][0]["kind"], "pulumi");
+    assert_eq!(status["states"][0]["name"], "web/dev");
+    let reason = status["hosts"][0]["flags"][0]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("pulumi stack web/dev (no serial: a Pulumi stack export has none")
+            && reason.contains("ami-good")
+            && reason.contains("ami-rogue"),
+        "{reason}"
+    );
+    let listed = c.hosts();
+    let gce = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == "4567890123456789099")
+        .unwrap();
+    assert_eq!(
+        gce["iac"]["address"],
+        "urn:pulumi:dev::web::gcp:compute/instance:Instance::vm"
+    );
+    let text = c.cli().args(["iac", "status"]).ok();
+    assert!(
+        text.contains(
+            "pulumi stack web/dev (no serial: a Pulumi stack export has none, 3 resources"
+        ),
+        "{text}"
+    );
+    let report = c.cli().args(["report", "--format", "json"]).ok();
+    let md = c.cli().args(["report", "--format", "markdown"]).ok();
+    assert!(
+        md.contains("- pulumi stack web/dev (no serial: a Pulumi stack export has none"),
+        "{md}"
+    );
+    for out in [&out, &text, &report, &md, &listed.to_string()] {
+        assert!(
+            !out.contains("SECRET"),
+            "a secret reached the collector: {out}"
+        );
+    }
+}
+
+const STACK_RESOURCES: &str = r#"{"StackResources": [
+  {"StackName": "web", "StackId": "arn:aws:cloudformation:eu-west-1:123456789012:stack/web/5b7e",
+   "LogicalResourceId": "WebA", "PhysicalResourceId": "i-cfn-a", "ResourceType": "AWS::EC2::Instance",
+   "Timestamp": "2024-06-01T10:20:31.123Z", "ResourceStatus": "CREATE_COMPLETE",
+   "DriftInformation": {"StackResourceDriftStatus": "NOT_CHECKED"}},
+  {"StackName": "web", "StackId": "arn:aws:cloudformation:eu-west-1:123456789012:stack/web/5b7e",
+   "LogicalResourceId": "WebB", "PhysicalResourceId": "i-cfn-b", "ResourceType": "AWS::EC2::Instance",
+   "Timestamp": "2024-06-01T10:20:31.123Z", "ResourceStatus": "CREATE_COMPLETE",
+   "DriftInformation": {"StackResourceDriftStatus": "NOT_CHECKED"}},
+  {"StackName": "web", "StackId": "arn:aws:cloudformation:eu-west-1:123456789012:stack/web/5b7e",
+   "LogicalResourceId": "WebC", "PhysicalResourceId": "i-cfn-c", "ResourceType": "AWS::EC2::Instance",
+   "Timestamp": "2024-06-01T10:20:31.123Z", "ResourceStatus": "CREATE_COMPLETE"},
+  {"StackName": "web", "StackId": "arn:aws:cloudformation:eu-west-1:123456789012:stack/web/5b7e",
+   "LogicalResourceId": "WebGroup", "PhysicalResourceId": "web-WebGroup-1A2B",
+   "ResourceType": "AWS::AutoScaling::AutoScalingGroup", "ResourceStatus": "CREATE_COMPLETE"},
+  {"StackName": "web", "StackId": "arn:aws:cloudformation:eu-west-1:123456789012:stack/web/5b7e",
+   "LogicalResourceId": "DbSecret", "PhysicalResourceId": "arn:aws:secretsmanager:eu-west-1:1:secret:db",
+   "ResourceType": "AWS::SecretsManager::Secret", "ResourceStatus": "CREATE_COMPLETE",
+   "Description": "SECRET-description"}
+]}"#;
+
+const INSTANCES: &str = r#"{"Reservations": [{"ReservationId": "r-1", "OwnerId": "123456789012",
+  "Instances": [
+    {"InstanceId": "i-cfn-a", "ImageId": "ami-good", "PrivateIpAddress": "10.0.2.1",
+     "State": {"Code": 16, "Name": "running"}, "KeyName": "SECRET-key",
+     "Tags": [{"Key": "Name", "Value": "web-a"}]},
+    {"InstanceId": "i-cfn-b", "ImageId": "ami-good", "PrivateIpAddress": "10.0.2.2",
+     "State": {"Code": 16, "Name": "running"},
+     "IamInstanceProfile": {"Arn": "arn:aws:iam::1:instance-profile/SECRET-profile"}}
+  ]}]}"#;
+
+/// Issue 15: a CloudFormation stack's instances take their images from `describe-instances`:
+/// the host on another image is flagged, an autoscaled host is owned by the stack's group,
+/// and an instance the instances file lacks is imported without an image, with a warning.
+#[test]
+fn a_cloudformation_stack_with_its_instances_flags_a_wrong_image() {
+    let Setup {
+        t,
+        _other,
+        baked,
+        rebaked: _,
+        c,
+    } = setup();
+    let resources = t.path().join("stack-resources.json");
+    fs::write(&resources, STACK_RESOURCES).unwrap();
+    let instances = t.path().join("instances.json");
+    fs::write(&instances, INSTANCES).unwrap();
+    // `--instances` goes with `--cloudformation`, `--baseline` with `--packer-manifest` only.
+    let err = c
+        .cli()
+        .args(["iac", "import", "--instances"])
+        .arg(&instances)
+        .stderr_with_code(1);
+    assert!(
+        err.contains("required arguments were not provided"),
+        "{err}"
+    );
+    let err = c
+        .cli()
+        .args(["iac", "import", "--cloudformation"])
+        .arg(&resources)
+        .arg("--baseline")
+        .arg(&baked)
+        .stderr_with_code(1);
+    assert!(err.contains("cannot be used with"), "{err}");
+    // The files swapped: each says what the other is.
+    let err = c
+        .cli()
+        .args(["iac", "import", "--cloudformation"])
+        .arg(&instances)
+        .arg("--instances")
+        .arg(&resources)
+        .stderr_with_code(1);
+    assert!(
+        err.contains("not `aws ec2 describe-instances` output") && err.contains("--cloudformation"),
+        "{err}"
+    );
+    let out = c
+        .cli()
+        .args(["iac", "import", "--cloudformation"])
+        .arg(&resources)
+        .arg("--instances")
+        .arg(&instances)
+        .output();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert_eq!(
+        stdout.trim(),
+        "imported cloudformation stack \"web\", no serial: 4 resources (0 replaced)"
+    );
+    assert!(
+        stderr.contains("1 instance of the stack not in the instances file")
+            && stderr.contains("(WebC)"),
+        "{stderr}"
+    );
+
+    let asg = r#""tags": {"aws:autoscaling:groupName": "web-WebGroup-1A2B"}"#;
+    let _hosts = [
+        host(&c, &baked, "i-cfn-a", "ami-good", "", "41"),
+        host(&c, &baked, "i-cfn-b", "ami-rogue", "", "42"),
+        host(&c, &baked, "i-cfn-c", "ami-other", "", "43"),
+        host(&c, &baked, "i-cfn-asg", "ami-good", asg, "44"),
+    ];
+    let (out, status) = settled_status(&c, &["i-cfn-a", "i-cfn-b", "i-cfn-c", "i-cfn-asg"]);
+    // i-cfn-c's image is unknown to the import: nothing to compare, no flag.
+    assert_eq!(
+        flags_by_host(&status),
+        expect_flags(&[("i-cfn-b", &["image_differs_from_state"])]),
+        "{out}"
+    );
+    assert_eq!(status["states"][0]["kind"], "cloudformation");
+    let listed = c.hosts();
+    let address = |host: &str| {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["host"] == host)
+            .map(|h| h["iac"]["address"].clone())
+            .unwrap()
+    };
+    assert_eq!(address("i-cfn-a"), "WebA");
+    assert_eq!(address("i-cfn-c"), "WebC");
+    assert_eq!(address("i-cfn-asg"), "WebGroup");
+    let text = c.cli().args(["iac", "status"]).ok();
+    assert!(
+        text.contains(
+            "cloudformation stack web (no serial: CloudFormation stack resources have none, 4 resources"
+        ),
+        "{text}"
+    );
+    let report = c.cli().args(["report", "--format", "json"]).ok();
+    for out in [&out, &text, &report, &listed.to_string()] {
+        assert!(
+            !out.contains("SECRET"),
+            "a secret reached the collector: {out}"
+        );
+    }
+}

@@ -1,4 +1,6 @@
-//! `driftwatch iac import | status` and `driftwatch report`.
+//! `driftwatch iac import | status` and `driftwatch report`. Imports read Terraform/OpenTofu
+//! states, Pulumi stack exports, CloudFormation stack resources (with EC2's description of
+//! their instances) and Packer manifests.
 //!
 //! Imports parse the file here, on the operator's machine, and send the collector only the
 //! allow-listed attributes (see `driftwatch_iac`): the secrets a state holds never travel.
@@ -14,11 +16,12 @@ use driftwatch_proto::v1::{self, iac_client::IacClient};
 use driftwatch_shell::{print, print_json, print_str};
 
 use crate::render;
-use driftwatch_iac::{import, packer, tfstate};
+use driftwatch_iac::{cloudformation, import, packer, pulumi, tfstate};
 
 #[derive(Debug, Subcommand)]
 pub enum IacCommand {
-    /// Import a Terraform/OpenTofu state or a Packer manifest into the collector.
+    /// Import a Terraform/OpenTofu state, a Pulumi stack, a CloudFormation stack or a Packer
+    /// manifest into the collector.
     Import(ImportArgs),
     /// Coverage, flagged hosts (unmanaged, wrong image, ...) and ghost instances.
     Status {
@@ -33,14 +36,29 @@ pub enum IacCommand {
 }
 
 #[derive(Debug, Args)]
-#[command(group = clap::ArgGroup::new("input").required(true).args(["terraform_state", "packer_manifest"]))]
+#[command(group = clap::ArgGroup::new("input").required(true).args(
+    ["terraform_state", "pulumi_stack", "cloudformation", "packer_manifest"]
+))]
 pub struct ImportArgs {
     /// A state (`terraform.tfstate`, `terraform state pull` output, or `terraform show
     /// -json`); `-` reads standard input.
     #[arg(long, value_name = "FILE")]
     pub terraform_state: Option<PathBuf>,
-    /// The name to store the state under (default: its lineage). Importing the same name again
-    /// replaces it.
+    /// A Pulumi stack (`pulumi stack export` output); `-` reads standard input. Read: the AWS,
+    /// GCP and Azure instances, launch templates and autoscaling groups, with their images.
+    #[arg(long, value_name = "FILE")]
+    pub pulumi_stack: Option<PathBuf>,
+    /// A CloudFormation stack's resources (`aws cloudformation describe-stack-resources
+    /// --stack-name NAME` output); `-` reads standard input.
+    #[arg(long, value_name = "FILE")]
+    pub cloudformation: Option<PathBuf>,
+    /// The stack's instances (`aws ec2 describe-instances` output), for their images and
+    /// addresses; without it, instances are imported without them.
+    #[arg(long, value_name = "FILE", requires = "cloudformation")]
+    pub instances: Option<PathBuf>,
+    /// The name to store the state under (default: a state's lineage, a Pulumi stack's
+    /// `PROJECT/STACK`, a CloudFormation stack's name). Importing the same name again replaces
+    /// it.
     #[arg(long, conflicts_with = "packer_manifest")]
     pub name: Option<String>,
     /// A Packer manifest (`packer-manifest.json` from the manifest post-processor).
@@ -48,7 +66,11 @@ pub struct ImportArgs {
     pub packer_manifest: Option<PathBuf>,
     /// The baseline file baked in the manifest's last run (when `custom_data` does not name
     /// its id).
-    #[arg(long, value_name = "FILE", conflicts_with = "terraform_state")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = ["terraform_state", "pulumi_stack", "cloudformation"]
+    )]
     pub baseline: Option<PathBuf>,
     /// Largest input read, in MiB.
     #[arg(long, default_value_t = 512)]
@@ -101,21 +123,45 @@ pub async fn import(
         let shown = path.display().to_string();
         let summary = tfstate::parse_state_limited(open(path)?, max)
             .with_context(|| format!("cannot import {shown}"))?;
-        for warning in &summary.warnings {
-            eprintln!("warning: {shown}: {warning}");
-        }
         let name = match &args.name {
             Some(n) => n.clone(),
             None => import::default_state_name(&summary, &shown),
         };
-        let request = import::state_request(summary, &name, &shown);
-        import::validate_state(&request).with_context(|| format!("cannot import {shown}"))?;
-        client
-            .import_state(request)
-            .await
-            .map_err(&rpc)
-            .with_context(|| format!("cannot import {shown}"))?
-            .into_inner()
+        send_state(&mut client, summary, &name, &shown, &rpc).await?
+    } else if let Some(path) = &args.pulumi_stack {
+        let shown = path.display().to_string();
+        let export = pulumi::parse_export_limited(open(path)?, max)
+            .with_context(|| format!("cannot import {shown}"))?;
+        let name = match (&args.name, export.default_name()) {
+            (Some(n), _) => n.clone(),
+            (None, Some(n)) => n,
+            (None, None) => import::default_state_name(&export.summary, &shown),
+        };
+        send_state(&mut client, export.summary, &name, &shown, &rpc).await?
+    } else if let Some(path) = &args.cloudformation {
+        let shown = path.display().to_string();
+        if args.instances.as_deref() == Some(Path::new("-")) && path == Path::new("-") {
+            bail!("`--cloudformation -` and `--instances -` cannot both read standard input");
+        }
+        let instances = match &args.instances {
+            Some(file) => {
+                let shown = file.display().to_string();
+                let instances = cloudformation::parse_instances_limited(open(file)?, max)
+                    .with_context(|| format!("cannot read instances from {shown}"))?;
+                for warning in &instances.warnings {
+                    eprintln!("warning: {shown}: {warning}");
+                }
+                Some(instances)
+            }
+            None => None,
+        };
+        let stack = cloudformation::parse_stack_limited(open(path)?, max, instances.as_ref())
+            .with_context(|| format!("cannot import {shown}"))?;
+        let name = match (&args.name, &stack.name) {
+            (Some(n), _) | (None, Some(n)) => n.clone(),
+            (None, None) => import::default_state_name(&stack.summary, &shown),
+        };
+        send_state(&mut client, stack.summary, &name, &shown, &rpc).await?
     } else if let Some(path) = &args.packer_manifest {
         let shown = path.display().to_string();
         let manifest = packer::parse_manifest_limited(open(path)?, max)
@@ -147,6 +193,27 @@ pub async fn import(
         print(|out| writeln!(out, "{}", result.summary))?;
     }
     Ok(0)
+}
+
+/// Sends a parsed state (of any kind) after printing its warnings.
+async fn send_state(
+    client: &mut IacClient<Transport>,
+    summary: tfstate::StateSummary,
+    name: &str,
+    shown: &str,
+    rpc: impl Fn(tonic::Status) -> anyhow::Error,
+) -> Result<v1::ImportResult> {
+    for warning in &summary.warnings {
+        eprintln!("warning: {shown}: {warning}");
+    }
+    let request = import::state_request(summary, name, shown);
+    import::validate_state(&request).with_context(|| format!("cannot import {shown}"))?;
+    Ok(client
+        .import_state(request)
+        .await
+        .map_err(rpc)
+        .with_context(|| format!("cannot import {shown}"))?
+        .into_inner())
 }
 
 pub async fn status(

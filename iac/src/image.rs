@@ -15,17 +15,24 @@
 //! key, and nothing is compared against it.
 
 /// The cloud a resource type belongs to, as cloud-init names it (`v1.cloud_name`): `aws`,
-/// `gce`, `azure`; `None` for types of no known cloud.
+/// `gce`, `azure`; `None` for types of no known cloud. Types are spelled as each tool spells
+/// them: Terraform's `aws_instance`, Pulumi's `aws:ec2/instance:Instance` (`gcp:`, `azure:`,
+/// `azure-native:`), CloudFormation's `AWS::EC2::Instance`.
 pub fn cloud_of_type(resource_type: &str) -> Option<&'static str> {
-    if resource_type.starts_with("aws_") {
-        Some("aws")
-    } else if resource_type.starts_with("google_") {
-        Some("gce")
-    } else if resource_type.starts_with("azurerm_") {
-        Some("azure")
-    } else {
-        None
-    }
+    const PREFIXES: [(&str, &str); 8] = [
+        ("aws_", "aws"),
+        ("aws:", "aws"),
+        ("AWS::", "aws"),
+        ("google_", "gce"),
+        ("gcp:", "gce"),
+        ("azurerm_", "azure"),
+        ("azure:", "azure"),
+        ("azure-native:", "azure"),
+    ];
+    PREFIXES
+        .iter()
+        .find(|(prefix, _)| resource_type.starts_with(prefix))
+        .map(|&(_, cloud)| cloud)
 }
 
 /// The cloud a host's reported `cloud_name` stands for, in [`cloud_of_type`]'s terms: cloud-init
@@ -191,6 +198,14 @@ mod tests {
             Some("azure")
         );
         assert_eq!(cloud_of_type("random_id"), None);
+        assert_eq!(cloud_of_type("aws:ec2/instance:Instance"), Some("aws"));
+        assert_eq!(cloud_of_type("AWS::EC2::Instance"), Some("aws"));
+        assert_eq!(cloud_of_type("gcp:compute/instance:Instance"), Some("gce"));
+        assert_eq!(
+            cloud_of_type("azure-native:compute:VirtualMachine"),
+            Some("azure")
+        );
+        assert_eq!(cloud_of_type("random:index/randomId:RandomId"), None);
         assert_eq!(host_cloud("aws"), Some("aws"));
         assert_eq!(host_cloud("GCE"), Some("gce"));
         assert_eq!(host_cloud("azure"), Some("azure"));

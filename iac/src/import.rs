@@ -6,7 +6,7 @@ use driftwatch_proto::text::count;
 use driftwatch_proto::v1;
 
 use super::packer::PackerManifest;
-use super::tfstate::{ResourceKind, StateKind, StateSummary};
+use super::tfstate::{ResourceKind, StateSummary};
 
 /// Longest state name.
 pub const MAX_NAME_LEN: usize = 200;
@@ -106,11 +106,7 @@ pub fn state_request(summary: StateSummary, name: &str, source: &str) -> v1::Imp
     v1::ImportStateRequest {
         name: name.to_owned(),
         source: source.to_owned(),
-        kind: match summary.kind {
-            StateKind::Raw => "state",
-            StateKind::ShowJson => "show_json",
-        }
-        .into(),
+        kind: summary.kind.as_str().into(),
         lineage: summary.lineage.unwrap_or_default(),
         serial: summary.serial,
         terraform_version: summary.terraform_version.unwrap_or_default(),
@@ -120,14 +116,42 @@ pub fn state_request(summary: StateSummary, name: &str, source: &str) -> v1::Imp
 }
 
 /// What an import of a state stored, for people: `imported state "prod", serial 42: 12
-/// resources (3 replaced)`; a state without a serial (`terraform show -json` carries none)
-/// says so.
-pub fn state_summary(name: &str, serial: Option<u64>, stored: u64, replaced: u64) -> String {
+/// resources (3 replaced)`; a state without a serial (`terraform show -json`, Pulumi and
+/// CloudFormation stacks carry none) says so, and a stack says what it is (`imported pulumi
+/// stack "web/dev", no serial: …`).
+pub fn state_summary(
+    kind: &str,
+    name: &str,
+    serial: Option<u64>,
+    stored: u64,
+    replaced: u64,
+) -> String {
     format!(
-        "imported state {name:?}, {}: {} ({replaced} replaced)",
+        "imported {} {name:?}, {}: {} ({replaced} replaced)",
+        kind_noun(kind),
         serial.map_or_else(|| "no serial".to_owned(), |s| format!("serial {s}")),
         count(stored, "resource", "resources"),
     )
+}
+
+/// What a stored state of `kind` is, for people: `state`, `pulumi stack`, `cloudformation
+/// stack`.
+pub fn kind_noun(kind: &str) -> &'static str {
+    match kind {
+        "pulumi" => "pulumi stack",
+        "cloudformation" => "cloudformation stack",
+        _ => "state",
+    }
+}
+
+/// Why a stored state of `kind` has no serial, for people; `None` for kinds that have one.
+pub fn why_no_serial(kind: &str) -> Option<&'static str> {
+    match kind {
+        "show_json" => Some("a `terraform show -json` export"),
+        "pulumi" => Some("a Pulumi stack export has none"),
+        "cloudformation" => Some("CloudFormation stack resources have none"),
+        _ => None,
+    }
 }
 
 /// The name a state is stored under when none is given: its lineage (stable across writes),
@@ -233,7 +257,7 @@ pub enum RequestError {
     },
     #[error("{field} contains control characters")]
     ControlCharacters { field: Field },
-    #[error("unknown state kind {0:?} (expected state or show_json)")]
+    #[error("unknown state kind {0:?} (expected state, show_json, pulumi or cloudformation)")]
     UnknownKind(String),
     #[error("{count} {what} in one import (limit {MAX_IMPORT_ITEMS})")]
     TooMany { what: &'static str, count: usize },
@@ -299,7 +323,10 @@ pub fn validate_state(r: &v1::ImportStateRequest) -> Result<(), RequestError> {
     }
     check_text(|| Field::StateName, &r.name, MAX_NAME_LEN)?;
     check_text(|| Field::Source, &r.source, 4096)?;
-    if !matches!(r.kind.as_str(), "state" | "show_json") {
+    if !matches!(
+        r.kind.as_str(),
+        "state" | "show_json" | "pulumi" | "cloudformation"
+    ) {
         return Err(RequestError::UnknownKind(r.kind.clone()));
     }
     if r.resources.len() > MAX_IMPORT_ITEMS {
@@ -471,12 +498,20 @@ mod tests {
     #[test]
     fn summaries_say_the_serial_or_that_there_is_none() {
         assert_eq!(
-            state_summary("web", Some(42), 1, 0),
+            state_summary("state", "web", Some(42), 1, 0),
             "imported state \"web\", serial 42: 1 resource (0 replaced)"
         );
         assert_eq!(
-            state_summary("plan", None, 3, 1),
+            state_summary("show_json", "plan", None, 3, 1),
             "imported state \"plan\", no serial: 3 resources (1 replaced)"
+        );
+        assert_eq!(
+            state_summary("pulumi", "web/dev", None, 2, 0),
+            "imported pulumi stack \"web/dev\", no serial: 2 resources (0 replaced)"
+        );
+        assert_eq!(
+            state_summary("cloudformation", "web", None, 1, 1),
+            "imported cloudformation stack \"web\", no serial: 1 resource (1 replaced)"
         );
     }
 

@@ -55,13 +55,33 @@ pub(crate) trait FieldValue: Sized {
         Field::Unexpected("a boolean")
     }
     fn from_map<'de, A: MapAccess<'de>>(map: A) -> Result<Field<Self>, A::Error> {
-        drain_map(map)?;
-        Ok(Field::Unexpected("an object"))
+        Ok(Field::Unexpected(drain_object(map)?))
     }
     fn from_seq<'de, A: SeqAccess<'de>>(seq: A) -> Result<Field<Self>, A::Error> {
         drain_seq(seq)?;
         Ok(Field::Unexpected("an array"))
     }
+}
+
+/// The key Pulumi marks a secret value with, wherever one appears in a stack export:
+/// `{"4dabf18193072939515e22adb298388d": "1b47061264138c4ac30d75fd1eb44270", "ciphertext": …}`
+/// (or `"plaintext"` under `--show-secrets`). Such an object is never read as a value.
+pub(crate) const PULUMI_SECRET_SIG: &str = "4dabf18193072939515e22adb298388d";
+
+/// What an unexpected object is called when it is a Pulumi secret (warnings say so).
+const A_SECRET: &str = "a value marked secret";
+
+/// Skips an object where a value of another kind was expected, saying what it was: an object,
+/// or a Pulumi secret. Only the keys are looked at.
+fn drain_object<'de, A: MapAccess<'de>>(mut map: A) -> Result<&'static str, A::Error> {
+    let mut kind = "an object";
+    while let Some(key) = map.next_key::<String>()? {
+        if key == PULUMI_SECRET_SIG {
+            kind = A_SECRET;
+        }
+        map.next_value::<IgnoredAny>()?;
+    }
+    Ok(kind)
 }
 
 /// Skips the rest of an object without materializing any of it.
@@ -193,6 +213,12 @@ impl FieldValue for Tags {
     fn from_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Field<Self>, A::Error> {
         let mut tags = BTreeMap::new();
         while let Some(key) = map.next_key::<String>()? {
+            // A Pulumi secret is an object too: the tags read so far are dropped with it.
+            if key == PULUMI_SECRET_SIG {
+                map.next_value::<IgnoredAny>()?;
+                drain_map(map)?;
+                return Ok(Field::Unexpected(A_SECRET));
+            }
             if let Field::Value(TagValue(value)) = map.next_value::<Field<TagValue>>()? {
                 tags.insert(key, value);
             }
@@ -252,6 +278,13 @@ impl Notes<'_> {
         match field {
             Field::Absent => None,
             Field::Value(v) => Some(v),
+            Field::Unexpected(A_SECRET) => {
+                self.warnings.push(format!(
+                    "{}: attribute `{attribute}` is marked secret: not read, not stored",
+                    self.address
+                ));
+                None
+            }
             Field::Unexpected(kind) => {
                 self.warnings.push(format!(
                     "{}: attribute `{attribute}` is {kind}, not the shape driftwatch reads; \

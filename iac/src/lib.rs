@@ -1,5 +1,6 @@
-//! Infrastructure-as-code inputs: what Terraform/OpenTofu state and Packer manifests say about
-//! the machines the agents run on, reduced to what correlation with hosts needs.
+//! Infrastructure-as-code inputs: what Terraform/OpenTofu state, Pulumi stack exports,
+//! CloudFormation stack resources and Packer manifests say about the machines the agents run
+//! on, reduced to what correlation with hosts needs.
 //!
 //! - [`tfstate`]: Terraform/OpenTofu state format v4 (`terraform.tfstate`, `terraform state
 //!   pull`) and `terraform show -json` output → [`tfstate::StateSummary`]: one
@@ -7,14 +8,22 @@
 //!   instances, launch templates, autoscaling groups, GCE instances, Azure Linux VMs), with its
 //!   address (`module.web.aws_instance.app["b"]`), status and allow-listed attributes.
 //!   [`tfstate::check_not_stale`] refuses an older copy of a state already imported.
+//! - [`pulumi`]: `pulumi stack export` → a [`tfstate::StateSummary`] of the same resource
+//!   kinds (AWS, GCP and Azure instances, launch templates, autoscaling groups), addressed by
+//!   URN, without a serial (the format has none).
+//! - [`cloudformation`]: `aws cloudformation describe-stack-resources` (instances, autoscaling
+//!   groups, launch templates and configurations), with `aws ec2 describe-instances` for the
+//!   instances' images and addresses → a [`tfstate::StateSummary`], without a serial.
 //! - [`packer`]: the manifest post-processor's `packer-manifest.json` →
 //!   [`packer::PackerManifest`]: which build produced which image, in which region, in which run,
 //!   and which baseline it baked.
 //!
 //! - [`image`]: image ids as each cloud spells them, reduced to one key for comparison; which
 //!   Packer artifacts are cloud images at all.
-//! - [`import`]: both turned into the `driftwatch.v1` import requests (allow-listed fields
+//! - [`import`]: all of them turned into the `driftwatch.v1` import requests (allow-listed fields
 //!   only), and the collector's checks of a request as received.
+//!
+//! A file given to the wrong reader is refused saying what it looks like ([`Looks`]).
 //!
 //! The `driftwatch` CLI reads states and manifests on the operator's machine with this crate
 //! and sends only the reduced resources; the collector uses it for the states it follows
@@ -41,11 +50,13 @@ use std::io::{self, BufReader, Read};
 
 use serde::de::DeserializeSeed;
 
+pub mod cloudformation;
 mod digest;
 pub mod image;
 pub mod import;
 pub(crate) mod lenient;
 pub mod packer;
+pub mod pulumi;
 pub mod tfstate;
 
 /// Tags (AWS, Azure) and labels (GCE): key → value.
@@ -83,6 +94,59 @@ pub enum InputError {
         column: usize,
         message: String,
     },
+}
+
+/// What a file given to the wrong reader looks like, told by one of its top-level keys, so the
+/// refusal can say which input it is and how to import it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Looks {
+    TerraformState,
+    PulumiExport,
+    StackResources,
+    Stacks,
+    Instances,
+    PackerManifest,
+}
+
+impl Looks {
+    pub(crate) fn from_top_level_key(key: &str) -> Option<Self> {
+        Some(match key {
+            "lineage" | "terraform_version" | "format_version" | "encrypted_data" => {
+                Looks::TerraformState
+            }
+            "deployment" => Looks::PulumiExport,
+            "StackResources" | "StackResourceSummaries" => Looks::StackResources,
+            "Stacks" => Looks::Stacks,
+            "Reservations" => Looks::Instances,
+            "builds" | "last_run_uuid" => Looks::PackerManifest,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for Looks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Looks::TerraformState => {
+                "a Terraform/OpenTofu state (import it with `--terraform-state`)"
+            }
+            Looks::PulumiExport => "`pulumi stack export` output (import it with `--pulumi-stack`)",
+            Looks::StackResources => {
+                "`aws cloudformation describe-stack-resources` output (import it with \
+                 `--cloudformation`)"
+            }
+            Looks::Stacks => {
+                "`aws cloudformation describe-stacks` output, which names no resources (import \
+                 `aws cloudformation describe-stack-resources --stack-name NAME` output with \
+                 `--cloudformation`)"
+            }
+            Looks::Instances => {
+                "`aws ec2 describe-instances` output (give it with `--instances`, next to \
+                 `--cloudformation`)"
+            }
+            Looks::PackerManifest => "a Packer manifest (import it with `--packer-manifest`)",
+        })
+    }
 }
 
 /// A [`Read`] that delivers at most `limit` bytes and fails (recording why) as soon as the

@@ -35,7 +35,7 @@ use super::InputError;
 #[cfg(test)]
 mod proptests;
 mod read;
-mod resources;
+pub(crate) mod resources;
 #[cfg(test)]
 mod tests;
 
@@ -60,6 +60,22 @@ pub enum StateKind {
     Raw,
     /// `terraform show -json` (or `tofu show -json`) of a state.
     ShowJson,
+    /// `pulumi stack export` (see [`crate::pulumi`]).
+    Pulumi,
+    /// `aws cloudformation describe-stack-resources` (see [`crate::cloudformation`]).
+    CloudFormation,
+}
+
+impl StateKind {
+    /// How imports name the kind (`ImportStateRequest.kind`, the `iac_states.kind` column).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateKind::Raw => "state",
+            StateKind::ShowJson => "show_json",
+            StateKind::Pulumi => "pulumi",
+            StateKind::CloudFormation => "cloudformation",
+        }
+    }
 }
 
 /// What driftwatch keeps of a state.

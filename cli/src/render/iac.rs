@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
+use driftwatch_iac::import;
 use driftwatch_proto::drift::DriftItem;
 use driftwatch_proto::text::count;
 use driftwatch_proto::v1;
@@ -41,15 +42,20 @@ fn state_line(s: &v1::StateInfo) -> String {
     } else {
         format!(" by {}", s.imported_by)
     };
-    let serial = match s.serial {
-        Some(n) => format!("serial {n}"),
-        // `terraform show -json` carries no serial (nor lineage): say so rather than omit it.
-        None if s.kind == "show_json" => "no serial: a `terraform show -json` export".into(),
-        None => "no serial".into(),
+    let serial = match (s.serial, import::why_no_serial(&s.kind)) {
+        (Some(n), _) => format!("serial {n}"),
+        // `terraform show -json`, Pulumi and CloudFormation stacks carry no serial (nor
+        // lineage): say so rather than omit it.
+        (None, Some(why)) => format!("no serial: {why}"),
+        (None, None) => "no serial".into(),
+    };
+    // A Terraform state is named alone, as it always was; a stack says what it is.
+    let label = match s.kind.as_str() {
+        "pulumi" | "cloudformation" => format!("{} {}", import::kind_noun(&s.kind), s.name),
+        _ => s.name.clone(),
     };
     format!(
-        "{} ({serial}, {}, from {}, imported {}{by})",
-        s.name,
+        "{label} ({serial}, {}, from {}, imported {}{by})",
         count(s.resources, "resource", "resources"),
         dash(&s.source),
         s.imported_at
@@ -75,7 +81,8 @@ pub fn iac_status(out: &mut dyn Write, s: &v1::IacStatus) -> io::Result<()> {
     if s.states.is_empty() {
         writeln!(
             out,
-            "No Terraform state imported yet: `driftwatch iac import --terraform-state FILE`."
+            "No state imported yet: `driftwatch iac import --terraform-state FILE` (or \
+             `--pulumi-stack FILE`, `--cloudformation FILE`)."
         )?;
     } else {
         writeln!(out, "States:")?;
@@ -242,10 +249,15 @@ pub fn report_markdown(r: &v1::IacReport) -> String {
         status.catalog_images
     );
     if status.states.is_empty() {
-        let _ = writeln!(out, "- No Terraform state imported");
+        let _ = writeln!(out, "- No IaC state imported");
     }
     for s in &status.states {
-        let _ = writeln!(out, "- State {}", state_line(s));
+        // A stack's line names its kind itself ("pulumi stack web/dev (…)").
+        let prefix = match s.kind.as_str() {
+            "pulumi" | "cloudformation" => "",
+            _ => "State ",
+        };
+        let _ = writeln!(out, "- {prefix}{}", state_line(s));
     }
     if !status.flag_counts.is_empty() {
         let counts: Vec<String> = status
@@ -365,6 +377,30 @@ mod tests {
             ..shown
         };
         assert!(state_line(&raw).starts_with("web (serial 4, 2 resources,"));
+        let pulumi = v1::StateInfo {
+            kind: "pulumi".into(),
+            name: "web/dev".into(),
+            serial: None,
+            ..raw.clone()
+        };
+        assert!(
+            state_line(&pulumi)
+                .starts_with("pulumi stack web/dev (no serial: a Pulumi stack export has none, 2"),
+            "{}",
+            state_line(&pulumi)
+        );
+        let cfn = v1::StateInfo {
+            kind: "cloudformation".into(),
+            serial: None,
+            ..raw.clone()
+        };
+        assert!(
+            state_line(&cfn).starts_with(
+                "cloudformation stack web (no serial: CloudFormation stack resources have none,"
+            ),
+            "{}",
+            state_line(&cfn)
+        );
     }
 
     #[test]

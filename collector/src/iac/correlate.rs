@@ -34,6 +34,7 @@ use prost::Message as _;
 pub use crate::store::{HostFacts, IacData, Image, Resource, StateInfo};
 use crate::store::{Millis, rfc3339};
 use driftwatch_iac::image::{cloud_of_type, host_cloud, image_key, same_image};
+use driftwatch_iac::import;
 
 /// The flag names (`hosts --json`'s `flags`, `iac status`).
 pub mod flag {
@@ -356,7 +357,10 @@ fn strong_match(host: &HostFacts, iac: &IacData, index: &Index<'_>) -> Option<Ma
         let mut path = format!("tag {ASG_TAG}={group} = {}", r.address);
         if let Some(t) = template {
             let t = &iac.resources[t].1;
-            let kind = if t.resource_type == "aws_launch_configuration" {
+            let kind = if matches!(
+                t.resource_type.as_str(),
+                "aws_launch_configuration" | "AWS::AutoScaling::LaunchConfiguration"
+            ) {
                 "launch configuration"
             } else {
                 "launch template"
@@ -833,10 +837,14 @@ fn expectations(
                 None if s.kind == "show_json" => {
                     "no serial: `terraform show -json` carries none".to_owned()
                 }
-                None => "no serial".to_owned(),
+                None => match import::why_no_serial(&s.kind) {
+                    Some(why) => format!("no serial: {why}"),
+                    None => "no serial".to_owned(),
+                },
             };
             format!(
-                "state {state} ({serial}, imported {})",
+                "{} {state} ({serial}, imported {})",
+                import::kind_noun(&s.kind),
                 rfc3339(s.imported_at)
             )
         }

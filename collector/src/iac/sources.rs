@@ -291,6 +291,7 @@ fn poll<S: Store + ?Sized>(
     let outcome = store.import_state(&import, store::now_millis())?;
     followed.imported = Some(digest);
     Ok(Some(import::state_summary(
+        &import.kind,
         &source.name,
         serial,
         outcome.stored,

@@ -145,7 +145,8 @@ impl<S: Store> Queries<S> {
         let now = store::now_millis();
         // What the answer and the log need; the request itself (every resource) moves to the
         // store call.
-        let (name, source, serial) = (r.name.clone(), r.source.clone(), r.serial);
+        let (name, source, serial, kind) =
+            (r.name.clone(), r.source.clone(), r.serial, r.kind.clone());
         let import = StateImport {
             imported_by: by.to_string(),
             ..crate::iac::state_import(r)
@@ -160,10 +161,10 @@ impl<S: Store> Queries<S> {
             .inc();
         tracing::info!(
             state = %name, %source, resources = outcome.stored,
-            replaced = outcome.replaced, by = %by, "Imported a Terraform state."
+            replaced = outcome.replaced, by = %by, %kind, "Imported a state."
         );
         Ok(v1::ImportResult {
-            summary: import::state_summary(&name, serial, outcome.stored, outcome.replaced),
+            summary: import::state_summary(&kind, &name, serial, outcome.stored, outcome.replaced),
             resources: outcome.stored,
             replaced: outcome.replaced,
         })

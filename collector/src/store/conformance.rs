@@ -68,6 +68,7 @@ macro_rules! conformance_tests {
             history_is_ordered_by_receipt_then_by_storage,
             a_state_import_replaces_the_previous_one_and_refuses_older_serials,
             a_failed_state_import_leaves_the_previous_one_whole,
+            pulumi_and_cloudformation_stacks_are_stored_and_read_back,
             manifest_imports_add_and_update_images,
             host_facts_carry_the_hello_identity_and_the_generation_moves,
             tokens_are_found_by_hash_until_revoked,

@@ -45,9 +45,11 @@
 //!   carry their sequence number; rows derived from a snapshot have none (NULL, so the unique
 //!   key leaves them alone).
 //! - `baselines`: every baseline id seen in a hello, with its image.
-//! - `iac_states`, `iac_resources` (version 2): imported Terraform/OpenTofu states, one row
-//!   per state name and per machine-describing resource instance (allow-listed attributes
-//!   only); `images`: the Packer image catalog, one row per (region, image id).
+//! - `iac_states`, `iac_resources` (version 2): imported Terraform/OpenTofu states (since
+//!   version 10 also Pulumi stack exports and CloudFormation stacks: `kind` `pulumi`,
+//!   `cloudformation`), one row per state name and per machine-describing resource instance
+//!   (allow-listed attributes only); `images`: the Packer image catalog, one row per (region,
+//!   image id).
 //! - Version 3 replaced the items' JSON text (`json`) with their encoding (`item`), converting
 //!   every row of `items` and `events`.
 //! - `tokens` (version 4): operators' bearer tokens, by the SHA-256 of their secret; version 5
@@ -55,6 +57,8 @@
 //! - `join_tokens`, `enrollments`, `certificates` (version 6): enrollment — join tokens by
 //!   hash with their uses, each enrolled host bound to its key, every certificate the fleet CA
 //!   issued by serial, with its revocation.
+//! - Version 7 adds `hosts.connection`; version 8 writes `events`' checks as comparisons;
+//!   version 10 widens `iac_states.kind` (both edit the table's definition in place).
 //!
 //! Invariants every write keeps:
 //! - a host's cached aggregates are those of its `items` rows;

@@ -303,7 +303,7 @@ impl RawAttrs {
 
 /// `aws_instance.user_data`: a SHA-1 digest (provider < 6) kept as is, or clear text (provider
 /// ≥ 6) hashed on the spot. Only the digest leaves the visitor.
-pub(super) struct UserData(String);
+pub(crate) struct UserData(pub(crate) String);
 
 impl FieldValue for UserData {
     fn from_str(v: &str) -> Field<Self> {
@@ -318,7 +318,7 @@ impl FieldValue for UserData {
 }
 
 /// `user_data_base64` and `aws_launch_template.user_data`: base64 text, hashed decoded.
-pub(super) struct UserDataBase64(String);
+pub(crate) struct UserDataBase64(pub(crate) String);
 
 impl FieldValue for UserDataBase64 {
     fn from_str(v: &str) -> Field<Self> {

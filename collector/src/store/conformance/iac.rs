@@ -101,6 +101,60 @@ pub fn a_state_import_replaces_the_previous_one_and_refuses_older_serials(store:
     assert_eq!(addresses(store).len(), 2);
 }
 
+/// Issue 15: Pulumi stacks and CloudFormation stacks are states of their own kinds, without a
+/// serial, read back as imported.
+pub fn pulumi_and_cloudformation_stacks_are_stored_and_read_back(store: &dyn Store) {
+    let stack = |name: &str, kind: &str, address: &str, ty: &str| v1::ImportStateRequest {
+        name: name.into(),
+        source: format!("{name}.json"),
+        kind: kind.into(),
+        lineage: String::new(),
+        serial: None,
+        terraform_version: if kind == "pulumi" { "v3.117.0" } else { "" }.into(),
+        resources: vec![v1::IacResource {
+            address: address.into(),
+            r#type: ty.into(),
+            role: "instance".into(),
+            key: format!("i-{kind}"),
+            image_id: "ami-1".into(),
+            ..Default::default()
+        }],
+        ignored_instances: 0,
+    };
+    let pulumi = stack(
+        "web/dev",
+        "pulumi",
+        "urn:pulumi:dev::web::aws:ec2/instance:Instance::web",
+        "aws:ec2/instance:Instance",
+    );
+    let cfn = stack("web", "cloudformation", "WebA", "AWS::EC2::Instance");
+    for (i, r) in [&pulumi, &cfn].into_iter().enumerate() {
+        let outcome = import_state(store, r, T0 + i as i64).unwrap();
+        assert_eq!((outcome.stored, outcome.replaced), (1, 0));
+    }
+    // Imported again: replaced, never refused as stale (there is no serial to compare).
+    let outcome = import_state(store, &pulumi, T0 + 5).unwrap();
+    assert_eq!((outcome.stored, outcome.replaced), (1, 1));
+    let data = store.iac().unwrap();
+    let kinds: Vec<(&str, &str, Option<u64>)> = data
+        .states
+        .iter()
+        .map(|s| (s.name.as_str(), s.kind.as_str(), s.serial))
+        .collect();
+    assert_eq!(
+        kinds,
+        [("web", "cloudformation", None), ("web/dev", "pulumi", None)]
+    );
+    for (state, r) in [("web/dev", &pulumi), ("web", &cfn)] {
+        let (_, stored) = data
+            .resources
+            .iter()
+            .find(|(s, _)| s == state)
+            .unwrap_or_else(|| panic!("{state}"));
+        assert_eq!(*stored, crate::iac::state_import(r.clone()).resources[0]);
+    }
+}
+
 pub fn a_failed_state_import_leaves_the_previous_one_whole(store: &dyn Store) {
     import_state(store, &state("prod", "L1", 1, &["aws_instance.a"]), T0).unwrap();
     // Two resources with one address: the second insert fails after the first succeeded.

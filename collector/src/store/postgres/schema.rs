@@ -2,7 +2,10 @@
 //!
 //! PostgreSQL's schema counts its own versions in `schema_version`: its version 1 is SQLite's
 //! version 6 (every table, with the same columns, keys and checks), its version 2 SQLite's
-//! version 7 and what only a shared database needs. Migrations run in one
+//! version 7 and what only a shared database needs, its version 3 SQLite's version 10
+//! (`iac_states.kind` also `pulumi` and `cloudformation`). SQLite's version 8 (how its checks
+//! are written, not what they allow) and version 9 (counts kept for its listings) have no
+//! PostgreSQL counterpart. Migrations run in one
 //! transaction that first takes a transaction-level advisory lock ([`MIGRATION_LOCK`]), so
 //! collectors starting together on one database migrate it once: the second waits for the
 //! first to commit, then finds the schema current.
@@ -18,7 +21,18 @@ pub(super) const MIGRATION_LOCK: i64 = 0x6472_6966_7477_6174;
 
 /// Schema migrations, applied in order; `schema_version` counts those applied. Never edit one
 /// that has shipped: add the next.
-pub(super) const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
+pub(super) const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
+
+/// Version 3: `iac_states.kind` also `pulumi` (`pulumi stack export`) and `cloudformation`
+/// (`aws cloudformation describe-stack-resources`), as SQLite's version 10. The check is the
+/// one PostgreSQL named for the column's inline CHECK of version 1; every stored row passes
+/// the wider one.
+const SCHEMA_V3: &str = r#"
+ALTER TABLE iac_states
+    DROP CONSTRAINT iac_states_kind_check,
+    ADD CONSTRAINT iac_states_kind_check
+        CHECK (kind IN ('state', 'show_json', 'pulumi', 'cloudformation'));
+"#;
 
 /// Version 2: collectors sharing the database.
 /// - `hosts.connection`: the number of the host's newest connection (SQLite's version 7).

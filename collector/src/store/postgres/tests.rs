@@ -212,6 +212,57 @@ fn collectors_opening_one_new_database_together_migrate_it_once() {
     assert_eq!(applied.iter().sum::<usize>(), schema::MIGRATIONS.len());
 }
 
+/// Version 3 widens `iac_states.kind` (SQLite's version 10): a version-2 database keeps its
+/// states and takes Pulumi and CloudFormation stacks afterwards (issue 15).
+#[test]
+fn a_version_2_database_migrates_to_3_and_keeps_its_states() {
+    let store = fresh_store();
+    let name = store.database().rsplit('/').next().unwrap().to_owned();
+    drop(store);
+    let mut admin =
+        postgres::Client::connect(&format!("{}/postgres", server()), postgres::NoTls).unwrap();
+    let old = format!("{name}_v2");
+    admin
+        .batch_execute(&format!("CREATE DATABASE {old}"))
+        .unwrap();
+    let url = format!("{}/{old}", server());
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    for sql in &schema::MIGRATIONS[..2] {
+        client.batch_execute(sql).unwrap();
+    }
+    client
+        .batch_execute(
+            "CREATE TABLE schema_version (
+                 one BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one), version BIGINT NOT NULL);
+             INSERT INTO schema_version (version) VALUES (2);
+             INSERT INTO iac_states (name, source, kind, lineage, serial, imported_at)
+                 VALUES ('prod', 'prod.tfstate', 'state', 'L1', 7, 1);",
+        )
+        .unwrap();
+    let refused = client.batch_execute(
+        "INSERT INTO iac_states (name, source, kind, imported_at) VALUES ('d', 'd', 'pulumi', 1)",
+    );
+    assert!(refused.is_err());
+    drop(client);
+    assert_eq!(PgStore::migrate(&url, None).unwrap(), 1);
+    let store = PgStore::open(&url, None).unwrap();
+    let data = store.iac().unwrap();
+    assert_eq!(
+        (data.states[0].kind.as_str(), data.states[0].serial),
+        ("state", Some(7))
+    );
+    let pulumi = driftwatch_proto::v1::ImportStateRequest {
+        name: "web/dev".into(),
+        source: "dev.json".into(),
+        kind: "pulumi".into(),
+        ..Default::default()
+    };
+    store
+        .import_state(&crate::iac::state_import(pulumi), T0)
+        .unwrap();
+    assert_eq!(store.iac().unwrap().states.len(), 2);
+}
+
 #[test]
 fn a_server_that_is_down_is_a_clear_error_at_open() {
     let port = free_port();

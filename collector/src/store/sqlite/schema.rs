@@ -26,6 +26,7 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     Migration::Sql(SCHEMA_V7),
     Migration::Code(events_checks_as_comparisons),
     Migration::Sql(SCHEMA_V9),
+    Migration::Code(iac_state_kinds_pulumi_and_cloudformation),
 ];
 
 /// Version 9: counts kept on write, so `paths` and `causes` read one row per path or change
@@ -166,26 +167,51 @@ END;
 /// (<https://www.sqlite.org/lang_altertable.html#otheralter>): the conditions are the same, so
 /// no stored row changes and none needs to be checked again.
 fn events_checks_as_comparisons(tx: &Transaction<'_>) -> Result<()> {
-    const EDITS: [(&str, &str); 2] = [
-        (
-            "CHECK (transition IN ('drifted', 'changed', 'resolved'))",
-            "CHECK (transition = 'drifted' OR transition = 'changed' OR transition = 'resolved')",
-        ),
-        (
-            "CHECK (source IN ('stream', 'snapshot'))",
-            "CHECK (source = 'stream' OR source = 'snapshot')",
-        ),
-    ];
-    let what = "rewriting the checks of table events";
+    edit_table_definition(
+        tx,
+        "events",
+        &[
+            (
+                "CHECK (transition IN ('drifted', 'changed', 'resolved'))",
+                "CHECK (transition = 'drifted' OR transition = 'changed' OR transition = 'resolved')",
+            ),
+            (
+                "CHECK (source IN ('stream', 'snapshot'))",
+                "CHECK (source = 'stream' OR source = 'snapshot')",
+            ),
+        ],
+    )
+}
+
+/// Version 10: `iac_states.kind` also `pulumi` (`pulumi stack export`) and `cloudformation`
+/// (`aws cloudformation describe-stack-resources`). The check is widened in place, as for
+/// version 8: every stored row passes the wider check, so none needs to be checked again.
+fn iac_state_kinds_pulumi_and_cloudformation(tx: &Transaction<'_>) -> Result<()> {
+    edit_table_definition(
+        tx,
+        "iac_states",
+        &[(
+            "CHECK (kind IN ('state', 'show_json'))",
+            "CHECK (kind = 'state' OR kind = 'show_json' OR kind = 'pulumi' OR \
+             kind = 'cloudformation')",
+        )],
+    )
+}
+
+/// Replaces text in `table`'s definition in `sqlite_master` (each `from` must be there), for
+/// changes SQLite's `ALTER TABLE` cannot make but that leave every stored row valid: a CHECK
+/// made cheaper or wider (<https://www.sqlite.org/lang_altertable.html#otheralter>).
+fn edit_table_definition(tx: &Transaction<'_>, table: &str, edits: &[(&str, &str)]) -> Result<()> {
+    let what = format!("rewriting the definition of table {table}");
     let sql: String = tx
         .query_row(
-            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'events'",
-            [],
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [table],
             |r| r.get(0),
         )
-        .context(what)?;
+        .context(&what)?;
     let mut edited = sql.clone();
-    for (from, to) in EDITS {
+    for (from, to) in edits {
         if !edited.contains(from) {
             return Err(StoreError::Database(format!(
                 "{what}: the table's definition does not have {from}"
@@ -195,19 +221,19 @@ fn events_checks_as_comparisons(tx: &Transaction<'_>) -> Result<()> {
     }
     let version: i64 = tx
         .pragma_query_value(None, "schema_version", |r| r.get(0))
-        .context(what)?;
+        .context(&what)?;
     tx.pragma_update(None, "writable_schema", true)
-        .context(what)?;
+        .context(&what)?;
     tx.execute(
-        "UPDATE sqlite_master SET sql = ?1 WHERE type = 'table' AND name = 'events'",
-        [&edited],
+        "UPDATE sqlite_master SET sql = ?1 WHERE type = 'table' AND name = ?2",
+        [edited.as_str(), table],
     )
-    .context(what)?;
+    .context(&what)?;
     // Every connection, this one included, reads the schema anew.
     tx.pragma_update(None, "schema_version", version + 1)
-        .context(what)?;
+        .context(&what)?;
     tx.pragma_update(None, "writable_schema", false)
-        .context(what)?;
+        .context(&what)?;
     Ok(())
 }
 

@@ -627,6 +627,85 @@ fn a_database_of_0_1_is_converted_in_place() {
     );
 }
 
+/// Version 10 widens `iac_states.kind`: a version-9 database keeps its states and resources,
+/// and takes Pulumi and CloudFormation stacks afterwards (issue 15).
+#[test]
+fn a_version_9_database_migrates_to_10_and_keeps_its_states() {
+    use driftwatch_proto::v1;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("collector.db");
+    {
+        let mut conn = Connection::open(&path).unwrap();
+        let tx = conn.transaction().unwrap();
+        for migration in &schema::MIGRATIONS[..9] {
+            match migration {
+                schema::Migration::Sql(sql) => tx.execute_batch(sql).unwrap(),
+                schema::Migration::Code(migrate) => migrate(&tx).unwrap(),
+            }
+        }
+        tx.pragma_update(None, "user_version", 9).unwrap();
+        tx.execute_batch(
+            "INSERT INTO iac_states (name, source, kind, lineage, serial, imported_at)
+                 VALUES ('prod', 'prod.tfstate', 'state', 'L1', 7, 1);
+             INSERT INTO iac_resources VALUES ('prod', 'aws_instance.a', 'aws_instance',
+                 'instance', 'i-1', 'a', 'ami-1', '10.0.0.1', '', '', 'running', '', '');",
+        )
+        .unwrap();
+        let refused = tx.execute(
+            "INSERT INTO iac_states (name, source, kind, imported_at)
+                 VALUES ('dev', 'dev.json', 'pulumi', 1)",
+            [],
+        );
+        assert!(
+            refused
+                .unwrap_err()
+                .to_string()
+                .contains("CHECK constraint failed")
+        );
+        tx.commit().unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let data = store.iac().unwrap();
+    assert_eq!(data.states.len(), 1);
+    assert_eq!(
+        (data.states[0].kind.as_str(), data.states[0].serial),
+        ("state", Some(7))
+    );
+    assert_eq!(data.resources.len(), 1);
+    assert_eq!(data.resources[0].1.key, "i-1");
+    let pulumi = v1::ImportStateRequest {
+        name: "web/dev".into(),
+        source: "dev.json".into(),
+        kind: "pulumi".into(),
+        resources: vec![v1::IacResource {
+            address: "urn:pulumi:dev::web::aws:ec2/instance:Instance::a".into(),
+            r#type: "aws:ec2/instance:Instance".into(),
+            role: "instance".into(),
+            key: "i-2".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    store
+        .import_state(&crate::iac::state_import(pulumi), T0)
+        .unwrap();
+    // The check still refuses what no version allows.
+    let err = lock(&store.writer)
+        .conn
+        .execute(
+            "INSERT INTO iac_states (name, source, kind, imported_at) VALUES ('x', 'x', 'bogus', 1)",
+            [],
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("CHECK constraint failed"), "{err}");
+    drop(store);
+    let version: i64 = Connection::open(&path)
+        .unwrap()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 10);
+}
+
 /// The database quotes the hosts' root-only files: its files are private from creation, and
 /// ones left readable by others are tightened at open (see the module's "File modes").
 #[test]

@@ -292,7 +292,10 @@ mod tests {
             {
                 break (p, cancel);
             }
-            assert!(Instant::now() < deadline, "the big file's hash did not start again");
+            assert!(
+                Instant::now() < deadline,
+                "the big file's hash did not start again"
+            );
             std::thread::sleep(Duration::from_millis(20));
         };
         h.forget(&running.0);

@@ -29,7 +29,7 @@
 //! opened, with one warning. The server creates the database's directory 0700 when it is
 //! missing ([`create_private_dir`]); an existing directory is left as it is.
 //!
-//! # Schema (version 6; [`schema::MIGRATIONS`], counted by `PRAGMA user_version`)
+//! # Schema (version 11; [`schema::MIGRATIONS`], counted by `PRAGMA user_version`)
 //!
 //! - `hosts`: one row per host identity: what its hello said, where its stream stands
 //!   (`stream_id`, `last_seq`), first and last seen, and its current items' aggregates cached
@@ -59,6 +59,10 @@
 //!   issued by serial, with its revocation.
 //! - Version 7 adds `hosts.connection`; version 8 writes `events`' checks as comparisons;
 //!   version 10 widens `iac_states.kind` (both edit the table's definition in place).
+//! - `subject_counts` (version 9): per path, its hosts per severity and its first and last
+//!   observation, kept by triggers on `items`, so `paths` reads one row per path. Version 9
+//!   counted changes in `cause_counts` the same way; version 11 dropped it for counts in the
+//!   writer's memory (`causes`), which cost ingest far less.
 //!
 //! Invariants every write keeps:
 //! - a host's cached aggregates are those of its `items` rows;
@@ -69,7 +73,8 @@
 //!
 //! Modules: `schema` (tables, migrations), `write` (hellos and groups of writes), `query`
 //! (fleet queries), `hosts` (the hosts' listing columns mirrored in memory, refreshed after
-//! every commit), `checkpoint` (the WAL checkpointing thread).
+//! every commit), `causes` (the changes' host counts, kept in memory by the writer),
+//! `checkpoint` (the WAL checkpointing thread).
 
 use std::collections::HashSet;
 use std::fmt;
@@ -89,6 +94,7 @@ use super::{
 };
 use driftwatch_proto::drift::set_digest;
 
+mod causes;
 mod checkpoint;
 mod credentials;
 mod enrollment;
@@ -123,6 +129,8 @@ pub struct SqliteStore {
     generation: AtomicU64,
     /// The hosts' listing columns, refreshed after every commit.
     hosts: hosts::HostsView,
+    /// The changes' host counts, kept by the writer after every commit.
+    causes: Mutex<causes::Causes>,
 }
 
 struct Writer {
@@ -155,6 +163,7 @@ impl SqliteStore {
         schema::migrate(&mut conn)?;
         let hosts = hosts::HostsView::default();
         hosts.load(&conn).context("reading the hosts")?;
+        let causes = causes::Causes::load(&conn).context("counting the changes")?;
         // Readers open after the migration: they only ever see a current schema.
         let readers = (0..READERS)
             .map(|_| {
@@ -178,6 +187,7 @@ impl SqliteStore {
             checkpointer: checkpoint::Checkpointer::start(path)?,
             generation: AtomicU64::new(0),
             hosts,
+            causes: Mutex::new(causes),
         })
     }
 
@@ -399,7 +409,8 @@ impl Store for SqliteStore {
         const WHAT: &str = "applying writes";
         let mut writer = self.writer(true)?;
         let tx = begin(&mut writer.conn, WHAT)?;
-        let results = match write::apply_unguarded(&tx, writes)? {
+        let mut deltas = causes::Deltas::default();
+        let results = match write::apply_unguarded(&tx, writes, &mut deltas)? {
             Some(results) => {
                 self.commit(tx, WHAT)?;
                 results
@@ -408,12 +419,15 @@ impl Store for SqliteStore {
                 // A write failed part-way: undo the group, and apply it again with each write
                 // under a savepoint, so that only the failed one is undone.
                 tx.rollback().context("rolling back a group")?;
+                deltas.clear();
                 let tx = begin(&mut writer.conn, WHAT)?;
-                let results = write::apply_guarded(&tx, writes)?;
+                let results = write::apply_guarded(&tx, writes, &mut deltas)?;
                 self.commit(tx, WHAT)?;
                 results
             }
         };
+        // Still under the writer's lock: the counts follow the commits in their order.
+        lock(&self.causes).apply(&deltas);
         let touched: HashSet<&str> = writes.iter().map(Write::host).collect();
         self.hosts.refresh(&writer.conn, touched);
         Ok(results)
@@ -540,8 +554,19 @@ impl Store for SqliteStore {
         limit: usize,
         max_hosts: usize,
     ) -> Result<Vec<Cause>> {
-        self.read("listing causes", |tx| {
-            query::list_causes(tx, filter, min_hosts, limit, max_hosts)
+        // The counts are of every severity: a severity filter counts the items themselves.
+        let counted = match filter.min_severity {
+            None => Some(query::counted_causes(
+                &lock(&self.causes),
+                filter,
+                min_hosts,
+                limit,
+            )),
+            Some(_) => None,
+        };
+        self.read("listing causes", |tx| match counted {
+            Some(groups) => query::causes_of(tx, groups, max_hosts),
+            None => query::list_causes(tx, filter, min_hosts, limit, max_hosts),
         })
     }
 

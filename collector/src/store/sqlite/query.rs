@@ -6,6 +6,7 @@ use std::sync::Arc;
 use rusqlite::types::{Type, Value};
 use rusqlite::{Connection, OptionalExtension as _, Row, params, params_from_iter};
 
+use super::causes::Causes;
 use super::hosts::{Drift, HOST_COLUMNS, HostRow, read_row};
 use super::{severity_at, to_u64};
 use crate::store::{
@@ -187,26 +188,39 @@ pub(super) const CAUSE_HOSTS: &str =
     "SELECT host FROM items WHERE subject = ?1 AND cause = ?2 ORDER BY host LIMIT ?3";
 
 /// A group of identical changes, before its host names are read.
-struct Group {
+pub(super) struct Group {
     cause: String,
     subject: String,
     worst: Severity,
     hosts: usize,
 }
 
-pub(super) fn list_causes(
-    conn: &Connection,
+/// Causes by the counts kept on write: one entry per change, whatever the number of hosts; the
+/// most shared first, at most `limit` (0: all).
+pub(super) fn counted_causes(
+    causes: &Causes,
     filter: &ItemFilter,
     min_hosts: usize,
     limit: usize,
-    max_hosts: usize,
-) -> rusqlite::Result<Vec<Cause>> {
+) -> Vec<Group> {
     let min_hosts = min_hosts.max(1);
-    let mut groups = match filter.min_severity {
-        None => counted_causes(conn, filter, min_hosts)?,
-        // The counts are of every severity: a severity filter counts the items themselves.
-        Some(_) => return scanned_causes(conn, filter, min_hosts, limit, max_hosts),
-    };
+    let mut glob = GlobCache::new(filter);
+    let mut groups: Vec<Group> = causes
+        .select(|_, count| {
+            count.total() >= min_hosts
+                && count.subject.starts_with(&filter.path_prefix)
+                && glob.matches(&count.subject)
+        })
+        .into_iter()
+        .filter_map(|(cause, count)| {
+            Some(Group {
+                worst: count.worst()?,
+                hosts: count.total(),
+                subject: count.subject.to_string(),
+                cause,
+            })
+        })
+        .collect();
     groups.sort_unstable_by(|a, b| {
         b.hosts
             .cmp(&a.hosts)
@@ -216,7 +230,17 @@ pub(super) fn list_causes(
     if limit > 0 {
         groups.truncate(limit);
     }
-    // Each group's hosts in order, from `items_subject`'s range of (subject, cause).
+    groups
+}
+
+/// The causes of `groups`, each with its first `max_hosts` hosts (0: all) read from
+/// `items_subject`'s range of (subject, cause). A change the counts know of and this read
+/// does not (committed after it began) is left out.
+pub(super) fn causes_of(
+    conn: &Connection,
+    groups: Vec<Group>,
+    max_hosts: usize,
+) -> rusqlite::Result<Vec<Cause>> {
     let mut hosts_of = conn.prepare_cached(CAUSE_HOSTS)?;
     let cap = if max_hosts == 0 { -1 } else { max_hosts as i64 };
     let mut causes = Vec::with_capacity(groups.len());
@@ -224,44 +248,17 @@ pub(super) fn list_causes(
         let hosts = hosts_of
             .query_map(params![group.subject, group.cause, cap], |r| r.get(0))?
             .collect::<rusqlite::Result<Vec<String>>>()?;
+        if hosts.is_empty() {
+            continue;
+        }
         causes.push(cause(conn, group, hosts)?);
     }
     Ok(causes)
 }
 
-/// Groups from `cause_counts`: one row per change, whatever the number of hosts.
-fn counted_causes(
-    conn: &Connection,
-    filter: &ItemFilter,
-    min_hosts: usize,
-) -> rusqlite::Result<Vec<Group>> {
-    let conditions = Conditions::of(filter);
-    let sql = format!(
-        "SELECT subject, cause, hosts, n_security, n_behavioral, n_cosmetic
-         FROM cause_counts{}",
-        conditions.where_sql()
-    );
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let mut rows = stmt.query(params_from_iter(&conditions.values))?;
-    let mut glob = GlobCache::new(filter);
-    let mut groups = Vec::new();
-    while let Some(row) = rows.next()? {
-        let hosts = row.get::<_, i64>(2)?.max(0) as usize;
-        if hosts < min_hosts || !glob.matches(row.get_ref(0)?.as_str()?) {
-            continue;
-        }
-        groups.push(Group {
-            subject: row.get(0)?,
-            cause: row.get(1)?,
-            worst: worst_counted(row, 3)?,
-            hosts,
-        });
-    }
-    Ok(groups)
-}
-
-/// Causes counted from the items a filter keeps.
-fn scanned_causes(
+/// Causes counted from the items a filter keeps (without a severity filter the store uses the
+/// counts kept on write instead: [`counted_causes`]).
+pub(super) fn list_causes(
     conn: &Connection,
     filter: &ItemFilter,
     min_hosts: usize,

@@ -27,7 +27,47 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     Migration::Code(events_checks_as_comparisons),
     Migration::Sql(SCHEMA_V9),
     Migration::Code(iac_state_kinds_pulumi_and_cloudformation),
+    Migration::Sql(SCHEMA_V11),
 ];
+
+/// Version 11: the changes are counted in the writer's memory (`causes`), not in
+/// `cause_counts`: every content change is a new cause, so keeping that table moved a host
+/// from one row to another on every event, a fifth of ingest. `subject_counts` stays (ingest
+/// rarely changes an item's path, severity or first observation).
+const SCHEMA_V11: &str = "
+DROP TRIGGER items_recounted_cause;
+DROP TRIGGER items_counted_in;
+DROP TRIGGER items_counted_out;
+DROP TABLE cause_counts;
+
+CREATE TRIGGER items_counted_in AFTER INSERT ON items BEGIN
+    INSERT INTO subject_counts
+        VALUES (NEW.subject, 1, NEW.severity = 0, NEW.severity = 1, NEW.severity = 2,
+                NEW.observed_at, NEW.observed_at)
+        ON CONFLICT (subject) DO UPDATE SET
+            hosts = hosts + 1,
+            n_security = n_security + (NEW.severity = 0),
+            n_behavioral = n_behavioral + (NEW.severity = 1),
+            n_cosmetic = n_cosmetic + (NEW.severity = 2),
+            first_observed = min(first_observed, NEW.observed_at),
+            last_observed = max(last_observed, NEW.observed_at);
+END;
+
+CREATE TRIGGER items_counted_out AFTER DELETE ON items BEGIN
+    UPDATE subject_counts SET
+        hosts = hosts - 1,
+        n_security = n_security - (OLD.severity = 0),
+        n_behavioral = n_behavioral - (OLD.severity = 1),
+        n_cosmetic = n_cosmetic - (OLD.severity = 2)
+    WHERE subject = OLD.subject;
+    DELETE FROM subject_counts WHERE subject = OLD.subject AND hosts = 0;
+    UPDATE subject_counts SET
+        first_observed = (SELECT min(observed_at) FROM items WHERE subject = OLD.subject),
+        last_observed = (SELECT max(observed_at) FROM items WHERE subject = OLD.subject)
+    WHERE subject = OLD.subject
+        AND (first_observed = OLD.observed_at OR last_observed = OLD.observed_at);
+END;
+";
 
 /// Version 9: counts kept on write, so `paths` and `causes` read one row per path or change
 /// instead of every item. Triggers on `items` keep them in the transaction that changes an

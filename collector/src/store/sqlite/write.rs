@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use rusqlite::{Connection, OptionalExtension as _, params};
 
+use super::causes::Deltas;
 use super::{Context as _, severity_at, to_u64};
 use crate::store::{
     Applied, EventRecord, HostInfo, ItemRecord, Millis, Result, Severity, StoreError, StreamState,
@@ -34,11 +35,12 @@ fn execute(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 pub(super) fn apply_unguarded(
     conn: &Connection,
     writes: &[Write],
+    deltas: &mut Deltas,
 ) -> Result<Option<Vec<Result<Applied>>>> {
     let mut results = Vec::with_capacity(writes.len());
     for one in writes {
         let changes = conn.total_changes();
-        match apply_one(conn, one) {
+        match apply_one(conn, one, deltas) {
             Ok(applied) => results.push(Ok(applied)),
             // SQLite rolled the whole transaction back (an I/O error, a full disk): nothing
             // of this group can be committed.
@@ -52,19 +54,25 @@ pub(super) fn apply_unguarded(
     Ok(Some(results))
 }
 
-/// Applies a group's writes, each under a savepoint: one that fails is undone alone and
-/// reported in its slot, the others stand.
-pub(super) fn apply_guarded(conn: &Connection, writes: &[Write]) -> Result<Vec<Result<Applied>>> {
+/// Applies a group's writes, each under a savepoint: one that fails is undone alone (with
+/// what it recorded in `deltas`) and reported in its slot, the others stand.
+pub(super) fn apply_guarded(
+    conn: &Connection,
+    writes: &[Write],
+    deltas: &mut Deltas,
+) -> Result<Vec<Result<Applied>>> {
     let mut results = Vec::with_capacity(writes.len());
     for one in writes {
         execute(conn, "SAVEPOINT write").context("opening a savepoint")?;
-        match apply_one(conn, one) {
+        let mark = deltas.mark();
+        match apply_one(conn, one, deltas) {
             Ok(applied) => {
                 execute(conn, "RELEASE write").context("releasing a savepoint")?;
                 results.push(Ok(applied));
             }
             Err(e) if conn.is_autocommit() => return Err(e),
             Err(e) => {
+                deltas.undo(mark);
                 execute(conn, "ROLLBACK TO write")
                     .and_then(|()| execute(conn, "RELEASE write"))
                     .context("rolling back a savepoint")?;
@@ -75,21 +83,21 @@ pub(super) fn apply_guarded(conn: &Connection, writes: &[Write]) -> Result<Vec<R
     Ok(results)
 }
 
-fn apply_one(conn: &Connection, write: &Write) -> Result<Applied> {
+fn apply_one(conn: &Connection, write: &Write, deltas: &mut Deltas) -> Result<Applied> {
     match write {
         Write::Batch {
             host,
             stream_id,
             events,
             received_at,
-        } => apply_batch(conn, host, stream_id, events, *received_at),
+        } => apply_batch(conn, host, stream_id, events, *received_at, deltas),
         Write::Snapshot {
             host,
             stream_id,
             seq,
             items,
             received_at,
-        } => apply_snapshot(conn, host, stream_id, *seq, items, *received_at),
+        } => apply_snapshot(conn, host, stream_id, *seq, items, *received_at, deltas),
         Write::Seen { host, at } => {
             let last_seq = conn
                 .prepare_cached(
@@ -207,6 +215,7 @@ fn apply_batch(
     stream_id: &str,
     events: &[EventRecord],
     received_at: Millis,
+    deltas: &mut Deltas,
 ) -> Result<Applied> {
     let mut row = HostState::read(conn, host)?;
     if !row.stream_id.is_empty() && row.stream_id != stream_id {
@@ -261,12 +270,12 @@ fn apply_batch(
         match e.transition {
             Transition::Drifted | Transition::Changed => {
                 let old = current(conn, host, &e.item.subject)?;
-                row.upsert(conn, host, &e.item, old, e.observed_at)?;
+                row.upsert(conn, host, &e.item, old, e.observed_at, deltas)?;
             }
             Transition::Resolved => {
-                if let Some((severity, observed_at, _)) = delete_item(conn, host, &e.item.subject)?
-                {
-                    row.removed(severity, observed_at);
+                if let Some(gone) = delete_item(conn, host, &e.item.subject)? {
+                    row.removed(gone.severity, gone.observed_at);
+                    deltas.removed(&gone.cause, &e.item.subject, gone.severity);
                 }
             }
         }
@@ -287,6 +296,7 @@ fn apply_snapshot(
     seq: u64,
     items: &[ItemRecord],
     received_at: Millis,
+    deltas: &mut Deltas,
 ) -> Result<Applied> {
     let mut row = HostState::read(conn, host)?;
     if i64::try_from(seq).is_err() {
@@ -304,7 +314,9 @@ fn apply_snapshot(
         }
     }
     let mut old: HashMap<String, Current> = conn
-        .prepare_cached("SELECT subject, sha256, severity, observed_at FROM items WHERE host = ?1")
+        .prepare_cached(
+            "SELECT subject, sha256, severity, observed_at, cause FROM items WHERE host = ?1",
+        )
         .and_then(|mut stmt| {
             stmt.query_map([host], |r| {
                 Ok((
@@ -313,6 +325,7 @@ fn apply_snapshot(
                         sha256: r.get(1)?,
                         severity: severity_at(r, 2)?,
                         observed_at: r.get(3)?,
+                        cause: r.get(4)?,
                     },
                 ))
             })?
@@ -342,16 +355,23 @@ fn apply_snapshot(
                 source: "snapshot",
             },
         )?;
-        row.upsert(conn, host, item, before, received_at)?;
+        row.upsert(conn, host, item, before, received_at, deltas)?;
         written += 1;
     }
     let mut gone: Vec<String> = old.into_keys().collect();
     gone.sort_unstable();
     for subject in &gone {
-        let Some((severity, observed_at, item)) = delete_item(conn, host, subject)? else {
+        let Some(Gone {
+            severity,
+            observed_at,
+            item,
+            cause,
+        }) = delete_item(conn, host, subject)?
+        else {
             continue;
         };
         row.removed(severity, observed_at);
+        deltas.removed(&cause, subject, severity);
         insert_event(
             conn,
             &HistoryRow {
@@ -406,11 +426,12 @@ struct Current {
     sha256: [u8; 32],
     severity: Severity,
     observed_at: Millis,
+    cause: String,
 }
 
 fn current(conn: &Connection, host: &str, subject: &str) -> Result<Option<Current>> {
     conn.prepare_cached(
-        "SELECT sha256, severity, observed_at FROM items WHERE host = ?1 AND subject = ?2",
+        "SELECT sha256, severity, observed_at, cause FROM items WHERE host = ?1 AND subject = ?2",
     )
     .and_then(|mut stmt| {
         stmt.query_row([host, subject], |r| {
@@ -418,6 +439,7 @@ fn current(conn: &Connection, host: &str, subject: &str) -> Result<Option<Curren
                 sha256: r.get(0)?,
                 severity: severity_at(r, 1)?,
                 observed_at: r.get(2)?,
+                cause: r.get(3)?,
             })
         })
         .optional()
@@ -425,19 +447,28 @@ fn current(conn: &Connection, host: &str, subject: &str) -> Result<Option<Curren
     .with_context(|| format!("reading item {subject} of host {host}"))
 }
 
-/// Removes a current item; returns its severity, `observed_at` and encoding if there was one.
-fn delete_item(
-    conn: &Connection,
-    host: &str,
-    subject: &str,
-) -> Result<Option<(Severity, Millis, Vec<u8>)>> {
+/// An item a write removed.
+struct Gone {
+    severity: Severity,
+    observed_at: Millis,
+    item: Vec<u8>,
+    cause: String,
+}
+
+/// Removes a current item; returns it if there was one.
+fn delete_item(conn: &Connection, host: &str, subject: &str) -> Result<Option<Gone>> {
     conn.prepare_cached(
         "DELETE FROM items WHERE host = ?1 AND subject = ?2
-         RETURNING severity, observed_at, item",
+         RETURNING severity, observed_at, item, cause",
     )
     .and_then(|mut stmt| {
         stmt.query_row([host, subject], |r| {
-            Ok((severity_at(r, 0)?, r.get(1)?, r.get(2)?))
+            Ok(Gone {
+                severity: severity_at(r, 0)?,
+                observed_at: r.get(1)?,
+                item: r.get(2)?,
+                cause: r.get(3)?,
+            })
         })
         .optional()
     })
@@ -535,6 +566,7 @@ impl HostState {
         item: &ItemRecord,
         old: Option<Current>,
         observed_at: Millis,
+        deltas: &mut Deltas,
     ) -> Result<()> {
         let observed_at = match old {
             Some(old) => {
@@ -542,10 +574,15 @@ impl HostState {
                     self.removed(old.severity, old.observed_at);
                     self.added(item.severity, old.observed_at);
                 }
+                if old.severity != item.severity || old.cause != item.cause {
+                    deltas.removed(&old.cause, &item.subject, old.severity);
+                    deltas.added(&item.cause, &item.subject, item.severity);
+                }
                 old.observed_at
             }
             None => {
                 self.added(item.severity, observed_at);
+                deltas.added(&item.cause, &item.subject, item.severity);
                 observed_at
             }
         };

@@ -119,38 +119,34 @@ pub(super) fn list_paths(
     Ok(paths)
 }
 
-/// Paths from `subject_counts`: one row per path, whatever the number of hosts.
+/// Paths from `subject_counts`: one row per path, whatever the number of hosts; in the
+/// columns of [`paths_sql`].
 fn counted_paths(conn: &Connection, filter: &ItemFilter) -> rusqlite::Result<Vec<PathSummary>> {
     let conditions = Conditions::of(filter);
     let sql = format!(
-        "SELECT subject, hosts, n_security, n_behavioral, n_cosmetic, first_observed,
-                last_observed
+        "SELECT subject, hosts,
+                CASE WHEN n_security > 0 THEN 0 WHEN n_behavioral > 0 THEN 1 ELSE 2 END,
+                first_observed, last_observed
          FROM subject_counts{}",
         conditions.where_sql()
     );
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let mut rows = stmt.query(params_from_iter(&conditions.values))?;
-    let mut glob = GlobCache::new(filter);
-    let mut paths = Vec::new();
-    while let Some(row) = rows.next()? {
-        if !glob.matches(row.get_ref(0)?.as_str()?) {
-            continue;
-        }
-        paths.push(PathSummary {
-            path: row.get(0)?,
-            hosts: to_u64(row.get(1)?),
-            max_severity: worst_counted(row, 2)?,
-            first_observed: row.get(5)?,
-            last_observed: row.get(6)?,
-        });
-    }
-    Ok(paths)
+    paths(conn, &sql, &conditions, filter)
 }
 
 fn scanned_paths(conn: &Connection, filter: &ItemFilter) -> rusqlite::Result<Vec<PathSummary>> {
     let conditions = Conditions::of(filter);
-    let sql = paths_sql(&conditions);
-    let mut stmt = conn.prepare_cached(&sql)?;
+    paths(conn, &paths_sql(&conditions), &conditions, filter)
+}
+
+/// The paths `sql` gives (path, hosts, worst severity, first and last observation) that the
+/// filter's glob keeps.
+fn paths(
+    conn: &Connection,
+    sql: &str,
+    conditions: &Conditions,
+    filter: &ItemFilter,
+) -> rusqlite::Result<Vec<PathSummary>> {
+    let mut stmt = conn.prepare_cached(sql)?;
     let mut rows = stmt.query(params_from_iter(&conditions.values))?;
     let mut glob = GlobCache::new(filter);
     let mut paths = Vec::new();
@@ -167,20 +163,6 @@ fn scanned_paths(conn: &Connection, filter: &ItemFilter) -> rusqlite::Result<Vec
         });
     }
     Ok(paths)
-}
-
-/// The worst severity of counts per severity in columns `first..first + 3` (security first).
-fn worst_counted(row: &Row<'_>, first: usize) -> rusqlite::Result<Severity> {
-    for (i, severity) in [Severity::Security, Severity::Behavioral, Severity::Cosmetic]
-        .into_iter()
-        .enumerate()
-    {
-        if row.get::<_, i64>(first + i)? > 0 {
-            return Ok(severity);
-        }
-    }
-    // A counted row exists only while it counts an item.
-    Err(rusqlite::Error::IntegralValueOutOfRange(first, 0))
 }
 
 /// A change's first hosts, in order: one range of `items_subject`.

@@ -60,6 +60,7 @@ fn main() {
         .expect("write the descriptor set");
     // Messages, clients and servers. Maps in sorted order, so JSON answers are stable.
     let mut builder = tonic_prost_build::configure()
+        .codec_path("crate::codec::Codec")
         .extern_path(".driftwatch.baseline.v1", "crate::pb::baseline")
         .btree_map(".driftwatch.v1.IacStatus");
     for m in JSON_MESSAGES {

@@ -142,11 +142,7 @@ impl<S: Store> v1::ingest_server::Ingest for IngestService<S> {
         };
         self.metrics.streams.inc();
         self.metrics.streams_total.inc();
-        let metrics = self.metrics.clone();
-        self.streams.spawn(async move {
-            conn.run(inbound).await;
-            metrics.streams.dec();
-        });
+        self.streams.spawn(conn.run(inbound));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
@@ -198,6 +194,7 @@ impl From<StoreError> for End {
 impl<S: Store> Connection<S> {
     async fn run(mut self, mut inbound: Streaming<v1::AgentMessage>) {
         let result = self.serve(&mut inbound).await;
+        self.metrics.streams.dec();
         match result {
             Ok(()) => tracing::debug!(host = %self.host, peer = %self.peer, "Agent stream closed."),
             Err(End(status)) => {
@@ -213,7 +210,7 @@ impl<S: Store> Connection<S> {
                         status.message()
                     );
                 }
-                let _ = self.tx.send(Err(status)).await;
+                let _ = Box::pin(self.tx.send(Err(status))).await;
             }
         }
     }
@@ -236,7 +233,10 @@ impl<S: Store> Connection<S> {
                 "the first message of a stream must be a hello",
             )));
         };
-        self.hello(hello).await?;
+        // The handlers' futures are boxed: a stream spends its life waiting for its next
+        // message, and its task should hold only what that wait needs, not room for the
+        // largest handler and its message.
+        Box::pin(self.hello(hello)).await?;
         let idle = self.limits.heartbeat * 3;
         let mut snapshot: Option<(u64, Vec<ItemRecord>)> = None;
         loop {
@@ -255,20 +255,29 @@ impl<S: Store> Connection<S> {
                     Some(message) => message,
                 },
             };
-            match message.body {
-                Some(Body::Batch(batch)) => self.batch(batch).await?,
-                Some(Body::Heartbeat(hb)) => self.heartbeat(hb).await?,
-                Some(Body::Snapshot(chunk)) => self.snapshot_chunk(chunk, &mut snapshot).await?,
-                Some(Body::Hello(_)) => {
-                    self.metrics.reject("second_hello");
-                    return Err(End(Status::invalid_argument(
-                        "a stream says hello once; open a new stream to start over",
-                    )));
-                }
-                None => {
-                    self.metrics.reject("empty_message");
-                    return Err(End(Status::invalid_argument("empty message")));
-                }
+            Box::pin(self.handle(message, &mut snapshot)).await?;
+        }
+    }
+
+    /// One message after the hello: a batch, a heartbeat or a snapshot chunk.
+    async fn handle(
+        &mut self,
+        message: v1::AgentMessage,
+        snapshot: &mut Option<(u64, Vec<ItemRecord>)>,
+    ) -> Result<(), End> {
+        match message.body {
+            Some(Body::Batch(batch)) => self.batch(batch).await,
+            Some(Body::Heartbeat(hb)) => self.heartbeat(hb).await,
+            Some(Body::Snapshot(chunk)) => self.snapshot_chunk(chunk, snapshot).await,
+            Some(Body::Hello(_)) => {
+                self.metrics.reject("second_hello");
+                Err(End(Status::invalid_argument(
+                    "a stream says hello once; open a new stream to start over",
+                )))
+            }
+            None => {
+                self.metrics.reject("empty_message");
+                Err(End(Status::invalid_argument("empty message")))
             }
         }
     }

@@ -471,6 +471,9 @@ pub struct Matching {
     /// Machines (instances by cloud id, across states) expected to run, with the hosts that
     /// hold them by strong evidence.
     machines: Vec<Expected>,
+    /// Whether some host's listing shows something of IaC: a link, a flag, a candidate, or a
+    /// ghost flag one day (IaC expects it to run). Without IaC state or images, none does.
+    lists_any: bool,
 }
 
 /// A machine IaC expects to run (or whose power state it does not record).
@@ -661,11 +664,21 @@ impl Matching {
                 owners: held.remove(&i).unwrap_or_default(),
             })
             .collect();
+        let lists_any = matched_hosts
+            .values()
+            .any(|m| !m.listed.is_empty() || m.expected_up.is_some());
         Matching {
             iac,
             hosts: matched_hosts,
             machines,
+            lists_any,
         }
+    }
+
+    /// Whether [`listed`](Self::listed) may say something of some host: a listing of a fleet
+    /// without IaC skips looking up each of its hosts.
+    pub fn lists_any(&self) -> bool {
+        self.lists_any
     }
 
     /// What was imported.

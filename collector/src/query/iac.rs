@@ -58,6 +58,9 @@ pub(super) struct IacColumns {
 impl IacColumns {
     pub fn fill(&self, rows: &mut [Row], now: store::Millis) {
         let matching = &self.snapshot.matching;
+        if !matching.lists_any() {
+            return;
+        }
         for row in rows {
             let reported = &row.listed.reported;
             let listed = matching.listed(&reported.host, reported.last_seen, now, self.ghost_after);

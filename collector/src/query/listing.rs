@@ -67,10 +67,60 @@ impl Row {
         Host::decode(encoded.as_slice()).expect("a host encoded by this process decodes")
     }
 
-    /// Appends the host to a gRPC answer.
-    pub fn encode_into(&self, out: &mut EncodedListHosts) {
-        out.push(&self.found(), &[reported(&self.listed.reported), &self.iac]);
+    /// Appends the host to a gRPC answer. `scratch` is reused between hosts.
+    pub fn encode_into(&self, out: &mut EncodedListHosts, scratch: &mut Scratch) {
+        self.encode_found(scratch);
+        out.push(&[&scratch.found, reported(&self.listed.reported), &self.iac]);
     }
+
+    /// [`found`](Self::found), encoded into `scratch.found` without building the message
+    /// (its strings are the same for every host but one timestamp): the same bytes.
+    fn encode_found(&self, scratch: &mut Scratch) {
+        use std::fmt::Write as _;
+        let f = &self.listed.found;
+        let out = &mut scratch.found;
+        out.clear();
+        if f.drift_count != 0 {
+            encoding::uint64::encode(DRIFT_COUNT, &f.drift_count, out);
+        }
+        if let Some(severity) = f.max_severity {
+            encode_str(MAX_SEVERITY, severity.as_str(), out);
+        }
+        let status = f.status.as_str();
+        if !status.is_empty() {
+            encode_str(STATUS, status, out);
+        }
+        if let Some(since) = f.drifted_since {
+            scratch.time.clear();
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(since.max(0) as u64);
+            let _ = write!(scratch.time, "{}", humantime::format_rfc3339_millis(t));
+            encode_str(DRIFTED_SINCE, &scratch.time, out);
+        }
+        if self.ghost {
+            encode_str(FLAGS, flag::GHOST, out);
+        }
+    }
+}
+
+/// Buffers a listing reuses from one host to the next.
+#[derive(Default)]
+pub struct Scratch {
+    found: Vec<u8>,
+    time: String,
+}
+
+/// Field numbers of `driftwatch.v1.Host` that [`Row::encode_found`] writes.
+const DRIFT_COUNT: u32 = 3;
+const MAX_SEVERITY: u32 = 4;
+const STATUS: u32 = 6;
+const DRIFTED_SINCE: u32 = 12;
+const FLAGS: u32 = 16;
+
+/// A string field, as prost encodes it when it is set.
+fn encode_str(tag: u32, value: &str, out: &mut Vec<u8>) {
+    encoding::encode_key(tag, WireType::LengthDelimited, out);
+    encoding::encode_varint(value.len() as u64, out);
+    out.extend_from_slice(value.as_bytes());
 }
 
 /// A host's reported fields, encoded once per change.
@@ -122,14 +172,13 @@ impl EncodedListHosts {
         }
     }
 
-    /// Appends one host made of `first` followed by `parts`, each a `Host` encoded earlier.
-    /// No two may set one singular field (the decoder would keep the last); repeated fields
-    /// are concatenated in that order.
-    pub fn push(&mut self, first: &Host, parts: &[&[u8]]) {
-        let len = first.encoded_len() + parts.iter().map(|p| p.len()).sum::<usize>();
+    /// Appends one host made of `parts`, each a `Host` encoded earlier. No two may set one
+    /// singular field (the decoder would keep the last); repeated fields are concatenated in
+    /// that order.
+    pub fn push(&mut self, parts: &[&[u8]]) {
+        let len = parts.iter().map(|p| p.len()).sum::<usize>();
         encoding::encode_key(HOSTS, WireType::LengthDelimited, &mut self.hosts);
         encoding::encode_varint(len as u64, &mut self.hosts);
-        first.encode_raw(&mut self.hosts);
         for part in parts {
             self.hosts.extend_from_slice(part);
         }
@@ -229,7 +278,7 @@ mod tests {
         let mut expected = ListHostsResponse::default();
         for (i, host) in ["i-1", "i-2", "i-3"].into_iter().enumerate() {
             let (first, part) = (found(i as u64), reported(host));
-            encoded.push(&first, &[&part.encode_to_vec(), &[]]);
+            encoded.push(&[&first.encode_to_vec(), &part.encode_to_vec(), &[]]);
             let mut whole = first.clone();
             whole.merge(part.encode_to_vec().as_slice()).unwrap();
             expected.hosts.push(whole);
@@ -284,7 +333,7 @@ mod tests {
             ghost: true,
         };
         let mut grpc = EncodedListHosts::default();
-        row.encode_into(&mut grpc);
+        row.encode_into(&mut grpc, &mut Scratch::default());
         let sent = ListHostsResponse::decode(grpc.encode_to_vec().as_slice()).unwrap();
 
         let host = row.to_host();
@@ -304,6 +353,52 @@ mod tests {
         );
         assert_eq!(host.flags, ["ghost", "image_not_in_catalog"]);
         assert_eq!(host.iac.unwrap().address, "aws_instance.web");
+    }
+
+    #[test]
+    fn what_the_query_found_is_encoded_as_the_message_would_be() {
+        use crate::store::{Found, HostStatus, Severity};
+        let mut scratch = Scratch::default();
+        for (found, ghost) in [
+            (
+                Found {
+                    drift_count: 0,
+                    max_severity: None,
+                    drifted_since: None,
+                    status: HostStatus::Online,
+                },
+                false,
+            ),
+            (
+                Found {
+                    drift_count: 12,
+                    max_severity: Some(Severity::Security),
+                    drifted_since: Some(1_600_000_000_123),
+                    status: HostStatus::Silent,
+                },
+                true,
+            ),
+            (
+                Found {
+                    drift_count: 1,
+                    max_severity: Some(Severity::Cosmetic),
+                    drifted_since: Some(-5),
+                    status: HostStatus::Online,
+                },
+                false,
+            ),
+        ] {
+            let row = Row {
+                listed: ListedHost {
+                    reported: Arc::new(ReportedHost::default()),
+                    found,
+                },
+                iac: Arc::default(),
+                ghost,
+            };
+            row.encode_found(&mut scratch);
+            assert_eq!(scratch.found, row.found().encode_to_vec(), "{row:?}");
+        }
     }
 
     #[test]

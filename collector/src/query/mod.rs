@@ -206,8 +206,9 @@ impl<S: Store> Queries<S> {
         self.listing(r, |hosts, total| {
             let size = hosts.len() * 256;
             let mut out = listing::EncodedListHosts::with_capacity(size);
+            let mut scratch = listing::Scratch::default();
             for host in &hosts {
-                host.encode_into(&mut out);
+                host.encode_into(&mut out, &mut scratch);
             }
             out.total = total;
             out

@@ -146,6 +146,30 @@ fn every_flag_has_its_case() {
             .listed("i-unknown", NOW, NOW, DEFAULT_GHOST_AFTER)
             .is_none()
     );
+    assert!(matching.lists_any());
+}
+
+#[test]
+fn a_fleet_without_iac_lists_nothing_of_it_and_one_host_in_state_lists_something() {
+    let hosts = [host("i-1"), host("i-2")];
+    let none = Matching::new(&hosts, IacData::default());
+    assert!(
+        !none.lists_any(),
+        "no state, no images: the listing skips the lookups"
+    );
+    for h in &hosts {
+        let listed = none
+            .listed(&h.host, NOW - 1000 * MIN, NOW, DEFAULT_GHOST_AFTER)
+            .unwrap();
+        assert!(listed.encoded.is_empty() && !listed.ghost);
+    }
+
+    // A clean host matched by its instance shows its IaC link.
+    let one = Matching::new(
+        &hosts,
+        data(vec![instance("aws_instance.web", "i-1", "ami-good")]),
+    );
+    assert!(one.lists_any());
 }
 
 #[test]

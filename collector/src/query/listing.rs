@@ -73,6 +73,11 @@ impl Row {
         out.push(&[&scratch.found, reported(&self.listed.reported), &self.iac]);
     }
 
+    /// An upper bound of the bytes [`encode_into`](Self::encode_into) appends.
+    pub fn room(&self) -> usize {
+        reported(&self.listed.reported).len() + self.iac.len() + 128
+    }
+
     /// [`found`](Self::found), encoded into `scratch.found` without building the message
     /// (its strings are the same for every host but one timestamp): the same bytes.
     fn encode_found(&self, scratch: &mut Scratch) {
@@ -398,6 +403,9 @@ mod tests {
             };
             row.encode_found(&mut scratch);
             assert_eq!(scratch.found, row.found().encode_to_vec(), "{row:?}");
+            let mut one = EncodedListHosts::default();
+            row.encode_into(&mut one, &mut scratch);
+            assert!(one.encoded_len() <= row.room());
         }
     }
 

@@ -38,8 +38,9 @@ ratio.
   6. PostgreSQL (issue 14) — on a throwaway PostgreSQL 15 with default durability: the ingest
      of 2 on SQLite, on PostgreSQL through one collector and through two replicas (loadgen's
      agents split between them); the queries of 3 on both backends; failover: a real agent
-     with both replicas' URLs, the one it streams to killed -9 ROUNDS times (default 10), time
-     until an edit made right after the kill is stored through the other.
+     with both replicas' URLs, the one it streams to killed -9 ROUNDS times (default 10, 31 s
+     apart so that each starts from a stable connection), time until an edit made right after
+     the kill is stored through the other.
 
 Usage (as root, from the repository; builds the release binaries first):
     python3 bench/collector.py
@@ -595,6 +596,9 @@ def bench_postgres(work):
         pg.stop()
 
 
+STABLE_AFTER_S = 30
+
+
 def bench_failover(work, pg):
     """Kills (-9) the replica a real agent streams to, edits a file at once, and times until
     that edit is stored through the other replica (read back with `driftwatch host`);
@@ -650,7 +654,10 @@ def bench_failover(work, pg):
         reps[on] = Collector(work, "c6-fa" if on == 0 else "c6-fb", database=db,
                              port=victim.port)
         on = 1 - on
-        time.sleep(2)
+        # The agent resets its reconnection backoff once a connection has stayed up for 30 s
+        # (agent/src/ship/mod.rs STABLE_AFTER): rounds closer than that measure the backoff
+        # doubling (rounds 2 s apart: 0.2, 0.5, 1, 1.8, 3, 7, 12, 25 s), not a failover.
+        time.sleep(STABLE_AFTER_S + 1)
     agent.stop()
     for c in reps:
         c.stop()

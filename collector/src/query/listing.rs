@@ -21,7 +21,7 @@ use prost::bytes::{Buf, BufMut};
 use prost::encoding::{self, DecodeContext, WireType};
 
 use crate::iac::correlate::flag;
-use crate::store::{ListedHost, ReportedHost, rfc3339};
+use crate::store::{ListedHost, ReportedHost, rfc3339, rfc3339_display};
 
 /// A listed host with what IaC correlation says of it.
 #[derive(Clone, Debug)]
@@ -91,14 +91,10 @@ impl Row {
         if let Some(severity) = f.max_severity {
             encode_str(MAX_SEVERITY, severity.as_str(), out);
         }
-        let status = f.status.as_str();
-        if !status.is_empty() {
-            encode_str(STATUS, status, out);
-        }
+        encode_str(STATUS, f.status.as_str(), out);
         if let Some(since) = f.drifted_since {
             scratch.time.clear();
-            let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(since.max(0) as u64);
-            let _ = write!(scratch.time, "{}", humantime::format_rfc3339_millis(t));
+            let _ = write!(scratch.time, "{}", rfc3339_display(since));
             encode_str(DRIFTED_SINCE, &scratch.time, out);
         }
         if self.ghost {

@@ -65,8 +65,12 @@ pub fn to_millis(t: SystemTime) -> Millis {
 
 /// RFC 3339 with milliseconds, UTC (how every time is shown).
 pub fn rfc3339(ms: Millis) -> String {
-    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_millis(t).to_string()
+    rfc3339_display(ms).to_string()
+}
+
+/// [`rfc3339`], to write into a buffer of one's own.
+pub fn rfc3339_display(ms: Millis) -> humantime::Rfc3339Timestamp {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
 }
 
 /// Parses RFC 3339 into [`Millis`].

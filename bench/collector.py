@@ -17,8 +17,11 @@ ratio.
      batches of BATCH events (default 50) as fast as they are acknowledged. Reports events/s
      acknowledged (= committed), connections held and the collector's peak RSS. Peer: the same
      rows inserted by Python's sqlite3 into tables with the collector's indexes, one transaction
-     per batch (what a collector without group commit does), on the same disk, synchronous=FULL;
-     and the same with only the keys (the peer of the first measurements). Targets: >= 20,000
+     per batch (what a collector without group commit does), on the same disk, synchronous=FULL:
+     batches of SENDERS hosts in turn, each its own sequence over its own 50 paths, as the
+     senders send them. Also printed: the same peer with every row of one host (the peer before
+     2026-12-04: every page it writes stays hot), and that with only the keys (the peer of the
+     first measurements). Targets: >= 20,000
      events/s, >= 5,000 agents connected, >= 2x the peer, 10,000 agents under 500 MiB.
   3. Fleet queries — `loadgen populate` stores HOSTS hosts x ITEMS items (default 10,000 x 50)
      through the ingest API, waits for the collector to go idle (WAL checkpoint), then `loadgen
@@ -231,10 +234,13 @@ def bench_e2e(work):
     c.stop()
 
 
-def naive_sqlite_ingest(path, seconds, batch, indexed):
-    """The peer: one transaction (and fsync) per batch, the same rows. `indexed`: with the
-    collector's indexes too (a host's history, everyone's history by time, items by path and
-    change); without: only the keys, as the peer of the first measurements had."""
+def naive_sqlite_ingest(path, seconds, batch, indexed, hosts):
+    """The peer: one transaction (and fsync) per batch. `hosts`: the batches come from that
+    many hosts in turn, each its own sequence over its own 50 paths: with SENDERS hosts, the
+    rows the load generator's senders send; with 1, every row is of one host, which keeps every
+    page the peer writes hot (the peer of the measurements before 2026-12-04). `indexed`: with
+    the collector's indexes too (a host's history, everyone's history by time, items by path
+    and change); without: only the keys, as the peer of the first measurements had."""
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
@@ -252,16 +258,22 @@ def naive_sqlite_ingest(path, seconds, batch, indexed):
                        "reason": "configuration or binary changed",
                        "expected": {"sha256": "0" * 64}, "actual": {"sha256": "1" * 64},
                        "diff": "--- a\n+++ b\n@@ -1 +1 @@\n-workers = 4\n+workers = 1\n"})
-    seq, n, start = 0, 0, time.monotonic()
+    names = [f"host-{i:05d}" for i in range(hosts)]
+    seqs = [0] * hosts
+    turn, n, start = 0, 0, time.monotonic()
     while time.monotonic() - start < seconds:
+        h = turn % hosts
+        turn += 1
+        host = names[h]
         db.execute("BEGIN")
         for _ in range(batch):
-            seq += 1
+            seqs[h] += 1
+            seq = seqs[h]
             subject = f"/etc/app/file-{seq % 50:03d}.conf"
             db.execute("INSERT INTO events VALUES (NULL,?,?,?,?,?,?,?,?,?,?)",
-                       ("host-1", "s", seq, "changed", 0, 0, subject, 1, "stream", item))
+                       (host, "s", seq, "changed", 0, 0, subject, 1, "stream", item))
             db.execute("INSERT OR REPLACE INTO items VALUES (?,?,?,?)",
-                       ("host-1", subject, 1, item))
+                       (host, subject, 1, item))
         db.execute("COMMIT")
         n += batch
     return n / (time.monotonic() - start)
@@ -275,10 +287,13 @@ def bench_ingest(work):
     res = loadgen(c, "ingest", "--agents", str(AGENTS), "--senders", str(SENDERS),
                   "--batch", str(BATCH), "--duration", f"{SECONDS}s")
     c.stop()
-    peer = naive_sqlite_ingest(os.path.join(work, "naive-indexed.db"), min(SECONDS, 15), BATCH,
-                               True)
-    keys_only = naive_sqlite_ingest(os.path.join(work, "naive.db"), min(SECONDS, 15), BATCH,
-                                    False)
+    peer_seconds = min(SECONDS, 15)
+    peer = naive_sqlite_ingest(os.path.join(work, "naive-indexed.db"), peer_seconds, BATCH,
+                               True, SENDERS)
+    one_host = naive_sqlite_ingest(os.path.join(work, "naive-one-host.db"), peer_seconds, BATCH,
+                                   True, 1)
+    keys_only = naive_sqlite_ingest(os.path.join(work, "naive.db"), peer_seconds, BATCH,
+                                    False, 1)
     eps = res["events_per_second"]
     say(f"- {res['agents']} agents connected ({res['connected']} held, "
         f"{res['failed_agents']} failed, {res.get('connect_retries', 0)} connect retries during the "
@@ -289,13 +304,16 @@ def bench_ingest(work):
     say("|---|---|")
     say(f"| driftwatch collector (gRPC, group commit, synchronous=FULL) | {eps:,.0f} |")
     say(f"| peer: Python sqlite3, one transaction per batch, synchronous=FULL, the collector's "
-        f"indexes | {peer:,.0f} |")
-    say(f"| the same peer with only the keys (the first measurements' peer) | {keys_only:,.0f} |")
+        f"indexes, the senders' rows ({SENDERS} hosts in turn) | {peer:,.0f} |")
+    say(f"| the same peer with every row of one host (the peer before 2026-12-04) | "
+        f"{one_host:,.0f} |")
+    say(f"| the one-host peer with only the keys (the first measurements' peer) | "
+        f"{keys_only:,.0f} |")
     say("")
     rss = res["collector_peak_rss_mib"]
-    say(f"- ratio driftwatch / peer: {eps / max(peer, 1):.2f}x (keys-only peer: "
-        f"{eps / max(keys_only, 1):.2f}x); collector peak RSS {rss:.1f} MiB with "
-        f"{res['connected']} agents")
+    say(f"- ratio driftwatch / peer: {eps / max(peer, 1):.2f}x (one-host peer: "
+        f"{eps / max(one_host, 1):.2f}x, keys-only peer: {eps / max(keys_only, 1):.2f}x); "
+        f"collector peak RSS {rss:.1f} MiB with {res['connected']} agents")
     say(f"- targets: >= 20,000 events/s {d.verdict(eps >= 20000)}; >= 5,000 agents "
         f"{d.verdict(res['connected'] >= 5000 and res['failed_agents'] == 0)}; ingest >= 2x the "
         f"peer {d.verdict(eps >= 2 * peer)}; 10,000 agents under 500 MiB peak RSS "

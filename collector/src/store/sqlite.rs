@@ -29,7 +29,7 @@
 //! opened, with one warning. The server creates the database's directory 0700 when it is
 //! missing ([`create_private_dir`]); an existing directory is left as it is.
 //!
-//! # Schema (version 11; [`schema::MIGRATIONS`], counted by `PRAGMA user_version`)
+//! # Schema (version 12; [`schema::MIGRATIONS`], counted by `PRAGMA user_version`)
 //!
 //! - `hosts`: one row per host identity: what its hello said, where its stream stands
 //!   (`stream_id`, `last_seq`), first and last seen, and its current items' aggregates cached
@@ -62,7 +62,9 @@
 //! - `subject_counts` (version 9): per path, its hosts per severity and its first and last
 //!   observation, kept by triggers on `items`, so `paths` reads one row per path. Version 9
 //!   counted changes in `cause_counts` the same way; version 11 dropped it for counts in the
-//!   writer's memory (`causes`), which cost ingest far less.
+//!   writer's memory (`causes`), which cost ingest far less. Version 12 keys `items` by
+//!   (host, subject) itself (`WITHOUT ROWID`) and moves a path's severity counts in the writer
+//!   when an item changes severity in place (inserts and deletes stay with the triggers).
 //!
 //! Invariants every write keeps:
 //! - a host's cached aggregates are those of its `items` rows;

@@ -447,6 +447,22 @@ fn current(conn: &Connection, host: &str, subject: &str) -> Result<Option<Curren
     .with_context(|| format!("reading item {subject} of host {host}"))
 }
 
+/// Moves one of `subject`'s hosts from one severity to another in `subject_counts`, as an
+/// item replaced in place changes severity (its host count and `observed_at` stay; inserts and
+/// deletes are counted by triggers, schema 12).
+fn recount_subject(conn: &Connection, subject: &str, from: Severity, to: Severity) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE subject_counts SET
+             n_security = n_security - (?2 = 0) + (?3 = 0),
+             n_behavioral = n_behavioral - (?2 = 1) + (?3 = 1),
+             n_cosmetic = n_cosmetic - (?2 = 2) + (?3 = 2)
+         WHERE subject = ?1",
+    )
+    .and_then(|mut stmt| stmt.execute(params![subject, from.index() as i64, to.index() as i64]))
+    .with_context(|| format!("counting the severities of {subject}"))?;
+    Ok(())
+}
+
 /// An item a write removed.
 struct Gone {
     severity: Severity,
@@ -573,6 +589,7 @@ impl HostState {
                 if old.severity != item.severity {
                     self.removed(old.severity, old.observed_at);
                     self.added(item.severity, old.observed_at);
+                    recount_subject(conn, &item.subject, old.severity, item.severity)?;
                 }
                 if old.severity != item.severity || old.cause != item.cause {
                     deltas.removed(&old.cause, &item.subject, old.severity);

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use rusqlite::{Connection, OptionalExtension as _, params};
+use rusqlite::{CachedStatement, Connection, OptionalExtension as _, params};
 
 use super::causes::Deltas;
 use super::{Context as _, severity_at, to_u64};
@@ -20,6 +20,35 @@ use crate::store::{
 fn execute(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([])?;
     Ok(())
+}
+
+/// A group's statements, each taken from the connection's cache once per group and kept:
+/// `Connection::prepare_cached` hashes the statement's text on every call, a few percent of
+/// ingest at three statements per event. Statements are told apart by their text's address
+/// (every one here is a literal).
+pub(super) struct Statements<'c> {
+    conn: &'c Connection,
+    taken: Vec<(&'static str, CachedStatement<'c>)>,
+}
+
+impl<'c> Statements<'c> {
+    fn new(conn: &'c Connection) -> Statements<'c> {
+        Statements {
+            conn,
+            taken: Vec::with_capacity(16),
+        }
+    }
+
+    fn prepare_cached(&mut self, sql: &'static str) -> rusqlite::Result<&mut CachedStatement<'c>> {
+        let i = match self.taken.iter().position(|(s, _)| std::ptr::eq(*s, sql)) {
+            Some(i) => i,
+            None => {
+                self.taken.push((sql, self.conn.prepare_cached(sql)?));
+                self.taken.len() - 1
+            }
+        };
+        Ok(&mut self.taken[i].1)
+    }
 }
 
 /// Applies a group's writes without savepoints, as long as none fails part-way; `None` when
@@ -38,9 +67,10 @@ pub(super) fn apply_unguarded(
     deltas: &mut Deltas,
 ) -> Result<Option<Vec<Result<Applied>>>> {
     let mut results = Vec::with_capacity(writes.len());
+    let mut st = Statements::new(conn);
     for one in writes {
         let changes = conn.total_changes();
-        match apply_one(conn, one, deltas) {
+        match apply_one(&mut st, one, deltas) {
             Ok(applied) => results.push(Ok(applied)),
             // SQLite rolled the whole transaction back (an I/O error, a full disk): nothing
             // of this group can be committed.
@@ -62,10 +92,11 @@ pub(super) fn apply_guarded(
     deltas: &mut Deltas,
 ) -> Result<Vec<Result<Applied>>> {
     let mut results = Vec::with_capacity(writes.len());
+    let mut st = Statements::new(conn);
     for one in writes {
         execute(conn, "SAVEPOINT write").context("opening a savepoint")?;
         let mark = deltas.mark();
-        match apply_one(conn, one, deltas) {
+        match apply_one(&mut st, one, deltas) {
             Ok(applied) => {
                 execute(conn, "RELEASE write").context("releasing a savepoint")?;
                 results.push(Ok(applied));
@@ -83,7 +114,7 @@ pub(super) fn apply_guarded(
     Ok(results)
 }
 
-fn apply_one(conn: &Connection, write: &Write, deltas: &mut Deltas) -> Result<Applied> {
+fn apply_one(conn: &mut Statements<'_>, write: &Write, deltas: &mut Deltas) -> Result<Applied> {
     match write {
         Write::Batch {
             host,
@@ -104,7 +135,7 @@ fn apply_one(conn: &Connection, write: &Write, deltas: &mut Deltas) -> Result<Ap
                     "UPDATE hosts SET last_seen = max(last_seen, ?2) WHERE host = ?1
                      RETURNING last_seq",
                 )
-                .and_then(|mut stmt| stmt.query_row(params![host, at], |r| r.get(0)).optional())
+                .and_then(|stmt| stmt.query_row(params![host, at], |r| r.get(0)).optional())
                 .with_context(|| format!("recording that host {host} was seen"))?
                 .ok_or_else(|| unknown_host(host))?;
             Ok(Applied {
@@ -210,7 +241,7 @@ pub(super) fn hello(conn: &Connection, info: &HostInfo, now: Millis) -> Result<S
 }
 
 fn apply_batch(
-    conn: &Connection,
+    conn: &mut Statements<'_>,
     host: &str,
     stream_id: &str,
     events: &[EventRecord],
@@ -290,7 +321,7 @@ fn apply_batch(
 }
 
 fn apply_snapshot(
-    conn: &Connection,
+    conn: &mut Statements<'_>,
     host: &str,
     stream_id: &str,
     seq: u64,
@@ -317,7 +348,7 @@ fn apply_snapshot(
         .prepare_cached(
             "SELECT subject, sha256, severity, observed_at, cause FROM items WHERE host = ?1",
         )
-        .and_then(|mut stmt| {
+        .and_then(|stmt| {
             stmt.query_map([host], |r| {
                 Ok((
                     r.get(0)?,
@@ -414,9 +445,9 @@ pub(super) fn stream_state(conn: &Connection, host: &str) -> rusqlite::Result<Op
         .optional()
 }
 
-fn touch(conn: &Connection, host: &str, at: Millis) -> Result<()> {
+fn touch(conn: &mut Statements<'_>, host: &str, at: Millis) -> Result<()> {
     conn.prepare_cached("UPDATE hosts SET last_seen = max(last_seen, ?2) WHERE host = ?1")
-        .and_then(|mut stmt| stmt.execute(params![host, at]))
+        .and_then(|stmt| stmt.execute(params![host, at]))
         .with_context(|| format!("recording that host {host} was seen"))?;
     Ok(())
 }
@@ -429,11 +460,11 @@ struct Current {
     cause: String,
 }
 
-fn current(conn: &Connection, host: &str, subject: &str) -> Result<Option<Current>> {
+fn current(conn: &mut Statements<'_>, host: &str, subject: &str) -> Result<Option<Current>> {
     conn.prepare_cached(
         "SELECT sha256, severity, observed_at, cause FROM items WHERE host = ?1 AND subject = ?2",
     )
-    .and_then(|mut stmt| {
+    .and_then(|stmt| {
         stmt.query_row([host, subject], |r| {
             Ok(Current {
                 sha256: r.get(0)?,
@@ -450,7 +481,12 @@ fn current(conn: &Connection, host: &str, subject: &str) -> Result<Option<Curren
 /// Moves one of `subject`'s hosts from one severity to another in `subject_counts`, as an
 /// item replaced in place changes severity (its host count and `observed_at` stay; inserts and
 /// deletes are counted by triggers, schema 12).
-fn recount_subject(conn: &Connection, subject: &str, from: Severity, to: Severity) -> Result<()> {
+fn recount_subject(
+    conn: &mut Statements<'_>,
+    subject: &str,
+    from: Severity,
+    to: Severity,
+) -> Result<()> {
     conn.prepare_cached(
         "UPDATE subject_counts SET
              n_security = n_security - (?2 = 0) + (?3 = 0),
@@ -458,7 +494,7 @@ fn recount_subject(conn: &Connection, subject: &str, from: Severity, to: Severit
              n_cosmetic = n_cosmetic - (?2 = 2) + (?3 = 2)
          WHERE subject = ?1",
     )
-    .and_then(|mut stmt| stmt.execute(params![subject, from.index() as i64, to.index() as i64]))
+    .and_then(|stmt| stmt.execute(params![subject, from.index() as i64, to.index() as i64]))
     .with_context(|| format!("counting the severities of {subject}"))?;
     Ok(())
 }
@@ -472,12 +508,12 @@ struct Gone {
 }
 
 /// Removes a current item; returns it if there was one.
-fn delete_item(conn: &Connection, host: &str, subject: &str) -> Result<Option<Gone>> {
+fn delete_item(conn: &mut Statements<'_>, host: &str, subject: &str) -> Result<Option<Gone>> {
     conn.prepare_cached(
         "DELETE FROM items WHERE host = ?1 AND subject = ?2
          RETURNING severity, observed_at, item, cause",
     )
-    .and_then(|mut stmt| {
+    .and_then(|stmt| {
         stmt.query_row([host, subject], |r| {
             Ok(Gone {
                 severity: severity_at(r, 0)?,
@@ -510,9 +546,9 @@ pub(super) const INSERT_EVENT: &str = "INSERT INTO events (host, stream_id, seq,
      observed_at, received_at, subject, severity, source, item)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 
-fn insert_event(conn: &Connection, row: &HistoryRow<'_>) -> Result<()> {
+fn insert_event(conn: &mut Statements<'_>, row: &HistoryRow<'_>) -> Result<()> {
     conn.prepare_cached(INSERT_EVENT)
-        .and_then(|mut stmt| {
+        .and_then(|stmt| {
             stmt.execute(params![
                 row.host,
                 row.stream_id,
@@ -550,13 +586,13 @@ struct HostState {
 
 impl HostState {
     /// Reads the host's row; an unknown host is rejected.
-    fn read(conn: &Connection, host: &str) -> Result<HostState> {
+    fn read(conn: &mut Statements<'_>, host: &str) -> Result<HostState> {
         conn.prepare_cached(
             "SELECT stream_id, last_seq, n_security, n_behavioral, n_cosmetic,
                  since_security, since_behavioral, since_cosmetic
              FROM hosts WHERE host = ?1",
         )
-        .and_then(|mut stmt| {
+        .and_then(|stmt| {
             stmt.query_row([host], |r| {
                 Ok(HostState {
                     stream_id: r.get(0)?,
@@ -577,7 +613,7 @@ impl HostState {
     /// drifted since then, whatever changed since.
     fn upsert(
         &mut self,
-        conn: &Connection,
+        conn: &mut Statements<'_>,
         host: &str,
         item: &ItemRecord,
         old: Option<Current>,
@@ -617,7 +653,7 @@ impl HostState {
                  sha256 = excluded.sha256,
                  item = excluded.item",
         )
-        .and_then(|mut stmt| {
+        .and_then(|stmt| {
             stmt.execute(params![
                 host,
                 item.subject,
@@ -650,7 +686,7 @@ impl HostState {
     }
 
     /// Writes the row back, with `last_seen` at least `seen`.
-    fn save(&mut self, conn: &Connection, host: &str, seen: Millis) -> Result<()> {
+    fn save(&mut self, conn: &mut Statements<'_>, host: &str, seen: Millis) -> Result<()> {
         for severity in Severity::ALL {
             let i = severity as usize;
             if self.counts[i] <= 0 {
@@ -661,9 +697,7 @@ impl HostState {
                     .prepare_cached(
                         "SELECT min(observed_at) FROM items WHERE host = ?1 AND severity = ?2",
                     )
-                    .and_then(|mut stmt| {
-                        stmt.query_row(params![host, severity as i64], |r| r.get(0))
-                    })
+                    .and_then(|stmt| stmt.query_row(params![host, severity as i64], |r| r.get(0)))
                     .with_context(|| format!("reading the oldest item of host {host}"))?;
             }
         }
@@ -673,7 +707,7 @@ impl HostState {
                  since_security = ?8, since_behavioral = ?9, since_cosmetic = ?10
              WHERE host = ?1",
         )
-        .and_then(|mut stmt| {
+        .and_then(|stmt| {
             stmt.execute(params![
                 host,
                 self.stream_id,

@@ -143,6 +143,47 @@ fn queries_do_not_wait_for_a_write_in_progress() {
     writer.conn.execute_batch("ROLLBACK").unwrap();
 }
 
+/// Ingest groups run without SQLite's foreign-key checks (every write reads its host's row
+/// first, so an unknown host is still refused); every other write has them back.
+#[test]
+fn foreign_keys_are_unchecked_only_in_ingest_groups() {
+    let store = temp_store();
+    let checked = |store: &SqliteStore| -> bool {
+        lock(&store.writer)
+            .conn
+            .pragma_query_value(None, "foreign_keys", |r| r.get(0))
+            .unwrap()
+    };
+    assert!(checked(&store));
+    store.hello(&info("i-1", "web-1"), T0).unwrap();
+    let a = item("/etc/a.conf", "behavioral", "bb");
+    let results = store
+        .apply(&[
+            batch("i-1", "s1", vec![drifted(1, &a)], T0),
+            batch("i-9", "s1", vec![drifted(1, &a)], T0),
+        ])
+        .unwrap();
+    assert!(done(&results[0]).is_ok());
+    match &results[1] {
+        Err(StoreError::Rejected(message)) => {
+            assert!(message.contains("unknown host"), "{message}")
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    assert!(!checked(&store));
+    store.hello(&info("i-2", "web-2"), T0).unwrap();
+    assert!(checked(&store));
+    let orphan = lock(&store.writer).conn.execute(
+        "INSERT INTO items (host, subject, subject_kind, kind, severity, cause, changed,
+             observed_at, sha256) VALUES ('i-9', '/etc/x', 'path', 'added', 0, 'c', '[]', 0, x'')",
+        [],
+    );
+    assert!(
+        orphan.unwrap_err().to_string().contains("FOREIGN KEY"),
+        "the keys are checked again"
+    );
+}
+
 /// A write that fails part-way (a database error after its first modification) is undone
 /// alone: the group is applied again with savepoints.
 #[test]

@@ -63,8 +63,9 @@
 //!   observation, kept by triggers on `items`, so `paths` reads one row per path. Version 9
 //!   counted changes in `cause_counts` the same way; version 11 dropped it for counts in the
 //!   writer's memory (`causes`), which cost ingest far less. Version 12 keys `items` by
-//!   (host, subject) itself (`WITHOUT ROWID`) and moves a path's severity counts in the writer
-//!   when an item changes severity in place (inserts and deletes stay with the triggers).
+//!   (host, subject) itself (`WITHOUT ROWID`) and keeps `subject_counts` in the writer, which
+//!   alone inserts, replaces and deletes items (the triggers' presence made every item
+//!   statement dearer).
 //!
 //! Invariants every write keeps:
 //! - a host's cached aggregates are those of its `items` rows;

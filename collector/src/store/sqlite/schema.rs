@@ -33,11 +33,12 @@ pub(super) const MIGRATIONS: &[Migration] = &[
 
 /// Version 12: `items` is keyed by (host, subject) itself (`WITHOUT ROWID`), so reading,
 /// updating or replacing a host's item is one b-tree search instead of two (the key's index,
-/// then the row); and a severity change moves the path's counts in the writer
-/// (`write::HostState::upsert`), not in an `AFTER UPDATE` trigger, whose presence alone made
-/// every item update dearer (ingest updates an item per event and keeps its `observed_at`, so
-/// that trigger only ever moved severities). The table is copied once (`items` holds the
-/// current drift, not the history); the other triggers are made again as they were.
+/// then the row); and `subject_counts` is kept by the writer, the only code that changes
+/// items (`write::count_subject_in`, `count_subject_out`, and `recount_subject` when an item
+/// changes severity in place), not by triggers, whose mere presence made every item statement
+/// dearer (a statement journal, the trigger programs), whether they fired or not. The table is
+/// copied once (`items` holds the current drift, not the history; its triggers go with it); a
+/// guard refuses any update of an item's subject or `observed_at`, which no write makes.
 const SCHEMA_V12: &str = "
 CREATE TABLE items_v12 (
     host         TEXT NOT NULL REFERENCES hosts (host),
@@ -58,34 +59,6 @@ INSERT INTO items_v12
 DROP TABLE items;
 ALTER TABLE items_v12 RENAME TO items;
 CREATE INDEX items_subject ON items (subject, cause, host, severity, observed_at);
-
-CREATE TRIGGER items_counted_in AFTER INSERT ON items BEGIN
-    INSERT INTO subject_counts
-        VALUES (NEW.subject, 1, NEW.severity = 0, NEW.severity = 1, NEW.severity = 2,
-                NEW.observed_at, NEW.observed_at)
-        ON CONFLICT (subject) DO UPDATE SET
-            hosts = hosts + 1,
-            n_security = n_security + (NEW.severity = 0),
-            n_behavioral = n_behavioral + (NEW.severity = 1),
-            n_cosmetic = n_cosmetic + (NEW.severity = 2),
-            first_observed = min(first_observed, NEW.observed_at),
-            last_observed = max(last_observed, NEW.observed_at);
-END;
-
-CREATE TRIGGER items_counted_out AFTER DELETE ON items BEGIN
-    UPDATE subject_counts SET
-        hosts = hosts - 1,
-        n_security = n_security - (OLD.severity = 0),
-        n_behavioral = n_behavioral - (OLD.severity = 1),
-        n_cosmetic = n_cosmetic - (OLD.severity = 2)
-    WHERE subject = OLD.subject;
-    DELETE FROM subject_counts WHERE subject = OLD.subject AND hosts = 0;
-    UPDATE subject_counts SET
-        first_observed = (SELECT min(observed_at) FROM items WHERE subject = OLD.subject),
-        last_observed = (SELECT max(observed_at) FROM items WHERE subject = OLD.subject)
-    WHERE subject = OLD.subject
-        AND (first_observed = OLD.observed_at OR last_observed = OLD.observed_at);
-END;
 
 -- Nothing changes an item's subject (it is half its key) or its observed_at; if something
 -- ever does, the path counts must not go wrong silently.

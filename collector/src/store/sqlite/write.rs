@@ -509,22 +509,86 @@ struct Gone {
 
 /// Removes a current item; returns it if there was one.
 fn delete_item(conn: &mut Statements<'_>, host: &str, subject: &str) -> Result<Option<Gone>> {
-    conn.prepare_cached(
-        "DELETE FROM items WHERE host = ?1 AND subject = ?2
-         RETURNING severity, observed_at, item, cause",
-    )
-    .and_then(|stmt| {
-        stmt.query_row([host, subject], |r| {
-            Ok(Gone {
-                severity: severity_at(r, 0)?,
-                observed_at: r.get(1)?,
-                item: r.get(2)?,
-                cause: r.get(3)?,
+    let gone = conn
+        .prepare_cached(
+            "DELETE FROM items WHERE host = ?1 AND subject = ?2
+             RETURNING severity, observed_at, item, cause",
+        )
+        .and_then(|stmt| {
+            stmt.query_row([host, subject], |r| {
+                Ok(Gone {
+                    severity: severity_at(r, 0)?,
+                    observed_at: r.get(1)?,
+                    item: r.get(2)?,
+                    cause: r.get(3)?,
+                })
             })
+            .optional()
         })
-        .optional()
-    })
-    .with_context(|| format!("resolving {subject} on host {host}"))
+        .with_context(|| format!("resolving {subject} on host {host}"))?;
+    if let Some(gone) = &gone {
+        count_subject_out(conn, subject, gone.severity, gone.observed_at)?;
+    }
+    Ok(gone)
+}
+
+// `subject_counts` is kept here, by the only code that inserts and deletes items (schema 12;
+// triggers did it before, and their mere presence made every item statement dearer).
+
+/// Counts a new item of `subject`.
+fn count_subject_in(
+    conn: &mut Statements<'_>,
+    subject: &str,
+    severity: Severity,
+    observed_at: Millis,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO subject_counts
+             VALUES (?1, 1, ?2 = 0, ?2 = 1, ?2 = 2, ?3, ?3)
+             ON CONFLICT (subject) DO UPDATE SET
+                 hosts = hosts + 1,
+                 n_security = n_security + (?2 = 0),
+                 n_behavioral = n_behavioral + (?2 = 1),
+                 n_cosmetic = n_cosmetic + (?2 = 2),
+                 first_observed = min(first_observed, ?3),
+                 last_observed = max(last_observed, ?3)",
+    )
+    .and_then(|stmt| stmt.execute(params![subject, severity.index() as i64, observed_at]))
+    .with_context(|| format!("counting the hosts of {subject}"))?;
+    Ok(())
+}
+
+/// Uncounts an item of `subject` just deleted; the path's first and last observation are read
+/// again from `items_subject` if the item held one of them.
+fn count_subject_out(
+    conn: &mut Statements<'_>,
+    subject: &str,
+    severity: Severity,
+    observed_at: Millis,
+) -> Result<()> {
+    let what = || format!("counting the hosts of {subject}");
+    conn.prepare_cached(
+        "UPDATE subject_counts SET
+             hosts = hosts - 1,
+             n_security = n_security - (?2 = 0),
+             n_behavioral = n_behavioral - (?2 = 1),
+             n_cosmetic = n_cosmetic - (?2 = 2)
+         WHERE subject = ?1",
+    )
+    .and_then(|stmt| stmt.execute(params![subject, severity.index() as i64]))
+    .with_context(what)?;
+    conn.prepare_cached("DELETE FROM subject_counts WHERE subject = ?1 AND hosts = 0")
+        .and_then(|stmt| stmt.execute([subject]))
+        .with_context(what)?;
+    conn.prepare_cached(
+        "UPDATE subject_counts SET
+             first_observed = (SELECT min(observed_at) FROM items WHERE subject = ?1),
+             last_observed = (SELECT max(observed_at) FROM items WHERE subject = ?1)
+         WHERE subject = ?1 AND (first_observed = ?2 OR last_observed = ?2)",
+    )
+    .and_then(|stmt| stmt.execute(params![subject, observed_at]))
+    .with_context(what)?;
+    Ok(())
 }
 
 /// One `events` row.
@@ -636,6 +700,7 @@ impl HostState {
             None => {
                 self.added(item.severity, observed_at);
                 deltas.added(&item.cause, &item.subject, item.severity);
+                count_subject_in(conn, &item.subject, item.severity, observed_at)?;
                 observed_at
             }
         };

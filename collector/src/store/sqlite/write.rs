@@ -478,24 +478,26 @@ fn current(conn: &mut Statements<'_>, host: &str, subject: &str) -> Result<Optio
     .with_context(|| format!("reading item {subject} of host {host}"))
 }
 
-/// Moves one of `subject`'s hosts from one severity to another in `subject_counts`, as an
-/// item replaced in place changes severity (its host count and `observed_at` stay; inserts and
-/// deletes are counted by triggers, schema 12).
+/// Moves one of `subject`'s hosts out of severity `from` in `subject_counts`, into `to`: an
+/// item replaced in place that changes severity, or (`None`) one deleted, which leaves the
+/// path's host count too. New items are counted by [`count_subject_in`].
 fn recount_subject(
     conn: &mut Statements<'_>,
     subject: &str,
     from: Severity,
-    to: Severity,
+    to: Option<Severity>,
 ) -> Result<()> {
+    let to = to.map_or(-1, |s| s.index() as i64);
     conn.prepare_cached(
         "UPDATE subject_counts SET
+             hosts = hosts - (?3 < 0),
              n_security = n_security - (?2 = 0) + (?3 = 0),
              n_behavioral = n_behavioral - (?2 = 1) + (?3 = 1),
              n_cosmetic = n_cosmetic - (?2 = 2) + (?3 = 2)
          WHERE subject = ?1",
     )
-    .and_then(|stmt| stmt.execute(params![subject, from.index() as i64, to.index() as i64]))
-    .with_context(|| format!("counting the severities of {subject}"))?;
+    .and_then(|stmt| stmt.execute(params![subject, from.index() as i64, to]))
+    .with_context(|| format!("counting the hosts of {subject}"))?;
     Ok(())
 }
 
@@ -567,16 +569,7 @@ fn count_subject_out(
     observed_at: Millis,
 ) -> Result<()> {
     let what = || format!("counting the hosts of {subject}");
-    conn.prepare_cached(
-        "UPDATE subject_counts SET
-             hosts = hosts - 1,
-             n_security = n_security - (?2 = 0),
-             n_behavioral = n_behavioral - (?2 = 1),
-             n_cosmetic = n_cosmetic - (?2 = 2)
-         WHERE subject = ?1",
-    )
-    .and_then(|stmt| stmt.execute(params![subject, severity.index() as i64]))
-    .with_context(what)?;
+    recount_subject(conn, subject, severity, None)?;
     conn.prepare_cached("DELETE FROM subject_counts WHERE subject = ?1 AND hosts = 0")
         .and_then(|stmt| stmt.execute([subject]))
         .with_context(what)?;
@@ -689,7 +682,7 @@ impl HostState {
                 if old.severity != item.severity {
                     self.removed(old.severity, old.observed_at);
                     self.added(item.severity, old.observed_at);
-                    recount_subject(conn, &item.subject, old.severity, item.severity)?;
+                    recount_subject(conn, &item.subject, old.severity, Some(item.severity))?;
                 }
                 if old.severity != item.severity || old.cause != item.cause {
                     deltas.removed(&old.cause, &item.subject, old.severity);

@@ -29,7 +29,7 @@
 //! opened, with one warning. The server creates the database's directory 0700 when it is
 //! missing ([`create_private_dir`]); an existing directory is left as it is.
 //!
-//! # Schema (version 12; [`schema::MIGRATIONS`], counted by `PRAGMA user_version`)
+//! # Schema (version 13; [`schema::MIGRATIONS`], counted by `PRAGMA user_version`)
 //!
 //! - `hosts`: one row per host identity: what its hello said, where its stream stands
 //!   (`stream_id`, `last_seq`), first and last seen, and its current items' aggregates cached
@@ -41,9 +41,11 @@
 //!   started to drift: a later change keeps it, so "drifted since" does not move forward while
 //!   a file keeps being edited. `items_subject` covers every query that aggregates over paths
 //!   (hosts, paths and causes filtered by a glob), so they read the index, never an item.
-//! - `events`: the full history, each row with its item encoded as in `items`. Stream events
-//!   carry their sequence number; rows derived from a snapshot have none (NULL, so the unique
-//!   key leaves them alone).
+//! - `history` (version 13; `events` before, one row per event): the full history, one row per
+//!   write (a batch's new events, or what a snapshot changed), its events encoded together in
+//!   `chunk` (`history::Chunk`), each with its item encoded as in `items`. A batch's row
+//!   carries its first sequence number; a snapshot's has none (NULL, so the unique key leaves
+//!   it alone).
 //! - `baselines`: every baseline id seen in a hello, with its image.
 //! - `iac_states`, `iac_resources` (version 2): imported Terraform/OpenTofu states (since
 //!   version 10 also Pulumi stack exports and CloudFormation stacks: `kind` `pulumi`,
@@ -65,16 +67,19 @@
 //!   writer's memory (`causes`), which cost ingest far less. Version 12 keys `items` by
 //!   (host, subject) itself (`WITHOUT ROWID`) and keeps `subject_counts` in the writer, which
 //!   alone inserts, replaces and deletes items (the triggers' presence made every item
-//!   statement dearer).
+//!   statement dearer). Version 13 stores the history one row per write (`history`), converting
+//!   `events`: a row per event was half of ingest's cost.
 //!
 //! Invariants every write keeps:
 //! - a host's cached aggregates are those of its `items` rows;
-//! - `events` holds at most one row per (host, stream_id, seq): a replay cannot duplicate;
+//! - `history` holds at most one row per (host, stream_id, first_seq), and a write stores only
+//!   the events past `hosts.last_seq`: a replay cannot duplicate;
 //! - `hosts.last_seq` is the last sequence number of `hosts.stream_id` reflected in `items`.
 //!
 //! The logical model uses plain types (TEXT, INTEGER, BLOB) so PostgreSQL can share it.
 //!
-//! Modules: `schema` (tables, migrations), `write` (hellos and groups of writes), `query`
+//! Modules: `schema` (tables, migrations), `write` (hellos and groups of writes), `history`
+//! (the history's rows and their encoding), `query`
 //! (fleet queries), `hosts` (the hosts' listing columns mirrored in memory, refreshed after
 //! every commit), `causes` (the changes' host counts, kept in memory by the writer),
 //! `checkpoint` (the WAL checkpointing thread).
@@ -101,6 +106,7 @@ mod causes;
 mod checkpoint;
 mod credentials;
 mod enrollment;
+mod history;
 mod hosts;
 mod iac;
 mod query;
@@ -430,7 +436,7 @@ impl Store for SqliteStore {
         let mut writer = self.writer(true)?;
         // Every write of a group reads its host's row before it stores anything of the host
         // (an unknown host is refused) and no host is ever deleted, so the keys of `items` and
-        // `events` hold without SQLite checking them; checked, they cost a lookup per row and a
+        // `history` hold without SQLite checking them; checked, they cost a lookup per row and a
         // statement journal for every insert (SQLite must be able to undo a statement that
         // fails its check part-way), several percent of ingest.
         writer.set_foreign_keys(false)?;

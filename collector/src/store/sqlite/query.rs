@@ -7,11 +7,12 @@ use rusqlite::types::{Type, Value};
 use rusqlite::{Connection, OptionalExtension as _, Row, params, params_from_iter};
 
 use super::causes::Causes;
+use super::history::Chunk;
 use super::hosts::{Drift, HOST_COLUMNS, HostRow, read_row};
 use super::{severity_at, to_u64};
 use crate::store::{
     Cause, HistoryEntry, HistoryQuery, HostDetail, HostQuery, ItemFilter, PathSummary, Severity,
-    Source, Transition,
+    Source,
 };
 
 /// The drift of each of `hosts` as a filter with a path counts it: the glob's literal prefix
@@ -327,26 +328,29 @@ pub(super) fn history(
     let mut rows = stmt.query(params_from_iter(&conditions.values))?;
     let mut events = Vec::new();
     while let Some(row) = rows.next()? {
-        let severity = severity_at(row, 6)?;
-        if !query.filter.matches(row.get_ref(5)?.as_str()?, severity) {
-            continue;
-        }
-        let text = |i: usize| -> rusqlite::Result<&str> { Ok(row.get_ref(i)?.as_str()?) };
-        let transition = Transition::parse(text(2)?).ok_or(unknown(2))?;
-        let source = Source::parse(text(8)?).ok_or(unknown(8))?;
-        events.push(HistoryEntry {
-            host: row.get(0)?,
-            seq: row.get::<_, Option<i64>>(1)?.map_or(0, to_u64),
-            transition,
-            observed_at: row.get(3)?,
-            received_at: row.get(4)?,
-            subject: row.get(5)?,
-            severity,
-            item: row.get(7)?,
-            source,
-        });
-        if events.len() == query.limit {
-            break;
+        let source = Source::parse(row.get_ref(2)?.as_str()?).ok_or(unknown(2))?;
+        let chunk = Chunk::read(row, 3)?;
+        // Newest first, as the rows.
+        for e in chunk.events.into_iter().rev() {
+            let severity = e.severity().ok_or(unknown(3))?;
+            if !query.filter.matches(&e.subject, severity) {
+                continue;
+            }
+            events.push(HistoryEntry {
+                host: row.get(0)?,
+                seq: e.seq,
+                transition: e.transition().ok_or(unknown(3))?,
+                observed_at: e.observed_at,
+                received_at: row.get(1)?,
+                subject: e.subject,
+                severity,
+                item: e.item,
+                source,
+            });
+            if events.len() == query.limit {
+                events.reverse();
+                return Ok(events);
+            }
         }
     }
     events.reverse();
@@ -381,10 +385,11 @@ fn unknown(column: usize) -> rusqlite::Error {
     rusqlite::Error::InvalidColumnType(column, "an unknown value".into(), Type::Text)
 }
 
-/// Newest first, so a limit stops the scan early (the caller reverses); `id` orders events
-/// received in the same millisecond as they were stored.
+/// Newest first, so a limit stops the scan early (the caller reverses); `id` orders writes
+/// received in the same millisecond as they were stored. A row holds a write's events: the
+/// path and severity filter is the caller's, event by event.
 pub(super) fn history_sql(query: &HistoryQuery) -> (String, Conditions) {
-    let mut conditions = Conditions::of(&query.filter);
+    let mut conditions = Conditions::default();
     if !query.host.is_empty() {
         conditions.push("host = ?", query.host.clone());
     }
@@ -392,8 +397,7 @@ pub(super) fn history_sql(query: &HistoryQuery) -> (String, Conditions) {
         conditions.push("received_at >= ?", since);
     }
     let sql = format!(
-        "SELECT host, seq, transition, observed_at, received_at, subject, severity, item, source
-         FROM events{} ORDER BY received_at DESC, id DESC",
+        "SELECT host, received_at, source, chunk FROM history{} ORDER BY received_at DESC, id DESC",
         conditions.where_sql()
     );
     (sql, conditions)

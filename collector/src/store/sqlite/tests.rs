@@ -27,6 +27,18 @@ fn temp_store() -> TempStore {
 
 conformance::conformance_tests!(temp_store());
 
+/// Brings a new database's schema to `version`, as a collector of that version left it.
+fn schema_at(tx: &rusqlite::Transaction<'_>, version: usize) {
+    for migration in &schema::MIGRATIONS[..version] {
+        match migration {
+            schema::Migration::Sql(sql) => tx.execute_batch(sql).unwrap(),
+            schema::Migration::Code(migrate) => migrate(tx).unwrap(),
+        }
+    }
+    tx.pragma_update(None, "user_version", version as i64)
+        .unwrap();
+}
+
 #[test]
 fn reopening_keeps_everything() {
     let TempStore { store, dir } = temp_store();
@@ -313,17 +325,16 @@ fn prefix_upper_bounds() {
 }
 
 #[test]
-fn storing_an_event_builds_no_temporary_btree_and_still_checks_its_values() {
+fn storing_history_builds_no_temporary_btree_and_still_checks_its_values() {
     let store = temp_store();
     let writer = lock(&store.writer);
     let opcodes: Vec<String> = writer
         .conn
-        .prepare(&format!("EXPLAIN {}", write::INSERT_EVENT))
+        .prepare(&format!("EXPLAIN {}", history::INSERT_CHUNK))
         .unwrap()
-        .query_map(
-            rusqlite::params!["h", "s", 1, "drifted", 0, 0, "/etc/a", 0, "stream", b""],
-            |r| r.get::<_, String>(1),
-        )
+        .query_map(rusqlite::params!["h", "s", 1, 0, "stream", 1, b""], |r| {
+            r.get::<_, String>(1)
+        })
         .unwrap()
         .collect::<rusqlite::Result<_>>()
         .unwrap();
@@ -332,12 +343,12 @@ fn storing_an_event_builds_no_temporary_btree_and_still_checks_its_values() {
         !opcodes.iter().any(|op| op == "OpenEphemeral"),
         "{opcodes:?}"
     );
-    for (transition, source) in [("bogus", "stream"), ("drifted", "bogus")] {
+    for (first_seq, source, events) in [(1, "bogus", 1), (0, "stream", 1), (1, "stream", 0)] {
         let err = writer
             .conn
             .execute(
-                write::INSERT_EVENT,
-                rusqlite::params!["h", "s", 1, transition, 0, 0, "/etc/a", 0, source, b""],
+                history::INSERT_CHUNK,
+                rusqlite::params!["h", "s", first_seq, 0, source, events, b""],
             )
             .unwrap_err();
         assert!(err.to_string().contains("CHECK constraint failed"), "{err}");
@@ -391,7 +402,7 @@ fn queries_use_their_indexes() {
     });
     let plan = plan(&history.replace('?', "'x'"));
     assert!(
-        plan.contains("INDEX events_host_received") && !plan.contains("TEMP B-TREE"),
+        plan.contains("INDEX history_host_received") && !plan.contains("TEMP B-TREE"),
         "{plan}"
     );
 }
@@ -680,13 +691,7 @@ fn a_version_9_database_migrates_to_10_and_keeps_its_states() {
     {
         let mut conn = Connection::open(&path).unwrap();
         let tx = conn.transaction().unwrap();
-        for migration in &schema::MIGRATIONS[..9] {
-            match migration {
-                schema::Migration::Sql(sql) => tx.execute_batch(sql).unwrap(),
-                schema::Migration::Code(migrate) => migrate(&tx).unwrap(),
-            }
-        }
-        tx.pragma_update(None, "user_version", 9).unwrap();
+        schema_at(&tx, 9);
         tx.execute_batch(
             "INSERT INTO iac_states (name, source, kind, lineage, serial, imported_at)
                  VALUES ('prod', 'prod.tfstate', 'state', 'L1', 7, 1);
@@ -776,4 +781,136 @@ fn the_database_files_are_created_private_and_loose_ones_are_tightened() {
     for file in &files {
         assert_eq!(mode(file), 0o600, "{}", file.display());
     }
+}
+
+/// Version 13 stores the history one row per write: version 12's rows (one per event) are
+/// converted, consecutive events of one write into one row, and read back as they were.
+#[test]
+fn a_version_12_history_is_converted_to_one_row_per_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("collector.db");
+    let a = item("/etc/a.conf", "security", "aa");
+    let b = item("/etc/b.conf", "cosmetic", "bb");
+    // (host, stream, seq, transition, received_at, item, source), in the order stored.
+    type Row<'a> = (
+        &'a str,
+        &'a str,
+        Option<i64>,
+        &'a str,
+        i64,
+        &'a ItemRecord,
+        &'a str,
+    );
+    let rows: [Row<'_>; 7] = [
+        ("i-1", "s1", Some(1), "drifted", 10, &a, "stream"),
+        ("i-1", "s1", Some(2), "changed", 10, &b, "stream"),
+        ("i-2", "s9", Some(1), "drifted", 10, &b, "stream"),
+        ("i-1", "s1", Some(3), "resolved", 10, &a, "stream"),
+        ("i-1", "s1", Some(4), "drifted", 20, &a, "stream"),
+        ("i-1", "s2", None, "changed", 30, &a, "snapshot"),
+        ("i-1", "s2", None, "resolved", 30, &b, "snapshot"),
+    ];
+    {
+        let mut conn = Connection::open(&path).unwrap();
+        let tx = conn.transaction().unwrap();
+        schema_at(&tx, 12);
+        tx.execute_batch(
+            "INSERT INTO hosts (host, first_seen, last_seen) VALUES ('i-1', 0, 0), ('i-2', 0, 0);",
+        )
+        .unwrap();
+        for (host, stream, seq, transition, received_at, item, source) in &rows {
+            tx.execute(
+                "INSERT INTO events (host, stream_id, seq, transition, observed_at, received_at,
+                     subject, severity, source, item)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9)",
+                rusqlite::params![
+                    host,
+                    stream,
+                    seq,
+                    transition,
+                    received_at,
+                    item.subject,
+                    item.severity.index() as i64,
+                    source,
+                    item.encoded
+                ],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let stored: Vec<(String, String, Option<i64>, i64)> = lock(&store.writer)
+        .conn
+        .prepare("SELECT host, stream_id, first_seq, events FROM history ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    let row = |host: &str, stream: &str, first: Option<i64>, events| {
+        (host.to_owned(), stream.to_owned(), first, events)
+    };
+    assert_eq!(
+        stored,
+        [
+            row("i-1", "s1", Some(1), 2),
+            row("i-2", "s9", Some(1), 1),
+            row("i-1", "s1", Some(3), 1),
+            row("i-1", "s1", Some(4), 1),
+            row("i-1", "s2", None, 2),
+        ]
+    );
+    let history = store
+        .history(&HistoryQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .unwrap();
+    let read: Vec<_> = history
+        .iter()
+        .map(|e| {
+            (
+                e.host.as_str(),
+                e.seq,
+                e.transition.as_str(),
+                e.received_at,
+                e.subject.as_str(),
+                e.severity,
+                e.item
+                    == rows
+                        .iter()
+                        .find(|r| r.5.subject == e.subject)
+                        .unwrap()
+                        .5
+                        .encoded,
+                e.source.as_str(),
+            )
+        })
+        .collect();
+    let expected: Vec<_> = rows
+        .iter()
+        .map(|(host, _, seq, transition, received_at, item, source)| {
+            (
+                *host,
+                seq.map_or(0, |s| s as u64),
+                *transition,
+                *received_at,
+                item.subject.as_str(),
+                item.severity,
+                true,
+                *source,
+            )
+        })
+        .collect();
+    assert_eq!(read, expected);
+    let events_left: i64 = lock(&store.writer)
+        .conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE name = 'events'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(events_left, 0);
 }

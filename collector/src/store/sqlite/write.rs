@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use rusqlite::{CachedStatement, Connection, OptionalExtension as _, params};
 
 use super::causes::Deltas;
+use super::history::{self, Chunk, ChunkRow};
 use super::{Context as _, severity_at, to_u64};
 use crate::store::{
     Applied, EventRecord, HostInfo, ItemRecord, Millis, Result, Severity, StoreError, StreamState,
@@ -282,22 +283,16 @@ fn apply_batch(
             "sequence number {last_seq} of host {host} is out of range"
         )));
     }
+    let mut chunk = Chunk::default();
     for e in new {
-        insert_event(
-            conn,
-            &HistoryRow {
-                host,
-                stream_id,
-                seq: Some(e.seq as i64),
-                transition: e.transition,
-                observed_at: e.observed_at,
-                received_at,
-                subject: &e.item.subject,
-                severity: e.item.severity,
-                item: &e.item.encoded,
-                source: "stream",
-            },
-        )?;
+        chunk.push(
+            Some(e.seq),
+            e.transition,
+            e.observed_at,
+            &e.item.subject,
+            e.item.severity,
+            &e.item.encoded,
+        );
         match e.transition {
             Transition::Drifted | Transition::Changed => {
                 let old = current(conn, host, &e.item.subject)?;
@@ -311,6 +306,17 @@ fn apply_batch(
             }
         }
     }
+    insert_history(
+        conn,
+        &ChunkRow {
+            host,
+            stream_id,
+            first_seq: Some((stored + 1) as i64),
+            received_at,
+            source: "stream",
+        },
+        &chunk,
+    )?;
     row.stream_id = stream_id.to_owned();
     row.last_seq = last_seq;
     row.save(conn, host, received_at)?;
@@ -363,7 +369,7 @@ fn apply_snapshot(
             .collect()
         })
         .with_context(|| format!("reading the drift set of host {host}"))?;
-    let mut written = 0;
+    let mut chunk = Chunk::default();
     for item in items {
         let before = old.remove(&item.subject);
         let transition = match &before {
@@ -371,23 +377,15 @@ fn apply_snapshot(
             Some(_) => Transition::Changed,
             None => Transition::Drifted,
         };
-        insert_event(
-            conn,
-            &HistoryRow {
-                host,
-                stream_id,
-                seq: None,
-                transition,
-                observed_at: received_at,
-                received_at,
-                subject: &item.subject,
-                severity: item.severity,
-                item: &item.encoded,
-                source: "snapshot",
-            },
-        )?;
+        chunk.push(
+            None,
+            transition,
+            received_at,
+            &item.subject,
+            item.severity,
+            &item.encoded,
+        );
         row.upsert(conn, host, item, before, received_at, deltas)?;
-        written += 1;
     }
     let mut gone: Vec<String> = old.into_keys().collect();
     gone.sort_unstable();
@@ -403,29 +401,32 @@ fn apply_snapshot(
         };
         row.removed(severity, observed_at);
         deltas.removed(&cause, subject, severity);
-        insert_event(
-            conn,
-            &HistoryRow {
-                host,
-                stream_id,
-                seq: None,
-                transition: Transition::Resolved,
-                observed_at: received_at,
-                received_at,
-                subject,
-                severity,
-                item: &item,
-                source: "snapshot",
-            },
-        )?;
-        written += 1;
+        chunk.push(
+            None,
+            Transition::Resolved,
+            received_at,
+            subject,
+            severity,
+            &item,
+        );
     }
+    insert_history(
+        conn,
+        &ChunkRow {
+            host,
+            stream_id,
+            first_seq: None,
+            received_at,
+            source: "snapshot",
+        },
+        &chunk,
+    )?;
     row.stream_id = stream_id.to_owned();
     row.last_seq = seq;
     row.save(conn, host, received_at)?;
     Ok(Applied {
         last_seq: seq,
-        events: written,
+        events: chunk.events.len() as u64,
     })
 }
 
@@ -584,50 +585,17 @@ fn count_subject_out(
     Ok(())
 }
 
-/// One `events` row.
-struct HistoryRow<'a> {
-    host: &'a str,
-    stream_id: &'a str,
-    seq: Option<i64>,
-    transition: Transition,
-    observed_at: Millis,
-    received_at: Millis,
-    subject: &'a str,
-    severity: Severity,
-    item: &'a [u8],
-    source: &'static str,
-}
-
-/// Stores one `events` row.
-pub(super) const INSERT_EVENT: &str = "INSERT INTO events (host, stream_id, seq, transition,
-     observed_at, received_at, subject, severity, source, item)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
-
-fn insert_event(conn: &mut Statements<'_>, row: &HistoryRow<'_>) -> Result<()> {
-    conn.prepare_cached(INSERT_EVENT)
-        .and_then(|stmt| {
-            stmt.execute(params![
-                row.host,
-                row.stream_id,
-                row.seq,
-                row.transition.as_str(),
-                row.observed_at,
-                row.received_at,
-                row.subject,
-                row.severity.index() as i64,
-                row.source,
-                row.item,
-            ])
-        })
+/// Stores a write's history row (nothing for a write without events).
+fn insert_history(conn: &mut Statements<'_>, row: &ChunkRow<'_>, chunk: &Chunk) -> Result<()> {
+    conn.prepare_cached(history::INSERT_CHUNK)
+        .and_then(|stmt| history::insert(stmt, row, chunk))
         .with_context(|| {
             format!(
-                "storing event {} of host {} ({})",
-                row.seq.unwrap_or(0),
+                "storing the history of host {} ({} events)",
                 row.host,
-                row.subject
+                chunk.events.len()
             )
-        })?;
-    Ok(())
+        })
 }
 
 /// A host's row while a write changes it: where its stream stands and the cached aggregates

@@ -234,13 +234,15 @@ def bench_e2e(work):
     c.stop()
 
 
-def naive_sqlite_ingest(path, seconds, batch, indexed, hosts):
+def naive_sqlite_ingest(path, seconds, batch, indexed, hosts, per_batch=False):
     """The peer: one transaction (and fsync) per batch. `hosts`: the batches come from that
     many hosts in turn, each its own sequence over its own 50 paths: with SENDERS hosts, the
     rows the load generator's senders send; with 1, every row is of one host, which keeps every
     page the peer writes hot (the peer of the measurements before 2026-12-04). `indexed`: with
     the collector's indexes too (a host's history, everyone's history by time, items by path
-    and change); without: only the keys, as the peer of the first measurements had."""
+    and change); without: only the keys, as the peer of the first measurements had.
+    `per_batch`: the history as the collector stores it since 2026-12-04 (schema 13), one row per
+    batch holding its events (a JSON list), with the same keys and indexes per row."""
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
@@ -249,6 +251,12 @@ def naive_sqlite_ingest(path, seconds, batch, indexed, hosts):
                " severity INTEGER, source TEXT, json TEXT, UNIQUE(host, stream_id, seq))")
     db.execute("CREATE TABLE items (host TEXT, subject TEXT, severity INTEGER, json TEXT,"
                " PRIMARY KEY (host, subject)) WITHOUT ROWID")
+    if per_batch:
+        db.execute("CREATE TABLE history (id INTEGER PRIMARY KEY, host TEXT, stream_id TEXT,"
+                   " first_seq INTEGER, received_at INTEGER, source TEXT, events INTEGER,"
+                   " chunk TEXT, UNIQUE(host, stream_id, first_seq))")
+        db.execute("CREATE INDEX history_host_received ON history (host, received_at)")
+        db.execute("CREATE INDEX history_received ON history (received_at)")
     if indexed:
         db.execute("CREATE INDEX events_host_received ON events (host, received_at)")
         db.execute("CREATE INDEX events_received ON events (received_at)")
@@ -266,14 +274,21 @@ def naive_sqlite_ingest(path, seconds, batch, indexed, hosts):
         turn += 1
         host = names[h]
         db.execute("BEGIN")
+        chunk = []
         for _ in range(batch):
             seqs[h] += 1
             seq = seqs[h]
             subject = f"/etc/app/file-{seq % 50:03d}.conf"
-            db.execute("INSERT INTO events VALUES (NULL,?,?,?,?,?,?,?,?,?,?)",
-                       (host, "s", seq, "changed", 0, 0, subject, 1, "stream", item))
+            if per_batch:
+                chunk.append([seq, "changed", 0, subject, 1, item])
+            else:
+                db.execute("INSERT INTO events VALUES (NULL,?,?,?,?,?,?,?,?,?,?)",
+                           (host, "s", seq, "changed", 0, 0, subject, 1, "stream", item))
             db.execute("INSERT OR REPLACE INTO items VALUES (?,?,?,?)",
                        (host, subject, 1, item))
+        if per_batch:
+            db.execute("INSERT INTO history VALUES (NULL,?,?,?,?,?,?,?)",
+                       (host, "s", seqs[h] - batch + 1, 0, "stream", batch, json.dumps(chunk)))
         db.execute("COMMIT")
         n += batch
     return n / (time.monotonic() - start)
@@ -294,6 +309,8 @@ def bench_ingest(work):
                                    True, 1)
     keys_only = naive_sqlite_ingest(os.path.join(work, "naive.db"), peer_seconds, BATCH,
                                     False, 1)
+    per_batch = naive_sqlite_ingest(os.path.join(work, "naive-per-batch.db"), peer_seconds,
+                                    BATCH, True, SENDERS, per_batch=True)
     eps = res["events_per_second"]
     say(f"- {res['agents']} agents connected ({res['connected']} held, "
         f"{res['failed_agents']} failed, {res.get('connect_retries', 0)} connect retries during the "
@@ -309,10 +326,13 @@ def bench_ingest(work):
         f"{one_host:,.0f} |")
     say(f"| the one-host peer with only the keys (the first measurements' peer) | "
         f"{keys_only:,.0f} |")
+    say(f"| the senders' peer storing the history as the collector does: one row per batch "
+        f"(same keys and indexes per row) | {per_batch:,.0f} |")
     say("")
     rss = res["collector_peak_rss_mib"]
     say(f"- ratio driftwatch / peer: {eps / max(peer, 1):.2f}x (one-host peer: "
-        f"{eps / max(one_host, 1):.2f}x, keys-only peer: {eps / max(keys_only, 1):.2f}x); "
+        f"{eps / max(one_host, 1):.2f}x, keys-only peer: {eps / max(keys_only, 1):.2f}x, "
+        f"one-row-per-batch peer: {eps / max(per_batch, 1):.2f}x); "
         f"collector peak RSS {rss:.1f} MiB with {res['connected']} agents")
     say(f"- targets: >= 20,000 events/s {d.verdict(eps >= 20000)}; >= 5,000 agents "
         f"{d.verdict(res['connected'] >= 5000 and res['failed_agents'] == 0)}; ingest >= 2x the "

@@ -110,6 +110,7 @@ mod history;
 mod hosts;
 mod iac;
 mod query;
+mod recent;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -149,6 +150,8 @@ struct Writer {
     /// Whether SQLite enforces the foreign keys: on for every write but the groups of ingest
     /// writes ([`Store::apply`]).
     foreign_keys: bool,
+    /// The items the writer wrote recently (`recent`).
+    recent: recent::Recent,
 }
 
 impl Writer {
@@ -206,6 +209,7 @@ impl SqliteStore {
                 conn,
                 full_sync: true,
                 foreign_keys: true,
+                recent: recent::Recent::default(),
             }),
             readers,
             next_reader: AtomicUsize::new(0),
@@ -245,7 +249,13 @@ impl SqliteStore {
 
     /// The writer, with no transaction open and `synchronous` as asked.
     fn writer(&self, full_sync: bool) -> Result<MutexGuard<'_, Writer>> {
-        let mut writer = lock(&self.writer);
+        let mut writer = self.writer.lock().unwrap_or_else(|poisoned| {
+            // A panic mid-group: what the writer remembers may not have been committed.
+            self.writer.clear_poison();
+            let mut writer = poisoned.into_inner();
+            writer.recent.forget();
+            writer
+        });
         reset(&writer.conn).context("rolling back a transaction left open")?;
         if writer.full_sync != full_sync {
             let mode = if full_sync { "FULL" } else { "NORMAL" };
@@ -285,6 +295,34 @@ impl SqliteStore {
                 .context("re-reading the hosts")?;
         }
         Ok(self.hosts.rows())
+    }
+
+    /// Applies and commits a group of ingest writes (see [`Store::apply`]).
+    fn apply_group(
+        &self,
+        conn: &mut Connection,
+        writes: &[Write],
+        deltas: &mut causes::Deltas,
+        recent: &mut recent::Recent,
+    ) -> Result<Vec<Result<Applied>>> {
+        const WHAT: &str = "applying writes";
+        let tx = begin(conn, WHAT)?;
+        let results = match write::apply_unguarded(&tx, writes, deltas, recent)? {
+            Some(results) => results,
+            None => {
+                // A write failed part-way: undo the group, and apply it again with each write
+                // under a savepoint, so that only the failed one is undone.
+                tx.rollback().context("rolling back a group")?;
+                deltas.clear();
+                recent.forget();
+                let tx = begin(conn, WHAT)?;
+                let results = write::apply_guarded(&tx, writes, deltas, recent)?;
+                self.commit(tx, WHAT)?;
+                return Ok(results);
+            }
+        };
+        self.commit(tx, WHAT)?;
+        Ok(results)
     }
 
     fn commit(&self, tx: Transaction<'_>, what: &str) -> Result<()> {
@@ -432,7 +470,6 @@ impl Store for SqliteStore {
     }
 
     fn apply(&self, writes: &[Write]) -> Result<Vec<Result<Applied>>> {
-        const WHAT: &str = "applying writes";
         let mut writer = self.writer(true)?;
         // Every write of a group reads its host's row before it stores anything of the host
         // (an unknown host is refused) and no host is ever deleted, so the keys of `items` and
@@ -440,24 +477,14 @@ impl Store for SqliteStore {
         // statement journal for every insert (SQLite must be able to undo a statement that
         // fails its check part-way), several percent of ingest.
         writer.set_foreign_keys(false)?;
-        let tx = begin(&mut writer.conn, WHAT)?;
+        let writer = &mut *writer;
         let mut deltas = causes::Deltas::default();
-        let results = match write::apply_unguarded(&tx, writes, &mut deltas)? {
-            Some(results) => {
-                self.commit(tx, WHAT)?;
-                results
-            }
-            None => {
-                // A write failed part-way: undo the group, and apply it again with each write
-                // under a savepoint, so that only the failed one is undone.
-                tx.rollback().context("rolling back a group")?;
-                deltas.clear();
-                let tx = begin(&mut writer.conn, WHAT)?;
-                let results = write::apply_guarded(&tx, writes, &mut deltas)?;
-                self.commit(tx, WHAT)?;
-                results
-            }
-        };
+        let results = self.apply_group(&mut writer.conn, writes, &mut deltas, &mut writer.recent);
+        if results.is_err() {
+            // The group was rolled back: what the writer remembers of it is wrong.
+            writer.recent.forget();
+        }
+        let results = results?;
         // Still under the writer's lock: the counts follow the commits in their order.
         lock(&self.causes).apply(&deltas);
         let touched: HashSet<&str> = writes.iter().map(Write::host).collect();

@@ -198,12 +198,8 @@ fn foreign_keys_are_unchecked_only_in_ingest_groups() {
 
 /// A write that fails part-way (a database error after its first modification) is undone
 /// alone: the group is applied again with savepoints.
-#[test]
-fn a_write_failing_part_way_is_undone_alone() {
-    let store = temp_store();
-    for host in ["i-1", "i-2", "i-3"] {
-        store.hello(&info(host, host), T0).unwrap();
-    }
+/// Makes storing an item of `/etc/poison` fail with a database error, part-way through its write.
+fn poison_items(store: &SqliteStore) {
     lock(&store.writer)
         .conn
         .execute_batch(
@@ -211,6 +207,104 @@ fn a_write_failing_part_way_is_undone_alone() {
              BEGIN SELECT RAISE(ABORT, 'poisoned item'); END;",
         )
         .unwrap();
+}
+
+/// The writer remembers the items it wrote, so as not to read them back (`recent`); a write
+/// rolled back must be forgotten with it, or the next change would move the item's counts from
+/// a severity it never had. Both roll-backs: the group's (a later write fails part-way) and a
+/// write's own savepoint.
+#[test]
+fn a_write_rolled_back_is_not_remembered() {
+    use conformance::event;
+    let store = temp_store();
+    for host in ["i-1", "i-2"] {
+        store.hello(&info(host, host), T0).unwrap();
+    }
+    poison_items(&store);
+    let version = |severity, content| item("/etc/a", severity, content);
+    let poison = item("/etc/poison", "behavioral", "p");
+    // The host's items per severity; the path's hosts, and per severity.
+    type Counts = ((i64, i64, i64), (i64, i64, i64, i64));
+    let counts = |store: &SqliteStore| -> Counts {
+        let writer = lock(&store.writer);
+        let host = writer
+            .conn
+            .query_row(
+                "SELECT n_security, n_behavioral, n_cosmetic FROM hosts WHERE host = 'i-1'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        let path = writer
+            .conn
+            .query_row(
+                "SELECT hosts, n_security, n_behavioral, n_cosmetic FROM subject_counts
+                 WHERE subject = '/etc/a'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap();
+        (host, path)
+    };
+    apply1(
+        &*store,
+        batch(
+            "i-1",
+            "s1",
+            vec![drifted(1, &version("behavioral", "v1"))],
+            T0,
+        ),
+    )
+    .unwrap();
+
+    // The group is undone once (i-2's write fails part-way), then applied write by write.
+    let results = store
+        .apply(&[
+            batch(
+                "i-1",
+                "s1",
+                vec![event(2, Transition::Changed, &version("security", "v2"))],
+                T0,
+            ),
+            batch("i-2", "s1", vec![drifted(1, &poison)], T0),
+        ])
+        .unwrap();
+    assert!(results[0].is_ok() && results[1].is_err(), "{results:?}");
+    assert_eq!(counts(&store), ((1, 0, 0), (1, 1, 0, 0)));
+
+    // The write itself fails part-way: its savepoint is rolled back.
+    let results = store
+        .apply(&[batch(
+            "i-1",
+            "s1",
+            vec![
+                event(3, Transition::Changed, &version("cosmetic", "v3")),
+                drifted(4, &poison),
+            ],
+            T0,
+        )])
+        .unwrap();
+    assert!(results[0].is_err(), "{results:?}");
+    apply1(
+        &*store,
+        batch(
+            "i-1",
+            "s1",
+            vec![event(3, Transition::Changed, &version("behavioral", "v4"))],
+            T0,
+        ),
+    )
+    .unwrap();
+    assert_eq!(counts(&store), ((0, 1, 0), (1, 0, 1, 0)));
+}
+
+#[test]
+fn a_write_failing_part_way_is_undone_alone() {
+    let store = temp_store();
+    for host in ["i-1", "i-2", "i-3"] {
+        store.hello(&info(host, host), T0).unwrap();
+    }
+    poison_items(&store);
     let fine = item("/etc/fine", "behavioral", "bb");
     let poison = item("/etc/poison", "behavioral", "bb");
     let results = store

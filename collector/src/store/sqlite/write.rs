@@ -12,6 +12,7 @@ use rusqlite::{CachedStatement, Connection, OptionalExtension as _, params};
 
 use super::causes::Deltas;
 use super::history::{self, Chunk, ChunkRow};
+use super::recent::{Known, Recent};
 use super::{Context as _, severity_at, to_u64};
 use crate::store::{
     Applied, EventRecord, HostInfo, ItemRecord, Millis, Result, Severity, StoreError, StreamState,
@@ -30,13 +31,16 @@ fn execute(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 pub(super) struct Statements<'c> {
     conn: &'c Connection,
     taken: Vec<(&'static str, CachedStatement<'c>)>,
+    /// The items written recently, kept as `items` changes.
+    recent: &'c mut Recent,
 }
 
 impl<'c> Statements<'c> {
-    fn new(conn: &'c Connection) -> Statements<'c> {
+    fn new(conn: &'c Connection, recent: &'c mut Recent) -> Statements<'c> {
         Statements {
             conn,
             taken: Vec::with_capacity(16),
+            recent,
         }
     }
 
@@ -66,9 +70,10 @@ pub(super) fn apply_unguarded(
     conn: &Connection,
     writes: &[Write],
     deltas: &mut Deltas,
+    recent: &mut Recent,
 ) -> Result<Option<Vec<Result<Applied>>>> {
     let mut results = Vec::with_capacity(writes.len());
-    let mut st = Statements::new(conn);
+    let mut st = Statements::new(conn, recent);
     for one in writes {
         let changes = conn.total_changes();
         match apply_one(&mut st, one, deltas) {
@@ -91,9 +96,10 @@ pub(super) fn apply_guarded(
     conn: &Connection,
     writes: &[Write],
     deltas: &mut Deltas,
+    recent: &mut Recent,
 ) -> Result<Vec<Result<Applied>>> {
     let mut results = Vec::with_capacity(writes.len());
-    let mut st = Statements::new(conn);
+    let mut st = Statements::new(conn, recent);
     for one in writes {
         execute(conn, "SAVEPOINT write").context("opening a savepoint")?;
         let mark = deltas.mark();
@@ -105,6 +111,7 @@ pub(super) fn apply_guarded(
             Err(e) if conn.is_autocommit() => return Err(e),
             Err(e) => {
                 deltas.undo(mark);
+                st.recent.forget();
                 execute(conn, "ROLLBACK TO write")
                     .and_then(|()| execute(conn, "RELEASE write"))
                     .context("rolling back a savepoint")?;
@@ -350,7 +357,7 @@ fn apply_snapshot(
             )));
         }
     }
-    let mut old: HashMap<String, Current> = conn
+    let mut old: HashMap<String, ([u8; 32], Known)> = conn
         .prepare_cached(
             "SELECT subject, sha256, severity, observed_at, cause FROM items WHERE host = ?1",
         )
@@ -358,12 +365,14 @@ fn apply_snapshot(
             stmt.query_map([host], |r| {
                 Ok((
                     r.get(0)?,
-                    Current {
-                        sha256: r.get(1)?,
-                        severity: severity_at(r, 2)?,
-                        observed_at: r.get(3)?,
-                        cause: r.get(4)?,
-                    },
+                    (
+                        r.get(1)?,
+                        Known {
+                            severity: severity_at(r, 2)?,
+                            observed_at: r.get(3)?,
+                            cause: r.get(4)?,
+                        },
+                    ),
                 ))
             })?
             .collect()
@@ -371,11 +380,10 @@ fn apply_snapshot(
         .with_context(|| format!("reading the drift set of host {host}"))?;
     let mut chunk = Chunk::default();
     for item in items {
-        let before = old.remove(&item.subject);
-        let transition = match &before {
-            Some(current) if current.sha256 == item.sha256 => continue,
-            Some(_) => Transition::Changed,
-            None => Transition::Drifted,
+        let (transition, before) = match old.remove(&item.subject) {
+            Some((sha256, _)) if sha256 == item.sha256 => continue,
+            Some((_, known)) => (Transition::Changed, Some(known)),
+            None => (Transition::Drifted, None),
         };
         chunk.push(
             None,
@@ -453,25 +461,20 @@ fn touch(conn: &mut Statements<'_>, host: &str, at: Millis) -> Result<()> {
     Ok(())
 }
 
-/// What a write needs of a current item before replacing it.
-struct Current {
-    sha256: [u8; 32],
-    severity: Severity,
-    observed_at: Millis,
-    cause: String,
-}
-
-fn current(conn: &mut Statements<'_>, host: &str, subject: &str) -> Result<Option<Current>> {
+/// The current item of `subject` on `host`: remembered if written recently, else read.
+fn current(conn: &mut Statements<'_>, host: &str, subject: &str) -> Result<Option<Known>> {
+    if let Some(known) = conn.recent.get(host, subject) {
+        return Ok(Some(known));
+    }
     conn.prepare_cached(
-        "SELECT sha256, severity, observed_at, cause FROM items WHERE host = ?1 AND subject = ?2",
+        "SELECT severity, observed_at, cause FROM items WHERE host = ?1 AND subject = ?2",
     )
     .and_then(|stmt| {
         stmt.query_row([host, subject], |r| {
-            Ok(Current {
-                sha256: r.get(0)?,
-                severity: severity_at(r, 1)?,
-                observed_at: r.get(2)?,
-                cause: r.get(3)?,
+            Ok(Known {
+                severity: severity_at(r, 0)?,
+                observed_at: r.get(1)?,
+                cause: r.get(2)?,
             })
         })
         .optional()
@@ -529,6 +532,7 @@ fn delete_item(conn: &mut Statements<'_>, host: &str, subject: &str) -> Result<O
             .optional()
         })
         .with_context(|| format!("resolving {subject} on host {host}"))?;
+    conn.recent.remove(host, subject);
     if let Some(gone) = &gone {
         count_subject_out(conn, subject, gone.severity, gone.observed_at)?;
     }
@@ -641,7 +645,7 @@ impl HostState {
         conn: &mut Statements<'_>,
         host: &str,
         item: &ItemRecord,
-        old: Option<Current>,
+        old: Option<Known>,
         observed_at: Millis,
         deltas: &mut Deltas,
     ) -> Result<()> {
@@ -694,6 +698,15 @@ impl HostState {
             ])
         })
         .with_context(|| format!("storing item {} of host {host}", item.subject))?;
+        conn.recent.set(
+            host,
+            &item.subject,
+            Known {
+                severity: item.severity,
+                observed_at,
+                cause: item.cause.clone(),
+            },
+        );
         Ok(())
     }
 

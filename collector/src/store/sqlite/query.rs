@@ -328,6 +328,8 @@ pub(super) fn history(
     let mut rows = stmt.query(params_from_iter(&conditions.values))?;
     let mut events = Vec::new();
     while let Some(row) = rows.next()? {
+        let host = row.get_ref(0)?.as_str()?;
+        let received_at = row.get(1)?;
         let source = Source::parse(row.get_ref(2)?.as_str()?).ok_or(unknown(2))?;
         let chunk = Chunk::read(row, 3)?;
         // Newest first, as the rows.
@@ -337,11 +339,11 @@ pub(super) fn history(
                 continue;
             }
             events.push(HistoryEntry {
-                host: row.get(0)?,
+                host: host.to_owned(),
                 seq: e.seq,
                 transition: e.transition().ok_or(unknown(3))?,
                 observed_at: e.observed_at,
-                received_at: row.get(1)?,
+                received_at,
                 subject: e.subject,
                 severity,
                 item: e.item,

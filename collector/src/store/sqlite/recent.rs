@@ -60,15 +60,14 @@ impl Recent {
             Some(items) => items,
             None => self.newer.entry(host.to_owned()).or_default(),
         };
+        // A copy left in the older generation is never read: the newer one is looked up
+        // first, and both leave together (the older is dropped when the newer takes its place).
         match items.get_mut(subject) {
             Some(slot) => *slot = known,
             None => {
                 items.insert(subject.to_owned(), known);
                 self.len += 1;
             }
-        }
-        if let Some(items) = self.older.get_mut(host) {
-            items.remove(subject);
         }
     }
 

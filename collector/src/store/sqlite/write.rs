@@ -307,8 +307,13 @@ fn apply_batch(
             }
             Transition::Resolved => {
                 if let Some(gone) = delete_item(conn, host, &e.item.subject)? {
-                    row.removed(gone.severity, gone.observed_at);
-                    deltas.removed(&gone.cause, &e.item.subject, gone.severity);
+                    let Known {
+                        severity,
+                        observed_at,
+                        cause,
+                    } = gone.known;
+                    row.removed(severity, observed_at);
+                    deltas.removed(&cause, &e.item.subject, severity);
                 }
             }
         }
@@ -362,20 +367,8 @@ fn apply_snapshot(
             "SELECT subject, sha256, severity, observed_at, cause FROM items WHERE host = ?1",
         )
         .and_then(|stmt| {
-            stmt.query_map([host], |r| {
-                Ok((
-                    r.get(0)?,
-                    (
-                        r.get(1)?,
-                        Known {
-                            severity: severity_at(r, 2)?,
-                            observed_at: r.get(3)?,
-                            cause: r.get(4)?,
-                        },
-                    ),
-                ))
-            })?
-            .collect()
+            stmt.query_map([host], |r| Ok((r.get(0)?, (r.get(1)?, known_at(r, 2)?))))?
+                .collect()
         })
         .with_context(|| format!("reading the drift set of host {host}"))?;
     let mut chunk = Chunk::default();
@@ -399,10 +392,13 @@ fn apply_snapshot(
     gone.sort_unstable();
     for subject in &gone {
         let Some(Gone {
-            severity,
-            observed_at,
+            known:
+                Known {
+                    severity,
+                    observed_at,
+                    cause,
+                },
             item,
-            cause,
         }) = delete_item(conn, host, subject)?
         else {
             continue;
@@ -470,16 +466,19 @@ fn current(conn: &mut Statements<'_>, host: &str, subject: &str) -> Result<Optio
         "SELECT severity, observed_at, cause FROM items WHERE host = ?1 AND subject = ?2",
     )
     .and_then(|stmt| {
-        stmt.query_row([host, subject], |r| {
-            Ok(Known {
-                severity: severity_at(r, 0)?,
-                observed_at: r.get(1)?,
-                cause: r.get(2)?,
-            })
-        })
-        .optional()
+        stmt.query_row([host, subject], |r| known_at(r, 0))
+            .optional()
     })
     .with_context(|| format!("reading item {subject} of host {host}"))
+}
+
+/// An item's severity, `observed_at` and cause, from columns `first` to `first + 2`.
+fn known_at(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Known> {
+    Ok(Known {
+        severity: severity_at(r, first)?,
+        observed_at: r.get(first + 1)?,
+        cause: r.get(first + 2)?,
+    })
 }
 
 /// Moves one of `subject`'s hosts out of severity `from` in `subject_counts`, into `to`: an
@@ -507,10 +506,8 @@ fn recount_subject(
 
 /// An item a write removed.
 struct Gone {
-    severity: Severity,
-    observed_at: Millis,
+    known: Known,
     item: Vec<u8>,
-    cause: String,
 }
 
 /// Removes a current item; returns it if there was one.
@@ -518,15 +515,13 @@ fn delete_item(conn: &mut Statements<'_>, host: &str, subject: &str) -> Result<O
     let gone = conn
         .prepare_cached(
             "DELETE FROM items WHERE host = ?1 AND subject = ?2
-             RETURNING severity, observed_at, item, cause",
+             RETURNING severity, observed_at, cause, item",
         )
         .and_then(|stmt| {
             stmt.query_row([host, subject], |r| {
                 Ok(Gone {
-                    severity: severity_at(r, 0)?,
-                    observed_at: r.get(1)?,
-                    item: r.get(2)?,
-                    cause: r.get(3)?,
+                    known: known_at(r, 0)?,
+                    item: r.get(3)?,
                 })
             })
             .optional()
@@ -534,7 +529,7 @@ fn delete_item(conn: &mut Statements<'_>, host: &str, subject: &str) -> Result<O
         .with_context(|| format!("resolving {subject} on host {host}"))?;
     conn.recent.remove(host, subject);
     if let Some(gone) = &gone {
-        count_subject_out(conn, subject, gone.severity, gone.observed_at)?;
+        count_subject_out(conn, subject, gone.known.severity, gone.known.observed_at)?;
     }
     Ok(gone)
 }

@@ -289,6 +289,91 @@ impl<S: Store + ?Sized> Api<'_, S> {
 }
 
 /// The listing as a client decodes it.
+/// A row of the history as stored one per event before it was stored one per write (SQLite's
+/// version 12, PostgreSQL's version 3): (host, stream, seq, transition, received_at, item,
+/// source).
+pub type EventRow = (
+    &'static str,
+    &'static str,
+    Option<i64>,
+    &'static str,
+    i64,
+    ItemRecord,
+    &'static str,
+);
+
+/// Events as an older schema stored them, in the order stored: two hosts, writes of several
+/// events and of one, and a snapshot's.
+pub fn events_of_old() -> Vec<EventRow> {
+    let a = item("/etc/a.conf", "security", "aa");
+    let b = item("/etc/b.conf", "cosmetic", "bb");
+    vec![
+        ("i-1", "s1", Some(1), "drifted", 10, a.clone(), "stream"),
+        ("i-1", "s1", Some(2), "changed", 10, b.clone(), "stream"),
+        ("i-2", "s9", Some(1), "drifted", 10, b.clone(), "stream"),
+        ("i-1", "s1", Some(3), "resolved", 10, a.clone(), "stream"),
+        ("i-1", "s1", Some(4), "drifted", 20, a.clone(), "stream"),
+        ("i-1", "s2", None, "changed", 30, a, "snapshot"),
+        ("i-1", "s2", None, "resolved", 30, b, "snapshot"),
+    ]
+}
+
+/// The (host, stream, first_seq, events) of the history rows [`events_of_old`] converts to.
+pub fn events_of_old_as_rows() -> Vec<(String, String, Option<i64>, i64)> {
+    let row = |host: &str, stream: &str, first: Option<i64>, events| {
+        (host.to_owned(), stream.to_owned(), first, events)
+    };
+    vec![
+        row("i-1", "s1", Some(1), 2),
+        row("i-2", "s9", Some(1), 1),
+        row("i-1", "s1", Some(3), 1),
+        row("i-1", "s1", Some(4), 1),
+        row("i-1", "s2", None, 2),
+    ]
+}
+
+/// The store reads [`events_of_old`] back as they were stored.
+pub fn assert_history_is(store: &dyn Store, rows: &[EventRow]) {
+    let history = store
+        .history(&HistoryQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .unwrap();
+    let read: Vec<_> = history
+        .iter()
+        .map(|e| {
+            let stored = &rows.iter().find(|r| r.5.subject == e.subject).unwrap().5;
+            (
+                e.host.as_str(),
+                e.seq,
+                e.transition.as_str(),
+                e.received_at,
+                e.subject.as_str(),
+                e.severity,
+                e.item == stored.encoded,
+                e.source.as_str(),
+            )
+        })
+        .collect();
+    let expected: Vec<_> = rows
+        .iter()
+        .map(|(host, _, seq, transition, received_at, item, source)| {
+            (
+                *host,
+                seq.map_or(0, |s| s as u64),
+                *transition,
+                *received_at,
+                item.subject.as_str(),
+                item.severity,
+                true,
+                *source,
+            )
+        })
+        .collect();
+    assert_eq!(read, expected);
+}
+
 pub fn hosts(store: &dyn Store, query: &HostQuery) -> Vec<v1::Host> {
     let listed = store.list_hosts(query).expect("list_hosts");
     listed

@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod aggregates;
 pub mod catalog;
+pub mod chunk;
 pub mod credentials;
 pub mod enrollment;
 pub mod item;

@@ -30,7 +30,7 @@
 //!
 //! - Writes lock their host's row (`FOR UPDATE`): several collectors may write for one host
 //!   (a host that flaps between replicas), and idempotence by (host, stream, sequence) holds
-//!   in the database, with the `events` unique key as the last guard.
+//!   in the database, with the `history` unique key as the last guard.
 //! - The host listing reads `hosts` on every call (SQLite keeps a per-process mirror): what
 //!   another collector committed is listed at once.
 //! - [`Store::generation`] is a database sequence advanced after every committed hello and
@@ -64,6 +64,7 @@ pub mod connect;
 mod credentials;
 mod enrollment;
 mod feed;
+mod history;
 mod iac;
 mod lease;
 mod query;

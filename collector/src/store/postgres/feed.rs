@@ -2,10 +2,10 @@
 //! on any collector sees the events ingested through every one).
 //!
 //! A commit that stored events notifies [`CHANNEL`]; each collector listens on a connection of
-//! its own and then reads the `events` rows it has not published yet. Which rows those are
+//! its own and then reads the `history` rows (one per write) it has not published yet. Which rows those are
 //! cannot be told by `id` alone: identities are handed out in insertion order, not commit
 //! order, so a row with a lower `id` may commit after one with a higher `id` was read, and
-//! be skipped forever. So each row records its transaction (`events.tx`, an `xid8`), and the
+//! be skipped forever. So each row records its transaction (`history.tx`, an `xid8`), and the
 //! follower reads by `(tx, id)` only the rows of transactions older than the oldest one still
 //! running (`pg_snapshot_xmin`): those are final, committed or rolled back, and every
 //! transaction that starts later gets a higher id. Its cursor then moves to that horizon.
@@ -21,7 +21,7 @@ use std::time::Duration;
 use postgres::{Client, fallible_iterator::FallibleIterator};
 use tokio_util::sync::CancellationToken;
 
-use super::query::{HISTORY_COLUMNS, history_entry};
+use super::history;
 use super::tx::Manager;
 use crate::store::{Feed, Result, Source};
 
@@ -112,24 +112,27 @@ fn catch_up(client: &mut Client, cursor: &mut Option<Cursor>, feed: &Feed) -> Re
     loop {
         let rows = client.query(
             &format!(
-                "SELECT {HISTORY_COLUMNS}, tx::text, id FROM events
+                "SELECT {}, tx::text, id FROM history
                  WHERE (tx, id) > ($1::text::xid8, $2) AND tx < $3::text::xid8
-                 ORDER BY tx, id LIMIT $4"
+                 ORDER BY tx, id LIMIT $4",
+                history::COLUMNS
             ),
             &[&at.tx, &at.id, &horizon, &PAGE],
         )?;
         for row in &rows {
-            let entry = history_entry(row)?;
             // As the writer publishes: stream events (a snapshot's differences are history).
-            if entry.source == Source::Stream {
-                feed.publish(entry);
+            if row.get::<_, &str>(2) != Source::Stream.as_str() {
+                continue;
+            }
+            for entry in history::entries(row, |_, _| true)? {
+                feed.publish(entry?);
             }
         }
         match rows.last() {
             Some(last) if rows.len() as i64 == PAGE => {
                 *at = Cursor {
-                    tx: last.get(9),
-                    id: last.get(10),
+                    tx: last.get(4),
+                    id: last.get(5),
                 };
             }
             _ => {

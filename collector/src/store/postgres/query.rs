@@ -8,13 +8,14 @@ use std::sync::Arc;
 
 use postgres::types::ToSql;
 
+use super::history;
 use super::tx::Tx;
 
 use super::{severity, to_u64};
 use crate::store::aggregates::{Drift, HostRow, join_image, listing};
 use crate::store::{
     Cause, HistoryEntry, HistoryQuery, HostDetail, HostQuery, ItemFilter, ListedHost, PathSummary,
-    ReportedHost, Result, Severity, Source, StoreError, Transition,
+    ReportedHost, Result, Severity, StoreError,
 };
 
 const HOST_COLUMNS: &str = "host, hostname, identity_source, image_id, baseline_id, \
@@ -250,62 +251,41 @@ pub(super) fn list_causes(
 }
 
 pub(super) fn history(tx: &mut Tx<'_>, query: &HistoryQuery) -> Result<Vec<HistoryEntry>> {
-    let mut conditions = Conditions::of(&query.filter);
+    let mut conditions = Conditions::default();
     if !query.host.is_empty() {
         conditions.push("host =", query.host.clone());
     }
     if let Some(since) = query.since {
         conditions.push("received_at >=", since);
     }
-    // Newest first, so a limit keeps the newest (the answer is reversed); `id` orders events
-    // received in the same millisecond as they were stored. Without a glob, SQL has the whole
-    // filter and can apply the limit itself.
-    let limit = match (&query.filter.path, query.limit) {
-        (None, n) if n > 0 => format!(" LIMIT {}", conditions.bind(n as i64)),
+    // Newest first, so a limit keeps the newest (the answer is reversed); `id` orders writes
+    // received in the same millisecond as they were stored. A row holds a write's events (at
+    // least one): without a filter on them, as many rows as the limit are enough.
+    let unfiltered = query.filter.path.is_none() && query.filter.min_severity.is_none();
+    let limit = match query.limit {
+        n if n > 0 && unfiltered => format!(" LIMIT {}", conditions.bind(n as i64)),
         _ => String::new(),
     };
     let sql = format!(
-        "SELECT {HISTORY_COLUMNS} FROM events{} ORDER BY received_at DESC, id DESC{limit}",
+        "SELECT {} FROM history{} ORDER BY received_at DESC, id DESC{limit}",
+        history::COLUMNS,
         conditions.where_sql()
     );
     let mut events = Vec::new();
     for row in tx.query(&sql, &conditions.params())? {
-        let entry = history_entry(&row)?;
-        if !query.filter.matches(&entry.subject, entry.severity) {
-            continue;
-        }
-        events.push(entry);
-        if events.len() == query.limit {
-            break;
+        let entries = history::entries(&row, |subject, severity| {
+            query.filter.matches(subject, severity)
+        })?;
+        for entry in entries.rev() {
+            events.push(entry?);
+            if events.len() == query.limit {
+                events.reverse();
+                return Ok(events);
+            }
         }
     }
     events.reverse();
     Ok(events)
-}
-
-/// The `events` columns of a [`HistoryEntry`], in the order [`history_entry`] reads them.
-pub(super) const HISTORY_COLUMNS: &str =
-    "host, seq, transition, observed_at, received_at, subject, severity, item, source";
-
-/// A row whose first columns are [`HISTORY_COLUMNS`].
-pub(super) fn history_entry(row: &postgres::Row) -> Result<HistoryEntry> {
-    let transition: &str = row.get(2);
-    let source: &str = row.get(8);
-    Ok(HistoryEntry {
-        host: row.get(0),
-        seq: row.get::<_, Option<i64>>(1).map_or(0, to_u64),
-        transition: Transition::parse(transition).ok_or_else(|| unknown(transition))?,
-        observed_at: row.get(3),
-        received_at: row.get(4),
-        subject: row.get(5),
-        severity: severity(row.get(6))?,
-        item: row.get(7),
-        source: Source::parse(source).ok_or_else(|| unknown(source))?,
-    })
-}
-
-fn unknown(value: &str) -> StoreError {
-    StoreError::Database(format!("an unknown value {value:?} in the events table"))
 }
 
 fn glob_matches(filter: &ItemFilter, subject: &str) -> bool {

@@ -10,7 +10,7 @@
 //! collectors starting together on one database migrate it once: the second waits for the
 //! first to commit, then finds the schema current.
 
-use postgres::Client;
+use postgres::{Client, Transaction};
 
 use super::Context as _;
 use crate::store::{Result, StoreError};
@@ -19,9 +19,65 @@ use crate::store::{Result, StoreError};
 /// driftwatch database on a server (a migration of another database waits a moment, no more).
 pub(super) const MIGRATION_LOCK: i64 = 0x6472_6966_7477_6174;
 
+/// A step of the schema.
+pub(super) enum Migration {
+    Sql(&'static str),
+    /// A change SQL alone cannot make (converting data).
+    Code(fn(&mut Transaction<'_>) -> Result<()>),
+}
+
 /// Schema migrations, applied in order; `schema_version` counts those applied. Never edit one
 /// that has shipped: add the next.
-pub(super) const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
+pub(super) const MIGRATIONS: &[Migration] = &[
+    Migration::Sql(SCHEMA_V1),
+    Migration::Sql(SCHEMA_V2),
+    Migration::Sql(SCHEMA_V3),
+    Migration::Code(history_in_chunks),
+];
+
+/// Version 4: what ingest asks of the server, cut to a third (docs/BENCHMARKS.md).
+/// - The history is stored one row per write (`history`, its events encoded together in
+///   `chunk`: `store::chunk::Chunk`), not one per event (`events`), whose row and five index
+///   entries per event were half of the server's work (SQLite's version 13). The rows of
+///   `events` are converted, consecutive events of one write together, and the table dropped.
+///   `tx` is what `events.tx` was (see `feed`); converted rows get the migration's.
+/// - An item's change is a HOT update (its row's page, no index entry): `cause`, which every
+///   change of content changes, leaves `items_subject`, and `items` pages keep room.
+fn history_in_chunks(tx: &mut Transaction<'_>) -> Result<()> {
+    tx.batch_execute(SCHEMA_V4)
+        .context("creating the history table")?;
+    super::history::convert_events(tx)?;
+    tx.batch_execute("DROP TABLE events")
+        .context("dropping the events table")
+}
+
+const SCHEMA_V4: &str = r#"
+CREATE TABLE history (
+    id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    host        TEXT COLLATE "C" NOT NULL REFERENCES hosts (host),
+    stream_id   TEXT NOT NULL,
+    first_seq   BIGINT CHECK (first_seq > 0),
+    received_at BIGINT NOT NULL,
+    source      TEXT NOT NULL CHECK (source IN ('stream', 'snapshot')),
+    events      BIGINT NOT NULL CHECK (events > 0),
+    chunk       BYTEA NOT NULL,
+    tx          xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    UNIQUE (host, stream_id, first_seq)
+);
+-- Out of line and not compressed: a write's items are mostly digests and paths, and pglz
+-- spent more of the server's time on them than anything else in a history row.
+ALTER TABLE history ALTER COLUMN chunk SET STORAGE EXTERNAL;
+-- An item's change keeps its row's page (a HOT update, no new index entry) when no indexed
+-- column changes and the page has room: `cause` changes with every change of content, so it
+-- leaves `items_subject` (the causes listing reads it from the row), and pages keep room.
+DROP INDEX items_subject;
+CREATE INDEX items_subject ON items (subject, severity, host, observed_at);
+ALTER TABLE items SET (fillfactor = 70);
+-- A host's history, and everyone's, newest first; and what the feed follows.
+CREATE INDEX history_host_received ON history (host, received_at);
+CREATE INDEX history_received ON history (received_at);
+CREATE INDEX history_tx ON history (tx, id);
+"#;
 
 /// Version 3: `iac_states.kind` also `pulumi` (`pulumi stack export`) and `cloudformation`
 /// (`aws cloudformation describe-stack-resources`), as SQLite's version 10. The check is the
@@ -248,9 +304,15 @@ pub(super) fn migrate(client: &mut Client) -> Result<usize> {
     if found == supported {
         return Ok(0);
     }
-    for (version, sql) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
-        tx.batch_execute(sql)
-            .with_context(|| format!("migrating the schema to version {}", version + 1))?;
+    for (version, step) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
+        let what = || format!("migrating the schema to version {}", version + 1);
+        match step {
+            Migration::Sql(sql) => tx.batch_execute(sql).with_context(what)?,
+            Migration::Code(migrate) => migrate(&mut tx).map_err(|e| match e {
+                StoreError::Database(why) => StoreError::Database(format!("{}: {why}", what())),
+                other => other,
+            })?,
+        }
     }
     tx.execute(
         "INSERT INTO schema_version (version) VALUES ($1)

@@ -192,17 +192,8 @@ fn migrating_twice_applies_nothing_the_second_time() {
 
 #[test]
 fn collectors_opening_one_new_database_together_migrate_it_once() {
-    let store = fresh_store();
-    let name = store.database().rsplit('/').next().unwrap().to_owned();
-    drop(store);
     // A database nobody migrated yet: several collectors open it at once.
-    let mut admin =
-        postgres::Client::connect(&format!("{}/postgres", server()), postgres::NoTls).unwrap();
-    let fresh = format!("{name}_race");
-    admin
-        .batch_execute(&format!("CREATE DATABASE {fresh}"))
-        .unwrap();
-    let url = format!("{}/{fresh}", server());
+    let url = blank_database("race");
     let applied: Vec<usize> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..4)
             .map(|_| scope.spawn(|| PgStore::migrate(&url, None).unwrap()))
@@ -216,26 +207,12 @@ fn collectors_opening_one_new_database_together_migrate_it_once() {
 /// states and takes Pulumi and CloudFormation stacks afterwards (issue 15).
 #[test]
 fn a_version_2_database_migrates_to_3_and_keeps_its_states() {
-    let store = fresh_store();
-    let name = store.database().rsplit('/').next().unwrap().to_owned();
-    drop(store);
-    let mut admin =
-        postgres::Client::connect(&format!("{}/postgres", server()), postgres::NoTls).unwrap();
-    let old = format!("{name}_v2");
-    admin
-        .batch_execute(&format!("CREATE DATABASE {old}"))
-        .unwrap();
-    let url = format!("{}/{old}", server());
+    let url = blank_database("v2");
     let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-    for sql in &schema::MIGRATIONS[..2] {
-        client.batch_execute(sql).unwrap();
-    }
+    schema_at(&mut client, 2);
     client
         .batch_execute(
-            "CREATE TABLE schema_version (
-                 one BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one), version BIGINT NOT NULL);
-             INSERT INTO schema_version (version) VALUES (2);
-             INSERT INTO iac_states (name, source, kind, lineage, serial, imported_at)
+            "INSERT INTO iac_states (name, source, kind, lineage, serial, imported_at)
                  VALUES ('prod', 'prod.tfstate', 'state', 'L1', 7, 1);",
         )
         .unwrap();
@@ -244,7 +221,10 @@ fn a_version_2_database_migrates_to_3_and_keeps_its_states() {
     );
     assert!(refused.is_err());
     drop(client);
-    assert_eq!(PgStore::migrate(&url, None).unwrap(), 1);
+    assert_eq!(
+        PgStore::migrate(&url, None).unwrap(),
+        schema::MIGRATIONS.len() - 2
+    );
     let store = PgStore::open(&url, None).unwrap();
     let data = store.iac().unwrap();
     assert_eq!(
@@ -261,6 +241,92 @@ fn a_version_2_database_migrates_to_3_and_keeps_its_states() {
         .import_state(&crate::iac::state_import(pulumi), T0)
         .unwrap();
     assert_eq!(store.iac().unwrap().states.len(), 2);
+}
+
+/// Brings a fresh database to schema `version` as a collector of that version left it.
+fn schema_at(client: &mut postgres::Client, version: usize) {
+    let mut tx = client.transaction().unwrap();
+    for step in &schema::MIGRATIONS[..version] {
+        match step {
+            schema::Migration::Sql(sql) => tx.batch_execute(sql).unwrap(),
+            schema::Migration::Code(migrate) => migrate(&mut tx).unwrap(),
+        }
+    }
+    tx.batch_execute(&format!(
+        "CREATE TABLE schema_version (
+             one BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one), version BIGINT NOT NULL);
+         INSERT INTO schema_version (version) VALUES ({version});"
+    ))
+    .unwrap();
+    tx.commit().unwrap();
+}
+
+/// A fresh database of its own, not migrated: its URL.
+fn blank_database(suffix: &str) -> String {
+    let store = fresh_store();
+    let name = store.database().rsplit('/').next().unwrap().to_owned();
+    drop(store);
+    let mut admin =
+        postgres::Client::connect(&format!("{}/postgres", server()), postgres::NoTls).unwrap();
+    let blank = format!("{name}_{suffix}");
+    admin
+        .batch_execute(&format!("CREATE DATABASE {blank}"))
+        .unwrap();
+    format!("{}/{blank}", server())
+}
+
+/// Version 4 stores the history one row per write (SQLite's version 13): a version-3
+/// database's events are converted, consecutive events of one write together, and read back
+/// as they were.
+#[test]
+fn a_version_3_history_is_converted_to_one_row_per_write() {
+    let url = blank_database("v3");
+    let rows = conformance::events_of_old();
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    schema_at(&mut client, 3);
+    client
+        .batch_execute(
+            "INSERT INTO hosts (host, first_seen, last_seen) VALUES ('i-1', 0, 0), ('i-2', 0, 0);",
+        )
+        .unwrap();
+    for (host, stream, seq, transition, received_at, item, source) in &rows {
+        client
+            .execute(
+                "INSERT INTO events (host, stream_id, seq, transition, observed_at, received_at,
+                     subject, severity, source, item)
+                 VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9)",
+                &[
+                    host,
+                    stream,
+                    seq,
+                    transition,
+                    received_at,
+                    &item.subject,
+                    &(item.severity.index() as i64),
+                    source,
+                    &item.encoded,
+                ],
+            )
+            .unwrap();
+    }
+    assert_eq!(PgStore::migrate(&url, None).unwrap(), 1);
+    let stored: Vec<(String, String, Option<i64>, i64)> = client
+        .query(
+            "SELECT host, stream_id, first_seq, events FROM history ORDER BY id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(stored, conformance::events_of_old_as_rows());
+    let events_left: bool = client
+        .query_one("SELECT to_regclass('events') IS NOT NULL", &[])
+        .unwrap()
+        .get(0);
+    assert!(!events_left, "the events table is dropped");
+    drop(client);
+    conformance::assert_history_is(&PgStore::open(&url, None).unwrap(), &rows);
 }
 
 #[test]
@@ -500,11 +566,19 @@ fn every_collector_s_feed_gets_the_events_committed_through_any_in_commit_safe_o
     // (Another host's event: one of i-1 would hold its row against the batch's FOR UPDATE.)
     a.hello(&info("i-2", "web-2"), T0).unwrap();
     let mut tx = slow.transaction().unwrap();
+    let mut slow_event = crate::store::chunk::Chunk::default();
+    slow_event.push(
+        Some(1),
+        crate::store::Transition::Drifted,
+        0,
+        "/etc/slow",
+        crate::store::Severity::Security,
+        b"",
+    );
     tx.execute(
-        "INSERT INTO events (host, stream_id, seq, transition, observed_at, received_at,
-             subject, severity, source, item)
-         VALUES ('i-2', 'other', 1, 'drifted', 0, 0, '/etc/slow', 0, 'stream', '\\x')",
-        &[],
+        "INSERT INTO history (host, stream_id, first_seq, received_at, source, events, chunk)
+         VALUES ('i-2', 'other', 1, 0, 'stream', 1, $1)",
+        &[&prost::Message::encode_to_vec(&slow_event)],
     )
     .unwrap();
     let y = item("/etc/y.conf", "security", "bb");

@@ -5,9 +5,10 @@
 //! [`apply`] reads what the group needs in three queries (the hosts' rows, locked; the current
 //! items the group's events name; every current item of the hosts it snapshots), applies every
 //! write in memory, in order (sequence checks, transitions, the cached aggregates), and writes
-//! the outcome in five: the items removed, the items stored, the history rows, the `since` of
-//! severities whose oldest item left, and the hosts' rows. A group costs the same handful of
-//! round trips whether it holds one event or twenty thousand.
+//! the outcome in six: the items removed, the items it read updated in place, the new items
+//! inserted, the history (a row per write, `history`), the `since` of severities whose oldest
+//! item left, and the hosts' rows. A group costs the same handful of round trips whether it
+//! holds one event or twenty thousand.
 //!
 //! A write is rejected (stream mismatch, sequence gap, unknown host, a snapshot listing a path
 //! twice) before it changes anything, in memory as in the database; its slot says why and the
@@ -21,9 +22,11 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use super::history;
 use super::tx::Tx;
 
 use super::{severity, to_u64};
+use crate::store::chunk::Chunk;
 use crate::store::{
     Applied, EventRecord, HostInfo, ItemRecord, Millis, Result, Severity, StoreError, StreamState,
     Transition, Write,
@@ -60,8 +63,8 @@ fn hosts_of(writes: &[Write]) -> Vec<&str> {
 struct Group<'w> {
     /// The group's hosts that exist, by identity.
     hosts: HashMap<&'w str, HostState<'w>>,
-    /// History rows, in the order they are to be numbered.
-    events: Vec<HistoryRow<'w>>,
+    /// History rows (one per write that stored events), in the order they are to be numbered.
+    history: Vec<history::Row<'w>>,
 }
 
 /// A host's row while the group changes it (see SQLite's `write::HostState`).
@@ -90,6 +93,9 @@ struct Aggregates {
 struct Slot<'w> {
     current: Option<Current<'w>>,
     changed: bool,
+    /// A row of `items` held the subject when the group read it: what is current at the end
+    /// is an update of that row (or its deletion), not an insertion.
+    in_table: bool,
 }
 
 /// A current item, as far as a write needs it.
@@ -102,20 +108,6 @@ struct Current<'w> {
     encoded: Option<Cow<'w, [u8]>>,
     /// The record a write of the group stored (what is written back).
     record: Option<&'w ItemRecord>,
-}
-
-/// One `events` row.
-struct HistoryRow<'w> {
-    host: &'w str,
-    stream_id: &'w str,
-    seq: Option<i64>,
-    transition: Transition,
-    observed_at: Millis,
-    received_at: Millis,
-    subject: Cow<'w, str>,
-    severity: Severity,
-    item: Cow<'w, [u8]>,
-    source: &'static str,
 }
 
 impl<'w> Group<'w> {
@@ -177,6 +169,7 @@ impl<'w> Group<'w> {
                         Slot {
                             current: Some(current),
                             changed: false,
+                            in_table: true,
                         },
                     );
                 }
@@ -216,12 +209,13 @@ impl<'w> Group<'w> {
                 let (host, subject): (&str, &str) = (r.get(0), r.get(1));
                 if let Some(slot) = hosts.get_mut(host).and_then(|h| h.items.get_mut(subject)) {
                     slot.current = Some(current(&r)?);
+                    slot.in_table = true;
                 }
             }
         }
         Ok(Group {
             hosts,
-            events: Vec::new(),
+            history: Vec::new(),
         })
     }
 
@@ -239,14 +233,21 @@ impl<'w> Group<'w> {
                 stream_id,
                 events,
                 received_at,
-            } => state.batch(host, stream_id, events, *received_at, &mut self.events)?,
+            } => state.batch(host, stream_id, events, *received_at, &mut self.history)?,
             Write::Snapshot {
                 host,
                 stream_id,
                 seq,
                 items,
                 received_at,
-            } => state.snapshot(host, stream_id, *seq, items, *received_at, &mut self.events)?,
+            } => state.snapshot(
+                host,
+                stream_id,
+                *seq,
+                items,
+                *received_at,
+                &mut self.history,
+            )?,
             Write::Seen { at, .. } => {
                 state.seen(*at);
                 Applied {
@@ -262,15 +263,17 @@ impl<'w> Group<'w> {
     /// Writes what the applied writes changed.
     fn store(self, tx: &mut Tx<'_>) -> Result<()> {
         let mut gone: (Vec<&str>, Vec<&str>) = (Vec::new(), Vec::new());
-        let mut stored = Stored::default();
+        let (mut inserted, mut updated) = (Stored::default(), Stored::default());
         for (host, state) in &self.hosts {
             for (subject, slot) in state.items.iter().filter(|(_, s)| s.changed) {
-                match &slot.current {
-                    None => {
+                match (&slot.current, slot.in_table) {
+                    (None, true) => {
                         gone.0.push(host);
                         gone.1.push(subject);
                     }
-                    Some(current) => stored.push(host, subject, current)?,
+                    (None, false) => {}
+                    (Some(current), true) => updated.push(host, subject, current)?,
+                    (Some(current), false) => inserted.push(host, subject, current)?,
                 }
             }
         }
@@ -282,12 +285,15 @@ impl<'w> Group<'w> {
                 &[&gone.0, &gone.1],
             )?;
         }
-        if !stored.host.is_empty() {
-            stored.write(tx)?;
+        // Rows known to exist are updated in place, which spares the server the speculative
+        // insertion an upsert makes first (a tenth of its time at full ingest).
+        if !updated.host.is_empty() {
+            updated.write(tx, UPDATE_ITEMS)?;
         }
-        if !self.events.is_empty() {
-            insert_events(tx, &self.events)?;
+        if !inserted.host.is_empty() {
+            inserted.write(tx, INSERT_ITEMS)?;
         }
+        history::insert(tx, &self.history)?;
         save_hosts(tx, self.hosts)
     }
 }
@@ -318,7 +324,7 @@ impl<'w> HostState<'w> {
         stream_id: &'w str,
         events: &'w [EventRecord],
         received_at: Millis,
-        history: &mut Vec<HistoryRow<'w>>,
+        history: &mut Vec<history::Row<'w>>,
     ) -> Result<Applied> {
         if !self.stream_id.is_empty() && self.stream_id != stream_id {
             return Err(StoreError::Rejected(format!(
@@ -352,19 +358,9 @@ impl<'w> HostState<'w> {
                 events: 0,
             });
         }
+        let mut chunk = Chunk::default();
         for e in new {
-            history.push(HistoryRow {
-                host,
-                stream_id,
-                seq: Some(e.seq as i64),
-                transition: e.transition,
-                observed_at: e.observed_at,
-                received_at,
-                subject: Cow::Borrowed(&e.item.subject),
-                severity: e.item.severity,
-                item: Cow::Borrowed(&e.item.encoded),
-                source: "stream",
-            });
+            chunk.push_event(e);
             let slot = self
                 .items
                 .entry(Cow::Borrowed(e.item.subject.as_str()))
@@ -381,6 +377,14 @@ impl<'w> HostState<'w> {
                 }
             }
         }
+        history.push(history::Row {
+            host: Cow::Borrowed(host),
+            stream_id: Cow::Borrowed(stream_id),
+            first_seq: Some(new[0].seq as i64),
+            received_at,
+            source: "stream",
+            chunk,
+        });
         self.stream_id = Cow::Borrowed(stream_id);
         self.last_seq = last_seq;
         Ok(Applied {
@@ -396,7 +400,7 @@ impl<'w> HostState<'w> {
         seq: u64,
         items: &'w [ItemRecord],
         received_at: Millis,
-        history: &mut Vec<HistoryRow<'w>>,
+        history: &mut Vec<history::Row<'w>>,
     ) -> Result<Applied> {
         if i64::try_from(seq).is_err() {
             return Err(StoreError::Rejected(format!(
@@ -412,19 +416,7 @@ impl<'w> HostState<'w> {
                 )));
             }
         }
-        let row = |transition, subject, severity, item| HistoryRow {
-            host,
-            stream_id,
-            seq: None,
-            transition,
-            observed_at: received_at,
-            received_at,
-            subject,
-            severity,
-            item,
-            source: "snapshot",
-        };
-        let mut written = 0;
+        let mut chunk = Chunk::default();
         for item in items {
             let slot = self
                 .items
@@ -435,14 +427,15 @@ impl<'w> HostState<'w> {
                 Some(_) => Transition::Changed,
                 None => Transition::Drifted,
             };
-            history.push(row(
+            chunk.push(
+                None,
                 transition,
-                Cow::Borrowed(&item.subject),
+                received_at,
+                &item.subject,
                 item.severity,
-                Cow::Borrowed(&item.encoded),
-            ));
+                &item.encoded,
+            );
             self.aggregates.store(slot, item, received_at);
-            written += 1;
         }
         let mut gone: Vec<(&Cow<'w, str>, &mut Slot<'w>)> = self
             .items
@@ -461,14 +454,24 @@ impl<'w> HostState<'w> {
             let encoded = old.encoded.ok_or_else(|| {
                 StoreError::Database(format!("{subject} was read without its item"))
             })?;
-            history.push(row(
+            chunk.push(
+                None,
                 Transition::Resolved,
-                subject.clone(),
+                received_at,
+                subject,
                 old.severity,
-                encoded,
-            ));
-            written += 1;
+                &encoded,
+            );
         }
+        let written = chunk.events.len() as u64;
+        history.push(history::Row {
+            host: Cow::Borrowed(host),
+            stream_id: Cow::Borrowed(stream_id),
+            first_seq: None,
+            received_at,
+            source: "snapshot",
+            chunk,
+        });
         self.stream_id = Cow::Borrowed(stream_id);
         self.last_seq = seq;
         self.seen(received_at);
@@ -521,7 +524,39 @@ impl Aggregates {
     }
 }
 
-/// The items a group stores, column by column (for one `INSERT … SELECT FROM unnest`).
+/// Stores new items. (`ON CONFLICT` only as a guard: the group read the rows its hosts have,
+/// under their hosts' lock, and found none for these.)
+const INSERT_ITEMS: &str = "INSERT INTO items (host, subject, subject_kind, kind, severity,
+         cause, changed, observed_at, sha256, item)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
+         $5::bigint[], $6::text[], $7::text[], $8::bigint[], $9::bytea[], $10::bytea[])
+     ON CONFLICT (host, subject) DO UPDATE SET
+         subject_kind = excluded.subject_kind,
+         kind = excluded.kind,
+         severity = excluded.severity,
+         cause = excluded.cause,
+         changed = excluded.changed,
+         observed_at = excluded.observed_at,
+         sha256 = excluded.sha256,
+         item = excluded.item";
+
+/// Updates items the group read.
+const UPDATE_ITEMS: &str = "UPDATE items i SET
+         subject_kind = u.subject_kind,
+         kind = u.kind,
+         severity = u.severity,
+         cause = u.cause,
+         changed = u.changed,
+         observed_at = u.observed_at,
+         sha256 = u.sha256,
+         item = u.item
+     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
+         $5::bigint[], $6::text[], $7::text[], $8::bigint[], $9::bytea[], $10::bytea[])
+         AS u (host, subject, subject_kind, kind, severity, cause, changed, observed_at,
+             sha256, item)
+     WHERE i.host = u.host AND i.subject = u.subject";
+
+/// The items a group stores, column by column (for one statement over `unnest`).
 #[derive(Default)]
 struct Stored<'a> {
     host: Vec<&'a str>,
@@ -555,21 +590,9 @@ impl<'a> Stored<'a> {
         Ok(())
     }
 
-    fn write(&self, tx: &mut Tx<'_>) -> Result<()> {
+    fn write(&self, tx: &mut Tx<'_>, sql: &str) -> Result<()> {
         tx.execute(
-            "INSERT INTO items (host, subject, subject_kind, kind, severity, cause, changed,
-                 observed_at, sha256, item)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
-                 $5::bigint[], $6::text[], $7::text[], $8::bigint[], $9::bytea[], $10::bytea[])
-             ON CONFLICT (host, subject) DO UPDATE SET
-                 subject_kind = excluded.subject_kind,
-                 kind = excluded.kind,
-                 severity = excluded.severity,
-                 cause = excluded.cause,
-                 changed = excluded.changed,
-                 observed_at = excluded.observed_at,
-                 sha256 = excluded.sha256,
-                 item = excluded.item",
+            sql,
             &[
                 &self.host,
                 &self.subject,
@@ -585,45 +608,6 @@ impl<'a> Stored<'a> {
         )?;
         Ok(())
     }
-}
-
-/// Appends the group's history rows, numbered in order.
-fn insert_events(tx: &mut Tx<'_>, rows: &[HistoryRow<'_>]) -> Result<()> {
-    let column = |f: &dyn Fn(&HistoryRow<'_>) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
-    let host: Vec<&str> = rows.iter().map(|r| r.host).collect();
-    let stream_id: Vec<&str> = rows.iter().map(|r| r.stream_id).collect();
-    let seq: Vec<Option<i64>> = rows.iter().map(|r| r.seq).collect();
-    let transition: Vec<&str> = rows.iter().map(|r| r.transition.as_str()).collect();
-    let observed_at = column(&|r| r.observed_at);
-    let received_at = column(&|r| r.received_at);
-    let subject: Vec<&str> = rows.iter().map(|r| r.subject.as_ref()).collect();
-    let severity = column(&|r| r.severity.index() as i64);
-    let source: Vec<&str> = rows.iter().map(|r| r.source).collect();
-    let item: Vec<&[u8]> = rows.iter().map(|r| r.item.as_ref()).collect();
-    tx.execute(
-        "INSERT INTO events (host, stream_id, seq, transition, observed_at, received_at,
-             subject, severity, source, item)
-         SELECT host, stream_id, seq, transition, observed_at, received_at, subject,
-             severity, source, item
-         FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[],
-             $6::bigint[], $7::text[], $8::bigint[], $9::text[], $10::bytea[])
-             WITH ORDINALITY AS r (host, stream_id, seq, transition, observed_at, received_at,
-                 subject, severity, source, item, n)
-         ORDER BY n",
-        &[
-            &host,
-            &stream_id,
-            &seq,
-            &transition,
-            &observed_at,
-            &received_at,
-            &subject,
-            &severity,
-            &source,
-            &item,
-        ],
-    )?;
-    Ok(())
 }
 
 /// Writes back the rows of the hosts a write was applied to, their stale `since` read again

@@ -1,89 +1,24 @@
-//! The history's rows: one per write, its events encoded together ([`Chunk`]).
-//!
-//! A row per event cost four b-tree insertions per event (the row, the unique key, a host's
-//! and everyone's order): half of everything ingest asked of SQLite. A write's events share
-//! their host, stream, receipt time and source, and are read back together (a host's history
-//! newest first, everyone's since a time), so they are stored together: one row and its index
-//! entries per write, whatever its number of events. Queries decode a row's events and filter
-//! them by path and severity as they read, newest first.
+//! The history's rows: one per write, its events encoded together (a [`Chunk`], see
+//! `store::chunk`, shared with PostgreSQL). A row per event cost four b-tree insertions per
+//! event (the row, the unique key, a host's and everyone's order): half of everything ingest
+//! asked of SQLite.
 
 use prost::Message as _;
 use rusqlite::{Connection, types::Type};
 
-use crate::store::{Millis, Severity, Transition};
+use crate::store::chunk::Chunk;
+use crate::store::{Millis, Transition};
 
 /// Stores one write's history row.
 pub(super) const INSERT_CHUNK: &str = "INSERT INTO history (host, stream_id, first_seq,
      received_at, source, events, chunk)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 
-/// A write's events, oldest first, as stored in `history.chunk`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub(super) struct Chunk {
-    #[prost(message, repeated, tag = "1")]
-    pub events: Vec<ChunkEvent>,
-}
-
-/// One event of a [`Chunk`].
-#[derive(Clone, PartialEq, prost::Message)]
-pub(super) struct ChunkEvent {
-    /// The stream's sequence number; 0 for transitions derived from a snapshot.
-    #[prost(uint64, tag = "1")]
-    pub seq: u64,
-    /// 0 drifted, 1 changed, 2 resolved.
-    #[prost(uint32, tag = "2")]
-    pub transition: u32,
-    #[prost(int64, tag = "3")]
-    pub observed_at: Millis,
-    #[prost(string, tag = "4")]
-    pub subject: String,
-    /// [`Severity::index`].
-    #[prost(uint32, tag = "5")]
-    pub severity: u32,
-    /// The item's canonical encoding; for `resolved`, the item that was resolved.
-    #[prost(bytes = "vec", tag = "6")]
-    pub item: Vec<u8>,
-}
-
-impl Chunk {
-    pub(super) fn push(
-        &mut self,
-        seq: Option<u64>,
-        transition: Transition,
-        observed_at: Millis,
-        subject: &str,
-        severity: Severity,
-        item: &[u8],
-    ) {
-        self.events.push(ChunkEvent {
-            seq: seq.unwrap_or(0),
-            transition: Transition::ALL
-                .iter()
-                .position(|t| *t == transition)
-                .unwrap_or(0) as u32,
-            observed_at,
-            subject: subject.to_owned(),
-            severity: severity.index() as u32,
-            item: item.to_vec(),
-        });
-    }
-
-    /// Decodes column `idx` of a row.
-    pub(super) fn read(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<Chunk> {
-        let blob = row.get_ref(idx)?.as_blob()?;
-        Chunk::decode(blob)
-            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, Type::Blob, Box::new(e)))
-    }
-}
-
-impl ChunkEvent {
-    pub(super) fn transition(&self) -> Option<Transition> {
-        Transition::ALL.get(self.transition as usize).copied()
-    }
-
-    pub(super) fn severity(&self) -> Option<Severity> {
-        Severity::from_index(i64::from(self.severity))
-    }
+/// Decodes column `idx` of a row.
+pub(super) fn read(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<Chunk> {
+    let blob = row.get_ref(idx)?.as_blob()?;
+    Chunk::decode(blob)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, Type::Blob, Box::new(e)))
 }
 
 /// Stores a write's history row (nothing for a write without events).

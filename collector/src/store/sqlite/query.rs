@@ -7,7 +7,6 @@ use rusqlite::types::{Type, Value};
 use rusqlite::{Connection, OptionalExtension as _, Row, params, params_from_iter};
 
 use super::causes::Causes;
-use super::history::Chunk;
 use super::hosts::{Drift, HOST_COLUMNS, HostRow, read_row};
 use super::{severity_at, to_u64};
 use crate::store::{
@@ -331,24 +330,13 @@ pub(super) fn history(
         let host = row.get_ref(0)?.as_str()?;
         let received_at = row.get(1)?;
         let source = Source::parse(row.get_ref(2)?.as_str()?).ok_or(unknown(2))?;
-        let chunk = Chunk::read(row, 3)?;
+        let chunk = super::history::read(row, 3)?;
         // Newest first, as the rows.
-        for e in chunk.events.into_iter().rev() {
-            let severity = e.severity().ok_or(unknown(3))?;
-            if !query.filter.matches(&e.subject, severity) {
-                continue;
-            }
-            events.push(HistoryEntry {
-                host: host.to_owned(),
-                seq: e.seq,
-                transition: e.transition().ok_or(unknown(3))?,
-                observed_at: e.observed_at,
-                received_at,
-                subject: e.subject,
-                severity,
-                item: e.item,
-                source,
-            });
+        let entries = chunk.entries(host, received_at, source, |subject, severity| {
+            query.filter.matches(subject, severity)
+        });
+        for entry in entries.rev() {
+            events.push(entry.map_err(|_| unknown(3))?);
             if events.len() == query.limit {
                 events.reverse();
                 return Ok(events);

@@ -883,27 +883,7 @@ fn the_database_files_are_created_private_and_loose_ones_are_tightened() {
 fn a_version_12_history_is_converted_to_one_row_per_write() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("collector.db");
-    let a = item("/etc/a.conf", "security", "aa");
-    let b = item("/etc/b.conf", "cosmetic", "bb");
-    // (host, stream, seq, transition, received_at, item, source), in the order stored.
-    type Row<'a> = (
-        &'a str,
-        &'a str,
-        Option<i64>,
-        &'a str,
-        i64,
-        &'a ItemRecord,
-        &'a str,
-    );
-    let rows: [Row<'_>; 7] = [
-        ("i-1", "s1", Some(1), "drifted", 10, &a, "stream"),
-        ("i-1", "s1", Some(2), "changed", 10, &b, "stream"),
-        ("i-2", "s9", Some(1), "drifted", 10, &b, "stream"),
-        ("i-1", "s1", Some(3), "resolved", 10, &a, "stream"),
-        ("i-1", "s1", Some(4), "drifted", 20, &a, "stream"),
-        ("i-1", "s2", None, "changed", 30, &a, "snapshot"),
-        ("i-1", "s2", None, "resolved", 30, &b, "snapshot"),
-    ];
+    let rows = conformance::events_of_old();
     {
         let mut conn = Connection::open(&path).unwrap();
         let tx = conn.transaction().unwrap();
@@ -942,62 +922,8 @@ fn a_version_12_history_is_converted_to_one_row_per_write() {
         .unwrap()
         .collect::<rusqlite::Result<_>>()
         .unwrap();
-    let row = |host: &str, stream: &str, first: Option<i64>, events| {
-        (host.to_owned(), stream.to_owned(), first, events)
-    };
-    assert_eq!(
-        stored,
-        [
-            row("i-1", "s1", Some(1), 2),
-            row("i-2", "s9", Some(1), 1),
-            row("i-1", "s1", Some(3), 1),
-            row("i-1", "s1", Some(4), 1),
-            row("i-1", "s2", None, 2),
-        ]
-    );
-    let history = store
-        .history(&HistoryQuery {
-            limit: 100,
-            ..Default::default()
-        })
-        .unwrap();
-    let read: Vec<_> = history
-        .iter()
-        .map(|e| {
-            (
-                e.host.as_str(),
-                e.seq,
-                e.transition.as_str(),
-                e.received_at,
-                e.subject.as_str(),
-                e.severity,
-                e.item
-                    == rows
-                        .iter()
-                        .find(|r| r.5.subject == e.subject)
-                        .unwrap()
-                        .5
-                        .encoded,
-                e.source.as_str(),
-            )
-        })
-        .collect();
-    let expected: Vec<_> = rows
-        .iter()
-        .map(|(host, _, seq, transition, received_at, item, source)| {
-            (
-                *host,
-                seq.map_or(0, |s| s as u64),
-                *transition,
-                *received_at,
-                item.subject.as_str(),
-                item.severity,
-                true,
-                *source,
-            )
-        })
-        .collect();
-    assert_eq!(read, expected);
+    assert_eq!(stored, conformance::events_of_old_as_rows());
+    conformance::assert_history_is(&store, &rows);
     let events_left: i64 = lock(&store.writer)
         .conn
         .query_row(

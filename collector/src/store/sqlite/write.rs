@@ -11,9 +11,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use rusqlite::{CachedStatement, Connection, OptionalExtension as _, params};
 
 use super::causes::Deltas;
-use super::history::{self, Chunk, ChunkRow};
+use super::history::{self, ChunkRow};
 use super::recent::{Known, Recent};
 use super::{Context as _, severity_at, to_u64};
+use crate::store::chunk::Chunk;
 use crate::store::{
     Applied, EventRecord, HostInfo, ItemRecord, Millis, Result, Severity, StoreError, StreamState,
     Transition, Write,
@@ -292,14 +293,7 @@ fn apply_batch(
     }
     let mut chunk = Chunk::default();
     for e in new {
-        chunk.push(
-            Some(e.seq),
-            e.transition,
-            e.observed_at,
-            &e.item.subject,
-            e.item.severity,
-            &e.item.encoded,
-        );
+        chunk.push_event(e);
         match e.transition {
             Transition::Drifted | Transition::Changed => {
                 let old = current(conn, host, &e.item.subject)?;

@@ -1,0 +1,191 @@
+//! The history's rows: one per write, its events encoded together (a [`Chunk`], see
+//! `store::chunk`, shared with SQLite). A row per event cost the server a row and five index
+//! entries per event; a row per write costs them once per batch, whatever its size.
+
+use std::borrow::Cow;
+
+use postgres::Transaction;
+use postgres::types::ToSql;
+use prost::Message as _;
+
+use super::Context as _;
+use super::tx::Tx;
+use crate::store::chunk::Chunk;
+use crate::store::{HistoryEntry, Millis, Result, Severity, Source, StoreError, Transition};
+
+/// The columns [`entries`] reads, in its order.
+pub(super) const COLUMNS: &str = "host, received_at, source, chunk";
+
+/// Stores rows in the order given (their `id`s follow it).
+const INSERT: &str = "INSERT INTO history (host, stream_id, first_seq, received_at, source,
+         events, chunk)
+     SELECT host, stream_id, first_seq, received_at, source, events, chunk
+     FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[],
+         $6::bigint[], $7::bytea[])
+         WITH ORDINALITY AS r (host, stream_id, first_seq, received_at, source, events, chunk, n)
+     ORDER BY n";
+
+/// One write's history row.
+pub(super) struct Row<'a> {
+    pub host: Cow<'a, str>,
+    pub stream_id: Cow<'a, str>,
+    /// The first event's sequence number; `None` for a snapshot's.
+    pub first_seq: Option<i64>,
+    pub received_at: Millis,
+    pub source: &'static str,
+    pub chunk: Chunk,
+}
+
+/// [`INSERT`]'s parameters, column by column.
+struct Columns<'a> {
+    host: Vec<&'a str>,
+    stream_id: Vec<&'a str>,
+    first_seq: Vec<Option<i64>>,
+    received_at: Vec<Millis>,
+    source: Vec<&'static str>,
+    events: Vec<i64>,
+    chunk: Vec<Vec<u8>>,
+}
+
+impl<'a> Columns<'a> {
+    /// The rows that hold events (a write that changed nothing has no row).
+    fn of(rows: &'a [Row<'a>]) -> Columns<'a> {
+        let rows: Vec<&Row<'_>> = rows.iter().filter(|r| !r.chunk.events.is_empty()).collect();
+        Columns {
+            host: rows.iter().map(|r| r.host.as_ref()).collect(),
+            stream_id: rows.iter().map(|r| r.stream_id.as_ref()).collect(),
+            first_seq: rows.iter().map(|r| r.first_seq).collect(),
+            received_at: rows.iter().map(|r| r.received_at).collect(),
+            source: rows.iter().map(|r| r.source).collect(),
+            events: rows.iter().map(|r| r.chunk.events.len() as i64).collect(),
+            chunk: rows.iter().map(|r| r.chunk.encode_to_vec()).collect(),
+        }
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 7] {
+        [
+            &self.host,
+            &self.stream_id,
+            &self.first_seq,
+            &self.received_at,
+            &self.source,
+            &self.events,
+            &self.chunk,
+        ]
+    }
+}
+
+/// Stores a group's history rows, in order.
+pub(super) fn insert(tx: &mut Tx<'_>, rows: &[Row<'_>]) -> Result<()> {
+    let columns = Columns::of(rows);
+    if !columns.host.is_empty() {
+        tx.execute(INSERT, &columns.params())?;
+    }
+    Ok(())
+}
+
+/// The history entries of a row whose first columns are [`COLUMNS`], oldest first, that `keep`
+/// keeps (see `Chunk::entries`).
+pub(super) fn entries(
+    row: &postgres::Row,
+    keep: impl FnMut(&str, Severity) -> bool,
+) -> Result<impl DoubleEndedIterator<Item = Result<HistoryEntry>>> {
+    let source: &str = row.get(2);
+    let source = Source::parse(source).ok_or_else(|| unknown("source", source))?;
+    let chunk = Chunk::decode(row.get::<_, &[u8]>(3))
+        .map_err(|e| StoreError::Database(format!("a history row's events do not decode: {e}")))?;
+    let entries = chunk.entries(row.get(0), row.get(1), source, keep);
+    Ok(entries.map(|e| e.map_err(|column| unknown(column, "in a history row's events"))))
+}
+
+fn unknown(column: &str, value: &str) -> StoreError {
+    StoreError::Database(format!("an unknown {column} {value:?} in the history"))
+}
+
+/// Rows of version 3's `events` read at once by [`convert_events`].
+const PAGE: i32 = 10_000;
+
+/// Moves rows of version 3's `events` (one per event) into `history`, consecutive events of one
+/// write together (same host, stream, receipt time and source, sequence numbers following).
+pub(super) fn convert_events(tx: &mut Transaction<'_>) -> Result<()> {
+    let portal = tx
+        .bind(
+            "SELECT host, stream_id, seq, transition, observed_at, received_at, subject,
+                 severity, source, item
+             FROM events ORDER BY id",
+            &[],
+        )
+        .context("reading the events")?;
+    let mut done: Vec<Row<'static>> = Vec::new();
+    let mut open: Option<Converted> = None;
+    loop {
+        let page = tx
+            .query_portal(&portal, PAGE)
+            .context("reading the events")?;
+        for r in &page {
+            let host: &str = r.get(0);
+            let stream_id: &str = r.get(1);
+            let seq: Option<i64> = r.get(2);
+            let received_at: Millis = r.get(5);
+            let source = match r.get::<_, &str>(8) {
+                "snapshot" => "snapshot",
+                _ => "stream",
+            };
+            let follows = open.as_ref().is_some_and(|o| {
+                o.row.host == host
+                    && o.row.stream_id == stream_id
+                    && o.row.received_at == received_at
+                    && o.row.source == source
+                    && o.next_seq == seq
+            });
+            if !follows && let Some(o) = open.take() {
+                done.push(o.row);
+            }
+            let o = open.get_or_insert_with(|| Converted {
+                row: Row {
+                    host: Cow::Owned(host.to_owned()),
+                    stream_id: Cow::Owned(stream_id.to_owned()),
+                    first_seq: seq,
+                    received_at,
+                    source,
+                    chunk: Chunk::default(),
+                },
+                next_seq: None,
+            });
+            o.next_seq = seq.map(|s| s + 1);
+            let transition: &str = r.get(3);
+            o.row.chunk.push(
+                seq.map(super::to_u64),
+                Transition::parse(transition).ok_or_else(|| unknown("transition", transition))?,
+                r.get(4),
+                r.get(6),
+                super::severity(r.get(7))?,
+                r.get(9),
+            );
+        }
+        if done.len() >= PAGE as usize || (page.len() < PAGE as usize && !done.is_empty()) {
+            store_converted(tx, &done)?;
+            done.clear();
+        }
+        if page.len() < PAGE as usize {
+            break;
+        }
+    }
+    match open {
+        Some(last) => store_converted(tx, &[last.row]),
+        None => Ok(()),
+    }
+}
+
+/// The history row [`convert_events`] is filling.
+struct Converted {
+    row: Row<'static>,
+    /// The sequence number the next event of the same write has.
+    next_seq: Option<i64>,
+}
+
+fn store_converted(tx: &mut Transaction<'_>, rows: &[Row<'_>]) -> Result<()> {
+    tx.execute(INSERT, &Columns::of(rows).params())
+        .context("storing the converted history")?;
+    Ok(())
+}

@@ -566,6 +566,96 @@ class Postgres:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+PEER_ITEM = json.dumps({"path": "/etc/nginx/conf.d/file-001.conf", "kind": "modified",
+                        "changed": ["size", "content"], "severity": "behavioral",
+                        "reason": "configuration or binary changed",
+                        "expected": {"sha256": "0" * 64}, "actual": {"sha256": "1" * 64},
+                        "diff": "--- a\n+++ b\n@@ -1 +1 @@\n-workers = 4\n+workers = 1\n"})
+
+
+def naive_postgres_ingest(url, sessions, batches, batch, hosts, per_batch=False):
+    """The PostgreSQL peer: `sessions` psql connections at once (as many as the collector's
+    writers), each sending `batches` transactions of `batch` events, the hosts in turn (each
+    session its own `hosts`, each host its own sequence over 50 paths). A transaction per
+    batch, committed with the server's default durability (synchronous_commit on): a COPY of
+    the batch's events into `events` (a row per event, the collector's keys and indexes before
+    its schema 4) and one multi-row upsert of the items (the collector's key and path index).
+    `per_batch`: the history as the collector stores it since its schema 4, one row per batch
+    holding its events (a JSON list). psql reads its script from a file: no driver in between.
+    Returns events/s over the sessions' wall time."""
+    schema = """
+CREATE TABLE events (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, host TEXT COLLATE "C",
+    stream_id TEXT, seq BIGINT, transition TEXT, observed_at BIGINT, received_at BIGINT,
+    subject TEXT COLLATE "C", severity BIGINT, source TEXT, json TEXT,
+    UNIQUE (host, stream_id, seq));
+CREATE INDEX events_host_received ON events (host, received_at);
+CREATE INDEX events_received ON events (received_at);
+CREATE TABLE history (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    host TEXT COLLATE "C", stream_id TEXT, first_seq BIGINT, received_at BIGINT, source TEXT,
+    events BIGINT, chunk TEXT, UNIQUE (host, stream_id, first_seq));
+CREATE INDEX history_host_received ON history (host, received_at);
+CREATE INDEX history_received ON history (received_at);
+CREATE TABLE items (host TEXT COLLATE "C", subject TEXT COLLATE "C", severity BIGINT,
+    json TEXT, PRIMARY KEY (host, subject));
+CREATE INDEX items_subject ON items (subject, severity, host);
+"""
+    d.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", schema], check=True)
+    item = PEER_ITEM.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+    quoted = PEER_ITEM.replace("'", "''")
+    scripts = []
+    for k in range(sessions):
+        names = [f"peer-{k}-{i:05d}" for i in range(hosts)]
+        seqs = [0] * hosts
+        lines = []
+        for b in range(batches):
+            h = b % hosts
+            host = names[h]
+            lines.append("BEGIN;")
+            rows, chunk, subjects = [], [], []
+            for _ in range(batch):
+                seqs[h] += 1
+                seq = seqs[h]
+                subject = f"/etc/app/file-{seq % 50:03d}.conf"
+                if subject not in subjects:
+                    subjects.append(subject)
+                if per_batch:
+                    chunk.append([seq, "changed", 0, subject, 1, PEER_ITEM])
+                else:
+                    rows.append(f"{host}\ts\t{seq}\tchanged\t0\t0\t{subject}\t1\tstream\t{item}")
+            if per_batch:
+                lines.append("INSERT INTO history (host, stream_id, first_seq, received_at, "
+                             f"source, events, chunk) VALUES ('{host}', 's', "
+                             f"{seqs[h] - batch + 1}, 0, 'stream', {batch}, "
+                             f"'{json.dumps(chunk).replace(chr(39), chr(39) * 2)}');")
+            else:
+                lines.append("COPY events (host, stream_id, seq, transition, observed_at, "
+                             "received_at, subject, severity, source, json) FROM STDIN;")
+                lines.extend(rows)
+                lines.append("\\.")
+            values = ", ".join(f"('{host}', '{s}', 1, '{quoted}')" for s in subjects)
+            lines.append(f"INSERT INTO items VALUES {values} ON CONFLICT (host, subject) DO "
+                         "UPDATE SET severity = excluded.severity, json = excluded.json;")
+            lines.append("COMMIT;")
+        path = os.path.join(tempfile.gettempdir(), f"dw-pg-peer-{os.getpid()}-{k}.sql")
+        with open(path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        scripts.append(path)
+    start = time.monotonic()
+    procs = [subprocess.Popen(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-f",
+                               path], stdout=subprocess.DEVNULL) for path in scripts]
+    failed = [p.wait() for p in procs]
+    elapsed = time.monotonic() - start
+    for path in scripts:
+        os.remove(path)
+    if any(failed):
+        raise RuntimeError("the PostgreSQL peer failed")
+    return sessions * batches * batch / elapsed
+
+
+# The collector's PostgreSQL writers (collector/src/store/postgres.rs WRITERS).
+PG_WRITERS = 4
+
+
 def ingest_args():
     return ("ingest", "--agents", str(AGENTS), "--senders", str(SENDERS), "--batch",
             str(BATCH), "--duration", f"{SECONDS}s")
@@ -605,6 +695,28 @@ def bench_postgres(work):
         ratio = two["events_per_second"] / max(sqlite["events_per_second"], 1)
         say(f"- two replicas on PostgreSQL / one collector on SQLite: {ratio:.2f}x; target "
             f">= 1x: {d.verdict(ratio >= 1)}")
+
+        # The bare peer (issue 17): psql sessions storing the same rows, as many at once as
+        # the collector's writers, sized to run about as long as the ingest runs.
+        batches = max(200, int(one["events_per_second"] * min(SECONDS, 15) / BATCH / PG_WRITERS))
+        peer = naive_postgres_ingest(pg.database("peer"), PG_WRITERS, batches, BATCH, SENDERS)
+        per_batch = naive_postgres_ingest(pg.database("peer_batch"), PG_WRITERS, batches, BATCH,
+                                          SENDERS, per_batch=True)
+        say("")
+        say("| PostgreSQL ingest against a bare peer | events/s |")
+        say("|---|---|")
+        say(f"| driftwatch collector on PostgreSQL (the run above) | "
+            f"{one['events_per_second']:,.0f} |")
+        say(f"| peer: {PG_WRITERS} psql sessions, a transaction per batch, COPY of its events "
+            f"(a row each, the collector's keys and indexes before schema 4) and one multi-row "
+            f"upsert of its items, {SENDERS} hosts per session in turn | {peer:,.0f} |")
+        say(f"| the same peer storing the history one row per batch (the collector's layout "
+            f"since schema 4) | {per_batch:,.0f} |")
+        say("")
+        ratio = one["events_per_second"] / max(peer, 1)
+        say(f"- collector / peer: {ratio:.2f}x; target >= 2x: {d.verdict(ratio >= 2)}")
+        say(f"- collector / one-row-per-batch peer: "
+            f"{one['events_per_second'] / max(per_batch, 1):.2f}x")
 
         # Fleet queries: the same fleet on each backend.
         results = {}

@@ -250,6 +250,9 @@ pub(super) fn list_causes(
     Ok(causes)
 }
 
+/// History rows read at once.
+const HISTORY_PAGE: i32 = 64;
+
 pub(super) fn history(tx: &mut Tx<'_>, query: &HistoryQuery) -> Result<Vec<HistoryEntry>> {
     let mut conditions = Conditions::default();
     if !query.host.is_empty() {
@@ -271,21 +274,29 @@ pub(super) fn history(tx: &mut Tx<'_>, query: &HistoryQuery) -> Result<Vec<Histo
         history::COLUMNS,
         conditions.where_sql()
     );
+    // Read a page of rows at a time: a row holds a write's events, often dozens, and the
+    // limit is usually reached in the first rows.
+    let rows = tx.bind(&sql, &conditions.params())?;
     let mut events = Vec::new();
-    for row in tx.query(&sql, &conditions.params())? {
-        let entries = history::entries(&row, |subject, severity| {
-            query.filter.matches(subject, severity)
-        })?;
-        for entry in entries.rev() {
-            events.push(entry?);
-            if events.len() == query.limit {
-                events.reverse();
-                return Ok(events);
+    loop {
+        let page = tx.next_page(&rows, HISTORY_PAGE)?;
+        for row in &page {
+            let entries = history::entries(row, |subject, severity| {
+                query.filter.matches(subject, severity)
+            })?;
+            for entry in entries.rev() {
+                events.push(entry?);
+                if events.len() == query.limit {
+                    events.reverse();
+                    return Ok(events);
+                }
             }
         }
+        if page.len() < HISTORY_PAGE as usize {
+            events.reverse();
+            return Ok(events);
+        }
     }
-    events.reverse();
-    Ok(events)
 }
 
 fn glob_matches(filter: &ItemFilter, subject: &str) -> bool {

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use postgres::types::ToSql;
-use postgres::{Client, Config, Error, IsolationLevel, Row, Statement, Transaction};
+use postgres::{Client, Config, Error, IsolationLevel, Portal, Row, Statement, Transaction};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// Most statements one connection keeps prepared (all of them are forgotten past it).
@@ -116,6 +116,18 @@ impl Tx<'_> {
     pub fn query_opt(&mut self, sql: &str, params: Params<'_>) -> Result<Option<Row>, Error> {
         let statement = self.statement(sql)?;
         self.tx.query_opt(&statement, params)
+    }
+
+    /// A query whose rows are read a page at a time ([`Tx::next_page`]), for a reader that may
+    /// stop before the last.
+    pub fn bind(&mut self, sql: &str, params: Params<'_>) -> Result<Portal, Error> {
+        let statement = self.statement(sql)?;
+        self.tx.bind(&statement, params)
+    }
+
+    /// Up to `rows` more rows of a query [`Tx::bind`] started (fewer: the last page).
+    pub fn next_page(&mut self, portal: &Portal, rows: i32) -> Result<Vec<Row>, Error> {
+        self.tx.query_portal(portal, rows)
     }
 
     pub fn execute(&mut self, sql: &str, params: Params<'_>) -> Result<u64, Error> {

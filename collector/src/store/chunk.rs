@@ -117,6 +117,79 @@ impl ChunkEvent {
     }
 }
 
+/// One row of the history as older schemas stored it, one per event (SQLite's `events` up to
+/// version 12, PostgreSQL's up to version 3), as the migrations read it.
+pub struct OldEvent<'a> {
+    pub host: &'a str,
+    pub stream_id: &'a str,
+    pub seq: Option<i64>,
+    pub transition: Transition,
+    pub observed_at: Millis,
+    pub received_at: Millis,
+    pub subject: &'a str,
+    pub severity: Severity,
+    pub source: &'static str,
+    pub item: &'a [u8],
+}
+
+/// One write's history row, as a migration stores it.
+pub struct Written {
+    pub host: String,
+    pub stream_id: String,
+    /// The first event's sequence number; `None` for a snapshot's.
+    pub first_seq: Option<i64>,
+    pub received_at: Millis,
+    pub source: &'static str,
+    pub chunk: Chunk,
+}
+
+/// Regroups [`OldEvent`]s, read in the order they were stored, into one row per write:
+/// consecutive events of one write share their host, stream, receipt time and source, and
+/// their sequence numbers follow each other.
+#[derive(Default)]
+pub struct Regroup {
+    open: Option<Written>,
+    /// The sequence number the next event of the open write has.
+    next_seq: Option<i64>,
+}
+
+impl Regroup {
+    /// Adds an event; returns the write it closed, if it starts another.
+    pub fn push(&mut self, e: &OldEvent<'_>) -> Option<Written> {
+        let follows = self.open.as_ref().is_some_and(|o| {
+            o.host == e.host
+                && o.stream_id == e.stream_id
+                && o.received_at == e.received_at
+                && o.source == e.source
+                && self.next_seq == e.seq
+        });
+        let closed = if follows { None } else { self.open.take() };
+        let open = self.open.get_or_insert_with(|| Written {
+            host: e.host.to_owned(),
+            stream_id: e.stream_id.to_owned(),
+            first_seq: e.seq,
+            received_at: e.received_at,
+            source: e.source,
+            chunk: Chunk::default(),
+        });
+        self.next_seq = e.seq.map(|s| s + 1);
+        open.chunk.push(
+            e.seq.map(|s| u64::try_from(s).unwrap_or(0)),
+            e.transition,
+            e.observed_at,
+            e.subject,
+            e.severity,
+            e.item,
+        );
+        closed
+    }
+
+    /// The last write, once every event was pushed.
+    pub fn finish(&mut self) -> Option<Written> {
+        self.open.take()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

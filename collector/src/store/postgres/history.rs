@@ -10,7 +10,7 @@ use prost::Message as _;
 
 use super::Context as _;
 use super::tx::Tx;
-use crate::store::chunk::Chunk;
+use crate::store::chunk::{Chunk, OldEvent, Regroup, Written};
 use crate::store::{HistoryEntry, Millis, Result, Severity, Source, StoreError, Transition};
 
 /// The columns [`entries`] reads, in its order.
@@ -34,6 +34,19 @@ pub(super) struct Row<'a> {
     pub received_at: Millis,
     pub source: &'static str,
     pub chunk: Chunk,
+}
+
+impl From<Written> for Row<'static> {
+    fn from(w: Written) -> Row<'static> {
+        Row {
+            host: Cow::Owned(w.host),
+            stream_id: Cow::Owned(w.stream_id),
+            first_seq: w.first_seq,
+            received_at: w.received_at,
+            source: w.source,
+            chunk: w.chunk,
+        }
+    }
 }
 
 /// [`INSERT`]'s parameters, column by column.
@@ -95,7 +108,11 @@ pub(super) fn entries(
     let chunk = Chunk::decode(row.get::<_, &[u8]>(3))
         .map_err(|e| StoreError::Database(format!("a history row's events do not decode: {e}")))?;
     let entries = chunk.entries(row.get(0), row.get(1), source, keep);
-    Ok(entries.map(|e| e.map_err(|column| unknown(column, "in a history row's events"))))
+    Ok(entries.map(|e| {
+        e.map_err(|column| {
+            StoreError::Database(format!("a history row's events hold an unknown {column}"))
+        })
+    }))
 }
 
 fn unknown(column: &str, value: &str) -> StoreError {
@@ -105,8 +122,8 @@ fn unknown(column: &str, value: &str) -> StoreError {
 /// Rows of version 3's `events` read at once by [`convert_events`].
 const PAGE: i32 = 10_000;
 
-/// Moves rows of version 3's `events` (one per event) into `history`, consecutive events of one
-/// write together (same host, stream, receipt time and source, sequence numbers following).
+/// Moves rows of version 3's `events` (one per event) into `history`, one row per write
+/// (`Regroup`).
 pub(super) fn convert_events(tx: &mut Transaction<'_>) -> Result<()> {
     let portal = tx
         .bind(
@@ -116,76 +133,43 @@ pub(super) fn convert_events(tx: &mut Transaction<'_>) -> Result<()> {
             &[],
         )
         .context("reading the events")?;
+    let mut regroup = Regroup::default();
     let mut done: Vec<Row<'static>> = Vec::new();
-    let mut open: Option<Converted> = None;
     loop {
         let page = tx
             .query_portal(&portal, PAGE)
             .context("reading the events")?;
         for r in &page {
-            let host: &str = r.get(0);
-            let stream_id: &str = r.get(1);
-            let seq: Option<i64> = r.get(2);
-            let received_at: Millis = r.get(5);
-            let source = match r.get::<_, &str>(8) {
-                "snapshot" => "snapshot",
-                _ => "stream",
-            };
-            let follows = open.as_ref().is_some_and(|o| {
-                o.row.host == host
-                    && o.row.stream_id == stream_id
-                    && o.row.received_at == received_at
-                    && o.row.source == source
-                    && o.next_seq == seq
-            });
-            if !follows && let Some(o) = open.take() {
-                done.push(o.row);
-            }
-            let o = open.get_or_insert_with(|| Converted {
-                row: Row {
-                    host: Cow::Owned(host.to_owned()),
-                    stream_id: Cow::Owned(stream_id.to_owned()),
-                    first_seq: seq,
-                    received_at,
-                    source,
-                    chunk: Chunk::default(),
-                },
-                next_seq: None,
-            });
-            o.next_seq = seq.map(|s| s + 1);
             let transition: &str = r.get(3);
-            o.row.chunk.push(
-                seq.map(super::to_u64),
-                Transition::parse(transition).ok_or_else(|| unknown("transition", transition))?,
-                r.get(4),
-                r.get(6),
-                super::severity(r.get(7))?,
-                r.get(9),
-            );
+            let event = OldEvent {
+                host: r.get(0),
+                stream_id: r.get(1),
+                seq: r.get(2),
+                transition: Transition::parse(transition)
+                    .ok_or_else(|| unknown("transition", transition))?,
+                observed_at: r.get(4),
+                received_at: r.get(5),
+                subject: r.get(6),
+                severity: super::severity(r.get(7))?,
+                source: match r.get::<_, &str>(8) {
+                    "snapshot" => "snapshot",
+                    _ => "stream",
+                },
+                item: r.get(9),
+            };
+            done.extend(regroup.push(&event).map(Row::from));
         }
-        if done.len() >= PAGE as usize || (page.len() < PAGE as usize && !done.is_empty()) {
-            store_converted(tx, &done)?;
+        let last = page.len() < PAGE as usize;
+        if last {
+            done.extend(regroup.finish().map(Row::from));
+        }
+        if !done.is_empty() {
+            tx.execute(INSERT, &Columns::of(&done).params())
+                .context("storing the converted history")?;
             done.clear();
         }
-        if page.len() < PAGE as usize {
-            break;
+        if last {
+            return Ok(());
         }
     }
-    match open {
-        Some(last) => store_converted(tx, &[last.row]),
-        None => Ok(()),
-    }
-}
-
-/// The history row [`convert_events`] is filling.
-struct Converted {
-    row: Row<'static>,
-    /// The sequence number the next event of the same write has.
-    next_seq: Option<i64>,
-}
-
-fn store_converted(tx: &mut Transaction<'_>, rows: &[Row<'_>]) -> Result<()> {
-    tx.execute(INSERT, &Columns::of(rows).params())
-        .context("storing the converted history")?;
-    Ok(())
 }

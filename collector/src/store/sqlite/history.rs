@@ -6,7 +6,7 @@
 use prost::Message as _;
 use rusqlite::{Connection, types::Type};
 
-use crate::store::chunk::Chunk;
+use crate::store::chunk::{Chunk, OldEvent, Regroup, Written};
 use crate::store::{Millis, Transition};
 
 /// Stores one write's history row.
@@ -52,8 +52,8 @@ pub(super) struct ChunkRow<'a> {
     pub source: &'static str,
 }
 
-/// Moves rows of version 12's `events` (one per event) into `history`, consecutive events of
-/// one write together (same host, stream, receipt time and source, sequence numbers following).
+/// Moves rows of version 12's `events` (one per event) into `history`, one row per write
+/// (`Regroup`).
 pub(super) fn convert_events(conn: &Connection) -> rusqlite::Result<()> {
     let mut read = conn.prepare(
         "SELECT host, stream_id, seq, transition, observed_at, received_at, subject, severity,
@@ -62,75 +62,43 @@ pub(super) fn convert_events(conn: &Connection) -> rusqlite::Result<()> {
     )?;
     let mut stmt = conn.prepare_cached(INSERT_CHUNK)?;
     let mut rows = read.query([])?;
-    let mut open: Option<Converting> = None;
+    let mut regroup = Regroup::default();
     while let Some(row) = rows.next()? {
-        let host = row.get_ref(0)?.as_str()?;
-        let stream_id = row.get_ref(1)?.as_str()?;
-        let seq: Option<i64> = row.get(2)?;
-        let received_at: Millis = row.get(5)?;
-        let source = match row.get_ref(8)?.as_str()? {
-            "snapshot" => "snapshot",
-            _ => "stream",
-        };
-        let follows = open.as_ref().is_some_and(|o| {
-            o.host == host
-                && o.stream_id == stream_id
-                && o.received_at == received_at
-                && o.source == source
-                && o.next_seq == seq
-        });
-        if !follows && let Some(done) = open.take() {
-            done.store(&mut stmt)?;
-        }
-        let o = open.get_or_insert_with(|| Converting {
-            host: host.to_owned(),
-            stream_id: stream_id.to_owned(),
-            first_seq: seq,
-            received_at,
-            source,
-            next_seq: None,
-            chunk: Chunk::default(),
-        });
-        o.next_seq = seq.map(|s| s + 1);
         let transition = Transition::parse(row.get_ref(3)?.as_str()?).ok_or(
             rusqlite::Error::InvalidColumnType(3, "transition".into(), Type::Text),
         )?;
-        o.chunk.push(
-            seq.map(super::to_u64),
+        let event = OldEvent {
+            host: row.get_ref(0)?.as_str()?,
+            stream_id: row.get_ref(1)?.as_str()?,
+            seq: row.get(2)?,
             transition,
-            row.get(4)?,
-            row.get_ref(6)?.as_str()?,
-            super::severity_at(row, 7)?,
-            row.get_ref(9)?.as_blob()?,
-        );
+            observed_at: row.get(4)?,
+            received_at: row.get(5)?,
+            subject: row.get_ref(6)?.as_str()?,
+            severity: super::severity_at(row, 7)?,
+            source: match row.get_ref(8)?.as_str()? {
+                "snapshot" => "snapshot",
+                _ => "stream",
+            },
+            item: row.get_ref(9)?.as_blob()?,
+        };
+        if let Some(done) = regroup.push(&event) {
+            store(&mut stmt, &done)?;
+        }
     }
-    match open {
-        Some(last) => last.store(&mut stmt),
+    match regroup.finish() {
+        Some(last) => store(&mut stmt, &last),
         None => Ok(()),
     }
 }
 
-/// The chunk [`convert_events`] is filling.
-struct Converting {
-    host: String,
-    stream_id: String,
-    first_seq: Option<i64>,
-    received_at: Millis,
-    source: &'static str,
-    /// The sequence number the next event of the same write has.
-    next_seq: Option<i64>,
-    chunk: Chunk,
-}
-
-impl Converting {
-    fn store(self, stmt: &mut rusqlite::CachedStatement<'_>) -> rusqlite::Result<()> {
-        let row = ChunkRow {
-            host: &self.host,
-            stream_id: &self.stream_id,
-            first_seq: self.first_seq,
-            received_at: self.received_at,
-            source: self.source,
-        };
-        insert(stmt, &row, &self.chunk)
-    }
+fn store(stmt: &mut rusqlite::CachedStatement<'_>, w: &Written) -> rusqlite::Result<()> {
+    let row = ChunkRow {
+        host: &w.host,
+        stream_id: &w.stream_id,
+        first_seq: w.first_seq,
+        received_at: w.received_at,
+        source: w.source,
+    };
+    insert(stmt, &row, &w.chunk)
 }

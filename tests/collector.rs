@@ -329,7 +329,7 @@ fn on_postgresql_edits_arrive_exactly_once_across_a_collector_kill_9() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success() && err.contains(expected), "{err}");
     };
-    migrate("migrations applied: 4");
+    migrate("migrations applied: 5");
     migrate("The database schema is up to date.\n");
     let mut c = Collector::start_on(&t.path().join("collector"), &database);
     let _agent = t.start_agent(&b, &t.collector_config(&c, "i-pg"));

@@ -42,7 +42,8 @@
 //!
 //! Modules: `connect` (URL, password, TLS), `tx` (pooled connections, transactions with
 //! prepared statements), `schema` (tables, migrations), `write` (hellos
-//! and groups of writes), `query` (fleet queries), `credentials`, `enrollment`, `iac`.
+//! and groups of writes), `known` (the items a collector remembers, so as not to read them
+//! back), `query` (fleet queries), `credentials`, `enrollment`, `iac`.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -66,6 +67,7 @@ mod enrollment;
 mod feed;
 mod history;
 mod iac;
+mod known;
 mod lease;
 mod query;
 mod schema;
@@ -98,6 +100,8 @@ pub struct PgStore {
     shown: String,
     /// Failed reads of the generation, to answer a value no earlier read gave.
     generation_failures: AtomicU64,
+    /// The items this collector's writers wrote recently (`known`).
+    known: known::KnownItems,
 }
 
 impl fmt::Debug for PgStore {
@@ -146,6 +150,7 @@ impl PgStore {
             manager,
             shown: target.shown,
             generation_failures: AtomicU64::new(0),
+            known: known::KnownItems::default(),
         })
     }
 
@@ -279,10 +284,11 @@ impl Store for PgStore {
         const WHAT: &str = "applying writes";
         let mut conn = self.conn(WHAT)?;
         let mut tx = conn.transaction().context(WHAT)?;
-        match write::apply(&mut tx, writes) {
-            Ok(results) => {
+        match write::apply(&mut tx, writes, Some(&self.known)) {
+            Ok((results, learned)) => {
                 notify_followers(&mut tx, &results)?;
                 tx.commit().context("applying writes: committing")?;
+                learned.remember(&self.known);
                 return Ok(results);
             }
             // The group's writes are checked before anything is written: a database error
@@ -295,7 +301,8 @@ impl Store for PgStore {
             Err(other) => return Err(other),
         }
         // Undo the group, and apply it again one write at a time, each under a savepoint, so
-        // that only the write that fails is undone.
+        // that only the write that fails is undone. What the group's hosts' items are at the
+        // end is not remembered (each write's is forgotten with its savepoint's undoing).
         tx.rollback()
             .context("applying writes: rolling back a group")?;
         let mut tx = conn.transaction().context(WHAT)?;
@@ -303,8 +310,8 @@ impl Store for PgStore {
         let mut results = Vec::with_capacity(writes.len());
         for one in writes {
             let mut savepoint = tx.savepoint("write").context(WHAT)?;
-            match write::apply(&mut savepoint, std::slice::from_ref(one)) {
-                Ok(result) => {
+            match write::apply(&mut savepoint, std::slice::from_ref(one), None) {
+                Ok((result, _forgotten)) => {
                     savepoint.commit().context(WHAT)?;
                     results.extend(result);
                 }

@@ -309,7 +309,10 @@ fn a_version_3_history_is_converted_to_one_row_per_write() {
             )
             .unwrap();
     }
-    assert_eq!(PgStore::migrate(&url, None).unwrap(), 1);
+    assert_eq!(
+        PgStore::migrate(&url, None).unwrap(),
+        schema::MIGRATIONS.len() - 3
+    );
     let stored: Vec<(String, String, Option<i64>, i64)> = client
         .query(
             "SELECT host, stream_id, first_seq, events FROM history ORDER BY id",
@@ -370,6 +373,151 @@ fn collectors_sharing_a_database_see_each_other_s_writes_at_once() {
     // B continues the stream where A left it.
     let applied = apply1(&b, batch("i-1", "s1", vec![drifted(1, &x)], T0 + 3_000)).unwrap();
     assert_eq!((applied.last_seq, applied.events), (1, 0));
+}
+
+/// Debian's server has lz4: history chunks are compressed with it (schema version 5), and read
+/// back whole.
+#[test]
+fn history_chunks_are_stored_compressed_with_lz4() {
+    let store = fresh_store();
+    store.hello(&info("i-1", "web-1"), T0).unwrap();
+    // Large enough to be compressed (past the server's 2 KB threshold), as most chunks are.
+    let events: Vec<_> = (1..=40)
+        .map(|seq| {
+            drifted(
+                seq,
+                &item(&format!("/etc/app/f{seq:02}.conf"), "cosmetic", "v"),
+            )
+        })
+        .collect();
+    apply1(&*store, batch("i-1", "s1", events, T0)).unwrap();
+    let row = store
+        .conn("test")
+        .unwrap()
+        .client
+        .query_one(
+            "SELECT pg_column_compression(chunk), octet_length(chunk) > pg_column_size(chunk)
+             FROM history",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, Option<String>>(0).as_deref(), Some("lz4"));
+    assert!(
+        row.get::<_, bool>(1),
+        "the chunk is stored smaller than it is"
+    );
+    assert_eq!(store.history(&HistoryQuery::default()).unwrap().len(), 40);
+}
+
+/// A host's drift counts per severity (security, behavioral, cosmetic), as stored.
+fn counts(store: &PgStore, host: &str) -> (i64, i64, i64) {
+    let row = store
+        .conn("test")
+        .unwrap()
+        .client
+        .query_one(
+            "SELECT n_security, n_behavioral, n_cosmetic FROM hosts WHERE host = $1",
+            &[&host],
+        )
+        .unwrap();
+    (row.get(0), row.get(1), row.get(2))
+}
+
+/// A collector remembers the items it wrote (`known`) rather than read them back, for as long
+/// as the host's `items_version` says nobody else changed them. Items changed behind its back
+/// (the version kept) prove the memory is used; the version advanced, it reads them again.
+#[test]
+fn the_items_a_collector_wrote_are_remembered_until_the_host_s_version_moves() {
+    let store = fresh_store();
+    store.hello(&info("i-1", "web-1"), T0).unwrap();
+    let sql = |sql: &str| {
+        store
+            .conn("test")
+            .unwrap()
+            .client
+            .batch_execute(sql)
+            .unwrap()
+    };
+    let x = |severity, content| item("/etc/x.conf", severity, content);
+    apply1(
+        &*store,
+        batch("i-1", "s1", vec![drifted(1, &x("security", "v1"))], T0),
+    )
+    .unwrap();
+
+    // Behind the collector's back, version kept: it still knows the item as security.
+    sql("UPDATE items SET severity = 1 WHERE host = 'i-1'");
+    apply1(
+        &*store,
+        batch("i-1", "s1", vec![drifted(2, &x("cosmetic", "v2"))], T0),
+    )
+    .unwrap();
+    assert_eq!(
+        counts(&store, "i-1"),
+        (0, 0, 1),
+        "security moved to cosmetic"
+    );
+
+    // As another collector would: the version moves, and the item is read again.
+    sql("UPDATE items SET severity = 1 WHERE host = 'i-1';
+         UPDATE hosts SET items_version = items_version + 1, n_cosmetic = 0, n_behavioral = 1
+         WHERE host = 'i-1'");
+    apply1(
+        &*store,
+        batch("i-1", "s1", vec![drifted(3, &x("security", "v3"))], T0),
+    )
+    .unwrap();
+    assert_eq!(
+        counts(&store, "i-1"),
+        (1, 0, 0),
+        "behavioral moved to security"
+    );
+}
+
+/// Two collectors taking turns on one host's items: each sees what the other did, never its
+/// own stale memory of them.
+#[test]
+fn collectors_taking_turns_on_a_host_each_build_on_the_other_s_items() {
+    use crate::store::Transition;
+    use crate::store::conformance::event;
+    let a = fresh_store();
+    let b = second(&a);
+    a.hello(&info("i-1", "web-1"), T0).unwrap();
+    let x = |severity, content| item("/etc/x.conf", severity, content);
+    let y = item("/etc/y.conf", "cosmetic", "y1");
+    let at = |seq: Millis| T0 + seq * 1_000;
+    let events = vec![drifted(1, &x("security", "v1")), drifted(2, &y)];
+    apply1(&*a, batch("i-1", "s1", events, at(2))).unwrap();
+    // B resolves x; A, which wrote it, drifts it again: a new item, not a change of one.
+    let resolved = event(3, Transition::Resolved, &x("security", "v1"));
+    apply1(&b, batch("i-1", "s1", vec![resolved], at(3))).unwrap();
+    apply1(
+        &*a,
+        batch("i-1", "s1", vec![drifted(4, &x("behavioral", "v2"))], at(4)),
+    )
+    .unwrap();
+    // B, which last knew x resolved, changes it.
+    let last = x("security", "v3");
+    apply1(&b, batch("i-1", "s1", vec![drifted(5, &last)], at(5))).unwrap();
+
+    assert_eq!(counts(&a, "i-1"), (1, 0, 1));
+    let query = HostQuery {
+        now: at(10),
+        silent_after: conformance::SILENT_AFTER,
+        ..Default::default()
+    };
+    for store in [&*a, &b] {
+        assert_eq!(hosts(store, &query)[0].drift_count, 2);
+        let detail = store.get_host("i-1", &query).unwrap().unwrap();
+        assert_eq!(detail.items, [last.encoded.clone(), y.encoded.clone()]);
+    }
+    let seqs: Vec<u64> = a
+        .history(&HistoryQuery::default())
+        .unwrap()
+        .into_iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5]);
 }
 
 #[test]

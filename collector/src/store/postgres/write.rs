@@ -3,7 +3,8 @@
 //!
 //! The server is a round trip away, so a group is not applied statement by statement:
 //! [`apply`] reads what the group needs in three queries (the hosts' rows, locked; the current
-//! items the group's events name; every current item of the hosts it snapshots), applies every
+//! items the group's events name, but for those the collector remembers at the host's
+//! `items_version`, `known`; every current item of the hosts it snapshots), applies every
 //! write in memory, in order (sequence checks, transitions, the cached aggregates), and writes
 //! the outcome in six: the items removed, the items it read updated in place, the new items
 //! inserted, the history (a row per write, `history`), the `since` of severities whose oldest
@@ -23,6 +24,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::history;
+use super::known::{Known, KnownItems, Subjects};
 use super::tx::Tx;
 
 use super::{severity, to_u64};
@@ -44,11 +46,32 @@ pub(super) fn lock_hosts(tx: &mut Tx<'_>, writes: &[Write]) -> Result<()> {
 
 /// Applies a group's writes (see the module's docs): each write's outcome in its slot, or a
 /// database error for the whole group (nothing of it is then to be committed).
-pub(super) fn apply(tx: &mut Tx<'_>, writes: &[Write]) -> Result<Vec<Result<Applied>>> {
-    let mut group = Group::load(tx, writes)?;
+///
+/// With `known`, what the collector remembers of the hosts' items stands in for reading them,
+/// where it is current; what the group leaves is returned, to [`Learned::remember`] once the
+/// group is committed.
+pub(super) fn apply(
+    tx: &mut Tx<'_>,
+    writes: &[Write],
+    known: Option<&KnownItems>,
+) -> Result<(Vec<Result<Applied>>, Learned)> {
+    let mut group = Group::load(tx, writes, known)?;
     let results = writes.iter().map(|w| group.apply(w)).collect();
-    group.store(tx)?;
-    Ok(results)
+    let learned = group.store(tx)?;
+    Ok((results, learned))
+}
+
+/// The items of a group's hosts once it is committed, each host's at its new `items_version`.
+#[must_use = "remembered only once the group is committed"]
+pub(super) struct Learned(Vec<(String, i64, Subjects)>);
+
+impl Learned {
+    /// Remembers the hosts' items: the group that left them is committed.
+    pub(super) fn remember(self, known: &KnownItems) {
+        for (host, version, subjects) in self.0 {
+            known.put(host, version, subjects);
+        }
+    }
 }
 
 /// The distinct hosts of `writes`, sorted.
@@ -70,6 +93,8 @@ struct Group<'w> {
 /// A host's row while the group changes it (see SQLite's `write::HostState`).
 struct HostState<'w> {
     stream_id: Cow<'w, str>,
+    /// `items_version`, as read: the group's writes advance it by one.
+    items_version: i64,
     last_seq: u64,
     last_seen: Option<Millis>,
     aggregates: Aggregates,
@@ -112,12 +137,12 @@ struct Current<'w> {
 
 impl<'w> Group<'w> {
     /// Locks and reads the group's hosts and the current items its writes touch.
-    fn load(tx: &mut Tx<'_>, writes: &'w [Write]) -> Result<Group<'w>> {
+    fn load(tx: &mut Tx<'_>, writes: &'w [Write], known: Option<&KnownItems>) -> Result<Group<'w>> {
         let names = hosts_of(writes);
         let mut hosts = HashMap::with_capacity(names.len());
         for r in tx.query(
             "SELECT host, stream_id, last_seq, n_security, n_behavioral, n_cosmetic,
-                 since_security, since_behavioral, since_cosmetic
+                 since_security, since_behavioral, since_cosmetic, items_version
              FROM hosts WHERE host = ANY($1) ORDER BY host FOR UPDATE",
             &[&names],
         )? {
@@ -129,6 +154,7 @@ impl<'w> Group<'w> {
                 names[at],
                 HostState {
                     stream_id: Cow::Owned(r.get(1)),
+                    items_version: r.get(9),
                     last_seq: to_u64(r.get(2)),
                     last_seen: None,
                     aggregates: Aggregates {
@@ -176,8 +202,24 @@ impl<'w> Group<'w> {
             }
         }
 
-        // The current items the other hosts' events name. Every subject named gets a slot, so
-        // that a subject without one is known not to be current.
+        // What the collector remembers of the other hosts, where still current.
+        if let Some(known) = known {
+            for (host, state) in &mut hosts {
+                if whole.binary_search(host).is_ok() {
+                    continue;
+                }
+                let Some(subjects) = known.take(host, state.items_version) else {
+                    continue;
+                };
+                state.items = subjects
+                    .into_iter()
+                    .map(|(subject, known)| (Cow::Owned(subject), Slot::known(known)))
+                    .collect();
+            }
+        }
+
+        // The current items the other hosts' events name, but those remembered. Every subject
+        // named gets a slot, so that a subject without one is known not to be current.
         let mut keys: (Vec<&str>, Vec<&str>) = (Vec::new(), Vec::new());
         for w in writes {
             let Write::Batch { host, events, .. } = w else {
@@ -260,8 +302,8 @@ impl<'w> Group<'w> {
         Ok(applied)
     }
 
-    /// Writes what the applied writes changed.
-    fn store(self, tx: &mut Tx<'_>) -> Result<()> {
+    /// Writes what the applied writes changed; returns the hosts' items, to remember.
+    fn store(mut self, tx: &mut Tx<'_>) -> Result<Learned> {
         let mut gone: (Vec<&str>, Vec<&str>) = (Vec::new(), Vec::new());
         let (mut inserted, mut updated) = (Stored::default(), Stored::default());
         for (host, state) in &self.hosts {
@@ -294,7 +336,47 @@ impl<'w> Group<'w> {
             inserted.write(tx, INSERT_ITEMS)?;
         }
         history::insert(tx, &self.history)?;
-        save_hosts(tx, self.hosts)
+        let learned = self
+            .hosts
+            .iter_mut()
+            .map(|(host, state)| {
+                let subjects = std::mem::take(&mut state.items)
+                    .into_iter()
+                    .map(|(subject, slot)| (subject.into_owned(), slot.current.map(Known::from)))
+                    .collect();
+                let version = state.items_version + i64::from(state.written);
+                (host.to_string(), version, subjects)
+            })
+            .collect();
+        save_hosts(tx, self.hosts)?;
+        Ok(Learned(learned))
+    }
+}
+
+impl Slot<'_> {
+    /// A subject as the collector remembers it.
+    fn known(known: Option<Known>) -> Self {
+        Slot {
+            in_table: known.is_some(),
+            current: known.map(|k| Current {
+                sha256: k.sha256,
+                severity: k.severity,
+                observed_at: k.observed_at,
+                encoded: None,
+                record: None,
+            }),
+            changed: false,
+        }
+    }
+}
+
+impl From<Current<'_>> for Known {
+    fn from(c: Current<'_>) -> Known {
+        Known {
+            sha256: c.sha256,
+            severity: c.severity,
+            observed_at: c.observed_at,
+        }
     }
 }
 
@@ -670,6 +752,7 @@ fn save_hosts(tx: &mut Tx<'_>, hosts: HashMap<&str, HostState<'_>>) -> Result<()
     tx.execute(
         "UPDATE hosts h SET stream_id = u.stream_id, last_seq = u.last_seq,
              last_seen = GREATEST(h.last_seen, u.seen),
+             items_version = h.items_version + 1,
              n_security = u.n0, n_behavioral = u.n1, n_cosmetic = u.n2,
              since_security = u.s0, since_behavioral = u.s1, since_cosmetic = u.s2
          FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[],

@@ -2,7 +2,7 @@
 
 use postgres::Row;
 
-use super::tx::Tx;
+use super::tx::{Query, Tx};
 
 use crate::store::enrollment::{
     EnrollRefusal, EnrolledHost, Enrollment, Issued, IssuedCertificate, JoinToken, NewJoinToken,
@@ -216,7 +216,7 @@ pub(super) fn revoke_host(
     Ok((enrolled > 0, u32::try_from(revoked).unwrap_or(u32::MAX)))
 }
 
-pub(super) fn certificate(tx: &mut Tx<'_>, serial: &str) -> Result<Option<IssuedCertificate>> {
+pub(super) fn certificate(tx: &mut impl Query, serial: &str) -> Result<Option<IssuedCertificate>> {
     Ok(tx
         .query_opt(
             "SELECT host, serial, issued_at, not_after, revoked_at, revoked_by

@@ -100,6 +100,39 @@ impl KnownItems {
     }
 }
 
+/// Most hosts whose digest is remembered; past it, all are forgotten (about 100 bytes each).
+const DIGESTS: usize = 100_000;
+
+/// The digest of each host's drift set at an `items_version` (`write::digest`), so that a
+/// heartbeat reads a host's items again only once they changed.
+#[derive(Default)]
+pub(super) struct Digests(Mutex<HashMap<String, (i64, [u8; 32])>>);
+
+impl Digests {
+    /// The version of `host`'s items last seen, and their digest then.
+    pub(super) fn get(&self, host: &str) -> Option<(i64, [u8; 32])> {
+        self.lock().get(host).copied()
+    }
+
+    pub(super) fn put(&self, host: &str, version: i64, digest: [u8; 32]) {
+        let mut digests = self.lock();
+        if let Some(slot) = digests.get_mut(host) {
+            *slot = (version, digest);
+            return;
+        }
+        if digests.len() >= DIGESTS {
+            digests.clear();
+        }
+        digests.insert(host.to_owned(), (version, digest));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (i64, [u8; 32])>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -520,6 +520,49 @@ fn collectors_taking_turns_on_a_host_each_build_on_the_other_s_items() {
     assert_eq!(seqs, [1, 2, 3, 4, 5]);
 }
 
+/// A heartbeat's digest is remembered at the host's `items_version` and read again once
+/// another collector changes the host's items; writes that change no item (heartbeats' `Seen`)
+/// leave the version where it was.
+#[test]
+fn a_host_s_digest_follows_changes_made_through_another_collector() {
+    use crate::store::Write;
+    let a = fresh_store();
+    let b = second(&a);
+    a.hello(&info("i-1", "web-1"), T0).unwrap();
+    let version = |store: &PgStore| -> i64 {
+        let row = store
+            .conn("test")
+            .unwrap()
+            .client
+            .query_one("SELECT items_version FROM hosts WHERE host = 'i-1'", &[])
+            .unwrap();
+        row.get(0)
+    };
+    let x = item("/etc/x.conf", "security", "v1");
+    apply1(&*a, batch("i-1", "s1", vec![drifted(1, &x)], T0)).unwrap();
+    let (state, digest) = a.digest("i-1").unwrap().unwrap();
+    assert_eq!(
+        (state.last_seq, digest),
+        (1, conformance::set_digest([x.sha256]))
+    );
+    assert_eq!(version(&a), 1);
+
+    let seen = Write::Seen {
+        host: "i-1".into(),
+        at: T0 + 5_000,
+    };
+    apply1(&b, seen).unwrap();
+    assert_eq!(version(&a), 1, "a heartbeat changes no item");
+
+    let y = item("/etc/y.conf", "cosmetic", "v1");
+    apply1(&b, batch("i-1", "s1", vec![drifted(2, &y)], T0)).unwrap();
+    let (state, digest) = a.digest("i-1").unwrap().unwrap();
+    assert_eq!(state.last_seq, 2);
+    assert_eq!(digest, conformance::set_digest([x.sha256, y.sha256]));
+    assert_eq!(a.digest("i-1").unwrap(), b.digest("i-1").unwrap());
+    assert_eq!(a.digest("i-9").unwrap(), None);
+}
+
 #[test]
 fn one_batch_applied_through_two_collectors_at_once_is_stored_once() {
     let a = fresh_store();

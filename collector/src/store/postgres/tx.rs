@@ -7,6 +7,11 @@
 //! statement text here is a constant or one of a few shapes (filters' conditions), so the
 //! cache stays small; [`CACHED`] bounds it anyway. Prepared statements outlive transactions,
 //! rolled back or not.
+//!
+//! A read that is one statement runs on the [`Conn`] itself, outside any transaction
+//! ([`Query`]): a statement sees one snapshot of its own, and a transaction would cost two more
+//! round trips (its start and its end). Heartbeats read a host's state this way, thousands of
+//! times a second across a fleet.
 
 use std::collections::HashMap;
 
@@ -24,6 +29,10 @@ pub struct Conn {
 }
 
 impl Conn {
+    fn statement(&mut self, sql: &str) -> Result<Statement, Error> {
+        cached(&mut self.statements, sql, |sql| self.client.prepare(sql))
+    }
+
     /// A read-write transaction.
     pub fn transaction(&mut self) -> Result<Tx<'_>, Error> {
         Ok(Tx {
@@ -90,17 +99,44 @@ pub struct Tx<'a> {
 
 type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
 
+/// `sql` prepared, from `statements` or by `prepare` (and then kept).
+fn cached(
+    statements: &mut HashMap<String, Statement>,
+    sql: &str,
+    prepare: impl FnOnce(&str) -> Result<Statement, Error>,
+) -> Result<Statement, Error> {
+    if let Some(statement) = statements.get(sql) {
+        return Ok(statement.clone());
+    }
+    let statement = prepare(sql)?;
+    if statements.len() >= CACHED {
+        statements.clear();
+    }
+    statements.insert(sql.to_owned(), statement.clone());
+    Ok(statement)
+}
+
+/// What reads of one statement need: a [`Tx`], or a [`Conn`] outside any transaction.
+pub trait Query {
+    fn query_opt(&mut self, sql: &str, params: Params<'_>) -> Result<Option<Row>, Error>;
+}
+
+impl Query for Conn {
+    fn query_opt(&mut self, sql: &str, params: Params<'_>) -> Result<Option<Row>, Error> {
+        let statement = self.statement(sql)?;
+        self.client.query_opt(&statement, params)
+    }
+}
+
+impl Query for Tx<'_> {
+    fn query_opt(&mut self, sql: &str, params: Params<'_>) -> Result<Option<Row>, Error> {
+        Tx::query_opt(self, sql, params)
+    }
+}
+
 impl Tx<'_> {
     fn statement(&mut self, sql: &str) -> Result<Statement, Error> {
-        if let Some(statement) = self.statements.get(sql) {
-            return Ok(statement.clone());
-        }
-        let statement = self.tx.prepare(sql)?;
-        if self.statements.len() >= CACHED {
-            self.statements.clear();
-        }
-        self.statements.insert(sql.to_owned(), statement.clone());
-        Ok(statement)
+        cached(self.statements, sql, |sql| self.tx.prepare(sql))
     }
 
     pub fn query(&mut self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, Error> {

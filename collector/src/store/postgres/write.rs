@@ -24,8 +24,8 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::history;
-use super::known::{Known, KnownItems, Subjects};
-use super::tx::Tx;
+use super::known::{Digests, Known, KnownItems, Subjects};
+use super::tx::{Query, Tx};
 
 use super::{severity, to_u64};
 use crate::store::chunk::Chunk;
@@ -33,6 +33,7 @@ use crate::store::{
     Applied, EventRecord, HostInfo, ItemRecord, Millis, Result, Severity, StoreError, StreamState,
     Transition, Write,
 };
+use driftwatch_proto::drift::set_digest;
 
 /// Locks the hosts a group writes to, in identity order, so two collectors applying groups
 /// that share hosts wait for each other instead of deadlocking.
@@ -93,8 +94,10 @@ struct Group<'w> {
 /// A host's row while the group changes it (see SQLite's `write::HostState`).
 struct HostState<'w> {
     stream_id: Cow<'w, str>,
-    /// `items_version`, as read: the group's writes advance it by one.
+    /// `items_version`, as read: advanced by one when the group changes the host's items.
     items_version: i64,
+    /// The group changed the host's items (known once they are stored).
+    items_changed: bool,
     last_seq: u64,
     last_seen: Option<Millis>,
     aggregates: Aggregates,
@@ -155,6 +158,7 @@ impl<'w> Group<'w> {
                 HostState {
                     stream_id: Cow::Owned(r.get(1)),
                     items_version: r.get(9),
+                    items_changed: false,
                     last_seq: to_u64(r.get(2)),
                     last_seen: None,
                     aggregates: Aggregates {
@@ -340,11 +344,13 @@ impl<'w> Group<'w> {
             .hosts
             .iter_mut()
             .map(|(host, state)| {
-                let subjects = std::mem::take(&mut state.items)
+                let items = std::mem::take(&mut state.items);
+                state.items_changed = items.values().any(|slot| slot.changed);
+                let subjects = items
                     .into_iter()
                     .map(|(subject, slot)| (subject.into_owned(), slot.current.map(Known::from)))
                     .collect();
-                let version = state.items_version + i64::from(state.written);
+                let version = state.items_version + i64::from(state.items_changed);
                 (host.to_string(), version, subjects)
             })
             .collect();
@@ -749,15 +755,20 @@ fn save_hosts(tx: &mut Tx<'_>, hosts: HashMap<&str, HostState<'_>>) -> Result<()
     let since = |i: usize| -> Vec<Option<Millis>> {
         hosts.iter().map(|(_, s)| s.aggregates.since[i]).collect()
     };
+    let bump: Vec<i64> = hosts
+        .iter()
+        .map(|(_, s)| i64::from(s.items_changed))
+        .collect();
     tx.execute(
         "UPDATE hosts h SET stream_id = u.stream_id, last_seq = u.last_seq,
              last_seen = GREATEST(h.last_seen, u.seen),
-             items_version = h.items_version + 1,
+             items_version = h.items_version + u.bump,
              n_security = u.n0, n_behavioral = u.n1, n_cosmetic = u.n2,
              since_security = u.s0, since_behavioral = u.s1, since_cosmetic = u.s2
          FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[],
-             $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[])
-             AS u (host, stream_id, last_seq, seen, n0, n1, n2, s0, s1, s2)
+             $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[],
+             $11::bigint[])
+             AS u (host, stream_id, last_seq, seen, n0, n1, n2, s0, s1, s2, bump)
          WHERE h.host = u.host",
         &[
             &name,
@@ -770,6 +781,7 @@ fn save_hosts(tx: &mut Tx<'_>, hosts: HashMap<&str, HostState<'_>>) -> Result<()
             &since(0),
             &since(1),
             &since(2),
+            &bump,
         ],
     )?;
     Ok(())
@@ -864,15 +876,65 @@ pub(super) fn hello(tx: &mut Tx<'_>, info: &HostInfo, now: Millis) -> Result<Str
     Ok(state)
 }
 
-pub(super) fn stream_state(tx: &mut Tx<'_>, host: &str) -> Result<Option<StreamState>> {
+pub(super) fn stream_state(tx: &mut impl Query, host: &str) -> Result<Option<StreamState>> {
     Ok(tx
         .query_opt(
             "SELECT stream_id, last_seq, connection FROM hosts WHERE host = $1",
             &[&host],
         )?
-        .map(|r| StreamState {
-            stream_id: r.get(0),
-            last_seq: to_u64(r.get(1)),
-            connection: to_u64(r.get(2)),
-        }))
+        .map(|r| stream_at(&r)))
+}
+
+/// A host's stream state and the digest of its drift set ([`Store::digest`]), in one
+/// statement. The host's items are read only when its `items_version` moved since `digests`
+/// last saw it: heartbeats ask every few seconds, of hosts that mostly did not change.
+///
+/// [`Store::digest`]: crate::store::Store::digest
+pub(super) fn digest(
+    q: &mut impl Query,
+    host: &str,
+    digests: &Digests,
+) -> Result<Option<(StreamState, [u8; 32])>> {
+    if let Some((version, digest)) = digests.get(host) {
+        let Some(r) = q.query_opt(
+            "SELECT stream_id, last_seq, connection, items_version FROM hosts WHERE host = $1",
+            &[&host],
+        )?
+        else {
+            return Ok(None);
+        };
+        if r.get::<_, i64>(3) == version {
+            return Ok(Some((stream_at(&r), digest)));
+        }
+    }
+    let Some(r) = q.query_opt(
+        "SELECT stream_id, last_seq, connection, items_version,
+             ARRAY(SELECT i.sha256 FROM items i WHERE i.host = h.host)
+         FROM hosts h WHERE h.host = $1",
+        &[&host],
+    )?
+    else {
+        return Ok(None);
+    };
+    let items = r
+        .get::<_, Vec<&[u8]>>(4)
+        .into_iter()
+        .map(|d| {
+            <[u8; 32]>::try_from(d).map_err(|_| {
+                StoreError::Database(format!("an item of host {host} has a bad digest"))
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let digest = set_digest(&items);
+    digests.put(host, r.get(3), digest);
+    Ok(Some((stream_at(&r), digest)))
+}
+
+/// A host's stream state from the first three columns of `r`.
+fn stream_at(r: &postgres::Row) -> StreamState {
+    StreamState {
+        stream_id: r.get(0),
+        last_seq: to_u64(r.get(1)),
+        connection: to_u64(r.get(2)),
+    }
 }

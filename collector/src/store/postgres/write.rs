@@ -67,10 +67,13 @@ pub(super) fn apply(
 pub(super) struct Learned(Vec<(String, i64, Subjects)>);
 
 impl Learned {
-    /// Remembers the hosts' items: the group that left them is committed.
+    /// Remembers the hosts' items: the group that left them is committed. A host of which
+    /// nothing is known (heartbeats' `Seen` alone) takes no room.
     pub(super) fn remember(self, known: &KnownItems) {
         for (host, version, subjects) in self.0 {
-            known.put(host, version, subjects);
+            if !subjects.is_empty() {
+                known.put(host, version, subjects);
+            }
         }
     }
 }
@@ -387,13 +390,8 @@ impl From<Current<'_>> for Known {
 }
 
 fn current<'w>(r: &postgres::Row) -> Result<Current<'w>> {
-    let digest: &[u8] = r.get(2);
-    let host: &str = r.get(0);
-    let sha256 = digest
-        .try_into()
-        .map_err(|_| StoreError::Database(format!("an item of host {host} has a bad digest")))?;
     Ok(Current {
-        sha256,
+        sha256: item_digest(r.get(0), r.get(2))?,
         severity: severity(r.get(3))?,
         observed_at: r.get(4),
         encoded: None,
@@ -919,15 +917,18 @@ pub(super) fn digest(
     let items = r
         .get::<_, Vec<&[u8]>>(4)
         .into_iter()
-        .map(|d| {
-            <[u8; 32]>::try_from(d).map_err(|_| {
-                StoreError::Database(format!("an item of host {host} has a bad digest"))
-            })
-        })
+        .map(|d| item_digest(host, d))
         .collect::<Result<Vec<_>>>()?;
     let digest = set_digest(&items);
     digests.put(host, r.get(3), digest);
     Ok(Some((stream_at(&r), digest)))
+}
+
+/// An item's stored `sha256`, which must be a digest.
+fn item_digest(host: &str, stored: &[u8]) -> Result<[u8; 32]> {
+    stored
+        .try_into()
+        .map_err(|_| StoreError::Database(format!("an item of host {host} has a bad digest")))
 }
 
 /// A host's stream state from the first three columns of `r`.

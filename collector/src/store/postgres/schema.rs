@@ -47,11 +47,14 @@ pub(super) const MIGRATIONS: &[Migration] = &[
 ///   uncompressed (pglz costs more than it saves). Rows already stored keep their form.
 const SCHEMA_V5: &str = r#"
 ALTER TABLE hosts ADD COLUMN items_version BIGINT NOT NULL DEFAULT 0;
+-- Run as text: PostgreSQL 13, which has no per-column compression, never parses it.
 DO $$
 BEGIN
-    ALTER TABLE history
-        ALTER COLUMN chunk SET STORAGE EXTENDED,
-        ALTER COLUMN chunk SET COMPRESSION lz4;
+    IF current_setting('server_version_num')::int >= 140000 THEN
+        EXECUTE 'ALTER TABLE history
+            ALTER COLUMN chunk SET STORAGE EXTENDED,
+            ALTER COLUMN chunk SET COMPRESSION lz4';
+    END IF;
 EXCEPTION WHEN feature_not_supported THEN
     NULL;
 END

@@ -34,6 +34,7 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     pub writes_per_commit: Histogram,
     pub write_queue: Gauge,
+    pub stream_reads_per_call: Histogram,
     pub watchers: Gauge,
     pub queries: Counter,
     pub query_seconds: Histogram,
@@ -78,6 +79,7 @@ impl Default for Metrics {
             commit_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             writes_per_commit: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
             write_queue: Gauge::default(),
+            stream_reads_per_call: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
             watchers: Gauge::default(),
             queries: Counter::default(),
             query_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
@@ -180,6 +182,11 @@ impl Default for Metrics {
             "write_queue",
             "Writes waiting for the writer.",
             m.write_queue.clone(),
+        );
+        r.register(
+            "stream_reads_per_call",
+            "Heartbeats' reads of their hosts' streams sharing one store call.",
+            m.stream_reads_per_call.clone(),
         );
         r.register("watchers", "Open watch streams.", m.watchers.clone());
         r.register("queries", "Fleet queries answered.", m.queries.clone());

@@ -24,11 +24,13 @@ use crate::metrics::Metrics;
 use crate::status;
 use crate::store::{
     self, EventRecord, HostIdentity, HostInfo, ItemError, ItemRecord, Store, StoreError,
-    StreamState, Transition, Write, blocking,
+    StreamHead, StreamState, Transition, Write, blocking,
 };
 use driftwatch_proto::drift::DriftError;
+use reader::Reader;
 use writer::Writer;
 
+pub mod reader;
 pub mod writer;
 
 /// Per-connection limits.
@@ -65,6 +67,7 @@ impl Default for Limits {
 pub struct IngestService<S> {
     store: Arc<S>,
     writer: Writer,
+    reader: Reader,
     metrics: Arc<Metrics>,
     limits: Limits,
     shutdown: CancellationToken,
@@ -72,8 +75,10 @@ pub struct IngestService<S> {
 }
 
 impl<S: Store> IngestService<S> {
+    /// Starts the heartbeats' [`Reader`]: call it on the server's runtime.
     pub fn new(store: Arc<S>, writer: Writer, metrics: Arc<Metrics>, limits: Limits) -> Self {
         IngestService {
+            reader: Reader::start(store.clone(), metrics.clone()),
             store,
             writer,
             metrics,
@@ -125,6 +130,7 @@ impl<S: Store> v1::ingest_server::Ingest for IngestService<S> {
         let conn = Connection {
             store: self.store.clone(),
             writer: self.writer.clone(),
+            reader: self.reader.clone(),
             metrics: self.metrics.clone(),
             limits: self.limits.clone(),
             tx,
@@ -151,6 +157,7 @@ impl<S: Store> v1::ingest_server::Ingest for IngestService<S> {
 struct Connection<S> {
     store: Arc<S>,
     writer: Writer,
+    reader: Reader,
     metrics: Arc<Metrics>,
     limits: Limits,
     tx: mpsc::Sender<Result<v1::CollectorMessage, Status>>,
@@ -479,13 +486,7 @@ impl<S: Store> Connection<S> {
         let pending = self
             .snapshot_asked
             .is_some_and(|t| now.duration_since(t) < self.limits.snapshot_interval);
-        let store = self.store.clone();
-        let host = self.host.clone();
-        let Some((state, digest)) = blocking(move || match pending {
-            true => Ok(store.stream_state(&host)?.map(|state| (state, None))),
-            false => Ok(store.digest(&host)?.map(|(state, d)| (state, Some(d)))),
-        })
-        .await?
+        let Some(StreamHead { state, digest }) = self.reader.read(&self.host, !pending).await?
         else {
             return Ok(());
         };

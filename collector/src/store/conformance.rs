@@ -27,7 +27,8 @@ use crate::query::convert;
 
 use super::{
     Applied, EventRecord, HistoryQuery, HostIdentity, HostInfo, HostQuery, ItemFilter, ItemRecord,
-    Millis, Result, Severity, Store, StoreError, StreamState, Transition, Write, rfc3339,
+    Millis, Result, Severity, Store, StoreError, StreamHead, StreamRead, StreamState, Transition,
+    Write, rfc3339,
 };
 
 mod credentials;
@@ -55,6 +56,7 @@ macro_rules! conformance_tests {
             a_resolved_event_removes_the_item,
             a_snapshot_replaces_the_set_and_records_the_differences,
             the_digest_follows_the_current_set,
+            many_streams_are_read_at_once_as_one_by_one,
             a_batch_of_another_stream_is_rejected,
             seen_updates_last_seen,
             host_aggregates_follow_every_change,

@@ -79,7 +79,7 @@ pub fn parse_rfc3339(text: &str) -> Option<Millis> {
     humantime::parse_rfc3339_weak(text).ok().map(to_millis)
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database itself failed (I/O, corruption, a constraint that should hold).
     #[error("database: {0}")]
@@ -117,6 +117,21 @@ pub struct StreamState {
     /// whichever collector sharing the database it arrives, so a stream that finds a higher
     /// number than its own hello's knows a newer connection of its host replaced it.
     pub connection: u64,
+}
+
+/// What a heartbeat reads of its host's stored stream ([`Store::streams`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamRead {
+    pub host: String,
+    /// With the digest of the host's drift set.
+    pub digest: bool,
+}
+
+/// A host's stored stream, and its drift set's digest if it was asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamHead {
+    pub state: StreamState,
+    pub digest: Option<[u8; 32]>,
 }
 
 /// One event of a batch, validated (see [`ItemRecord::from_wire`]).
@@ -271,6 +286,11 @@ pub trait Store: Send + Sync + 'static {
     /// [`Store::stream_state`] and the digest of the host's current set (`drift.proto`'s, over
     /// the items' canonical encodings: what agents send in heartbeats).
     fn digest(&self, host: &str) -> Result<Option<(StreamState, [u8; 32])>>;
+
+    /// What heartbeats read, for many hosts in one read: each host's [`Store::stream_state`],
+    /// with [`Store::digest`]'s digest where [`StreamRead::digest`] asks for it. One answer
+    /// per read, in order (`None`: no such host).
+    fn streams(&self, reads: &[StreamRead]) -> Result<Vec<Option<StreamHead>>>;
 
     /// Stores an operator token; refused if an unrevoked token has its name.
     fn create_token(&self, token: &NewToken) -> Result<()>;

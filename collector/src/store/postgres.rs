@@ -43,7 +43,8 @@
 //! Modules: `connect` (URL, password, TLS), `tx` (pooled connections, transactions with
 //! prepared statements), `schema` (tables, migrations), `write` (hellos
 //! and groups of writes), `known` (the items a collector remembers, so as not to read them
-//! back), `query` (fleet queries), `credentials`, `enrollment`, `iac`.
+//! back), `streams` (what heartbeats read, many hosts in one statement), `query` (fleet
+//! queries), `credentials`, `enrollment`, `iac`.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,8 +57,8 @@ use super::{
     Applied, Cause, EnrollRefusal, EnrolledHost, Enrollment, HistoryEntry, HistoryQuery,
     HostDetail, HostFacts, HostInfo, HostQuery, IacData, ImportOutcome, Issued, IssuedCertificate,
     ItemFilter, JoinToken, ListedHost, ManifestImport, Millis, NewJoinToken, NewToken,
-    OperatorToken, PathSummary, Result, Severity, StateImport, Store, StoreError, StreamState,
-    Write,
+    OperatorToken, PathSummary, Result, Severity, StateImport, Store, StoreError, StreamHead,
+    StreamRead, StreamState, Write,
 };
 
 pub mod connect;
@@ -70,6 +71,7 @@ mod known;
 mod lease;
 mod query;
 mod schema;
+mod streams;
 #[cfg(test)]
 mod tests;
 mod tx;
@@ -101,7 +103,7 @@ pub struct PgStore {
     generation_failures: AtomicU64,
     /// The items this collector's writers wrote recently (`known`).
     known: known::KnownItems,
-    /// The digests of hosts' drift sets this collector computed (`write::digest`).
+    /// The digests of hosts' drift sets this collector computed (`streams`).
     digests: known::Digests,
 }
 
@@ -337,7 +339,7 @@ impl Store for PgStore {
 
     fn stream_state(&self, host: &str) -> Result<Option<StreamState>> {
         self.read_one("reading a host's stream", |conn| {
-            write::stream_state(conn, host)
+            streams::stream_state(conn, host)
         })
     }
 
@@ -346,8 +348,17 @@ impl Store for PgStore {
     }
 
     fn digest(&self, host: &str) -> Result<Option<(StreamState, [u8; 32])>> {
-        self.read_one("computing a host's digest", |conn| {
-            write::digest(conn, host, &self.digests)
+        let read = StreamRead {
+            host: host.to_owned(),
+            digest: true,
+        };
+        let head = self.streams(std::slice::from_ref(&read))?.pop().flatten();
+        Ok(head.and_then(|h| Some((h.state, h.digest?))))
+    }
+
+    fn streams(&self, reads: &[StreamRead]) -> Result<Vec<Option<StreamHead>>> {
+        self.read_one("reading hosts' streams", |conn| {
+            streams::streams(conn, reads, &self.digests)
         })
     }
 

@@ -97,8 +97,8 @@ use super::{
     Applied, Cause, EnrollRefusal, EnrolledHost, Enrollment, HistoryEntry, HistoryQuery,
     HostDetail, HostFacts, HostInfo, HostQuery, IacData, ImportOutcome, Issued, IssuedCertificate,
     ItemFilter, JoinToken, ListedHost, ManifestImport, Millis, NewJoinToken, NewToken,
-    OperatorToken, PathSummary, Result, Severity, StateImport, Store, StoreError, StreamState,
-    Write,
+    OperatorToken, PathSummary, Result, Severity, StateImport, Store, StoreError, StreamHead,
+    StreamRead, StreamState, Write,
 };
 use driftwatch_proto::drift::set_digest;
 
@@ -503,11 +503,25 @@ impl Store for SqliteStore {
             let Some(state) = write::stream_state(tx, host)? else {
                 return Ok(None);
             };
-            let digests = tx
-                .prepare_cached("SELECT sha256 FROM items WHERE host = ?1")?
-                .query_map([host], |r| r.get::<_, [u8; 32]>(0))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(Some((state, set_digest(&digests))))
+            Ok(Some((state, items_digest(tx, host)?)))
+        })
+    }
+
+    fn streams(&self, reads: &[StreamRead]) -> Result<Vec<Option<StreamHead>>> {
+        self.read("reading hosts' streams", |tx| {
+            reads
+                .iter()
+                .map(|read| {
+                    let Some(state) = write::stream_state(tx, &read.host)? else {
+                        return Ok(None);
+                    };
+                    let digest = match read.digest {
+                        true => Some(items_digest(tx, &read.host)?),
+                        false => None,
+                    };
+                    Ok(Some(StreamHead { state, digest }))
+                })
+                .collect()
         })
     }
 
@@ -674,6 +688,15 @@ impl Store for SqliteStore {
             tx.query_row("PRAGMA user_version", [], |_| Ok(()))
         })
     }
+}
+
+/// The digest of `host`'s drift set, over its stored items.
+fn items_digest(tx: &Connection, host: &str) -> rusqlite::Result<[u8; 32]> {
+    let digests = tx
+        .prepare_cached("SELECT sha256 FROM items WHERE host = ?1")?
+        .query_map([host], |r| r.get::<_, [u8; 32]>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(set_digest(&digests))
 }
 
 fn severity_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<Severity> {

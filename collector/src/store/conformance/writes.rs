@@ -453,6 +453,67 @@ pub fn the_digest_follows_the_current_set(store: &dyn Store) {
     );
 }
 
+pub fn many_streams_are_read_at_once_as_one_by_one(store: &dyn Store) {
+    store.hello(&info("i-1", "web-1"), T0).unwrap();
+    store.hello(&info("i-2", "web-2"), T0).unwrap();
+    let a = item("/etc/a.conf", "behavioral", "bb");
+    let b = item("/etc/b.conf", "security", "cc");
+    apply1(
+        store,
+        batch("i-1", "s1", vec![drifted(1, &a), drifted(2, &b)], T0),
+    )
+    .unwrap();
+    let read = |host: &str, digest: bool| StreamRead {
+        host: host.into(),
+        digest,
+    };
+    // Twice in one call (two streams of one host), with and without a digest; a host not
+    // stored; a host with nothing stored.
+    let reads = [
+        read("i-1", true),
+        read("nope", true),
+        read("i-2", true),
+        read("i-1", false),
+        read("i-2", false),
+    ];
+    let expected = |host: &str, digest: bool| {
+        let state = store.stream_state(host).unwrap()?;
+        let digest = digest.then(|| store.digest(host).unwrap().unwrap().1);
+        Some(StreamHead { state, digest })
+    };
+    let one_by_one: Vec<_> = reads.iter().map(|r| expected(&r.host, r.digest)).collect();
+    assert_eq!(store.streams(&reads).unwrap(), one_by_one);
+    assert_eq!(
+        one_by_one[0],
+        Some(StreamHead {
+            state: StreamState {
+                stream_id: "s1".into(),
+                last_seq: 2,
+                connection: 1
+            },
+            digest: Some(set_digest([a.sha256, b.sha256])),
+        })
+    );
+    assert_eq!(one_by_one[1], None);
+    assert_eq!(one_by_one[2].as_ref().unwrap().digest, Some(set_digest([])));
+    assert_eq!(one_by_one[3].as_ref().unwrap().digest, None);
+
+    // Read again after a change: the digest follows (where a backend remembers digests, the
+    // version it remembered moved).
+    apply1(
+        store,
+        batch("i-1", "s1", vec![event(3, Transition::Resolved, &a)], T0),
+    )
+    .unwrap();
+    let again = store.streams(&reads[..1]).unwrap();
+    assert_eq!(again[0].as_ref().unwrap().state.last_seq, 3);
+    assert_eq!(
+        again[0].as_ref().unwrap().digest,
+        Some(set_digest([b.sha256]))
+    );
+    assert_eq!(store.streams(&[]).unwrap(), Vec::new());
+}
+
 pub fn a_batch_of_another_stream_is_rejected(store: &dyn Store) {
     store.hello(&info("i-1", "web-1"), T0).unwrap();
     let a = item("/etc/a.conf", "behavioral", "bb");

@@ -103,7 +103,7 @@ impl KnownItems {
 /// Most hosts whose digest is remembered; past it, all are forgotten (about 100 bytes each).
 const DIGESTS: usize = 100_000;
 
-/// The digest of each host's drift set at an `items_version` (`write::digest`), so that a
+/// The digest of each host's drift set at an `items_version` (`streams`), so that a
 /// heartbeat reads a host's items again only once they changed.
 #[derive(Default)]
 pub(super) struct Digests(Mutex<HashMap<String, (i64, [u8; 32])>>);

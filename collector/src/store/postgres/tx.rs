@@ -118,10 +118,16 @@ fn cached(
 
 /// What reads of one statement need: a [`Tx`], or a [`Conn`] outside any transaction.
 pub trait Query {
+    fn query(&mut self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, Error>;
     fn query_opt(&mut self, sql: &str, params: Params<'_>) -> Result<Option<Row>, Error>;
 }
 
 impl Query for Conn {
+    fn query(&mut self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, Error> {
+        let statement = self.statement(sql)?;
+        self.client.query(&statement, params)
+    }
+
     fn query_opt(&mut self, sql: &str, params: Params<'_>) -> Result<Option<Row>, Error> {
         let statement = self.statement(sql)?;
         self.client.query_opt(&statement, params)
@@ -129,6 +135,10 @@ impl Query for Conn {
 }
 
 impl Query for Tx<'_> {
+    fn query(&mut self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, Error> {
+        Tx::query(self, sql, params)
+    }
+
     fn query_opt(&mut self, sql: &str, params: Params<'_>) -> Result<Option<Row>, Error> {
         Tx::query_opt(self, sql, params)
     }

@@ -24,8 +24,8 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::history;
-use super::known::{Digests, Known, KnownItems, Subjects};
-use super::tx::{Query, Tx};
+use super::known::{Known, KnownItems, Subjects};
+use super::tx::Tx;
 
 use super::{severity, to_u64};
 use crate::store::chunk::Chunk;
@@ -33,7 +33,6 @@ use crate::store::{
     Applied, EventRecord, HostInfo, ItemRecord, Millis, Result, Severity, StoreError, StreamState,
     Transition, Write,
 };
-use driftwatch_proto::drift::set_digest;
 
 /// Locks the hosts a group writes to, in identity order, so two collectors applying groups
 /// that share hosts wait for each other instead of deadlocking.
@@ -874,68 +873,9 @@ pub(super) fn hello(tx: &mut Tx<'_>, info: &HostInfo, now: Millis) -> Result<Str
     Ok(state)
 }
 
-pub(super) fn stream_state(tx: &mut impl Query, host: &str) -> Result<Option<StreamState>> {
-    Ok(tx
-        .query_opt(
-            "SELECT stream_id, last_seq, connection FROM hosts WHERE host = $1",
-            &[&host],
-        )?
-        .map(|r| stream_at(&r)))
-}
-
-/// A host's stream state and the digest of its drift set ([`Store::digest`]), in one
-/// statement. The host's items are read only when its `items_version` moved since `digests`
-/// last saw it: heartbeats ask every few seconds, of hosts that mostly did not change.
-///
-/// [`Store::digest`]: crate::store::Store::digest
-pub(super) fn digest(
-    q: &mut impl Query,
-    host: &str,
-    digests: &Digests,
-) -> Result<Option<(StreamState, [u8; 32])>> {
-    if let Some((version, digest)) = digests.get(host) {
-        let Some(r) = q.query_opt(
-            "SELECT stream_id, last_seq, connection, items_version FROM hosts WHERE host = $1",
-            &[&host],
-        )?
-        else {
-            return Ok(None);
-        };
-        if r.get::<_, i64>(3) == version {
-            return Ok(Some((stream_at(&r), digest)));
-        }
-    }
-    let Some(r) = q.query_opt(
-        "SELECT stream_id, last_seq, connection, items_version,
-             ARRAY(SELECT i.sha256 FROM items i WHERE i.host = h.host)
-         FROM hosts h WHERE h.host = $1",
-        &[&host],
-    )?
-    else {
-        return Ok(None);
-    };
-    let items = r
-        .get::<_, Vec<&[u8]>>(4)
-        .into_iter()
-        .map(|d| item_digest(host, d))
-        .collect::<Result<Vec<_>>>()?;
-    let digest = set_digest(&items);
-    digests.put(host, r.get(3), digest);
-    Ok(Some((stream_at(&r), digest)))
-}
-
 /// An item's stored `sha256`, which must be a digest.
-fn item_digest(host: &str, stored: &[u8]) -> Result<[u8; 32]> {
+pub(super) fn item_digest(host: &str, stored: &[u8]) -> Result<[u8; 32]> {
     stored
         .try_into()
         .map_err(|_| StoreError::Database(format!("an item of host {host} has a bad digest")))
-}
-
-/// A host's stream state from the first three columns of `r`.
-fn stream_at(r: &postgres::Row) -> StreamState {
-    StreamState {
-        stream_id: r.get(0),
-        last_seq: to_u64(r.get(1)),
-        connection: to_u64(r.get(2)),
-    }
 }

@@ -34,7 +34,7 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     pub writes_per_commit: Histogram,
     pub write_queue: Gauge,
-    pub stream_reads_per_call: Histogram,
+    pub heartbeat_reads_per_call: Histogram,
     pub watchers: Gauge,
     pub queries: Counter,
     pub query_seconds: Histogram,
@@ -79,7 +79,7 @@ impl Default for Metrics {
             commit_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             writes_per_commit: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
             write_queue: Gauge::default(),
-            stream_reads_per_call: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
+            heartbeat_reads_per_call: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
             watchers: Gauge::default(),
             queries: Counter::default(),
             query_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
@@ -184,9 +184,9 @@ impl Default for Metrics {
             m.write_queue.clone(),
         );
         r.register(
-            "stream_reads_per_call",
-            "Heartbeats' reads of their hosts' streams sharing one store call.",
-            m.stream_reads_per_call.clone(),
+            "heartbeat_reads_per_call",
+            "Heartbeats' reads (hosts' streams, certificates) sharing one hop to the store.",
+            m.heartbeat_reads_per_call.clone(),
         );
         r.register("watchers", "Open watch streams.", m.watchers.clone());
         r.register("queries", "Fleet queries answered.", m.queries.clone());

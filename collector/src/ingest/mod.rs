@@ -451,8 +451,7 @@ impl<S: Store> Connection<S> {
         let Some(serial) = self.certificate.clone() else {
             return Ok(());
         };
-        let store = self.store.clone();
-        match blocking(move || store.certificate(&serial)).await? {
+        match self.reader.certificate(&serial).await? {
             // Not issued by enrollment (a hand-made PKI's): nothing to follow.
             None => self.certificate = None,
             Some(c) if c.revoked_at.is_some() => {
@@ -486,7 +485,7 @@ impl<S: Store> Connection<S> {
         let pending = self
             .snapshot_asked
             .is_some_and(|t| now.duration_since(t) < self.limits.snapshot_interval);
-        let Some(StreamHead { state, digest }) = self.reader.read(&self.host, !pending).await?
+        let Some(StreamHead { state, digest }) = self.reader.stream(&self.host, !pending).await?
         else {
             return Ok(());
         };

@@ -341,6 +341,10 @@ pub trait Store: Send + Sync + 'static {
     /// The certificate issued with this serial (lowercase hex), if this collector issued it.
     fn certificate(&self, serial: &str) -> Result<Option<IssuedCertificate>>;
 
+    /// [`Store::certificate`] of many serials in one read, in order: what the heartbeats of
+    /// enrolled agents that arrived together ask (is the certificate revoked since?).
+    fn certificates(&self, serials: &[String]) -> Result<Vec<Option<IssuedCertificate>>>;
+
     /// Worst drift first, then most items, then by identity.
     fn list_hosts(&self, query: &HostQuery) -> Result<Vec<ListedHost>>;
 

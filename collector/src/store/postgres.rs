@@ -434,6 +434,12 @@ impl Store for PgStore {
         })
     }
 
+    fn certificates(&self, serials: &[String]) -> Result<Vec<Option<IssuedCertificate>>> {
+        self.read_one("looking up certificates", |conn| {
+            enrollment::certificates(conn, serials)
+        })
+    }
+
     fn find_host(&self, name: &str) -> Result<Option<String>> {
         self.read("finding a host", |tx| query::find(tx, name))
     }

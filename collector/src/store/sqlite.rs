@@ -610,6 +610,15 @@ impl Store for SqliteStore {
         })
     }
 
+    fn certificates(&self, serials: &[String]) -> Result<Vec<Option<IssuedCertificate>>> {
+        self.read("looking up certificates", |tx| {
+            serials
+                .iter()
+                .map(|serial| enrollment::certificate(tx, serial))
+                .collect()
+        })
+    }
+
     fn find_host(&self, name: &str) -> Result<Option<String>> {
         self.read("finding a host", |tx| {
             query::find(tx, name, "host", |row| row.get(0))

@@ -203,4 +203,15 @@ pub fn an_identity_is_bound_to_its_key_until_revoked(store: &dyn Store) {
     assert_eq!(store.enrolled().unwrap()[0].key_sha256, [2; 32]);
     assert_eq!(store.certificate("07").unwrap().unwrap().revoked_at, None);
     assert_eq!(store.certificate("99").unwrap(), None);
+
+    // Many at once (heartbeats of enrolled agents), as one by one: revoked, live, unknown,
+    // one asked twice.
+    let serials: Vec<String> = ["04", "99", "07", "04"].map(String::from).into();
+    let one_by_one: Vec<_> = serials
+        .iter()
+        .map(|s| store.certificate(s).unwrap())
+        .collect();
+    assert_eq!(store.certificates(&serials).unwrap(), one_by_one);
+    assert!(one_by_one[0].as_ref().unwrap().revoked_at.is_some());
+    assert_eq!(store.certificates(&[]).unwrap(), Vec::new());
 }

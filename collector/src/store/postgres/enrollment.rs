@@ -1,5 +1,7 @@
 //! Enrollment: the `join_tokens`, `enrollments` and `certificates` tables.
 
+use std::collections::HashMap;
+
 use postgres::Row;
 
 use super::tx::{Query, Tx};
@@ -223,12 +225,34 @@ pub(super) fn certificate(tx: &mut impl Query, serial: &str) -> Result<Option<Is
              FROM certificates WHERE serial = $1",
             &[&serial],
         )?
-        .map(|r| IssuedCertificate {
-            host: r.get(0),
-            serial: r.get(1),
-            issued_at: r.get(2),
-            not_after: r.get(3),
-            revoked_at: r.get(4),
-            revoked_by: r.get(5),
-        }))
+        .map(|r| issued(&r)))
+}
+
+/// [`certificate`] of each serial, in one statement.
+pub(super) fn certificates(
+    q: &mut impl Query,
+    serials: &[String],
+) -> Result<Vec<Option<IssuedCertificate>>> {
+    let found: HashMap<String, IssuedCertificate> = q
+        .query(
+            "SELECT host, serial, issued_at, not_after, revoked_at, revoked_by
+             FROM certificates WHERE serial = ANY($1)",
+            &[&serials],
+        )?
+        .iter()
+        .map(|r| (r.get(1), issued(r)))
+        .collect();
+    // A serial asked twice gets its certificate twice.
+    Ok(serials.iter().map(|s| found.get(s).cloned()).collect())
+}
+
+fn issued(r: &Row) -> IssuedCertificate {
+    IssuedCertificate {
+        host: r.get(0),
+        serial: r.get(1),
+        issued_at: r.get(2),
+        not_after: r.get(3),
+        revoked_at: r.get(4),
+        revoked_by: r.get(5),
+    }
 }

@@ -281,16 +281,31 @@ pub trait Store: Send + Sync + 'static {
     fn apply(&self, writes: &[Write]) -> Result<Vec<Result<Applied>>>;
 
     /// The host's stored stream: its id, sequence number and newest connection.
-    fn stream_state(&self, host: &str) -> Result<Option<StreamState>>;
+    fn stream_state(&self, host: &str) -> Result<Option<StreamState>> {
+        Ok(self.stream(host, false)?.map(|head| head.state))
+    }
 
     /// [`Store::stream_state`] and the digest of the host's current set (`drift.proto`'s, over
     /// the items' canonical encodings: what agents send in heartbeats).
-    fn digest(&self, host: &str) -> Result<Option<(StreamState, [u8; 32])>>;
+    fn digest(&self, host: &str) -> Result<Option<(StreamState, [u8; 32])>> {
+        Ok(self
+            .stream(host, true)?
+            .and_then(|head| Some((head.state, head.digest?))))
+    }
 
     /// What heartbeats read, for many hosts in one read: each host's [`Store::stream_state`],
     /// with [`Store::digest`]'s digest where [`StreamRead::digest`] asks for it. One answer
     /// per read, in order (`None`: no such host).
     fn streams(&self, reads: &[StreamRead]) -> Result<Vec<Option<StreamHead>>>;
+
+    /// [`Store::streams`] of one host.
+    fn stream(&self, host: &str, digest: bool) -> Result<Option<StreamHead>> {
+        let read = StreamRead {
+            host: host.to_owned(),
+            digest,
+        };
+        Ok(self.streams(std::slice::from_ref(&read))?.pop().flatten())
+    }
 
     /// Stores an operator token; refused if an unrevoked token has its name.
     fn create_token(&self, token: &NewToken) -> Result<()>;

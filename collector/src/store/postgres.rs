@@ -337,23 +337,8 @@ impl Store for PgStore {
         Ok(results)
     }
 
-    fn stream_state(&self, host: &str) -> Result<Option<StreamState>> {
-        self.read_one("reading a host's stream", |conn| {
-            streams::stream_state(conn, host)
-        })
-    }
-
     fn writers(&self) -> usize {
         WRITERS
-    }
-
-    fn digest(&self, host: &str) -> Result<Option<(StreamState, [u8; 32])>> {
-        let read = StreamRead {
-            host: host.to_owned(),
-            digest: true,
-        };
-        let head = self.streams(std::slice::from_ref(&read))?.pop().flatten();
-        Ok(head.and_then(|h| Some((h.state, h.digest?))))
     }
 
     fn streams(&self, reads: &[StreamRead]) -> Result<Vec<Option<StreamHead>>> {

@@ -492,21 +492,6 @@ impl Store for SqliteStore {
         Ok(results)
     }
 
-    fn stream_state(&self, host: &str) -> Result<Option<StreamState>> {
-        self.read("reading a host's stream", |tx| {
-            write::stream_state(tx, host)
-        })
-    }
-
-    fn digest(&self, host: &str) -> Result<Option<(StreamState, [u8; 32])>> {
-        self.read("computing a host's digest", |tx| {
-            let Some(state) = write::stream_state(tx, host)? else {
-                return Ok(None);
-            };
-            Ok(Some((state, items_digest(tx, host)?)))
-        })
-    }
-
     fn streams(&self, reads: &[StreamRead]) -> Result<Vec<Option<StreamHead>>> {
         self.read("reading hosts' streams", |tx| {
             reads

@@ -12,14 +12,6 @@ use super::tx::Query;
 use super::write::item_digest;
 use crate::store::{Result, StoreError, StreamHead, StreamRead, StreamState};
 
-pub(super) fn stream_state(q: &mut impl Query, host: &str) -> Result<Option<StreamState>> {
-    Ok(q.query_opt(
-        "SELECT stream_id, last_seq, connection FROM hosts WHERE host = $1",
-        &[&host],
-    )?
-    .map(|r| stream_at(&r)))
-}
-
 /// Each read's host's stream, and its digest where asked ([`Store::streams`]), in one
 /// statement: a row per host found, its items only where a digest is asked and the version
 /// remembered is not the host's (`NULL` never is). `LIMIT 1` keeps the lookup a probe of the
@@ -81,13 +73,4 @@ pub(super) fn streams(
         heads[i] = Some(StreamHead { state, digest });
     }
     Ok(heads)
-}
-
-/// A host's stream state from the first three columns of `r`.
-fn stream_at(r: &postgres::Row) -> StreamState {
-    StreamState {
-        stream_id: r.get(0),
-        last_seq: to_u64(r.get(1)),
-        connection: to_u64(r.get(2)),
-    }
 }
